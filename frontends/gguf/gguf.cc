@@ -1,0 +1,1 @@
+#include "frontends/gguf/gguf.h"

@@ -1,0 +1,1 @@
+#include "frontends/tokenizer/tokenizer.h"

@@ -1,0 +1,48 @@
+// vibrantc: GGUF -> static tensor IR -> passes -> kernels -> plan.
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "tools/vibrantc/commands.h"
+
+namespace {
+
+struct Command {
+  const char* name;
+  int (*run)(const std::vector<std::string>&);
+  const char* help;
+};
+
+constexpr Command kCommands[] = {
+    {"inspect", vibrant::cli::RunInspect,
+     "inspect MODEL.gguf [--json]          metadata and tensor table"},
+    {"tokenize", vibrant::cli::RunTokenize,
+     "tokenize MODEL.gguf TEXT|--file F [--no-bos] [--json]   token ids"},
+};
+
+void Usage(FILE* out) {
+  std::fprintf(out, "usage: vibrantc COMMAND [ARGS]\n\ncommands:\n");
+  for (const Command& c : kCommands) std::fprintf(out, "  %s\n", c.help);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    Usage(stderr);
+    return 2;
+  }
+  std::string name = argv[1];
+  if (name == "-h" || name == "--help" || name == "help") {
+    Usage(stdout);
+    return 0;
+  }
+  std::vector<std::string> args(argv + 2, argv + argc);
+  for (const Command& c : kCommands) {
+    if (name == c.name) return c.run(args);
+  }
+  std::fprintf(stderr, "vibrantc: unknown command '%s'\n", name.c_str());
+  Usage(stderr);
+  return 2;
+}
