@@ -1,0 +1,131 @@
+// The static tensor IR: a graph of ops over tensor values with static shapes.
+//
+// Design (see docs/architecture.md):
+// - One graph describes one step of the model. The number of tokens in a step
+//   is the single symbolic dimension T (written kTokens in shapes, "T" in
+//   text), bounded by Graph::max_tokens. Decode is T=1, prefill any
+//   1 <= T <= max_tokens; everything else is static. Memory is planned for the
+//   bound; kernels take T at run time.
+// - Values are in SSA form: each is defined once, by a graph input/weight/KV
+//   declaration or by one op's output. Ops are kept in a valid execution order.
+// - Quantized weight types are ordinary dtypes: MatMul takes a q4_K weight.
+// - Shapes are row-major, outermost first: a GGUF weight with ggml dims
+//   [K, N] (ne0 = K innermost) is the IR matrix [N, K].
+#ifndef VIBRANT_IR_GRAPH_H_
+#define VIBRANT_IR_GRAPH_H_
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "ir/dtype.h"
+#include "ir/ops.h"
+
+namespace vibrant::ir {
+
+// The symbolic token dimension T in a shape.
+inline constexpr int64_t kTokens = -1;
+
+using Shape = std::vector<int64_t>;
+std::string ShapeToString(const Shape& s);  // "[T, 256]"
+// Number of elements with T replaced by `tokens`.
+int64_t NumElements(const Shape& s, int64_t tokens);
+
+enum class Storage : uint8_t {
+  kActivation,  // produced and consumed within a step; planned in the arena
+  kWeight,      // read-only model parameter; `source` names the GGUF tensor
+  kKvCache,     // persistent across steps; [n_ctx, n_kv_heads, head_dim]
+  kInput,       // fed by the runtime each step (token ids, positions)
+  kOutput,      // read by the runtime after the step (logits)
+};
+std::string_view StorageName(Storage s);
+
+enum class Device : uint8_t { kUnassigned, kCpu, kCuda };
+std::string_view DeviceName(Device d);
+
+using ValueId = int32_t;
+using OpId = int32_t;
+
+struct Value {
+  std::string name;  // unique in the graph
+  DType dtype = DType::kF32;
+  Shape shape;
+  Storage storage = Storage::kActivation;
+  Device device = Device::kUnassigned;
+  std::string source;  // weights: GGUF tensor name
+  OpId producer = -1;  // -1 for inputs, weights, KV caches
+  // For ops that update storage in place (KvStore), the value whose storage
+  // this one shares; -1 otherwise.
+  ValueId alias_of = -1;
+};
+
+// Attribute values: integers, floats, strings, integer lists.
+using AttrValue = std::variant<int64_t, double, std::string, std::vector<int64_t>>;
+using Attrs = std::map<std::string, AttrValue>;
+
+class Graph;
+
+struct Op {
+  OpKind kind;
+  std::vector<ValueId> inputs;
+  std::vector<ValueId> outputs;
+  Attrs attrs;
+  Device device = Device::kUnassigned;
+  // For OpKind::kFused: the elementwise expression the op computes, as a
+  // graph whose inputs are this op's inputs (same order) and whose outputs are
+  // this op's outputs. Null otherwise.
+  std::shared_ptr<const Graph> body;
+
+  int64_t IntAttr(const std::string& key, int64_t dflt = 0) const;
+  double FloatAttr(const std::string& key, double dflt = 0) const;
+  std::string StringAttr(const std::string& key, const std::string& dflt = "") const;
+};
+
+class Graph {
+ public:
+  // Model-level facts carried with the graph (architecture, hyperparameters).
+  Attrs meta;
+  // Upper bound of T.
+  int64_t max_tokens = 1;
+
+  ValueId AddValue(Value v);
+  // Declares a graph input / weight / KV cache (no producer).
+  ValueId AddInput(std::string name, DType dtype, Shape shape);
+  ValueId AddWeight(std::string name, DType dtype, Shape shape, std::string source);
+  ValueId AddKvCache(std::string name, DType dtype, Shape shape);
+  // Appends an op producing one new activation value named `out_name`, whose
+  // dtype and shape are inferred (ir/ops.h). Fails on a shape/dtype mismatch.
+  absl::StatusOr<ValueId> AddOp(OpKind kind, std::vector<ValueId> inputs,
+                                std::string out_name, Attrs attrs = {});
+  // Appends an op whose outputs were already created with AddValue.
+  OpId AddRawOp(Op op);
+  void MarkOutput(ValueId v);
+
+  const std::vector<Value>& values() const { return values_; }
+  std::vector<Value>& mutable_values() { return values_; }
+  const std::vector<Op>& ops() const { return ops_; }
+  std::vector<Op>& mutable_ops() { return ops_; }
+  const Value& value(ValueId id) const { return values_[id]; }
+  Value& mutable_value(ValueId id) { return values_[id]; }
+  const std::vector<ValueId>& outputs() const { return outputs_; }
+  std::vector<ValueId>& mutable_outputs() { return outputs_; }
+  // -1 when absent.
+  ValueId FindValue(const std::string& name) const;
+
+  // Rebuilds producer links and the name index after ops/values were edited.
+  void Reindex();
+
+ private:
+  std::vector<Value> values_;
+  std::vector<Op> ops_;
+  std::vector<ValueId> outputs_;
+  std::map<std::string, ValueId> by_name_;
+};
+
+}  // namespace vibrant::ir
+
+#endif  // VIBRANT_IR_GRAPH_H_

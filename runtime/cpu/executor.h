@@ -1,0 +1,48 @@
+// The CPU reference backend: executes an IR graph step by step.
+#ifndef VIBRANT_RUNTIME_CPU_EXECUTOR_H_
+#define VIBRANT_RUNTIME_CPU_EXECUTOR_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "ir/graph.h"
+
+namespace vibrant {
+
+// Resolves a weight's `source` (GGUF tensor name) to its bytes, laid out as
+// the IR value's dtype and shape say. The bytes must outlive the executor.
+using WeightResolver =
+    std::function<absl::StatusOr<absl::Span<const uint8_t>>(const std::string& source)>;
+
+struct CpuExecutorOptions {
+  int threads = 0;  // 0 = hardware concurrency
+};
+
+class CpuExecutor {
+ public:
+  static absl::StatusOr<std::unique_ptr<CpuExecutor>> Create(
+      const ir::Graph& graph, WeightResolver weights, CpuExecutorOptions opts = {});
+  ~CpuExecutor();
+
+  // Runs one step over `tokens` (1..max_tokens of them) at positions
+  // pos0, pos0+1, ... and returns the graph output "logits"
+  // ([T or 1] x n_vocab, row-major). Fails cleanly on a token id outside the
+  // vocabulary or a position past the KV cache.
+  absl::StatusOr<absl::Span<const float>> Step(absl::Span<const int32_t> tokens,
+                                               int32_t pos0);
+  // Forgets the KV cache contents (a new sequence).
+  void Reset();
+
+ private:
+  struct Impl;
+  explicit CpuExecutor(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace vibrant
+
+#endif  // VIBRANT_RUNTIME_CPU_EXECUTOR_H_
