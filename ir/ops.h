@@ -34,9 +34,11 @@ enum class OpKind : uint8_t {
   // reshape(x) {shape=[...]} -> same elements, new shape (T may appear once,
   //   and only where x has it at the same outer position).
   kReshape,
-  // rope(x[T, H, hd], positions[T] i32) {mode, n_rot, freq_base, freq_scale}
+  // rope(x[T, H, hd], positions[T] i32 [, freq_factors[n_rot/2] f32])
+  //   {mode, n_rot, freq_base, freq_scale}
   //   Rotates the first n_rot dims of each head by angle
-  //   p * freq_scale * freq_base^(-2i/n_rot), p = positions[t], for pair i:
+  //   p * freq_scale * freq_base^(-2i/n_rot) / freq_factors[i] (factor 1
+  //   when absent; llama 3.1's rope_freqs.weight), p = positions[t], for pair i:
   //   mode 0 ("normal", llama): pairs (2i, 2i+1);
   //   mode 2 ("neox", qwen2):   pairs (i, i + n_rot/2).
   //   Dims past n_rot pass through.
