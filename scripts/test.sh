@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Builds everything and runs the whole test suite (what CI runs).
+# Tests that need ../shared (models, llama.cpp references, tokenizer vectors)
+# report themselves skipped when it is absent; GPU tests skip without a GPU.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo
+cmake --build build
+ctest --test-dir build --output-on-failure -j "$(nproc)"
+# A short fuzzing run of the GGUF reader (longer: FUZZ_SECONDS=600 .ci/fuzz.sh).
+if [ -f .ci/fuzz.sh ]; then FUZZ_SECONDS="${FUZZ_SECONDS:-30}" bash .ci/fuzz.sh; fi
