@@ -103,6 +103,7 @@ class Graph {
                                 std::string out_name, Attrs attrs = {});
   // Appends an op whose outputs were already created with AddValue.
   OpId AddRawOp(Op op);
+  // Adds `v` to outputs(); an activation becomes Storage::kOutput.
   void MarkOutput(ValueId v);
 
   const std::vector<Value>& values() const { return values_; }
@@ -113,7 +114,8 @@ class Graph {
   Value& mutable_value(ValueId id) { return values_[id]; }
   const std::vector<ValueId>& outputs() const { return outputs_; }
   std::vector<ValueId>& mutable_outputs() { return outputs_; }
-  // -1 when absent.
+  // -1 when absent. Names must be unique (the verifier rejects duplicates);
+  // with duplicates, the first value of that name.
   ValueId FindValue(const std::string& name) const;
 
   // Rebuilds producer links and the name index after ops/values were edited.
@@ -125,6 +127,15 @@ class Graph {
   std::vector<ValueId> outputs_;
   std::map<std::string, ValueId> by_name_;
 };
+
+// The output value an op of `kind` over `inputs` of `g` produces: name
+// `out_name`, inferred dtype and shape, storage (kActivation; kKvCache for
+// kv_store, with alias_of = the KV cache declaration it updates). Checks the
+// inputs and attributes against the op's semantics (ir/ops.h); errors read
+// "matmul blk.0.attn_q: x has 256 columns but weight blk.0.attn_q.weight has
+// 128". Not defined for kFused (an error). Used by AddOp and the verifier.
+absl::StatusOr<Value> InferOpOutput(const Graph& g, OpKind kind, const std::vector<ValueId>& inputs,
+                                    const Attrs& attrs, const std::string& out_name);
 
 }  // namespace vibrant::ir
 

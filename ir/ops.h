@@ -68,12 +68,15 @@ struct OpInfo {
   std::string_view name;  // text-format name, e.g. "rms_norm"
   int min_inputs;
   int max_inputs;
-  bool elementwise;  // output[i] depends only on inputs at i (with broadcast)
+  bool elementwise;  // output[i] depends only on inputs at i (with broadcast);
+                     // the ops a fused body may contain
 };
 
 const OpInfo& GetOpInfo(OpKind kind);
 inline std::string_view OpName(OpKind kind) { return GetOpInfo(kind).name; }
 absl::StatusOr<OpKind> OpKindFromName(std::string_view name);
+// Whether `kind` is the number of an OpKind (for decoders of untrusted data).
+bool IsValidOpKind(int kind);
 
 }  // namespace vibrant::ir
 
