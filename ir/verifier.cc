@@ -1,0 +1,320 @@
+#include "ir/verifier.h"
+
+#include <cstdint>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "ir/dtype.h"
+#include "ir/graph.h"
+#include "ir/ops.h"
+
+namespace vibrant::ir {
+namespace {
+
+constexpr int kMaxBodyDepth = 8;
+constexpr int64_t kMaxTokensLimit = int64_t{1} << 31;
+
+absl::string_view A(std::string_view s) { return absl::string_view(s.data(), s.size()); }
+
+bool ValidDType(DType t) { return DTypeFromGgmlId(static_cast<uint32_t>(t)).ok(); }
+bool ValidStorage(Storage s) { return static_cast<uint8_t>(s) <= static_cast<uint8_t>(Storage::kOutput); }
+bool ValidDevice(Device d) { return static_cast<uint8_t>(d) <= static_cast<uint8_t>(Device::kCuda); }
+
+class Verifier {
+ public:
+  Verifier(const Graph& g, int64_t max_tokens, int depth) : g_(g), max_tokens_(max_tokens), depth_(depth) {}
+
+  absl::Status Run() {
+    if (max_tokens_ < 1 || max_tokens_ > kMaxTokensLimit) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("max_tokens is ", max_tokens_, ", must be in [1, ", kMaxTokensLimit, "]"));
+    }
+    if (g_.values().size() > static_cast<size_t>(INT32_MAX) || g_.ops().size() > static_cast<size_t>(INT32_MAX)) {
+      return absl::InvalidArgumentError("graph too large");
+    }
+    nv_ = static_cast<int64_t>(g_.values().size());
+    if (auto s = CheckValues(); !s.ok()) return s;
+    if (auto s = CheckDefinitions(); !s.ok()) return s;
+    if (auto s = CheckOps(); !s.ok()) return s;
+    return CheckOutputs();
+  }
+
+ private:
+  std::string ValueLabel(ValueId v) const {
+    return absl::StrCat("value ", v, " %", g_.value(v).name);
+  }
+  std::string OpLabel(OpId o) const {
+    const Op& op = g_.ops()[o];
+    std::string out = "<no output>";
+    if (!op.outputs.empty() && op.outputs[0] >= 0 && op.outputs[0] < nv_) out = g_.value(op.outputs[0]).name;
+    const std::string_view name = IsValidOpKind(static_cast<int>(op.kind)) ? OpName(op.kind) : "<invalid op>";
+    return absl::StrCat("op ", o, ": ", A(name), " ", out);
+  }
+  template <typename... Args>
+  absl::Status ValueError(ValueId v, const Args&... args) const {
+    return absl::InvalidArgumentError(absl::StrCat(ValueLabel(v), ": ", args...));
+  }
+  template <typename... Args>
+  absl::Status OpError(OpId o, const Args&... args) const {
+    return absl::InvalidArgumentError(absl::StrCat(OpLabel(o), ": ", args...));
+  }
+
+  absl::Status CheckValues() {
+    std::map<std::string, ValueId> names;
+    for (ValueId i = 0; i < nv_; ++i) {
+      const Value& v = g_.value(i);
+      if (v.name.empty()) return ValueError(i, "empty name");
+      auto [it, inserted] = names.emplace(v.name, i);
+      if (!inserted) return ValueError(i, "duplicate name (also value ", it->second, ")");
+      if (!ValidDType(v.dtype)) return ValueError(i, "invalid dtype ", static_cast<uint32_t>(v.dtype));
+      if (!ValidStorage(v.storage)) return ValueError(i, "invalid storage ", static_cast<int>(v.storage));
+      if (!ValidDevice(v.device)) return ValueError(i, "invalid device ", static_cast<int>(v.device));
+      const bool persistent = v.storage == Storage::kWeight || v.storage == Storage::kKvCache;
+      for (size_t d = 0; d < v.shape.size(); ++d) {
+        const int64_t dim = v.shape[d];
+        if (dim == kTokens) {
+          if (d != 0) return ValueError(i, "shape ", ShapeToString(v.shape), ": T only as the outermost dim");
+          if (persistent) {
+            return ValueError(i, "shape ", ShapeToString(v.shape), ": a ", A(StorageName(v.storage)),
+                              " must have a static shape");
+          }
+        } else if (dim <= 0) {
+          return ValueError(i, "shape ", ShapeToString(v.shape), ": dim ", d, " is ", dim);
+        }
+      }
+      const int64_t n = NumElements(v.shape, max_tokens_);
+      if (n < 0 || !DTypeBytes(v.dtype, n).ok()) {
+        return ValueError(i, "shape ", ShapeToString(v.shape), " is too large");
+      }
+      const DTypeInfo& info = GetDTypeInfo(v.dtype);
+      if (info.block_size > 1 && (v.shape.empty() || v.shape.back() % info.block_size != 0)) {
+        return ValueError(i, "shape ", ShapeToString(v.shape), ": rows are not whole ", A(info.name),
+                          " blocks of ", info.block_size);
+      }
+      if (v.storage == Storage::kWeight && v.source.empty()) return ValueError(i, "weight without a source");
+      if (v.storage != Storage::kWeight && !v.source.empty()) {
+        return ValueError(i, "source \"", v.source, "\" on a ", A(StorageName(v.storage)));
+      }
+      if (v.producer < -1 || v.producer >= static_cast<int64_t>(g_.ops().size())) {
+        return ValueError(i, "producer ", v.producer, " out of range (", g_.ops().size(), " ops)");
+      }
+      if (v.alias_of < -1 || v.alias_of >= nv_) {
+        return ValueError(i, "alias_of ", v.alias_of, " out of range (", nv_, " values)");
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status CheckDefinitions() {
+    def_op_.assign(nv_, -1);
+    const std::vector<Op>& ops = g_.ops();
+    for (OpId o = 0; o < static_cast<OpId>(ops.size()); ++o) {
+      if (ops[o].outputs.empty()) return OpError(o, "has no outputs");
+      for (size_t k = 0; k < ops[o].outputs.size(); ++k) {
+        const ValueId v = ops[o].outputs[k];
+        if (v < 0 || v >= nv_) {
+          return OpError(o, "output ", k, " is value id ", v, ", out of range (", nv_, " values)");
+        }
+        if (def_op_[v] != -1) {
+          return OpError(o, "output ", k, " ", ValueLabel(v), " is already defined by op ", def_op_[v]);
+        }
+        def_op_[v] = o;
+      }
+    }
+    for (ValueId i = 0; i < nv_; ++i) {
+      const Value& v = g_.value(i);
+      const bool declared =
+          v.storage == Storage::kInput || v.storage == Storage::kWeight || v.storage == Storage::kKvCache;
+      if (def_op_[i] == -1) {
+        if (!declared) return ValueError(i, "never defined: no op outputs this ", A(StorageName(v.storage)));
+        if (v.producer != -1) return ValueError(i, "records producer op ", v.producer, " but no op outputs it");
+        if (v.alias_of != -1) return ValueError(i, "a declaration cannot alias value ", v.alias_of);
+        if (v.storage == Storage::kKvCache) {
+          if (v.shape.size() != 3) {
+            return ValueError(i, "KV cache must have rank 3 [C, KVH, hd], has ", ShapeToString(v.shape));
+          }
+          if (v.dtype != DType::kF16 && v.dtype != DType::kF32) {
+            return ValueError(i, "KV cache must be f16 or f32, is ", A(DTypeName(v.dtype)));
+          }
+        }
+        continue;
+      }
+      if (v.storage == Storage::kInput || v.storage == Storage::kWeight) {
+        return ValueError(i, "a graph ", A(StorageName(v.storage)), " cannot be defined by op ", def_op_[i]);
+      }
+      if (v.producer != def_op_[i]) {
+        return ValueError(i, "records producer op ", v.producer, " but is defined by op ", def_op_[i],
+                          " (stale; call Graph::Reindex)");
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status CheckOps() {
+    std::vector<bool> defined(nv_, false);
+    for (ValueId i = 0; i < nv_; ++i) defined[i] = def_op_[i] == -1;
+    // Cache versions updated in place: value -> the kv_store op that did it.
+    std::vector<OpId> overwritten_by(nv_, -1);
+    const std::vector<Op>& ops = g_.ops();
+    for (OpId o = 0; o < static_cast<OpId>(ops.size()); ++o) {
+      const Op& op = ops[o];
+      if (!IsValidOpKind(static_cast<int>(op.kind))) {
+        return OpError(o, "invalid op kind ", static_cast<int>(op.kind));
+      }
+      if (!ValidDevice(op.device)) return OpError(o, "invalid device ", static_cast<int>(op.device));
+      for (size_t k = 0; k < op.inputs.size(); ++k) {
+        const ValueId v = op.inputs[k];
+        if (v < 0 || v >= nv_) {
+          return OpError(o, "input ", k, " is value id ", v, ", out of range (", nv_, " values)");
+        }
+        if (!defined[v]) {
+          return OpError(o, "input ", k, " ", ValueLabel(v), " is used before its definition by op ",
+                         def_op_[v]);
+        }
+        if (overwritten_by[v] != -1) {
+          return OpError(o, "input ", k, " ", ValueLabel(v), " was already updated in place by kv_store op ",
+                         overwritten_by[v], "; read that op's output instead");
+        }
+      }
+      if (op.kind == OpKind::kFused) {
+        if (auto s = CheckFused(o); !s.ok()) return s;
+      } else {
+        if (op.body != nullptr) return OpError(o, "only fused ops have a body");
+        if (op.outputs.size() != 1) return OpError(o, "has ", op.outputs.size(), " outputs, expected 1");
+        const ValueId out_id = op.outputs[0];
+        const Value& out = g_.value(out_id);
+        absl::StatusOr<Value> want = InferOpOutput(g_, op.kind, op.inputs, op.attrs, out.name);
+        if (!want.ok()) return absl::InvalidArgumentError(absl::StrCat("op ", o, ": ", want.status().message()));
+        if (out.dtype != want->dtype || out.shape != want->shape) {
+          return OpError(o, "output records ", A(DTypeName(out.dtype)), ShapeToString(out.shape),
+                         " but the op produces ", A(DTypeName(want->dtype)), ShapeToString(want->shape));
+        }
+        if (auto s = CheckOutputStorage(o, out_id, *want); !s.ok()) return s;
+        if (op.kind == OpKind::kKvStore) overwritten_by[op.inputs[1]] = o;
+      }
+      for (ValueId v : op.outputs) defined[v] = true;
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status CheckOutputStorage(OpId o, ValueId out_id, const Value& want) {
+    const Value& out = g_.value(out_id);
+    if (want.storage == Storage::kKvCache) {
+      if (out.storage != Storage::kKvCache) {
+        return OpError(o, "output storage is ", A(StorageName(out.storage)), ", expected kv");
+      }
+      if (out.alias_of != want.alias_of) {
+        return OpError(o, "output aliases value ", out.alias_of, ", expected the KV cache ",
+                       ValueLabel(want.alias_of));
+      }
+      const Value& root = g_.value(want.alias_of);
+      if (root.storage != Storage::kKvCache || def_op_[want.alias_of] != -1) {
+        return OpError(o, "aliased ", ValueLabel(want.alias_of), " is not a KV cache declaration");
+      }
+      if (root.dtype != out.dtype || root.shape != out.shape) {
+        return OpError(o, "output differs in type from the aliased KV cache ", ValueLabel(want.alias_of));
+      }
+      return absl::OkStatus();
+    }
+    if (out.storage != Storage::kActivation && out.storage != Storage::kOutput) {
+      return OpError(o, "output storage is ", A(StorageName(out.storage)), ", expected activation or output");
+    }
+    if (out.alias_of != -1) return OpError(o, "output aliases value ", out.alias_of, " but the op updates nothing");
+    return absl::OkStatus();
+  }
+
+  absl::Status CheckFused(OpId o) {
+    const Op& op = g_.ops()[o];
+    if (op.body == nullptr) return OpError(o, "fused op without a body");
+    if (depth_ >= kMaxBodyDepth) return OpError(o, "fused bodies nested deeper than ", kMaxBodyDepth);
+    const Graph& body = *op.body;
+    if (&body == &g_) return OpError(o, "body is the graph itself");
+    Verifier inner(body, max_tokens_, depth_ + 1);
+    if (auto s = inner.Run(); !s.ok()) return OpError(o, "body: ", s.message());
+    std::vector<ValueId> body_inputs;
+    for (ValueId i = 0; i < static_cast<ValueId>(body.values().size()); ++i) {
+      const Value& v = body.value(i);
+      if (v.producer != -1) continue;
+      if (v.storage != Storage::kInput) {
+        return OpError(o, "body: value ", i, " %", v.name, " is a ", A(StorageName(v.storage)),
+                       "; a body declares only inputs");
+      }
+      body_inputs.push_back(i);
+    }
+    if (body_inputs.size() != op.inputs.size()) {
+      return OpError(o, "body has ", body_inputs.size(), " inputs but the op has ", op.inputs.size());
+    }
+    for (size_t k = 0; k < op.inputs.size(); ++k) {
+      const Value& outer = g_.value(op.inputs[k]);
+      const Value& inner_v = body.value(body_inputs[k]);
+      if (outer.dtype != inner_v.dtype || outer.shape != inner_v.shape) {
+        return OpError(o, "input ", k, " ", ValueLabel(op.inputs[k]), " is ", A(DTypeName(outer.dtype)),
+                       ShapeToString(outer.shape), " but body input %", inner_v.name, " is ",
+                       A(DTypeName(inner_v.dtype)), ShapeToString(inner_v.shape));
+      }
+    }
+    if (body.outputs().size() != op.outputs.size()) {
+      return OpError(o, "body has ", body.outputs().size(), " outputs but the op has ", op.outputs.size());
+    }
+    for (size_t k = 0; k < op.outputs.size(); ++k) {
+      const Value& outer = g_.value(op.outputs[k]);
+      const Value& inner_v = body.value(body.outputs()[k]);
+      if (outer.dtype != inner_v.dtype || outer.shape != inner_v.shape) {
+        return OpError(o, "output ", k, " ", ValueLabel(op.outputs[k]), " is ", A(DTypeName(outer.dtype)),
+                       ShapeToString(outer.shape), " but body output %", inner_v.name, " is ",
+                       A(DTypeName(inner_v.dtype)), ShapeToString(inner_v.shape));
+      }
+      if (outer.storage != Storage::kActivation && outer.storage != Storage::kOutput) {
+        return OpError(o, "output ", k, " storage is ", A(StorageName(outer.storage)),
+                       ", expected activation or output");
+      }
+      if (outer.alias_of != -1) return OpError(o, "output ", k, " aliases value ", outer.alias_of);
+    }
+    for (size_t b = 0; b < body.ops().size(); ++b) {
+      if (!GetOpInfo(body.ops()[b].kind).elementwise) {
+        return OpError(o, "body op ", b, " is ", A(OpName(body.ops()[b].kind)),
+                       ", not elementwise");
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status CheckOutputs() {
+    std::set<ValueId> seen;
+    for (size_t k = 0; k < g_.outputs().size(); ++k) {
+      const ValueId v = g_.outputs()[k];
+      if (v < 0 || v >= nv_) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("output ", k, " is value id ", v, ", out of range (", nv_, " values)"));
+      }
+      if (!seen.insert(v).second) return ValueError(v, "listed as a graph output twice");
+      if (def_op_[v] == -1) return ValueError(v, "a graph output must be defined by an op");
+      if (g_.value(v).storage != Storage::kOutput) {
+        return ValueError(v, "a graph output must have storage output, has ",
+                          A(StorageName(g_.value(v).storage)), " (use Graph::MarkOutput)");
+      }
+    }
+    for (ValueId i = 0; i < nv_; ++i) {
+      if (g_.value(i).storage == Storage::kOutput && !seen.count(i)) {
+        return ValueError(i, "has storage output but is not in the graph's outputs");
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  const Graph& g_;
+  const int64_t max_tokens_;
+  const int depth_;
+  int64_t nv_ = 0;
+  std::vector<OpId> def_op_;
+};
+
+}  // namespace
+
+absl::Status Verify(const Graph& g) { return Verifier(g, g.max_tokens, 0).Run(); }
+
+}  // namespace vibrant::ir
