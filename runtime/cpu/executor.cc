@@ -1,0 +1,844 @@
+#include "runtime/cpu/executor.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "ir/verifier.h"
+#include "runtime/cpu/kernels.h"
+#include "runtime/cpu/thread_pool.h"
+
+namespace vibrant {
+namespace {
+
+using ir::Graph;
+using ir::Op;
+using ir::OpKind;
+using ir::Shape;
+using ir::Storage;
+using ir::Value;
+using ir::ValueId;
+
+constexpr int64_t kAlignment = 64;
+
+int64_t AlignUp(int64_t n) { return (n + kAlignment - 1) / kAlignment * kAlignment; }
+
+// A zero-initialized, 64-byte aligned byte buffer.
+class Buffer {
+ public:
+  Buffer() = default;
+  explicit Buffer(int64_t bytes) : size_(bytes) {
+    if (bytes > 0) {
+      data_ = static_cast<uint8_t*>(std::aligned_alloc(kAlignment, AlignUp(bytes)));
+      if (data_ != nullptr) std::memset(data_, 0, bytes);
+    }
+  }
+  Buffer(Buffer&& o) noexcept : data_(std::exchange(o.data_, nullptr)), size_(o.size_) {}
+  Buffer& operator=(Buffer&& o) noexcept {
+    std::swap(data_, o.data_);
+    std::swap(size_, o.size_);
+    return *this;
+  }
+  ~Buffer() { std::free(data_); }
+  uint8_t* data() const { return data_; }
+  int64_t size() const { return size_; }
+  bool ok() const { return size_ == 0 || data_ != nullptr; }
+  void Zero() {
+    if (data_ != nullptr) std::memset(data_, 0, size_);
+  }
+
+ private:
+  uint8_t* data_ = nullptr;
+  int64_t size_ = 0;
+};
+
+// ---- memory plan -----------------------------------------------------------
+
+// Where the arena-resident values live: offsets[v] is value v's byte offset in
+// one arena, or -1 for a value that is not in the arena (weights, KV caches,
+// views). The executor only consumes this; a liveness-based planner that lets
+// values share bytes can replace PlanOwnSlots without touching anything else.
+struct ArenaPlan {
+  std::vector<int64_t> offsets;
+  int64_t arena_bytes = 0;
+};
+
+// The trivial plan: every value of size bytes[v] >= 0 gets its own slot.
+ArenaPlan PlanOwnSlots(const std::vector<int64_t>& bytes) {
+  ArenaPlan plan;
+  plan.offsets.assign(bytes.size(), -1);
+  for (size_t v = 0; v < bytes.size(); ++v) {
+    if (bytes[v] < 0) continue;
+    plan.offsets[v] = plan.arena_bytes;
+    plan.arena_bytes += AlignUp(std::max<int64_t>(bytes[v], 1));
+  }
+  return plan;
+}
+
+// ---- graph checks ----------------------------------------------------------
+
+std::string ValueDesc(const Graph& g, ValueId v) {
+  const Value& val = g.value(v);
+  return absl::StrCat("'", val.name, "' ", std::string(DTypeName(val.dtype)),
+                      ir::ShapeToString(val.shape));
+}
+
+// Number of elements with T = tokens; shapes hold T at most once (checked).
+int64_t Elems(const Graph& g, ValueId v, int64_t tokens) {
+  return ir::NumElements(g.value(v).shape, tokens);
+}
+
+absl::StatusOr<double> NumberAttr(const Op& op, const std::string& key, bool required,
+                                  double dflt) {
+  auto it = op.attrs.find(key);
+  if (it == op.attrs.end()) {
+    if (required) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("op ", std::string(ir::OpName(op.kind)), ": missing attribute '", key,
+                       "'"));
+    }
+    return dflt;
+  }
+  if (const auto* i = std::get_if<int64_t>(&it->second)) return static_cast<double>(*i);
+  if (const auto* d = std::get_if<double>(&it->second)) return *d;
+  return absl::InvalidArgumentError(absl::StrCat(
+      "op ", std::string(ir::OpName(op.kind)), ": attribute '", key, "' is not a number"));
+}
+
+bool IsTokens(int64_t d) { return d == ir::kTokens; }
+
+// Static (T-free) extent of dimension i of v, or -1.
+int64_t StaticDim(const Graph& g, ValueId v, int i) {
+  const Shape& s = g.value(v).shape;
+  if (i < 0) i += static_cast<int>(s.size());
+  if (i < 0 || i >= static_cast<int>(s.size()) || IsTokens(s[i])) return -1;
+  return s[i];
+}
+
+// Checks one op of `g` for everything the kernels rely on to stay in bounds.
+// `in_body`: the op is inside a fused body (no state, no weights of its own).
+absl::Status CheckOp(const Graph& g, const Op& op, bool in_body) {
+  const std::string name(ir::OpName(op.kind));
+  auto err = [&](const std::string& what) {
+    std::string outs;
+    for (ValueId o : op.outputs) absl::StrAppend(&outs, outs.empty() ? "" : ", ", ValueDesc(g, o));
+    return absl::InvalidArgumentError(absl::StrCat("CPU backend: op ", name, " -> ", outs,
+                                                   ": ", what));
+  };
+  auto n_in = [&](size_t lo, size_t hi) -> absl::Status {
+    if (op.inputs.size() < lo || op.inputs.size() > hi) {
+      return err(absl::StrCat("takes ", lo, "..", hi, " inputs, has ", op.inputs.size()));
+    }
+    if (op.kind != OpKind::kFused && op.outputs.size() != 1) {
+      return err(absl::StrCat("must have one output, has ", op.outputs.size()));
+    }
+    return absl::OkStatus();
+  };
+  auto is = [&](ValueId v, DType t) { return g.value(v).dtype == t; };
+  // Element-count relation out(T) == f * in(T) holds for every T when it
+  // holds at T = 1 and T = 2 (counts are linear in T).
+  auto same_count = [&](ValueId a, ValueId b, int64_t num, int64_t den) {
+    for (int64_t t : {1, 2}) {
+      if (Elems(g, a, t) * den != Elems(g, b, t) * num) return false;
+    }
+    return true;
+  };
+  auto f32_out = [&]() -> absl::Status {
+    if (!is(op.outputs[0], DType::kF32)) return err("output must be f32");
+    return absl::OkStatus();
+  };
+  auto f32_in = [&](ValueId v) -> absl::Status {
+    if (!is(v, DType::kF32)) return err(absl::StrCat("input ", ValueDesc(g, v), " must be f32"));
+    return absl::OkStatus();
+  };
+#define VIBRANT_RETURN_IF_ERROR(expr)     \
+  do {                                    \
+    absl::Status _s = (expr);             \
+    if (!_s.ok()) return _s;              \
+  } while (0)
+
+  switch (op.kind) {
+    case OpKind::kEmbedding: {
+      VIBRANT_RETURN_IF_ERROR(n_in(2, 2));
+      if (in_body) return err("not allowed in a fused body");
+      ValueId table = op.inputs[0], ids = op.inputs[1];
+      const Shape& ts = g.value(table).shape;
+      if (ts.size() != 2 || IsTokens(ts[0]) || IsTokens(ts[1])) {
+        return err("table must be a static [V, D] matrix");
+      }
+      if (!DTypeBytes(g.value(table).dtype, ts[1]).ok()) {
+        return err("table rows are not a whole number of blocks");
+      }
+      if (!is(ids, DType::kI32)) return err("ids must be i32");
+      VIBRANT_RETURN_IF_ERROR(f32_out());
+      if (!same_count(op.outputs[0], ids, ts[1], 1)) return err("output must be [ids..., D]");
+      return absl::OkStatus();
+    }
+    case OpKind::kMatMul: {
+      VIBRANT_RETURN_IF_ERROR(n_in(2, 3));
+      if (in_body) return err("not allowed in a fused body");
+      ValueId x = op.inputs[0], w = op.inputs[1];
+      VIBRANT_RETURN_IF_ERROR(f32_in(x));
+      VIBRANT_RETURN_IF_ERROR(f32_out());
+      const Shape& ws = g.value(w).shape;
+      const int64_t K = StaticDim(g, x, -1);
+      if (ws.size() != 2 || IsTokens(ws[0]) || ws[1] != K || K <= 0) {
+        return err(absl::StrCat("weight ", ValueDesc(g, w), " must be [N, K] with K = x's last dim"));
+      }
+      if (!DTypeBytes(g.value(w).dtype, K).ok()) {
+        return err("weight rows are not a whole number of blocks");
+      }
+      const int64_t N = ws[0];
+      if (op.inputs.size() == 3) {
+        ValueId b = op.inputs[2];
+        VIBRANT_RETURN_IF_ERROR(f32_in(b));
+        if (g.value(b).shape != Shape{N}) return err("bias must be [N]");
+      }
+      if (StaticDim(g, op.outputs[0], -1) != N || !same_count(op.outputs[0], x, N, K)) {
+        return err("output must be [rows of x, N]");
+      }
+      return absl::OkStatus();
+    }
+    case OpKind::kRmsNorm:
+    case OpKind::kSilu: {
+      VIBRANT_RETURN_IF_ERROR(n_in(1, 1));
+      VIBRANT_RETURN_IF_ERROR(f32_in(op.inputs[0]));
+      VIBRANT_RETURN_IF_ERROR(f32_out());
+      if (!same_count(op.outputs[0], op.inputs[0], 1, 1)) return err("output size != input size");
+      if (op.kind == OpKind::kRmsNorm) {
+        if (StaticDim(g, op.inputs[0], -1) <= 0) return err("last dim must be static");
+        absl::StatusOr<double> eps = NumberAttr(op, "eps", true, 0);
+        if (!eps.ok()) return eps.status();
+      }
+      return absl::OkStatus();
+    }
+    case OpKind::kAdd:
+    case OpKind::kMul: {
+      VIBRANT_RETURN_IF_ERROR(n_in(2, 2));
+      ValueId a = op.inputs[0], b = op.inputs[1];
+      VIBRANT_RETURN_IF_ERROR(f32_in(a));
+      VIBRANT_RETURN_IF_ERROR(f32_in(b));
+      VIBRANT_RETURN_IF_ERROR(f32_out());
+      const Shape& as = g.value(a).shape;
+      const Shape& bs = g.value(b).shape;
+      if (bs.size() > as.size() || !std::equal(bs.begin(), bs.end(), as.end() - bs.size())) {
+        return err(absl::StrCat(ValueDesc(g, b), " is not a suffix of ", ValueDesc(g, a)));
+      }
+      if (Elems(g, b, 1) <= 0) return err("empty broadcast operand");
+      if (!same_count(op.outputs[0], a, 1, 1)) return err("output size != input size");
+      return absl::OkStatus();
+    }
+    case OpKind::kReshape:
+    case OpKind::kCopy: {
+      VIBRANT_RETURN_IF_ERROR(n_in(1, 1));
+      if (g.value(op.inputs[0]).dtype != g.value(op.outputs[0]).dtype) {
+        return err("input and output dtypes differ");
+      }
+      if (!same_count(op.outputs[0], op.inputs[0], 1, 1)) return err("output size != input size");
+      if (!DTypeBytes(g.value(op.inputs[0]).dtype, Elems(g, op.inputs[0], 1)).ok()) {
+        return err("not a whole number of blocks");
+      }
+      return absl::OkStatus();
+    }
+    case OpKind::kRope: {
+      VIBRANT_RETURN_IF_ERROR(n_in(2, 3));
+      ValueId x = op.inputs[0], pos = op.inputs[1];
+      VIBRANT_RETURN_IF_ERROR(f32_in(x));
+      VIBRANT_RETURN_IF_ERROR(f32_out());
+      if (!is(pos, DType::kI32)) return err("positions must be i32");
+      const int64_t H = StaticDim(g, x, 1), hd = StaticDim(g, x, 2);
+      if (g.value(x).shape.size() != 3 || H <= 0 || hd <= 0) return err("x must be [T, H, hd]");
+      if (!same_count(x, pos, H * hd, 1)) return err("positions must have one entry per row of x");
+      if (!same_count(op.outputs[0], x, 1, 1)) return err("output size != input size");
+      for (const char* k : {"n_rot", "freq_base"}) {
+        absl::StatusOr<double> a = NumberAttr(op, k, true, 0);
+        if (!a.ok()) return a.status();
+      }
+      absl::StatusOr<double> mode_attr = NumberAttr(op, "mode", false, 0);
+      if (!mode_attr.ok()) return mode_attr.status();
+      const int64_t mode = static_cast<int64_t>(*mode_attr);
+      const int64_t n_rot = static_cast<int64_t>(*NumberAttr(op, "n_rot", true, 0));
+      if (mode != 0 && mode != 2) return err(absl::StrCat("unsupported rope mode ", mode));
+      if (n_rot <= 0 || n_rot % 2 != 0 || n_rot > hd) {
+        return err(absl::StrCat("n_rot ", n_rot, " must be even and in (0, ", hd, "]"));
+      }
+      absl::StatusOr<double> fs = NumberAttr(op, "freq_scale", false, 1.0);
+      if (!fs.ok()) return fs.status();
+      if (op.inputs.size() == 3) {
+        VIBRANT_RETURN_IF_ERROR(f32_in(op.inputs[2]));
+        if (g.value(op.inputs[2]).shape != Shape{n_rot / 2}) return err("freq_factors must be [n_rot/2]");
+      }
+      return absl::OkStatus();
+    }
+    case OpKind::kKvStore: {
+      VIBRANT_RETURN_IF_ERROR(n_in(3, 3));
+      if (in_body) return err("not allowed in a fused body");
+      ValueId src = op.inputs[0], cache = op.inputs[1], pos = op.inputs[2];
+      VIBRANT_RETURN_IF_ERROR(f32_in(src));
+      if (!is(pos, DType::kI32)) return err("positions must be i32");
+      const Value& c = g.value(cache);
+      if (c.dtype != DType::kF16 && c.dtype != DType::kF32) return err("cache must be f16 or f32");
+      if (c.shape.size() != 3 || StaticDim(g, cache, 0) <= 0 || StaticDim(g, cache, 1) <= 0 ||
+          StaticDim(g, cache, 2) <= 0) {
+        return err("cache must be a static [C, KVH, hd]");
+      }
+      const int64_t row = c.shape[1] * c.shape[2];
+      if (g.value(src).shape.size() != 3 || StaticDim(g, src, 1) != c.shape[1] ||
+          StaticDim(g, src, 2) != c.shape[2] || !same_count(src, pos, row, 1)) {
+        return err("src must be [T, KVH, hd] matching the cache and positions");
+      }
+      const Value& out = g.value(op.outputs[0]);
+      if (out.dtype != c.dtype || out.shape != c.shape) return err("output must be the cache's type");
+      return absl::OkStatus();
+    }
+    case OpKind::kAttention: {
+      VIBRANT_RETURN_IF_ERROR(n_in(4, 4));
+      if (in_body) return err("not allowed in a fused body");
+      ValueId q = op.inputs[0], k = op.inputs[1], v = op.inputs[2], pos = op.inputs[3];
+      VIBRANT_RETURN_IF_ERROR(f32_in(q));
+      VIBRANT_RETURN_IF_ERROR(f32_out());
+      if (!is(pos, DType::kI32)) return err("positions must be i32");
+      const Value& kv = g.value(k);
+      if (kv.dtype != DType::kF16 && kv.dtype != DType::kF32) return err("K must be f16 or f32");
+      if (g.value(v).dtype != kv.dtype || g.value(v).shape != kv.shape) {
+        return err("K and V must have the same dtype and shape");
+      }
+      const int64_t C = StaticDim(g, k, 0), KVH = StaticDim(g, k, 1), hd = StaticDim(g, k, 2);
+      const int64_t H = StaticDim(g, q, 1);
+      if (kv.shape.size() != 3 || C <= 0 || KVH <= 0 || hd <= 0) return err("K must be [C, KVH, hd]");
+      if (g.value(q).shape.size() != 3 || H <= 0 || StaticDim(g, q, 2) != hd) {
+        return err("q must be [T, H, hd]");
+      }
+      if (H % KVH != 0) return err(absl::StrCat(H, " heads are not a multiple of ", KVH));
+      if (!same_count(q, pos, H * hd, 1)) return err("positions must have one entry per row of q");
+      if (!same_count(op.outputs[0], q, 1, 1)) return err("output size != q size");
+      absl::StatusOr<double> sc = NumberAttr(op, "scale", true, 0);
+      if (!sc.ok()) return sc.status();
+      return absl::OkStatus();
+    }
+    case OpKind::kLastRow: {
+      VIBRANT_RETURN_IF_ERROR(n_in(1, 1));
+      VIBRANT_RETURN_IF_ERROR(f32_in(op.inputs[0]));
+      VIBRANT_RETURN_IF_ERROR(f32_out());
+      const int64_t D = StaticDim(g, op.inputs[0], -1);
+      if (D <= 0) return err("last dim must be static");
+      for (int64_t t : {1, 2}) {
+        if (Elems(g, op.outputs[0], t) != D) return err("output must be [1, D]");
+      }
+      return absl::OkStatus();
+    }
+    case OpKind::kFused: {
+      if (op.body == nullptr) return err("has no body");
+      if (op.outputs.empty()) return err("has no outputs");
+      return absl::OkStatus();  // the body is checked by the caller
+    }
+  }
+  return err("op kind not supported by the CPU backend");
+#undef VIBRANT_RETURN_IF_ERROR
+}
+
+// ---- a graph bound to buffers ----------------------------------------------
+
+// A graph (the model step, or a fused op's body) with a pointer for each of its
+// values. Fused ops refer to their bound body by index.
+struct BoundGraph {
+  const Graph* graph = nullptr;
+  std::vector<uint8_t*> ptr;
+  std::vector<int> body_index;  // per op: index into Impl::bodies, or -1
+};
+
+// The values of `g` that no op produces, in id order, and the producer of each value.
+std::vector<int> Producers(const Graph& g) {
+  std::vector<int> producer(g.values().size(), -1);
+  for (size_t i = 0; i < g.ops().size(); ++i) {
+    for (ValueId o : g.ops()[i].outputs) {
+      if (o >= 0 && o < static_cast<ValueId>(producer.size())) producer[o] = static_cast<int>(i);
+    }
+  }
+  return producer;
+}
+
+// Checks structure common to the step graph and bodies: ids in range, SSA
+// (each value defined once, before use), at most one T per shape.
+absl::Status CheckStructure(const Graph& g, const char* what) {
+  const int64_t nv = static_cast<int64_t>(g.values().size());
+  for (const Value& v : g.values()) {
+    if (std::count(v.shape.begin(), v.shape.end(), ir::kTokens) > 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, ": value '", v.name, "' has T more than once in its shape"));
+    }
+    for (int64_t d : v.shape) {
+      if (d < 0 && d != ir::kTokens) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(what, ": value '", v.name, "' has a negative dimension"));
+      }
+    }
+  }
+  std::vector<bool> defined(nv, false);
+  std::vector<int> producer = Producers(g);
+  for (ValueId v = 0; v < nv; ++v) defined[v] = producer[v] < 0;
+  for (size_t i = 0; i < g.ops().size(); ++i) {
+    const Op& op = g.ops()[i];
+    for (ValueId in : op.inputs) {
+      if (in < 0 || in >= nv) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(what, ": op #", i, " has an input id ", in, " out of range"));
+      }
+      if (!defined[in]) {
+        return absl::InvalidArgumentError(absl::StrCat(what, ": op #", i, " (",
+                                                       std::string(ir::OpName(op.kind)),
+                                                       ") reads '", g.value(in).name,
+                                                       "' before it is computed"));
+      }
+    }
+    for (ValueId out : op.outputs) {
+      if (out < 0 || out >= nv) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(what, ": op #", i, " has an output id ", out, " out of range"));
+      }
+      if (producer[out] != static_cast<int>(i) || defined[out]) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(what, ": value '", g.value(out).name, "' is defined more than once"));
+      }
+      defined[out] = true;
+    }
+  }
+  for (ValueId o : g.outputs()) {
+    if (o < 0 || o >= nv) {
+      return absl::InvalidArgumentError(absl::StrCat(what, ": output id ", o, " out of range"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+struct CpuExecutor::Impl {
+  Graph graph;
+  int64_t max_tokens = 1;
+  std::unique_ptr<cpu::ThreadPool> pool;
+  Buffer arena;
+  std::vector<Buffer> kv_caches;
+  std::vector<Buffer> body_scratch;
+  BoundGraph main;
+  std::deque<BoundGraph> bodies;  // a deque: binding nested bodies keeps references valid
+  ValueId tokens = -1, positions = -1, logits = -1;
+  int64_t n_vocab = -1;  // -1: unchecked (no embedding reads the tokens)
+  int64_t n_ctx = -1;    // -1: no KV cache
+
+  absl::Status Init(WeightResolver& weights);
+  absl::Status BindBody(BoundGraph& outer, int op_index, int depth);
+  absl::Status Run(BoundGraph& b, int64_t T);
+  absl::Status RunOp(BoundGraph& b, int op_index, int64_t T);
+};
+
+absl::Status CpuExecutor::Impl::BindBody(BoundGraph& outer, int op_index, int depth) {
+  const Graph& g = *outer.graph;
+  const Op& op = g.ops()[op_index];
+  const Graph& body = *op.body;
+  constexpr int kMaxDepth = 8;
+  if (depth > kMaxDepth) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("CPU backend: fused bodies nested deeper than ", kMaxDepth));
+  }
+  if (absl::Status s = CheckStructure(body, "fused body"); !s.ok()) return s;
+  std::vector<int> producer = Producers(body);
+  std::vector<ValueId> body_inputs;
+  for (ValueId v = 0; v < static_cast<ValueId>(body.values().size()); ++v) {
+    if (producer[v] < 0) body_inputs.push_back(v);
+  }
+  auto err = [&](const std::string& what) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("CPU backend: fused op #", op_index, ": ", what));
+  };
+  if (body_inputs.size() != op.inputs.size()) {
+    return err(absl::StrCat("body has ", body_inputs.size(), " inputs, op has ", op.inputs.size()));
+  }
+  if (body.outputs().size() != op.outputs.size()) {
+    return err(absl::StrCat("body has ", body.outputs().size(), " outputs, op has ",
+                            op.outputs.size()));
+  }
+  auto same_type = [&](ValueId outer_v, ValueId body_v) {
+    return g.value(outer_v).dtype == body.value(body_v).dtype &&
+           g.value(outer_v).shape == body.value(body_v).shape;
+  };
+  BoundGraph bound;
+  bound.graph = &body;
+  bound.ptr.assign(body.values().size(), nullptr);
+  bound.body_index.assign(body.ops().size(), -1);
+  for (size_t i = 0; i < body_inputs.size(); ++i) {
+    if (!same_type(op.inputs[i], body_inputs[i])) {
+      return err(absl::StrCat("input ", i, " ", ValueDesc(g, op.inputs[i]), " does not match body ",
+                              ValueDesc(body, body_inputs[i])));
+    }
+    bound.ptr[body_inputs[i]] = outer.ptr[op.inputs[i]];
+  }
+  for (size_t i = 0; i < op.outputs.size(); ++i) {
+    ValueId bo = body.outputs()[i];
+    if (!same_type(op.outputs[i], bo)) {
+      return err(absl::StrCat("output ", i, " ", ValueDesc(g, op.outputs[i]),
+                              " does not match body ", ValueDesc(body, bo)));
+    }
+    if (producer[bo] < 0) return err("a body output is a body input");
+    for (size_t j = 0; j < i; ++j) {
+      if (body.outputs()[j] == bo) return err("a body value is output twice");
+    }
+    bound.ptr[bo] = outer.ptr[op.outputs[i]];
+  }
+  // Intermediate values get scratch of their own, sized for max_tokens.
+  std::vector<int64_t> bytes(body.values().size(), -1);
+  for (ValueId v = 0; v < static_cast<ValueId>(body.values().size()); ++v) {
+    if (bound.ptr[v] != nullptr) continue;
+    absl::StatusOr<int64_t> nb =
+        DTypeBytes(body.value(v).dtype, ir::NumElements(body.value(v).shape, max_tokens));
+    if (!nb.ok()) return err(std::string(nb.status().message()));
+    bytes[v] = *nb;
+  }
+  for (size_t i = 0; i < body.ops().size(); ++i) {
+    const Op& bop = body.ops()[i];
+    if (absl::Status s = CheckOp(body, bop, /*in_body=*/true); !s.ok()) return s;
+  }
+  ArenaPlan plan = PlanOwnSlots(bytes);
+  Buffer scratch(plan.arena_bytes);
+  if (!scratch.ok()) return absl::ResourceExhaustedError("fused body scratch allocation failed");
+  for (ValueId v = 0; v < static_cast<ValueId>(body.values().size()); ++v) {
+    if (plan.offsets[v] >= 0) bound.ptr[v] = scratch.data() + plan.offsets[v];
+  }
+  // Views inside the body share their input's buffer, as in the step graph.
+  for (const Op& bop : body.ops()) {
+    if (bop.kind == OpKind::kReshape && !std::count(body.outputs().begin(), body.outputs().end(),
+                                                      bop.outputs[0])) {
+      bound.ptr[bop.outputs[0]] = bound.ptr[bop.inputs[0]];
+    }
+  }
+  body_scratch.push_back(std::move(scratch));
+  outer.body_index[op_index] = static_cast<int>(bodies.size());
+  bodies.push_back(std::move(bound));
+  BoundGraph& self = bodies.back();
+  for (size_t i = 0; i < body.ops().size(); ++i) {
+    if (body.ops()[i].kind != OpKind::kFused) continue;
+    if (absl::Status s = BindBody(self, static_cast<int>(i), depth + 1); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CpuExecutor::Impl::Init(WeightResolver& weights) {
+  const Graph& g = graph;
+  max_tokens = g.max_tokens;
+  if (max_tokens < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("CPU backend: max_tokens ", max_tokens, " < 1"));
+  }
+  if (absl::Status s = ir::Verify(g); !s.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("CPU backend: invalid graph: ", std::string(s.message())));
+  }
+  // The checks below repeat what the kernels rely on, so that a bug in the
+  // verifier cannot turn into an out-of-bounds access here.
+  if (absl::Status s = CheckStructure(g, "CPU backend"); !s.ok()) return s;
+  const size_t nv = g.values().size();
+  std::vector<int> producer = Producers(g);
+
+  // Graph inputs, output, KV caches, weights.
+  for (ValueId v = 0; v < static_cast<ValueId>(nv); ++v) {
+    const Value& val = g.value(v);
+    const bool produced = producer[v] >= 0;
+    switch (val.storage) {
+      case Storage::kInput:
+        if (produced) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("CPU backend: input '", val.name, "' is produced by an op"));
+        }
+        if (val.name != "tokens" && val.name != "positions") {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "CPU backend: unknown graph input '", val.name, "' (expected tokens, positions)"));
+        }
+        if (val.dtype != DType::kI32 || val.shape != Shape{ir::kTokens}) {
+          return absl::InvalidArgumentError(absl::StrCat("CPU backend: input ", ValueDesc(g, v),
+                                                         " must be i32[T]"));
+        }
+        (val.name == "tokens" ? tokens : positions) = v;
+        break;
+      case Storage::kKvCache:
+        // A kv_store result is the updated cache (a view of its declaration).
+        if (produced && g.ops()[producer[v]].kind == OpKind::kKvStore) break;
+        [[fallthrough]];
+      case Storage::kWeight:
+        if (produced) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("CPU backend: '", val.name, "' is produced by an op"));
+        }
+        if (std::count(val.shape.begin(), val.shape.end(), ir::kTokens) != 0) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("CPU backend: ", ValueDesc(g, v), " must have a static shape"));
+        }
+        break;
+      case Storage::kActivation:
+      case Storage::kOutput:
+        if (!produced) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("CPU backend: activation '", val.name, "' is never computed"));
+        }
+        break;
+    }
+  }
+  for (ValueId o : g.outputs()) {
+    if (g.value(o).name == "logits") logits = o;
+  }
+  if (logits < 0 && g.outputs().size() == 1) logits = g.outputs()[0];
+  if (logits < 0) return absl::InvalidArgumentError("CPU backend: graph has no output 'logits'");
+  if (g.value(logits).dtype != DType::kF32) {
+    return absl::InvalidArgumentError("CPU backend: output 'logits' must be f32");
+  }
+  if (tokens < 0) return absl::InvalidArgumentError("CPU backend: graph has no input 'tokens'");
+
+  // Every op supported and well-formed.
+  for (const Op& op : g.ops()) {
+    if (absl::Status s = CheckOp(g, op, /*in_body=*/false); !s.ok()) return s;
+  }
+
+  // Byte size of every value that needs storage of its own; views (reshape
+  // outputs, kv_store outputs) share their input's.
+  main.graph = &g;
+  main.ptr.assign(nv, nullptr);
+  main.body_index.assign(g.ops().size(), -1);
+  std::vector<int64_t> arena_bytes(nv, -1);
+  for (ValueId v = 0; v < static_cast<ValueId>(nv); ++v) {
+    const Value& val = g.value(v);
+    if (producer[v] >= 0) {
+      OpKind k = g.ops()[producer[v]].kind;
+      if (k == OpKind::kReshape || k == OpKind::kKvStore) continue;
+    }
+    absl::StatusOr<int64_t> nb = DTypeBytes(val.dtype, ir::NumElements(val.shape, max_tokens));
+    if (!nb.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("CPU backend: ", ValueDesc(g, v), ": ", std::string(nb.status().message())));
+    }
+    switch (val.storage) {
+      case Storage::kWeight: {
+        absl::StatusOr<absl::Span<const uint8_t>> data = weights(val.source);
+        if (!data.ok()) {
+          return absl::Status(data.status().code(),
+                              absl::StrCat("CPU backend: weight '", val.name, "' (source '",
+                                           val.source, "'): ", std::string(data.status().message())));
+        }
+        if (static_cast<int64_t>(data->size()) != *nb) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "CPU backend: weight ", ValueDesc(g, v), " (source '", val.source, "') needs ", *nb,
+              " bytes, the resolver gave ", data->size()));
+        }
+        if (*nb > 0 && data->data() == nullptr) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("CPU backend: weight '", val.name, "' resolved to null"));
+        }
+        // Weights are only ever read; the pointer is non-const to share the table.
+        main.ptr[v] = const_cast<uint8_t*>(data->data());
+        break;
+      }
+      case Storage::kKvCache: {
+        Buffer b(*nb);
+        if (!b.ok()) return absl::ResourceExhaustedError("CPU backend: KV cache allocation failed");
+        main.ptr[v] = b.data();
+        kv_caches.push_back(std::move(b));
+        const int64_t rows = val.shape.empty() ? 0 : val.shape[0];
+        n_ctx = n_ctx < 0 ? rows : std::min(n_ctx, rows);
+        break;
+      }
+      default:
+        arena_bytes[v] = *nb;
+        break;
+    }
+  }
+  ArenaPlan plan = PlanOwnSlots(arena_bytes);
+  arena = Buffer(plan.arena_bytes);
+  if (!arena.ok()) return absl::ResourceExhaustedError("CPU backend: arena allocation failed");
+  for (ValueId v = 0; v < static_cast<ValueId>(nv); ++v) {
+    if (plan.offsets[v] >= 0) main.ptr[v] = arena.data() + plan.offsets[v];
+  }
+  // kv_store writes through its cache operand: it must be a KV cache or an
+  // earlier kv_store's result (never a weight or an activation).
+  for (const Op& op : g.ops()) {
+    if (op.kind != OpKind::kKvStore) continue;
+    ValueId c = op.inputs[1];
+    const bool ok = g.value(c).storage == Storage::kKvCache ||
+                    (producer[c] >= 0 && g.ops()[producer[c]].kind == OpKind::kKvStore);
+    if (!ok) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "CPU backend: kv_store into ", ValueDesc(g, c), ", which is not a KV cache"));
+    }
+  }
+  // Views, in op order so that chains of views resolve.
+  for (const Op& op : g.ops()) {
+    if (op.kind == OpKind::kReshape) main.ptr[op.outputs[0]] = main.ptr[op.inputs[0]];
+    if (op.kind == OpKind::kKvStore) main.ptr[op.outputs[0]] = main.ptr[op.inputs[1]];
+  }
+  // Fused bodies.
+  for (size_t i = 0; i < g.ops().size(); ++i) {
+    if (g.ops()[i].kind != OpKind::kFused) continue;
+    if (absl::Status s = BindBody(main, static_cast<int>(i), 1); !s.ok()) return s;
+  }
+  // The vocabulary bound for token ids: rows of the tables the tokens index.
+  for (const Op& op : g.ops()) {
+    if (op.kind == OpKind::kEmbedding && op.inputs[1] == tokens) {
+      const int64_t rows = g.value(op.inputs[0]).shape[0];
+      n_vocab = n_vocab < 0 ? rows : std::min(n_vocab, rows);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CpuExecutor::Impl::RunOp(BoundGraph& b, int op_index, int64_t T) {
+  const Graph& g = *b.graph;
+  const Op& op = g.ops()[op_index];
+  auto F = [&](ValueId v) { return reinterpret_cast<float*>(b.ptr[v]); };
+  auto I = [&](ValueId v) { return reinterpret_cast<const int32_t*>(b.ptr[v]); };
+  auto E = [&](ValueId v) { return ir::NumElements(g.value(v).shape, T); };
+  auto num = [&](const char* key, double dflt) { return NumberAttr(op, key, false, dflt).value_or(dflt); };
+  const ValueId out = op.outputs.empty() ? -1 : op.outputs[0];
+  switch (op.kind) {
+    case OpKind::kEmbedding: {
+      const Value& table = g.value(op.inputs[0]);
+      return cpu::Embedding(table.dtype, b.ptr[op.inputs[0]], table.shape[0], table.shape[1],
+                            I(op.inputs[1]), E(op.inputs[1]), F(out));
+    }
+    case OpKind::kMatMul: {
+      const Value& w = g.value(op.inputs[1]);
+      const int64_t K = w.shape[1], N = w.shape[0];
+      const float* bias = op.inputs.size() == 3 ? F(op.inputs[2]) : nullptr;
+      return cpu::MatMul(pool.get(), F(op.inputs[0]), E(op.inputs[0]) / K, K, w.dtype,
+                         b.ptr[op.inputs[1]], N, bias, F(out));
+    }
+    case OpKind::kRmsNorm: {
+      const int64_t D = g.value(op.inputs[0]).shape.back();
+      cpu::RmsNorm(F(op.inputs[0]), E(op.inputs[0]) / D, D, static_cast<float>(num("eps", 0)),
+                   F(out));
+      return absl::OkStatus();
+    }
+    case OpKind::kAdd:
+      cpu::Add(F(op.inputs[0]), E(op.inputs[0]), F(op.inputs[1]), E(op.inputs[1]), F(out));
+      return absl::OkStatus();
+    case OpKind::kMul:
+      cpu::Mul(F(op.inputs[0]), E(op.inputs[0]), F(op.inputs[1]), E(op.inputs[1]), F(out));
+      return absl::OkStatus();
+    case OpKind::kSilu:
+      cpu::Silu(F(op.inputs[0]), E(op.inputs[0]), F(out));
+      return absl::OkStatus();
+    case OpKind::kReshape:
+      // A view; inside a fused body a reshape that is a body output is copied.
+      if (b.ptr[out] != b.ptr[op.inputs[0]]) {
+        std::memmove(b.ptr[out], b.ptr[op.inputs[0]],
+                     DTypeBytes(g.value(out).dtype, E(out)).value_or(0));
+      }
+      return absl::OkStatus();
+    case OpKind::kCopy:
+      std::memcpy(b.ptr[out], b.ptr[op.inputs[0]],
+                  DTypeBytes(g.value(out).dtype, E(out)).value_or(0));
+      return absl::OkStatus();
+    case OpKind::kRope: {
+      const Shape& s = g.value(op.inputs[0]).shape;
+      cpu::RopeParams p;
+      p.mode = static_cast<int>(num("mode", 0));
+      p.n_rot = static_cast<int64_t>(num("n_rot", 0));
+      p.freq_base = static_cast<float>(num("freq_base", 10000.0));
+      p.freq_scale = static_cast<float>(num("freq_scale", 1.0));
+      p.freq_factors = op.inputs.size() == 3 ? F(op.inputs[2]) : nullptr;
+      return cpu::Rope(F(op.inputs[0]), E(op.inputs[0]) / (s[1] * s[2]), s[1], s[2],
+                       I(op.inputs[1]), p, F(out));
+    }
+    case OpKind::kKvStore: {
+      const Value& c = g.value(op.inputs[1]);
+      const int64_t row = c.shape[1] * c.shape[2];
+      return cpu::KvStore(F(op.inputs[0]), E(op.inputs[0]) / row, row, I(op.inputs[2]), c.dtype,
+                          b.ptr[op.inputs[1]], c.shape[0]);
+    }
+    case OpKind::kAttention: {
+      const Value& k = g.value(op.inputs[1]);
+      const Shape& qs = g.value(op.inputs[0]).shape;
+      cpu::AttentionShape shape;
+      shape.n_head = qs[1];
+      shape.head_dim = qs[2];
+      shape.T = E(op.inputs[0]) / (qs[1] * qs[2]);
+      shape.n_head_kv = k.shape[1];
+      shape.n_ctx = k.shape[0];
+      return cpu::Attention(pool.get(), F(op.inputs[0]), b.ptr[op.inputs[1]], b.ptr[op.inputs[2]],
+                            k.dtype, I(op.inputs[3]), shape, static_cast<float>(num("scale", 1.0)),
+                            F(out));
+    }
+    case OpKind::kLastRow: {
+      const int64_t D = g.value(op.inputs[0]).shape.back();
+      cpu::LastRow(F(op.inputs[0]), E(op.inputs[0]) / D, D, F(out));
+      return absl::OkStatus();
+    }
+    case OpKind::kFused:
+      return Run(bodies[b.body_index[op_index]], T);
+  }
+  return absl::InternalError("unreachable op kind");
+}
+
+absl::Status CpuExecutor::Impl::Run(BoundGraph& b, int64_t T) {
+  for (size_t i = 0; i < b.graph->ops().size(); ++i) {
+    absl::Status s = RunOp(b, static_cast<int>(i), T);
+    if (!s.ok()) {
+      return absl::Status(s.code(), absl::StrCat("op #", i, " (",
+                                                 std::string(ir::OpName(b.graph->ops()[i].kind)),
+                                                 "): ", std::string(s.message())));
+    }
+  }
+  return absl::OkStatus();
+}
+
+CpuExecutor::CpuExecutor(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+CpuExecutor::~CpuExecutor() = default;
+
+absl::StatusOr<std::unique_ptr<CpuExecutor>> CpuExecutor::Create(const ir::Graph& graph,
+                                                                 WeightResolver weights,
+                                                                 CpuExecutorOptions opts) {
+  auto impl = std::make_unique<Impl>();
+  impl->graph = graph;
+  if (absl::Status s = impl->Init(weights); !s.ok()) return s;
+  int threads = opts.threads;
+  if (threads <= 0) threads = std::max(1u, std::thread::hardware_concurrency());
+  impl->pool = std::make_unique<cpu::ThreadPool>(threads);
+  return std::unique_ptr<CpuExecutor>(new CpuExecutor(std::move(impl)));
+}
+
+absl::StatusOr<absl::Span<const float>> CpuExecutor::Step(absl::Span<const int32_t> tokens,
+                                                         int32_t pos0) {
+  Impl& m = *impl_;
+  const int64_t T = static_cast<int64_t>(tokens.size());
+  if (T < 1 || T > m.max_tokens) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Step: ", T, " tokens; a step takes 1..", m.max_tokens, " (max_tokens)"));
+  }
+  if (pos0 < 0) return absl::InvalidArgumentError(absl::StrCat("Step: negative position ", pos0));
+  if (m.n_ctx >= 0 && pos0 + T > m.n_ctx) {
+    return absl::OutOfRangeError(absl::StrCat("Step: positions ", pos0, "..", pos0 + T - 1,
+                                              " exceed the KV cache of ", m.n_ctx, " tokens"));
+  }
+  for (int64_t t = 0; t < T; ++t) {
+    if (tokens[t] < 0 || (m.n_vocab >= 0 && tokens[t] >= m.n_vocab)) {
+      return absl::InvalidArgumentError(absl::StrCat("Step: token id ", tokens[t], " at index ",
+                                                     t, " is outside the vocabulary [0, ",
+                                                     m.n_vocab, ")"));
+    }
+  }
+  std::memcpy(m.main.ptr[m.tokens], tokens.data(), T * sizeof(int32_t));
+  if (m.positions >= 0) {
+    int32_t* pos = reinterpret_cast<int32_t*>(m.main.ptr[m.positions]);
+    for (int64_t t = 0; t < T; ++t) pos[t] = pos0 + static_cast<int32_t>(t);
+  }
+  if (absl::Status s = m.Run(m.main, T); !s.ok()) return s;
+  return absl::Span<const float>(reinterpret_cast<const float*>(m.main.ptr[m.logits]),
+                                 ir::NumElements(m.graph.value(m.logits).shape, T));
+}
+
+void CpuExecutor::Reset() {
+  for (Buffer& b : impl_->kv_caches) b.Zero();
+}
+
+}  // namespace vibrant

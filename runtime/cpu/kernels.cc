@@ -1,0 +1,249 @@
+#include "runtime/cpu/kernels.h"
+
+#include <math.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "runtime/cpu/dequantize.h"
+
+namespace vibrant::cpu {
+namespace {
+
+// Reads element i of a KV cache row as float.
+inline float CacheElem(DType dtype, const void* base, int64_t i) {
+  if (dtype == DType::kF16) return HalfToFloat(static_cast<const uint16_t*>(base)[i]);
+  return static_cast<const float*>(base)[i];
+}
+
+absl::Status CheckCacheDtype(DType dtype) {
+  if (dtype != DType::kF32 && dtype != DType::kF16) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "KV cache dtype ", std::string(DTypeName(dtype)), " is not supported (f32 or f16)"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckPositions(const int32_t* positions, int64_t T, int64_t n_ctx,
+                            const char* what) {
+  for (int64_t t = 0; t < T; ++t) {
+    if (positions[t] < 0 || positions[t] >= n_ctx) {
+      return absl::OutOfRangeError(absl::StrCat(what, ": position ", positions[t], " of token ",
+                                                t, " is outside the KV cache [0, ", n_ctx, ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status Embedding(DType dtype, const void* table, int64_t n_rows, int64_t dim,
+                       const int32_t* ids, int64_t T, float* out) {
+  absl::StatusOr<int64_t> row_bytes = DTypeBytes(dtype, dim);
+  if (!row_bytes.ok()) return row_bytes.status();
+  // Check every id first so a bad one leaves no half-written output behind.
+  for (int64_t t = 0; t < T; ++t) {
+    if (ids[t] < 0 || ids[t] >= n_rows) {
+      return absl::InvalidArgumentError(absl::StrCat("embedding: token id ", ids[t], " at row ",
+                                                     t, " is outside the vocabulary [0, ",
+                                                     n_rows, ")"));
+    }
+  }
+  const uint8_t* base = static_cast<const uint8_t*>(table);
+  for (int64_t t = 0; t < T; ++t) {
+    absl::Status s = Dequantize(dtype, base + ids[t] * *row_bytes, dim, out + t * dim);
+    if (!s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status MatMul(ThreadPool* pool, const float* x, int64_t T, int64_t K, DType wtype,
+                    const void* w, int64_t N, const float* bias, float* out) {
+  absl::StatusOr<int64_t> row_bytes = DTypeBytes(wtype, K);
+  if (!row_bytes.ok()) return row_bytes.status();
+  const uint8_t* base = static_cast<const uint8_t*>(w);
+  const int64_t rb = *row_bytes;
+  auto rows = [&](int64_t n0, int64_t n1) {
+    for (int64_t n = n0; n < n1; ++n) {
+      const uint8_t* wrow = base + n * rb;
+      const float b = bias != nullptr ? bias[n] : 0.0f;
+      for (int64_t t = 0; t < T; ++t) {
+        float acc = DotRow(wtype, wrow, x + t * K, K);
+        if (bias != nullptr) acc += b;
+        out[t * N + n] = acc;
+      }
+    }
+  };
+  // Chunks of at least 16 rows keep the scheduling overhead small next to the
+  // dot products, even for the tiniest models.
+  if (pool != nullptr) {
+    pool->ParallelFor(N, rows, 16);
+  } else {
+    rows(0, N);
+  }
+  return absl::OkStatus();
+}
+
+void RmsNorm(const float* x, int64_t rows, int64_t D, float eps, float* out) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * D;
+    float* yr = out + r * D;
+    double sum = 0.0;
+    for (int64_t i = 0; i < D; ++i) sum += static_cast<double>(xr[i] * xr[i]);
+    const float mean = static_cast<float>(sum / static_cast<double>(D));
+    const float scale = 1.0f / sqrtf(mean + eps);
+    for (int64_t i = 0; i < D; ++i) yr[i] = xr[i] * scale;
+  }
+}
+
+void Add(const float* a, int64_t n_a, const float* b, int64_t n_b, float* out) {
+  for (int64_t i0 = 0; i0 < n_a; i0 += n_b) {
+    for (int64_t j = 0; j < n_b; ++j) out[i0 + j] = a[i0 + j] + b[j];
+  }
+}
+
+void Mul(const float* a, int64_t n_a, const float* b, int64_t n_b, float* out) {
+  for (int64_t i0 = 0; i0 < n_a; i0 += n_b) {
+    for (int64_t j = 0; j < n_b; ++j) out[i0 + j] = a[i0 + j] * b[j];
+  }
+}
+
+void Silu(const float* x, int64_t n, float* out) {
+  for (int64_t i = 0; i < n; ++i) out[i] = x[i] / (1.0f + expf(-x[i]));
+}
+
+// The rotation angle. ops.h defines it as p * freq_scale * base^(-2i/n_rot) /
+// factor_i; we evaluate that expression exactly the way ggml's rope cache
+// does (float, theta_scale = powf(base, -2/n_rot) applied multiplicatively
+// starting from th_0 = p, then / factor, then * freq_scale) rather than in
+// double. Reason: the iterated float product drifts from the exact value by
+// up to ~i ulps, i.e. about p * 1e-7 radians — 4e-4 rad at position 4096,
+// which shows in the logits. Reproducing ggml's float sequence makes our
+// angles bit-identical to llama.cpp's (given the same libm cosf/sinf), which
+// is what the reference data was produced with; a GPU backend that computes
+// the same float sequence (it is n_rot/2 multiplies per token) agrees with us
+// up to its sin/cos implementation.
+absl::Status Rope(const float* x, int64_t T, int64_t H, int64_t hd, const int32_t* positions,
+                  const RopeParams& params, float* out) {
+  const int64_t n_rot = params.n_rot;
+  if (params.mode != 0 && params.mode != 2) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("rope: mode ", params.mode, " is not supported (0 normal, 2 neox)"));
+  }
+  if (n_rot <= 0 || n_rot % 2 != 0 || n_rot > hd) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("rope: n_rot ", n_rot, " must be even and in (0, head_dim=", hd, "]"));
+  }
+  const int64_t half = n_rot / 2;
+  const float theta_scale = powf(params.freq_base, -2.0f / static_cast<float>(n_rot));
+  std::vector<float> cos_c(half), sin_c(half);
+  for (int64_t t = 0; t < T; ++t) {
+    float theta = static_cast<float>(positions[t]);
+    for (int64_t i = 0; i < half; ++i) {
+      const float ff = params.freq_factors != nullptr ? params.freq_factors[i] : 1.0f;
+      const float angle = params.freq_scale * (theta / ff);
+      cos_c[i] = cosf(angle);
+      sin_c[i] = sinf(angle);
+      theta *= theta_scale;
+    }
+    for (int64_t h = 0; h < H; ++h) {
+      const float* src = x + (t * H + h) * hd;
+      float* dst = out + (t * H + h) * hd;
+      for (int64_t i = 0; i < half; ++i) {
+        const int64_t i0 = params.mode == 0 ? 2 * i : i;
+        const int64_t i1 = params.mode == 0 ? 2 * i + 1 : i + half;
+        const float x0 = src[i0];
+        const float x1 = src[i1];
+        dst[i0] = x0 * cos_c[i] - x1 * sin_c[i];
+        dst[i1] = x0 * sin_c[i] + x1 * cos_c[i];
+      }
+      if (dst != src) {
+        for (int64_t d = n_rot; d < hd; ++d) dst[d] = src[d];
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status KvStore(const float* src, int64_t T, int64_t row, const int32_t* positions,
+                     DType cache_dtype, void* cache, int64_t n_ctx) {
+  if (absl::Status s = CheckCacheDtype(cache_dtype); !s.ok()) return s;
+  if (absl::Status s = CheckPositions(positions, T, n_ctx, "kv_store"); !s.ok()) return s;
+  for (int64_t t = 0; t < T; ++t) {
+    const float* s = src + t * row;
+    const int64_t p = positions[t];
+    if (cache_dtype == DType::kF32) {
+      std::memcpy(static_cast<float*>(cache) + p * row, s, row * sizeof(float));
+    } else {
+      uint16_t* d = static_cast<uint16_t*>(cache) + p * row;
+      for (int64_t i = 0; i < row; ++i) d[i] = FloatToHalf(s[i]);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Attention(ThreadPool* pool, const float* q, const void* k, const void* v,
+                       DType cache_dtype, const int32_t* positions, const AttentionShape& shape,
+                       float scale, float* out) {
+  if (absl::Status s = CheckCacheDtype(cache_dtype); !s.ok()) return s;
+  const int64_t H = shape.n_head, KVH = shape.n_head_kv, hd = shape.head_dim;
+  if (KVH <= 0 || H % KVH != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("attention: ", H,
+                                                   " heads are not a multiple of ", KVH,
+                                                   " KV heads"));
+  }
+  if (absl::Status s = CheckPositions(positions, shape.T, shape.n_ctx, "attention"); !s.ok()) {
+    return s;
+  }
+  const int64_t group = H / KVH;
+  const int64_t elem = cache_dtype == DType::kF16 ? 2 : 4;
+  const uint8_t* kb = static_cast<const uint8_t*>(k);
+  const uint8_t* vb = static_cast<const uint8_t*>(v);
+  auto items = [&](int64_t i0, int64_t i1) {
+    std::vector<float> e;
+    std::vector<double> acc(hd);
+    for (int64_t item = i0; item < i1; ++item) {
+      const int64_t t = item / H, h = item % H, kvh = h / group;
+      const float* qr = q + (t * H + h) * hd;
+      const int64_t n = static_cast<int64_t>(positions[t]) + 1;
+      e.resize(n);
+      float m = -INFINITY;
+      for (int64_t j = 0; j < n; ++j) {
+        const void* kr = kb + ((j * KVH + kvh) * hd) * elem;
+        double dot = 0.0;
+        for (int64_t d = 0; d < hd; ++d) {
+          dot += static_cast<double>(qr[d]) * static_cast<double>(CacheElem(cache_dtype, kr, d));
+        }
+        e[j] = static_cast<float>(dot) * scale;
+        m = std::max(m, e[j]);
+      }
+      double sum = 0.0;
+      std::fill(acc.begin(), acc.end(), 0.0);
+      for (int64_t j = 0; j < n; ++j) {
+        const float ej = expf(e[j] - m);
+        sum += static_cast<double>(ej);
+        const void* vr = vb + ((j * KVH + kvh) * hd) * elem;
+        for (int64_t d = 0; d < hd; ++d) {
+          acc[d] += static_cast<double>(ej) * static_cast<double>(CacheElem(cache_dtype, vr, d));
+        }
+      }
+      float* o = out + (t * H + h) * hd;
+      for (int64_t d = 0; d < hd; ++d) o[d] = static_cast<float>(acc[d] / sum);
+    }
+  };
+  if (pool != nullptr) {
+    pool->ParallelFor(shape.T * H, items, 1);
+  } else {
+    items(0, shape.T * H);
+  }
+  return absl::OkStatus();
+}
+
+void LastRow(const float* x, int64_t T, int64_t D, float* out) {
+  std::memmove(out, x + (T - 1) * D, D * sizeof(float));
+}
+
+}  // namespace vibrant::cpu

@@ -1,0 +1,103 @@
+// CPU reference kernels: one function per IR op (ir/ops.h), over raw
+// row-major buffers. These define the numbers every other backend is checked
+// against, so each states the float operations it performs and their order.
+// Where ggml (llama.cpp's CPU backend) has a definite order we follow it, so
+// that our results and llama.cpp's agree to the last bit where the inputs do.
+//
+// Conventions: `T` is the number of token rows in this step (the runtime
+// value of the IR's symbolic dimension), activations are f32, token ids and
+// positions i32. Kernels that can meet bad runtime data (ids, positions)
+// return a Status and never read or write out of bounds; shapes are checked
+// by the caller (the executor validates the graph once).
+#ifndef VIBRANT_RUNTIME_CPU_KERNELS_H_
+#define VIBRANT_RUNTIME_CPU_KERNELS_H_
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "ir/dtype.h"
+#include "runtime/cpu/thread_pool.h"
+
+namespace vibrant::cpu {
+
+// embedding: out[t, :] = Dequantize(table row ids[t]) for t < T. `table` holds
+// n_rows rows of `dim` elements of `dtype` (dim a whole number of blocks).
+// An id outside [0, n_rows) is an InvalidArgument error naming the id.
+absl::Status Embedding(DType dtype, const void* table, int64_t n_rows, int64_t dim,
+                       const int32_t* ids, int64_t T, float* out);
+
+// matmul: out[t, n] = DotRow(w row n, x row t, K) (+ bias[n], one float add)
+// for x[T, K] f32, w[N, K] of `wtype`, bias[N] f32 or null, out[T, N].
+// Parallel over n; each weight row is streamed once and dotted with all T
+// rows of x, so a prefill step reads the weights once. Results are identical
+// for any T and any thread count (out[t, n] depends only on x[t] and w[n]).
+// Fails if K is not a whole number of `wtype` blocks.
+absl::Status MatMul(ThreadPool* pool, const float* x, int64_t T, int64_t K, DType wtype,
+                    const void* w, int64_t N, const float* bias, float* out);
+
+// rms_norm over rows of D (ggml's order): sum = Σ (double)(x*x) (product in
+// float, sum in double), mean = (float)(sum / D), scale = 1.0f /
+// sqrtf(mean + eps), out = x * scale. In-place (out == x) is allowed.
+void RmsNorm(const float* x, int64_t rows, int64_t D, float eps, float* out);
+
+// add / mul with suffix broadcast: out[i] = a[i] op b[i % n_b], i < n_a;
+// n_a must be a multiple of n_b. out may alias a or b.
+void Add(const float* a, int64_t n_a, const float* b, int64_t n_b, float* out);
+void Mul(const float* a, int64_t n_a, const float* b, int64_t n_b, float* out);
+
+// silu: out = x / (1.0f + expf(-x)) (ggml's form of x * sigmoid(x)).
+void Silu(const float* x, int64_t n, float* out);
+
+struct RopeParams {
+  int mode = 0;        // 0: normal (pairs 2i, 2i+1); 2: neox (pairs i, i + n_rot/2)
+  int64_t n_rot = 0;   // rotated dims per head; even, <= head_dim
+  float freq_base = 10000.0f;
+  float freq_scale = 1.0f;
+  const float* freq_factors = nullptr;  // [n_rot/2] or null (all 1)
+};
+// rope on x[T, H, hd] with positions[T]; out may equal x. For token t and
+// pair i < n_rot/2 the angle is computed exactly as ggml's rope cache:
+//   theta_scale = powf(freq_base, -2.0f / n_rot)
+//   th_0 = (float)p;  th_{i+1} = th_i * theta_scale    (float, iterated)
+//   angle_i = freq_scale * (th_i / factor_i)           (float)
+// and the pair (x0, x1) becomes (x0*cos - x1*sin, x0*sin + x1*cos) with
+// cosf/sinf. Dims past n_rot are copied. Fails on an unsupported mode or an
+// odd / too large n_rot.
+absl::Status Rope(const float* x, int64_t T, int64_t H, int64_t hd, const int32_t* positions,
+                  const RopeParams& params, float* out);
+
+// kv_store: cache[positions[t], :] = convert(src[t, :]) for t < T, rows of
+// `row` elements (KVH * hd). Cache dtype F32 (copy) or F16 (FloatToHalf,
+// round to nearest even). A position outside [0, n_ctx) is an OutOfRange
+// error; all positions are checked before anything is
+// written, so a failed store leaves the cache unchanged.
+absl::Status KvStore(const float* src, int64_t T, int64_t row, const int32_t* positions,
+                     DType cache_dtype, void* cache, int64_t n_ctx);
+
+struct AttentionShape {
+  int64_t T = 0;        // query rows
+  int64_t n_head = 0;   // H
+  int64_t n_head_kv = 0;  // KVH, divides H
+  int64_t head_dim = 0;
+  int64_t n_ctx = 0;    // cache rows C
+};
+// attention(q[T, H, hd], k/v[C, KVH, hd] of `cache_dtype` (F32 or F16),
+// positions[T]) -> out[T, H, hd]. Head h reads KV head h / (H / KVH); query t
+// attends rows j = 0..positions[t]. Per (t, h):
+//   s_j = (float)(Σ_d (double)q[d] * (double)k_j[d]) * scale  (float multiply)
+//   m = max_j s_j;  e_j = expf(s_j - m);  S = Σ_j (double)e_j
+//   out[d] = (float)((Σ_j (double)e_j * (double)v_j[d]) / S)
+// Parallel over (t, h). A position outside [0, n_ctx) is an OutOfRange error.
+absl::Status Attention(ThreadPool* pool, const float* q, const void* k, const void* v,
+                       DType cache_dtype, const int32_t* positions, const AttentionShape& shape,
+                       float scale, float* out);
+
+// last_row: out[0, :] = x[T - 1, :].
+void LastRow(const float* x, int64_t T, int64_t D, float* out);
+
+// copy is a memcpy of the value's bytes and reshape a view of its input's
+// buffer; the executor does both without a kernel.
+
+}  // namespace vibrant::cpu
+
+#endif  // VIBRANT_RUNTIME_CPU_KERNELS_H_
