@@ -167,6 +167,9 @@ TEST_F(LayerTest, InferenceErrors) {
       {OpKind::kAttention, {x3, cache_k, cache_k, positions}, {}, "missing float attribute 'scale'"},
       {OpKind::kLastRow, {x3}, {}, "x x3 must have rank 2 [T, D]"},
       {OpKind::kFused, {x}, {}, "AddRawOp"},
+      {OpKind::kRope, {x3, positions}, {{"n_rot", int64_t{64}}, {"freq_base", 1.0}, {"freq_sacle", 2.0}},
+       "unknown attribute 'freq_sacle' (rope takes freq_base, freq_scale, mode, n_rot)"},
+      {OpKind::kSilu, {x}, {{"eps", 1.0}}, "unknown attribute 'eps' (silu takes none)"},
   };
   for (const Case& c : cases) {
     auto r = g.AddOp(c.kind, c.in, "y", c.attrs);

@@ -1,5 +1,6 @@
 #include "ir/ops.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -7,6 +8,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "ir/graph.h"
 
 namespace vibrant::ir {
@@ -157,6 +159,22 @@ absl::StatusOr<Value> InferOpOutput(const Graph& g, OpKind kind, const std::vect
   if (n < info.min_inputs || n > info.max_inputs) {
     if (info.min_inputs == info.max_inputs) return err("takes ", info.min_inputs, " inputs, got ", n);
     return err("takes ", info.min_inputs, " to ", info.max_inputs, " inputs, got ", n);
+  }
+  // Only the attributes ops.h defines: a misspelt key would otherwise be
+  // silently replaced by its default.
+  std::vector<std::string> allowed;
+  switch (kind) {
+    case OpKind::kRmsNorm: allowed = {"eps"}; break;
+    case OpKind::kReshape: allowed = {"shape"}; break;
+    case OpKind::kRope: allowed = {"freq_base", "freq_scale", "mode", "n_rot"}; break;
+    case OpKind::kAttention: allowed = {"scale"}; break;
+    default: break;
+  }
+  for (const auto& [key, value] : attrs) {
+    if (std::find(allowed.begin(), allowed.end(), key) == allowed.end()) {
+      if (allowed.empty()) return err("unknown attribute '", key, "' (", A(info.name), " takes none)");
+      return err("unknown attribute '", key, "' (", A(info.name), " takes ", absl::StrJoin(allowed, ", "), ")");
+    }
   }
   const int64_t num_values = static_cast<int64_t>(g.values().size());
   std::vector<const Value*> in;

@@ -2,6 +2,7 @@
 
 #include <limits>
 #include <memory>
+#include <random>
 #include <string>
 
 #include "gmock/gmock.h"
@@ -182,6 +183,35 @@ TEST(PrinterTest, ParseErrors) {
     ASSERT_FALSE(g.ok()) << c.text;
     EXPECT_THAT(std::string(g.status().message()), HasSubstr(c.want)) << c.text;
   }
+}
+
+TEST(PrinterTest, MutatedTextNeverCrashes) {
+  const std::string base = kSmallText;
+  const char alphabet[] = "%:=@{}[](),\"\\/ \nT-.e0123456789abfxyz'";
+  std::mt19937 rng(7);
+  for (int t = 0; t < 3000; ++t) {
+    std::string text = base;
+    const int edits = 1 + static_cast<int>(rng() % 3);
+    for (int e = 0; e < edits; ++e) {
+      const size_t at = rng() % text.size();
+      const char c = alphabet[rng() % (sizeof(alphabet) - 1)];
+      switch (rng() % 3) {
+        case 0: text[at] = c; break;
+        case 1: text.insert(text.begin() + at, c); break;
+        default: text.erase(at, 1 + rng() % 8); break;
+      }
+      if (text.empty()) text = "g";
+    }
+    auto g = ParseGraph(text);
+    if (g.ok()) {
+      EXPECT_TRUE(Verify(*g).ok());
+      // What parses prints to text that parses to the same print.
+      auto again = ParseGraph(PrintGraph(*g));
+      ASSERT_TRUE(again.ok()) << again.status() << "\n" << PrintGraph(*g);
+      EXPECT_EQ(PrintGraph(*again), PrintGraph(*g));
+    }
+  }
+  for (size_t n = 0; n + 1 < base.size(); ++n) EXPECT_FALSE(ParseGraph(base.substr(0, n)).ok()) << n;
 }
 
 TEST(PrinterTest, PrintsBrokenGraphs) {

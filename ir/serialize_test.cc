@@ -1,0 +1,253 @@
+#include "ir/serialize.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "ir/graph.h"
+#include "ir/printer.h"
+#include "ir/verifier.h"
+
+namespace vibrant::ir {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+
+absl::Span<const uint8_t> Bytes(const std::string& s) {
+  return absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(s.data()), s.size());
+}
+
+// A two-layer llama-shaped graph (D=64, H=4, KVH=2, hd=16, C=32, vocab=50)
+// with a fused op per layer, devices and meta of every attribute type.
+Graph Llama2() {
+  Graph g;
+  g.max_tokens = 8;
+  g.meta["arch"] = std::string("llama");
+  g.meta["n_layer"] = int64_t{2};
+  g.meta["rms_eps"] = 1e-5;
+  g.meta["list"] = std::vector<int64_t>{1, -1, 3};
+  const ValueId tokens = g.AddInput("tokens", DType::kI32, {kTokens});
+  const ValueId pos = g.AddInput("positions", DType::kI32, {kTokens});
+  const ValueId embd = g.AddWeight("token_embd.weight", DType::kQ4_K, {50, 256}, "token_embd.weight");
+  const ValueId proj = g.AddWeight("proj.weight", DType::kQ8_0, {64, 256}, "proj.weight");
+  const ValueId bias = g.AddWeight("proj.bias", DType::kF32, {64}, "proj.bias");
+  ValueId x = *g.AddOp(OpKind::kEmbedding, {embd, tokens}, "inp_embd");
+  x = *g.AddOp(OpKind::kMatMul, {x, proj, bias}, "inp_proj");
+  for (int l = 0; l < 2; ++l) {
+    auto w = [&](const std::string& n, DType t, Shape s) {
+      const std::string name = absl::StrCat("blk.", l, ".", n);
+      return g.AddWeight(name, t, std::move(s), name);
+    };
+    const ValueId norm_w = w("attn_norm.weight", DType::kF32, {64});
+    const ValueId wq = w("attn_q.weight", DType::kF16, {64, 64});
+    const ValueId wk = w("attn_k.weight", DType::kF16, {32, 64});
+    const ValueId wv = w("attn_v.weight", DType::kF32, {32, 64});
+    const ValueId ff = w("rope_freqs.weight", DType::kF32, {8});
+    const ValueId ck = g.AddKvCache(absl::StrCat("cache_k.", l), DType::kF16, {32, 2, 16});
+    const ValueId cv = g.AddKvCache(absl::StrCat("cache_v.", l), DType::kF32, {32, 2, 16});
+    auto s = [&](const std::string& n) { return absl::StrCat(n, ".", l); };
+    const ValueId n = *g.AddOp(OpKind::kRmsNorm, {x}, s("norm"), {{"eps", 1e-5}});
+    // Fused n * norm_w.
+    auto body = std::make_shared<Graph>();
+    body->max_tokens = g.max_tokens;
+    const ValueId ba = body->AddInput("a", DType::kF32, {kTokens, 64});
+    const ValueId bb = body->AddInput("b", DType::kF32, {64});
+    body->MarkOutput(*body->AddOp(OpKind::kMul, {ba, bb}, "m"));
+    Value nwv;
+    nwv.name = s("norm_w");
+    nwv.shape = {kTokens, 64};
+    const ValueId nw = g.AddValue(nwv);
+    Op fused;
+    fused.kind = OpKind::kFused;
+    fused.inputs = {n, norm_w};
+    fused.outputs = {nw};
+    fused.body = body;
+    fused.device = Device::kCuda;
+    g.AddRawOp(fused);
+    g.mutable_value(nw).device = Device::kCuda;
+    Attrs rope = {{"mode", int64_t{0}}, {"n_rot", int64_t{16}}, {"freq_base", 500000.0}, {"freq_scale", 1.0}};
+    const ValueId q = *g.AddOp(OpKind::kMatMul, {nw, wq}, s("q"));
+    const ValueId k = *g.AddOp(OpKind::kMatMul, {nw, wk}, s("k"));
+    const ValueId v = *g.AddOp(OpKind::kMatMul, {nw, wv}, s("v"));
+    const ValueId q3 = *g.AddOp(OpKind::kReshape, {q}, s("q3"), {{"shape", std::vector<int64_t>{kTokens, 4, 16}}});
+    const ValueId k3 = *g.AddOp(OpKind::kReshape, {k}, s("k3"), {{"shape", std::vector<int64_t>{kTokens, 2, 16}}});
+    const ValueId v3 = *g.AddOp(OpKind::kReshape, {v}, s("v3"), {{"shape", std::vector<int64_t>{kTokens, 2, 16}}});
+    const ValueId qr = *g.AddOp(OpKind::kRope, {q3, pos, ff}, s("qr"), rope);
+    const ValueId kr = *g.AddOp(OpKind::kRope, {k3, pos, ff}, s("kr"), rope);
+    const ValueId ck2 = *g.AddOp(OpKind::kKvStore, {kr, ck, pos}, absl::StrCat("cache_k.", l, "'"));
+    const ValueId cv2 = *g.AddOp(OpKind::kKvStore, {v3, cv, pos}, absl::StrCat("cache_v.", l, "'"));
+    const ValueId a = *g.AddOp(OpKind::kAttention, {qr, ck2, cv2, pos}, s("attn"), {{"scale", 0.25}});
+    const ValueId af = *g.AddOp(OpKind::kReshape, {a}, s("attn_flat"), {{"shape", std::vector<int64_t>{kTokens, 64}}});
+    const ValueId sl = *g.AddOp(OpKind::kSilu, {af}, s("silu"));
+    x = *g.AddOp(OpKind::kAdd, {x, sl}, s("res"));
+    g.mutable_ops().back().device = Device::kCpu;
+  }
+  const ValueId last = *g.AddOp(OpKind::kLastRow, {x}, "last");
+  const ValueId out = *g.AddOp(OpKind::kCopy, {last}, "logits");
+  g.MarkOutput(out);
+  return g;
+}
+
+TEST(SerializeTest, RoundTrip) {
+  Graph g = Llama2();
+  ASSERT_TRUE(Verify(g).ok()) << Verify(g);
+  const std::string bytes = SerializeGraph(g);
+  auto back = DeserializeGraph(Bytes(bytes));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(PrintGraph(*back), PrintGraph(g));
+  // Binary keeps ids and every field exactly.
+  ASSERT_EQ(back->values().size(), g.values().size());
+  for (size_t i = 0; i < g.values().size(); ++i) {
+    const Value& a = g.values()[i];
+    const Value& b = back->values()[i];
+    EXPECT_EQ(a.name, b.name);
+    EXPECT_EQ(a.dtype, b.dtype);
+    EXPECT_EQ(a.shape, b.shape);
+    EXPECT_EQ(a.storage, b.storage);
+    EXPECT_EQ(a.device, b.device);
+    EXPECT_EQ(a.source, b.source);
+    EXPECT_EQ(a.producer, b.producer);
+    EXPECT_EQ(a.alias_of, b.alias_of);
+  }
+  ASSERT_EQ(back->ops().size(), g.ops().size());
+  for (size_t i = 0; i < g.ops().size(); ++i) {
+    EXPECT_EQ(back->ops()[i].attrs, g.ops()[i].attrs);
+    EXPECT_EQ(back->ops()[i].inputs, g.ops()[i].inputs);
+  }
+  EXPECT_EQ(back->meta, g.meta);
+  EXPECT_EQ(back->outputs(), g.outputs());
+  // Encoding is deterministic.
+  EXPECT_EQ(SerializeGraph(*back), bytes);
+}
+
+TEST(SerializeTest, HeaderLayout) {
+  Graph g;
+  g.max_tokens = 3;
+  const std::string b = SerializeGraph(g);
+  // magic, version 1, max_tokens 3, 0 meta, 0 values, 0 ops, 0 outputs: hand-laid.
+  const std::string want = std::string("VIRG\x01\x00\x00\x00", 8) + std::string("\x03\0\0\0\0\0\0\0", 8) +
+                           std::string(16, '\0');
+  EXPECT_EQ(b, want);
+  auto back = DeserializeGraph(Bytes(b));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->max_tokens, 3);
+}
+
+TEST(SerializeTest, NamedErrors) {
+  Graph g = Llama2();
+  std::string b = SerializeGraph(g);
+  {
+    std::string bad = b;
+    bad[0] = 'X';
+    auto r = DeserializeGraph(Bytes(bad));
+    EXPECT_EQ(std::string(r.status().message()), "graph section: bad magic (expected \"VIRG\")");
+  }
+  {
+    std::string bad = b;
+    bad[4] = 9;
+    auto r = DeserializeGraph(Bytes(bad));
+    EXPECT_EQ(std::string(r.status().message()), "graph section: unsupported version 9 (this build reads 1)");
+  }
+  {
+    std::string bad = b + "xy";
+    auto r = DeserializeGraph(Bytes(bad));
+    EXPECT_EQ(std::string(r.status().message()),
+              absl::StrCat("graph section: end at offset ", b.size(), ": 2 trailing bytes"));
+  }
+  {
+    // Locate op 0's input 1 by re-encoding a graph whose only difference is
+    // that id, then patch it to 9999.
+    Graph g2 = g;
+    g2.mutable_ops()[0].inputs[1] = 0x7eadbeef;
+    const std::string b2 = SerializeGraph(g2);
+    ASSERT_EQ(b2.size(), b.size());
+    size_t at = 0;
+    while (b[at] == b2[at]) ++at;
+    std::string bad = b;
+    const uint32_t id = 9999;
+    for (int i = 0; i < 4; ++i) bad[at + i] = static_cast<char>(id >> (8 * i));
+    auto r = DeserializeGraph(Bytes(bad));
+    EXPECT_EQ(std::string(r.status().message()),
+              absl::StrCat("graph section: op 0 input 1 at offset ", at, ": value id 9999 out of range (",
+                           g.values().size(), " values)"));
+  }
+  {
+    auto r = DeserializeGraph(Bytes(b.substr(0, 20)));
+    EXPECT_EQ(std::string(r.status().message()),
+              "graph section: meta attribute count at offset 16: count 4 needs at least 36 bytes, 0 left");
+  }
+}
+
+TEST(SerializeTest, SemanticErrorsComeFromVerify) {
+  Graph g = Llama2();
+  ASSERT_GE(g.FindValue("q.0"), 0);
+  g.mutable_value(g.FindValue("q.0")).shape = {kTokens, 63};
+  auto r = DeserializeGraph(Bytes(SerializeGraph(g)));
+  ASSERT_FALSE(r.ok());
+  EXPECT_THAT(std::string(r.status().message()), StartsWith("graph section: op "));
+  EXPECT_THAT(std::string(r.status().message()), HasSubstr("matmul q.0: output records f32[T, 63]"));
+}
+
+TEST(SerializeTest, EveryTruncationFailsCleanly) {
+  const std::string b = SerializeGraph(Llama2());
+  for (size_t n = 0; n < b.size(); ++n) {
+    auto r = DeserializeGraph(Bytes(b.substr(0, n)));
+    ASSERT_FALSE(r.ok()) << "prefix " << n;
+    EXPECT_THAT(std::string(r.status().message()), StartsWith("graph section: ")) << "prefix " << n;
+  }
+}
+
+TEST(SerializeTest, RandomCorruptionNeverCrashes) {
+  const std::string b = SerializeGraph(Llama2());
+  std::mt19937_64 rng(1234);
+  int rejected = 0;
+  // VIBRANT_IR_FUZZ_TRIALS raises the count for a long run under sanitizers.
+  const char* env = std::getenv("VIBRANT_IR_FUZZ_TRIALS");
+  const int kTrials = env != nullptr ? std::max(1, std::atoi(env)) : 4000;
+  for (int t = 0; t < kTrials; ++t) {
+    std::string bad = b;
+    const int flips = 1 + static_cast<int>(rng() % 4);
+    for (int f = 0; f < flips; ++f) {
+      const size_t bit = rng() % (bad.size() * 8);
+      bad[bit / 8] = static_cast<char>(bad[bit / 8] ^ (1 << (bit % 8)));
+    }
+    if (t % 4 == 3) {  // also whole random bytes
+      bad[rng() % bad.size()] = static_cast<char>(rng());
+    }
+    auto r = DeserializeGraph(Bytes(bad));
+    if (!r.ok()) {
+      ++rejected;
+      EXPECT_THAT(std::string(r.status().message()), StartsWith("graph section: "));
+    } else {
+      // Whatever decodes must be a verified graph that re-encodes to itself.
+      EXPECT_TRUE(Verify(*r).ok());
+      EXPECT_TRUE(SerializeGraph(*r) == bad) << "trial " << t << ": decoded graph re-encodes differently";
+    }
+  }
+  // Most corruptions must be caught (flips in float payloads/names may not be).
+  EXPECT_GT(rejected, kTrials / 2);
+}
+
+TEST(SerializeTest, RandomBytesNeverCrash) {
+  std::mt19937_64 rng(99);
+  for (int t = 0; t < 2000; ++t) {
+    std::string bad(static_cast<size_t>(rng() % 200), '\0');
+    for (char& c : bad) c = static_cast<char>(rng());
+    if (bad.size() >= 8 && t % 2 == 0) bad.replace(0, 8, std::string("VIRG\x01\0\0\0", 8));
+    auto r = DeserializeGraph(Bytes(bad));
+    if (!r.ok()) {
+      EXPECT_THAT(std::string(r.status().message()), StartsWith("graph section: "));
+    }
+  }
+}
+
+}  // namespace
+}  // namespace vibrant::ir
