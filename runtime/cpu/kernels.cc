@@ -13,12 +13,6 @@
 namespace vibrant::cpu {
 namespace {
 
-// Reads element i of a KV cache row as float.
-inline float CacheElem(DType dtype, const void* base, int64_t i) {
-  if (dtype == DType::kF16) return HalfToFloat(static_cast<const uint16_t*>(base)[i]);
-  return static_cast<const float*>(base)[i];
-}
-
 absl::Status CheckCacheDtype(DType dtype) {
   if (dtype != DType::kF32 && dtype != DType::kF16) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -202,42 +196,55 @@ absl::Status Attention(ThreadPool* pool, const float* q, const void* k, const vo
   const int64_t elem = cache_dtype == DType::kF16 ? 2 : 4;
   const uint8_t* kb = static_cast<const uint8_t*>(k);
   const uint8_t* vb = static_cast<const uint8_t*>(v);
+  // One work item per (token, KV head): the rows 0..positions[t] of that KV
+  // head are converted to f32 once and used by all `group` query heads.
   auto items = [&](int64_t i0, int64_t i1) {
-    std::vector<float> e;
+    std::vector<float> kf, vf, e;
     std::vector<double> acc(hd);
     for (int64_t item = i0; item < i1; ++item) {
-      const int64_t t = item / H, h = item % H, kvh = h / group;
-      const float* qr = q + (t * H + h) * hd;
+      const int64_t t = item / KVH, kvh = item % KVH;
       const int64_t n = static_cast<int64_t>(positions[t]) + 1;
+      kf.resize(n * hd);
+      vf.resize(n * hd);
       e.resize(n);
-      float m = -INFINITY;
       for (int64_t j = 0; j < n; ++j) {
-        const void* kr = kb + ((j * KVH + kvh) * hd) * elem;
-        double dot = 0.0;
-        for (int64_t d = 0; d < hd; ++d) {
-          dot += static_cast<double>(qr[d]) * static_cast<double>(CacheElem(cache_dtype, kr, d));
-        }
-        e[j] = static_cast<float>(dot) * scale;
-        m = std::max(m, e[j]);
-      }
-      double sum = 0.0;
-      std::fill(acc.begin(), acc.end(), 0.0);
-      for (int64_t j = 0; j < n; ++j) {
-        const float ej = expf(e[j] - m);
-        sum += static_cast<double>(ej);
-        const void* vr = vb + ((j * KVH + kvh) * hd) * elem;
-        for (int64_t d = 0; d < hd; ++d) {
-          acc[d] += static_cast<double>(ej) * static_cast<double>(CacheElem(cache_dtype, vr, d));
+        const int64_t off = (j * KVH + kvh) * hd;
+        if (cache_dtype == DType::kF16) {
+          // Exact f16 -> f32 conversion; DTypeBytes(F16, hd) never fails.
+          (void)Dequantize(DType::kF16, kb + off * elem, hd, kf.data() + j * hd);
+          (void)Dequantize(DType::kF16, vb + off * elem, hd, vf.data() + j * hd);
+        } else {
+          std::memcpy(kf.data() + j * hd, kb + off * elem, hd * sizeof(float));
+          std::memcpy(vf.data() + j * hd, vb + off * elem, hd * sizeof(float));
         }
       }
-      float* o = out + (t * H + h) * hd;
-      for (int64_t d = 0; d < hd; ++d) o[d] = static_cast<float>(acc[d] / sum);
+      for (int64_t h = kvh * group; h < (kvh + 1) * group; ++h) {
+        const float* qr = q + (t * H + h) * hd;
+        float m = -INFINITY;
+        for (int64_t j = 0; j < n; ++j) {
+          const float* kr = kf.data() + j * hd;
+          double dot = 0.0;
+          for (int64_t d = 0; d < hd; ++d) dot += static_cast<double>(qr[d]) * kr[d];
+          e[j] = static_cast<float>(dot) * scale;
+          m = std::max(m, e[j]);
+        }
+        double sum = 0.0;
+        std::fill(acc.begin(), acc.end(), 0.0);
+        for (int64_t j = 0; j < n; ++j) {
+          const float ej = expf(e[j] - m);
+          sum += static_cast<double>(ej);
+          const float* vr = vf.data() + j * hd;
+          for (int64_t d = 0; d < hd; ++d) acc[d] += static_cast<double>(ej) * vr[d];
+        }
+        float* o = out + (t * H + h) * hd;
+        for (int64_t d = 0; d < hd; ++d) o[d] = static_cast<float>(acc[d] / sum);
+      }
     }
   };
   if (pool != nullptr) {
-    pool->ParallelFor(shape.T * H, items, 1);
+    pool->ParallelFor(shape.T * KVH, items, 1);
   } else {
-    items(0, shape.T * H);
+    items(0, shape.T * KVH);
   }
   return absl::OkStatus();
 }

@@ -87,7 +87,8 @@ struct AttentionShape {
 //   s_j = (float)(Σ_d (double)q[d] * (double)k_j[d]) * scale  (float multiply)
 //   m = max_j s_j;  e_j = expf(s_j - m);  S = Σ_j (double)e_j
 //   out[d] = (float)((Σ_j (double)e_j * (double)v_j[d]) / S)
-// Parallel over (t, h). A position outside [0, n_ctx) is an OutOfRange error.
+// Parallel over (t, KV head). A position outside [0, n_ctx) is an OutOfRange
+// error.
 absl::Status Attention(ThreadPool* pool, const float* q, const void* k, const void* v,
                        DType cache_dtype, const int32_t* positions, const AttentionShape& shape,
                        float scale, float* out);
