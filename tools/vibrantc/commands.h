@@ -10,6 +10,8 @@ namespace vibrant::cli {
 
 int RunInspect(const std::vector<std::string>& args);
 int RunTokenize(const std::vector<std::string>& args);
+int RunCompile(const std::vector<std::string>& args);
+int RunDumpIr(const std::vector<std::string>& args);
 
 }  // namespace vibrant::cli
 

@@ -19,6 +19,11 @@ constexpr Command kCommands[] = {
      "inspect MODEL.gguf [--json]          metadata and tensor table"},
     {"tokenize", vibrant::cli::RunTokenize,
      "tokenize MODEL.gguf TEXT|--file F [--no-bos] [--json]   token ids"},
+    {"compile", vibrant::cli::RunCompile,
+     "compile MODEL.gguf -o PLAN [--device cpu|cuda|auto] [--ctx-size N] [--max-tokens N]\n"
+     "          [--kv-type f16|f32] [--all-logits] [--embed-weights]   compile a plan"},
+    {"dump-ir", vibrant::cli::RunDumpIr,
+     "dump-ir MODEL.gguf|PLAN              the IR graph, as text"},
 };
 
 void Usage(FILE* out) {

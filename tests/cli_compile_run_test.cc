@@ -1,0 +1,365 @@
+// End to end on the real binaries: `vibrantc compile` a GGUF into a plan,
+// `vibrant-run` it, and compare with what llama.cpp generates.
+//
+// The model is the bundled tests/data/stories260K.gguf, so these tests run
+// everywhere. The expected continuation is llama.cpp's, read from
+// ../shared/reference/stories260K.json when it is there; otherwise the copy
+// below (taken from that file) is used.
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+
+const std::string kVibrantc = VIBRANT_BINARY_DIR "/tools/vibrantc/vibrantc";
+const std::string kVibrantRun = VIBRANT_BINARY_DIR "/tools/vibrant-run/vibrant-run";
+const std::string kBundledModel = VIBRANT_SOURCE_DIR "/tests/data/stories260K.gguf";
+const std::string kSharedModel = VIBRANT_SOURCE_DIR "/../shared/models/stories260K.gguf";
+const std::string kReference = VIBRANT_SOURCE_DIR "/../shared/reference/stories260K.json";
+
+// llama.cpp's greedy continuation of "Once upon a time" on stories260K
+// (the "generated" of the reference's first case).
+const std::vector<int> kFallbackPromptTokens = {1, 403, 407, 261, 378};
+const std::vector<int> kFallbackGenerated = {432, 383, 286, 261, 376, 298, 315, 421, 395, 317, 426,
+                                             338, 401, 396, 267, 337, 410, 408, 419, 292, 411, 322,
+                                             265, 282, 295, 433, 426, 385, 328, 432, 358, 394};
+const char kFallbackText[] =
+    ", there was a little girl named Lily. She loved to play outside in the park. One day, she "
+    "saw";
+
+struct Reference {
+  std::vector<int> prompt_tokens;
+  std::vector<int> generated;
+  std::string text;
+};
+
+Reference LoadReference() {
+  std::ifstream in(kReference);
+  if (in) {
+    nlohmann::json j = nlohmann::json::parse(in);
+    for (const auto& c : j["cases"]) {
+      if (c["prompt"] == "Once upon a time") {
+        return {c["prompt_tokens"].get<std::vector<int>>(), c["generated"].get<std::vector<int>>(),
+                c["generated_text"].get<std::string>()};
+      }
+    }
+    ADD_FAILURE() << kReference << " has no case for \"Once upon a time\"";
+  }
+  return {kFallbackPromptTokens, kFallbackGenerated, kFallbackText};
+}
+
+std::string Quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) {
+    if (c == '\'') {
+      q += "'\\''";
+    } else {
+      q += c;
+    }
+  }
+  return q + "'";
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+void WriteFile(const std::string& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << bytes;
+}
+
+struct Result {
+  int code = -1;
+  std::string out;
+  std::string err;
+};
+
+class CliTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    for (const std::string& bin : {kVibrantc, kVibrantRun}) {
+      ASSERT_TRUE(fs::exists(bin)) << bin << " is not built";
+    }
+    model_ = fs::exists(kBundledModel) ? kBundledModel : kSharedModel;
+    if (!fs::exists(model_)) {
+      GTEST_SKIP() << "stories260K.gguf is neither in tests/data nor in ../shared/models";
+    }
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    dir_ = fs::path(::testing::TempDir()) /
+           (std::string("cli_test_") + info->name() + "_" + std::to_string(::getpid()));
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  void TearDown() override {
+    if (!dir_.empty()) fs::remove_all(dir_);
+  }
+
+  std::string Path(const std::string& name) const { return (dir_ / name).string(); }
+
+  Result Run(const std::string& binary, const std::vector<std::string>& args) {
+    std::string cmd = Quote(binary);
+    for (const std::string& a : args) cmd += " " + Quote(a);
+    const std::string out = Path("stdout.txt"), err = Path("stderr.txt");
+    cmd += " >" + Quote(out) + " 2>" + Quote(err) + " </dev/null";
+    int status = std::system(cmd.c_str());
+    Result r;
+    r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    r.out = ReadFile(out);
+    r.err = ReadFile(err);
+    return r;
+  }
+
+  // Compiles the model into `name`; fails the test when that fails.
+  std::string Compile(const std::string& name, std::vector<std::string> extra = {},
+                      const std::string& model = "") {
+    std::vector<std::string> args = {"compile", model.empty() ? model_ : model, "-o", Path(name)};
+    args.insert(args.end(), extra.begin(), extra.end());
+    Result r = Run(kVibrantc, args);
+    EXPECT_EQ(r.code, 0) << r.err;
+    return Path(name);
+  }
+
+  struct JsonRun {
+    std::vector<int> prompt_tokens;
+    std::vector<int> ids;
+    std::string text;
+    nlohmann::json summary;
+  };
+  JsonRun ParseJson(const Result& r) {
+    JsonRun jr;
+    std::istringstream lines(r.out);
+    std::string line;
+    int n = 0;
+    while (std::getline(lines, line)) {
+      nlohmann::json j = nlohmann::json::parse(line);
+      if (n++ == 0) {
+        EXPECT_TRUE(j.contains("prompt_tokens")) << line;
+        jr.prompt_tokens = j["prompt_tokens"].get<std::vector<int>>();
+      } else if (j.contains("summary")) {
+        jr.summary = j["summary"];
+      } else {
+        jr.ids.push_back(j["id"].get<int>());
+        jr.text += j["piece"].get<std::string>();
+      }
+    }
+    return jr;
+  }
+
+  std::string model_;
+  fs::path dir_;
+};
+
+TEST_F(CliTest, GreedyJsonMatchesLlamaCpp) {
+  Reference ref = LoadReference();
+  std::string plan = Compile("plan.bin");
+  Result r = Run(kVibrantRun, {plan, "-p", "Once upon a time", "--temp", "0", "-n", "32", "--json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  JsonRun jr = ParseJson(r);
+  EXPECT_EQ(jr.prompt_tokens, ref.prompt_tokens);
+  EXPECT_EQ(jr.ids, ref.generated);
+  EXPECT_EQ(jr.text, ref.text);
+  EXPECT_EQ(jr.summary["prompt_tokens"], 5);
+  EXPECT_EQ(jr.summary["generated_tokens"], 32);
+  EXPECT_TRUE(jr.summary["prompt_tok_s"].is_number());
+  EXPECT_TRUE(jr.summary["gen_tok_s"].is_number());
+}
+
+TEST_F(CliTest, StreamedTextMatchesLlamaCppAndTimingsGoToStderr) {
+  Reference ref = LoadReference();
+  std::string plan = Compile("plan.bin");
+  Result r = Run(kVibrantRun, {plan, "-p", "Once upon a time", "--temp", "0", "-n", "32"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  // Only the continuation: the prompt is not echoed.
+  EXPECT_EQ(r.out, ref.text);
+  EXPECT_TRUE(std::regex_search(
+      r.err, std::regex("prompt: 5 tokens, [0-9.]+ tok/s \\| generation: 32 tokens, "
+                        "[0-9.]+ tok/s")))
+      << r.err;
+
+  // The same prompt from a file (one trailing newline dropped).
+  WriteFile(Path("prompt.txt"), "Once upon a time\n");
+  r = Run(kVibrantRun, {plan, "-f", Path("prompt.txt"), "--temp", "0", "-n", "32"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, ref.text);
+}
+
+TEST_F(CliTest, ChunkedPrefillGivesTheSameTokens) {
+  Reference ref = LoadReference();
+  // 5 prompt tokens in steps of at most 2: three prefill steps.
+  std::string plan = Compile("plan.bin", {"--max-tokens", "2", "--kv-type", "f32"});
+  Result r = Run(kVibrantRun, {plan, "-p", "Once upon a time", "--temp", "0", "-n", "32", "--json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(ParseJson(r).ids, ref.generated);
+}
+
+TEST_F(CliTest, SeededSamplingIsReproducible) {
+  std::string plan = Compile("plan.bin");
+  std::vector<std::string> args = {plan,      "-p",      "Once upon a time", "-n", "24",
+                                   "--temp",  "1.0",     "--seed",           "7",  "--json",
+                                   "--top-k", "0",       "--top-p",          "1",  "--min-p",
+                                   "0",       "-t",      "1"};
+  Result a = Run(kVibrantRun, args);
+  ASSERT_EQ(a.code, 0) << a.err;
+  Result b = Run(kVibrantRun, args);
+  ASSERT_EQ(b.code, 0) << b.err;
+  JsonRun ja = ParseJson(a), jb = ParseJson(b);
+  EXPECT_EQ(ja.ids, jb.ids);
+  EXPECT_EQ(ja.summary["seed"], 7);
+  EXPECT_FALSE(ja.ids.empty());
+  for (int id : ja.ids) EXPECT_TRUE(id >= 0 && id < 512) << id;
+}
+
+TEST_F(CliTest, DumpIrOfModelAndPlan) {
+  std::string plan = Compile("plan.bin");
+  Result g = Run(kVibrantc, {"dump-ir", model_});
+  ASSERT_EQ(g.code, 0) << g.err;
+  EXPECT_THAT(g.out, HasSubstr("logits"));
+  EXPECT_THAT(g.out, HasSubstr("matmul"));
+  Result p = Run(kVibrantc, {"dump-ir", plan});
+  ASSERT_EQ(p.code, 0) << p.err;
+  EXPECT_THAT(p.out, HasSubstr("logits"));
+  EXPECT_THAT(p.out, HasSubstr("matmul"));
+  WriteFile(Path("junk.bin"), "definitely not a model");
+  Result j = Run(kVibrantc, {"dump-ir", Path("junk.bin")});
+  EXPECT_EQ(j.code, 1);
+  EXPECT_THAT(j.err, HasSubstr("neither a GGUF model nor a Vibrant plan"));
+}
+
+TEST_F(CliTest, CorruptedPlansAreNamedErrors) {
+  std::string plan = Compile("plan.bin");
+  const std::string bytes = ReadFile(plan);
+  ASSERT_GT(bytes.size(), 100u);
+
+  WriteFile(Path("truncated.bin"), bytes.substr(0, bytes.size() / 2));
+  Result r = Run(kVibrantRun, {Path("truncated.bin"), "-p", "Once upon a time", "--temp", "0"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.err, HasSubstr(Path("truncated.bin") + ": truncated: section"));
+  EXPECT_EQ(r.out, "");
+  r = Run(kVibrantc, {"dump-ir", Path("truncated.bin")});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.err, HasSubstr("truncated"));
+
+  // Flip one bit in the middle of the GRAPH section (found through the table:
+  // 16-byte header, then 32-byte entries {u32 kind, u32 flags, u64 offset, ...}).
+  uint32_t count;
+  std::memcpy(&count, bytes.data() + 12, 4);
+  uint64_t graph_offset = 0, graph_size = 0;
+  for (uint32_t i = 0; i < count; ++i) {
+    uint32_t kind;
+    std::memcpy(&kind, bytes.data() + 16 + 32 * i, 4);
+    if (kind == 1) {
+      std::memcpy(&graph_offset, bytes.data() + 16 + 32 * i + 8, 8);
+      std::memcpy(&graph_size, bytes.data() + 16 + 32 * i + 16, 8);
+    }
+  }
+  ASSERT_GT(graph_size, 0u);
+  std::string flipped = bytes;
+  flipped[graph_offset + graph_size / 2] ^= 0x04;
+  WriteFile(Path("flipped.bin"), flipped);
+  r = Run(kVibrantRun, {Path("flipped.bin"), "-p", "Once upon a time", "--temp", "0"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.err, HasSubstr(Path("flipped.bin") + ": section GRAPH at offset " +
+                               std::to_string(graph_offset) +
+                               ": checksum mismatch (file is corrupted)"));
+  EXPECT_EQ(r.out, "");
+}
+
+TEST_F(CliTest, PromptLongerThanTheContextIsAClearError) {
+  std::string plan = Compile("plan.bin", {"--ctx-size", "16", "--max-tokens", "8"});
+  std::string prompt;
+  for (int i = 0; i < 10; ++i) prompt += "Once upon a time there was a girl. ";
+  Result r = Run(kVibrantRun, {plan, "-p", prompt, "--temp", "0"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.err, HasSubstr("longer than the plan's context of 16 tokens"));
+  EXPECT_EQ(r.out, "");
+
+  // A short prompt stops when the context is full.
+  r = Run(kVibrantRun, {plan, "-p", "Once upon a time", "--temp", "0", "--json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  JsonRun jr = ParseJson(r);
+  EXPECT_LE(jr.prompt_tokens.size() + jr.ids.size(), 17u);
+  if (jr.summary["stop"] == "context_full") {
+    EXPECT_EQ(jr.prompt_tokens.size() + jr.ids.size(), 17u);
+  }
+}
+
+TEST_F(CliTest, EmbeddedWeightsOutliveTheGguf) {
+  Reference ref = LoadReference();
+  std::string copy = Path("model-copy.gguf");
+  fs::copy_file(model_, copy);
+  std::string embedded = Compile("embedded.bin", {"--embed-weights"}, copy);
+  std::string referenced = Compile("referenced.bin", {}, copy);
+  EXPECT_GT(fs::file_size(embedded), fs::file_size(copy));
+  EXPECT_LT(fs::file_size(referenced), fs::file_size(copy));
+  fs::remove(copy);
+
+  Result r = Run(kVibrantRun, {embedded, "-p", "Once upon a time", "--temp", "0", "-n", "32",
+                               "--json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(ParseJson(r).ids, ref.generated);
+
+  r = Run(kVibrantRun, {referenced, "-p", "Once upon a time", "--temp", "0"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.err, HasSubstr(fs::weakly_canonical(dir_).string() + "/model-copy.gguf"));
+  EXPECT_THAT(r.err, HasSubstr("cannot be found"));
+}
+
+TEST_F(CliTest, ChangedGgufIsANamedError) {
+  std::string copy = Path("model-copy.gguf");
+  fs::copy_file(model_, copy);
+  std::string plan = Compile("plan.bin", {}, copy);
+  // Rewrite the model after compiling (here: append bytes to it).
+  std::ofstream(copy, std::ios::binary | std::ios::app) << std::string(32, '\0');
+  Result r = Run(kVibrantRun, {plan, "-p", "Once upon a time", "--temp", "0"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.err, HasSubstr("changed since the plan was compiled"));
+}
+
+TEST_F(CliTest, UsageAndDeviceErrors) {
+  EXPECT_EQ(Run(kVibrantRun, {}).code, 2);
+  Result r = Run(kVibrantRun, {"plan.bin"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_THAT(r.err, HasSubstr("-p"));
+  EXPECT_EQ(Run(kVibrantRun, {"plan.bin", "-p", "x", "--temp", "warm"}).code, 2);
+  EXPECT_EQ(Run(kVibrantRun, {"plan.bin", "-p", "x", "--bogus"}).code, 2);
+  r = Run(kVibrantRun, {"--help"});
+  EXPECT_EQ(r.code, 0);
+  EXPECT_THAT(r.out, HasSubstr("not echoed"));
+  EXPECT_EQ(Run(kVibrantc, {"compile", model_}).code, 2);  // no -o
+  EXPECT_EQ(Run(kVibrantc, {"compile", model_, "-o", Path("p.bin"), "--kv-type", "q8"}).code, 2);
+
+  r = Run(kVibrantc, {"compile", model_, "-o", Path("p.bin"), "--device", "cuda"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.err, HasSubstr("the CUDA backend is not built yet"));
+  EXPECT_FALSE(fs::exists(Path("p.bin")));
+
+  r = Run(kVibrantc, {"compile", model_, "-o", Path("p.bin"), "--device", "auto"});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("ops"));
+  EXPECT_THAT(r.out, HasSubstr("weight bytes"));
+
+  r = Run(kVibrantRun, {Path("absent.bin"), "-p", "x"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.err, HasSubstr("absent.bin: cannot open"));
+}
+
+}  // namespace

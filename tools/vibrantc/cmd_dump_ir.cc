@@ -1,0 +1,69 @@
+// vibrantc dump-ir: the IR of a model (lowered with default options) or of a
+// compiled plan (the graph it stores), in the textual form of ir/printer.h.
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "frontends/gguf/gguf.h"
+#include "frontends/lower/lower.h"
+#include "ir/graph.h"
+#include "ir/printer.h"
+#include "runtime/plan.h"
+#include "tools/vibrantc/commands.h"
+
+namespace vibrant::cli {
+namespace {
+
+constexpr char kDumpIrUsage[] =
+    "usage: vibrantc dump-ir MODEL.gguf|PLAN\n"
+    "  prints the IR graph: a GGUF lowered with the default compile options, or the\n"
+    "  graph stored in a plan (after the compiler's passes)\n";
+
+absl::StatusOr<ir::Graph> LoadGraph(const std::string& path) {
+  char magic[8] = {};
+  {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
+    in.read(magic, sizeof(magic));
+  }
+  if (std::memcmp(magic, kPlanMagic, sizeof(kPlanMagic)) == 0) {
+    absl::StatusOr<std::unique_ptr<PlanFile>> plan = PlanFile::Open(path);
+    if (!plan.ok()) return plan.status();
+    return (*plan)->LoadGraph();
+  }
+  if (std::memcmp(magic, "GGUF", 4) == 0) {
+    absl::StatusOr<std::unique_ptr<GgufFile>> file = GgufFile::Open(path);
+    if (!file.ok()) return file.status();
+    return LowerGguf(**file, LowerOptions());
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat(path, ": neither a GGUF model nor a Vibrant plan (magic at offset 0)"));
+}
+
+}  // namespace
+
+int RunDumpIr(const std::vector<std::string>& args) {
+  if (args.size() == 1 && (args[0] == "-h" || args[0] == "--help")) {
+    std::fputs(kDumpIrUsage, stdout);
+    return 0;
+  }
+  if (args.size() != 1 || (!args[0].empty() && args[0][0] == '-')) {
+    std::fputs(kDumpIrUsage, stderr);
+    return 2;
+  }
+  absl::StatusOr<ir::Graph> graph = LoadGraph(args[0]);
+  if (!graph.ok()) {
+    std::fprintf(stderr, "vibrantc dump-ir: %s\n", std::string(graph.status().message()).c_str());
+    return 1;
+  }
+  std::string text = ir::PrintGraph(*graph);
+  std::fwrite(text.data(), 1, text.size(), stdout);
+  return 0;
+}
+
+}  // namespace vibrant::cli
