@@ -11,6 +11,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -53,6 +54,8 @@ class GgufValue {
 
   // Any integer type, range-checked into int64 (fails on uint64 > INT64_MAX).
   absl::StatusOr<int64_t> AsInt() const;
+  // Any integer type, range-checked into uint64 (fails on negative values).
+  absl::StatusOr<uint64_t> AsUint() const;
   // Any numeric type as double.
   absl::StatusOr<double> AsFloat() const;
   absl::StatusOr<bool> AsBool() const;
@@ -135,6 +138,15 @@ class GgufFile {
   uint64_t data_offset_ = 0;
   std::vector<std::pair<std::string, GgufValue>> metadata_;
   std::vector<GgufTensorInfo> tensors_;
+
+  // Transparent hashing so lookups by string_view do not allocate.
+  struct NameHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>()(s); }
+  };
+  using NameIndex = std::unordered_map<std::string, size_t, NameHash, std::equal_to<>>;
+  NameIndex metadata_index_;  // key -> index into metadata_
+  NameIndex tensor_index_;    // name -> index into tensors_
 };
 
 }  // namespace vibrant
