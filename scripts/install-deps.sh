@@ -2,7 +2,7 @@
 # Installs the Debian packages Vibrant builds against, when they are missing.
 # Safe to run repeatedly; does nothing when everything is present.
 set -euo pipefail
-pkgs=(cmake ninja-build g++ clang libabsl-dev libgtest-dev libgmock-dev googletest
+pkgs=(cmake ninja-build g++ clang libclang-rt-dev libabsl-dev libgtest-dev libgmock-dev googletest
       libbenchmark-dev libpcre2-dev nlohmann-json3-dev pkg-config)
 missing=()
 for p in "${pkgs[@]}"; do
