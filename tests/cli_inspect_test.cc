@@ -1,0 +1,192 @@
+// End to end: `vibrantc inspect` on real GGUF files, its JSON checked against
+// what GgufFile reads, plus its errors and exit codes.
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "frontends/gguf/gguf.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "ir/dtype.h"
+#include "nlohmann/json.hpp"
+
+namespace vibrant {
+namespace {
+
+using ::testing::HasSubstr;
+
+const char kVibrantc[] = VIBRANT_BINARY_DIR "/tools/vibrantc/vibrantc";
+
+struct Result {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+std::string ShellQuote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) {
+    if (c == '\'') {
+      q += "'\\''";
+    } else {
+      q += c;
+    }
+  }
+  return q + "'";
+}
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+Result RunVibrantc(const std::vector<std::string>& args) {
+  std::string err_path = (std::filesystem::temp_directory_path() /
+                          ("cli_inspect_test_err_" + std::to_string(::getpid())))
+                             .string();
+  std::string cmd = ShellQuote(kVibrantc);
+  for (const std::string& a : args) cmd += " " + ShellQuote(a);
+  cmd += " 2>" + ShellQuote(err_path);
+  Result r;
+  FILE* p = popen(cmd.c_str(), "r");
+  if (p == nullptr) return r;
+  char buf[65536];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) r.out.append(buf, n);
+  int status = pclose(p);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.err = ReadAll(err_path);
+  std::filesystem::remove(err_path);
+  return r;
+}
+
+std::vector<std::string> ModelFiles() {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (const auto& e :
+       std::filesystem::directory_iterator(VIBRANT_SOURCE_DIR "/../shared/models", ec)) {
+    if (e.path().extension() == ".gguf") out.push_back(e.path().string());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// Checks `vibrantc inspect PATH --json` against GgufFile.
+void CheckJsonMatchesReader(const std::string& path) {
+  SCOPED_TRACE(path);
+  Result r = RunVibrantc({"inspect", path, "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  nlohmann::json j = nlohmann::json::parse(r.out, nullptr, /*allow_exceptions=*/false);
+  ASSERT_FALSE(j.is_discarded()) << "output is not JSON";
+  ASSERT_TRUE(j.is_object());
+  ASSERT_TRUE(j.contains("metadata") && j["metadata"].is_object());
+  ASSERT_TRUE(j.contains("tensors") && j["tensors"].is_array());
+
+  auto f = GgufFile::Open(path);
+  ASSERT_TRUE(f.ok()) << f.status();
+  const GgufFile& g = **f;
+
+  const nlohmann::json& meta = j["metadata"];
+  EXPECT_EQ(meta.size(), g.metadata().size());
+  ASSERT_TRUE(meta.contains("general.architecture"));
+  EXPECT_EQ(meta["general.architecture"], *g.Architecture());
+  if (const GgufValue* bc = g.Find(*g.Architecture() + ".block_count")) {
+    EXPECT_EQ(meta[*g.Architecture() + ".block_count"], *bc->AsInt());
+  }
+  // Arrays are included in full.
+  const nlohmann::json& tokens = meta["tokenizer.ggml.tokens"];
+  const GgufArray* want_tokens = *g.GetArray("tokenizer.ggml.tokens");
+  ASSERT_TRUE(tokens.is_array());
+  ASSERT_EQ(tokens.size(), want_tokens->elems.size());
+  EXPECT_EQ(tokens.back(), std::string(*want_tokens->elems.back().AsString()));
+
+  const nlohmann::json& tensors = j["tensors"];
+  ASSERT_EQ(tensors.size(), g.tensors().size());
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const GgufTensorInfo& t = g.tensors()[i];
+    const nlohmann::json& jt = tensors[i];
+    EXPECT_EQ(jt["name"], t.name);
+    EXPECT_EQ(jt["type"], std::string(DTypeName(t.type))) << t.name;
+    EXPECT_EQ(jt["shape"].get<std::vector<int64_t>>(), t.dims) << t.name;
+    EXPECT_EQ(jt["offset"].get<uint64_t>(), t.offset) << t.name;
+    EXPECT_EQ(jt["bytes"].get<uint64_t>(), t.bytes) << t.name;
+  }
+}
+
+TEST(CliInspect, JsonMatchesTheReaderOnTheBundledModel) {
+  CheckJsonMatchesReader(VIBRANT_SOURCE_DIR "/tests/data/stories260K.gguf");
+}
+
+TEST(CliInspect, JsonMatchesTheReaderOnEverySharedModel) {
+  std::vector<std::string> models = ModelFiles();
+  if (models.empty()) GTEST_SKIP() << "../shared/models absent";
+  for (const std::string& m : models) CheckJsonMatchesReader(m);
+}
+
+TEST(CliInspect, JsonOfStories260K) {
+  // Values read from the file with an independent parser.
+  Result r = RunVibrantc({"inspect", VIBRANT_SOURCE_DIR "/tests/data/stories260K.gguf", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  nlohmann::json j = nlohmann::json::parse(r.out, nullptr, false);
+  ASSERT_FALSE(j.is_discarded());
+  EXPECT_EQ(j["metadata"]["general.architecture"], "llama");
+  EXPECT_EQ(j["metadata"]["llama.embedding_length"], 64);
+  EXPECT_EQ(j["metadata"]["tokenizer.ggml.seperator_token_id"], 4294967295u);
+  EXPECT_EQ(j["metadata"]["llama.attention.layer_norm_rms_epsilon"], 1e-5);
+  EXPECT_EQ(j["tensors"].size(), 48u);
+  EXPECT_EQ(j["tensors"][0]["name"], "token_embd.weight");
+  EXPECT_EQ(j["tensors"][0]["shape"], nlohmann::json::array({64, 512}));
+  EXPECT_EQ(j["tensors"][0]["type"], "f32");
+  EXPECT_EQ(j["tensors"][0]["bytes"], 131072);
+  EXPECT_EQ(j["tensors"][1]["offset"], 131072);
+}
+
+TEST(CliInspect, HumanReadableOutput) {
+  std::string path = VIBRANT_SOURCE_DIR "/tests/data/stories260K.gguf";
+  Result r = RunVibrantc({"inspect", path});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr(path));
+  EXPECT_THAT(r.out, HasSubstr("general.architecture"));
+  EXPECT_THAT(r.out, HasSubstr("\"llama\""));
+  EXPECT_THAT(r.out, HasSubstr("(512 items)"));  // long arrays are elided
+  EXPECT_THAT(r.out, HasSubstr("blk.4.ffn_norm.weight"));
+  EXPECT_THAT(r.out, HasSubstr("[172, 64]"));
+  EXPECT_EQ(r.out.find("<0x30>"), std::string::npos);  // token 51 is not shown
+}
+
+TEST(CliInspect, BadFileIsAnErrorNamingTheFile) {
+  std::string path = (std::filesystem::temp_directory_path() /
+                      ("cli_inspect_bad_" + std::to_string(::getpid()) + ".gguf"))
+                         .string();
+  {
+    std::ofstream out(path, std::ios::binary);
+    out << "GGUF" << std::string("\x03\0\0\0", 4) << "short";
+  }
+  Result r = RunVibrantc({"inspect", path, "--json"});
+  std::filesystem::remove(path);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(r.out.empty());
+  EXPECT_THAT(r.err, HasSubstr(path + ": tensor_count at offset 8"));
+
+  Result missing = RunVibrantc({"inspect", "/nonexistent/model.gguf"});
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_THAT(missing.err, HasSubstr("/nonexistent/model.gguf"));
+}
+
+TEST(CliInspect, UsageErrors) {
+  EXPECT_EQ(RunVibrantc({"inspect"}).exit_code, 2);
+  Result r = RunVibrantc({"inspect", "a.gguf", "--frobnicate"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("--frobnicate"));
+  EXPECT_EQ(RunVibrantc({"inspect", "a.gguf", "b.gguf"}).exit_code, 2);
+  EXPECT_EQ(RunVibrantc({"inspect", "--help"}).exit_code, 0);
+}
+
+}  // namespace
+}  // namespace vibrant
