@@ -1,6 +1,7 @@
 #include "runtime/cpu/executor.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
@@ -816,6 +817,9 @@ absl::StatusOr<absl::Span<const float>> CpuExecutor::Step(absl::Span<const int32
         absl::StrCat("Step: ", T, " tokens; a step takes 1..", m.max_tokens, " (max_tokens)"));
   }
   if (pos0 < 0) return absl::InvalidArgumentError(absl::StrCat("Step: negative position ", pos0));
+  if (pos0 + T - 1 > INT32_MAX) {
+    return absl::OutOfRangeError(absl::StrCat("Step: position ", pos0 + T - 1, " overflows int32"));
+  }
   if (m.n_ctx >= 0 && pos0 + T > m.n_ctx) {
     return absl::OutOfRangeError(absl::StrCat("Step: positions ", pos0, "..", pos0 + T - 1,
                                               " exceed the KV cache of ", m.n_ctx, " tokens"));
