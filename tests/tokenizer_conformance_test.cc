@@ -206,7 +206,8 @@ std::vector<uint8_t> FromHex(const std::string& hex) {
 // reference/<model>.json were produced by llama.cpp, whose examples tokenize
 // a prompt with add_special and parse_special both on; the prompts contain no
 // special-token text, so parse_special does not matter and both are checked.
-// The generated text is what streaming prints: the concatenated pieces.
+// The generated text is what streaming prints: the concatenated pieces, with
+// special tokens rendered as their text (the references show "</s>" for EOS).
 TEST(ReferenceTest, PromptTokensAndGeneratedText) {
   const std::string dir = kShared + "/reference";
   if (!fs::exists(dir)) GTEST_SKIP() << dir << " is absent: no llama.cpp references";

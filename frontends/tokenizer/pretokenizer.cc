@@ -334,9 +334,14 @@ std::vector<std::string_view> PreTokenizer::Split(std::string_view text) const {
       size_t prev = 0;   // relative to off
       size_t start = 0;  // where the next search begins
       while (start < len) {
-        const int rc = pcre2_match(compiled->code, base + off, len, start, PCRE2_NO_UTF_CHECK, md,
-                                   nullptr);
-        if (rc < 0) break;  // PCRE2_ERROR_NOMATCH (or a resource limit: keep the rest)
+        int rc = pcre2_match(compiled->code, base + off, len, start, PCRE2_NO_UTF_CHECK, md,
+                             nullptr);
+        if (rc < 0 && rc != PCRE2_ERROR_NOMATCH) {
+          // A JIT resource limit: the interpreter keeps its backtracking on the heap.
+          rc = pcre2_match(compiled->code, base + off, len, start,
+                           PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, md, nullptr);
+        }
+        if (rc < 0) break;  // no further match (or a limit even so: the rest stays one piece)
         const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
         const size_t m0 = ov[0];
         const size_t m1 = ov[1];

@@ -91,7 +91,10 @@ class Tokenizer {
   // llama_detokenize: the pieces with SentencePiece's leading space removed
   // from the first one, optionally without the BOS/EOS that Encode adds
   // (remove_special), and with clean_up_tokenization_spaces applied when the
-  // vocabulary asks for it. For SentencePiece, Detokenize(Encode(s)) == s.
+  // vocabulary asks for it. For SentencePiece,
+  // Detokenize(Encode(s, false, false), false, false) == s unless s contains
+  // U+2581 (which detokenizes to a space). Note llama.cpp's quirk, kept here:
+  // removing a leading BOS also keeps the space after it.
   virtual std::string Detokenize(absl::Span<const int32_t> ids, bool remove_special,
                                  bool unparse_special) const = 0;
 
