@@ -2,6 +2,7 @@
 // Expected ids come from llama.cpp's reference in ../shared/reference (tests
 // that need them skip when it is absent); error handling needs nothing else.
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -50,8 +51,16 @@ struct Result {
   std::string err;
 };
 
+// CTest runs each test in its own process, possibly in parallel: temp files
+// carry the process id so that tests never read each other's output.
+std::string TempDirForProcess() {
+  const std::string dir = testing::TempDir() + "/cli_tokenize_" + std::to_string(getpid());
+  fs::create_directories(dir);
+  return dir;
+}
+
 Result RunCli(const std::vector<std::string>& args) {
-  const std::string dir = testing::TempDir();
+  const std::string dir = TempDirForProcess();
   const std::string out = dir + "/cli_tokenize_stdout";
   const std::string err = dir + "/cli_tokenize_stderr";
   std::string cmd = Quote(kBinary) + " tokenize";
@@ -66,7 +75,7 @@ Result RunCli(const std::vector<std::string>& args) {
 }
 
 std::string WriteTemp(const std::string& name, const std::string& contents) {
-  const std::string path = testing::TempDir() + "/" + name;
+  const std::string path = TempDirForProcess() + "/" + name;
   std::ofstream(path, std::ios::binary) << contents;
   return path;
 }
