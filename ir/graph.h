@@ -61,6 +61,18 @@ struct Value {
   // For ops that update storage in place (KvStore), the value whose storage
   // this one shares; -1 otherwise.
   ValueId alias_of = -1;
+  // Byte offset in its device's step arena (Graph::memory), set by the memory
+  // planner (passes/plan_memory.h) for every value the arena holds: step
+  // inputs, activations, outputs, and views (reshape) of those, which carry
+  // their root's offset. -1: not planned, or not in the arena (weights, KV
+  // caches and their kv_store versions).
+  int64_t arena_offset = -1;
+};
+
+// What the memory planner decided for one device (passes/plan_memory.h).
+struct DeviceMemory {
+  int64_t arena_bytes = 0;  // the step arena, sized for T = max_tokens
+  int64_t kv_bytes = 0;     // KV caches, allocated separately (persistent)
 };
 
 // Attribute values: integers, floats, strings, integer lists.
@@ -91,6 +103,9 @@ class Graph {
   Attrs meta;
   // Upper bound of T.
   int64_t max_tokens = 1;
+  // The memory plan, by device; empty until planned. Value::arena_offset
+  // places each arena value inside its device's arena.
+  std::map<Device, DeviceMemory> memory;
 
   ValueId AddValue(Value v);
   // Declares a graph input / weight / KV cache (no producer).

@@ -1,5 +1,6 @@
 #include "ir/printer.h"
 
+#include <cctype>
 #include <charconv>
 #include <cmath>
 #include <cstdint>
@@ -83,6 +84,12 @@ std::string DeviceSuffix(Device d) {
   }
 }
 
+// A planned value's arena offset: "+0x1200" right after its device.
+std::string ArenaSuffix(const Value& v) {
+  if (v.arena_offset < 0) return "";
+  return absl::StrCat(v.device == Device::kUnassigned ? " +0x" : "+0x", absl::Hex(v.arena_offset));
+}
+
 class Printer {
  public:
   explicit Printer(std::string* out) : out_(out) {}
@@ -95,7 +102,8 @@ class Printer {
       return absl::StrCat("%", NameText(g.value(v).name));
     };
     auto type = [&](const Value& v) {
-      return absl::StrCat(A(DTypeName(v.dtype)), ShapeToString(v.shape), DeviceSuffix(v.device));
+      return absl::StrCat(A(DTypeName(v.dtype)), ShapeToString(v.shape), DeviceSuffix(v.device),
+                          ArenaSuffix(v));
     };
     std::vector<bool> op_defined(nv, false);
     for (const Op& op : g.ops()) {
@@ -105,6 +113,10 @@ class Printer {
     }
     for (const auto& [key, value] : g.meta) {
       absl::StrAppend(out_, pad, "meta ", KeyText(key), "=", AttrText(value), "\n");
+    }
+    for (const auto& [device, mem] : g.memory) {
+      absl::StrAppend(out_, pad, "memory", DeviceSuffix(device), " arena=", mem.arena_bytes,
+                      " kv=", mem.kv_bytes, "\n");
     }
     for (ValueId i = 0; i < nv; ++i) {
       if (op_defined[i]) continue;
@@ -224,6 +236,20 @@ class Parser {
           if (auto s = Expect(')'); !s.ok()) return s;
         }
         if (auto s = Define(g, scope, std::move(v)); !s.ok()) return s;
+      } else if (word == "memory") {
+        auto dev = ParseDevice();
+        if (!dev.ok()) return dev.status();
+        DeviceMemory mem;
+        for (int64_t* field : {&mem.arena_bytes, &mem.kv_bytes}) {
+          if (auto s = ExpectWord(field == &mem.arena_bytes ? "arena" : "kv"); !s.ok()) return s;
+          if (auto s = Expect('='); !s.ok()) return s;
+          auto n = ParseInt();
+          if (!n.ok()) return n.status();
+          *field = *n;
+        }
+        if (!g.memory.emplace(*dev, mem).second) {
+          return Error(absl::StrCat("memory for ", A(DeviceName(*dev)), " repeated"));
+        }
       } else if (word == "output") {
         auto id = ParseRef(scope);
         if (!id.ok()) return id.status();
@@ -277,7 +303,30 @@ class Parser {
     auto dev = ParseDevice();
     if (!dev.ok()) return dev.status();
     v->device = *dev;
+    SkipSpace();
+    if (Peek() == '+') {
+      ++pos_;
+      auto offset = ParseHex();
+      if (!offset.ok()) return offset.status();
+      v->arena_offset = *offset;
+    }
     return absl::OkStatus();
+  }
+
+  // 0x followed by hex digits (an arena offset).
+  absl::StatusOr<int64_t> ParseHex() {
+    const size_t start = pos_;
+    if (text_.substr(pos_, 2) != "0x") return Error("expected a hex offset (0x...)");
+    pos_ += 2;
+    const size_t digits = pos_;
+    while (pos_ < text_.size() && std::isxdigit(static_cast<unsigned char>(text_[pos_]))) ++pos_;
+    int64_t v = 0;
+    auto [end, ec] = std::from_chars(text_.data() + digits, text_.data() + pos_, v, 16);
+    if (ec != std::errc() || end != text_.data() + pos_ || digits == pos_) {
+      pos_ = start;
+      return Error("bad hex offset");
+    }
+    return v;
   }
 
   absl::StatusOr<Device> ParseDevice() {

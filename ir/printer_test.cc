@@ -117,6 +117,47 @@ TEST(PrinterTest, ParseRoundTrip) {
   EXPECT_EQ(g->ops()[5].device, Device::kCpu);
 }
 
+// A memory plan prints as `memory` lines and offsets after the device, and
+// parses back: hand-written text, checked field by field.
+TEST(PrinterTest, MemoryPlanRoundTrip) {
+  constexpr char kText[] = R"(graph max_tokens=4 {
+  memory @cpu arena=512 kv=0
+  memory @cuda arena=4096 kv=1024
+  input %tokens : i32[T] @cpu+0x0
+  weight %w : f32[8, 8] @cuda = gguf("w")
+  %tokens.cuda : i32[T] @cuda+0x100 = copy(%tokens) @cuda
+  %x : f32[T, 8] @cuda+0x200 = embedding(%w, %tokens.cuda) @cuda
+  %y : f32[T, 8] @cuda+0x200 = silu(%x) @cuda
+  %z : f32[T, 2, 4] @cuda+0x200 = reshape(%y) {shape=[-1, 2, 4]} @cuda
+  %out : f32[T, 2, 4] @cpu+0x100 = copy(%z) @cpu
+  output %out
+}
+)";
+  auto g = ParseGraph(kText);
+  ASSERT_TRUE(g.ok()) << g.status();
+  EXPECT_EQ(PrintGraph(*g), kText);
+  ASSERT_EQ(g->memory.size(), 2u);
+  EXPECT_EQ(g->memory.at(Device::kCpu).arena_bytes, 512);
+  EXPECT_EQ(g->memory.at(Device::kCuda).arena_bytes, 4096);
+  EXPECT_EQ(g->memory.at(Device::kCuda).kv_bytes, 1024);
+  EXPECT_EQ(g->value(g->FindValue("tokens")).arena_offset, 0);
+  EXPECT_EQ(g->value(g->FindValue("y")).arena_offset, 0x200);
+  EXPECT_EQ(g->value(g->FindValue("w")).arena_offset, -1);
+  // Without a device the offset stands alone.
+  Graph u;
+  u.max_tokens = 2;
+  ValueId t = u.AddInput("t", DType::kI32, {kTokens});
+  u.mutable_value(t).arena_offset = 0x300;
+  u.memory[Device::kUnassigned].arena_bytes = 1024;
+  EXPECT_THAT(PrintGraph(u), HasSubstr("  memory arena=1024 kv=0\n  input %t : i32[T] +0x300\n"));
+  // Offsets outside the arena are the verifier's error.
+  std::string bad = kText;
+  bad.replace(bad.find("@cuda+0x200 = silu"), 11, "@cuda+0xff0");
+  auto r = ParseGraph(bad);
+  ASSERT_FALSE(r.ok());
+  EXPECT_THAT(std::string(r.status().message()), HasSubstr("exceed the cuda arena of 4096 bytes"));
+}
+
 TEST(PrinterTest, FormatDouble) {
   EXPECT_EQ(FormatDouble(1e-5), "1e-05");
   EXPECT_EQ(FormatDouble(10000.0), "10000.0");

@@ -19,7 +19,8 @@ constexpr uint32_t kMaxRank = 16;
 enum AttrTag : uint8_t { kTagInt = 0, kTagFloat = 1, kTagString = 2, kTagIntList = 3 };
 
 // Minimum encoded sizes, to bound counts by the bytes left before allocating.
-constexpr size_t kMinValueBytes = 4 + 4 + 1 + 1 + 4 + 4 + 4;  // name, dtype, storage, device, rank, source, alias
+constexpr size_t kMinValueBytes = 4 + 4 + 1 + 1 + 4 + 4 + 4 + 8;  // name, dtype, storage, device, rank, source, alias, arena offset
+constexpr size_t kMinMemoryBytes = 1 + 8 + 8;  // device, arena bytes, KV bytes
 constexpr size_t kMinOpBytes = 1 + 1 + 4 + 4 + 4 + 1;         // kind, device, n_in, n_out, n_attrs, has_body
 constexpr size_t kMinAttrBytes = 4 + 1 + 4;                   // key, tag, smallest payload
 
@@ -76,6 +77,7 @@ class Writer {
       for (int64_t d : v.shape) I64(d);
       Str(v.source);
       I32(v.alias_of);
+      I64(v.arena_offset);
     }
     Count(g.ops().size());
     for (const Op& op : g.ops()) {
@@ -91,6 +93,12 @@ class Writer {
     }
     Count(g.outputs().size());
     for (ValueId v : g.outputs()) I32(v);
+    Count(g.memory.size());
+    for (const auto& [device, mem] : g.memory) {
+      U8(static_cast<uint8_t>(device));
+      I64(mem.arena_bytes);
+      I64(mem.kv_bytes);
+    }
   }
 
   std::string Take() { return std::move(out_); }
@@ -300,6 +308,10 @@ class Decoder {
       auto alias = r_.Id(absl::StrCat(at, " alias"), n_values, -1);
       if (!alias.ok()) return alias.status();
       v.alias_of = *alias;
+      auto offset = r_.I64(absl::StrCat(at, " arena offset"));
+      if (!offset.ok()) return offset.status();
+      if (*offset < -1) return r_.Error(at, absl::StrCat("invalid arena offset ", *offset));
+      v.arena_offset = *offset;
       g.AddValue(std::move(v));
     }
 
@@ -345,6 +357,24 @@ class Decoder {
       auto id = r_.Id(absl::StrCat(path, "output ", k), n_values);
       if (!id.ok()) return id.status();
       g.mutable_outputs().push_back(*id);
+    }
+    auto nmem = r_.Count(absl::StrCat(path, "memory plan count"), kMinMemoryBytes);
+    if (!nmem.ok()) return nmem.status();
+    for (uint32_t k = 0; k < *nmem; ++k) {
+      const std::string at = absl::StrCat(path, "memory plan ", k);
+      const uint8_t device = *r_.U8(at);  // bytes checked by Count
+      if (device > static_cast<uint8_t>(Device::kCuda)) {
+        return r_.Error(at, absl::StrCat("invalid device ", device));
+      }
+      // Devices in increasing order (std::map's): canonical, no repeats.
+      if (!g.memory.empty() && static_cast<uint8_t>(g.memory.rbegin()->first) >= device) {
+        return r_.Error(at, absl::StrCat("device ", device, " out of order or repeated"));
+      }
+      DeviceMemory mem;
+      mem.arena_bytes = *r_.I64(at);
+      mem.kv_bytes = *r_.I64(at);
+      if (mem.arena_bytes < 0 || mem.kv_bytes < 0) return r_.Error(at, "negative byte count");
+      g.memory.emplace(static_cast<Device>(device), mem);
     }
     g.Reindex();
     return absl::OkStatus();

@@ -19,7 +19,9 @@
 namespace vibrant::ir {
 
 inline constexpr char kGraphMagic[4] = {'V', 'I', 'R', 'G'};
-inline constexpr uint32_t kGraphFormatVersion = 1;
+// Version 2 added memory plans (Value::arena_offset, Graph::memory); version 1
+// graphs are rejected ("unsupported version 1"): recompile the plan.
+inline constexpr uint32_t kGraphFormatVersion = 2;
 
 // Encodes `g` (including fused bodies, meta, devices, aliasing). Value and op
 // ids are preserved exactly; producers are rebuilt on decoding.

@@ -132,9 +132,10 @@ TEST(SerializeTest, HeaderLayout) {
   Graph g;
   g.max_tokens = 3;
   const std::string b = SerializeGraph(g);
-  // magic, version 1, max_tokens 3, 0 meta, 0 values, 0 ops, 0 outputs: hand-laid.
-  const std::string want = std::string("VIRG\x01\x00\x00\x00", 8) + std::string("\x03\0\0\0\0\0\0\0", 8) +
-                           std::string(16, '\0');
+  // magic, version 2, max_tokens 3, 0 meta, 0 values, 0 ops, 0 outputs, 0 memory
+  // entries: hand-laid.
+  const std::string want = std::string("VIRG\x02\x00\x00\x00", 8) + std::string("\x03\0\0\0\0\0\0\0", 8) +
+                           std::string(20, '\0');
   EXPECT_EQ(b, want);
   auto back = DeserializeGraph(Bytes(b));
   ASSERT_TRUE(back.ok()) << back.status();
@@ -154,7 +155,7 @@ TEST(SerializeTest, NamedErrors) {
     std::string bad = b;
     bad[4] = 9;
     auto r = DeserializeGraph(Bytes(bad));
-    EXPECT_EQ(std::string(r.status().message()), "graph section: unsupported version 9 (this build reads 1)");
+    EXPECT_EQ(std::string(r.status().message()), "graph section: unsupported version 9 (this build reads 2)");
   }
   {
     std::string bad = b + "xy";
@@ -194,6 +195,53 @@ TEST(SerializeTest, SemanticErrorsComeFromVerify) {
   ASSERT_FALSE(r.ok());
   EXPECT_THAT(std::string(r.status().message()), StartsWith("graph section: op "));
   EXPECT_THAT(std::string(r.status().message()), HasSubstr("matmul q.0: output records f32[T, 63]"));
+}
+
+// Llama2() with a memory plan: every step value gets its own slot in its
+// device's arena (the verifier checks bounds only, not overlap).
+Graph PlannedLlama2() {
+  Graph g = Llama2();
+  for (ValueId v = 0; v < static_cast<ValueId>(g.values().size()); ++v) {
+    Value& val = g.mutable_value(v);
+    if (val.storage == Storage::kWeight || val.storage == Storage::kKvCache) continue;
+    DeviceMemory& mem = g.memory[val.device];
+    val.arena_offset = mem.arena_bytes;
+    mem.arena_bytes += (*DTypeBytes(val.dtype, NumElements(val.shape, g.max_tokens)) + 255) / 256 * 256;
+  }
+  g.memory[Device::kCpu].kv_bytes = 4096;
+  return g;
+}
+
+TEST(SerializeTest, MemoryPlanRoundTrip) {
+  const Graph g = PlannedLlama2();
+  ASSERT_TRUE(Verify(g).ok()) << Verify(g);
+  const std::string bytes = SerializeGraph(g);
+  auto back = DeserializeGraph(Bytes(bytes));
+  ASSERT_TRUE(back.ok()) << back.status();
+  ASSERT_EQ(back->memory.size(), g.memory.size());
+  for (const auto& [device, mem] : g.memory) {
+    EXPECT_EQ(back->memory.at(device).arena_bytes, mem.arena_bytes);
+    EXPECT_EQ(back->memory.at(device).kv_bytes, mem.kv_bytes);
+  }
+  for (size_t v = 0; v < g.values().size(); ++v) {
+    EXPECT_EQ(back->values()[v].arena_offset, g.values()[v].arena_offset) << g.values()[v].name;
+  }
+  EXPECT_EQ(SerializeGraph(*back), bytes);
+}
+
+TEST(SerializeTest, RejectsVersion1AndBadPlans) {
+  std::string b = SerializeGraph(Llama2());
+  b[4] = 1;
+  auto r = DeserializeGraph(Bytes(b));
+  EXPECT_EQ(std::string(r.status().message()), "graph section: unsupported version 1 (this build reads 2)");
+  // An offset past the arena end is the verifier's error.
+  Graph g = PlannedLlama2();
+  const ValueId x = g.FindValue("inp_embd");
+  g.mutable_value(x).arena_offset = g.memory.at(g.value(x).device).arena_bytes;
+  auto r2 = DeserializeGraph(Bytes(SerializeGraph(g)));
+  ASSERT_FALSE(r2.ok());
+  EXPECT_THAT(std::string(r2.status().message()), HasSubstr("%inp_embd: bytes ["));
+  EXPECT_THAT(std::string(r2.status().message()), HasSubstr("exceed the"));
 }
 
 TEST(SerializeTest, EveryTruncationFailsCleanly) {
@@ -241,7 +289,7 @@ TEST(SerializeTest, RandomBytesNeverCrash) {
   for (int t = 0; t < 2000; ++t) {
     std::string bad(static_cast<size_t>(rng() % 200), '\0');
     for (char& c : bad) c = static_cast<char>(rng());
-    if (bad.size() >= 8 && t % 2 == 0) bad.replace(0, 8, std::string("VIRG\x01\0\0\0", 8));
+    if (bad.size() >= 8 && t % 2 == 0) bad.replace(0, 8, std::string("VIRG\x02\0\0\0", 8));
     auto r = DeserializeGraph(Bytes(bad));
     if (!r.ok()) {
       EXPECT_THAT(std::string(r.status().message()), StartsWith("graph section: "));

@@ -37,6 +37,7 @@ class Verifier {
       return absl::InvalidArgumentError("graph too large");
     }
     nv_ = static_cast<int64_t>(g_.values().size());
+    if (auto s = CheckMemory(); !s.ok()) return s;
     if (auto s = CheckValues(); !s.ok()) return s;
     if (auto s = CheckDefinitions(); !s.ok()) return s;
     if (auto s = CheckOps(); !s.ok()) return s;
@@ -105,6 +106,40 @@ class Verifier {
       if (v.alias_of < -1 || v.alias_of >= nv_) {
         return ValueError(i, "alias_of ", v.alias_of, " out of range (", nv_, " values)");
       }
+      if (auto s = CheckArenaOffset(i, n); !s.ok()) return s;
+    }
+    return absl::OkStatus();
+  }
+
+  // The memory plan's per-device sizes (Graph::memory).
+  absl::Status CheckMemory() const {
+    for (const auto& [device, mem] : g_.memory) {
+      if (!ValidDevice(device) || mem.arena_bytes < 0 || mem.kv_bytes < 0) {
+        return absl::InvalidArgumentError(absl::StrCat("memory plan: invalid entry for device ",
+                                                       static_cast<int>(device)));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  // An arena offset lies inside its device's arena (whether values overlap is
+  // passes/memory_check.h's question). `elems`: the value's elements at max_tokens.
+  absl::Status CheckArenaOffset(ValueId i, int64_t elems) const {
+    const Value& v = g_.value(i);
+    if (v.arena_offset == -1) return absl::OkStatus();
+    if (v.arena_offset < -1) return ValueError(i, "invalid arena offset ", v.arena_offset);
+    if (v.storage == Storage::kWeight || v.storage == Storage::kKvCache) {
+      return ValueError(i, "a ", A(StorageName(v.storage)), " has an arena offset (", v.arena_offset, ")");
+    }
+    auto it = g_.memory.find(v.device);
+    if (it == g_.memory.end()) {
+      return ValueError(i, "arena offset ", v.arena_offset, " but the graph has no ", A(DeviceName(v.device)),
+                        " arena");
+    }
+    const int64_t bytes = *DTypeBytes(v.dtype, elems);  // checked by the caller
+    if (v.arena_offset > it->second.arena_bytes || bytes > it->second.arena_bytes - v.arena_offset) {
+      return ValueError(i, "bytes [", v.arena_offset, ", +", bytes, ") exceed the ", A(DeviceName(v.device)),
+                        " arena of ", it->second.arena_bytes, " bytes");
     }
     return absl::OkStatus();
   }

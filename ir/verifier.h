@@ -27,6 +27,8 @@ namespace vibrant::ir {
 //   are all elementwise, and which itself verifies (recursively).
 // - outputs() lists defined values with storage kOutput, without repeats, and
 //   every kOutput value is listed.
+// - a memory plan, when present, places each arena offset inside its
+//   device's arena (overlap is passes/memory_check.h's CheckMemoryPlan).
 // Errors name the op ("op 12: matmul blk.0.attn_q: ...") or value
 // ("value 7 %cache_k.0: ...") and the problem; inside fused bodies they are
 // prefixed by the fused op ("op 30: fused x: body: op 1: mul y: ...").
