@@ -2,9 +2,9 @@
 // `vibrant-run` it, and compare with what llama.cpp generates.
 //
 // The model is the bundled tests/data/stories260K.gguf, so these tests run
-// everywhere. The expected continuation is llama.cpp's, read from
-// ../shared/reference/stories260K.json when it is there; otherwise the copy
-// below (taken from that file) is used.
+// everywhere. The expected continuation is llama.cpp's, from
+// tests/data/stories260K.reference.json (../shared/reference/stories260K.json
+// without its logits).
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "gmock/gmock.h"
+#include "tests/cli_util.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 
@@ -30,17 +31,7 @@ const std::string kVibrantc = VIBRANT_BINARY_DIR "/tools/vibrantc/vibrantc";
 const std::string kVibrantRun = VIBRANT_BINARY_DIR "/tools/vibrant-run/vibrant-run";
 const std::string kBundledModel = VIBRANT_SOURCE_DIR "/tests/data/stories260K.gguf";
 const std::string kSharedModel = VIBRANT_SOURCE_DIR "/../shared/models/stories260K.gguf";
-const std::string kReference = VIBRANT_SOURCE_DIR "/../shared/reference/stories260K.json";
-
-// llama.cpp's greedy continuation of "Once upon a time" on stories260K
-// (the "generated" of the reference's first case).
-const std::vector<int> kFallbackPromptTokens = {1, 403, 407, 261, 378};
-const std::vector<int> kFallbackGenerated = {432, 383, 286, 261, 376, 298, 315, 421, 395, 317, 426,
-                                             338, 401, 396, 267, 337, 410, 408, 419, 292, 411, 322,
-                                             265, 282, 295, 433, 426, 385, 328, 432, 358, 394};
-const char kFallbackText[] =
-    ", there was a little girl named Lily. She loved to play outside in the park. One day, she "
-    "saw";
+const std::string kReference = VIBRANT_SOURCE_DIR "/tests/data/stories260K.reference.json";
 
 struct Reference {
   std::vector<int> prompt_tokens;
@@ -50,48 +41,29 @@ struct Reference {
 
 Reference LoadReference() {
   std::ifstream in(kReference);
-  if (in) {
-    nlohmann::json j = nlohmann::json::parse(in);
-    for (const auto& c : j["cases"]) {
-      if (c["prompt"] == "Once upon a time") {
-        return {c["prompt_tokens"].get<std::vector<int>>(), c["generated"].get<std::vector<int>>(),
-                c["generated_text"].get<std::string>()};
-      }
-    }
-    ADD_FAILURE() << kReference << " has no case for \"Once upon a time\"";
+  if (!in) {
+    ADD_FAILURE() << "cannot read " << kReference;
+    return {};
   }
-  return {kFallbackPromptTokens, kFallbackGenerated, kFallbackText};
-}
-
-std::string Quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) {
-    if (c == '\'') {
-      q += "'\\''";
-    } else {
-      q += c;
+  nlohmann::json j = nlohmann::json::parse(in);
+  for (const auto& c : j["cases"]) {
+    if (c["prompt"] == "Once upon a time") {
+      return {c["prompt_tokens"].get<std::vector<int>>(), c["generated"].get<std::vector<int>>(),
+              c["generated_text"].get<std::string>()};
     }
   }
-  return q + "'";
+  ADD_FAILURE() << kReference << " has no case for \"Once upon a time\"";
+  return {};
 }
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using vibrant::testing_util::ReadFile;
 
 void WriteFile(const std::string& path, const std::string& bytes) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   out << bytes;
 }
 
-struct Result {
-  int code = -1;
-  std::string out;
-  std::string err;
-};
+using Result = vibrant::testing_util::CliResult;
 
 class CliTest : public ::testing::Test {
  protected:
@@ -116,16 +88,7 @@ class CliTest : public ::testing::Test {
   std::string Path(const std::string& name) const { return (dir_ / name).string(); }
 
   Result Run(const std::string& binary, const std::vector<std::string>& args) {
-    std::string cmd = Quote(binary);
-    for (const std::string& a : args) cmd += " " + Quote(a);
-    const std::string out = Path("stdout.txt"), err = Path("stderr.txt");
-    cmd += " >" + Quote(out) + " 2>" + Quote(err) + " </dev/null";
-    int status = std::system(cmd.c_str());
-    Result r;
-    r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    r.out = ReadFile(out);
-    r.err = ReadFile(err);
-    return r;
+    return vibrant::testing_util::RunBinary(binary, args);
   }
 
   // Compiles the model into `name`; fails the test when that fails.
@@ -134,7 +97,7 @@ class CliTest : public ::testing::Test {
     std::vector<std::string> args = {"compile", model.empty() ? model_ : model, "-o", Path(name)};
     args.insert(args.end(), extra.begin(), extra.end());
     Result r = Run(kVibrantc, args);
-    EXPECT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(r.exit_code, 0) << r.err;
     return Path(name);
   }
 
@@ -172,7 +135,7 @@ TEST_F(CliTest, GreedyJsonMatchesLlamaCpp) {
   Reference ref = LoadReference();
   std::string plan = Compile("plan.bin");
   Result r = Run(kVibrantRun, {plan, "-p", "Once upon a time", "--temp", "0", "-n", "32", "--json"});
-  ASSERT_EQ(r.code, 0) << r.err;
+  ASSERT_EQ(r.exit_code, 0) << r.err;
   JsonRun jr = ParseJson(r);
   EXPECT_EQ(jr.prompt_tokens, ref.prompt_tokens);
   EXPECT_EQ(jr.ids, ref.generated);
@@ -187,7 +150,7 @@ TEST_F(CliTest, StreamedTextMatchesLlamaCppAndTimingsGoToStderr) {
   Reference ref = LoadReference();
   std::string plan = Compile("plan.bin");
   Result r = Run(kVibrantRun, {plan, "-p", "Once upon a time", "--temp", "0", "-n", "32"});
-  ASSERT_EQ(r.code, 0) << r.err;
+  ASSERT_EQ(r.exit_code, 0) << r.err;
   // Only the continuation: the prompt is not echoed.
   EXPECT_EQ(r.out, ref.text);
   EXPECT_TRUE(std::regex_search(
@@ -198,7 +161,7 @@ TEST_F(CliTest, StreamedTextMatchesLlamaCppAndTimingsGoToStderr) {
   // The same prompt from a file (one trailing newline dropped).
   WriteFile(Path("prompt.txt"), "Once upon a time\n");
   r = Run(kVibrantRun, {plan, "-f", Path("prompt.txt"), "--temp", "0", "-n", "32"});
-  ASSERT_EQ(r.code, 0) << r.err;
+  ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(r.out, ref.text);
 }
 
@@ -207,7 +170,7 @@ TEST_F(CliTest, ChunkedPrefillGivesTheSameTokens) {
   // 5 prompt tokens in steps of at most 2: three prefill steps.
   std::string plan = Compile("plan.bin", {"--max-tokens", "2", "--kv-type", "f32"});
   Result r = Run(kVibrantRun, {plan, "-p", "Once upon a time", "--temp", "0", "-n", "32", "--json"});
-  ASSERT_EQ(r.code, 0) << r.err;
+  ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(ParseJson(r).ids, ref.generated);
 }
 
@@ -218,9 +181,9 @@ TEST_F(CliTest, SeededSamplingIsReproducible) {
                                    "--top-k", "0",       "--top-p",          "1",  "--min-p",
                                    "0",       "-t",      "1"};
   Result a = Run(kVibrantRun, args);
-  ASSERT_EQ(a.code, 0) << a.err;
+  ASSERT_EQ(a.exit_code, 0) << a.err;
   Result b = Run(kVibrantRun, args);
-  ASSERT_EQ(b.code, 0) << b.err;
+  ASSERT_EQ(b.exit_code, 0) << b.err;
   JsonRun ja = ParseJson(a), jb = ParseJson(b);
   EXPECT_EQ(ja.ids, jb.ids);
   EXPECT_EQ(ja.summary["seed"], 7);
@@ -231,16 +194,16 @@ TEST_F(CliTest, SeededSamplingIsReproducible) {
 TEST_F(CliTest, DumpIrOfModelAndPlan) {
   std::string plan = Compile("plan.bin");
   Result g = Run(kVibrantc, {"dump-ir", model_});
-  ASSERT_EQ(g.code, 0) << g.err;
+  ASSERT_EQ(g.exit_code, 0) << g.err;
   EXPECT_THAT(g.out, HasSubstr("logits"));
   EXPECT_THAT(g.out, HasSubstr("matmul"));
   Result p = Run(kVibrantc, {"dump-ir", plan});
-  ASSERT_EQ(p.code, 0) << p.err;
+  ASSERT_EQ(p.exit_code, 0) << p.err;
   EXPECT_THAT(p.out, HasSubstr("logits"));
   EXPECT_THAT(p.out, HasSubstr("matmul"));
   WriteFile(Path("junk.bin"), "definitely not a model");
   Result j = Run(kVibrantc, {"dump-ir", Path("junk.bin")});
-  EXPECT_EQ(j.code, 1);
+  EXPECT_EQ(j.exit_code, 1);
   EXPECT_THAT(j.err, HasSubstr("neither a GGUF model nor a Vibrant plan"));
 }
 
@@ -251,11 +214,11 @@ TEST_F(CliTest, CorruptedPlansAreNamedErrors) {
 
   WriteFile(Path("truncated.bin"), bytes.substr(0, bytes.size() / 2));
   Result r = Run(kVibrantRun, {Path("truncated.bin"), "-p", "Once upon a time", "--temp", "0"});
-  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.err, HasSubstr(Path("truncated.bin") + ": truncated: section"));
   EXPECT_EQ(r.out, "");
   r = Run(kVibrantc, {"dump-ir", Path("truncated.bin")});
-  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.err, HasSubstr("truncated"));
 
   // Flip one bit in the middle of the GRAPH section (found through the table:
@@ -276,7 +239,7 @@ TEST_F(CliTest, CorruptedPlansAreNamedErrors) {
   flipped[graph_offset + graph_size / 2] ^= 0x04;
   WriteFile(Path("flipped.bin"), flipped);
   r = Run(kVibrantRun, {Path("flipped.bin"), "-p", "Once upon a time", "--temp", "0"});
-  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.err, HasSubstr(Path("flipped.bin") + ": section GRAPH at offset " +
                                std::to_string(graph_offset) +
                                ": checksum mismatch (file is corrupted)"));
@@ -288,13 +251,13 @@ TEST_F(CliTest, PromptLongerThanTheContextIsAClearError) {
   std::string prompt;
   for (int i = 0; i < 10; ++i) prompt += "Once upon a time there was a girl. ";
   Result r = Run(kVibrantRun, {plan, "-p", prompt, "--temp", "0"});
-  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.err, HasSubstr("longer than the plan's context of 16 tokens"));
   EXPECT_EQ(r.out, "");
 
   // A short prompt stops when the context is full.
   r = Run(kVibrantRun, {plan, "-p", "Once upon a time", "--temp", "0", "--json"});
-  ASSERT_EQ(r.code, 0) << r.err;
+  ASSERT_EQ(r.exit_code, 0) << r.err;
   JsonRun jr = ParseJson(r);
   EXPECT_LE(jr.prompt_tokens.size() + jr.ids.size(), 17u);
   if (jr.summary["stop"] == "context_full") {
@@ -314,11 +277,11 @@ TEST_F(CliTest, EmbeddedWeightsOutliveTheGguf) {
 
   Result r = Run(kVibrantRun, {embedded, "-p", "Once upon a time", "--temp", "0", "-n", "32",
                                "--json"});
-  ASSERT_EQ(r.code, 0) << r.err;
+  ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(ParseJson(r).ids, ref.generated);
 
   r = Run(kVibrantRun, {referenced, "-p", "Once upon a time", "--temp", "0"});
-  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.err, HasSubstr(fs::weakly_canonical(dir_).string() + "/model-copy.gguf"));
   EXPECT_THAT(r.err, HasSubstr("cannot be found"));
 }
@@ -330,35 +293,35 @@ TEST_F(CliTest, ChangedGgufIsANamedError) {
   // Rewrite the model after compiling (here: append bytes to it).
   std::ofstream(copy, std::ios::binary | std::ios::app) << std::string(32, '\0');
   Result r = Run(kVibrantRun, {plan, "-p", "Once upon a time", "--temp", "0"});
-  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.err, HasSubstr("changed since the plan was compiled"));
 }
 
 TEST_F(CliTest, UsageAndDeviceErrors) {
-  EXPECT_EQ(Run(kVibrantRun, {}).code, 2);
+  EXPECT_EQ(Run(kVibrantRun, {}).exit_code, 2);
   Result r = Run(kVibrantRun, {"plan.bin"});
-  EXPECT_EQ(r.code, 2);
+  EXPECT_EQ(r.exit_code, 2);
   EXPECT_THAT(r.err, HasSubstr("-p"));
-  EXPECT_EQ(Run(kVibrantRun, {"plan.bin", "-p", "x", "--temp", "warm"}).code, 2);
-  EXPECT_EQ(Run(kVibrantRun, {"plan.bin", "-p", "x", "--bogus"}).code, 2);
+  EXPECT_EQ(Run(kVibrantRun, {"plan.bin", "-p", "x", "--temp", "warm"}).exit_code, 2);
+  EXPECT_EQ(Run(kVibrantRun, {"plan.bin", "-p", "x", "--bogus"}).exit_code, 2);
   r = Run(kVibrantRun, {"--help"});
-  EXPECT_EQ(r.code, 0);
+  EXPECT_EQ(r.exit_code, 0);
   EXPECT_THAT(r.out, HasSubstr("not echoed"));
-  EXPECT_EQ(Run(kVibrantc, {"compile", model_}).code, 2);  // no -o
-  EXPECT_EQ(Run(kVibrantc, {"compile", model_, "-o", Path("p.bin"), "--kv-type", "q8"}).code, 2);
+  EXPECT_EQ(Run(kVibrantc, {"compile", model_}).exit_code, 2);  // no -o
+  EXPECT_EQ(Run(kVibrantc, {"compile", model_, "-o", Path("p.bin"), "--kv-type", "q8"}).exit_code, 2);
 
   r = Run(kVibrantc, {"compile", model_, "-o", Path("p.bin"), "--device", "cuda"});
-  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.err, HasSubstr("the CUDA backend is not built yet"));
   EXPECT_FALSE(fs::exists(Path("p.bin")));
 
   r = Run(kVibrantc, {"compile", model_, "-o", Path("p.bin"), "--device", "auto"});
-  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_THAT(r.out, HasSubstr("ops"));
   EXPECT_THAT(r.out, HasSubstr("weight bytes"));
 
   r = Run(kVibrantRun, {Path("absent.bin"), "-p", "x"});
-  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.err, HasSubstr("absent.bin: cannot open"));
 }
 

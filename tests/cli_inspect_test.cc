@@ -12,6 +12,7 @@
 
 #include "frontends/gguf/gguf.h"
 #include "gmock/gmock.h"
+#include "tests/cli_util.h"
 #include "gtest/gtest.h"
 #include "ir/dtype.h"
 #include "nlohmann/json.hpp"
@@ -23,47 +24,11 @@ using ::testing::HasSubstr;
 
 const char kVibrantc[] = VIBRANT_BINARY_DIR "/tools/vibrantc/vibrantc";
 
-struct Result {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-};
-
-std::string ShellQuote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) {
-    if (c == '\'') {
-      q += "'\\''";
-    } else {
-      q += c;
-    }
-  }
-  return q + "'";
-}
-
-std::string ReadAll(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
+using Result = vibrant::testing_util::CliResult;
+using vibrant::testing_util::ReadFile;
 
 Result RunVibrantc(const std::vector<std::string>& args) {
-  std::string err_path = (std::filesystem::temp_directory_path() /
-                          ("cli_inspect_test_err_" + std::to_string(::getpid())))
-                             .string();
-  std::string cmd = ShellQuote(kVibrantc);
-  for (const std::string& a : args) cmd += " " + ShellQuote(a);
-  cmd += " 2>" + ShellQuote(err_path);
-  Result r;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (p == nullptr) return r;
-  char buf[65536];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) r.out.append(buf, n);
-  int status = pclose(p);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.err = ReadAll(err_path);
-  std::filesystem::remove(err_path);
-  return r;
+  return vibrant::testing_util::RunBinary(kVibrantc, args);
 }
 
 std::vector<std::string> ModelFiles() {

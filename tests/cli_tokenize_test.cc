@@ -14,6 +14,7 @@
 
 #include "absl/strings/str_join.h"
 #include "gmock/gmock.h"
+#include "tests/cli_util.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 
@@ -24,58 +25,22 @@ using ::testing::HasSubstr;
 
 const std::string kBinary = VIBRANT_BINARY_DIR "/tools/vibrantc/vibrantc";
 const std::string kModel = VIBRANT_SOURCE_DIR "/tests/data/stories260K.gguf";
-const std::string kReference = VIBRANT_SOURCE_DIR "/../shared/reference/stories260K.json";
+// llama.cpp's tokens for the stories260K reference prompts (a copy of
+// ../shared/reference/stories260K.json without its logits).
+const std::string kReference = VIBRANT_SOURCE_DIR "/tests/data/stories260K.reference.json";
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-std::string Quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) {
-    if (c == '\'') {
-      out += "'\\''";
-    } else {
-      out += c;
-    }
-  }
-  return out + "'";
-}
-
-struct Result {
-  int status = -1;
-  std::string out;
-  std::string err;
-};
-
-// CTest runs each test in its own process, possibly in parallel: temp files
-// carry the process id so that tests never read each other's output.
-std::string TempDirForProcess() {
-  const std::string dir = testing::TempDir() + "/cli_tokenize_" + std::to_string(getpid());
-  fs::create_directories(dir);
-  return dir;
-}
+using vibrant::testing_util::ReadFile;
+using Result = vibrant::testing_util::CliResult;
+using vibrant::testing_util::ProcessTempDir;
 
 Result RunCli(const std::vector<std::string>& args) {
-  const std::string dir = TempDirForProcess();
-  const std::string out = dir + "/cli_tokenize_stdout";
-  const std::string err = dir + "/cli_tokenize_stderr";
-  std::string cmd = Quote(kBinary) + " tokenize";
-  for (const std::string& a : args) cmd += " " + Quote(a);
-  cmd += " >" + Quote(out) + " 2>" + Quote(err);
-  const int raw = std::system(cmd.c_str());
-  Result r;
-  r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
-  r.out = ReadFile(out);
-  r.err = ReadFile(err);
-  return r;
+  std::vector<std::string> all = {"tokenize"};
+  all.insert(all.end(), args.begin(), args.end());
+  return vibrant::testing_util::RunBinary(kBinary, all);
 }
 
 std::string WriteTemp(const std::string& name, const std::string& contents) {
-  const std::string path = TempDirForProcess() + "/" + name;
+  const std::string path = ProcessTempDir() + "/" + name;
   std::ofstream(path, std::ios::binary) << contents;
   return path;
 }
@@ -103,7 +68,7 @@ TEST_F(CliTest, PrintsIdsLikeLlamaTokenize) {
   const std::vector<int32_t> expected = ReferenceTokens("Once upon a time");
   ASSERT_FALSE(expected.empty());
   const Result r = RunCli({kModel, "Once upon a time"});
-  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(r.out, absl::StrJoin(expected, " ") + "\n");  // "1 403 407 261 378"
 }
 
@@ -114,7 +79,7 @@ TEST_F(CliTest, NoBosLeavesOutTheBos) {
   ASSERT_EQ(expected.front(), 1);  // stories260K's <s>, added by llama.cpp
   expected.erase(expected.begin());
   const Result r = RunCli({kModel, "Once upon a time", "--no-bos"});
-  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(r.out, absl::StrJoin(expected, " ") + "\n");
 }
 
@@ -124,7 +89,7 @@ TEST_F(CliTest, ReadsTextFromFile) {
   const std::vector<int32_t> expected = ReferenceTokens(prompt);
   const std::string path = WriteTemp("cli_tokenize_prompt.txt", prompt);
   const Result r = RunCli({kModel, "--file", path});
-  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(r.out, absl::StrJoin(expected, " ") + "\n");
 }
 
@@ -132,7 +97,7 @@ TEST_F(CliTest, JsonGivesIdsAndPieces) {
   if (!HaveReference()) GTEST_SKIP() << kReference << " is absent";
   const std::vector<int32_t> expected = ReferenceTokens("Once upon a time");
   const Result r = RunCli({kModel, "--json", "Once upon a time"});
-  ASSERT_EQ(r.status, 0) << r.err;
+  ASSERT_EQ(r.exit_code, 0) << r.err;
   const nlohmann::json j = nlohmann::json::parse(r.out);
   ASSERT_TRUE(j.is_array());
   ASSERT_EQ(j.size(), expected.size());
@@ -150,7 +115,7 @@ TEST_F(CliTest, JsonMarksPiecesThatAreNotUtf8) {
   // "ü" is not in the 512-token vocabulary: two byte tokens, neither of
   // which is UTF-8 on its own.
   const Result r = RunCli({kModel, "--json", "--no-bos", "\xC3\xBC"});
-  ASSERT_EQ(r.status, 0) << r.err;
+  ASSERT_EQ(r.exit_code, 0) << r.err;
   const nlohmann::json j = nlohmann::json::parse(r.out);
   std::string bytes;
   int hex_pieces = 0;
@@ -171,27 +136,27 @@ TEST_F(CliTest, JsonMarksPiecesThatAreNotUtf8) {
 }
 
 TEST_F(CliTest, MissingTextFileIsAnError) {
-  const std::string missing = testing::TempDir() + "/no_such_prompt.txt";
+  const std::string missing = ProcessTempDir() + "/no_such_prompt.txt";
   const Result r = RunCli({kModel, "--file", missing});
-  EXPECT_EQ(r.status, 1);
+  EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.err, HasSubstr(missing));
   EXPECT_EQ(r.out, "");
 }
 
 TEST_F(CliTest, MissingModelIsAnError) {
-  const std::string missing = testing::TempDir() + "/no_such_model.gguf";
+  const std::string missing = ProcessTempDir() + "/no_such_model.gguf";
   const Result r = RunCli({missing, "hello"});
-  EXPECT_EQ(r.status, 1);
+  EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.err, HasSubstr("no_such_model.gguf"));
 }
 
 TEST_F(CliTest, UsageErrors) {
-  EXPECT_EQ(RunCli({}).status, 2);
-  EXPECT_EQ(RunCli({kModel}).status, 2);
-  EXPECT_EQ(RunCli({kModel, "hello", "--frobnicate"}).status, 2);
-  EXPECT_EQ(RunCli({kModel, "hello", "--file", "x.txt"}).status, 2);
-  EXPECT_EQ(RunCli({kModel, "--file"}).status, 2);
-  EXPECT_EQ(RunCli({kModel, "one", "two"}).status, 2);
+  EXPECT_EQ(RunCli({}).exit_code, 2);
+  EXPECT_EQ(RunCli({kModel}).exit_code, 2);
+  EXPECT_EQ(RunCli({kModel, "hello", "--frobnicate"}).exit_code, 2);
+  EXPECT_EQ(RunCli({kModel, "hello", "--file", "x.txt"}).exit_code, 2);
+  EXPECT_EQ(RunCli({kModel, "--file"}).exit_code, 2);
+  EXPECT_EQ(RunCli({kModel, "one", "two"}).exit_code, 2);
   const Result r = RunCli({kModel, "hello", "--frobnicate"});
   EXPECT_THAT(r.err, HasSubstr("--frobnicate"));
   EXPECT_THAT(r.err, HasSubstr("usage:"));
