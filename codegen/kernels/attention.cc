@@ -1,0 +1,124 @@
+// attention, split over the context ("flash decoding"): every (token, head)
+// row is cut into chunks of kAttnChunk cache rows, one block each, so that a
+// long context keeps the whole GPU busy even for one token; a second kernel
+// merges the chunks' partial softmax sums. The grid depends only on the cache
+// length, never on the positions (read from device memory), so one captured
+// CUDA graph serves every decode step.
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "codegen/kernels/families.h"
+
+namespace vibrant::codegen {
+
+std::string AttentionSource() {
+  std::string s = R"CUDA(
+#define VB_ATTN_CHUNK $CHUNK
+#define VB_ATTN_MAX_HD $MAXHD
+
+template <bool F16>
+VB_INLINE float vb_kv_at(const void* p, i64 i) {
+  if (F16) return vb_h2f(((const u16*)p)[i]);
+  return ((const float*)p)[i];
+}
+
+template <bool F16>
+VB_INLINE void vb_attn_split_impl(const float* __restrict__ q, const void* __restrict__ k,
+                                  const void* __restrict__ v, const int* __restrict__ pos,
+                                  float* __restrict__ part, int H, int KVH, int hd, int n_ctx,
+                                  float scale, int n_split) {
+  __shared__ float q_sh[VB_ATTN_MAX_HD];
+  __shared__ float e_sh[VB_ATTN_CHUNK];
+  __shared__ float red[32];
+  const int r = blockIdx.x;  // t * H + h
+  const int t = r / H, h = r - t * H;
+  const int kvh = h / (H / KVH);
+  const int split = blockIdx.y;
+  float* pp = part + ((i64)r * n_split + split) * (hd + 2);
+  int n = pos[t] + 1;
+  if (n > n_ctx) n = n_ctx;
+  const int j0 = split * VB_ATTN_CHUNK;
+  const int j1 = n < j0 + VB_ATTN_CHUNK ? n : j0 + VB_ATTN_CHUNK;
+  if (j0 >= j1) {  // the whole block: nothing of this chunk is visible
+    for (int d = threadIdx.x; d < hd + 2; d += blockDim.x) pp[d] = d == 0 ? VB_NEG_INF : 0.0f;
+    return;
+  }
+  for (int d = threadIdx.x; d < hd; d += blockDim.x) q_sh[d] = q[(i64)r * hd + d];
+  __syncthreads();
+  const i64 stride = (i64)KVH * hd;
+  const i64 head_off = (i64)kvh * hd;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+  for (int j = j0 + warp; j < j1; j += nw) {
+    const i64 off = (i64)j * stride + head_off;
+    float dot = 0.0f;
+    for (int d = lane; d < hd; d += 32) dot = fmaf(q_sh[d], vb_kv_at<F16>(k, off + d), dot);
+    dot = vb_warp_sum(dot);
+    if (lane == 0) e_sh[j - j0] = __fmul_rn(dot, scale);
+  }
+  __syncthreads();
+  const int len = j1 - j0;
+  float m = VB_NEG_INF;
+  for (int jj = threadIdx.x; jj < len; jj += blockDim.x) m = fmaxf(m, e_sh[jj]);
+  m = vb_block_max(m, red);
+  float sum = 0.0f;
+  for (int jj = threadIdx.x; jj < len; jj += blockDim.x) {
+    const float e = expf(e_sh[jj] - m);
+    e_sh[jj] = e;
+    sum += e;
+  }
+  sum = vb_block_sum(sum, red);  // its barriers publish e_sh
+  for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+    float acc = 0.0f;
+    const i64 off = (i64)j0 * stride + head_off + d;
+    for (int jj = 0; jj < len; ++jj) acc = fmaf(e_sh[jj], vb_kv_at<F16>(v, off + (i64)jj * stride), acc);
+    pp[2 + d] = acc;
+  }
+  if (threadIdx.x == 0) {
+    pp[0] = m;
+    pp[1] = sum;
+  }
+}
+
+extern "C" __global__ void vb_attn_split_f16(const float* q, const void* k, const void* v,
+                                             const int* pos, float* part, int H, int KVH, int hd,
+                                             int n_ctx, float scale, int n_split) {
+  vb_attn_split_impl<true>(q, k, v, pos, part, H, KVH, hd, n_ctx, scale, n_split);
+}
+extern "C" __global__ void vb_attn_split_f32(const float* q, const void* k, const void* v,
+                                             const int* pos, float* part, int H, int KVH, int hd,
+                                             int n_ctx, float scale, int n_split) {
+  vb_attn_split_impl<false>(q, k, v, pos, part, H, KVH, hd, n_ctx, scale, n_split);
+}
+
+// out[r, d] = sum_s acc_s[d] * exp(m_s - M) / sum_s sum_s * exp(m_s - M)
+// over the splits s that saw any row (sum_s > 0), M = max of their m_s.
+extern "C" __global__ void vb_attn_combine(const float* __restrict__ part, float* __restrict__ out,
+                                           int hd, int n_split) {
+  const int r = blockIdx.x;
+  const i64 w = hd + 2;
+  const float* pp = part + (i64)r * n_split * w;
+  float M = VB_NEG_INF;
+  for (int s = 0; s < n_split; ++s) {
+    if (pp[s * w + 1] > 0.0f) M = fmaxf(M, pp[s * w]);
+  }
+  float S = 0.0f;
+  for (int s = 0; s < n_split; ++s) {
+    const float sum = pp[s * w + 1];
+    if (sum > 0.0f) S += sum * expf(pp[s * w] - M);
+  }
+  for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+    float acc = 0.0f;
+    for (int s = 0; s < n_split; ++s) {
+      if (pp[s * w + 1] > 0.0f) acc += pp[s * w + 2 + d] * expf(pp[s * w] - M);
+    }
+    out[(i64)r * hd + d] = acc / S;
+  }
+}
+)CUDA";
+  absl::StrReplaceAll(
+      {{"$CHUNK", absl::StrCat(kAttnChunk)}, {"$MAXHD", absl::StrCat(kAttnMaxHeadDim)}}, &s);
+  return s;
+}
+
+}  // namespace vibrant::codegen

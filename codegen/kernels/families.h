@@ -1,0 +1,103 @@
+// CUDA C++ source text of the kernel families, one file per family (as
+// ggml-cuda keeps one .cu per family). Each function returns a fragment of a
+// single NVRTC translation unit; codegen/kernel_source.h assembles them.
+//
+// Conventions shared by every fragment (see PreludeSource):
+// - Kernels are `extern "C" __global__` with a "vb_" prefix, so that the
+//   runtime finds them by name (cudaLibraryGetKernel) without C++ mangling.
+// - Scalars: u8/u16/u32/i64 typedefs; f16 <-> f32 through PTX cvt (exact
+//   widening, round-to-nearest-even narrowing, as runtime/cpu/dequantize.h).
+// - Dequantization uses __fmul_rn / __fadd_rn / __fsub_rn so that no fused
+//   multiply-add changes a value: a dequantized weight is bit-identical to
+//   the CPU reference's. Dot products accumulate in float (order differs
+//   from the CPU's, so matmul results agree to rounding, not bit for bit).
+// - The self-contained source includes no header (NVRTC needs none).
+#ifndef VIBRANT_CODEGEN_KERNELS_FAMILIES_H_
+#define VIBRANT_CODEGEN_KERNELS_FAMILIES_H_
+
+#include <string>
+#include <vector>
+
+#include "ir/dtype.h"
+
+namespace vibrant::codegen {
+
+// Typedefs, f16/bf16 conversions, byte loads, warp and block reductions.
+std::string PreludeSource();
+
+// Block decoders: one `struct W_<type>` per weight type with
+//   enum { QK (elements per block), BYTES (bytes per block), PLAIN };
+//   static void deq8(const u8* row, int g, int K, float v[8]);
+// which decodes elements 8g .. 8g+7 of a row of K elements (plain types:
+// elements at or past K read as 0; quantized rows are whole blocks).
+// Types: f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0, q2_K, q3_K, q4_K,
+// q5_K, q6_K, q8_K.
+std::string DecodersSource(const std::vector<DType>& types);
+// Whether the CUDA backend can read weights of type `t`.
+bool CudaSupportsWeightType(DType t);
+// The suffix kernels of a type use ("q4_K", "f32", ...).
+std::string TypeTag(DType t);
+
+// matmul(x[T, K], w[N, K] of `t`, bias) for each type in `types`:
+//   vb_matmul1_<tag>: one token per warp pass (decode, T small);
+//   vb_matmul8_<tag>: 8 tokens per pass (prefill): each weight row is decoded
+//   once per 8 tokens.
+// Both: block of kMatmulThreads threads = one warp per output row, grid
+// (ceil(N / warps), ceil(T / tokens per pass)).
+// Arguments: (const u8* w, i64 row_bytes, const float* x, const float* bias
+// or null, float* out, int K, int N, int T).
+std::string MatmulSource(const std::vector<DType>& types);
+inline constexpr int kMatmulThreads = 256;
+std::string MatmulKernelName(DType t, int tokens_per_pass);
+
+// embedding: vb_embed_<tag>(const u8* table, i64 row_bytes, const int* ids,
+// float* out, int D, int V): grid T, block kEmbedThreads. An id outside
+// [0, V) writes NaN (the runtime checks ids before it launches).
+std::string EmbeddingSource(const std::vector<DType>& types);
+inline constexpr int kEmbedThreads = 256;
+std::string EmbeddingKernelName(DType t);
+
+// rms_norm: vb_rms_norm(const float* x, float* out, int D, float eps):
+// grid = rows, block kNormThreads. Sum of float squares in double, as the CPU.
+std::string NormSource();
+inline constexpr int kNormThreads = 256;
+
+// add / mul (suffix broadcast) and silu, grid-stride:
+//   vb_add(const float* a, const float* b, float* out, i64 n, i64 nb)
+//   vb_mul(...same...)
+//   vb_silu(const float* x, float* out, i64 n)
+std::string ElementwiseSource();
+inline constexpr int kElementwiseThreads = 256;
+
+// rope: vb_rope(const float* x, const int* pos, const float* freq_factors or
+// null, float* out, int H, int hd, int n_rot, int mode, float theta_scale,
+// float freq_scale): grid (T * H), block kRopeThreads. The angle follows the
+// CPU's float sequence exactly (th_0 = p, th_{i+1} = th_i * theta_scale).
+std::string RopeSource();
+inline constexpr int kRopeThreads = 64;
+
+// kv_store: vb_kv_store_f16 / vb_kv_store_f32(const float* src, const int*
+// pos, void* cache, i64 T, int row, int n_ctx): grid-stride over T * row. A
+// position outside [0, n_ctx) is skipped (the runtime checks them first).
+std::string KvStoreSource();
+inline constexpr int kKvStoreThreads = 256;
+
+// attention (split over the context, "flash decoding"):
+//   vb_attn_split_<f16|f32>(const float* q, const void* k, const void* v,
+//       const int* pos, float* part, int H, int KVH, int hd, int n_ctx,
+//       float scale, int n_split)
+//     grid (T * H, n_split), block kAttnThreads. Block (r, s) covers cache
+//     rows [s * kAttnChunk, (s+1) * kAttnChunk) ∩ [0, pos[t]] and writes
+//     part[(r * n_split + s) * (hd + 2) + ...] = {max score, sum of exp,
+//     unnormalized output[hd]}; a block past pos[t] writes {-inf, 0, 0...}.
+//   vb_attn_combine(const float* part, float* out, int hd, int n_split)
+//     grid (T * H), block kAttnThreads: merges the splits.
+// Supports head_dim <= kAttnMaxHeadDim.
+std::string AttentionSource();
+inline constexpr int kAttnThreads = 128;
+inline constexpr int kAttnChunk = 256;
+inline constexpr int kAttnMaxHeadDim = 256;
+
+}  // namespace vibrant::codegen
+
+#endif  // VIBRANT_CODEGEN_KERNELS_FAMILIES_H_

@@ -1,0 +1,125 @@
+// NVRTC compiles of every generated kernel. These need libnvrtc but no GPU, so
+// they run in CI.
+#include "codegen/nvrtc.h"
+
+#include <chrono>
+#include <filesystem>
+#include <string>
+
+#include "codegen/kernel_source.h"
+#include "codegen/kernels/families.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace vibrant::codegen {
+namespace {
+
+using ::testing::HasSubstr;
+
+TEST(Nvrtc, CompilesEveryKernelForSm90) {
+  NvrtcOptions opts;
+  opts.arch = "sm_90";
+  opts.use_cache = false;  // really run NVRTC
+  const std::string src = ModuleSource(AllKernels());
+  const auto t0 = std::chrono::steady_clock::now();
+  auto b = CompileCuda(src, kModuleName, opts);
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_TRUE(b.ok()) << b.status();
+  std::printf("[ MEASURED ] NVRTC %s: %zu source bytes -> %zu CUBIN + %zu PTX bytes in %.1f s\n",
+              NvrtcVersion().c_str(), src.size(), b->cubin.size(), b->ptx.size(), s);
+  EXPECT_EQ(b->arch, "sm_90");
+  EXPECT_EQ(b->source_hash, HashText(src));
+  ASSERT_GE(b->cubin.size(), 4u);
+  EXPECT_EQ(b->cubin.substr(0, 4), "\x7f" "ELF");
+  // Every entry point is in the PTX, unmangled.
+  for (DType t : AllKernels().matmul_types) {
+    EXPECT_THAT(b->ptx, HasSubstr(".entry " + MatmulKernelName(t, 1) + "("));
+    EXPECT_THAT(b->ptx, HasSubstr(".entry " + MatmulKernelName(t, 8) + "("));
+    EXPECT_THAT(b->ptx, HasSubstr(".entry " + EmbeddingKernelName(t) + "("));
+  }
+  for (const char* k : {"vb_rms_norm", "vb_add", "vb_mul", "vb_silu", "vb_rope",
+                        "vb_kv_store_f16", "vb_kv_store_f32", "vb_attn_split_f16",
+                        "vb_attn_split_f32", "vb_attn_combine"}) {
+    EXPECT_THAT(b->ptx, HasSubstr(std::string(".entry ") + k + "("));
+  }
+  // The weight-streaming kernels keep their decoded blocks in registers: no
+  // local-memory arrays (rope's sinf/cosf slow path legitimately has one).
+  for (DType t : AllKernels().matmul_types) {
+    for (const std::string& k : {MatmulKernelName(t, 1), MatmulKernelName(t, 8),
+                                 EmbeddingKernelName(t)}) {
+      const size_t at = b->ptx.find(".entry " + k + "(");
+      ASSERT_NE(at, std::string::npos) << k;
+      const size_t end = b->ptx.find("\n}\n", at);
+      const std::string body = b->ptx.substr(at, end - at);
+      EXPECT_EQ(body.find(".local"), std::string::npos) << k << " uses local memory";
+    }
+  }
+}
+
+TEST(Nvrtc, ErrorsShowTheGeneratedSourceLine) {
+  NvrtcOptions opts;
+  opts.use_cache = false;
+  const std::string src =
+      "extern \"C\" __global__ void k(float* x) {\n"
+      "  x[0] = 1.0f;\n"
+      "  x[1] = undefined_thing;\n"
+      "}\n";
+  auto b = CompileCuda(src, "broken.cu", opts);
+  ASSERT_FALSE(b.ok());
+  const std::string msg(b.status().message());
+  EXPECT_THAT(msg, HasSubstr("broken.cu(3)"));
+  EXPECT_THAT(msg, HasSubstr(">    3 |   x[1] = undefined_thing;"));
+  EXPECT_THAT(msg, HasSubstr("sm_90"));
+}
+
+TEST(Nvrtc, SecondCompileComesFromTheCache) {
+  const std::string dir = (std::filesystem::path(::testing::TempDir()) /
+                           ("vibrant_nvrtc_cache_" + std::to_string(::getpid())))
+                              .string();
+  std::filesystem::remove_all(dir);
+  NvrtcOptions opts;
+  opts.cache_dir = dir;
+  const std::string src = "extern \"C\" __global__ void twice(float* x) { x[threadIdx.x] *= 2.0f; }\n";
+  bool hit = true;
+  auto a = CompileCuda(src, "twice.cu", opts, &hit);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_FALSE(hit);
+  auto b = CompileCuda(src, "twice.cu", opts, &hit);
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_TRUE(hit);
+  EXPECT_EQ(a->cubin, b->cubin);
+  EXPECT_EQ(a->ptx, b->ptx);
+  // Another architecture is another key.
+  opts.arch = "sm_80";
+  auto c = CompileCuda(src, "twice.cu", opts, &hit);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_FALSE(hit);
+  EXPECT_EQ(c->arch, "sm_80");
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Nvrtc, ValidatesArchitectureNames) {
+  EXPECT_TRUE(ValidateCudaArch("sm_90").ok());
+  EXPECT_TRUE(ValidateCudaArch("sm_90a").ok());
+  EXPECT_TRUE(ValidateCudaArch("sm_120").ok());
+  for (const char* bad : {"", "sm", "sm_", "compute_90", "sm_9x", "90", "sm_a", "sm_30"}) {
+    EXPECT_FALSE(ValidateCudaArch(bad).ok()) << bad;
+  }
+  NvrtcOptions opts;
+  opts.arch = "gfx90a";
+  EXPECT_FALSE(CompileCuda("", "x.cu", opts).ok());
+}
+
+TEST(Nvrtc, AnnotatesLogLines) {
+  const std::string src = "a\nb\nc\nd\ne\n";
+  const std::string out = AnnotateNvrtcLog("m.cu(3): error: bad\nnote\n", "m.cu", src, 1);
+  EXPECT_EQ(out,
+            "m.cu(3): error: bad\n"
+            "       2 | b\n"
+            "  >    3 | c\n"
+            "       4 | d\n"
+            "note\n");
+}
+
+}  // namespace
+}  // namespace vibrant::codegen
