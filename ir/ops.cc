@@ -34,7 +34,7 @@ constexpr OpInfo kOps[] = {
     {OpKind::kAttention, "attention", 4, 4, false},
     {OpKind::kLastRow, "last_row", 1, 1, false},
     {OpKind::kCopy, "copy", 1, 1, false},
-    {OpKind::kFused, "fused", 1, kManyInputs, true},
+    {OpKind::kFused, "fused", 1, kManyInputs, false},
 };
 constexpr int kNumOps = static_cast<int>(std::size(kOps));
 static_assert(static_cast<int>(OpKind::kFused) + 1 == kNumOps);

@@ -58,8 +58,37 @@ enum class OpKind : uint8_t {
   kLastRow,
   // copy(x) -> x on another device (inserted by the device pass).
   kCopy,
-  // fused(inputs...) {body} -> outputs: evaluates Op::body, an elementwise
-  //   expression graph (made by the fusion pass).
+  // fused(inputs...) {body} -> outputs...: evaluates Op::body (made by the
+  //   fusion pass), a graph that declares only inputs (its kInput values in id
+  //   order are the op's inputs, same dtype and shape) and whose outputs() are
+  //   the op's outputs (one or more). Value semantics: each body op means what
+  //   it means in a step graph, evaluated in body order; a backend may
+  //   evaluate in any order that gives those values (the CPU evaluates body
+  //   ops one by one with its kernels, so fused == unfused bit for bit).
+  //   Iteration space, so that codegen can emit ONE kernel: the op works on
+  //   N rows of R elements, N = output 0's outer dim (T or static), R = the
+  //   product of its other dims (1 for rank 1). Every body value is a
+  //     row value:  shape [N, ...] with R elements per row (reshapes between
+  //                 row shapes keep row r = elements [r*R, (r+1)*R));
+  //     per-row:    i32[N] rope positions (positions[r] for row r);
+  //     constant:   a body input without the row dim, the same for all rows.
+  //   Allowed body ops (nothing else, no nested fused):
+  //     add/mul(a, b): a a row value; b a row value of a's shape, or a
+  //       constant body input whose shape is a strict suffix of a's;
+  //     silu(x): x a row value;
+  //     reshape(x): row value -> row value, outer dim N kept;
+  //     rms_norm(x) {eps}: x of shape [N, R] (reduces over the whole row);
+  //     rope(x[N, H, hd], positions [, freq_factors]) {...}: H*hd = R,
+  //       positions a per-row body input, freq_factors a constant body input;
+  //       it couples elements only within a pair of one head (rope above).
+  //   At most ONE row-coupling op (rms_norm or rope) per body; every other op
+  //   is elementwise within the row. So a body is one of three kernel shapes:
+  //   pure elementwise, one row reduction (compute the norm's input, reduce
+  //   the row, finish), or one rotation of pairs. Body outputs are row values;
+  //   intermediates a body does not output need no memory outside the kernel.
+  //   Patterns the fusion pass forms (passes/fuse_elementwise.h):
+  //   mul(rms_norm(x), w); mul(silu(g), u); rope(reshape(add(mm, bias)), pos);
+  //   s = add(a, b), mul(rms_norm(s), w) with outputs (s, normalized row).
   kFused,
 };
 
@@ -68,8 +97,9 @@ struct OpInfo {
   std::string_view name;  // text-format name, e.g. "rms_norm"
   int min_inputs;
   int max_inputs;
-  bool elementwise;  // output[i] depends only on inputs at i (with broadcast);
-                     // the ops a fused body may contain
+  bool elementwise;  // output[i] depends only on inputs at i (with broadcast):
+                     // add, mul, silu. Not fused (a body may hold a row
+                     // reduction or rope); see kFused for what bodies hold.
 };
 
 const OpInfo& GetOpInfo(OpKind kind);

@@ -309,10 +309,85 @@ class Verifier {
       }
       if (outer.alias_of != -1) return OpError(o, "output ", k, " aliases value ", outer.alias_of);
     }
+    return CheckFusedRows(o, body);
+  }
+
+  // The row rules of ir/ops.h (kFused): N rows of R elements, only row-local
+  // ops, at most one row-coupling op (rms_norm or rope).
+  absl::Status CheckFusedRows(OpId o, const Graph& body) {
+    const Shape& s0 = body.value(body.outputs()[0]).shape;
+    if (s0.empty()) return OpError(o, "output 0 is a scalar; fused outputs are rows [N, ...]");
+    const int64_t rows = s0[0];
+    int64_t row_len = 1;
+    for (size_t d = 1; d < s0.size(); ++d) row_len *= s0[d];
+    const std::string space = absl::StrCat("[", rows == kTokens ? std::string("T") : absl::StrCat(rows),
+                                           " rows of ", row_len, "]");
+    auto is_row = [&](ValueId v) {
+      const Shape& s = body.value(v).shape;
+      if (s.empty() || s[0] != rows) return false;
+      int64_t n = 1;
+      for (size_t d = 1; d < s.size(); ++d) n *= s[d];
+      return n == row_len;
+    };
+    auto is_input = [&](ValueId v) { return body.value(v).producer == -1; };
+    auto bad = [&](size_t b, ValueId v, const char* what) {
+      return OpError(o, "body op ", b, " ", A(OpName(body.ops()[b].kind)), ": %", body.value(v).name, " ",
+                     ShapeToString(body.value(v).shape), " ", what, " (fused op is ", space, ")");
+    };
+    int coupling = -1;
     for (size_t b = 0; b < body.ops().size(); ++b) {
-      if (!GetOpInfo(body.ops()[b].kind).elementwise) {
-        return OpError(o, "body op ", b, " is ", A(OpName(body.ops()[b].kind)),
-                       ", not elementwise");
+      const Op& op = body.ops()[b];
+      const ValueId out = op.outputs[0];
+      switch (op.kind) {
+        case OpKind::kAdd:
+        case OpKind::kMul: {
+          const ValueId a = op.inputs[0], bv = op.inputs[1];
+          if (!is_row(a)) return bad(b, a, "is not a row value");
+          if (body.value(bv).shape == body.value(a).shape) {
+            if (!is_row(bv)) return bad(b, bv, "is not a row value");
+          } else if (!is_input(bv)) {
+            return bad(b, bv, "is broadcast but not a body input");
+          }
+          break;
+        }
+        case OpKind::kSilu:
+        case OpKind::kReshape:
+          if (!is_row(op.inputs[0])) return bad(b, op.inputs[0], "is not a row value");
+          if (!is_row(out)) return bad(b, out, "is not a row value");
+          break;
+        case OpKind::kRmsNorm: {
+          const Shape& s = body.value(op.inputs[0]).shape;
+          if (s.size() != 2 || !is_row(op.inputs[0])) {
+            return bad(b, op.inputs[0], "must be [N, R]: rms_norm reduces over the whole row");
+          }
+          break;
+        }
+        case OpKind::kRope: {
+          if (!is_row(op.inputs[0])) return bad(b, op.inputs[0], "is not a row value");
+          if (!is_input(op.inputs[1])) return bad(b, op.inputs[1], "(positions) must be a body input");
+          if (op.inputs.size() == 3 && !is_input(op.inputs[2])) {
+            return bad(b, op.inputs[2], "(freq_factors) must be a body input");
+          }
+          break;
+        }
+        default:
+          return OpError(o, "body op ", b, " is ", A(OpName(op.kind)),
+                         "; a fused body holds only add, mul, silu, reshape, rms_norm, rope");
+      }
+      if (op.kind == OpKind::kRmsNorm || op.kind == OpKind::kRope) {
+        if (coupling >= 0) {
+          return OpError(o, "body op ", b, " is ", A(OpName(op.kind)), " but body op ", coupling, " is ",
+                         A(OpName(body.ops()[coupling].kind)),
+                         "; a body holds at most one row-coupling op (rms_norm or rope)");
+        }
+        coupling = static_cast<int>(b);
+      }
+    }
+    for (size_t k = 0; k < body.outputs().size(); ++k) {
+      const ValueId v = body.outputs()[k];
+      if (!is_row(v)) {
+        return OpError(o, "body output ", k, " %", body.value(v).name, " ", ShapeToString(body.value(v).shape),
+                       " is not a row value (fused op is ", space, ")");
       }
     }
     return absl::OkStatus();

@@ -24,7 +24,8 @@ namespace vibrant::ir {
 //   is neither read nor updated again by a later op.
 // - fused ops carry a body whose inputs (its kInput values, in id order) and
 //   outputs match the op's inputs and outputs in dtype and shape, whose ops
-//   are all elementwise, and which itself verifies (recursively).
+//   follow the row rules of ir/ops.h (kFused: only row-local ops, at most one
+//   rms_norm or rope, no nested fused), and which itself verifies.
 // - outputs() lists defined values with storage kOutput, without repeats, and
 //   every kOutput value is listed.
 // - a memory plan, when present, places each arena offset inside its

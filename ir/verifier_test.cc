@@ -211,8 +211,7 @@ TEST(VerifierTest, StaleCacheRead) {
             "read that op's output instead");
 }
 
-// Replaces ops 1-2 (rms_norm is not elementwise, so fuse only the mul) with a
-// fused op computing nw = n * norm_w.
+// Replaces op 2 with a fused op computing nw = n * norm_w.
 std::shared_ptr<Graph> MulBody() {
   auto body = std::make_shared<Graph>();
   ValueId a = body->AddInput("a", DType::kF32, {kTokens, 64});
@@ -262,9 +261,12 @@ TEST(VerifierTest, FusedBodyErrors) {
     auto body = std::make_shared<Graph>();
     ValueId a = body->AddInput("a", DType::kF32, {kTokens, 64});
     body->AddInput("b", DType::kF32, {64});
-    body->MarkOutput(*body->AddOp(OpKind::kRmsNorm, {a}, "m", {{"eps", 1e-5}}));
+    ValueId m = *body->AddOp(OpKind::kRmsNorm, {a}, "m", {{"eps", 1e-5}});
+    body->MarkOutput(*body->AddOp(OpKind::kRmsNorm, {m}, "m2", {{"eps", 1e-5}}));
     FuseMul(f, body);
-    EXPECT_EQ(VerifyMsg(f.g), "op 2: fused nw: body op 0 is rms_norm, not elementwise");
+    EXPECT_EQ(VerifyMsg(f.g),
+              "op 2: fused nw: body op 1 is rms_norm but body op 0 is rms_norm; a body holds at most one "
+              "row-coupling op (rms_norm or rope)");
   }
   {
     Fixture f;
