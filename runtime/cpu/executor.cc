@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <map>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -78,6 +79,34 @@ ArenaPlan PlanOwnSlots(const std::vector<int64_t>& bytes) {
     if (bytes[v] < 0) continue;
     plan.offsets[v] = plan.arena_bytes;
     plan.arena_bytes += AlignUp(std::max<int64_t>(bytes[v], 1));
+  }
+  return plan;
+}
+
+// The plan the graph carries (ir::Graph::memory, set by passes/plan_memory):
+// one arena per device, laid end to end in one allocation (this backend runs
+// every op on the host, whatever its device). Offsets are checked against
+// the arenas, so a bad plan is an error, never an out-of-bounds access;
+// whether live values overlap is the compiler's business (CheckMemoryPlan).
+absl::StatusOr<ArenaPlan> GraphArenaPlan(const Graph& g, const std::vector<int64_t>& bytes) {
+  ArenaPlan plan;
+  std::map<ir::Device, int64_t> base;
+  for (const auto& [device, mem] : g.memory) {
+    base[device] = plan.arena_bytes;
+    plan.arena_bytes += AlignUp(mem.arena_bytes);
+  }
+  plan.offsets.assign(bytes.size(), -1);
+  for (size_t v = 0; v < bytes.size(); ++v) {
+    if (bytes[v] < 0) continue;
+    const Value& val = g.values()[v];
+    auto mem = g.memory.find(val.device);
+    if (val.arena_offset < 0 || mem == g.memory.end() || val.arena_offset > mem->second.arena_bytes ||
+        bytes[v] > mem->second.arena_bytes - val.arena_offset) {
+      return absl::InvalidArgumentError(absl::StrCat("CPU backend: the memory plan puts '", val.name, "'",
+                                                     " at ", val.arena_offset, ", outside its ",
+                                                     std::string(ir::DeviceName(val.device)), " arena"));
+    }
+    plan.offsets[v] = base[val.device] + val.arena_offset;
   }
   return plan;
 }
@@ -352,7 +381,24 @@ struct BoundGraph {
   const Graph* graph = nullptr;
   std::vector<uint8_t*> ptr;
   std::vector<int> body_index;  // per op: index into Impl::bodies, or -1
+
+  // Fused bodies only (ir/ops.h, kFused): the body runs over `rows` rows (T
+  // when ir::kTokens) of `row_len` elements, in chunks of kRowsPerChunk rows.
+  // For chunk rows [r0, r0 + n) value v lives at ptr[v] + r0 * stride[v] (row
+  // values: bytes per row; positions: 4; broadcast constants: 0), or, for an
+  // intermediate the body does not output, at scratch_off[v] in the chunk's
+  // scratch (reshape views share their input's).
+  int64_t rows = 0;
+  int64_t row_len = 0;
+  std::vector<int64_t> stride;
+  std::vector<int64_t> scratch_off;  // -1: not in scratch
+  std::vector<ValueId> view_of;      // reshape views: the viewed value, else -1
 };
+
+// Rows of a fused body evaluated together (bounds the scratch per thread).
+constexpr int64_t kRowsPerChunk = 8;
+// Fused bodies with fewer elements than this run on the calling thread.
+constexpr int64_t kParallelFusedElems = int64_t{1} << 14;
 
 // The values of `g` that no op produces, in id order, and the producer of each value.
 std::vector<int> Producers(const Graph& g) {
@@ -418,6 +464,54 @@ absl::Status CheckStructure(const Graph& g, const char* what) {
   return absl::OkStatus();
 }
 
+// Runs body op `op` of a fused body on `n` rows of `row_len` elements, its
+// values at p[] (chunk-relative). Row values hold n * row_len elements;
+// broadcast operands are whole; positions hold n entries. Every kernel here
+// computes each row from the same rows of its inputs, so a chunk gives the
+// bits the whole-tensor kernel gives for those rows.
+absl::Status RunBodyOp(const Graph& g, const Op& op, const std::vector<uint8_t*>& p, int64_t n,
+                       int64_t row_len) {
+  auto F = [&](ValueId v) { return reinterpret_cast<float*>(p[v]); };
+  auto num = [&](const char* key, double dflt) { return NumberAttr(op, key, false, dflt).value_or(dflt); };
+  const ValueId out = op.outputs[0];
+  const int64_t elems = n * row_len;
+  switch (op.kind) {
+    case OpKind::kAdd:
+    case OpKind::kMul: {
+      const ValueId a = op.inputs[0], b = op.inputs[1];
+      const int64_t n_b = g.value(b).shape == g.value(a).shape ? elems : Elems(g, b, 1);
+      (op.kind == OpKind::kAdd ? cpu::Add : cpu::Mul)(F(a), elems, F(b), n_b, F(out));
+      return absl::OkStatus();
+    }
+    case OpKind::kSilu:
+      cpu::Silu(F(op.inputs[0]), elems, F(out));
+      return absl::OkStatus();
+    case OpKind::kRmsNorm: {
+      const int64_t D = g.value(op.inputs[0]).shape.back();
+      cpu::RmsNorm(F(op.inputs[0]), elems / D, D, static_cast<float>(num("eps", 0)), F(out));
+      return absl::OkStatus();
+    }
+    case OpKind::kReshape:
+      if (p[out] != p[op.inputs[0]]) {
+        std::memmove(p[out], p[op.inputs[0]], DTypeBytes(g.value(out).dtype, elems).value_or(0));
+      }
+      return absl::OkStatus();
+    case OpKind::kRope: {
+      const Shape& s = g.value(op.inputs[0]).shape;
+      cpu::RopeParams rp;
+      rp.mode = static_cast<int>(num("mode", 0));
+      rp.n_rot = static_cast<int64_t>(num("n_rot", 0));
+      rp.freq_base = static_cast<float>(num("freq_base", 10000.0));
+      rp.freq_scale = static_cast<float>(num("freq_scale", 1.0));
+      rp.freq_factors = op.inputs.size() == 3 ? F(op.inputs[2]) : nullptr;
+      return cpu::Rope(F(op.inputs[0]), n, s[1], s[2], reinterpret_cast<const int32_t*>(p[op.inputs[1]]), rp,
+                       F(out));
+    }
+    default:
+      return absl::InternalError("unsupported op in a fused body");
+  }
+}
+
 }  // namespace
 
 struct CpuExecutor::Impl {
@@ -426,7 +520,10 @@ struct CpuExecutor::Impl {
   std::unique_ptr<cpu::ThreadPool> pool;
   Buffer arena;
   std::vector<Buffer> kv_caches;
-  std::vector<Buffer> body_scratch;
+  // One scratch region per thread, shared by all fused bodies (they run one
+  // at a time): scratch_slot_bytes each, allocated once the pool exists.
+  Buffer fused_scratch;
+  int64_t scratch_slot_bytes = 0;
   BoundGraph main;
   std::deque<BoundGraph> bodies;  // a deque: binding nested bodies keeps references valid
   ValueId tokens = -1, positions = -1, logits = -1;
@@ -437,6 +534,7 @@ struct CpuExecutor::Impl {
   absl::Status BindBody(BoundGraph& outer, int op_index, int depth);
   absl::Status Run(BoundGraph& b, int64_t T);
   absl::Status RunOp(BoundGraph& b, int op_index, int64_t T);
+  absl::Status RunBody(BoundGraph& b, int64_t T);
 };
 
 absl::Status CpuExecutor::Impl::BindBody(BoundGraph& outer, int op_index, int depth) {
@@ -471,7 +569,8 @@ absl::Status CpuExecutor::Impl::BindBody(BoundGraph& outer, int op_index, int de
   };
   BoundGraph bound;
   bound.graph = &body;
-  bound.ptr.assign(body.values().size(), nullptr);
+  const int64_t nv = static_cast<int64_t>(body.values().size());
+  bound.ptr.assign(nv, nullptr);
   bound.body_index.assign(body.ops().size(), -1);
   for (size_t i = 0; i < body_inputs.size(); ++i) {
     if (!same_type(op.inputs[i], body_inputs[i])) {
@@ -492,39 +591,147 @@ absl::Status CpuExecutor::Impl::BindBody(BoundGraph& outer, int op_index, int de
     }
     bound.ptr[bo] = outer.ptr[op.outputs[i]];
   }
-  // Intermediate values get scratch of their own, sized for max_tokens.
-  std::vector<int64_t> bytes(body.values().size(), -1);
-  for (ValueId v = 0; v < static_cast<ValueId>(body.values().size()); ++v) {
-    if (bound.ptr[v] != nullptr) continue;
-    absl::StatusOr<int64_t> nb =
-        DTypeBytes(body.value(v).dtype, ir::NumElements(body.value(v).shape, max_tokens));
-    if (!nb.ok()) return err(std::string(nb.status().message()));
-    bytes[v] = *nb;
-  }
+  // The row space (ir/ops.h, kFused), re-derived here rather than trusted, so
+  // that every pointer a chunk forms stays inside its value's buffer.
+  const Shape& s0 = body.value(body.outputs()[0]).shape;
+  if (s0.empty()) return err("output 0 is a scalar; fused outputs are rows");
+  bound.rows = s0[0];
+  bound.row_len = 1;
+  for (size_t d = 1; d < s0.size(); ++d) bound.row_len *= s0[d];
+  enum Role : uint8_t { kUnused, kRow, kPositions, kConstant };
+  std::vector<Role> role(nv, kUnused);
+  auto assign = [&](ValueId v, Role r) -> absl::Status {
+    if (role[v] != kUnused && role[v] != r) {
+      return err(absl::StrCat(ValueDesc(body, v), " is used both as a row value and as a ",
+                              "broadcast or positions operand"));
+    }
+    role[v] = r;
+    return absl::OkStatus();
+  };
+  auto input_only = [&](ValueId v, Role r) -> absl::Status {
+    if (producer[v] >= 0) {
+      return err(absl::StrCat(ValueDesc(body, v), " is a broadcast or positions operand but not a body input"));
+    }
+    return assign(v, r);
+  };
   for (size_t i = 0; i < body.ops().size(); ++i) {
     const Op& bop = body.ops()[i];
     if (absl::Status s = CheckOp(body, bop, /*in_body=*/true); !s.ok()) return s;
+    absl::Status s;
+    switch (bop.kind) {
+      case OpKind::kAdd:
+      case OpKind::kMul:
+        s = assign(bop.inputs[0], kRow);
+        if (s.ok()) {
+          const bool full = body.value(bop.inputs[1]).shape == body.value(bop.inputs[0]).shape;
+          s = full ? assign(bop.inputs[1], kRow) : input_only(bop.inputs[1], kConstant);
+        }
+        break;
+      case OpKind::kSilu:
+      case OpKind::kReshape:
+      case OpKind::kRmsNorm:
+        s = assign(bop.inputs[0], kRow);
+        break;
+      case OpKind::kRope:
+        s = assign(bop.inputs[0], kRow);
+        if (s.ok()) s = input_only(bop.inputs[1], kPositions);
+        if (s.ok() && bop.inputs.size() == 3) s = input_only(bop.inputs[2], kConstant);
+        break;
+      default:
+        return err(absl::StrCat("body op #", i, " (", std::string(ir::OpName(bop.kind)),
+                                ") is not supported in a fused body"));
+    }
+    if (s.ok()) s = assign(bop.outputs[0], kRow);
+    if (!s.ok()) return s;
   }
-  ArenaPlan plan = PlanOwnSlots(bytes);
-  Buffer scratch(plan.arena_bytes);
-  if (!scratch.ok()) return absl::ResourceExhaustedError("fused body scratch allocation failed");
-  for (ValueId v = 0; v < static_cast<ValueId>(body.values().size()); ++v) {
-    if (plan.offsets[v] >= 0) bound.ptr[v] = scratch.data() + plan.offsets[v];
+  for (ValueId bo : body.outputs()) {
+    if (absl::Status s = assign(bo, kRow); !s.ok()) return s;
   }
-  // Views inside the body share their input's buffer, as in the step graph.
-  for (const Op& bop : body.ops()) {
-    if (bop.kind == OpKind::kReshape && !std::count(body.outputs().begin(), body.outputs().end(),
-                                                      bop.outputs[0])) {
-      bound.ptr[bop.outputs[0]] = bound.ptr[bop.inputs[0]];
+  bound.stride.assign(nv, 0);
+  bound.scratch_off.assign(nv, -1);
+  bound.view_of.assign(nv, -1);
+  int64_t scratch_bytes = 0;
+  for (ValueId v = 0; v < static_cast<ValueId>(nv); ++v) {
+    const Value& val = body.value(v);
+    const Shape& s = val.shape;
+    switch (role[v]) {
+      case kUnused:
+        break;
+      case kRow: {
+        int64_t n = 1;
+        for (size_t d = 1; d < s.size(); ++d) n *= s[d];
+        if (s.empty() || s[0] != bound.rows || n != bound.row_len) {
+          return err(absl::StrCat(ValueDesc(body, v), " is not a row value of ",
+                                  ValueDesc(body, body.outputs()[0])));
+        }
+        absl::StatusOr<int64_t> row_bytes = DTypeBytes(val.dtype, bound.row_len);
+        if (!row_bytes.ok()) return err(std::string(row_bytes.status().message()));
+        bound.stride[v] = *row_bytes;
+        break;
+      }
+      case kPositions:
+        if (val.dtype != DType::kI32 || s != Shape{bound.rows}) {
+          return err(absl::StrCat("positions ", ValueDesc(body, v), " must be i32 with one entry per row"));
+        }
+        bound.stride[v] = sizeof(int32_t);
+        break;
+      case kConstant:
+        if (std::count(s.begin(), s.end(), ir::kTokens) != 0) {
+          return err(absl::StrCat("broadcast operand ", ValueDesc(body, v), " must have a static shape"));
+        }
+        break;
     }
   }
-  body_scratch.push_back(std::move(scratch));
+  // Intermediates: reshapes not output are views, the rest get chunk scratch.
+  for (const Op& bop : body.ops()) {
+    const ValueId out = bop.outputs[0];
+    if (bound.ptr[out] != nullptr) continue;
+    if (bop.kind == OpKind::kReshape) {
+      bound.view_of[out] = bop.inputs[0];
+      continue;
+    }
+    bound.scratch_off[out] = scratch_bytes;
+    scratch_bytes += AlignUp(kRowsPerChunk * bound.stride[out]);
+  }
+  scratch_slot_bytes = std::max(scratch_slot_bytes, scratch_bytes);
   outer.body_index[op_index] = static_cast<int>(bodies.size());
   bodies.push_back(std::move(bound));
-  BoundGraph& self = bodies.back();
-  for (size_t i = 0; i < body.ops().size(); ++i) {
-    if (body.ops()[i].kind != OpKind::kFused) continue;
-    if (absl::Status s = BindBody(self, static_cast<int>(i), depth + 1); !s.ok()) return s;
+  return absl::OkStatus();
+}
+
+absl::Status CpuExecutor::Impl::RunBody(BoundGraph& b, int64_t T) {
+  const Graph& g = *b.graph;
+  const int64_t rows = b.rows == ir::kTokens ? T : b.rows;
+  const int64_t n_chunks = (rows + kRowsPerChunk - 1) / kRowsPerChunk;
+  const int64_t n_slots = std::max<int64_t>(
+      1, std::min<int64_t>(pool->num_threads(), rows * b.row_len >= kParallelFusedElems ? n_chunks : 1));
+  std::vector<absl::Status> status(n_slots);
+  // Slot k evaluates chunks [k * n_chunks / n_slots, (k + 1) * n_chunks / n_slots).
+  auto slot_work = [&](int64_t k) -> absl::Status {
+    uint8_t* scratch = fused_scratch.data() + k * scratch_slot_bytes;
+    std::vector<uint8_t*> p(g.values().size(), nullptr);
+    for (int64_t c = k * n_chunks / n_slots; c < (k + 1) * n_chunks / n_slots; ++c) {
+      const int64_t r0 = c * kRowsPerChunk, n = std::min(kRowsPerChunk, rows - r0);
+      for (size_t v = 0; v < p.size(); ++v) {
+        if (b.scratch_off[v] >= 0) {
+          p[v] = scratch + b.scratch_off[v];
+        } else if (b.ptr[v] != nullptr) {
+          p[v] = b.ptr[v] + r0 * b.stride[v];
+        }
+      }
+      for (const Op& op : g.ops()) {
+        if (b.view_of[op.outputs[0]] >= 0) p[op.outputs[0]] = p[b.view_of[op.outputs[0]]];
+        if (absl::Status s = RunBodyOp(g, op, p, n, b.row_len); !s.ok()) return s;
+      }
+    }
+    return absl::OkStatus();
+  };
+  if (n_slots == 1) return slot_work(0);
+  pool->ParallelFor(n_slots, [&](int64_t k0, int64_t k1) {
+    for (int64_t k = k0; k < k1; ++k) status[k] = slot_work(k);
+  });
+  for (const absl::Status& s : status) {
+    if (!s.ok()) return s;
   }
   return absl::OkStatus();
 }
@@ -655,7 +862,11 @@ absl::Status CpuExecutor::Impl::Init(WeightResolver& weights) {
         break;
     }
   }
-  ArenaPlan plan = PlanOwnSlots(arena_bytes);
+  // The graph's memory plan when it has one, else a slot per value.
+  absl::StatusOr<ArenaPlan> planned =
+      g.memory.empty() ? PlanOwnSlots(arena_bytes) : GraphArenaPlan(g, arena_bytes);
+  if (!planned.ok()) return planned.status();
+  const ArenaPlan& plan = *planned;
   arena = Buffer(plan.arena_bytes);
   if (!arena.ok()) return absl::ResourceExhaustedError("CPU backend: arena allocation failed");
   for (ValueId v = 0; v < static_cast<ValueId>(nv); ++v) {
@@ -776,7 +987,7 @@ absl::Status CpuExecutor::Impl::RunOp(BoundGraph& b, int op_index, int64_t T) {
       return absl::OkStatus();
     }
     case OpKind::kFused:
-      return Run(bodies[b.body_index[op_index]], T);
+      return RunBody(bodies[b.body_index[op_index]], T);
   }
   return absl::InternalError("unreachable op kind");
 }
@@ -805,6 +1016,10 @@ absl::StatusOr<std::unique_ptr<CpuExecutor>> CpuExecutor::Create(const ir::Graph
   int threads = opts.threads;
   if (threads <= 0) threads = std::max(1u, std::thread::hardware_concurrency());
   impl->pool = std::make_unique<cpu::ThreadPool>(threads);
+  impl->fused_scratch = Buffer(impl->pool->num_threads() * impl->scratch_slot_bytes);
+  if (!impl->fused_scratch.ok()) {
+    return absl::ResourceExhaustedError("CPU backend: fused body scratch allocation failed");
+  }
   return std::unique_ptr<CpuExecutor>(new CpuExecutor(std::move(impl)));
 }
 
