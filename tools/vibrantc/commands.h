@@ -12,6 +12,7 @@ int RunInspect(const std::vector<std::string>& args);
 int RunTokenize(const std::vector<std::string>& args);
 int RunCompile(const std::vector<std::string>& args);
 int RunDumpIr(const std::vector<std::string>& args);
+int RunSynth(const std::vector<std::string>& args);
 
 }  // namespace vibrant::cli
 

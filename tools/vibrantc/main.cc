@@ -24,6 +24,9 @@ constexpr Command kCommands[] = {
      "          [--kv-type f16|f32] [--all-logits] [--embed-weights]   compile a plan"},
     {"dump-ir", vibrant::cli::RunDumpIr,
      "dump-ir MODEL.gguf|PLAN              the IR graph, as text"},
+    {"synth", vibrant::cli::RunSynth,
+     "synth --preset NAME --type TYPE -o MODEL.gguf [--seed N] [--layers N]\n"
+     "          a random-weight GGUF with a real model's shapes and quantization mix"},
 };
 
 void Usage(FILE* out) {
