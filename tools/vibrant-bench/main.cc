@@ -1,0 +1,706 @@
+// vibrant-bench: prefill and decode throughput of a model, after llama-bench.
+//
+// For each model (a GGUF, compiled here, or a plan from `vibrantc compile`)
+// and thread count: compile (GGUF only, timed), load (timed), then for each
+// test r repetitions, each from an empty KV cache:
+//   ppN  one prompt of N random tokens (in steps of at most max_tokens);
+//        t/s = N / time
+//   tgN  N single-token decode steps at positions 0..N-1; t/s = N / time
+// Reported: mean ± sample standard deviation of t/s over the repetitions (as
+// llama-bench), compile and load time, the peak resident memory of the
+// process (host RSS, which includes the pages of the memory-mapped weights
+// that were read) and, for GPU backends, peak device memory.
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <random>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "absl/types/span.h"
+#include "frontends/gguf/gguf.h"
+#include "frontends/lower/lower.h"
+#include "ir/graph.h"
+#include "ir/serialize.h"
+#include "ir/verifier.h"
+#include "nlohmann/json.hpp"
+#include "runtime/cpu/executor.h"
+#include "runtime/plan.h"
+
+namespace vibrant {
+namespace {
+
+using Json = nlohmann::ordered_json;
+using Clock = std::chrono::steady_clock;
+
+constexpr char kUsage[] =
+    "usage: vibrant-bench -m MODEL [-m MODEL ...] [options]\n"
+    "\n"
+    "Measures prompt processing (ppN) and generation (tgN) throughput, as llama-bench.\n"
+    "\n"
+    "  -m, --model FILE       a GGUF model (compiled here; compile time is reported) or a\n"
+    "                         plan from `vibrantc compile`; repeat for several models\n"
+    "  -p, --n-prompt N,...   prompt lengths to test (default 512; 0 = no pp test)\n"
+    "  -n, --n-gen N,...      generation lengths to test (default 128; 0 = no tg test)\n"
+    "  -r, --repetitions N    repetitions of each test (default 5)\n"
+    "  -t, --threads N,...    CPU threads (default: all cores)\n"
+    "  --device cpu|cuda      backend (default: cpu for a GGUF, the plan's device for a plan)\n"
+    "  --ctx-size N           GGUF only: KV cache length (default: the longest test)\n"
+    "  --max-tokens N         GGUF only: tokens per step (default: the longest prompt);\n"
+    "                         longer prompts are processed in steps of N\n"
+    "  --no-fusion            GGUF only: compile without elementwise fusion\n"
+    "                         (--disable-pass=fuse-elementwise)\n"
+    "  --no-graphs            CUDA: launch kernels one by one, not as CUDA graphs\n"
+    "  --no-warmup            skip the warm-up run before each test\n"
+    "  --seed S               seed of the random prompt tokens (default 42)\n"
+    "  --json                 one JSON document on stdout instead of a markdown table\n"
+    "  -h, --help             this text\n";
+
+struct Args {
+  std::vector<std::string> models;
+  std::vector<int64_t> n_prompt = {512};
+  std::vector<int64_t> n_gen = {128};
+  int reps = 5;
+  std::vector<int> threads;
+  std::string device;  // "" = default
+  int64_t ctx_size = 0;
+  int64_t max_tokens = 0;
+  bool fusion = true;
+  bool graphs = true;
+  bool warmup = true;
+  uint32_t seed = 42;
+  bool json = false;
+  bool help = false;
+};
+
+bool UsageError(const std::string& msg) {
+  std::fprintf(stderr, "vibrant-bench: %s\n%s", msg.c_str(), kUsage);
+  return false;
+}
+
+template <typename T>
+bool ParseList(const std::string& flag, const std::string& v, int64_t min, std::vector<T>* out) {
+  out->clear();
+  for (absl::string_view part : absl::StrSplit(absl::string_view(v.data(), v.size()), ',')) {
+    int64_t x;
+    if (!absl::SimpleAtoi(part, &x) || x < min) {
+      return UsageError(absl::StrCat(flag, ": '", v, "' is not a list of integers >= ", min));
+    }
+    out->push_back(static_cast<T>(x));
+  }
+  return true;
+}
+
+bool ParseArgs(int argc, char** argv, Args* a) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& f = args[i];
+    std::string v;
+    auto value = [&]() {
+      if (i + 1 >= args.size()) return UsageError(f + " needs a value");
+      v = args[++i];
+      return true;
+    };
+    auto int_value = [&](int64_t min, int64_t* out) {
+      if (!value()) return false;
+      if (!absl::SimpleAtoi(v, out) || *out < min) {
+        return UsageError(absl::StrCat(f, ": '", v, "' is not an integer >= ", min));
+      }
+      return true;
+    };
+    if (f == "-h" || f == "--help") {
+      a->help = true;
+      return true;
+    } else if (f == "-m" || f == "--model") {
+      if (!value()) return false;
+      a->models.push_back(v);
+    } else if (f == "-p" || f == "--n-prompt") {
+      if (!value() || !ParseList(f, v, 0, &a->n_prompt)) return false;
+    } else if (f == "-n" || f == "--n-gen") {
+      if (!value() || !ParseList(f, v, 0, &a->n_gen)) return false;
+    } else if (f == "-r" || f == "--repetitions") {
+      int64_t r;
+      if (!int_value(1, &r)) return false;
+      a->reps = static_cast<int>(r);
+    } else if (f == "-t" || f == "--threads") {
+      if (!value() || !ParseList(f, v, 1, &a->threads)) return false;
+    } else if (f == "--device") {
+      if (!value()) return false;
+      if (v != "cpu" && v != "cuda") return UsageError("--device must be cpu or cuda, not '" + v + "'");
+      a->device = v;
+    } else if (f == "--ctx-size" || f == "-c") {
+      if (!int_value(1, &a->ctx_size)) return false;
+    } else if (f == "--max-tokens" || f == "-ub") {
+      if (!int_value(1, &a->max_tokens)) return false;
+    } else if (f == "--no-fusion") {
+      a->fusion = false;
+    } else if (f == "--no-graphs") {
+      a->graphs = false;
+    } else if (f == "--no-warmup") {
+      a->warmup = false;
+    } else if (f == "--seed") {
+      int64_t s;
+      if (!int_value(0, &s)) return false;
+      if (s > 0xFFFFFFFFll) return UsageError("--seed: '" + v + "' is larger than 4294967295");
+      a->seed = static_cast<uint32_t>(s);
+    } else if (f == "--json") {
+      a->json = true;
+    } else if (!f.empty() && f[0] == '-') {
+      return UsageError("unknown option '" + f + "'");
+    } else {
+      return UsageError("unexpected argument '" + f + "' (models are given with -m)");
+    }
+  }
+  if (a->models.empty()) return UsageError("no model given (-m MODEL)");
+  if (a->threads.empty()) {
+    a->threads = {static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))};
+  }
+  return true;
+}
+
+// ---- measurements -----------------------------------------------------------
+
+double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+// Peak resident set size of this process (VmHWM), in bytes; -1 if unknown.
+int64_t PeakRssBytes() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) {
+      std::istringstream ss(line.substr(6));
+      int64_t kb = -1;
+      ss >> kb;
+      return kb < 0 ? -1 : kb * 1024;
+    }
+  }
+  return -1;
+}
+
+// Starts a new peak-RSS measurement (Linux: writing 5 to clear_refs resets
+// VmHWM to the current RSS). Best effort.
+void ResetPeakRss() {
+  std::ofstream out("/proc/self/clear_refs");
+  if (out) out << "5";
+}
+
+struct Stats {
+  double mean = 0, stddev = 0;
+};
+Stats MeanStd(const std::vector<double>& v) {
+  Stats s;
+  if (v.empty()) return s;
+  for (double x : v) s.mean += x;
+  s.mean /= v.size();
+  if (v.size() > 1) {
+    double ss = 0;
+    for (double x : v) ss += (x - s.mean) * (x - s.mean);
+    s.stddev = std::sqrt(ss / (v.size() - 1));  // sample stddev, as llama-bench
+  }
+  return s;
+}
+
+// ---- the model and its compilation -------------------------------------------
+
+struct ModelInfo {
+  std::string path;
+  std::string kind;  // "gguf" or "plan"
+  std::string arch;
+  std::string ftype;  // "Q4_K - Medium", ...
+  uint64_t size_bytes = 0;      // tensor data
+  int64_t n_params = 0;
+  uint64_t decode_weight_bytes = 0;  // weight bytes one decode step reads
+  std::string desc;  // "qwen2 3.1B Q4_K - Medium"
+};
+
+std::string FtypeName(int64_t ftype) {
+  switch (ftype) {
+    case 0: return "all F32";
+    case 1: return "F16";
+    case 2: return "Q4_0";
+    case 3: return "Q4_1";
+    case 7: return "Q8_0";
+    case 8: return "Q5_0";
+    case 9: return "Q5_1";
+    case 10: return "Q2_K - Medium";
+    case 11: return "Q3_K - Small";
+    case 12: return "Q3_K - Medium";
+    case 13: return "Q3_K - Large";
+    case 14: return "Q4_K - Small";
+    case 15: return "Q4_K - Medium";
+    case 16: return "Q5_K - Small";
+    case 17: return "Q5_K - Medium";
+    case 18: return "Q6_K";
+    case 32: return "BF16";
+    default: return absl::StrCat("ftype ", ftype);
+  }
+}
+
+// "0.5B", "3.1B", "8.0B"; "42M" below 100M parameters.
+std::string ParamsLabel(int64_t n) {
+  if (n >= 100000000) return absl::StrFormat("%.1fB", n / 1e9);
+  return absl::StrFormat("%.0fM", n / 1e6);
+}
+
+ModelInfo DescribeModel(const GgufFile& f, const std::string& path, const std::string& kind) {
+  ModelInfo m;
+  m.path = path;
+  m.kind = kind;
+  m.arch = f.Architecture().value_or("?");
+  absl::StatusOr<int64_t> ft = f.GetInt("general.file_type");
+  m.ftype = ft.ok() ? FtypeName(*ft) : "?";
+  const bool tied = f.FindTensor("output.weight") == nullptr;
+  for (const GgufTensorInfo& t : f.tensors()) {
+    m.size_bytes += t.bytes;
+    m.n_params += t.elements();
+    // A decode step reads every weight once, except the embedding table, of
+    // which it reads one row, unless it is also the output projection.
+    if (t.name == "token_embd.weight" && !tied) {
+      m.decode_weight_bytes += t.dims.size() == 2 && t.dims[1] > 0 ? t.bytes / t.dims[1] : 0;
+    } else {
+      m.decode_weight_bytes += t.bytes;
+    }
+  }
+  m.desc = absl::StrCat(m.arch, " ", ParamsLabel(m.n_params), " ", m.ftype);
+  return m;
+}
+
+// The compiler's optimization passes, between lowering and verification.
+// HOOK: run the pass pipeline here (passes::DefaultPipeline(), with
+// "fuse-elementwise" disabled when !fusion) once passes/ provides it, the same
+// way `vibrantc compile` does.
+absl::Status RunCompilerPasses(ir::Graph& graph, const std::string& device, bool fusion) {
+  (void)graph;
+  (void)device;
+  (void)fusion;
+  return absl::OkStatus();
+}
+
+// ---- backends -----------------------------------------------------------------
+
+// What the bench needs of a backend. (runtime/backend.h's Executor, once it
+// lands, provides step/reset for every backend.)
+struct Backend {
+  std::string name;  // "CPU", "CUDA"
+  std::function<absl::StatusOr<absl::Span<const float>>(absl::Span<const int32_t>, int32_t)> step;
+  std::function<void()> reset;
+  // Peak device memory in bytes since creation; empty for host backends.
+  std::function<std::optional<int64_t>()> peak_device_bytes = [] { return std::nullopt; };
+  std::shared_ptr<void> keep_alive;
+};
+
+absl::StatusOr<Backend> CreateBackend(const std::string& device, const ir::Graph& graph,
+                                      const GgufFile& weights_file, int threads, bool graphs) {
+  const GgufFile* file = &weights_file;
+  WeightResolver resolver =
+      [file](const std::string& source) -> absl::StatusOr<absl::Span<const uint8_t>> {
+    const GgufTensorInfo* t = file->FindTensor(source);
+    if (t == nullptr) {
+      return absl::NotFoundError(
+          absl::StrCat(file->path(), ": no tensor '", source, "', which the graph reads"));
+    }
+    return file->TensorData(*t);
+  };
+  if (device == "cpu") {
+    CpuExecutorOptions o;
+    o.threads = threads;
+    absl::StatusOr<std::unique_ptr<CpuExecutor>> exec =
+        CpuExecutor::Create(graph, std::move(resolver), o);
+    if (!exec.ok()) return exec.status();
+    std::shared_ptr<CpuExecutor> e(std::move(*exec));
+    Backend b;
+    b.name = "CPU";
+    b.step = [e](absl::Span<const int32_t> t, int32_t pos) { return e->Step(t, pos); };
+    b.reset = [e] { e->Reset(); };
+    b.keep_alive = e;
+    return b;
+  }
+  // HOOK: the CUDA backend (runtime/cuda). Create its executor here with
+  // CUDA graphs on or off (`graphs`), and report its peak device memory
+  // (cudaMemGetInfo high-water mark or the allocator's) in peak_device_bytes.
+  (void)graphs;
+  return absl::UnimplementedError(
+      absl::StrCat("device '", device, "': this build of vibrant-bench has only the cpu backend"));
+}
+
+// ---- running the tests ----------------------------------------------------------
+
+struct TestResult {
+  std::string name;  // "pp512", "tg128"
+  int64_t n_prompt = 0, n_gen = 0;
+  std::vector<double> seconds;
+  Stats ts;  // tokens per second
+};
+
+struct RunResult {
+  ModelInfo model;
+  std::string backend;
+  std::string device;
+  int threads = 0;
+  std::optional<double> compile_s;
+  double load_s = 0;
+  int64_t n_ctx = 0, max_tokens = 0;
+  int64_t peak_rss = -1;
+  std::optional<int64_t> peak_device;
+  std::vector<TestResult> tests;
+};
+
+std::vector<int32_t> RandomTokens(int64_t n, int64_t n_vocab, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int32_t> d(0, static_cast<int32_t>(n_vocab - 1));
+  std::vector<int32_t> t(n);
+  for (int32_t& x : t) x = d(rng);
+  return t;
+}
+
+absl::Status Prefill(Backend& b, absl::Span<const int32_t> tokens, int64_t max_tokens) {
+  for (size_t done = 0; done < tokens.size();) {
+    const size_t n = std::min<size_t>(tokens.size() - done, static_cast<size_t>(max_tokens));
+    absl::StatusOr<absl::Span<const float>> out =
+        b.step(tokens.subspan(done, n), static_cast<int32_t>(done));
+    if (!out.ok()) return out.status();
+    done += n;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Generate(Backend& b, absl::Span<const int32_t> tokens) {
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    absl::StatusOr<absl::Span<const float>> out =
+        b.step(tokens.subspan(i, 1), static_cast<int32_t>(i));
+    if (!out.ok()) return out.status();
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RunTests(const Args& a, Backend& b, int64_t n_vocab, int64_t max_tokens,
+                      RunResult* r) {
+  struct Test {
+    bool prompt;
+    int64_t n;
+  };
+  std::vector<Test> tests;
+  for (int64_t p : a.n_prompt) {
+    if (p > 0) tests.push_back({true, p});
+  }
+  for (int64_t n : a.n_gen) {
+    if (n > 0) tests.push_back({false, n});
+  }
+  for (const Test& t : tests) {
+    const std::vector<int32_t> tokens = RandomTokens(t.n, n_vocab, a.seed);
+    auto once = [&](int64_t n) {
+      absl::Span<const int32_t> s = absl::Span<const int32_t>(tokens).subspan(0, n);
+      return t.prompt ? Prefill(b, s, max_tokens) : Generate(b, s);
+    };
+    if (a.warmup) {
+      b.reset();
+      if (absl::Status s = once(t.prompt ? std::min(t.n, max_tokens) : 1); !s.ok()) return s;
+    }
+    TestResult tr;
+    tr.name = absl::StrCat(t.prompt ? "pp" : "tg", t.n);
+    (t.prompt ? tr.n_prompt : tr.n_gen) = t.n;
+    std::vector<double> ts;
+    for (int rep = 0; rep < a.reps; ++rep) {
+      b.reset();
+      const auto t0 = Clock::now();
+      if (absl::Status s = once(t.n); !s.ok()) return s;
+      const double sec = Seconds(Clock::now() - t0);
+      tr.seconds.push_back(sec);
+      ts.push_back(sec > 0 ? t.n / sec : 0.0);
+    }
+    tr.ts = MeanStd(ts);
+    r->tests.push_back(std::move(tr));
+  }
+  return absl::OkStatus();
+}
+
+int64_t MetaInt(const ir::Graph& g, const std::string& key) {
+  auto it = g.meta.find(key);
+  if (it == g.meta.end()) return -1;
+  if (const int64_t* v = std::get_if<int64_t>(&it->second)) return *v;
+  return -1;
+}
+
+bool IsPlan(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  char magic[8] = {};
+  in.read(magic, 8);
+  return in.gcount() == 8 && std::equal(magic, magic + 8, kPlanMagic);
+}
+
+// Benchmarks one model at every thread count, appending to `out`.
+absl::Status BenchModel(const Args& a, const std::string& path, std::vector<RunResult>* out) {
+  int64_t longest_prompt = 0, longest = 1;
+  for (int64_t p : a.n_prompt) longest_prompt = std::max(longest_prompt, p);
+  for (int64_t n : a.n_prompt) longest = std::max(longest, n);
+  for (int64_t n : a.n_gen) longest = std::max(longest, n);
+
+  ResetPeakRss();
+  std::unique_ptr<PlanFile> plan;
+  std::unique_ptr<GgufFile> gguf;
+  std::string graph_bytes;  // the compiled graph, serialized as in a plan
+  std::optional<double> compile_s;
+  std::string device = a.device.empty() ? "cpu" : a.device;
+  ModelInfo info;
+
+  const auto t_load0 = Clock::now();
+  if (IsPlan(path)) {
+    absl::StatusOr<std::unique_ptr<PlanFile>> p = PlanFile::Open(path);
+    if (!p.ok()) return p.status();
+    plan = *std::move(p);
+    const std::string plan_device = plan->Option("device", "cpu");
+    if (!a.device.empty() && a.device != plan_device) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": the plan is compiled for device '",
+                                                     plan_device, "', not '", a.device, "'"));
+    }
+    device = plan_device;
+    if (a.ctx_size > 0 || a.max_tokens > 0 || !a.fusion) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          path, ": --ctx-size, --max-tokens and --no-fusion apply when compiling a GGUF; "
+                "a plan is already compiled (recompile it with vibrantc compile)"));
+    }
+    absl::StatusOr<std::unique_ptr<GgufFile>> m = plan->OpenModel();
+    if (!m.ok()) return m.status();
+    gguf = *std::move(m);
+    info = DescribeModel(*gguf, path, "plan");
+  } else {
+    const auto t0 = Clock::now();
+    absl::StatusOr<std::unique_ptr<GgufFile>> m = GgufFile::Open(path);
+    if (!m.ok()) return m.status();
+    gguf = *std::move(m);
+    LowerOptions lo;
+    lo.n_ctx = a.ctx_size > 0 ? a.ctx_size : longest;
+    lo.max_tokens = a.max_tokens > 0 ? a.max_tokens : std::max<int64_t>(1, longest_prompt);
+    absl::StatusOr<ir::Graph> g = LowerGguf(*gguf, lo);
+    if (!g.ok()) return g.status();
+    if (absl::Status s = RunCompilerPasses(*g, device, a.fusion); !s.ok()) return s;
+    if (absl::Status s = ir::Verify(*g); !s.ok()) {
+      return absl::InternalError(absl::StrCat(path, ": the compiled graph does not verify: ",
+                                              s.message()));
+    }
+    graph_bytes = ir::SerializeGraph(*g);
+    compile_s = Seconds(Clock::now() - t0);
+    info = DescribeModel(*gguf, path, "gguf");
+  }
+  const double open_s = Seconds(Clock::now() - t_load0) - compile_s.value_or(0.0);
+
+  for (int threads : a.threads) {
+    RunResult r;
+    r.model = info;
+    r.device = device;
+    r.threads = threads;
+    r.compile_s = compile_s;
+    const auto t0 = Clock::now();
+    absl::StatusOr<ir::Graph> graph =
+        plan != nullptr
+            ? plan->LoadGraph()
+            : ir::DeserializeGraph(absl::Span<const uint8_t>(
+                  reinterpret_cast<const uint8_t*>(graph_bytes.data()), graph_bytes.size()));
+    if (!graph.ok()) return graph.status();
+    absl::StatusOr<Backend> backend = CreateBackend(device, *graph, *gguf, threads, a.graphs);
+    if (!backend.ok()) return backend.status();
+    r.load_s = Seconds(Clock::now() - t0) + open_s;
+    r.backend = backend->name;
+    r.n_ctx = MetaInt(*graph, "n_ctx");
+    r.max_tokens = graph->max_tokens;
+    const int64_t n_vocab = MetaInt(*graph, "n_vocab");
+    if (n_vocab < 1 || r.max_tokens < 1) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": the graph lacks n_vocab/max_tokens"));
+    }
+    if (r.n_ctx < longest) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          path, ": the longest test needs ", longest, " tokens of context, the plan has ",
+          r.n_ctx, " (compile it with a larger --ctx-size)"));
+    }
+    if (absl::Status s = RunTests(a, *backend, n_vocab, r.max_tokens, &r); !s.ok()) return s;
+    r.peak_rss = PeakRssBytes();
+    r.peak_device = backend->peak_device_bytes();
+    out->push_back(std::move(r));
+  }
+  return absl::OkStatus();
+}
+
+// ---- output ----------------------------------------------------------------------
+
+std::string SizeString(uint64_t bytes) {
+  if (bytes >= (uint64_t{1} << 30)) return absl::StrFormat("%.2f GiB", bytes / 1073741824.0);
+  return absl::StrFormat("%.2f MiB", bytes / 1048576.0);
+}
+
+std::string ParamsString(int64_t n) {
+  if (n >= 1000000000) return absl::StrFormat("%.2f B", n / 1e9);
+  return absl::StrFormat("%.2f M", n / 1e6);
+}
+
+std::string CpuName() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("model name", 0) == 0) {
+      size_t c = line.find(':');
+      if (c != std::string::npos) return line.substr(c + 2);
+    }
+  }
+  return "unknown";
+}
+
+void PrintMarkdown(const std::vector<RunResult>& runs) {
+  std::vector<std::vector<std::string>> rows;
+  rows.push_back({"model", "size", "params", "backend", "threads", "test", "t/s"});
+  for (const RunResult& r : runs) {
+    for (const TestResult& t : r.tests) {
+      rows.push_back({r.model.desc, SizeString(r.model.size_bytes), ParamsString(r.model.n_params),
+                      r.backend, absl::StrCat(r.threads), t.name,
+                      absl::StrFormat("%.2f ± %.2f", t.ts.mean, t.ts.stddev)});
+    }
+  }
+  const bool right[] = {false, true, true, false, true, true, true};
+  std::vector<size_t> w(rows[0].size(), 0);
+  for (const auto& row : rows) {
+    for (size_t c = 0; c < row.size(); ++c) {
+      // Display width: count UTF-8 lead bytes ("±" is one column).
+      size_t n = 0;
+      for (char ch : row[c]) n += (static_cast<unsigned char>(ch) & 0xC0) != 0x80;
+      w[c] = std::max(w[c], n);
+    }
+  }
+  auto cell = [&](const std::string& s, size_t c) {
+    size_t n = 0;
+    for (char ch : s) n += (static_cast<unsigned char>(ch) & 0xC0) != 0x80;
+    const std::string pad(w[c] - n, ' ');
+    return right[c] ? pad + s : s + pad;
+  };
+  for (size_t i = 0; i < rows.size(); ++i) {
+    std::string line = "|";
+    for (size_t c = 0; c < rows[i].size(); ++c) absl::StrAppend(&line, " ", cell(rows[i][c], c), " |");
+    std::printf("%s\n", line.c_str());
+    if (i == 0) {
+      std::string rule("|");
+      for (size_t c = 0; c < w.size(); ++c) {
+        std::string dashes(w[c], '-');
+        if (right[c] && !dashes.empty()) dashes.back() = ':';
+        absl::StrAppend(&rule, " ", dashes, " |");
+      }
+      std::printf("%s\n", rule.c_str());
+    }
+  }
+  std::printf("\n");
+  for (const RunResult& r : runs) {
+    std::string line = absl::StrCat(r.model.path, " (", r.backend, ", ", r.threads, " threads): ");
+    if (r.compile_s) absl::StrAppend(&line, absl::StrFormat("compile %.3f s, ", *r.compile_s));
+    absl::StrAppend(&line, absl::StrFormat("load %.3f s, ", r.load_s));
+    absl::StrAppend(&line, "peak host RSS ",
+                    r.peak_rss >= 0 ? SizeString(static_cast<uint64_t>(r.peak_rss)) : "?");
+    if (r.peak_device) absl::StrAppend(&line, ", peak device memory ", SizeString(*r.peak_device));
+    for (const TestResult& t : r.tests) {
+      if (t.n_gen > 0) {
+        absl::StrAppend(&line, absl::StrFormat("; %s reads %s of weights per token = %.1f GB/s",
+                                               t.name, SizeString(r.model.decode_weight_bytes),
+                                               r.model.decode_weight_bytes * t.ts.mean / 1e9));
+      }
+    }
+    std::printf("%s\n", line.c_str());
+  }
+}
+
+void PrintJson(const Args& a, const std::vector<RunResult>& runs) {
+  Json doc = Json::object();
+  doc["vibrant_bench_version"] = 1;
+  doc["host"] = {{"cpu", CpuName()},
+                 {"hardware_threads", std::thread::hardware_concurrency()}};
+  doc["params"] = {{"n_prompt", a.n_prompt}, {"n_gen", a.n_gen},       {"repetitions", a.reps},
+                   {"fusion", a.fusion},     {"cuda_graphs", a.graphs}, {"warmup", a.warmup},
+                   {"seed", a.seed}};
+  Json jr = Json::array();
+  for (const RunResult& r : runs) {
+    Json j = Json::object();
+    j["model"] = {{"path", r.model.path},
+                  {"kind", r.model.kind},
+                  {"arch", r.model.arch},
+                  {"ftype", r.model.ftype},
+                  {"desc", r.model.desc},
+                  {"size_bytes", r.model.size_bytes},
+                  {"n_params", r.model.n_params},
+                  {"decode_weight_bytes", r.model.decode_weight_bytes}};
+    j["backend"] = r.backend;
+    j["device"] = r.device;
+    j["threads"] = r.threads;
+    j["n_ctx"] = r.n_ctx;
+    j["max_tokens"] = r.max_tokens;
+    j["compile_s"] = r.compile_s ? Json(*r.compile_s) : Json(nullptr);
+    j["load_s"] = r.load_s;
+    j["peak_host_rss_bytes"] = r.peak_rss >= 0 ? Json(r.peak_rss) : Json(nullptr);
+    j["peak_device_bytes"] = r.peak_device ? Json(*r.peak_device) : Json(nullptr);
+    Json tests = Json::array();
+    for (const TestResult& t : r.tests) {
+      std::vector<int64_t> ns;
+      std::vector<double> ts;
+      for (double s : t.seconds) {
+        ns.push_back(static_cast<int64_t>(std::llround(s * 1e9)));
+        ts.push_back(s > 0 ? (t.n_prompt + t.n_gen) / s : 0.0);
+      }
+      std::vector<double> secs = t.seconds;
+      Stats sec = MeanStd(secs);
+      Json jt = {{"test", t.name},
+                 {"n_prompt", t.n_prompt},
+                 {"n_gen", t.n_gen},
+                 {"avg_ts", t.ts.mean},
+                 {"stddev_ts", t.ts.stddev},
+                 {"avg_ns", static_cast<int64_t>(std::llround(sec.mean * 1e9))},
+                 {"stddev_ns", static_cast<int64_t>(std::llround(sec.stddev * 1e9))},
+                 {"samples_ns", ns},
+                 {"samples_ts", ts}};
+      if (t.n_gen > 0) {
+        jt["decode_weight_gbps"] = r.model.decode_weight_bytes * t.ts.mean / 1e9;
+      }
+      tests.push_back(std::move(jt));
+    }
+    j["tests"] = std::move(tests);
+    jr.push_back(std::move(j));
+  }
+  doc["runs"] = std::move(jr);
+  std::printf("%s\n", doc.dump(2).c_str());
+}
+
+}  // namespace
+}  // namespace vibrant
+
+int main(int argc, char** argv) {
+  vibrant::Args args;
+  if (!vibrant::ParseArgs(argc, argv, &args)) return 2;
+  if (args.help) {
+    std::fputs(vibrant::kUsage, stdout);
+    return 0;
+  }
+  std::vector<vibrant::RunResult> runs;
+  for (const std::string& m : args.models) {
+    if (!args.json) std::fprintf(stderr, "vibrant-bench: %s ...\n", m.c_str());
+    absl::Status s = vibrant::BenchModel(args, m, &runs);
+    if (!s.ok()) {
+      std::fprintf(stderr, "vibrant-bench: %s\n", std::string(s.message()).c_str());
+      return 1;
+    }
+  }
+  if (args.json) {
+    vibrant::PrintJson(args, runs);
+  } else {
+    vibrant::PrintMarkdown(runs);
+  }
+  return 0;
+}
