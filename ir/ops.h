@@ -63,8 +63,9 @@ enum class OpKind : uint8_t {
   //   order are the op's inputs, same dtype and shape) and whose outputs() are
   //   the op's outputs (one or more). Value semantics: each body op means what
   //   it means in a step graph, evaluated in body order; a backend may
-  //   evaluate in any order that gives those values (the CPU evaluates body
-  //   ops one by one with its kernels, so fused == unfused bit for bit).
+  //   evaluate in any order that gives those values (the CPU runs the body
+  //   ops in order on chunks of rows with the unfused ops' kernels, so fused
+  //   == unfused bit for bit).
   //   Iteration space, so that codegen can emit ONE kernel: the op works on
   //   N rows of R elements, N = output 0's outer dim (T or static), R = the
   //   product of its other dims (1 for rank 1). Every body value is a
