@@ -46,8 +46,7 @@ bool IsKnownKind(uint32_t kind) {
          kind <= static_cast<uint32_t>(PlanSectionKind::kKernels);
 }
 bool IsReservedKind(uint32_t kind) {
-  return kind == static_cast<uint32_t>(PlanSectionKind::kMemoryPlan) ||
-         kind == static_cast<uint32_t>(PlanSectionKind::kKernels);
+  return kind == static_cast<uint32_t>(PlanSectionKind::kMemoryPlan);
 }
 
 absl::Span<const uint8_t> AsBytes(const std::string& s) {
@@ -156,6 +155,10 @@ absl::Status WritePlan(const std::string& path, const PlanContents& contents) {
         {static_cast<uint32_t>(PlanSectionKind::kModelRef), 0, AsBytes(model_ref_bytes)});
   }
   sections.push_back({static_cast<uint32_t>(PlanSectionKind::kGraph), 0, AsBytes(contents.graph)});
+  if (contents.kernels.has_value()) {
+    sections.push_back(
+        {static_cast<uint32_t>(PlanSectionKind::kKernels), 0, AsBytes(*contents.kernels)});
+  }
   for (const auto& [kind, flags, bytes] : contents.extra_sections) {
     sections.push_back({kind, flags, AsBytes(bytes)});
   }
@@ -422,12 +425,14 @@ absl::Status PlanFile::Parse() {
   const Entry* options = nullptr;
   const Entry* model_ref = nullptr;
   const Entry* embedded = nullptr;
+  const Entry* kernels = nullptr;
   for (const Entry& e : known) {
     switch (static_cast<PlanSectionKind>(e.kind)) {
       case PlanSectionKind::kGraph: graph = &e; break;
       case PlanSectionKind::kOptions: options = &e; break;
       case PlanSectionKind::kModelRef: model_ref = &e; break;
       case PlanSectionKind::kEmbeddedGguf: embedded = &e; break;
+      case PlanSectionKind::kKernels: kernels = &e; break;
       default: break;
     }
   }
@@ -443,6 +448,7 @@ absl::Status PlanFile::Parse() {
         model_ref == nullptr ? "neither" : "both"));
   }
   graph_ = data_.subspan(graph->offset, graph->size);
+  if (kernels != nullptr) kernels_ = data_.subspan(kernels->offset, kernels->size);
 
   // OPTIONS: "key=value\n" lines.
   {

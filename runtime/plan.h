@@ -28,7 +28,10 @@
 //   MODEL_REF      where the weights are: u64 file size, u64 fingerprint,
 //                  u32 path length, the absolute path (UTF-8, no terminator).
 //   EMBEDDED_GGUF  the whole GGUF file, byte for byte.
-//   MEMORY_PLAN, KERNELS: reserved for the memory planner and codegen.
+//   KERNELS        compiled GPU kernels (codegen/kernel_bundle.h: CUBIN + PTX
+//                  for one architecture and the hash of their source); plans
+//                  for the cuda device carry it.
+//   MEMORY_PLAN    reserved.
 // A plan has GRAPH and OPTIONS, and exactly one of MODEL_REF and
 // EMBEDDED_GGUF.
 //
@@ -79,7 +82,7 @@ enum class PlanSectionKind : uint32_t {
   kEmbeddedGguf = 3,
   kOptions = 4,
   kMemoryPlan = 5,  // reserved
-  kKernels = 6,     // reserved
+  kKernels = 6,
 };
 // "GRAPH", "MODEL_REF", ..., or "kind 77" for a kind this build does not know.
 std::string PlanSectionName(uint32_t kind);
@@ -115,6 +118,8 @@ struct PlanContents {
   // the caller until WritePlan returns).
   std::optional<ModelRef> model_ref;
   std::optional<absl::Span<const uint8_t>> embedded_gguf;
+  // The KERNELS section's bytes, when the plan carries compiled kernels.
+  std::optional<std::string> kernels;
   // Extra raw sections (kind, flags, bytes), written after the others. For
   // tests of forward compatibility and for later section kinds.
   std::vector<std::tuple<uint32_t, uint32_t, std::string>> extra_sections;
@@ -152,6 +157,9 @@ class PlanFile {
     return embedded_gguf_;
   }
 
+  // The KERNELS section's bytes; empty when the plan has none.
+  absl::Span<const uint8_t> kernels() const { return kernels_; }
+
   // Deserializes the GRAPH section.
   absl::StatusOr<ir::Graph> LoadGraph() const;
   // Opens the model: the embedded GGUF (parsed in place; this PlanFile must
@@ -172,6 +180,7 @@ class PlanFile {
   PlanOptions options_;
   std::optional<ModelRef> model_ref_;
   std::optional<absl::Span<const uint8_t>> embedded_gguf_;
+  absl::Span<const uint8_t> kernels_;
 };
 
 }  // namespace vibrant

@@ -292,6 +292,21 @@ TEST_F(PlanTest, RandomMultiByteCorruptionNeverCrashes) {
   }
 }
 
+TEST_F(PlanTest, KernelsSectionRoundTrips) {
+  PlanContents c = ReferencedContents();
+  std::string file = WriteAndRead(c);
+  absl::StatusOr<std::unique_ptr<PlanFile>> p = PlanFile::FromBuffer("plan.bin", Bytes(file));
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_TRUE((*p)->kernels().empty());
+  c.kernels = std::string("VBKERNEL\0bytes", 14);
+  file = WriteAndRead(c);
+  p = PlanFile::FromBuffer("plan.bin", Bytes(file));
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>((*p)->kernels().data()),
+                        (*p)->kernels().size()),
+            *c.kernels);
+}
+
 TEST_F(PlanTest, UnknownFormatVersion) {
   std::string file = WriteAndRead(ReferencedContents());
   file[8] = 2;

@@ -2,7 +2,10 @@
 // generates text, streaming each token to stdout as it is produced.
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <functional>
+#include <optional>
 #include <cstdio>
 #include <fstream>
 #include <memory>
@@ -20,9 +23,14 @@
 #include "frontends/tokenizer/tokenizer.h"
 #include "ir/graph.h"
 #include "nlohmann/json.hpp"
+#include "runtime/backend.h"
 #include "runtime/cpu/executor.h"
 #include "runtime/plan.h"
 #include "runtime/sampler.h"
+#ifdef VIBRANT_WITH_CUDA
+#include "codegen/kernel_bundle.h"
+#include "runtime/cuda/executor.h"
+#endif
 
 namespace vibrant {
 namespace {
@@ -46,6 +54,10 @@ constexpr char kUsage[] =
     "                      0 = off)\n"
     "  --seed S            random seed (default -1 = random)\n"
     "  -t, --threads N     CPU threads (default: all cores)\n"
+    "  --verify[=TOL]      cuda plans: run the prompt and the first generated token op by\n"
+    "                      op, compare every op's GPU output with the CPU reference kernels\n"
+    "                      on the same inputs, report the ops to stderr and name the first\n"
+    "                      one whose relative error exceeds TOL (default 1e-3); exit 3 if any\n"
     "  --json              one JSON object per line instead of text:\n"
     "                      {\"prompt_tokens\":[...]}, then {\"id\":N,\"piece\":\"...\"} per\n"
     "                      generated token, then {\"summary\":{...}}\n";
@@ -60,6 +72,8 @@ struct RunArgs {
   int threads = 0;
   bool json = false;
   bool help = false;
+  bool verify = false;
+  double verify_tol = 1e-3;
 };
 
 bool UsageError(const std::string& msg) {
@@ -121,6 +135,14 @@ bool ParseArgs(int argc, char** argv, RunArgs* out) {
       }
     } else if (a == "--json") {
       out->json = true;
+    } else if (a == "--verify" || a.rfind("--verify=", 0) == 0) {
+      out->verify = true;
+      if (a.size() > 9) {
+        v = a.substr(9);
+        if (!absl::SimpleAtod(v, &out->verify_tol) || !(out->verify_tol >= 0)) {
+          return bad_value("a tolerance >= 0");
+        }
+      }
     } else if (!a.empty() && a[0] == '-') {
       return UsageError("unknown option '" + a + "'");
     } else if (out->plan.empty()) {
@@ -158,7 +180,7 @@ void WriteJsonLine(const nlohmann::json& j) {
   std::fflush(stdout);
 }
 
-absl::Status Run(const RunArgs& args) {
+absl::Status Run(const RunArgs& args, bool* verify_failed) {
   std::string prompt = args.prompt;
   if (!args.prompt_file.empty()) {
     std::ifstream in(args.prompt_file, std::ios::binary);
@@ -172,10 +194,19 @@ absl::Status Run(const RunArgs& args) {
   absl::StatusOr<std::unique_ptr<PlanFile>> plan = PlanFile::Open(args.plan);
   if (!plan.ok()) return plan.status();
   const std::string device = (*plan)->Option("device", "cpu");
-  if (device != "cpu") {
+  if (device != "cpu" && device != "cuda") {
     return absl::UnimplementedError(
-        absl::StrCat(args.plan, ": compiled for device '", device,
-                     "', but this build of vibrant-run has only the cpu backend"));
+        absl::StrCat(args.plan, ": compiled for device '", device, "', which this build does not know"));
+  }
+#ifndef VIBRANT_WITH_CUDA
+  if (device == "cuda") {
+    return absl::UnimplementedError(absl::StrCat(
+        args.plan, ": compiled for device 'cuda', but this build of vibrant-run has no CUDA "
+        "backend (recompile the plan with --device cpu)"));
+  }
+#endif
+  if (args.verify && device != "cuda") {
+    return absl::InvalidArgumentError("--verify compares the GPU with the CPU: it needs a cuda plan");
   }
   absl::StatusOr<ir::Graph> graph = (*plan)->LoadGraph();
   if (!graph.ok()) return graph.status();
@@ -219,11 +250,67 @@ absl::Status Run(const RunArgs& args) {
     }
     return gguf->TensorData(*t);
   };
-  CpuExecutorOptions exec_opts;
-  exec_opts.threads = args.threads;
-  absl::StatusOr<std::unique_ptr<CpuExecutor>> exec =
-      CpuExecutor::Create(*graph, std::move(weights), exec_opts);
+  absl::StatusOr<std::unique_ptr<Executor>> exec;
+  // Set for --verify: steps that run op by op against the CPU reference.
+  std::function<absl::StatusOr<absl::Span<const float>>(absl::Span<const int32_t>, int32_t)>
+      verify_step;
+  int verify_failures = 0;
+  if (device == "cpu") {
+    CpuExecutorOptions exec_opts;
+    exec_opts.threads = args.threads;
+    exec = CreateCpuBackend(*graph, std::move(weights), exec_opts);
+  }
+#ifdef VIBRANT_WITH_CUDA
+  std::optional<codegen::KernelBundle> bundle;
+  if (device == "cuda") {
+    CudaExecutorOptions cuda_opts;
+    if (!(*plan)->kernels().empty()) {
+      absl::StatusOr<codegen::KernelBundle> b =
+          codegen::ParseKernelBundle((*plan)->kernels(), args.plan + ": section KERNELS");
+      if (!b.ok()) return b.status();
+      bundle = *std::move(b);
+      cuda_opts.kernels = &*bundle;
+    }
+    absl::StatusOr<std::unique_ptr<CudaExecutor>> cuda =
+        CudaExecutor::Create(*graph, std::move(weights), cuda_opts);
+    if (!cuda.ok()) return cuda.status();
+    std::fprintf(stderr, "vibrant-run: %s\n", (*cuda)->Describe().c_str());
+    if (args.verify) {
+      CudaExecutor* c = cuda->get();
+      verify_step = [c, &args, &verify_failures](absl::Span<const int32_t> ids, int32_t pos0)
+          -> absl::StatusOr<absl::Span<const float>> {
+        absl::StatusOr<VerifyReport> r = c->VerifyStep(ids, pos0, args.verify_tol);
+        if (!r.ok()) return r.status();
+        double worst = 0;
+        for (const VerifyOpResult& o : r->ops) {
+          worst = std::max(worst, o.rel_err);
+          if (!o.ok) {
+            ++verify_failures;
+            std::fprintf(stderr, "verify: MISMATCH %s: rel err %.3g (max |diff| %.3g, max |cpu| %.3g)\n",
+                         o.desc.c_str(), o.rel_err, o.max_abs, o.ref_max);
+          }
+        }
+        std::fprintf(stderr, "verify: step of %zu tokens at position %d: %zu op outputs, worst rel err %.3g%s%s\n",
+                     ids.size(), pos0, r->ops.size(), worst,
+                     r->first_bad >= 0 ? "; first mismatch: " : "",
+                     r->first_bad >= 0 ? r->ops[r->first_bad].desc.c_str() : "");
+        return r->logits;
+      };
+    }
+    exec = std::unique_ptr<Executor>(std::move(*cuda));
+  }
+#endif
   if (!exec.ok()) return exec.status();
+  // With --verify, the prompt and the first generated token run op by op.
+  int verify_steps_left = args.verify ? -1 : 0;  // -1: every prefill step, then one decode
+  auto step = [&](absl::Span<const int32_t> ids, int32_t pos0, bool decode)
+      -> absl::StatusOr<absl::Span<const float>> {
+    if (verify_step && verify_steps_left != 0) {
+      if (decode) verify_steps_left = 0;
+      return verify_step(ids, pos0);
+    }
+    return (*exec)->Step(ids, pos0);
+  };
 
   if (args.json) WriteJsonLine({{"prompt_tokens", *tokens}});
 
@@ -243,7 +330,7 @@ absl::Status Run(const RunArgs& args) {
   for (size_t done = 0; done < prompt_ids.size();) {
     size_t n = std::min<size_t>(prompt_ids.size() - done, static_cast<size_t>(max_tokens));
     absl::StatusOr<absl::Span<const float>> out =
-        (*exec)->Step(prompt_ids.subspan(done, n), static_cast<int32_t>(done));
+        step(prompt_ids.subspan(done, n), static_cast<int32_t>(done), /*decode=*/false);
     if (!out.ok()) return out.status();
     logits = *out;
     done += n;
@@ -278,7 +365,7 @@ absl::Status Run(const RunArgs& args) {
     }
     const int32_t next[1] = {*id};
     absl::StatusOr<absl::Span<const float>> out =
-        (*exec)->Step(absl::Span<const int32_t>(next, 1), static_cast<int32_t>(pos));
+        step(absl::Span<const int32_t>(next, 1), static_cast<int32_t>(pos), /*decode=*/true);
     if (!out.ok()) return out.status();
     logits = *out;
     ++pos;
@@ -308,6 +395,13 @@ absl::Status Run(const RunArgs& args) {
     if (!sampler->greedy()) absl::StrAppend(&line, " | seed ", sampler->seed());
     std::fprintf(stderr, "%s\n", line.c_str());
   }
+  if (verify_failures > 0) {
+    *verify_failed = true;
+    return absl::Status(absl::StatusCode::kDataLoss,
+                        absl::StrCat("--verify: ", verify_failures,
+                                     " op outputs differ from the CPU reference beyond ",
+                                     args.verify_tol));
+  }
   return absl::OkStatus();
 }
 
@@ -321,11 +415,12 @@ int main(int argc, char** argv) {
     std::fputs(vibrant::kUsage, stdout);
     return 0;
   }
-  absl::Status st = vibrant::Run(args);
+  bool verify_failed = false;
+  absl::Status st = vibrant::Run(args, &verify_failed);
   if (!st.ok()) {
     std::fflush(stdout);
     std::fprintf(stderr, "vibrant-run: %s\n", std::string(st.message()).c_str());
-    return 1;
+    return verify_failed ? 3 : 1;
   }
   return 0;
 }

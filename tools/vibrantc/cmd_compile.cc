@@ -1,5 +1,6 @@
 // vibrantc compile: GGUF -> IR -> passes -> verified graph -> plan.bin.
 #include <cstdio>
+#include <iostream>
 #include <map>
 #include <memory>
 #include <string>
@@ -8,13 +9,22 @@
 #include "absl/status/status.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "frontends/gguf/gguf.h"
 #include "frontends/lower/lower.h"
+#include "passes/pass.h"
+#include "passes/stats.h"
 #include "ir/graph.h"
 #include "ir/serialize.h"
 #include "ir/verifier.h"
 #include "runtime/plan.h"
 #include "tools/vibrantc/commands.h"
+#ifdef VIBRANT_WITH_CUDA
+#include "codegen/kernel_bundle.h"
+#include "codegen/kernel_source.h"
+#include "codegen/nvrtc.h"
+#include "runtime/cuda/device.h"
+#endif
 
 namespace vibrant::cli {
 namespace {
@@ -23,22 +33,86 @@ constexpr char kCompileUsage[] =
     "usage: vibrantc compile MODEL.gguf -o PLAN [options]\n"
     "  -o, --output PLAN      the plan file to write\n"
     "  --device cpu|cuda|auto backend the plan targets (default auto = cpu for now)\n"
+    "  --arch sm_NN           GPU architecture of a cuda plan's kernels (default: the\n"
+    "                         local GPU's, or sm_90 without one); the plan also carries\n"
+    "                         PTX, which newer GPUs compile at load\n"
     "  --ctx-size N           KV cache length in tokens (default: min(the model's, 4096))\n"
     "  --max-tokens N         tokens per step; longer prompts are prefilled in chunks\n"
     "                         of N (default 512)\n"
     "  --kv-type f16|f32      KV cache element type (default f16, as llama.cpp)\n"
     "  --all-logits           output logits for every token of a step, not just the last\n"
     "  --embed-weights        copy the GGUF into the plan (self-contained); by default\n"
-    "                         the plan references the GGUF by absolute path and fingerprint\n";
+    "                         the plan references the GGUF by absolute path and fingerprint\n"
+    "passes (passes/pass.h; the default pipeline is dce, assign-devices,\n"
+    "fuse-elementwise, dce, repack-weights, plan-memory):\n"
+    "  --print-ir-after-all   print the IR after every pass (to stderr)\n"
+    "  --print-ir-after=PASS  print the IR after PASS (repeatable)\n"
+    "  --time-passes          print each pass's time (to stderr)\n"
+    "  --disable-pass=PASS    skip an optional pass (repeatable)\n"
+    "  --explain-devices      say which device runs each op and why (to stderr)\n"
+    "  --no-verify-each       do not verify the IR after every pass\n"
+    "  --shapes SPEC          compile a model from its shapes alone, without a GGUF or\n"
+    "                         weights, and report; writes no plan. SPEC: key=value,...\n"
+    "                         with keys arch (llama|qwen2), n_layer, n_embd, n_head,\n"
+    "                         n_head_kv, head_dim, n_ff, n_vocab, n_ctx_train, rope_base,\n"
+    "                         eps, tied (0|1), qkv_bias (0|1), type (matrix dtype)\n";
 
 struct CompileArgs {
   std::string model;
   std::string output;
   std::string device = "auto";
+  std::string arch;  // empty: the local GPU's, else sm_90
   LowerOptions lower;
   bool embed_weights = false;
   bool help = false;
+  passes::PipelineOptions pipeline;
+  bool explain_devices = false;
+  std::string shapes;  // --shapes SPEC
 };
+
+// --shapes SPEC: "arch=qwen2,n_layer=36,..." (see the usage).
+absl::StatusOr<TransformerSpec> ParseShapesSpec(const std::string& text) {
+  TransformerSpec spec;
+  spec.name = "--shapes";
+  bool bias_given = false;
+  for (absl::string_view item : absl::StrSplit(text, ',', absl::SkipEmpty())) {
+    const std::vector<std::string> kv = absl::StrSplit(item, absl::MaxSplits('=', 1));
+    if (kv.size() != 2) return absl::InvalidArgumentError(absl::StrCat("--shapes: '", item, "' is not key=value"));
+    const std::string& k = kv[0];
+    const std::string& v = kv[1];
+    int64_t* ints[] = {&spec.n_layer, &spec.n_embd, &spec.n_head, &spec.n_head_kv, &spec.head_dim,
+                       &spec.n_ff, &spec.n_vocab, &spec.n_ctx_train};
+    const char* int_keys[] = {"n_layer", "n_embd", "n_head", "n_head_kv", "head_dim", "n_ff", "n_vocab", "n_ctx_train"};
+    bool done = false;
+    for (size_t i = 0; i < std::size(int_keys); ++i) {
+      if (k != int_keys[i]) continue;
+      if (!absl::SimpleAtoi(v, ints[i]) || *ints[i] < 0) {
+        return absl::InvalidArgumentError(absl::StrCat("--shapes: ", k, "='", v, "' is not a count"));
+      }
+      done = true;
+    }
+    if (done) continue;
+    if (k == "arch") {
+      spec.arch = v;
+    } else if (k == "rope_base" || k == "eps") {
+      if (!absl::SimpleAtod(v, k == "eps" ? &spec.rms_eps : &spec.rope_freq_base)) {
+        return absl::InvalidArgumentError(absl::StrCat("--shapes: ", k, "='", v, "' is not a number"));
+      }
+    } else if (k == "tied" || k == "qkv_bias") {
+      if (v != "0" && v != "1") return absl::InvalidArgumentError(absl::StrCat("--shapes: ", k, " must be 0 or 1"));
+      (k == "tied" ? spec.tied_embeddings : spec.qkv_bias) = v == "1";
+      bias_given = bias_given || k == "qkv_bias";
+    } else if (k == "type") {
+      absl::StatusOr<DType> t = DTypeFromName(v);
+      if (!t.ok()) return absl::InvalidArgumentError(absl::StrCat("--shapes: type: ", t.status().message()));
+      spec.matrix_type = *t;
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat("--shapes: unknown key '", k, "'"));
+    }
+  }
+  if (!bias_given) spec.qkv_bias = spec.arch == "qwen2";
+  return spec;
+}
 
 // Parses the arguments; on a usage error prints it and returns false.
 bool ParseCompileArgs(const std::vector<std::string>& args, CompileArgs* out) {
@@ -68,6 +142,8 @@ bool ParseCompileArgs(const std::vector<std::string>& args, CompileArgs* out) {
       if (out->device != "cpu" && out->device != "cuda" && out->device != "auto") {
         return usage_error("--device must be cpu, cuda or auto, not '" + out->device + "'");
       }
+    } else if (a == "--arch") {
+      if (!value(&out->arch)) return usage_error(a + " needs a value");
     } else if (a == "--ctx-size" || a == "-c") {
       if (!int_value(&out->lower.n_ctx, 0)) return false;
     } else if (a == "--max-tokens") {
@@ -86,6 +162,20 @@ bool ParseCompileArgs(const std::vector<std::string>& args, CompileArgs* out) {
       out->lower.all_logits = true;
     } else if (a == "--embed-weights") {
       out->embed_weights = true;
+    } else if (a == "--print-ir-after-all") {
+      out->pipeline.print_after_all = true;
+    } else if (a.rfind("--print-ir-after=", 0) == 0) {
+      out->pipeline.print_after.insert(a.substr(std::string("--print-ir-after=").size()));
+    } else if (a == "--time-passes") {
+      out->pipeline.time_passes = true;
+    } else if (a.rfind("--disable-pass=", 0) == 0) {
+      out->pipeline.disabled.insert(a.substr(std::string("--disable-pass=").size()));
+    } else if (a == "--explain-devices") {
+      out->explain_devices = true;
+    } else if (a == "--no-verify-each") {
+      out->pipeline.verify_each = false;
+    } else if (a == "--shapes") {
+      if (!value(&out->shapes)) return usage_error(a + " needs a value");
     } else if (a == "-h" || a == "--help") {
       out->help = true;
       return true;
@@ -97,17 +187,80 @@ bool ParseCompileArgs(const std::vector<std::string>& args, CompileArgs* out) {
       return usage_error("unexpected argument '" + a + "'");
     }
   }
+  if (!out->shapes.empty()) {
+    if (!out->model.empty() || !out->output.empty()) {
+      return usage_error("--shapes compiles shapes alone: no MODEL.gguf, no -o");
+    }
+    return true;
+  }
   if (out->model.empty()) return usage_error("no model given");
   if (out->output.empty()) return usage_error("no output given (-o PLAN)");
   return true;
 }
 
-// The optimization passes (fusion, device placement, memory planning) run
-// here, between lowering and verification, once they exist.
-absl::Status RunPasses(ir::Graph& graph, const CompileArgs& args) {
-  (void)graph;
-  (void)args;
-  return absl::OkStatus();
+// What the passes did, for the report.
+struct PassReport {
+  passes::GraphStats before, after;
+};
+
+// The optimization passes (passes/pass.h: DefaultPipeline), between lowering
+// and writing the plan. IR dumps, timings and device explanations go to stderr.
+absl::Status RunPasses(ir::Graph& graph, const CompileArgs& args, PassReport* report) {
+  passes::PassContext ctx;
+  ctx.device = args.device == "cpu"    ? passes::DevicePolicy::kCpu
+               : args.device == "cuda" ? passes::DevicePolicy::kCuda
+                                       : passes::DevicePolicy::kAuto;
+#ifdef VIBRANT_WITH_CUDA
+  ctx.cuda_supports = [&graph](const ir::Op& op) { return codegen::CheckCudaSupportsOp(graph, op).ok(); };
+#endif
+  ctx.explain_devices = args.explain_devices;
+  report->before = passes::ComputeGraphStats(graph);
+  absl::Status s = passes::DefaultPipeline().Run(graph, ctx, args.pipeline, std::cerr);
+  for (const std::string& note : ctx.notes) std::fprintf(stderr, "%s\n", note.c_str());
+  report->after = passes::ComputeGraphStats(graph);
+  return s;
+}
+
+// "pipeline: 167 ops -> 170 ops, 150 kernels per step (+3 copies)" and the
+// memory plan against one slot per activation.
+void PrintPassReport(const ir::Graph& g, const PassReport& r) {
+  const passes::GraphStats& a = r.after;
+  std::printf("pipeline: %d ops -> %d ops (%d fused); %d kernels per step", r.before.ops, a.ops, a.fused,
+              a.kernels);
+  if (a.copies > 0) std::printf(" (+%d copies)", a.copies);
+  std::printf("\n");
+  if (g.memory.empty()) return;
+  std::string per_device;
+  for (const auto& [device, mem] : g.memory) {
+    absl::StrAppend(&per_device, per_device.empty() ? "" : ", ", std::string(ir::DeviceName(device)), " ",
+                    mem.arena_bytes);
+  }
+  const double saved = a.activation_bytes > 0 ? 100.0 * (1.0 - double(a.arena_bytes) / a.activation_bytes) : 0;
+  std::printf("memory: arena %lld bytes vs %lld bytes of activations (%.1f%% saved) [%s]; "
+              "KV caches %lld bytes; at max_tokens %lld\n",
+              static_cast<long long>(a.arena_bytes), static_cast<long long>(a.activation_bytes), saved,
+              per_device.c_str(), static_cast<long long>(a.kv_bytes), static_cast<long long>(g.max_tokens));
+}
+
+// --shapes: lower from hyperparameters alone, run the passes, report.
+int CompileShapes(const CompileArgs& a) {
+  absl::StatusOr<TransformerSpec> spec = ParseShapesSpec(a.shapes);
+  if (!spec.ok()) {
+    std::fprintf(stderr, "vibrantc compile: %s\n", std::string(spec.status().message()).c_str());
+    return 2;
+  }
+  absl::StatusOr<ir::Graph> graph = LowerShapes(ShapesFromSpec(*spec), a.lower);
+  PassReport report;
+  absl::Status st = graph.ok() ? RunPasses(*graph, a, &report) : graph.status();
+  if (!st.ok()) {
+    std::fprintf(stderr, "vibrantc compile: %s\n", std::string(st.message()).c_str());
+    return 1;
+  }
+  std::printf("%s %lld layers, d %lld: %zu ops, %zu values, max_tokens %lld (shapes only, no plan written)\n",
+              spec->arch.c_str(), static_cast<long long>(spec->n_layer), static_cast<long long>(spec->n_embd),
+              graph->ops().size(), graph->values().size(), static_cast<long long>(graph->max_tokens));
+  PrintPassReport(*graph, report);
+  return 0;
 }
 
 int64_t MetaInt(const ir::Graph& g, const std::string& key, int64_t dflt) {
@@ -144,18 +297,25 @@ int RunCompile(const std::vector<std::string>& args) {
     std::fputs(kCompileUsage, stdout);
     return 0;
   }
+#ifndef VIBRANT_WITH_CUDA
   if (a.device == "cuda") {
     std::fprintf(stderr,
-                 "vibrantc compile: the CUDA backend is not built yet; use --device cpu\n");
+                 "vibrantc compile: this build has no CUDA backend (no CUDA toolkit was found "
+                 "when it was configured); use --device cpu\n");
     return 1;
   }
-  const std::string device = "cpu";  // what auto resolves to while cpu is the only backend
+#endif
+  // auto resolves to cpu until the device pass chooses per op.
+  const std::string device = a.device == "cuda" ? "cuda" : "cpu";
+
+  if (!a.shapes.empty()) return CompileShapes(a);
 
   absl::StatusOr<std::unique_ptr<GgufFile>> file = GgufFile::Open(a.model);
   if (!file.ok()) return Fail(file.status());
   absl::StatusOr<ir::Graph> graph = LowerGguf(**file, a.lower);
   if (!graph.ok()) return Fail(graph.status());
-  if (absl::Status st = RunPasses(*graph, a); !st.ok()) return Fail(st);
+  PassReport pass_report;
+  if (absl::Status st = RunPasses(*graph, a, &pass_report); !st.ok()) return Fail(st);
   if (absl::Status st = ir::Verify(*graph); !st.ok()) {
     return Fail(absl::InternalError(absl::StrCat(
         a.model, ": internal error: the compiled graph does not verify: ", st.message())));
@@ -172,6 +332,34 @@ int RunCompile(const std::vector<std::string>& args) {
       {"all_logits", a.lower.all_logits ? "1" : "0"},
       {"weights", a.embed_weights ? "embedded" : "referenced"},
   };
+#ifdef VIBRANT_WITH_CUDA
+  // The CUDA kernels for this graph, compiled now (NVRTC needs no GPU) and
+  // carried in the plan; the runtime recompiles only if they do not fit.
+  std::string kernel_note;
+  if (device == "cuda") {
+    for (const ir::Op& op : graph->ops()) {
+      if (absl::Status st = codegen::CheckCudaSupportsOp(*graph, op); !st.ok()) return Fail(st);
+    }
+    std::string arch = a.arch;
+    if (arch.empty()) {
+      absl::StatusOr<CudaDeviceInfo> dev = QueryCudaDevice(0);
+      arch = dev.ok() ? dev->arch : codegen::kDefaultCudaArch;
+    }
+    codegen::NvrtcOptions nv;
+    nv.arch = arch;
+    bool hit = false;
+    absl::StatusOr<codegen::KernelBundle> kernels = codegen::CompileCuda(
+        codegen::ModuleSource(codegen::KernelSetForGraph(*graph)), codegen::kModuleName, nv, &hit);
+    if (!kernels.ok()) return Fail(kernels.status());
+    contents.kernels = codegen::SerializeKernelBundle(*kernels);
+    contents.options.push_back({"arch", arch});
+    kernel_note = absl::StrCat(", kernels for ", arch, " (", kernels->cubin.size(), " B CUBIN + ",
+                               kernels->ptx.size(), " B PTX", hit ? ", from the kernel cache" : "",
+                               ")");
+  }
+#else
+  const std::string kernel_note;
+#endif
   std::string weights_where;
   if (a.embed_weights) {
     contents.embedded_gguf = (*file)->bytes();
@@ -185,10 +373,12 @@ int RunCompile(const std::vector<std::string>& args) {
   if (absl::Status st = WritePlan(a.output, contents); !st.ok()) return Fail(st);
 
   std::printf("%s: %zu ops, %zu values, %lld weight bytes (%s), device %s, n_ctx %lld, "
-              "max_tokens %lld\n",
+              "max_tokens %lld%s\n",
               a.output.c_str(), graph->ops().size(), graph->values().size(),
               static_cast<long long>(WeightBytes(*graph)), weights_where.c_str(), device.c_str(),
-              static_cast<long long>(n_ctx), static_cast<long long>(graph->max_tokens));
+              static_cast<long long>(n_ctx), static_cast<long long>(graph->max_tokens),
+              kernel_note.c_str());
+  PrintPassReport(*graph, pass_report);
   return 0;
 }
 

@@ -1,0 +1,40 @@
+#include "runtime/backend.h"
+
+#include <thread>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace vibrant {
+namespace {
+
+class CpuBackend : public Executor {
+ public:
+  CpuBackend(std::unique_ptr<CpuExecutor> exec, int threads)
+      : exec_(std::move(exec)), threads_(threads) {}
+  absl::StatusOr<absl::Span<const float>> Step(absl::Span<const int32_t> tokens,
+                                               int32_t pos0) override {
+    return exec_->Step(tokens, pos0);
+  }
+  void Reset() override { exec_->Reset(); }
+  std::string Describe() const override { return absl::StrCat("cpu (", threads_, " threads)"); }
+
+ private:
+  std::unique_ptr<CpuExecutor> exec_;
+  int threads_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Executor>> CreateCpuBackend(const ir::Graph& graph,
+                                                           WeightResolver weights,
+                                                           CpuExecutorOptions opts) {
+  const int threads =
+      opts.threads > 0 ? opts.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  absl::StatusOr<std::unique_ptr<CpuExecutor>> exec =
+      CpuExecutor::Create(graph, std::move(weights), opts);
+  if (!exec.ok()) return exec.status();
+  return std::unique_ptr<Executor>(new CpuBackend(*std::move(exec), threads));
+}
+
+}  // namespace vibrant

@@ -1,0 +1,38 @@
+// The interface every execution backend implements, so that tools pick one by
+// the plan's device: the CPU reference (runtime/cpu) or CUDA (runtime/cuda).
+#ifndef VIBRANT_RUNTIME_BACKEND_H_
+#define VIBRANT_RUNTIME_BACKEND_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "ir/graph.h"
+#include "runtime/cpu/executor.h"
+
+namespace vibrant {
+
+class Executor {
+ public:
+  virtual ~Executor() = default;
+  // Runs one step over `tokens` (1..max_tokens) at positions pos0, pos0+1, ...
+  // and returns the graph output "logits" on the host, valid until the next
+  // call. Same contract as CpuExecutor::Step.
+  virtual absl::StatusOr<absl::Span<const float>> Step(absl::Span<const int32_t> tokens,
+                                                       int32_t pos0) = 0;
+  // Forgets the KV cache (a new sequence).
+  virtual void Reset() = 0;
+  // One line for logs: the backend, its device and memory.
+  virtual std::string Describe() const = 0;
+};
+
+// The CPU reference backend (CpuExecutor) behind the interface.
+absl::StatusOr<std::unique_ptr<Executor>> CreateCpuBackend(const ir::Graph& graph,
+                                                           WeightResolver weights,
+                                                           CpuExecutorOptions opts = {});
+
+}  // namespace vibrant
+
+#endif  // VIBRANT_RUNTIME_BACKEND_H_

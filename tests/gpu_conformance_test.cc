@@ -1,0 +1,254 @@
+// GPU conformance: every model in the shared reference set, run on the CUDA
+// backend, against the CPU reference backend (tight) and llama.cpp's logits
+// (loose; the CPU conformance test holds the per-model llama.cpp tolerances).
+//
+// Per reference case, teacher-forced as tests/conformance_test.cc: the prompt
+// in one prefill step with logits at every position, then each generated
+// token fed alone (decode steps: the CUDA graph replay path). The error
+// metric is max |gpu - cpu| over a position's logits divided by the standard
+// deviation of the CPU's logits at that position.
+//
+// The shared data is found at $VIBRANT_SHARED_DIR, else ../shared beside the
+// source tree; tests skip, saying why, without it or without a GPU.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "frontends/gguf/gguf.h"
+#include "frontends/lower/lower.h"
+#include "frontends/tokenizer/tokenizer.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "runtime/cpu/executor.h"
+#include "runtime/cuda/device.h"
+#include "runtime/cuda/executor.h"
+
+namespace vibrant {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string SharedDir() {
+  if (const char* d = std::getenv("VIBRANT_SHARED_DIR"); d != nullptr && *d != '\0') return d;
+  return VIBRANT_SOURCE_DIR "/../shared";
+}
+
+// Max normalized logit error of the GPU against the CPU backend, all models
+// (measured values are printed as "[ MEASURED ]" lines).
+constexpr double kGpuVsCpuTolerance = 2e-3;
+// Against llama.cpp: the largest of the CPU conformance tolerances (q5_k_m on
+// qwen2, 0.25); the per-model bounds are the CPU test's business.
+constexpr double kGpuVsLlamaCppBound = 0.25;
+
+std::vector<std::string> ReferenceModels() {
+  std::vector<std::string> out;
+  std::error_code ec;
+  const fs::path dir = fs::path(SharedDir()) / "reference";
+  if (!fs::is_directory(dir, ec)) return out;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const std::string stem = e.path().stem().string();
+    if (e.path().extension() == ".json" &&
+        fs::exists(fs::path(SharedDir()) / "models" / (stem + ".gguf"), ec)) {
+      out.push_back(stem);
+    }
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+double Sigma(const float* v, size_t n) {
+  double mean = 0;
+  for (size_t i = 0; i < n; ++i) mean += v[i];
+  mean /= n;
+  double var = 0;
+  for (size_t i = 0; i < n; ++i) var += (v[i] - mean) * (v[i] - mean);
+  return std::sqrt(var / n);
+}
+
+double MaxAbsDiff(const float* a, const float* b, size_t n) {
+  double m = 0;
+  for (size_t i = 0; i < n; ++i) {
+    if (std::isnan(a[i]) || std::isnan(b[i])) return INFINITY;
+    m = std::max(m, std::fabs(double(a[i]) - b[i]));
+  }
+  return m;
+}
+
+// Top-1 index and its margin over the runner-up.
+std::pair<int, double> Top(const float* v, int n) {
+  int best = 0;
+  for (int i = 1; i < n; ++i) {
+    if (v[i] > v[best]) best = i;
+  }
+  double second = -INFINITY;
+  for (int i = 0; i < n; ++i) {
+    if (i != best) second = std::max<double>(second, v[i]);
+  }
+  return {best, v[best] - second};
+}
+
+struct Model {
+  std::unique_ptr<GgufFile> file;
+  ir::Graph graph;
+  WeightResolver Resolver() const {
+    const GgufFile* f = file.get();
+    return [f](const std::string& name) -> absl::StatusOr<absl::Span<const uint8_t>> {
+      const GgufTensorInfo* t = f->FindTensor(name);
+      if (t == nullptr) return absl::NotFoundError(name);
+      return f->TensorData(*t);
+    };
+  }
+};
+
+class GpuConformance : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(GpuConformance, MatchesTheCpuBackendAndLlamaCpp) {
+  if (absl::Status s = CudaDeviceAvailable(); !s.ok()) {
+    GTEST_SKIP() << "no usable CUDA GPU: " << s.message();
+  }
+  const std::string model = GetParam();
+  std::ifstream in(SharedDir() + "/reference/" + model + ".json");
+  ASSERT_TRUE(in) << "cannot read the reference for " << model;
+  const nlohmann::json ref = nlohmann::json::parse(in);
+  Model m;
+  auto file = GgufFile::Open(SharedDir() + "/models/" + model + ".gguf");
+  ASSERT_TRUE(file.ok()) << file.status();
+  m.file = *std::move(file);
+  LowerOptions opts;
+  opts.all_logits = true;
+  opts.max_tokens = 128;
+  opts.n_ctx = 512;
+  auto graph = LowerGguf(*m.file, opts);
+  ASSERT_TRUE(graph.ok()) << graph.status();
+  m.graph = *std::move(graph);
+  auto cpu = CpuExecutor::Create(m.graph, m.Resolver());
+  ASSERT_TRUE(cpu.ok()) << cpu.status();
+  auto gpu = CudaExecutor::Create(m.graph, m.Resolver());
+  ASSERT_TRUE(gpu.ok()) << gpu.status();
+
+  const int n_vocab = ref["n_vocab"];
+  double worst_cpu = 0, worst_ref = 0;
+  int positions = 0, greedy_checked = 0;
+  for (const auto& c : ref["cases"]) {
+    std::vector<int32_t> prompt = c["prompt_tokens"];
+    std::vector<int32_t> generated = c["generated"];
+    SCOPED_TRACE("prompt: " + std::string(c["prompt"]).substr(0, 40));
+    (*cpu)->Reset();
+    (*gpu)->Reset();
+    // Compares one step's logits (rows of n_vocab) and returns the last row.
+    auto compare = [&](absl::Span<const float> a, absl::Span<const float> g,
+                       const nlohmann::json* ref_rows, size_t ref_first, const char* what) {
+      ASSERT_EQ(a.size(), g.size());
+      for (size_t r = 0; r * n_vocab < a.size(); ++r) {
+        const float* ar = a.data() + r * n_vocab;
+        const float* gr = g.data() + r * n_vocab;
+        const double sigma = std::max(Sigma(ar, n_vocab), 1e-6);
+        const double err = MaxAbsDiff(ar, gr, n_vocab) / sigma;
+        worst_cpu = std::max(worst_cpu, err);
+        ++positions;
+        EXPECT_LE(err, kGpuVsCpuTolerance) << what << " row " << r;
+        auto [ta, margin] = Top(ar, n_vocab);
+        if (margin > 10 * err * sigma) {
+          ++greedy_checked;
+          EXPECT_EQ(Top(gr, n_vocab).first, ta) << what << " row " << r << " (cpu margin " << margin << ")";
+        }
+        if (ref_rows != nullptr && ref_first + r < ref_rows->size()) {
+          std::vector<float> rr = (*ref_rows)[ref_first + r];
+          const double e = MaxAbsDiff(gr, rr.data(), n_vocab) / std::max(Sigma(rr.data(), n_vocab), 1e-6);
+          worst_ref = std::max(worst_ref, e);
+          EXPECT_LE(e, kGpuVsLlamaCppBound) << what << " row " << r << " vs llama.cpp";
+        }
+      }
+    };
+    auto a = (*cpu)->Step(prompt, 0);
+    ASSERT_TRUE(a.ok()) << a.status();
+    std::vector<float> av(a->begin(), a->end());
+    auto g = (*gpu)->Step(prompt, 0);
+    ASSERT_TRUE(g.ok()) << g.status();
+    compare(av, *g, &c["prompt_logits"], 0, "prefill");
+    for (size_t i = 0; i < generated.size(); ++i) {
+      const int32_t pos = static_cast<int32_t>(prompt.size() + i);
+      auto sa = (*cpu)->Step({&generated[i], 1}, pos);
+      ASSERT_TRUE(sa.ok()) << sa.status();
+      std::vector<float> sv(sa->begin(), sa->end());
+      auto sg = (*gpu)->Step({&generated[i], 1}, pos);
+      ASSERT_TRUE(sg.ok()) << sg.status();
+      compare(sv, *sg, &c["generated_logits"], i, "decode");
+    }
+  }
+  std::printf("[ MEASURED ] %s: GPU vs CPU max normalized logit error %.3g over %d positions "
+              "(%d greedy tokens checked); GPU vs llama.cpp %.3g\n",
+              model.c_str(), worst_cpu, positions, greedy_checked, worst_ref);
+  std::printf("[ INFO ] %s\n", (*gpu)->Describe().c_str());
+}
+
+INSTANTIATE_TEST_SUITE_P(SharedReference, GpuConformance, ::testing::ValuesIn(ReferenceModels()),
+                         [](const auto& info) {
+                           std::string n = info.param;
+                           for (char& ch : n) {
+                             if (!isalnum(static_cast<unsigned char>(ch))) ch = '_';
+                           }
+                           return n;
+                         });
+GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(GpuConformance);
+
+TEST(GpuConformanceSetup, SharedModelsArePresent) {
+  if (ReferenceModels().empty()) {
+    GTEST_SKIP() << "no shared models at " << SharedDir()
+                 << " (set VIBRANT_SHARED_DIR to a copy of ../shared)";
+  }
+}
+
+// stories260K is F32: free-running greedy decoding on the GPU must give
+// llama.cpp's text token for token (bundled model and reference).
+TEST(GpuConformanceText, Stories260KGreedyTextEqualsReference) {
+  if (absl::Status s = CudaDeviceAvailable(); !s.ok()) {
+    GTEST_SKIP() << "no usable CUDA GPU: " << s.message();
+  }
+  std::ifstream in(VIBRANT_SOURCE_DIR "/tests/data/stories260K.reference.json");
+  ASSERT_TRUE(in) << "tests/data/stories260K.reference.json missing";
+  const nlohmann::json ref = nlohmann::json::parse(in);
+  Model m;
+  auto file = GgufFile::Open(VIBRANT_SOURCE_DIR "/tests/data/stories260K.gguf");
+  ASSERT_TRUE(file.ok()) << file.status();
+  m.file = *std::move(file);
+  auto tokenizer = Tokenizer::FromGguf(*m.file);
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  LowerOptions opts;
+  opts.max_tokens = 128;
+  auto graph = LowerGguf(*m.file, opts);
+  ASSERT_TRUE(graph.ok()) << graph.status();
+  m.graph = *std::move(graph);
+  auto gpu = CudaExecutor::Create(m.graph, m.Resolver());
+  ASSERT_TRUE(gpu.ok()) << gpu.status();
+  const int n_vocab = ref["n_vocab"];
+  int cases = 0;
+  for (const auto& c : ref["cases"]) {
+    std::vector<int32_t> expected = c["generated"];
+    auto ids = (*tokenizer)->Encode(std::string(c["prompt"]), true, true);
+    ASSERT_TRUE(ids.ok()) << ids.status();
+    (*gpu)->Reset();
+    auto logits = (*gpu)->Step(*ids, 0);
+    ASSERT_TRUE(logits.ok()) << logits.status();
+    std::vector<int32_t> got;
+    int32_t pos = static_cast<int32_t>(ids->size());
+    while (got.size() < expected.size()) {
+      const float* last = logits->data() + logits->size() - n_vocab;
+      int32_t next = Top(last, n_vocab).first;
+      got.push_back(next);
+      logits = (*gpu)->Step({&next, 1}, pos++);
+      ASSERT_TRUE(logits.ok()) << logits.status();
+    }
+    EXPECT_EQ(got, expected) << "prompt: " << std::string(c["prompt"]);
+    ++cases;
+  }
+  EXPECT_GT(cases, 0);
+}
+
+}  // namespace
+}  // namespace vibrant
