@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <set>
 #include <string>
@@ -71,9 +72,55 @@ enum class TensorRole {
   kVector,  // norm scale, bias, rope factors: f32
 };
 
+// What lowering reads of a model: metadata and tensor infos, never tensor
+// data. A GGUF file, or shapes alone (ModelShapes).
+class ModelSource {
+ public:
+  virtual ~ModelSource() = default;
+  virtual const std::string& path() const = 0;
+  virtual const GgufValue* Find(std::string_view key) const = 0;
+  virtual const GgufTensorInfo* FindTensor(std::string_view name) const = 0;
+  virtual const std::vector<GgufTensorInfo>& tensors() const = 0;
+};
+
+class FileSource : public ModelSource {
+ public:
+  explicit FileSource(const GgufFile& f) : f_(f) {}
+  const std::string& path() const override { return f_.path(); }
+  const GgufValue* Find(std::string_view key) const override { return f_.Find(key); }
+  const GgufTensorInfo* FindTensor(std::string_view name) const override { return f_.FindTensor(name); }
+  const std::vector<GgufTensorInfo>& tensors() const override { return f_.tensors(); }
+
+ private:
+  const GgufFile& f_;
+};
+
+class ShapesSource : public ModelSource {
+ public:
+  explicit ShapesSource(const ModelShapes& m) : m_(m) {
+    // The first of repeated names wins, as in GgufFile (which rejects them).
+    for (size_t i = 0; i < m.metadata.size(); ++i) keys_.emplace(m.metadata[i].first, i);
+    for (size_t i = 0; i < m.tensors.size(); ++i) tensors_.emplace(m.tensors[i].name, i);
+  }
+  const std::string& path() const override { return m_.name; }
+  const GgufValue* Find(std::string_view key) const override {
+    auto it = keys_.find(std::string(key));
+    return it == keys_.end() ? nullptr : &m_.metadata[it->second].second;
+  }
+  const GgufTensorInfo* FindTensor(std::string_view name) const override {
+    auto it = tensors_.find(std::string(name));
+    return it == tensors_.end() ? nullptr : &m_.tensors[it->second];
+  }
+  const std::vector<GgufTensorInfo>& tensors() const override { return m_.tensors; }
+
+ private:
+  const ModelShapes& m_;
+  std::map<std::string, size_t> keys_, tensors_;
+};
+
 class Lowerer {
  public:
-  Lowerer(const GgufFile& file, const LowerOptions& opts) : file_(file), opts_(opts) {}
+  Lowerer(const ModelSource& file, const LowerOptions& opts) : file_(file), opts_(opts) {}
 
   absl::StatusOr<Graph> Run() {
     RETURN_IF_ERROR(ReadHparams());
@@ -469,7 +516,7 @@ class Lowerer {
     return absl::OkStatus();
   }
 
-  const GgufFile& file_;
+  const ModelSource& file_;
   const LowerOptions& opts_;
   Hparams hp_;
   int64_t n_ctx_ = 0;
@@ -480,7 +527,73 @@ class Lowerer {
 }  // namespace
 
 absl::StatusOr<ir::Graph> LowerGguf(const GgufFile& file, const LowerOptions& opts) {
-  return Lowerer(file, opts).Run();
+  return Lowerer(FileSource(file), opts).Run();
+}
+
+absl::StatusOr<ir::Graph> LowerShapes(const ModelShapes& model, const LowerOptions& opts) {
+  return Lowerer(ShapesSource(model), opts).Run();
+}
+
+ModelShapes ShapesFromSpec(const TransformerSpec& spec) {
+  ModelShapes m;
+  m.name = spec.name.empty() ? absl::StrCat("<", spec.arch, " shapes>") : spec.name;
+  const std::string& a = spec.arch;
+  auto u32 = [&](const std::string& key, int64_t v) {
+    m.metadata.emplace_back(key, GgufValue::Uint(GgufType::kUint32, static_cast<uint64_t>(v)));
+  };
+  auto f32 = [&](const std::string& key, double v) {
+    // Rounded to float, as a GGUF file stores it.
+    m.metadata.emplace_back(key, GgufValue::Float(GgufType::kFloat32, static_cast<float>(v)));
+  };
+  const int64_t hd = spec.head_dim > 0 ? spec.head_dim : spec.n_embd / std::max<int64_t>(spec.n_head, 1);
+  m.metadata.emplace_back("general.architecture", GgufValue::String(a));
+  u32(a + ".context_length", spec.n_ctx_train);
+  u32(a + ".embedding_length", spec.n_embd);
+  u32(a + ".block_count", spec.n_layer);
+  u32(a + ".feed_forward_length", spec.n_ff);
+  u32(a + ".attention.head_count", spec.n_head);
+  u32(a + ".attention.head_count_kv", spec.n_head_kv);
+  if (spec.head_dim > 0) {
+    u32(a + ".attention.key_length", hd);
+    u32(a + ".attention.value_length", hd);
+  }
+  f32(a + ".rope.freq_base", spec.rope_freq_base);
+  f32(a + ".attention.layer_norm_rms_epsilon", spec.rms_eps);
+  auto tensor = [&](std::string name, std::vector<int64_t> dims, DType type) {
+    GgufTensorInfo t;
+    t.name = std::move(name);
+    t.dims = std::move(dims);
+    t.type = type;
+    m.tensors.push_back(std::move(t));
+  };
+  const int64_t D = spec.n_embd, q = spec.n_head * hd, kv = spec.n_head_kv * hd;
+  const DType mat = spec.matrix_type;
+  tensor("token_embd.weight", {D, spec.n_vocab}, mat);
+  for (int64_t l = 0; l < spec.n_layer; ++l) {
+    const std::string b = absl::StrCat("blk.", l, ".");
+    tensor(b + "attn_norm.weight", {D}, DType::kF32);
+    tensor(b + "attn_q.weight", {D, q}, mat);
+    tensor(b + "attn_k.weight", {D, kv}, mat);
+    tensor(b + "attn_v.weight", {D, kv}, mat);
+    if (spec.qkv_bias) {
+      tensor(b + "attn_q.bias", {q}, DType::kF32);
+      tensor(b + "attn_k.bias", {kv}, DType::kF32);
+      tensor(b + "attn_v.bias", {kv}, DType::kF32);
+    }
+    tensor(b + "attn_output.weight", {q, D}, mat);
+    tensor(b + "ffn_norm.weight", {D}, DType::kF32);
+    tensor(b + "ffn_gate.weight", {D, spec.n_ff}, mat);
+    tensor(b + "ffn_up.weight", {D, spec.n_ff}, mat);
+    tensor(b + "ffn_down.weight", {spec.n_ff, D}, mat);
+  }
+  tensor("output_norm.weight", {D}, DType::kF32);
+  if (!spec.tied_embeddings) tensor("output.weight", {D, spec.n_vocab}, mat);
+  for (GgufTensorInfo& t : m.tensors) {
+    int64_t n = 1;
+    for (int64_t d : t.dims) n *= d;
+    t.bytes = static_cast<uint64_t>(DTypeBytes(t.type, n).value_or(0));
+  }
+  return m;
 }
 
 }  // namespace vibrant

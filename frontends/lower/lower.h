@@ -3,6 +3,9 @@
 #define VIBRANT_FRONTENDS_LOWER_LOWER_H_
 
 #include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "frontends/gguf/gguf.h"
@@ -52,6 +55,43 @@ struct LowerOptions {
 // output matmul with output.weight, or token_embd.weight when the file has no
 // output.weight (tied embeddings).
 absl::StatusOr<ir::Graph> LowerGguf(const GgufFile& file, const LowerOptions& opts);
+
+// A model known by its metadata and tensor table alone, without tensor data:
+// everything lowering reads of a GGUF. For compiling and sizing models whose
+// weights are absent (the Qwen2.5-3B figures in docs/architecture.md).
+struct ModelShapes {
+  std::string name;  // stands for the file path in errors
+  std::vector<std::pair<std::string, GgufValue>> metadata;
+  std::vector<GgufTensorInfo> tensors;  // name, dims (ggml order), type
+};
+
+// LowerGguf over shapes: the same graph a GGUF with this metadata and these
+// tensor infos gives, with the same checks and errors.
+absl::StatusOr<ir::Graph> LowerShapes(const ModelShapes& model, const LowerOptions& opts);
+
+// The hyperparameters of a llama / qwen2 model.
+struct TransformerSpec {
+  std::string name;  // for errors; default "<arch shapes>"
+  std::string arch = "llama";  // "llama" or "qwen2"
+  int64_t n_layer = 1;
+  int64_t n_embd = 64;
+  int64_t n_head = 1;
+  int64_t n_head_kv = 1;
+  int64_t head_dim = 0;  // 0: n_embd / n_head (no key_length metadata)
+  int64_t n_ff = 64;
+  int64_t n_vocab = 32;
+  int64_t n_ctx_train = 2048;
+  double rope_freq_base = 10000.0;
+  double rms_eps = 1e-5;
+  bool tied_embeddings = false;  // no output.weight: token_embd.weight projects
+  bool qkv_bias = false;         // attn_{q,k,v}.bias (qwen2 has them)
+  DType matrix_type = DType::kF16;  // of every weight matrix; vectors are f32
+};
+
+// The metadata keys and tensor table llama.cpp's converter writes for such a
+// model (tensor byte sizes set, offsets 0); lowering accepts it when the
+// spec is consistent (a quantized matrix_type needs rows of whole blocks).
+ModelShapes ShapesFromSpec(const TransformerSpec& spec);
 
 }  // namespace vibrant
 

@@ -12,6 +12,8 @@
 
 #include "absl/status/status.h"
 #include "frontends/gguf/gguf.h"
+#include "frontends/gguf/gguf_writer.h"
+#include "ir/printer.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "ir/graph.h"
@@ -810,6 +812,56 @@ TEST(LowerSyntheticTest, BadOptions) {
   g = LowerSpec(t, f, opts);
   ASSERT_FALSE(g.ok());
   EXPECT_THAT(g.status().message(), HasSubstr("max_tokens"));
+}
+
+// Shapes alone lower to the graph that a GGUF file with the same metadata
+// and tensors gives (the file written from the same spec, zero weights).
+TEST(LowerShapesTest, SameGraphAsTheFile) {
+  for (const char* arch : {"llama", "qwen2"}) {
+    TransformerSpec spec;
+    spec.arch = arch;
+    spec.n_layer = 2;
+    spec.n_embd = 64;
+    spec.n_head = 4;
+    spec.n_head_kv = 2;
+    spec.n_ff = 96;
+    spec.n_vocab = 40;
+    spec.qkv_bias = spec.arch == "qwen2";
+    spec.tied_embeddings = spec.arch == "qwen2";
+    spec.rope_freq_base = 1e6;
+    spec.rms_eps = 1e-6;
+    const ModelShapes shapes = ShapesFromSpec(spec);
+    GgufWriter w;
+    for (const auto& [key, value] : shapes.metadata) w.AddMetadata(key, value);
+    for (const GgufTensorInfo& t : shapes.tensors) {
+      w.AddTensor(t.name, t.dims, t.type, [](absl::Span<uint8_t>) { return absl::OkStatus(); });
+    }
+    absl::StatusOr<std::string> bytes = w.Serialize();
+    ASSERT_TRUE(bytes.ok()) << bytes.status();
+    auto file = GgufFile::FromBuffer(
+        "m.gguf", absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(bytes->data()), bytes->size()));
+    ASSERT_TRUE(file.ok()) << file.status();
+    absl::StatusOr<Graph> from_file = LowerGguf(**file, LowerOptions());
+    absl::StatusOr<Graph> from_shapes = LowerShapes(shapes, LowerOptions());
+    ASSERT_TRUE(from_file.ok()) << from_file.status();
+    ASSERT_TRUE(from_shapes.ok()) << from_shapes.status();
+    EXPECT_EQ(ir::PrintGraph(*from_shapes), ir::PrintGraph(*from_file)) << arch;
+    EXPECT_EQ(MetaInt(*from_shapes, "n_layer"), 2);
+    // Hand-counted: 2 inputs, token_embd, per layer 7 matrices + 2 norms
+    // (+ 3 biases for qwen2), output_norm (+ output.weight for llama).
+    int weights = 0;
+    for (const ir::Value& v : from_shapes->values()) weights += v.storage == ir::Storage::kWeight;
+    EXPECT_EQ(weights, spec.arch == "qwen2" ? 1 + 2 * 12 + 1 : 1 + 2 * 9 + 2) << arch;
+  }
+}
+
+TEST(LowerShapesTest, ErrorsNameTheModel) {
+  TransformerSpec spec;
+  spec.name = "qwen-shapes";
+  spec.arch = "qwen2";  // without qkv_bias: the required biases are missing
+  absl::StatusOr<Graph> g = LowerShapes(ShapesFromSpec(spec), LowerOptions());
+  ASSERT_FALSE(g.ok());
+  EXPECT_THAT(g.status().message(), HasSubstr("qwen-shapes: tensor blk.0.attn_q.bias: missing"));
 }
 
 }  // namespace
