@@ -1,0 +1,43 @@
+// Device assignment: which device runs each op and holds each value, with
+// explicit copies where data crosses devices.
+#ifndef VIBRANT_PASSES_ASSIGN_DEVICES_H_
+#define VIBRANT_PASSES_ASSIGN_DEVICES_H_
+
+#include "absl/status/status.h"
+#include "ir/graph.h"
+#include "passes/pass.h"
+
+namespace vibrant::passes {
+
+// The pass "assign-devices" (required). Afterwards every op and every value
+// has a device:
+// - Ops: CUDA when the policy (PassContext::device) is cuda or auto and the
+//   CUDA backend implements the op (PassContext::cuda_supports), else CPU;
+//   policy cpu puts everything on the CPU. Ops that touch the same KV cache
+//   (its kv_store updates and every reader of any version) run on one
+//   device: CUDA only if the backend implements all of them.
+// - Values: an op's outputs live on its device. Step inputs (tokens,
+//   positions) and graph outputs (logits) live on the CPU (the host feeds and
+//   reads them). KV caches live on the device of their ops. Weights live on
+//   the device of their users; a weight used on both devices becomes two
+//   weight values with the same GGUF source (the second named
+//   "<name>.cuda"), loaded once per device, never copied per step.
+// - Copies: a `copy` op is inserted only where a value is needed on a device
+//   other than its own, once per (value, device), just before its first
+//   user there (a graph output made on CUDA: right after its producer, which
+//   then writes "<name>.cuda"). The copy's output "<name>.<device>" lives on
+//   the destination; the copy op itself runs on the accelerator side of the
+//   transfer (cuda in both directions: the CUDA runtime issues host<->device
+//   copies). So a graph that runs entirely on CUDA has exactly two
+//   boundaries per step: tokens and positions in, logits out.
+// - With PassContext::explain_devices, one note per op (where and why), per
+//   copy and per weight placed on two devices goes to PassContext::notes.
+// Policy cuda without a CUDA backend (cuda_supports unset) is an error.
+// Copy ops already in the graph keep their devices.
+Pass AssignDevices();
+
+absl::Status AssignGraphDevices(ir::Graph& g, PassContext& ctx);
+
+}  // namespace vibrant::passes
+
+#endif  // VIBRANT_PASSES_ASSIGN_DEVICES_H_

@@ -1,0 +1,185 @@
+#include "passes/memory_check.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "ir/verifier.h"
+
+namespace vibrant::passes {
+namespace {
+
+using ir::Device;
+using ir::Graph;
+using ir::Op;
+using ir::OpKind;
+using ir::Storage;
+using ir::Value;
+using ir::ValueId;
+
+absl::string_view A(std::string_view s) { return absl::string_view(s.data(), s.size()); }
+
+bool IsPureElementwise(OpKind k) { return k == OpKind::kAdd || k == OpKind::kMul || k == OpKind::kSilu; }
+
+}  // namespace
+
+bool OpAllowsInPlace(const Graph& g, const Op& op, size_t input_index) {
+  if (op.outputs.size() != 1 || input_index >= op.inputs.size()) return false;
+  const Value& in = g.value(op.inputs[input_index]);
+  const Value& out = g.value(op.outputs[0]);
+  if (in.dtype != out.dtype || in.shape != out.shape) return false;
+  if (IsPureElementwise(op.kind)) return true;
+  if (op.kind != OpKind::kFused || op.body == nullptr) return false;
+  const Graph& body = *op.body;
+  if (body.ops().empty() || body.outputs().size() != 1) return false;
+  for (const Op& b : body.ops()) {
+    if (!IsPureElementwise(b.kind) || b.outputs.size() != 1) return false;
+  }
+  if (body.ops().back().outputs[0] != body.outputs()[0]) return false;
+  // The body's input_index-th input (its undefined values in id order).
+  ValueId body_in = -1;
+  size_t seen = 0;
+  for (ValueId v = 0; v < static_cast<ValueId>(body.values().size()); ++v) {
+    if (body.value(v).producer >= 0) continue;
+    if (seen++ == input_index) {
+      body_in = v;
+      break;
+    }
+  }
+  if (body_in < 0 || body.value(body_in).shape != in.shape) return false;
+  for (const Op& b : body.ops()) {
+    for (ValueId x : b.inputs) {
+      if (x == body_in && body.value(b.outputs[0]).shape != in.shape) return false;
+    }
+  }
+  return true;
+}
+
+absl::Status CheckMemoryPlan(const Graph& g) {
+  if (absl::Status s = ir::Verify(g); !s.ok()) return s;
+  if (g.memory.empty()) return absl::FailedPreconditionError("memory plan: the graph has none");
+  const ValueId nv = static_cast<ValueId>(g.values().size());
+  const int nops = static_cast<int>(g.ops().size());
+  auto label = [&](ValueId v) {
+    return absl::StrCat("%", g.value(v).name, " (", A(DeviceName(g.value(v).device)), ")");
+  };
+  auto fail = [](const std::string& msg) { return absl::InvalidArgumentError("memory plan: " + msg); };
+
+  // Producers and storage roots, recomputed here from the ops.
+  std::vector<int> producer(nv, -1);
+  for (int i = 0; i < nops; ++i) {
+    for (ValueId o : g.ops()[i].outputs) producer[o] = i;
+  }
+  std::vector<ValueId> root(nv);
+  for (ValueId v = 0; v < nv; ++v) {
+    const Value& val = g.value(v);
+    root[v] = val.storage == Storage::kKvCache && val.alias_of >= 0 ? val.alias_of : v;
+  }
+  // In op order, so that a view of a view resolves (ids need not follow it).
+  for (const Op& op : g.ops()) {
+    if (op.kind == OpKind::kReshape) root[op.outputs[0]] = root[op.inputs[0]];
+  }
+  auto in_arena = [&](ValueId r) {
+    const Storage s = g.value(r).storage;
+    return s == Storage::kInput || s == Storage::kActivation || s == Storage::kOutput;
+  };
+
+  std::vector<int64_t> bytes(nv, 0);
+  std::map<Device, int64_t> kv;
+  for (ValueId v = 0; v < nv; ++v) {
+    const Value& val = g.value(v);
+    absl::StatusOr<int64_t> b = DTypeBytes(val.dtype, ir::NumElements(val.shape, g.max_tokens));
+    if (!b.ok()) return fail(absl::StrCat(label(v), ": ", b.status().message()));
+    bytes[v] = *b;
+    if (val.storage == Storage::kKvCache && root[v] == v) kv[val.device] += *b;
+    if (root[v] != v) {
+      const int64_t want = in_arena(root[v]) ? g.value(root[v]).arena_offset : -1;
+      if (val.arena_offset != want) {
+        return fail(absl::StrCat(label(v), " is a view of ", label(root[v]), " but has offset ", val.arena_offset,
+                                 ", not ", want));
+      }
+      continue;
+    }
+    if (!in_arena(v)) {
+      if (val.arena_offset != -1) {
+        return fail(absl::StrCat(label(v), ": a ", A(StorageName(val.storage)), " has arena offset ",
+                                 val.arena_offset));
+      }
+      continue;
+    }
+    auto mem = g.memory.find(val.device);
+    if (mem == g.memory.end()) return fail(absl::StrCat(label(v), ": no arena for its device"));
+    if (val.arena_offset < 0) return fail(absl::StrCat(label(v), ": no arena offset"));
+    if (val.arena_offset % kArenaAlignment != 0) {
+      return fail(absl::StrCat(label(v), ": offset ", val.arena_offset, " is not a multiple of ",
+                               kArenaAlignment));
+    }
+    if (val.arena_offset > mem->second.arena_bytes || bytes[v] > mem->second.arena_bytes - val.arena_offset) {
+      return fail(absl::StrCat(label(v), ": bytes [", val.arena_offset, ", ", val.arena_offset + bytes[v],
+                               ") exceed the arena of ", mem->second.arena_bytes));
+    }
+  }
+  for (const auto& [device, mem] : g.memory) {
+    const int64_t want = kv.count(device) ? kv[device] : 0;
+    if (mem.kv_bytes != want) {
+      return fail(absl::StrCat(A(DeviceName(device)), " KV bytes ", mem.kv_bytes, ", the caches take ", want));
+    }
+  }
+  for (const auto& [device, b] : kv) {
+    if (!g.memory.count(device)) return fail(absl::StrCat("no entry for the ", A(DeviceName(device)), " KV caches"));
+  }
+
+  // Lifetimes of the arena roots: [first, last] in op indices.
+  std::vector<ValueId> roots;
+  std::vector<int> first(nv, 0), last(nv, 0);
+  for (ValueId v = 0; v < nv; ++v) {
+    if (root[v] != v || !in_arena(v)) continue;
+    roots.push_back(v);
+    first[v] = last[v] = producer[v];  // -1: a step input, live from the start
+  }
+  for (int i = 0; i < nops; ++i) {
+    for (ValueId in : g.ops()[i].inputs) last[root[in]] = std::max(last[root[in]], i);
+  }
+  for (ValueId o : g.outputs()) last[root[o]] = nops;
+
+  // b took a's storage in place at op first[b].
+  auto in_place = [&](ValueId a, ValueId b) {
+    const int i = first[b];
+    if (i < 0 || last[a] != i || g.value(a).arena_offset != g.value(b).arena_offset) return false;
+    const Op& op = g.ops()[i];
+    if (op.outputs.size() != 1) return false;
+    bool reads = false;
+    for (size_t k = 0; k < op.inputs.size(); ++k) {
+      if (root[op.inputs[k]] != a) continue;
+      reads = true;
+      if (!OpAllowsInPlace(g, op, k)) return false;
+    }
+    return reads;
+  };
+  // Pairs that overlap in time, found by a sweep over start times.
+  std::vector<ValueId> order = roots;
+  std::sort(order.begin(), order.end(), [&](ValueId x, ValueId y) {
+    return first[x] != first[y] ? first[x] < first[y] : x < y;
+  });
+  for (size_t i = 0; i < order.size(); ++i) {
+    const ValueId a = order[i];
+    for (size_t j = i + 1; j < order.size() && first[order[j]] <= last[a]; ++j) {
+      const ValueId b = order[j];
+      if (g.value(a).device != g.value(b).device) continue;
+      const int64_t a0 = g.value(a).arena_offset, a1 = a0 + bytes[a];
+      const int64_t b0 = g.value(b).arena_offset, b1 = b0 + bytes[b];
+      if (a0 >= b1 || b0 >= a1 || bytes[a] == 0 || bytes[b] == 0) continue;
+      if (in_place(a, b) || in_place(b, a)) continue;
+      return fail(absl::StrCat(label(a), " [", a0, ", ", a1, ") and ", label(b), " [", b0, ", ", b1,
+                               ") overlap while both are live (ops ", std::max(first[a], first[b]), "..",
+                               std::min(last[a], last[b]), ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace vibrant::passes

@@ -1,0 +1,45 @@
+// Models for the passes' tests: the bundled stories260K, a synthetic
+// tiny-qwen2 built in memory, and the shared models (../shared) when present.
+#ifndef VIBRANT_PASSES_TEST_MODELS_H_
+#define VIBRANT_PASSES_TEST_MODELS_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "frontends/gguf/gguf.h"
+#include "frontends/lower/lower.h"
+#include "ir/graph.h"
+#include "runtime/cpu/executor.h"
+
+namespace vibrant::passes::test_models {
+
+struct TestModel {
+  std::string name;   // "stories260K", "tiny-qwen2", a shared model's stem
+  std::string bytes;  // the GGUF, for models built in memory
+  std::unique_ptr<GgufFile> file;
+
+  WeightResolver Resolver() const;
+  absl::StatusOr<ir::Graph> Lower(const LowerOptions& opts = LowerOptions()) const;
+};
+
+// tests/data/stories260K.gguf (llama, 5 layers, d 64, 8 heads / 4 KV heads,
+// vocab 512; always present).
+absl::StatusOr<std::unique_ptr<TestModel>> Stories260K();
+
+// A qwen2-shaped model: 2 layers, d 64, 4 heads / 2 KV heads (head 16), FFN
+// 96, vocab 80, Q/K/V biases, tied embeddings, rope base 1e6, eps 1e-6,
+// context 256; f32 weights drawn from a fixed seed.
+TransformerSpec TinyQwen2Spec();
+absl::StatusOr<std::unique_ptr<TestModel>> TinyQwen2();
+
+// A GGUF file on disk.
+absl::StatusOr<std::unique_ptr<TestModel>> OpenModel(const std::string& path);
+
+// ../shared/models/*.gguf, sorted; empty when ../shared is absent.
+std::vector<std::string> SharedModelPaths();
+
+}  // namespace vibrant::passes::test_models
+
+#endif  // VIBRANT_PASSES_TEST_MODELS_H_
