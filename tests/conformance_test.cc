@@ -38,6 +38,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -46,6 +47,7 @@
 #include "frontends/tokenizer/tokenizer.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "passes/pass.h"
 #include "runtime/cpu/executor.h"
 
 namespace vibrant {
@@ -130,11 +132,19 @@ int Argmax(const float* v, int n) {
   return static_cast<int>(std::max_element(v, v + n) - v);
 }
 
-// The CPU executor over a lowered `file`, weights resolved from the mapped GGUF.
+// The CPU executor over a lowered `file` compiled by the default pass
+// pipeline (as vibrantc compile --device cpu does: memory plan included),
+// weights resolved from the mapped GGUF.
 absl::StatusOr<std::unique_ptr<CpuExecutor>> MakeExecutor(const GgufFile& file,
                                                            const LowerOptions& opts) {
   absl::StatusOr<ir::Graph> graph = LowerGguf(file, opts);
   if (!graph.ok()) return graph.status();
+  passes::PassContext ctx;
+  ctx.device = passes::DevicePolicy::kCpu;
+  std::ostringstream log;
+  if (absl::Status s = passes::DefaultPipeline().Run(*graph, ctx, passes::PipelineOptions(), log); !s.ok()) {
+    return s;
+  }
   const GgufFile* f = &file;
   return CpuExecutor::Create(
       *graph, [f](const std::string& name) -> absl::StatusOr<absl::Span<const uint8_t>> {
