@@ -205,11 +205,12 @@ struct PassReport {
 
 // The optimization passes (passes/pass.h: DefaultPipeline), between lowering
 // and writing the plan. IR dumps, timings and device explanations go to stderr.
-absl::Status RunPasses(ir::Graph& graph, const CompileArgs& args, PassReport* report) {
+// `device` is what the plan targets ("cpu" or "cuda"; --device auto is
+// resolved before): the device pass then places each op.
+absl::Status RunPasses(ir::Graph& graph, const CompileArgs& args, const std::string& device,
+                       PassReport* report) {
   passes::PassContext ctx;
-  ctx.device = args.device == "cpu"    ? passes::DevicePolicy::kCpu
-               : args.device == "cuda" ? passes::DevicePolicy::kCuda
-                                       : passes::DevicePolicy::kAuto;
+  ctx.device = device == "cuda" ? passes::DevicePolicy::kCuda : passes::DevicePolicy::kCpu;
 #ifdef VIBRANT_WITH_CUDA
   ctx.cuda_supports = [&graph](const ir::Op& op) { return codegen::CheckCudaSupportsOp(graph, op).ok(); };
 #endif
@@ -243,7 +244,7 @@ void PrintPassReport(const ir::Graph& g, const PassReport& r) {
 }
 
 // --shapes: lower from hyperparameters alone, run the passes, report.
-int CompileShapes(const CompileArgs& a) {
+int CompileShapes(const CompileArgs& a, const std::string& device) {
   absl::StatusOr<TransformerSpec> spec = ParseShapesSpec(a.shapes);
   if (!spec.ok()) {
     std::fprintf(stderr, "vibrantc compile: %s\n", std::string(spec.status().message()).c_str());
@@ -251,7 +252,7 @@ int CompileShapes(const CompileArgs& a) {
   }
   absl::StatusOr<ir::Graph> graph = LowerShapes(ShapesFromSpec(*spec), a.lower);
   PassReport report;
-  absl::Status st = graph.ok() ? RunPasses(*graph, a, &report) : graph.status();
+  absl::Status st = graph.ok() ? RunPasses(*graph, a, device, &report) : graph.status();
   if (!st.ok()) {
     std::fprintf(stderr, "vibrantc compile: %s\n", std::string(st.message()).c_str());
     return 1;
@@ -308,14 +309,14 @@ int RunCompile(const std::vector<std::string>& args) {
   // auto resolves to cpu until the device pass chooses per op.
   const std::string device = a.device == "cuda" ? "cuda" : "cpu";
 
-  if (!a.shapes.empty()) return CompileShapes(a);
+  if (!a.shapes.empty()) return CompileShapes(a, device);
 
   absl::StatusOr<std::unique_ptr<GgufFile>> file = GgufFile::Open(a.model);
   if (!file.ok()) return Fail(file.status());
   absl::StatusOr<ir::Graph> graph = LowerGguf(**file, a.lower);
   if (!graph.ok()) return Fail(graph.status());
   PassReport pass_report;
-  if (absl::Status st = RunPasses(*graph, a, &pass_report); !st.ok()) return Fail(st);
+  if (absl::Status st = RunPasses(*graph, a, device, &pass_report); !st.ok()) return Fail(st);
   if (absl::Status st = ir::Verify(*graph); !st.ok()) {
     return Fail(absl::InternalError(absl::StrCat(
         a.model, ": internal error: the compiled graph does not verify: ", st.message())));
