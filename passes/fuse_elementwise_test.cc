@@ -236,6 +236,36 @@ TEST(FuseElementwiseTest, SharedModels) {
   for (const std::string& p : paths) CheckModel(p, /*all_logits=*/true);
 }
 
+// Qwen2.5-3B's shapes (no weights needed): the op counts per decode step.
+TEST(FuseElementwiseTest, Qwen25_3BShapes) {
+  TransformerSpec spec;
+  spec.name = "qwen2.5-3b shapes";
+  spec.arch = "qwen2";
+  spec.n_layer = 36;
+  spec.n_embd = 2048;
+  spec.n_head = 16;
+  spec.n_head_kv = 2;
+  spec.n_ff = 11008;
+  spec.n_vocab = 151936;
+  spec.n_ctx_train = 32768;
+  spec.rope_freq_base = 1e6;
+  spec.rms_eps = 1e-6;
+  spec.tied_embeddings = true;
+  spec.qkv_bias = true;
+  spec.matrix_type = DType::kQ4_K;
+  LowerOptions opts;  // defaults: logits of the last row only
+  auto g = LowerShapes(ShapesFromSpec(spec), opts);
+  ASSERT_TRUE(g.ok()) << g.status();
+  FusionStats st;
+  ASSERT_TRUE(FuseElementwiseGraph(*g, &st).ok());
+  const int L = 36;
+  EXPECT_EQ(st.ops_before, 27 * L + 5);
+  EXPECT_EQ(st.ops_after, 27 * L + 5 - 1 - 9 * L);
+  EXPECT_EQ(CountOps(*g, OpKind::kFused), 1 + 5 * L);
+  std::cout << "[ fusion ] qwen2.5-3b shapes: " << st.ops_before << " ops -> " << st.ops_after << " ("
+            << CountOps(*g, OpKind::kFused) << " fused, " << CountOps(*g, OpKind::kReshape) << " reshape views)\n";
+}
+
 TEST(FuseElementwiseTest, PassInterface) {
   Pass p = FuseElementwise();
   EXPECT_EQ(p.name, "fuse-elementwise");
