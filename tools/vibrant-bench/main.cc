@@ -70,6 +70,7 @@ constexpr char kUsage[] =
     "  --no-warmup            skip the warm-up run before each test\n"
     "  --seed S               seed of the random prompt tokens (default 42)\n"
     "  --json                 one JSON document on stdout instead of a markdown table\n"
+    "  --json-out FILE        also write the JSON document to FILE\n"
     "  -h, --help             this text\n";
 
 struct Args {
@@ -86,6 +87,7 @@ struct Args {
   bool warmup = true;
   uint32_t seed = 42;
   bool json = false;
+  std::string json_out;
   bool help = false;
 };
 
@@ -161,6 +163,9 @@ bool ParseArgs(int argc, char** argv, Args* a) {
       a->seed = static_cast<uint32_t>(s);
     } else if (f == "--json") {
       a->json = true;
+    } else if (f == "--json-out") {
+      if (!value()) return false;
+      a->json_out = v;
     } else if (!f.empty() && f[0] == '-') {
       return UsageError("unknown option '" + f + "'");
     } else {
@@ -619,7 +624,7 @@ void PrintMarkdown(const std::vector<RunResult>& runs) {
   }
 }
 
-void PrintJson(const Args& a, const std::vector<RunResult>& runs) {
+std::string JsonDocument(const Args& a, const std::vector<RunResult>& runs) {
   Json doc = Json::object();
   doc["vibrant_bench_version"] = 1;
   doc["host"] = {{"cpu", CpuName()},
@@ -675,7 +680,7 @@ void PrintJson(const Args& a, const std::vector<RunResult>& runs) {
     jr.push_back(std::move(j));
   }
   doc["runs"] = std::move(jr);
-  std::printf("%s\n", doc.dump(2).c_str());
+  return doc.dump(2) + "\n";
 }
 
 }  // namespace
@@ -697,10 +702,19 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
+  const std::string json = vibrant::JsonDocument(args, runs);
   if (args.json) {
-    vibrant::PrintJson(args, runs);
+    std::fputs(json.c_str(), stdout);
   } else {
     vibrant::PrintMarkdown(runs);
+  }
+  if (!args.json_out.empty()) {
+    std::ofstream out(args.json_out, std::ios::binary);
+    out << json;
+    if (!out.flush()) {
+      std::fprintf(stderr, "vibrant-bench: %s: cannot write\n", args.json_out.c_str());
+      return 1;
+    }
   }
   return 0;
 }
