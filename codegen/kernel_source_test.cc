@@ -54,6 +54,17 @@ TEST(ModuleSource, OnlyTheGraphsTypesAreInstantiated) {
             absl::StatusCode::kUnimplemented);
 }
 
+TEST(MatmulWarpsPerRow, SplitsRowsOnlyWhenTheGridIsSmall) {
+  // 132 SMs: a grid below 264 blocks doubles the warps per row while each
+  // thread keeps two groups of 8 (64 * wpr <= K / 8).
+  EXPECT_EQ(MatmulWarpsPerRow(151936, 896, 132), 1);   // lm_head: plenty of rows
+  EXPECT_EQ(MatmulWarpsPerRow(896, 896, 132), 2);      // 112 groups: 2 warps
+  EXPECT_EQ(MatmulWarpsPerRow(896, 4864, 132), 4);     // 224 blocks -> 448
+  EXPECT_EQ(MatmulWarpsPerRow(67, 4096, 132), 8);
+  EXPECT_EQ(MatmulWarpsPerRow(67, 100, 132), 1);       // too short to split
+  EXPECT_EQ(MatmulWarpsPerRow(2048, 2048, 132), 2);    // 256 blocks -> 512
+}
+
 TEST(KernelBundle, RoundTripsAndRejectsDamage) {
   KernelBundle b;
   b.source_hash = 0x0123456789abcdefull;

@@ -44,9 +44,17 @@ for m in tiny-llama-q4_k_m tiny-qwen2-q4_k_m tiny-qwen2-f16; do
 done
 
 if [ "$1" = "bench" ]; then
-  echo "== qwen2.5-0.5b q4_k_m (synthetic weights), decode"
-  $vc synth --preset qwen2.5-0.5b --type q4_k_m -o /tmp/q05.gguf > /dev/null 2>&1 && \
-  $vc compile /tmp/q05.gguf --device cuda -c 4096 -o /tmp/q05.plan && \
-    $run /tmp/q05.plan -p "Once upon a time" -n 128 --temp 0 2>&1 >/dev/null | grep -E "cuda:|tok/s|error"
+  # Synthetic weights with the real shapes and quantization mix (vibrantc synth).
+  for p in qwen2.5-0.5b qwen2.5-3b; do
+    echo "== $p q4_k_m, decode (n_ctx 4096)"
+    t0=$(date +%s)
+    $vc synth --preset $p --type q4_k_m -o /tmp/$p.gguf > /dev/null 2>&1 && \
+    $vc compile /tmp/$p.gguf --device cuda -c 4096 -o /tmp/$p.plan | grep -E "memory|pipeline" && \
+      $run /tmp/$p.plan -p "Once upon a time" -n 128 --temp 0 2>&1 >/dev/null | grep -E "cuda:|tok/s|error"
+    echo "($(( $(date +%s) - t0 )) s)"
+  done
+  echo "== kernel time per decode step, qwen2.5-0.5b (VIBRANT_CUDA_PROFILE=1, 32 tokens)"
+  VIBRANT_CUDA_PROFILE=1 $run /tmp/qwen2.5-0.5b.plan -p "Once upon a time" -n 32 --temp 0 2>&1 >/dev/null \
+    | grep -E "profile|T=1" | head -24 | tee "$OUT/profile.txt"
 fi
 exit $rc

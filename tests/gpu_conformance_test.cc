@@ -16,14 +16,18 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include "frontends/gguf/gguf.h"
 #include "frontends/lower/lower.h"
 #include "frontends/tokenizer/tokenizer.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "codegen/kernel_source.h"
 #include "nlohmann/json.hpp"
+#include "passes/pass.h"
 #include "runtime/cpu/executor.h"
 #include "runtime/cuda/device.h"
 #include "runtime/cuda/executor.h"
@@ -201,6 +205,70 @@ TEST(GpuConformanceSetup, SharedModelsArePresent) {
   if (ReferenceModels().empty()) {
     GTEST_SKIP() << "no shared models at " << SharedDir()
                  << " (set VIBRANT_SHARED_DIR to a copy of ../shared)";
+  }
+}
+
+// The compiler's pass pipeline for cuda (fusion, device assignment with its
+// host<->device copies, the memory plan) in front of the CUDA executor: the
+// logits equal the CPU's on the unoptimized graph, and the executor runs in
+// the planned arena.
+TEST(GpuConformancePipeline, CompiledGraphsMatchTheCpu) {
+  if (absl::Status s = CudaDeviceAvailable(); !s.ok()) {
+    GTEST_SKIP() << "no usable CUDA GPU: " << s.message();
+  }
+  std::vector<std::string> models = {VIBRANT_SOURCE_DIR "/tests/data/stories260K.gguf"};
+  for (const char* m : {"tiny-qwen2-q4_k_m", "tiny-llama-q5_k_m"}) {
+    const std::string path = SharedDir() + "/models/" + m + ".gguf";
+    if (fs::exists(path)) models.push_back(path);
+  }
+  for (const std::string& path : models) {
+    SCOPED_TRACE(path);
+    Model m;
+    auto file = GgufFile::Open(path);
+    ASSERT_TRUE(file.ok()) << file.status();
+    m.file = *std::move(file);
+    LowerOptions opts;
+    opts.max_tokens = 16;
+    opts.n_ctx = 256;
+    auto graph = LowerGguf(*m.file, opts);
+    ASSERT_TRUE(graph.ok()) << graph.status();
+    m.graph = *graph;
+    ir::Graph compiled = *std::move(graph);
+    passes::PassContext ctx;
+    ctx.device = passes::DevicePolicy::kCuda;
+    ctx.cuda_supports = [&compiled](const ir::Op& op) {
+      return codegen::CudaSupportsOp(compiled, op);
+    };
+    std::ostringstream log;
+    ASSERT_TRUE(passes::DefaultPipeline().Run(compiled, ctx, passes::PipelineOptions{}, log).ok())
+        << log.str();
+    int fused = 0;
+    for (const ir::Op& op : compiled.ops()) fused += op.kind == ir::OpKind::kFused;
+    EXPECT_GT(fused, 0) << "the pipeline fused nothing: this test would not cover fused ops";
+    auto cpu = CpuExecutor::Create(m.graph, m.Resolver());
+    ASSERT_TRUE(cpu.ok()) << cpu.status();
+    auto gpu = CudaExecutor::Create(compiled, m.Resolver());
+    ASSERT_TRUE(gpu.ok()) << gpu.status();
+    EXPECT_THAT((*gpu)->Describe(), ::testing::HasSubstr("(memory plan)"));
+    std::printf("[ INFO ] %s: %d fused ops; %s\n", path.c_str(), fused, (*gpu)->Describe().c_str());
+    std::vector<int32_t> prompt = {1, 15, 100, 7, 300, 22, 9};
+    double worst = 0;
+    for (int step = 0; step < 12; ++step) {
+      std::vector<int32_t> ids = step == 0 ? prompt : std::vector<int32_t>{(37 * step) % 500};
+      const int32_t pos = step == 0 ? 0 : static_cast<int32_t>(prompt.size()) + step - 1;
+      auto a = (*cpu)->Step(ids, pos);
+      ASSERT_TRUE(a.ok()) << a.status();
+      std::vector<float> av(a->begin(), a->end());
+      auto g = (*gpu)->Step(ids, pos);
+      ASSERT_TRUE(g.ok()) << g.status();
+      ASSERT_EQ(av.size(), g->size());
+      const double err = MaxAbsDiff(av.data(), g->data(), av.size()) /
+                         std::max(Sigma(av.data(), av.size()), 1e-6);
+      worst = std::max(worst, err);
+      EXPECT_LE(err, kGpuVsCpuTolerance) << "step " << step;
+    }
+    std::printf("[ MEASURED ] pipeline %s: GPU (compiled graph) vs CPU max normalized error %.3g\n",
+                fs::path(path).stem().c_str(), worst);
   }
 }
 

@@ -42,12 +42,17 @@ std::string TypeTag(DType t);
 //   vb_matmul1_<tag>: one token per warp pass (decode, T small);
 //   vb_matmul8_<tag>: 8 tokens per pass (prefill): each weight row is decoded
 //   once per 8 tokens.
-// Both: block of kMatmulThreads threads = one warp per output row, grid
-// (ceil(N / warps), ceil(T / tokens per pass)).
+// Both: block of kMatmulThreads threads, `wpr` warps per output row (1, 2,
+// 4 or 8: MatmulWarpsPerRow), grid (ceil(N / (warps / wpr)), ceil(T / tokens
+// per pass)).
 // Arguments: (const u8* w, i64 row_bytes, const float* x, const float* bias
-// or null, float* out, int K, int N, int T).
+// or null, float* out, int K, int N, int T, int wpr).
 std::string MatmulSource(const std::vector<DType>& types);
 inline constexpr int kMatmulThreads = 256;
+// Warps per row for N rows of K elements on a GPU of `sm_count`
+// multiprocessors: 1, doubled (up to 8) while the grid has fewer than two
+// blocks per multiprocessor and every thread still gets two 8-element groups.
+int MatmulWarpsPerRow(int64_t N, int64_t K, int sm_count);
 std::string MatmulKernelName(DType t, int tokens_per_pass);
 
 // embedding: vb_embed_<tag>(const u8* table, i64 row_bytes, const int* ids,

@@ -151,8 +151,19 @@ struct CudaExecutor::Impl {
   bool graph_unavailable = false;
   std::string graph_note;
   absl::Status pending;
+  // VIBRANT_CUDA_PROFILE=1: per-kernel GPU time (direct launches, events
+  // around each), printed to stderr when the executor is destroyed.
+  bool profile = false;
+  struct ProfileEntry {
+    int64_t calls = 0;
+    double ms = 0;
+  };
+  std::map<std::string, ProfileEntry> profile_by_kernel;
+  std::vector<cudaEvent_t> events;
+  int64_t profiled_steps = 0;
 
   ~Impl();
+  void PrintProfile();
   absl::Status Init(WeightResolver& weights);
   absl::Status CheckGraph();
   absl::Status LoadKernels();
@@ -163,7 +174,7 @@ struct CudaExecutor::Impl {
   absl::Status Emit(Binding& b, int op_index, int64_t T, std::vector<Launch>* out);
   absl::Status EmitAll(Binding& b, int64_t T, std::vector<Launch>* out);
   absl::Status Enqueue(const Launch& l);
-  absl::Status RunLaunches(const std::vector<Launch>& ls);
+  absl::Status RunLaunches(const std::vector<Launch>& ls, int64_t T = 0);
   absl::Status CheckStep(absl::Span<const int32_t> tokens, int32_t pos0);
   void FillIo(absl::Span<const int32_t> tokens, int32_t pos0);
   absl::Status CaptureDecodeGraph();
@@ -172,6 +183,8 @@ struct CudaExecutor::Impl {
 };
 
 CudaExecutor::Impl::~Impl() {
+  if (profile) PrintProfile();
+  for (cudaEvent_t e : events) cudaEventDestroy(e);
   if (decode_exec != nullptr) cudaGraphExecDestroy(decode_exec);
   if (decode_graph != nullptr) cudaGraphDestroy(decode_graph);
   if (stream != nullptr) cudaStreamSynchronize(stream);
@@ -427,14 +440,15 @@ absl::Status CudaExecutor::Impl::Init(WeightResolver& weights) {
 
   // Arena slots: the step inputs, activations, fused-body intermediates and
   // attention partials.
-  // With a memory plan for this device (passes/plan_memory.h) the step's
-  // values sit at their planned offsets at the start of the arena; without,
-  // each gets a slot of its own. The step inputs always live in a block of
-  // their own (one host-to-device copy fills both), so their planned slots,
-  // if any, simply stay unused.
+  // With a memory plan for the cuda device (passes/plan_memory.h), its
+  // values sit at their planned offsets at the start of the arena; values
+  // without one (no plan, or planned for the host: the logits the device pass
+  // copies back) get a slot each after it. The step inputs always live in a
+  // block of their own that one host-to-device copy fills (their planned
+  // host slots stay unused).
   std::vector<std::pair<Binding*, ValueId>> slots;
   std::vector<int64_t> planned_at(nv, -1);
-  planned = g.memory.size() == 1 && g.memory.count(ir::Device::kCuda) == 1;
+  planned = g.memory.count(ir::Device::kCuda) == 1;
   const int64_t planned_bytes = planned ? AlignUp(g.memory.at(ir::Device::kCuda).arena_bytes) : 0;
   for (ValueId v = 0; v < static_cast<ValueId>(nv); ++v) {
     const Value& val = g.value(v);
@@ -442,7 +456,7 @@ absl::Status CudaExecutor::Impl::Init(WeightResolver& weights) {
     if (producer[v] < 0) continue;  // KV cache declarations
     const OpKind k = g.ops()[producer[v]].kind;
     if (k == OpKind::kReshape || k == OpKind::kKvStore) continue;  // views
-    if (!planned) {
+    if (!planned || val.device != ir::Device::kCuda) {
       slots.push_back({&main, v});
       continue;
     }
@@ -532,9 +546,18 @@ absl::Status CudaExecutor::Impl::Init(WeightResolver& weights) {
   for (size_t i = 0; i < slots.size(); ++i) {
     if (slot_at[i] >= 0) slots[i].first->dev[slots[i].second] = arena_mem + slot_at[i];
   }
-  for (const Op& op : g.ops()) {  // views, in op order so chains resolve
+  for (size_t i = 0; i < g.ops().size(); ++i) {  // views, in op order so chains resolve
+    const Op& op = g.ops()[i];
     if (op.kind == OpKind::kReshape) main.dev[op.outputs[0]] = main.dev[op.inputs[0]];
     if (op.kind == OpKind::kKvStore) main.dev[op.outputs[0]] = main.dev[op.inputs[1]];
+    // Host <-> device copies the device pass inserted: here everything is in
+    // VRAM, so a copy of a step input (never written during a step) and the
+    // step's last op copying out the logits become views (no copy runs).
+    if (op.kind == OpKind::kCopy &&
+        (g.value(op.inputs[0]).storage == Storage::kInput ||
+         (op.outputs[0] == logits && i + 1 == g.ops().size()))) {
+      main.dev[op.outputs[0]] = main.dev[op.inputs[0]];
+    }
   }
   // Body bindings, outermost first (a deque keeps creation order: a body is
   // always created after the binding that contains it).
@@ -578,7 +601,10 @@ absl::Status CudaExecutor::Impl::Init(WeightResolver& weights) {
       n_vocab = n_vocab < 0 ? rows : std::min(n_vocab, rows);
     }
   }
-  if (opts.sync_each_op) opts.cuda_graphs = false;
+  if (const char* p = std::getenv("VIBRANT_CUDA_PROFILE"); p != nullptr && std::string(p) == "1") {
+    profile = true;
+  }
+  if (opts.sync_each_op || profile) opts.cuda_graphs = false;
   return absl::OkStatus();
 }
 
@@ -647,13 +673,15 @@ absl::Status CudaExecutor::Impl::Emit(Binding& b, int op_index, int64_t T,
       const int64_t rows = E(op.inputs[0]) / K;
       if (rows == 0) return absl::OkStatus();
       const int tt = rows == 1 ? 1 : 8;
-      const int64_t warps = codegen::kMatmulThreads / 32;
+      const int wpr = codegen::MatmulWarpsPerRow(N, K, device.sm_count);
+      const int64_t rows_per_block = codegen::kMatmulThreads / 32 / wpr;
       const int64_t gy = (rows + tt - 1) / tt;
       VB_RETURN_IF_ERROR(too_big(gy, 65535, "token blocks"));
-      absl::StatusOr<Launch> l = kernel(codegen::MatmulKernelName(w.dtype, tt),
-                                        dim3(static_cast<unsigned>((N + warps - 1) / warps),
-                                             static_cast<unsigned>(gy)),
-                                        dim3(codegen::kMatmulThreads));
+      absl::StatusOr<Launch> l = kernel(
+          codegen::MatmulKernelName(w.dtype, tt),
+          dim3(static_cast<unsigned>((N + rows_per_block - 1) / rows_per_block),
+               static_cast<unsigned>(gy)),
+          dim3(codegen::kMatmulThreads));
       if (!l.ok()) return l.status();
       l->Arg(D(op.inputs[1]))
           .Arg(static_cast<int64_t>(DTypeBytes(w.dtype, K).value_or(0)))
@@ -662,7 +690,8 @@ absl::Status CudaExecutor::Impl::Emit(Binding& b, int op_index, int64_t T,
           .Arg(D(o))
           .Arg(static_cast<int>(K))
           .Arg(static_cast<int>(N))
-          .Arg(static_cast<int>(rows));
+          .Arg(static_cast<int>(rows))
+          .Arg(wpr);
       out->push_back(*std::move(l));
       return absl::OkStatus();
     }
@@ -825,7 +854,46 @@ absl::Status CudaExecutor::Impl::Enqueue(const Launch& l) {
       absl::StrCat("CUDA backend: launching ", l.name, " for op ", OpDesc(*l.graph, l.op_index)));
 }
 
-absl::Status CudaExecutor::Impl::RunLaunches(const std::vector<Launch>& ls) {
+void CudaExecutor::Impl::PrintProfile() {
+  std::vector<std::pair<std::string, ProfileEntry>> rows(profile_by_kernel.begin(),
+                                                         profile_by_kernel.end());
+  std::sort(rows.begin(), rows.end(),
+            [](const auto& a, const auto& b) { return a.second.ms > b.second.ms; });
+  double total = 0;
+  for (const auto& r : rows) total += r.second.ms;
+  std::fprintf(stderr, "vibrant cuda profile: %lld steps, %.3f ms of kernels (direct launches)\n",
+               static_cast<long long>(profiled_steps), total);
+  for (const auto& [name, e] : rows) {
+    std::fprintf(stderr, "  %-34s %7lld calls %10.3f ms %5.1f%% %9.2f us/call\n", name.c_str(),
+                 static_cast<long long>(e.calls), e.ms, total > 0 ? 100 * e.ms / total : 0.0,
+                 1000 * e.ms / std::max<int64_t>(e.calls, 1));
+  }
+}
+
+absl::Status CudaExecutor::Impl::RunLaunches(const std::vector<Launch>& ls, int64_t T) {
+  if (profile) {
+    while (events.size() < 2 * ls.size()) {
+      cudaEvent_t e = nullptr;
+      VB_CUDA(cudaEventCreate(&e), "CUDA backend: profiling event");
+      events.push_back(e);
+    }
+    for (size_t i = 0; i < ls.size(); ++i) {
+      VB_CUDA(cudaEventRecord(events[2 * i], stream), "CUDA backend: profiling event");
+      VB_RETURN_IF_ERROR(Enqueue(ls[i]));
+      VB_CUDA(cudaEventRecord(events[2 * i + 1], stream), "CUDA backend: profiling event");
+    }
+    VB_CUDA(cudaStreamSynchronize(stream), "CUDA backend: profiled step");
+    for (size_t i = 0; i < ls.size(); ++i) {
+      float ms = 0;
+      cudaEventElapsedTime(&ms, events[2 * i], events[2 * i + 1]);
+      ProfileEntry& e =
+          profile_by_kernel[absl::StrCat(ls[i].name, T == 1 ? " (T=1)" : " (T>1)")];
+      ++e.calls;
+      e.ms += ms;
+    }
+    ++profiled_steps;
+    return absl::OkStatus();
+  }
   for (const Launch& l : ls) {
     VB_RETURN_IF_ERROR(Enqueue(l));
     if (opts.sync_each_op) {
@@ -1141,7 +1209,7 @@ absl::StatusOr<absl::Span<const float>> CudaExecutor::Step(absl::Span<const int3
   VB_CUDA(cudaMemcpyAsync(m.io_dev, m.io_host, 2 * m.max_tokens * sizeof(int32_t),
                           cudaMemcpyHostToDevice, m.stream),
           "CUDA backend: input copy");
-  VB_RETURN_IF_ERROR(m.RunLaunches(ls));
+  VB_RETURN_IF_ERROR(m.RunLaunches(ls, T));
   VB_CUDA(cudaMemcpyAsync(m.logits_host, m.main.dev[m.logits], out_elems * sizeof(float),
                           cudaMemcpyDeviceToHost, m.stream),
           "CUDA backend: logits copy");

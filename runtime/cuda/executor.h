@@ -44,6 +44,8 @@ struct CudaExecutorOptions {
   // (no CUDA graphs). Also enabled by the environment variable
   // VIBRANT_CUDA_SYNC=1.
   bool sync_each_op = false;
+  // (Environment only) VIBRANT_CUDA_PROFILE=1: time every kernel with events
+  // (no CUDA graphs) and print the time per kernel to stderr at destruction.
 };
 
 // One op's comparison in CudaExecutor::VerifyStep.

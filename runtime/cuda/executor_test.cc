@@ -144,7 +144,9 @@ class CudaMatmul : public ::testing::TestWithParam<DType> {};
 TEST_P(CudaMatmul, MatchesCpuForDecodeAndPrefill) {
   SKIP_WITHOUT_GPU();
   const DType t = GetParam();
-  for (int64_t K : Plain(t) ? std::vector<int64_t>{100, 512} : std::vector<int64_t>{512, 1024}) {
+  // K = 512, 1024, 4096 give 2, 4 and 8 warps per row (MatmulWarpsPerRow).
+  for (int64_t K : Plain(t) ? std::vector<int64_t>{100, 512, 4096}
+                            : std::vector<int64_t>{512, 1024, 4096}) {
     for (bool bias : {false, true}) {
       SCOPED_TRACE(::testing::Message() << DTypeName(t) << " K=" << K << " bias=" << bias);
       const int64_t N = 67, V = 37;
