@@ -112,6 +112,16 @@ TEST_F(SynthBenchTest, BenchJsonFromGguf) {
     }
   }
   EXPECT_GT(run["tests"][1]["decode_weight_gbps"].get<double>(), 0.0);
+  EXPECT_GT(run["graph"]["fused"].get<int>(), 0);  // the default pipeline fuses
+
+  // --no-fusion compiles without fuse-elementwise: more ops, none fused.
+  const CliResult nf = RunBinary(
+      kBench, {"-m", *model_, "-p", "4", "-n", "2", "-r", "1", "--no-fusion", "--json"});
+  ASSERT_EQ(nf.exit_code, 0) << nf.err;
+  const nlohmann::json jn = nlohmann::json::parse(nf.out);
+  EXPECT_EQ(jn["params"]["fusion"], false);
+  EXPECT_EQ(jn["runs"][0]["graph"]["fused"], 0);
+  EXPECT_GT(jn["runs"][0]["graph"]["ops"].get<int>(), run["graph"]["ops"].get<int>());
 }
 
 TEST_F(SynthBenchTest, BenchMarkdownFromPlan) {
