@@ -89,7 +89,9 @@ int RunDumpIr(const std::vector<std::string>& args) {
     const std::string text = log.str();
     std::fwrite(text.data(), 1, text.size(), stdout);
     if (!st.ok()) {
-      std::fprintf(stderr, "vibrantc dump-ir: %s\n", std::string(st.message()).c_str());
+      std::string msg(st.message());
+      if (msg.rfind("--print-ir-after=", 0) == 0) msg = "--after=" + msg.substr(17);  // this command's flag
+      std::fprintf(stderr, "vibrantc dump-ir: %s\n", msg.c_str());
       return 1;
     }
     return 0;
