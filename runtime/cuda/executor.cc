@@ -169,8 +169,14 @@ struct CudaExecutor::Impl {
   absl::Status LoadKernels();
   absl::Status LoadImage(const std::string& image, const std::string& what);
   absl::StatusOr<cudaKernel_t> Kernel(const std::string& name);
-  absl::Status BindBody(Binding& outer, int op_index, int depth,
-                        std::vector<std::pair<Binding*, ValueId>>* slots);
+  // An intermediate of a fused body that needs scratch memory.
+  struct BodySlot {
+    Binding* binding;
+    ValueId value;
+    int body;   // index into bodies
+    int depth;  // 1: the body of a step-graph op
+  };
+  absl::Status BindBody(Binding& outer, int op_index, int depth, std::vector<BodySlot>* slots);
   absl::Status Emit(Binding& b, int op_index, int64_t T, std::vector<Launch>* out);
   absl::Status EmitAll(Binding& b, int64_t T, std::vector<Launch>* out);
   absl::Status Enqueue(const Launch& l);
@@ -314,7 +320,7 @@ absl::StatusOr<cudaKernel_t> CudaExecutor::Impl::Kernel(const std::string& name)
 }
 
 absl::Status CudaExecutor::Impl::BindBody(Binding& outer, int op_index, int depth,
-                                          std::vector<std::pair<Binding*, ValueId>>* slots) {
+                                          std::vector<BodySlot>* slots) {
   const Graph& g = *outer.graph;
   const Op& op = g.ops()[op_index];
   const Graph& body = *op.body;
@@ -366,7 +372,7 @@ absl::Status CudaExecutor::Impl::BindBody(Binding& outer, int op_index, int dept
         k == OpKind::kMatMul) {
       return err(absl::StrCat("op ", std::string(ir::OpName(k)), " in a fused body"));
     }
-    slots->push_back({&self, v});
+    slots->push_back({&self, v, index, depth});
   }
   for (size_t i = 0; i < body.ops().size(); ++i) {
     if (body.ops()[i].kind == OpKind::kFused) {
@@ -469,9 +475,10 @@ absl::Status CudaExecutor::Impl::Init(WeightResolver& weights) {
     }
     planned_at[v] = val.arena_offset;
   }
+  std::vector<BodySlot> body_slots;
   for (size_t i = 0; i < g.ops().size(); ++i) {
     if (g.ops()[i].kind == OpKind::kFused) {
-      VB_RETURN_IF_ERROR(BindBody(main, static_cast<int>(i), 1, &slots));
+      VB_RETURN_IF_ERROR(BindBody(main, static_cast<int>(i), 1, &body_slots));
     }
   }
   int64_t attn_part_bytes = 0;
@@ -499,6 +506,32 @@ absl::Status CudaExecutor::Impl::Init(WeightResolver& weights) {
     }
     slot_at[i] = arena_size;
     arena_size += AlignUp(std::max<int64_t>(*nb, 1));
+  }
+  // Fused bodies run one after another and their intermediates die inside
+  // them, so the bodies of step-graph ops share one scratch region, each
+  // laying out its intermediates from its start (nested bodies, which the IR
+  // does not form today, get space of their own after it).
+  std::vector<int64_t> body_slot_at(body_slots.size(), -1);
+  {
+    const int64_t base = arena_size;
+    int64_t shared = 0;
+    std::map<int, int64_t> cursor;
+    for (int pass = 0; pass < 2; ++pass) {
+      for (size_t i = 0; i < body_slots.size(); ++i) {
+        const BodySlot& bs = body_slots[i];
+        if ((bs.depth == 1) != (pass == 0)) continue;
+        const int64_t nb = AlignUp(std::max<int64_t>(Bytes(*bs.binding->graph, bs.value, max_tokens), 1));
+        if (pass == 0) {
+          body_slot_at[i] = base + cursor[bs.body];
+          cursor[bs.body] += nb;
+          shared = std::max(shared, cursor[bs.body]);
+        } else {
+          body_slot_at[i] = arena_size;
+          arena_size += nb;
+        }
+      }
+      if (pass == 0) arena_size = base + shared;
+    }
   }
 
   // Allocate and upload.
@@ -545,6 +578,9 @@ absl::Status CudaExecutor::Impl::Init(WeightResolver& weights) {
   }
   for (size_t i = 0; i < slots.size(); ++i) {
     if (slot_at[i] >= 0) slots[i].first->dev[slots[i].second] = arena_mem + slot_at[i];
+  }
+  for (size_t i = 0; i < body_slots.size(); ++i) {
+    body_slots[i].binding->dev[body_slots[i].value] = arena_mem + body_slot_at[i];
   }
   for (size_t i = 0; i < g.ops().size(); ++i) {  // views, in op order so chains resolve
     const Op& op = g.ops()[i];
