@@ -42,8 +42,17 @@
 #include "nlohmann/json.hpp"
 #include "passes/pass.h"
 #include "passes/stats.h"
+#include "runtime/backend.h"
 #include "runtime/cpu/executor.h"
 #include "runtime/plan.h"
+
+#ifdef VIBRANT_WITH_CUDA
+#include "codegen/kernel_bundle.h"
+#include "codegen/kernel_source.h"
+#include "codegen/nvrtc.h"
+#include "runtime/cuda/device.h"
+#include "runtime/cuda/executor.h"
+#endif
 
 namespace vibrant {
 namespace {
@@ -294,7 +303,11 @@ ModelInfo DescribeModel(const GgufFile& f, const std::string& path, const std::s
 absl::Status RunCompilerPasses(ir::Graph& graph, const std::string& device, bool fusion) {
   passes::PassContext ctx;
   ctx.device = device == "cuda" ? passes::DevicePolicy::kCuda : passes::DevicePolicy::kCpu;
-  // HOOK: with the CUDA backend, set ctx.cuda_supports as vibrantc compile does.
+#ifdef VIBRANT_WITH_CUDA
+  ctx.cuda_supports = [&graph](const ir::Op& op) {
+    return codegen::CheckCudaSupportsOp(graph, op).ok();
+  };
+#endif
   passes::PipelineOptions opts;
   if (!fusion) opts.disabled.insert("fuse-elementwise");
   std::ostringstream log;  // IR dumps and timings are off; nothing is logged
@@ -305,19 +318,26 @@ absl::Status RunCompilerPasses(ir::Graph& graph, const std::string& device, bool
 
 // ---- backends -----------------------------------------------------------------
 
-// What the bench needs of a backend. (runtime/backend.h's Executor, once it
-// lands, provides step/reset for every backend.)
+// Kernels compiled ahead of time for the CUDA backend (a plan's KERNELS
+// section, or compiled here with the GGUF); opaque without CUDA.
+struct Kernels {
+#ifdef VIBRANT_WITH_CUDA
+  std::optional<codegen::KernelBundle> bundle;
+#endif
+};
+
 struct Backend {
   std::string name;  // "CPU", "CUDA"
-  std::function<absl::StatusOr<absl::Span<const float>>(absl::Span<const int32_t>, int32_t)> step;
-  std::function<void()> reset;
-  // Peak device memory in bytes since creation; empty for host backends.
-  std::function<std::optional<int64_t>()> peak_device_bytes = [] { return std::nullopt; };
-  std::shared_ptr<void> keep_alive;
+  std::unique_ptr<Executor> exec;
+  std::string describe;  // Executor::Describe()
+  // Device memory the backend allocated (weights, KV caches, arena: all of
+  // it is allocated at creation, so this is also the peak); empty on the host.
+  std::optional<int64_t> device_bytes;
 };
 
 absl::StatusOr<Backend> CreateBackend(const std::string& device, const ir::Graph& graph,
-                                      const GgufFile& weights_file, int threads, bool graphs) {
+                                      const GgufFile& weights_file, int threads, bool graphs,
+                                      const Kernels& kernels) {
   const GgufFile* file = &weights_file;
   WeightResolver resolver =
       [file](const std::string& source) -> absl::StatusOr<absl::Span<const uint8_t>> {
@@ -328,27 +348,54 @@ absl::StatusOr<Backend> CreateBackend(const std::string& device, const ir::Graph
     }
     return file->TensorData(*t);
   };
+  Backend b;
   if (device == "cpu") {
     CpuExecutorOptions o;
     o.threads = threads;
-    absl::StatusOr<std::unique_ptr<CpuExecutor>> exec =
-        CpuExecutor::Create(graph, std::move(resolver), o);
+    absl::StatusOr<std::unique_ptr<Executor>> exec = CreateCpuBackend(graph, std::move(resolver), o);
     if (!exec.ok()) return exec.status();
-    std::shared_ptr<CpuExecutor> e(std::move(*exec));
-    Backend b;
     b.name = "CPU";
-    b.step = [e](absl::Span<const int32_t> t, int32_t pos) { return e->Step(t, pos); };
-    b.reset = [e] { e->Reset(); };
-    b.keep_alive = e;
-    return b;
+    b.exec = *std::move(exec);
+  } else {
+#ifdef VIBRANT_WITH_CUDA
+    CudaExecutorOptions o;
+    o.cuda_graphs = graphs;
+    if (kernels.bundle) o.kernels = &*kernels.bundle;
+    absl::StatusOr<std::unique_ptr<CudaExecutor>> exec =
+        CudaExecutor::Create(graph, std::move(resolver), o);
+    if (!exec.ok()) return exec.status();
+    b.name = "CUDA";
+    b.device_bytes = (*exec)->weight_bytes() + (*exec)->kv_bytes() + (*exec)->arena_bytes();
+    b.exec = *std::move(exec);
+#else
+    (void)graphs;
+    (void)kernels;
+    return absl::UnimplementedError(absl::StrCat(
+        "device '", device, "': this build of vibrant-bench has no CUDA backend (the CUDA "
+        "toolkit was not found at configure time)"));
+#endif
   }
-  // HOOK: the CUDA backend (runtime/cuda). Create its executor here with
-  // CUDA graphs on or off (`graphs`), and report its peak device memory
-  // (cudaMemGetInfo high-water mark or the allocator's) in peak_device_bytes.
-  (void)graphs;
-  return absl::UnimplementedError(
-      absl::StrCat("device '", device, "': this build of vibrant-bench has only the cpu backend"));
+  b.describe = b.exec->Describe();
+  return b;
 }
+
+#ifdef VIBRANT_WITH_CUDA
+// The CUDA kernels for `graph`, compiled as `vibrantc compile --device cuda`
+// compiles them (for the GPU present, else the default architecture).
+absl::Status CompileCudaKernels(const ir::Graph& graph, Kernels* out) {
+  for (const ir::Op& op : graph.ops()) {
+    if (absl::Status st = codegen::CheckCudaSupportsOp(graph, op); !st.ok()) return st;
+  }
+  codegen::NvrtcOptions nv;
+  absl::StatusOr<CudaDeviceInfo> dev = QueryCudaDevice(0);
+  nv.arch = dev.ok() ? dev->arch : codegen::kDefaultCudaArch;
+  absl::StatusOr<codegen::KernelBundle> k = codegen::CompileCuda(
+      codegen::ModuleSource(codegen::KernelSetForGraph(graph)), codegen::kModuleName, nv);
+  if (!k.ok()) return k.status();
+  out->bundle = *std::move(k);
+  return absl::OkStatus();
+}
+#endif
 
 // ---- running the tests ----------------------------------------------------------
 
@@ -362,6 +409,7 @@ struct TestResult {
 struct RunResult {
   ModelInfo model;
   std::string backend;
+  std::string describe;  // the backend's own one-line description
   std::string device;
   int threads = 0;
   std::optional<double> compile_s;
@@ -385,7 +433,7 @@ absl::Status Prefill(Backend& b, absl::Span<const int32_t> tokens, int64_t max_t
   for (size_t done = 0; done < tokens.size();) {
     const size_t n = std::min<size_t>(tokens.size() - done, static_cast<size_t>(max_tokens));
     absl::StatusOr<absl::Span<const float>> out =
-        b.step(tokens.subspan(done, n), static_cast<int32_t>(done));
+        b.exec->Step(tokens.subspan(done, n), static_cast<int32_t>(done));
     if (!out.ok()) return out.status();
     done += n;
   }
@@ -395,7 +443,7 @@ absl::Status Prefill(Backend& b, absl::Span<const int32_t> tokens, int64_t max_t
 absl::Status Generate(Backend& b, absl::Span<const int32_t> tokens) {
   for (size_t i = 0; i < tokens.size(); ++i) {
     absl::StatusOr<absl::Span<const float>> out =
-        b.step(tokens.subspan(i, 1), static_cast<int32_t>(i));
+        b.exec->Step(tokens.subspan(i, 1), static_cast<int32_t>(i));
     if (!out.ok()) return out.status();
   }
   return absl::OkStatus();
@@ -421,7 +469,7 @@ absl::Status RunTests(const Args& a, Backend& b, int64_t n_vocab, int64_t max_to
       return t.prompt ? Prefill(b, s, max_tokens) : Generate(b, s);
     };
     if (a.warmup) {
-      b.reset();
+      b.exec->Reset();
       if (absl::Status s = once(t.prompt ? std::min(t.n, max_tokens) : 1); !s.ok()) return s;
     }
     TestResult tr;
@@ -429,7 +477,7 @@ absl::Status RunTests(const Args& a, Backend& b, int64_t n_vocab, int64_t max_to
     (t.prompt ? tr.n_prompt : tr.n_gen) = t.n;
     std::vector<double> ts;
     for (int rep = 0; rep < a.reps; ++rep) {
-      b.reset();
+      b.exec->Reset();
       const auto t0 = Clock::now();
       if (absl::Status s = once(t.n); !s.ok()) return s;
       const double sec = Seconds(Clock::now() - t0);
@@ -470,6 +518,7 @@ absl::Status BenchModel(const Args& a, const std::string& path, std::vector<RunR
   std::optional<double> compile_s;
   std::string device = a.device.empty() ? "cpu" : a.device;
   ModelInfo info;
+  Kernels kernels;
 
   const auto t_load0 = Clock::now();
   if (IsPlan(path)) {
@@ -491,6 +540,14 @@ absl::Status BenchModel(const Args& a, const std::string& path, std::vector<RunR
     if (!m.ok()) return m.status();
     gguf = *std::move(m);
     info = DescribeModel(*gguf, path, "plan");
+#ifdef VIBRANT_WITH_CUDA
+    if (device == "cuda" && !plan->kernels().empty()) {
+      absl::StatusOr<codegen::KernelBundle> b =
+          codegen::ParseKernelBundle(plan->kernels(), path + ": section KERNELS");
+      if (!b.ok()) return b.status();
+      kernels.bundle = *std::move(b);
+    }
+#endif
   } else {
     const auto t0 = Clock::now();
     absl::StatusOr<std::unique_ptr<GgufFile>> m = GgufFile::Open(path);
@@ -507,6 +564,11 @@ absl::Status BenchModel(const Args& a, const std::string& path, std::vector<RunR
                                               s.message()));
     }
     graph_bytes = ir::SerializeGraph(*g);
+#ifdef VIBRANT_WITH_CUDA
+    if (device == "cuda") {
+      if (absl::Status s = CompileCudaKernels(*g, &kernels); !s.ok()) return s;
+    }
+#endif
     compile_s = Seconds(Clock::now() - t0);
     info = DescribeModel(*gguf, path, "gguf");
   }
@@ -525,10 +587,12 @@ absl::Status BenchModel(const Args& a, const std::string& path, std::vector<RunR
             : ir::DeserializeGraph(absl::Span<const uint8_t>(
                   reinterpret_cast<const uint8_t*>(graph_bytes.data()), graph_bytes.size()));
     if (!graph.ok()) return graph.status();
-    absl::StatusOr<Backend> backend = CreateBackend(device, *graph, *gguf, threads, a.graphs);
+    absl::StatusOr<Backend> backend =
+        CreateBackend(device, *graph, *gguf, threads, a.graphs, kernels);
     if (!backend.ok()) return backend.status();
     r.load_s = Seconds(Clock::now() - t0) + open_s;
     r.backend = backend->name;
+    r.describe = backend->describe;
     r.n_ctx = MetaInt(*graph, "n_ctx");
     r.graph = passes::ComputeGraphStats(*graph);
     r.max_tokens = graph->max_tokens;
@@ -543,7 +607,7 @@ absl::Status BenchModel(const Args& a, const std::string& path, std::vector<RunR
     }
     if (absl::Status s = RunTests(a, *backend, n_vocab, r.max_tokens, &r); !s.ok()) return s;
     r.peak_rss = PeakRssBytes();
-    r.peak_device = backend->peak_device_bytes();
+    r.peak_device = backend->device_bytes;
     out->push_back(std::move(r));
   }
   return absl::OkStatus();
@@ -652,6 +716,7 @@ std::string JsonDocument(const Args& a, const std::vector<RunResult>& runs) {
                   {"n_params", r.model.n_params},
                   {"decode_weight_bytes", r.model.decode_weight_bytes}};
     j["backend"] = r.backend;
+    j["backend_describe"] = r.describe;
     j["device"] = r.device;
     j["threads"] = r.threads;
     j["n_ctx"] = r.n_ctx;
