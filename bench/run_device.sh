@@ -2,7 +2,8 @@
 # The benchmark on the GPU machine, in one command: builds Vibrant (Release),
 # synthesizes Qwen2.5-3B Q4_K_M there (nothing large travels), compiles it,
 # and prints vibrant-bench's pp/tg table for the CPU backend (short tests) and
-# the CUDA backend (pp512 / tg128, when this build has it).
+# the CUDA backend (pp512 / tg128, when this build has it), then a per-kernel
+# profile of one CUDA run and the card's device-to-device copy bandwidth.
 #
 # Through the device tool, from the repository root:
 #   here, once:  ../shared/device/pack-deps.sh          (writes .devdeps/, git-ignored)
@@ -102,6 +103,34 @@ for variant in default no-fusion no-graphs; do
   fi
 done
 
+if [ -f "$RESULTS/bench-cuda-default.md" ]; then
+  log "CUDA per-kernel profile (VIBRANT_CUDA_PROFILE=1: direct launches, events around each kernel)"
+  VIBRANT_CUDA_PROFILE=1 "$BENCH" -m "$MODEL" --device cuda -p "$CUDA_P" -n "$CUDA_N" -r 1 \
+    --no-warmup >/dev/null 2>"$RESULTS/cuda-profile.txt" || true
+  grep -A200 '^vibrant cuda profile' "$RESULTS/cuda-profile.txt" >&2 || tail -5 "$RESULTS/cuda-profile.txt" >&2
+
+  log "device-to-device copy bandwidth (the roofline's denominator), through PyTorch"
+  python3 - <<'PY' 2>&1 | tee "$RESULTS/d2d-bandwidth.txt" >&2 || true
+import torch
+n = 1 << 30
+x = torch.empty(n, dtype=torch.uint8, device="cuda")
+y = torch.empty_like(x)
+for _ in range(3):
+    y.copy_(x)
+torch.cuda.synchronize()
+start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+reps = 20
+start.record()
+for _ in range(reps):
+    y.copy_(x)
+end.record()
+torch.cuda.synchronize()
+ms = start.elapsed_time(end) / reps
+print(f"d2d copy of 1 GiB: {ms:.3f} ms = {2 * n / ms / 1e6:.0f} GB/s read+written "
+      f"({n / ms / 1e6:.0f} GB/s each way)")
+PY
+fi
+
 log "results"
 for t in "${tables[@]}"; do
   echo "### $(basename "$t" .md)"
@@ -109,3 +138,4 @@ for t in "${tables[@]}"; do
   cat "$t"
   echo
 done
+if [ -f "$RESULTS/d2d-bandwidth.txt" ]; then cat "$RESULTS/d2d-bandwidth.txt"; fi
