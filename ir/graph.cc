@@ -156,4 +156,17 @@ void Graph::Reindex() {
   }
 }
 
+absl::StatusOr<ValueId> FindLogitsOutput(const Graph& g) {
+  ValueId logits = -1;
+  for (ValueId o : g.outputs()) {
+    if (g.value(o).name == "logits") logits = o;
+  }
+  if (logits < 0 && g.outputs().size() == 1) logits = g.outputs()[0];
+  if (logits < 0) return absl::InvalidArgumentError("graph has no output 'logits'");
+  if (g.value(logits).dtype != DType::kF32) {
+    return absl::InvalidArgumentError("output 'logits' must be f32");
+  }
+  return logits;
+}
+
 }  // namespace vibrant::ir

@@ -152,6 +152,10 @@ class Graph {
 absl::StatusOr<Value> InferOpOutput(const Graph& g, OpKind kind, const std::vector<ValueId>& inputs,
                                     const Attrs& attrs, const std::string& out_name);
 
+// The step's logits output: the output named "logits", or the only output.
+// It must be f32. Backends use this to find what Step returns.
+absl::StatusOr<ValueId> FindLogitsOutput(const Graph& g);
+
 }  // namespace vibrant::ir
 
 #endif  // VIBRANT_IR_GRAPH_H_

@@ -795,14 +795,12 @@ absl::Status CpuExecutor::Impl::Init(WeightResolver& weights) {
         break;
     }
   }
-  for (ValueId o : g.outputs()) {
-    if (g.value(o).name == "logits") logits = o;
+  absl::StatusOr<ValueId> found_logits = ir::FindLogitsOutput(g);
+  if (!found_logits.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("CPU backend: ", found_logits.status().message()));
   }
-  if (logits < 0 && g.outputs().size() == 1) logits = g.outputs()[0];
-  if (logits < 0) return absl::InvalidArgumentError("CPU backend: graph has no output 'logits'");
-  if (g.value(logits).dtype != DType::kF32) {
-    return absl::InvalidArgumentError("CPU backend: output 'logits' must be f32");
-  }
+  logits = *found_logits;
   if (tokens < 0) return absl::InvalidArgumentError("CPU backend: graph has no input 'tokens'");
 
   // Every op supported and well-formed.

@@ -236,14 +236,12 @@ absl::Status CudaExecutor::Impl::CheckGraph() {
           absl::StrCat("CUDA backend: ", ValueDesc(g, v), " must have a static shape"));
     }
   }
-  for (ValueId o : g.outputs()) {
-    if (g.value(o).name == "logits") logits = o;
+  absl::StatusOr<ValueId> found_logits = ir::FindLogitsOutput(g);
+  if (!found_logits.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("CUDA backend: ", found_logits.status().message()));
   }
-  if (logits < 0 && g.outputs().size() == 1) logits = g.outputs()[0];
-  if (logits < 0) return absl::InvalidArgumentError("CUDA backend: graph has no output 'logits'");
-  if (g.value(logits).dtype != DType::kF32) {
-    return absl::InvalidArgumentError("CUDA backend: output 'logits' must be f32");
-  }
+  logits = *found_logits;
   if (tokens < 0) return absl::InvalidArgumentError("CUDA backend: graph has no input 'tokens'");
   for (const Op& op : g.ops()) {
     VB_RETURN_IF_ERROR(codegen::CheckCudaSupportsOp(g, op));
