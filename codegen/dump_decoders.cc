@@ -1,13 +1,14 @@
 // Writes the generated block decoders (codegen/kernels/decoders.cc, every
-// type) to a file, so that decoders_host_test can compile them as host C++.
+// type) and, optionally, the q8 mat-vec dot products (matvec_q8.cc) to files,
+// so that the host tests can compile them as C++.
 #include <cstdio>
 #include <vector>
 
 #include "codegen/kernels/families.h"
 
 int main(int argc, char** argv) {
-  if (argc != 2) {
-    std::fprintf(stderr, "usage: codegen_dump_decoders OUT.inc\n");
+  if (argc != 2 && argc != 3) {
+    std::fprintf(stderr, "usage: codegen_dump_decoders DECODERS.inc [MATVEC_Q8_DOTS.inc]\n");
     return 2;
   }
   std::vector<vibrant::DType> types;
@@ -16,11 +17,15 @@ int main(int argc, char** argv) {
   for (int i = 0; i < n; ++i) {
     if (vibrant::codegen::CudaSupportsWeightType(all[i].type)) types.push_back(all[i].type);
   }
-  const std::string src = vibrant::codegen::DecodersSource(types);
-  FILE* f = std::fopen(argv[1], "wb");
-  if (f == nullptr || std::fwrite(src.data(), 1, src.size(), f) != src.size() || std::fclose(f) != 0) {
-    std::fprintf(stderr, "codegen_dump_decoders: cannot write %s\n", argv[1]);
-    return 1;
+  for (int i = 1; i < argc; ++i) {
+    const std::string src = i == 1 ? vibrant::codegen::DecodersSource(types)
+                                   : vibrant::codegen::MatvecQ8DotSource(types);
+    FILE* f = std::fopen(argv[i], "wb");
+    if (f == nullptr || std::fwrite(src.data(), 1, src.size(), f) != src.size() ||
+        std::fclose(f) != 0) {
+      std::fprintf(stderr, "codegen_dump_decoders: cannot write %s\n", argv[i]);
+      return 1;
+    }
   }
   return 0;
 }

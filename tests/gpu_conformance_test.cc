@@ -43,8 +43,14 @@ std::string SharedDir() {
 }
 
 // Max normalized logit error of the GPU against the CPU backend, all models
-// (measured values are printed as "[ MEASURED ]" lines).
+// (measured values are printed as "[ MEASURED ]" lines), with float
+// activations everywhere (CudaExecutorOptions::int8_activations = false).
 constexpr double kGpuVsCpuTolerance = 2e-3;
+// The default GPU path rounds activations to 8 bits before quantized-weight
+// matmuls (as llama.cpp's CUDA backend does); the CPU reference does not, so
+// quantized models differ more. Bound set from the H100 measurement (see the
+// [ MEASURED ] lines and runtime/cuda/README.md).
+constexpr double kGpuInt8VsCpuTolerance = 0.1;
 // Against llama.cpp: the largest of the CPU conformance tolerances (q5_k_m on
 // qwen2, 0.25); the per-model bounds are the CPU test's business.
 constexpr double kGpuVsLlamaCppBound = 0.25;
@@ -134,9 +140,13 @@ TEST_P(GpuConformance, MatchesTheCpuBackendAndLlamaCpp) {
   ASSERT_TRUE(cpu.ok()) << cpu.status();
   auto gpu = CudaExecutor::Create(m.graph, m.Resolver());
   ASSERT_TRUE(gpu.ok()) << gpu.status();
+  CudaExecutorOptions float_opts;
+  float_opts.int8_activations = false;
+  auto gpu_float = CudaExecutor::Create(m.graph, m.Resolver(), float_opts);
+  ASSERT_TRUE(gpu_float.ok()) << gpu_float.status();
 
   const int n_vocab = ref["n_vocab"];
-  double worst_cpu = 0, worst_ref = 0;
+  double worst_cpu = 0, worst_float = 0, worst_ref = 0;
   int positions = 0, greedy_checked = 0;
   for (const auto& c : ref["cases"]) {
     std::vector<int32_t> prompt = c["prompt_tokens"];
@@ -144,6 +154,17 @@ TEST_P(GpuConformance, MatchesTheCpuBackendAndLlamaCpp) {
     SCOPED_TRACE("prompt: " + std::string(c["prompt"]).substr(0, 40));
     (*cpu)->Reset();
     (*gpu)->Reset();
+    (*gpu_float)->Reset();
+    // The float-activation GPU path against the CPU, tightly.
+    auto compare_float = [&](absl::Span<const float> a, absl::Span<const float> g) {
+      ASSERT_EQ(a.size(), g.size());
+      for (size_t r = 0; r * n_vocab < a.size(); ++r) {
+        const double sigma = std::max(Sigma(a.data() + r * n_vocab, n_vocab), 1e-6);
+        const double err = MaxAbsDiff(a.data() + r * n_vocab, g.data() + r * n_vocab, n_vocab) / sigma;
+        worst_float = std::max(worst_float, err);
+        EXPECT_LE(err, kGpuVsCpuTolerance) << "float activations, row " << r;
+      }
+    };
     // Compares one step's logits (rows of n_vocab) and returns the last row.
     auto compare = [&](absl::Span<const float> a, absl::Span<const float> g,
                        const nlohmann::json* ref_rows, size_t ref_first, const char* what) {
@@ -155,7 +176,7 @@ TEST_P(GpuConformance, MatchesTheCpuBackendAndLlamaCpp) {
         const double err = MaxAbsDiff(ar, gr, n_vocab) / sigma;
         worst_cpu = std::max(worst_cpu, err);
         ++positions;
-        EXPECT_LE(err, kGpuVsCpuTolerance) << what << " row " << r;
+        EXPECT_LE(err, kGpuInt8VsCpuTolerance) << what << " row " << r;
         auto [ta, margin] = Top(ar, n_vocab);
         if (margin > 10 * err * sigma) {
           ++greedy_checked;
@@ -175,6 +196,9 @@ TEST_P(GpuConformance, MatchesTheCpuBackendAndLlamaCpp) {
     auto g = (*gpu)->Step(prompt, 0);
     ASSERT_TRUE(g.ok()) << g.status();
     compare(av, *g, &c["prompt_logits"], 0, "prefill");
+    auto gf = (*gpu_float)->Step(prompt, 0);
+    ASSERT_TRUE(gf.ok()) << gf.status();
+    compare_float(av, *gf);
     for (size_t i = 0; i < generated.size(); ++i) {
       const int32_t pos = static_cast<int32_t>(prompt.size() + i);
       auto sa = (*cpu)->Step({&generated[i], 1}, pos);
@@ -183,11 +207,14 @@ TEST_P(GpuConformance, MatchesTheCpuBackendAndLlamaCpp) {
       auto sg = (*gpu)->Step({&generated[i], 1}, pos);
       ASSERT_TRUE(sg.ok()) << sg.status();
       compare(sv, *sg, &c["generated_logits"], i, "decode");
+      auto sf = (*gpu_float)->Step({&generated[i], 1}, pos);
+      ASSERT_TRUE(sf.ok()) << sf.status();
+      compare_float(sv, *sf);
     }
   }
-  std::printf("[ MEASURED ] %s: GPU vs CPU max normalized logit error %.3g over %d positions "
-              "(%d greedy tokens checked); GPU vs llama.cpp %.3g\n",
-              model.c_str(), worst_cpu, positions, greedy_checked, worst_ref);
+  std::printf("[ MEASURED ] %s: GPU vs CPU max normalized logit error %.3g (float activations "
+              "%.3g) over %d positions (%d greedy tokens checked); GPU vs llama.cpp %.3g\n",
+              model.c_str(), worst_cpu, worst_float, positions, greedy_checked, worst_ref);
   std::printf("[ INFO ] %s\n", (*gpu)->Describe().c_str());
 }
 
@@ -265,7 +292,7 @@ TEST(GpuConformancePipeline, CompiledGraphsMatchTheCpu) {
       const double err = MaxAbsDiff(av.data(), g->data(), av.size()) /
                          std::max(Sigma(av.data(), av.size()), 1e-6);
       worst = std::max(worst, err);
-      EXPECT_LE(err, kGpuVsCpuTolerance) << "step " << step;
+      EXPECT_LE(err, kGpuInt8VsCpuTolerance) << "step " << step;
     }
     std::printf("[ MEASURED ] pipeline %s: GPU (compiled graph) vs CPU max normalized error %.3g\n",
                 fs::path(path).stem().c_str(), worst);

@@ -55,6 +55,24 @@ inline constexpr int kMatmulThreads = 256;
 int MatmulWarpsPerRow(int64_t N, int64_t K, int sm_count);
 std::string MatmulKernelName(DType t, int tokens_per_pass);
 
+// Mat-vec on 8-bit activations (decode path; matvec_q8.cc):
+//   vb_quantize_q8(const float* x, i8* qx, float2* ds, i64 nblocks): rounds
+//     x in blocks of 32 (d = amax / 127, q = round(x / d)); grid
+//     ceil(nblocks / (kQuantizeQ8Threads / 32)), block kQuantizeQ8Threads.
+//   vb_mvq<TT>_<tag>(const u8* w, i64 row_bytes, const i8* qx, const float2*
+//     ds, const float* bias or null, float* out, int K, int N, int T): TT = 1
+//     or 8 tokens per pass; grid (ceil(N / (kMatvecQ8Threads / 32)),
+//     ceil(T / TT)), block kMatvecQ8Threads; one warp per output row.
+// For the weight types where MatvecQ8Supports (q4_0, q8_0, q4_K, q5_K, q6_K).
+std::string MatvecQ8Source(const std::vector<DType>& types);
+// Only the per-type dot products (`struct Q8D_<tag>`) and their helpers, for
+// the host test that compiles them as C++.
+std::string MatvecQ8DotSource(const std::vector<DType>& types);
+bool MatvecQ8Supports(DType t);
+std::string MatvecQ8KernelName(DType t, int tokens_per_pass);
+inline constexpr int kMatvecQ8Threads = 128;
+inline constexpr int kQuantizeQ8Threads = 256;
+
 // embedding: vb_embed_<tag>(const u8* table, i64 row_bytes, const int* ids,
 // float* out, int D, int V): grid T, block kEmbedThreads. An id outside
 // [0, V) writes NaN (the runtime checks ids before it launches).

@@ -647,4 +647,20 @@ absl::Status Quantize(DType t, const float* src, int64_t n, void* dst) {
   return absl::OkStatus();
 }
 
+absl::Status RoundActivationsToQ8(const float* x, int64_t n, float* out) {
+  if (n % 32 != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("RoundActivationsToQ8: ", n, " values are not whole blocks of 32"));
+  }
+  for (int64_t b = 0; b < n; b += 32) {
+    float amax = 0.0f;
+    for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[b + j]));
+    const float d = amax / 127.0f;
+    for (int j = 0; j < 32; ++j) {
+      out[b + j] = amax == 0.0f ? 0.0f : std::round(x[b + j] / d) * d;
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace vibrant

@@ -31,6 +31,15 @@ namespace vibrant {
 // types) when an input value is not finite, naming the element.
 absl::Status Quantize(DType t, const float* src, int64_t n, void* dst);
 
+// The CUDA backend's decode mat-vec rounds activations to 8 bits before it
+// multiplies them with quantized weights (codegen/kernels/matvec_q8.cc, as
+// llama.cpp's q8_1): per block of 32 values, d = amax / 127 and
+// out = round(x / d) * d (round half away from zero; d = 0 gives 0), each
+// operation correctly rounded in float. This is that rounding on the CPU, so
+// that GPU results can be checked against matmul(RoundActivationsToQ8(x), w).
+// `n` must be a multiple of 32.
+absl::Status RoundActivationsToQ8(const float* x, int64_t n, float* out);
+
 // Bytes needed by `n` elements of type `t` (DTypeBytes).
 absl::StatusOr<int64_t> QuantizedBytes(DType t, int64_t n);
 

@@ -23,6 +23,7 @@
 #include "ir/verifier.h"
 #include "runtime/cpu/dequantize.h"
 #include "runtime/cpu/kernels.h"
+#include "runtime/cpu/quantize.h"
 #include "runtime/cpu/thread_pool.h"
 #include "runtime/cuda/device.h"
 
@@ -142,6 +143,16 @@ struct CudaExecutor::Impl {
   int32_t* io_host = nullptr;  // pinned, the same layout
   float* logits_host = nullptr;
   float* attn_part = nullptr;
+  // Activations rounded to 8 bits for the q8 mat-vec (matvec_q8.cc): codes
+  // [max_tokens * q8_max_k] then {d, d * sum} per 32; the last value
+  // quantized is remembered so that matmuls sharing an input (q/k/v, gate/up)
+  // quantize it once per step.
+  int8_t* q8_codes = nullptr;
+  float* q8_ds = nullptr;
+  int64_t q8_max_k = 0;
+  const Binding* q8_binding = nullptr;
+  ValueId q8_value = -1;
+  int64_t q8_T = -1;
   Binding main;
   std::deque<Binding> bodies;  // a deque: references stay valid as bodies are added
   ValueId tokens = -1, positions = -1, logits = -1;
@@ -178,6 +189,8 @@ struct CudaExecutor::Impl {
   };
   absl::Status BindBody(Binding& outer, int op_index, int depth, std::vector<BodySlot>* slots);
   absl::Status Emit(Binding& b, int op_index, int64_t T, std::vector<Launch>* out);
+  // Whether matmul `op` of `g` runs on 8-bit activations.
+  bool UsesQ8Matvec(const Graph& g, const Op& op) const;
   absl::Status EmitAll(Binding& b, int64_t T, std::vector<Launch>* out);
   absl::Status Enqueue(const Launch& l);
   absl::Status RunLaunches(const std::vector<Launch>& ls, int64_t T = 0);
@@ -489,10 +502,17 @@ absl::Status CudaExecutor::Impl::Init(WeightResolver& weights) {
     attn_part_bytes =
         std::max(attn_part_bytes, rows * qs[1] * n_split * (qs[2] + 2) * int64_t{4});
   }
+  for (const Op& op : g.ops()) {
+    if (op.kind == OpKind::kMatMul && UsesQ8Matvec(g, op)) {
+      q8_max_k = std::max(q8_max_k, g.value(op.inputs[1]).shape[1]);
+    }
+  }
+  const int64_t q8_codes_bytes = AlignUp(max_tokens * q8_max_k);
+  const int64_t q8_bytes = q8_codes_bytes + AlignUp(max_tokens * (q8_max_k / 32) * 8);
   const int64_t io_bytes = AlignUp(2 * max_tokens * int64_t{4});
   std::vector<int64_t> slot_at(slots.size(), -1);
   const int64_t io_at = planned_bytes;
-  arena_size = planned_bytes + io_bytes + AlignUp(attn_part_bytes);
+  arena_size = planned_bytes + io_bytes + AlignUp(attn_part_bytes) + q8_bytes;
   for (size_t i = 0; i < slots.size(); ++i) {
     auto [b, v] = slots[i];
     const Value& val = b->graph->value(v);
@@ -567,6 +587,11 @@ absl::Status CudaExecutor::Impl::Init(WeightResolver& weights) {
   // Bind.
   io_dev = reinterpret_cast<int32_t*>(arena_mem + io_at);
   attn_part = reinterpret_cast<float*>(arena_mem + io_at + io_bytes);
+  if (q8_max_k > 0) {
+    uint8_t* q8 = arena_mem + io_at + io_bytes + AlignUp(attn_part_bytes);
+    q8_codes = reinterpret_cast<int8_t*>(q8);
+    q8_ds = reinterpret_cast<float*>(q8 + q8_codes_bytes);
+  }
   main.dev[tokens] = reinterpret_cast<uint8_t*>(io_dev);
   if (positions >= 0) main.dev[positions] = reinterpret_cast<uint8_t*>(io_dev + max_tokens);
   for (ValueId v = 0; v < static_cast<ValueId>(nv); ++v) {
@@ -706,6 +731,47 @@ absl::Status CudaExecutor::Impl::Emit(Binding& b, int op_index, int64_t T,
       const int64_t N = w.shape[0], K = w.shape[1];
       const int64_t rows = E(op.inputs[0]) / K;
       if (rows == 0) return absl::OkStatus();
+      if (UsesQ8Matvec(g, op)) {
+        const int tt = rows == 1 ? 1 : 8;
+        const int64_t gy = (rows + tt - 1) / tt;
+        const int64_t rows_per_block = codegen::kMatvecQ8Threads / 32;
+        VB_RETURN_IF_ERROR(too_big(gy, 65535, "token blocks"));
+        VB_RETURN_IF_ERROR(too_big(N, INT32_MAX / 2, "rows"));
+        if (q8_binding != &b || q8_value != op.inputs[0] || q8_T != T) {
+          const int64_t nblocks = rows * K / 32;
+          const int64_t per_block = codegen::kQuantizeQ8Threads / 32;
+          const int64_t grid = (nblocks + per_block - 1) / per_block;
+          VB_RETURN_IF_ERROR(too_big(grid, INT32_MAX, "activation blocks"));
+          absl::StatusOr<Launch> q = kernel("vb_quantize_q8", dim3(static_cast<unsigned>(grid)),
+                                            dim3(codegen::kQuantizeQ8Threads));
+          if (!q.ok()) return q.status();
+          q->Arg(D(op.inputs[0]))
+              .Arg(static_cast<void*>(q8_codes))
+              .Arg(static_cast<void*>(q8_ds))
+              .Arg(nblocks);
+          out->push_back(*std::move(q));
+          q8_binding = &b;
+          q8_value = op.inputs[0];
+          q8_T = T;
+        }
+        absl::StatusOr<Launch> l = kernel(
+            codegen::MatvecQ8KernelName(w.dtype, tt),
+            dim3(static_cast<unsigned>((N + rows_per_block - 1) / rows_per_block),
+                 static_cast<unsigned>(gy)),
+            dim3(codegen::kMatvecQ8Threads));
+        if (!l.ok()) return l.status();
+        l->Arg(D(op.inputs[1]))
+            .Arg(static_cast<int64_t>(DTypeBytes(w.dtype, K).value_or(0)))
+            .Arg(static_cast<void*>(q8_codes))
+            .Arg(static_cast<void*>(q8_ds))
+            .Arg(op.inputs.size() == 3 ? D(op.inputs[2]) : static_cast<void*>(nullptr))
+            .Arg(D(o))
+            .Arg(static_cast<int>(K))
+            .Arg(static_cast<int>(N))
+            .Arg(static_cast<int>(rows));
+        out->push_back(*std::move(l));
+        return absl::OkStatus();
+      }
       const int tt = rows == 1 ? 1 : 8;
       const int wpr = codegen::MatmulWarpsPerRow(N, K, device.sm_count);
       const int64_t rows_per_block = codegen::kMatmulThreads / 32 / wpr;
@@ -868,7 +934,15 @@ absl::Status CudaExecutor::Impl::Emit(Binding& b, int op_index, int64_t T,
   return absl::InternalError("CUDA backend: unknown op kind");
 }
 
+bool CudaExecutor::Impl::UsesQ8Matvec(const Graph& g, const Op& op) const {
+  if (!opts.int8_activations || op.kind != OpKind::kMatMul || op.inputs.size() < 2) return false;
+  const Value& w = g.value(op.inputs[1]);
+  return codegen::MatvecQ8Supports(w.dtype) && w.shape.size() == 2 && w.shape[1] % 32 == 0 &&
+         g.value(op.inputs[0]).dtype == DType::kF32;
+}
+
 absl::Status CudaExecutor::Impl::EmitAll(Binding& b, int64_t T, std::vector<Launch>* out) {
+  if (&b == &main) q8_binding = nullptr;  // a new step: nothing quantized yet
   for (size_t i = 0; i < b.graph->ops().size(); ++i) {
     VB_RETURN_IF_ERROR(Emit(b, static_cast<int>(i), T, out));
   }
@@ -1168,7 +1242,15 @@ absl::Status CudaExecutor::Impl::VerifyOp(Binding& b, int op_index, int64_t T,
   VB_RETURN_IF_ERROR(Emit(b, op_index, T, &ls));
   VB_RETURN_IF_ERROR(RunLaunches(ls));
   VB_CUDA(cudaStreamSynchronize(stream), absl::StrCat("verify: op ", OpDesc(g, op_index)));
-  // The CPU.
+  // The CPU (on the activations the GPU rounded to 8 bits, where it did).
+  std::vector<float> rounded;
+  if (op.kind == OpKind::kMatMul && UsesQ8Matvec(g, op)) {
+    rounded.resize(in_copy[0].size() / sizeof(float));
+    std::memcpy(rounded.data(), in_copy[0].data(), in_copy[0].size());
+    VB_RETURN_IF_ERROR(
+        RoundActivationsToQ8(rounded.data(), static_cast<int64_t>(rounded.size()), rounded.data()));
+    in[0] = reinterpret_cast<const uint8_t*>(rounded.data());
+  }
   VB_RETURN_IF_ERROR(CpuRunOp(g, op, in, expect, T, pool));
   for (size_t j = 0; j < op.outputs.size(); ++j) {
     const ValueId v = op.outputs[j];
@@ -1212,6 +1294,9 @@ absl::StatusOr<std::unique_ptr<CudaExecutor>> CudaExecutor::Create(const ir::Gra
   impl->opts = opts;
   if (const char* s = std::getenv("VIBRANT_CUDA_SYNC"); s != nullptr && std::string(s) == "1") {
     impl->opts.sync_each_op = true;
+  }
+  if (const char* s = std::getenv("VIBRANT_CUDA_FLOAT_MATVEC"); s != nullptr && std::string(s) == "1") {
+    impl->opts.int8_activations = false;
   }
   if (absl::Status s = impl->Init(weights); !s.ok()) return s;
   return std::unique_ptr<CudaExecutor>(new CudaExecutor(std::move(impl)));
@@ -1285,6 +1370,7 @@ absl::StatusOr<VerifyReport> CudaExecutor::VerifyStep(absl::Span<const int32_t> 
           "verify: input copy");
   cpu::ThreadPool pool(static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
   VerifyReport report;
+  m.q8_binding = nullptr;
   for (size_t i = 0; i < m.graph.ops().size(); ++i) {
     VB_RETURN_IF_ERROR(m.VerifyOp(m.main, static_cast<int>(i), T, &pool, tolerance, &report));
   }
