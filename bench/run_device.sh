@@ -3,7 +3,9 @@
 # synthesizes Qwen2.5-3B Q4_K_M there (nothing large travels), compiles it,
 # and prints vibrant-bench's pp/tg table for the CPU backend (short tests) and
 # the CUDA backend (pp512 / tg128, when this build has it), then a per-kernel
-# profile of one CUDA run and the card's device-to-device copy bandwidth.
+# profile of one CUDA run and the card's device-to-device copy bandwidth, then
+# the kernel micro-benchmarks (bench/cuda_kernels_benchmark: mat-vec per type,
+# prefill matmul, fused elementwise, decode attention; JSON in $RESULTS).
 #
 # Through the device tool, from the repository root:
 #   here, once:  ../shared/device/pack-deps.sh          (writes .devdeps/, git-ignored)
@@ -15,8 +17,10 @@
 # Environment (defaults): PRESET (qwen2.5-3b), TYPE (q4_k_m), REPS (3),
 #   CUDA_P (512), CUDA_N (128), CPU_P (64), CPU_N (16), CPU_THREADS (all cores),
 #   BUILD (build-device), CMAKE_ARGS (-DCMAKE_BUILD_TYPE=Release
-#   -DVIBRANT_BUILD_TESTS=OFF). With $OUT set (the device tool sets it), the JSON
-#   results and the logs are written there too.
+#   -DVIBRANT_BUILD_TESTS=OFF), KERNELS (1; 0 skips the kernel micro-benchmarks),
+#   KERNELS_FILTER (all; a --benchmark_filter regex), KERNELS_MIN_TIME (0.2 s per
+#   case). With $OUT set (the device tool sets it), the JSON results and the logs
+#   are written there too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +33,9 @@ CPU_P=${CPU_P:-64}
 CPU_N=${CPU_N:-16}
 CPU_THREADS=${CPU_THREADS:-$(nproc)}
 BUILD=${BUILD:-build-device}
+KERNELS=${KERNELS:-1}
+KERNELS_FILTER=${KERNELS_FILTER:-}
+KERNELS_MIN_TIME=${KERNELS_MIN_TIME:-0.2}
 read -r -a cmake_args <<<"${CMAKE_ARGS:--DCMAKE_BUILD_TYPE=Release -DVIBRANT_BUILD_TESTS=OFF}"
 RESULTS=${OUT:-$BUILD/bench-results}
 WORK=${WORK:-/tmp/vibrant-bench}
@@ -131,6 +138,21 @@ print(f"d2d copy of 1 GiB: {ms:.3f} ms = {2 * n / ms / 1e6:.0f} GB/s read+writte
 PY
 fi
 
+if [ "$KERNELS" = 1 ]; then
+  log "kernel micro-benchmarks: cuda_kernels_benchmark (min time $KERNELS_MIN_TIME s per case)"
+  if ninja -C "$BUILD" cuda_kernels_benchmark >>"$RESULTS/build.log" 2>&1; then
+    filter=()
+    if [ -n "$KERNELS_FILTER" ]; then filter=(--benchmark_filter="$KERNELS_FILTER"); fi
+    "$BUILD/bench/cuda_kernels_benchmark" --benchmark_format=console \
+      --benchmark_out="$RESULTS/cuda-kernels.json" --benchmark_out_format=json \
+      --benchmark_min_time="$KERNELS_MIN_TIME" "${filter[@]}" 2>&1 |
+      tee "$RESULTS/cuda-kernels.txt" >&2 || true
+  else
+    echo "cuda_kernels_benchmark not built (no CUDA toolkit in this build?):" >&2
+    tail -3 "$RESULTS/build.log" >&2
+  fi
+fi
+
 log "results"
 for t in "${tables[@]}"; do
   echo "### $(basename "$t" .md)"
@@ -139,3 +161,7 @@ for t in "${tables[@]}"; do
   echo
 done
 if [ -f "$RESULTS/d2d-bandwidth.txt" ]; then cat "$RESULTS/d2d-bandwidth.txt"; fi
+if [ -f "$RESULTS/cuda-kernels.txt" ]; then
+  echo
+  sed -n '/^## summary/,$p' "$RESULTS/cuda-kernels.txt"
+fi
