@@ -1,6 +1,7 @@
 #include "codegen/kernel_source.h"
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -21,6 +22,8 @@ void Collect(const Graph& g, KernelSet* set) {
       set->embed_types.insert(g.value(op.inputs[0]).dtype);
     } else if (op.kind == OpKind::kFused && op.body != nullptr) {
       Collect(*op.body, set);
+      absl::StatusOr<FusedKernel> k = GenerateFused(g, op);
+      if (k.ok()) set->fused.emplace(k->name, k->source);
     }
   }
 }
@@ -77,6 +80,10 @@ std::string ModuleSource(const KernelSet& set) {
   absl::StrAppend(&src, "// ---- rope\n", RopeSource());
   absl::StrAppend(&src, "// ---- kv_store\n", KvStoreSource());
   absl::StrAppend(&src, "// ---- attention\n", AttentionSource());
+  if (!set.fused.empty()) {
+    absl::StrAppend(&src, "// ---- fused ops (one kernel per distinct body)\n");
+    for (const auto& [name, text] : set.fused) absl::StrAppend(&src, text);
+  }
   return src;
 }
 
@@ -137,10 +144,10 @@ absl::Status CheckCudaSupportsOp(const Graph& g, const Op& op) {
 bool CudaSupportsOp(const Graph& g, const Op& op) { return CheckCudaSupportsOp(g, op).ok(); }
 
 absl::Status GenerateFusedKernel(const Graph& graph, const Op& op, std::string* source) {
-  (void)source;
-  return absl::UnimplementedError(absl::StrCat(
-      "codegen: ", OpDesc(graph, op),
-      ": one kernel per fused body is not generated yet (the CUDA executor runs the body's ops)"));
+  absl::StatusOr<FusedKernel> k = GenerateFused(graph, op);
+  if (!k.ok()) return k.status();
+  *source = std::move(k->source);
+  return absl::OkStatus();
 }
 
 uint64_t HashText(const std::string& text, uint64_t h) {

@@ -5,10 +5,12 @@
 #define VIBRANT_CODEGEN_KERNEL_SOURCE_H_
 
 #include <cstdint>
+#include <map>
 #include <set>
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "ir/dtype.h"
 #include "ir/graph.h"
 
@@ -19,9 +21,13 @@ namespace vibrant::codegen {
 struct KernelSet {
   std::set<DType> matmul_types;  // weight dtypes of matmul ops
   std::set<DType> embed_types;   // table dtypes of embedding ops
+  // Generated kernels of fused ops (GenerateFused), name -> source; equal
+  // bodies share one entry.
+  std::map<std::string, std::string> fused;
 };
 
-// The kernels `graph` needs (fused bodies included).
+// The kernels `graph` needs (fused bodies included; one generated kernel per
+// distinct fused body that GenerateFused supports).
 KernelSet KernelSetForGraph(const ir::Graph& graph);
 // Every supported weight type, for both families (the CI compile test).
 KernelSet AllKernels();
@@ -38,9 +44,31 @@ bool CudaSupportsOp(const ir::Graph& graph, const ir::Op& op);
 // The same, as an error that names the op and the reason.
 absl::Status CheckCudaSupportsOp(const ir::Graph& graph, const ir::Op& op);
 
-// Fused ops: the hook for one generated kernel per fused body. Not generated
-// yet: the CUDA executor runs a fused op by running its body's ops with the
-// per-op kernels (same results, more launches). Returns Unimplemented.
+// One generated kernel for a fused op (codegen/kernels/fused.cc): the body
+// evaluated per element in registers, with the unfused kernels' exact float
+// operations (results equal the op-by-op kernels' bit for bit).
+struct FusedKernel {
+  enum class Shape {
+    kElementwise,  // grid-stride over rows * row_elems elements
+    kRowReduce,    // a body with rms_norm: grid = rows
+    kRope,         // a body with rope: grid = rows * heads
+  };
+  std::string name;    // "vb_fused_<16 hex digits>": a hash of the kernel text,
+                       // so equal bodies (every layer's) share one kernel
+  std::string source;  // the kernel's CUDA C++ (needs PreludeSource before it)
+  Shape shape = Shape::kElementwise;
+  int64_t row_elems = 1;  // R: elements per row (output 0's non-outer dims)
+  int64_t heads = 1;      // kRope: blocks per row
+  int threads = 256;      // block size
+};
+// Arguments, in order: one pointer per op input (const float*, or const int*
+// for rope positions), one float* per op output, then `i64 rows` (output 0's
+// elements / row_elems). kElementwise grids may be smaller than needed (the
+// kernel loops). Unimplemented for a body outside what the generator handles
+// (the executor then runs the body op by op); InvalidArgument for an op that
+// is not fused.
+absl::StatusOr<FusedKernel> GenerateFused(const ir::Graph& graph, const ir::Op& op);
+// The same, the source only.
 absl::Status GenerateFusedKernel(const ir::Graph& graph, const ir::Op& op, std::string* source);
 
 // FNV-1a 64 of text (kernel cache keys, plan bundle checks).

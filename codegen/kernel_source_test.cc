@@ -1,13 +1,19 @@
 #include "codegen/kernel_source.h"
 
+#include <map>
+#include <memory>
+#include <set>
+#include <sstream>
 #include <string>
 
+#include "absl/strings/str_cat.h"
 #include "codegen/kernel_bundle.h"
 #include "codegen/kernels/families.h"
 #include "frontends/gguf/gguf.h"
 #include "frontends/lower/lower.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "passes/pass.h"
 
 namespace vibrant::codegen {
 namespace {
@@ -51,7 +57,174 @@ TEST(ModuleSource, OnlyTheGraphsTypesAreInstantiated) {
   }
   std::string fused;
   EXPECT_EQ(GenerateFusedKernel(*graph, graph->ops()[0], &fused).code(),
-            absl::StatusCode::kUnimplemented);
+            absl::StatusCode::kInvalidArgument)
+      << "ops()[0] is an embedding, not a fused op";
+  EXPECT_TRUE(set.fused.empty()) << "the lowered graph is not fused yet";
+}
+
+// ---- fused kernels ---------------------------------------------------------------
+
+// `g` through the default pipeline for the GPU (as vibrantc compile --device cuda).
+ir::Graph CompileForCuda(ir::Graph g) {
+  passes::PassContext ctx;
+  ctx.device = passes::DevicePolicy::kCuda;
+  ctx.cuda_supports = [&g](const ir::Op& op) { return CudaSupportsOp(g, op); };
+  std::ostringstream log;
+  absl::Status s = passes::DefaultPipeline().Run(g, ctx, passes::PipelineOptions(), log);
+  EXPECT_TRUE(s.ok()) << s << log.str();
+  return g;
+}
+
+TransformerSpec Qwen25_3B() {
+  TransformerSpec spec;
+  spec.name = "Qwen2.5-3B shapes";
+  spec.arch = "qwen2";
+  spec.n_layer = 36;
+  spec.n_embd = 2048;
+  spec.n_head = 16;
+  spec.n_head_kv = 2;
+  spec.n_ff = 11008;
+  spec.n_vocab = 151936;
+  spec.n_ctx_train = 32768;
+  spec.rope_freq_base = 1e6;
+  spec.rms_eps = 1e-6;
+  spec.tied_embeddings = true;
+  spec.qkv_bias = true;
+  spec.matrix_type = DType::kQ4_K;
+  return spec;
+}
+
+ir::Graph CompiledShapes(const TransformerSpec& spec) {
+  LowerOptions opts;
+  opts.n_ctx = 4096;
+  opts.max_tokens = 1;
+  auto g = LowerShapes(ShapesFromSpec(spec), opts);
+  EXPECT_TRUE(g.ok()) << g.status();
+  return g.ok() ? CompileForCuda(*std::move(g)) : ir::Graph();
+}
+
+std::string FusedOutputName(const ir::Graph& g, const ir::Op& op) {
+  return g.value(op.outputs.back()).name;
+}
+
+TEST(FusedKernels, Qwen25_3BHasOneKernelPerDistinctBody) {
+  const ir::Graph g = CompiledShapes(Qwen25_3B());
+  std::map<std::string, std::string> kernel_of;  // last output name -> kernel name
+  std::set<std::string> names;
+  int fused = 0;
+  for (const ir::Op& op : g.ops()) {
+    if (op.kind != ir::OpKind::kFused) continue;
+    ++fused;
+    auto k = GenerateFused(g, op);
+    ASSERT_TRUE(k.ok()) << FusedOutputName(g, op) << ": " << k.status();
+    EXPECT_THAT(k->name, ::testing::MatchesRegex("vb_fused_[0-9a-f]{16}"));
+    EXPECT_THAT(k->source, HasSubstr("void " + k->name + "("));
+    kernel_of[FusedOutputName(g, op)] = k->name;
+    names.insert(k->name);
+  }
+  // Per layer: attention bias+rope for q and for k, swiglu, the residual add
+  // + ffn_norm, and the residual add + the next layer's attn_norm (the last
+  // layer's goes into output_norm with a single output); plus attn_norm.0.
+  EXPECT_EQ(fused, 36 * 5 + 1);
+  // Distinct bodies: attn_norm.0 (rms*w), residual+norm with 2 outputs,
+  // residual+output_norm (1 output), q rope (16 heads), k rope (2 heads),
+  // swiglu.
+  EXPECT_EQ(names.size(), 6u);
+  for (const char* a : {"q_rope", "k_rope", "ffn_act", "ffn_norm"}) {
+    EXPECT_EQ(kernel_of[absl::StrCat(a, ".0")], kernel_of[absl::StrCat(a, ".35")]) << a;
+  }
+  EXPECT_EQ(kernel_of["attn_norm.1"], kernel_of["attn_norm.35"]);
+  EXPECT_EQ(kernel_of["attn_norm.1"], kernel_of["ffn_norm.7"]) << "the same residual+norm body";
+  EXPECT_NE(kernel_of["attn_norm.0"], kernel_of["attn_norm.1"]) << "no residual add in layer 0";
+  EXPECT_NE(kernel_of["q_rope.0"], kernel_of["k_rope.0"]) << "16 heads vs 2";
+  EXPECT_NE(kernel_of["result_norm"], kernel_of["attn_norm.1"]) << "one output vs two";
+  for (const char* out : {"attn_norm.0", "attn_norm.1", "result_norm", "q_rope.0", "k_rope.0",
+                          "ffn_act.0"}) {
+    std::printf("[ INFO ] %s: %s\n", out, kernel_of[out].c_str());
+  }
+
+  const KernelSet set = KernelSetForGraph(g);
+  EXPECT_EQ(set.fused.size(), 6u);
+  const std::string src = ModuleSource(set);
+  for (const std::string& n : names) {
+    EXPECT_EQ(src.find("void " + n + "("), src.rfind("void " + n + "(")) << n << " defined once";
+    EXPECT_NE(src.find("void " + n + "("), std::string::npos) << n;
+  }
+  EXPECT_EQ(src, ModuleSource(KernelSetForGraph(g))) << "generation must be deterministic";
+}
+
+TEST(FusedKernels, AttributesArePartOfTheKernel) {
+  // eps is baked into the norm kernels and rope's base into the rope ones:
+  // another value is another kernel; the layer count changes nothing.
+  TransformerSpec a = Qwen25_3B(), b = a, c = a;
+  a.n_layer = b.n_layer = c.n_layer = 2;
+  b.rms_eps = 1e-5;
+  c.rope_freq_base = 1e4;
+  TransformerSpec d = a;
+  d.n_layer = 3;
+  const KernelSet ka = KernelSetForGraph(CompiledShapes(a));
+  const KernelSet kb = KernelSetForGraph(CompiledShapes(b));
+  const KernelSet kc = KernelSetForGraph(CompiledShapes(c));
+  const KernelSet kd = KernelSetForGraph(CompiledShapes(d));
+  auto common = [](const KernelSet& x, const KernelSet& y) {
+    int n = 0;
+    for (const auto& [name, src] : x.fused) n += y.fused.count(name);
+    return n;
+  };
+  ASSERT_EQ(ka.fused.size(), 6u);
+  EXPECT_EQ(common(ka, kd), 6);
+  EXPECT_EQ(common(ka, kb), 3) << "the 3 norm kernels change with eps";
+  EXPECT_EQ(common(ka, kc), 4) << "the 2 rope kernels change with the base";
+}
+
+TEST(FusedKernels, StoriesBodiesAllGenerate) {
+  auto file = GgufFile::Open(VIBRANT_SOURCE_DIR "/tests/data/stories260K.gguf");
+  ASSERT_TRUE(file.ok()) << file.status();
+  auto lowered = LowerGguf(**file, LowerOptions{});
+  ASSERT_TRUE(lowered.ok()) << lowered.status();
+  const ir::Graph g = CompileForCuda(*std::move(lowered));
+  int fused = 0;
+  for (const ir::Op& op : g.ops()) {
+    if (op.kind != ir::OpKind::kFused) continue;
+    ++fused;
+    auto k = GenerateFused(g, op);
+    ASSERT_TRUE(k.ok()) << k.status();
+    // Shape: llama (no biases) fuses norms and swiglu only.
+    EXPECT_NE(k->shape, FusedKernel::Shape::kRope);
+    if (k->shape == FusedKernel::Shape::kRowReduce) {
+      EXPECT_EQ(k->row_elems, 64);
+      EXPECT_EQ(k->threads, kNormThreads);
+      EXPECT_THAT(k->source, HasSubstr("vb_block_sum_d"));
+    }
+  }
+  EXPECT_EQ(fused, 5 * 3 + 1);
+}
+
+TEST(FusedKernels, RejectsBodiesItCannotGenerate) {
+  // A body holding an op the generator does not handle (the verifier would
+  // refuse it too; the generator must not trust that).
+  auto body = std::make_shared<ir::Graph>();
+  body->max_tokens = 4;
+  ir::ValueId t = body->AddInput("table", DType::kF32, {8, 4});
+  ir::ValueId ids = body->AddInput("ids", DType::kI32, {ir::kTokens});
+  auto e = body->AddOp(ir::OpKind::kEmbedding, {t, ids}, "e");
+  ASSERT_TRUE(e.ok());
+  body->MarkOutput(*e);
+  ir::Graph g;
+  g.max_tokens = 4;
+  ir::Op op;
+  op.kind = ir::OpKind::kFused;
+  op.inputs = {g.AddInput("table", DType::kF32, {8, 4}), g.AddInput("ids", DType::kI32, {ir::kTokens})};
+  ir::Value out;
+  out.name = "y";
+  out.dtype = DType::kF32;
+  out.shape = {ir::kTokens, 4};
+  op.outputs = {g.AddValue(out)};
+  op.body = body;
+  auto k = GenerateFused(g, op);
+  ASSERT_FALSE(k.ok());
+  EXPECT_EQ(k.status().code(), absl::StatusCode::kUnimplemented);
+  EXPECT_THAT(std::string(k.status().message()), HasSubstr("'y'"));
 }
 
 TEST(MatmulWarpsPerRow, SplitsRowsOnlyWhenTheGridIsSmall) {

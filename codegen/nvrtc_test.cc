@@ -2,14 +2,20 @@
 // they run in CI.
 #include "codegen/nvrtc.h"
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <sstream>
 #include <string>
+#include <vector>
 
 #include "codegen/kernel_source.h"
 #include "codegen/kernels/families.h"
+#include "frontends/gguf/gguf.h"
+#include "frontends/lower/lower.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "passes/pass.h"
 
 namespace vibrant::codegen {
 namespace {
@@ -54,6 +60,112 @@ TEST(Nvrtc, CompilesEveryKernelForSm90) {
       EXPECT_EQ(body.find(".local"), std::string::npos) << k << " uses local memory";
     }
   }
+}
+
+// ---- generated fused kernels ----------------------------------------------------
+
+// `g` through the default pipeline for the GPU (as vibrantc compile --device cuda).
+absl::StatusOr<ir::Graph> CompileForCuda(ir::Graph g) {
+  passes::PassContext ctx;
+  ctx.device = passes::DevicePolicy::kCuda;
+  ctx.cuda_supports = [&g](const ir::Op& op) { return CudaSupportsOp(g, op); };
+  std::ostringstream log;
+  absl::Status s = passes::DefaultPipeline().Run(g, ctx, passes::PipelineOptions(), log);
+  if (!s.ok()) return s;
+  return g;
+}
+
+// Adds the fused kernels of `g` to `set`; every fused op must have one.
+void AddFused(const ir::Graph& g, const std::string& model, KernelSet* set, int* fused_ops) {
+  for (const ir::Op& op : g.ops()) {
+    if (op.kind != ir::OpKind::kFused) continue;
+    ++*fused_ops;
+    auto k = GenerateFused(g, op);
+    EXPECT_TRUE(k.ok()) << model << ": " << k.status();
+    if (k.ok()) set->fused.emplace(k->name, k->source);
+  }
+}
+
+// Compiles `set` (fused kernels only: the families are checked above) and
+// checks every fused entry point; the elementwise and norm kernels must keep
+// their values in registers (no local memory).
+void CompileFused(const KernelSet& set) {
+  NvrtcOptions opts;
+  opts.arch = "sm_90";
+  opts.use_cache = false;
+  KernelSet only;
+  only.fused = set.fused;
+  const std::string src = ModuleSource(only);
+  auto b = CompileCuda(src, kModuleName, opts);
+  ASSERT_TRUE(b.ok()) << b.status();
+  for (const auto& [name, text] : set.fused) {
+    const size_t at = b->ptx.find(".entry " + name + "(");
+    ASSERT_NE(at, std::string::npos) << name;
+    if (text.find("cosf(") != std::string::npos) continue;  // sinf/cosf's slow path
+    const std::string body = b->ptx.substr(at, b->ptx.find("\n}\n", at) - at);
+    EXPECT_EQ(body.find(".local"), std::string::npos) << name << " uses local memory:\n" << text;
+  }
+}
+
+TEST(NvrtcFused, CompilesQwen25_3BFusedKernels) {
+  TransformerSpec spec;
+  spec.arch = "qwen2";
+  spec.n_layer = 36;
+  spec.n_embd = 2048;
+  spec.n_head = 16;
+  spec.n_head_kv = 2;
+  spec.n_ff = 11008;
+  spec.n_vocab = 151936;
+  spec.n_ctx_train = 32768;
+  spec.rope_freq_base = 1e6;
+  spec.rms_eps = 1e-6;
+  spec.tied_embeddings = true;
+  spec.qkv_bias = true;
+  spec.matrix_type = DType::kQ4_K;
+  LowerOptions lo;
+  lo.n_ctx = 4096;
+  auto g = LowerShapes(ShapesFromSpec(spec), lo);
+  ASSERT_TRUE(g.ok()) << g.status();
+  auto c = CompileForCuda(*std::move(g));
+  ASSERT_TRUE(c.ok()) << c.status();
+  KernelSet set;
+  int fused = 0;
+  AddFused(*c, "Qwen2.5-3B", &set, &fused);
+  EXPECT_EQ(fused, 181);
+  EXPECT_EQ(set.fused.size(), 6u);
+  CompileFused(set);
+}
+
+TEST(NvrtcFused, CompilesTheFusedKernelsOfEverySharedModel) {
+  namespace fs = std::filesystem;
+  const fs::path dir = VIBRANT_SOURCE_DIR "/../shared/models";
+  std::vector<std::string> paths;
+  std::error_code ec;
+  if (fs::is_directory(dir, ec)) {
+    for (const auto& e : fs::directory_iterator(dir, ec)) {
+      if (e.path().extension() == ".gguf") paths.push_back(e.path().string());
+    }
+  }
+  if (paths.empty()) GTEST_SKIP() << "no shared models in " << dir.string();
+  std::sort(paths.begin(), paths.end());
+  KernelSet set;
+  int fused = 0;
+  for (const std::string& p : paths) {
+    auto file = GgufFile::Open(p);
+    ASSERT_TRUE(file.ok()) << file.status();
+    LowerOptions lo;
+    lo.max_tokens = 16;
+    lo.n_ctx = 256;
+    auto g = LowerGguf(**file, lo);
+    ASSERT_TRUE(g.ok()) << p << ": " << g.status();
+    auto c = CompileForCuda(*std::move(g));
+    ASSERT_TRUE(c.ok()) << p << ": " << c.status();
+    AddFused(*c, p, &set, &fused);
+  }
+  std::printf("[ INFO ] %zu shared models: %d fused ops, %zu distinct kernels\n", paths.size(),
+              fused, set.fused.size());
+  EXPECT_GT(fused, 0);
+  CompileFused(set);
 }
 
 TEST(Nvrtc, ErrorsShowTheGeneratedSourceLine) {

@@ -191,6 +191,12 @@ struct CudaExecutor::Impl {
   absl::Status Emit(Binding& b, int op_index, int64_t T, std::vector<Launch>* out);
   // Whether matmul `op` of `g` runs on 8-bit activations.
   bool UsesQ8Matvec(const Graph& g, const Op& op) const;
+}
+
+  // A fused op: its generated kernel, else its body's ops one by one.
+  absl::Status EmitFused(Binding& b, int op_index, int64_t T, std::vector<Launch>* out);
+  // Generated kernels by body (index into bodies); null: none (op by op).
+  std::map<int, std::shared_ptr<const codegen::FusedKernel>> fused_kernels;
   absl::Status EmitAll(Binding& b, int64_t T, std::vector<Launch>* out);
   absl::Status Enqueue(const Launch& l);
   absl::Status RunLaunches(const std::vector<Launch>& ls, int64_t T = 0);
@@ -929,7 +935,7 @@ absl::Status CudaExecutor::Impl::Emit(Binding& b, int op_index, int64_t T,
       return absl::OkStatus();
     }
     case OpKind::kFused:
-      return EmitAll(bodies[b.body_index[op_index]], T, out);
+      return EmitFused(b, op_index, T, out);
   }
   return absl::InternalError("CUDA backend: unknown op kind");
 }
@@ -939,6 +945,58 @@ bool CudaExecutor::Impl::UsesQ8Matvec(const Graph& g, const Op& op) const {
   const Value& w = g.value(op.inputs[1]);
   return codegen::MatvecQ8Supports(w.dtype) && w.shape.size() == 2 && w.shape[1] % 32 == 0 &&
          g.value(op.inputs[0]).dtype == DType::kF32;
+}
+
+absl::Status CudaExecutor::Impl::EmitFused(Binding& b, int op_index, int64_t T,
+                                           std::vector<Launch>* out) {
+  const Graph& g = *b.graph;
+  const Op& op = g.ops()[op_index];
+  const int body = b.body_index[op_index];
+  auto it = fused_kernels.find(body);
+  if (it == fused_kernels.end()) {
+    // Generated once per op; a body the generator does not handle (or
+    // fused_kernels off) keeps the op-by-op path, silently.
+    std::shared_ptr<const codegen::FusedKernel> k;
+    if (opts.fused_kernels) {
+      absl::StatusOr<codegen::FusedKernel> gen = codegen::GenerateFused(g, op);
+      if (gen.ok()) k = std::make_shared<const codegen::FusedKernel>(*std::move(gen));
+    }
+    it = fused_kernels.emplace(body, std::move(k)).first;
+  }
+  if (it->second == nullptr) return EmitAll(bodies[body], T, out);
+  const codegen::FusedKernel& fk = *it->second;
+  const int64_t rows = Elems(g, op.outputs[0], T) / fk.row_elems;
+  if (rows == 0) return absl::OkStatus();
+  int64_t blocks = 0;
+  switch (fk.shape) {
+    case codegen::FusedKernel::Shape::kElementwise:
+      blocks = GridFor(rows * fk.row_elems, fk.threads);
+      break;
+    case codegen::FusedKernel::Shape::kRowReduce:
+      blocks = rows;
+      break;
+    case codegen::FusedKernel::Shape::kRope:
+      blocks = rows * fk.heads;
+      break;
+  }
+  if (blocks > INT32_MAX) {
+    return absl::InvalidArgumentError(absl::StrCat("CUDA backend: op ", OpDesc(g, op_index),
+                                                   ": ", blocks, " blocks exceed ", INT32_MAX));
+  }
+  absl::StatusOr<cudaKernel_t> k = Kernel(fk.name);
+  if (!k.ok()) return k.status();
+  Launch l;
+  l.kernel = *k;
+  l.name = fk.name;
+  l.grid = dim3(static_cast<unsigned>(blocks));
+  l.block = dim3(static_cast<unsigned>(fk.threads));
+  l.graph = &g;
+  l.op_index = op_index;
+  for (ValueId v : op.inputs) l.Arg(static_cast<void*>(b.dev[v]));
+  for (ValueId v : op.outputs) l.Arg(static_cast<void*>(b.dev[v]));
+  l.Arg(rows);
+  out->push_back(std::move(l));
+  return absl::OkStatus();
 }
 
 absl::Status CudaExecutor::Impl::EmitAll(Binding& b, int64_t T, std::vector<Launch>* out) {
@@ -1386,5 +1444,18 @@ std::string CudaExecutor::kernel_origin() const { return impl_->kernel_origin; }
 int64_t CudaExecutor::weight_bytes() const { return impl_->weights_size; }
 int64_t CudaExecutor::kv_bytes() const { return impl_->kv_size; }
 int64_t CudaExecutor::arena_bytes() const { return impl_->arena_size; }
+
+absl::StatusOr<int> CudaExecutor::KernelLaunchesPerStep(int64_t tokens) {
+  if (tokens < 1 || tokens > impl_->max_tokens) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("KernelLaunchesPerStep: ", tokens, " tokens; a step takes 1..",
+                     impl_->max_tokens));
+  }
+  std::vector<Launch> ls;
+  VB_RETURN_IF_ERROR(impl_->EmitAll(impl_->main, tokens, &ls));
+  int n = 0;
+  for (const Launch& l : ls) n += l.kernel != nullptr;
+  return n;
+}
 
 }  // namespace vibrant

@@ -47,6 +47,10 @@ struct CudaExecutorOptions {
   // accumulation order. false (or VIBRANT_CUDA_FLOAT_MATVEC=1): float
   // activations, the slower kernels that match the CPU reference to rounding.
   bool int8_activations = true;
+  // Run each fused op as its one generated kernel (codegen::GenerateFused).
+  // false, or a body the generator does not handle: run the body's ops one
+  // by one with the per-op kernels (same values, more launches).
+  bool fused_kernels = true;
   // Debugging: synchronize after every kernel and name the op that failed
   // (no CUDA graphs). Also enabled by the environment variable
   // VIBRANT_CUDA_SYNC=1.
@@ -101,6 +105,9 @@ class CudaExecutor : public Executor {
   int64_t weight_bytes() const;
   int64_t kv_bytes() const;
   int64_t arena_bytes() const;
+  // Kernel launches (not counting device-to-device copies) of one step of
+  // `tokens` tokens, e.g. 1 for a decode step.
+  absl::StatusOr<int> KernelLaunchesPerStep(int64_t tokens = 1);
 
  private:
   struct Impl;

@@ -10,6 +10,7 @@
 #include <map>
 #include <memory>
 #include <random>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -17,7 +18,10 @@
 #include "frontends/lower/lower.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "codegen/kernel_source.h"
 #include "ir/graph.h"
+#include "passes/fuse_elementwise.h"
+#include "passes/pass.h"
 #include "runtime/cpu/dequantize.h"
 #include "runtime/cpu/executor.h"
 #include "runtime/cpu/quantize.h"
@@ -321,6 +325,207 @@ INSTANTIATE_TEST_SUITE_P(
                           std::string(DTypeName(info.param.kv)), "_hd", info.param.hd);
     });
 
+// ---- fused ops: one generated kernel per body --------------------------------------------
+
+// `g` after the fusion pass.
+Graph FuseAll(Graph g, passes::FusionStats* stats) {
+  absl::Status s = passes::FuseElementwiseGraph(g, stats);
+  EXPECT_TRUE(s.ok()) << s;
+  return g;
+}
+
+int CountFused(const Graph& g) {
+  int n = 0;
+  for (const ir::Op& op : g.ops()) n += op.kind == OpKind::kFused;
+  return n;
+}
+
+// Checks a graph with fused ops on the GPU: against the CPU (relative error
+// at most `tol`); its generated kernels against the op-by-op fallback on the
+// GPU (bit for bit: the generated code does the per-op kernels' float
+// operations in the same order); every fused op is one launch.
+void CheckFusedGraph(const Graph& g, const Weights& w, const std::vector<StepSpec>& steps,
+                     double tol, const char* what) {
+  SCOPED_TRACE(what);
+  const int fused = CountFused(g);
+  ASSERT_GT(fused, 0) << "nothing fused: the test would not cover fused kernels";
+  for (const ir::Op& op : g.ops()) {
+    if (op.kind != OpKind::kFused) continue;
+    auto k = codegen::GenerateFused(g, op);
+    ASSERT_TRUE(k.ok()) << k.status();
+  }
+  const double err = WorstRelError(g, w, steps);
+  std::printf("[ MEASURED ] fused %s: rel err vs cpu %.3g\n", what, err);
+  EXPECT_LE(err, tol);
+  CudaExecutorOptions on, off;
+  off.fused_kernels = false;
+  auto a = CudaExecutor::Create(g, w.Resolver(), on);
+  ASSERT_TRUE(a.ok()) << a.status();
+  auto b = CudaExecutor::Create(g, w.Resolver(), off);
+  ASSERT_TRUE(b.ok()) << b.status();
+  for (const StepSpec& s : steps) {
+    auto la = (*a)->Step(s.tokens, s.pos0);
+    ASSERT_TRUE(la.ok()) << la.status();
+    std::vector<float> va(la->begin(), la->end());
+    auto lb = (*b)->Step(s.tokens, s.pos0);
+    ASSERT_TRUE(lb.ok()) << lb.status();
+    ASSERT_EQ(va.size(), lb->size());
+    EXPECT_EQ(0, std::memcmp(va.data(), lb->data(), va.size() * sizeof(float)))
+        << "generated kernel != op by op at position " << s.pos0;
+  }
+  int body_kernels = 0;
+  for (const ir::Op& op : g.ops()) {
+    if (op.kind != OpKind::kFused) continue;
+    for (const ir::Op& bop : op.body->ops()) body_kernels += bop.kind != OpKind::kReshape;
+  }
+  auto na = (*a)->KernelLaunchesPerStep(1);
+  auto nb = (*b)->KernelLaunchesPerStep(1);
+  ASSERT_TRUE(na.ok() && nb.ok());
+  EXPECT_EQ(*nb - *na, body_kernels - fused);
+  // Each output of each fused op, checked on its own (VerifyStep).
+  auto r = (*a)->VerifyStep(steps.back().tokens, steps.back().pos0 + 1, tol);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->first_bad, -1) << r->ops[std::max(0, r->first_bad)].desc << " rel err "
+                              << r->ops[std::max(0, r->first_bad)].rel_err;
+}
+
+ValueId Embed(Graph& g, ValueId tokens, const std::string& name, int64_t V, int64_t D) {
+  return Must(g.AddOp(OpKind::kEmbedding, {W(g, name, DType::kF32, {V, D}), tokens}, name + "_x"));
+}
+
+TEST(CudaFused, RmsNormTimesWeight) {
+  SKIP_WITHOUT_GPU();
+  // 300: a partial last pass; 2048: 8 per thread; 9000: too long to keep in
+  // registers (recomputed in the second pass).
+  for (int64_t D : {300, 2048, 9000}) {
+    const int64_t V = 23;
+    Graph g;
+    g.max_tokens = 8;
+    ValueId tokens = g.AddInput("tokens", DType::kI32, {kTokens});
+    ValueId x = Embed(g, tokens, "embd", V, D);
+    ValueId n = Must(g.AddOp(OpKind::kRmsNorm, {x}, "n", {{"eps", 1e-6}}));
+    ValueId y = Must(g.AddOp(OpKind::kMul, {n, W(g, "scale", DType::kF32, {D})}, "logits"));
+    g.MarkOutput(y);
+    passes::FusionStats st;
+    Graph f = FuseAll(g, &st);
+    EXPECT_EQ(st.rms_scale, 1);
+    Weights w;
+    w.Add("embd", DType::kF32, V * D, 21, -4, 4);
+    w.Add("scale", DType::kF32, D, 22, 0.5f, 1.5f);
+    CheckFusedGraph(f, w, {{Ids(1, V, 7), 0}, {Ids(8, V, 8), 1}, {Ids(3, V, 9), 9}}, 1e-6,
+                    absl::StrCat("rms_norm*w D=", D).c_str());
+  }
+}
+
+TEST(CudaFused, ResidualAddAndRmsNormWithTwoOutputs) {
+  SKIP_WITHOUT_GPU();
+  const int64_t D = 1000, V = 19;
+  Graph g;
+  g.max_tokens = 8;
+  ValueId tokens = g.AddInput("tokens", DType::kI32, {kTokens});
+  ValueId a = Embed(g, tokens, "a", V, D);
+  ValueId b = Embed(g, tokens, "b", V, D);
+  ValueId s = Must(g.AddOp(OpKind::kAdd, {a, b}, "s"));
+  ValueId n = Must(g.AddOp(OpKind::kRmsNorm, {s}, "n", {{"eps", 1e-5}}));
+  ValueId m = Must(g.AddOp(OpKind::kMul, {n, W(g, "w", DType::kF32, {D})}, "m"));
+  // Reads both outputs of the fused op.
+  ValueId y = Must(g.AddOp(OpKind::kMul, {m, s}, "logits"));
+  g.MarkOutput(y);
+  passes::FusionStats st;
+  Graph f = FuseAll(g, &st);
+  EXPECT_EQ(st.residual_norm, 1);
+  for (const ir::Op& op : f.ops()) {
+    if (op.kind == OpKind::kFused) {
+      EXPECT_EQ(op.outputs.size(), 2u);
+    }
+  }
+  Weights w;
+  w.Add("a", DType::kF32, V * D, 31, -2, 2);
+  w.Add("b", DType::kF32, V * D, 32, -2, 2);
+  w.Add("w", DType::kF32, D, 33, 0.5f, 1.5f);
+  CheckFusedGraph(f, w, {{Ids(1, V, 1), 0}, {Ids(8, V, 2), 1}, {Ids(5, V, 3), 20}}, 1e-6,
+                  "residual + rms_norm*w (2 outputs)");
+}
+
+TEST(CudaFused, SiluGateTimesUpAndAGenericChain) {
+  SKIP_WITHOUT_GPU();
+  const int64_t D = 3000, V = 17;
+  Graph g;
+  g.max_tokens = 8;
+  ValueId tokens = g.AddInput("tokens", DType::kI32, {kTokens});
+  ValueId gate = Embed(g, tokens, "gate", V, D);
+  ValueId up = Embed(g, tokens, "up", V, D);
+  ValueId act = Must(g.AddOp(OpKind::kMul, {Must(g.AddOp(OpKind::kSilu, {gate}, "silu")), up}, "act"));
+  // Then a generic chain with broadcast operands shorter than the row:
+  // silu(reshape(act)[T, 3, D/3] * w[3, D/3] + bias[D/3]).
+  ValueId act3 = Must(g.AddOp(OpKind::kReshape, {act}, "act3",
+                              {{"shape", std::vector<int64_t>{kTokens, 3, D / 3}}}));
+  ValueId sc3 = Must(g.AddOp(OpKind::kMul, {act3, W(g, "w", DType::kF32, {3, D / 3})}, "sc3"));
+  ValueId bi3 = Must(g.AddOp(OpKind::kAdd, {sc3, W(g, "bias", DType::kF32, {D / 3})}, "bi3"));
+  ValueId y = Must(g.AddOp(OpKind::kSilu, {bi3}, "logits"));
+  g.MarkOutput(y);
+  passes::FusionStats st;
+  Graph f = FuseAll(g, &st);
+  EXPECT_EQ(st.swiglu, 1);
+  EXPECT_EQ(st.generic, 1);
+  Weights w;
+  w.Add("gate", DType::kF32, V * D, 41, -6, 6);
+  w.Add("up", DType::kF32, V * D, 42, -2, 2);
+  w.Add("w", DType::kF32, D, 43, 0.5f, 1.5f);
+  w.Add("bias", DType::kF32, D / 3, 44, -1, 1);
+  CheckFusedGraph(f, w, {{Ids(1, V, 4), 0}, {Ids(8, V, 5), 1}}, 1e-6, "silu(gate)*up, generic");
+}
+
+struct RopeCase {
+  int mode;
+  bool freq_factors;
+  int64_t n_rot;  // of hd = 64
+};
+
+class CudaFusedRope : public ::testing::TestWithParam<RopeCase> {};
+
+TEST_P(CudaFusedRope, BiasAddThenRope) {
+  SKIP_WITHOUT_GPU();
+  const RopeCase c = GetParam();
+  const int64_t H = 3, hd = 64, V = 29;
+  Graph g;
+  g.max_tokens = 16;
+  ValueId tokens = g.AddInput("tokens", DType::kI32, {kTokens});
+  ValueId pos = g.AddInput("positions", DType::kI32, {kTokens});
+  ValueId x = Embed(g, tokens, "x", V, H * hd);
+  ValueId xb = Must(g.AddOp(OpKind::kAdd, {x, W(g, "bias", DType::kF32, {H * hd})}, "xb"));
+  ValueId xh = Must(g.AddOp(OpKind::kReshape, {xb}, "xh",
+                            {{"shape", std::vector<int64_t>{kTokens, H, hd}}}));
+  std::vector<ValueId> in = {xh, pos};
+  if (c.freq_factors) in.push_back(W(g, "ff", DType::kF32, {c.n_rot / 2}));
+  ValueId r = Must(g.AddOp(OpKind::kRope, in, "r",
+                           {{"mode", int64_t{c.mode}}, {"n_rot", c.n_rot}, {"freq_base", 1e6},
+                            {"freq_scale", 0.25}}));
+  ValueId y = Must(g.AddOp(OpKind::kReshape, {r}, "logits",
+                           {{"shape", std::vector<int64_t>{kTokens, H * hd}}}));
+  g.MarkOutput(y);
+  passes::FusionStats st;
+  Graph f = FuseAll(g, &st);
+  EXPECT_EQ(st.bias_rope, 1);
+  Weights w;
+  w.Add("x", DType::kF32, V * H * hd, 51, -1, 1);
+  w.Add("bias", DType::kF32, H * hd, 52, -1, 1);
+  w.Add("ff", DType::kF32, c.n_rot / 2, 53, 1, 8);
+  CheckFusedGraph(f, w, {{Ids(1, V, 6), 0}, {Ids(16, V, 7), 1}, {Ids(5, V, 8), 3000}}, 1e-5,
+                  absl::StrCat("bias + rope mode ", c.mode, " ff ", c.freq_factors, " n_rot ",
+                               c.n_rot)
+                      .c_str());
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, CudaFusedRope,
+                         ::testing::Values(RopeCase{0, false, 64}, RopeCase{2, false, 64},
+                                           RopeCase{0, true, 32}, RopeCase{2, true, 32}),
+                         [](const auto& info) {
+                           return absl::StrCat("mode", info.param.mode,
+                                               info.param.freq_factors ? "_ff" : "",
+                                               "_nrot", info.param.n_rot);
+                         });
+
 // ---- a whole model: graph replay, step errors, verify ---------------------------------------
 
 struct Stories {
@@ -454,6 +659,64 @@ TEST(CudaExecutorVerify, ComparesInt8MatvecsOnRoundedActivations) {
       EXPECT_EQ(r->first_bad, -1) << r->ops[std::max(0, r->first_bad)].desc;
     }
   }
+}
+
+// The compiled stories260K (fusion on, as vibrantc compile --device cuda):
+// generated fused kernels give the op-by-op logits bit for bit, for prefill
+// and for replayed decode steps, with fewer launches per decode step.
+TEST(CudaExecutorModel, FusedKernelsMatchOpByOpWithFewerLaunches) {
+  SKIP_WITHOUT_GPU();
+  Stories s = LoadStories();
+  ASSERT_NE(s.file, nullptr);
+  Graph compiled = s.graph;
+  passes::PassContext ctx;
+  ctx.device = passes::DevicePolicy::kCuda;
+  ctx.cuda_supports = [&compiled](const ir::Op& op) { return codegen::CudaSupportsOp(compiled, op); };
+  std::ostringstream log;
+  ASSERT_TRUE(passes::DefaultPipeline().Run(compiled, ctx, passes::PipelineOptions{}, log).ok())
+      << log.str();
+  const int fused = CountFused(compiled);
+  ASSERT_GT(fused, 0);
+  CudaExecutorOptions on, off;
+  off.fused_kernels = false;
+  auto a = CudaExecutor::Create(compiled, s.Resolver(), on);
+  ASSERT_TRUE(a.ok()) << a.status();
+  auto b = CudaExecutor::Create(compiled, s.Resolver(), off);
+  ASSERT_TRUE(b.ok()) << b.status();
+  auto na = (*a)->KernelLaunchesPerStep(1);
+  auto nb = (*b)->KernelLaunchesPerStep(1);
+  ASSERT_TRUE(na.ok() && nb.ok());
+  int body_kernels = 0;
+  for (const ir::Op& op : compiled.ops()) {
+    if (op.kind != OpKind::kFused) continue;
+    for (const ir::Op& bop : op.body->ops()) body_kernels += bop.kind != OpKind::kReshape;
+  }
+  std::printf("[ MEASURED ] stories260K decode step: %d kernel launches with fused kernels, %d op by op (%d fused ops)\n",
+              *na, *nb, fused);
+  EXPECT_EQ(*nb - *na, body_kernels - fused);
+  EXPECT_LT(*na, *nb);
+  const std::vector<int32_t> prompt = {1, 403, 407, 261, 378};
+  auto pa = (*a)->Step(prompt, 0);
+  ASSERT_TRUE(pa.ok()) << pa.status();
+  std::vector<float> va(pa->begin(), pa->end());
+  auto pb = (*b)->Step(prompt, 0);
+  ASSERT_TRUE(pb.ok()) << pb.status();
+  ASSERT_EQ(va.size(), pb->size());
+  ASSERT_EQ(0, std::memcmp(va.data(), pb->data(), va.size() * sizeof(float))) << "prefill";
+  int32_t tok = 300;
+  for (int32_t p = 5; p < 20; ++p) {
+    auto la = (*a)->Step({&tok, 1}, p);
+    ASSERT_TRUE(la.ok()) << la.status();
+    std::vector<float> da(la->begin(), la->end());
+    auto lb = (*b)->Step({&tok, 1}, p);
+    ASSERT_TRUE(lb.ok()) << lb.status();
+    ASSERT_EQ(0, std::memcmp(da.data(), lb->data(), da.size() * sizeof(float))) << "position " << p;
+    tok = static_cast<int32_t>(std::max_element(da.begin(), da.end()) - da.begin());
+  }
+  EXPECT_THAT((*a)->Describe(), HasSubstr("as a CUDA graph"));
+  auto r = (*a)->VerifyStep({tok}, 20, 1e-4);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->first_bad, -1) << r->ops[std::max(0, r->first_bad)].desc;
 }
 
 }  // namespace
