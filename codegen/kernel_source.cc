@@ -72,6 +72,9 @@ std::string ModuleSource(const KernelSet& set) {
   absl::StrAppend(&src, "// ---- mat-vec on 8-bit activations\n",
                   MatvecQ8Source(std::vector<DType>(set.matmul_types.begin(),
                                                     set.matmul_types.end())));
+  absl::StrAppend(&src, "// ---- f16 operands for the prefill GEMM\n",
+                  DequantSource(std::vector<DType>(set.matmul_types.begin(),
+                                                   set.matmul_types.end())));
   absl::StrAppend(&src, "// ---- embedding\n",
                   EmbeddingSource(std::vector<DType>(set.embed_types.begin(),
                                                      set.embed_types.end())));

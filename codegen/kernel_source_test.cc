@@ -30,13 +30,15 @@ TEST(ModuleSource, AllKernelsHasEveryEntryPoint) {
     EXPECT_THAT(src, HasSubstr(MatmulKernelName(t, 1) + "("));
     EXPECT_THAT(src, HasSubstr(MatmulKernelName(t, 8) + "("));
     EXPECT_THAT(src, HasSubstr(EmbeddingKernelName(t) + "("));
+    EXPECT_THAT(src, HasSubstr(DequantF16KernelName(t) + "("));
   }
-  for (const char* k : {"vb_rms_norm(", "vb_add(", "vb_mul(", "vb_silu(", "vb_rope(",
-                        "vb_kv_store_f16(", "vb_kv_store_f32(", "vb_attn_split_f16(",
+  for (const char* k : {"vb_f32_to_f16(", "vb_rms_norm(", "vb_add(", "vb_mul(", "vb_silu(",
+                        "vb_rope(", "vb_kv_store_f16(", "vb_kv_store_f32(", "vb_attn_split_f16(",
                         "vb_attn_split_f32(", "vb_attn_combine("}) {
     EXPECT_THAT(src, HasSubstr(k));
   }
   EXPECT_EQ(MatmulKernelName(DType::kQ4_K, 1), "vb_matmul1_q4_K");
+  EXPECT_EQ(DequantF16KernelName(DType::kQ6_K), "vb_dequant_f16_q6_K");
   EXPECT_FALSE(CudaSupportsWeightType(DType::kI32));
 }
 
@@ -51,6 +53,8 @@ TEST(ModuleSource, OnlyTheGraphsTypesAreInstantiated) {
   const std::string src = ModuleSource(set);
   EXPECT_THAT(src, HasSubstr("vb_matmul1_f32("));
   EXPECT_THAT(src, Not(HasSubstr("vb_matmul1_q4_K(")));
+  EXPECT_THAT(src, HasSubstr("vb_dequant_f16_f32("));
+  EXPECT_THAT(src, Not(HasSubstr("vb_dequant_f16_q4_K(")));
   EXPECT_EQ(src, ModuleSource(set)) << "generation must be deterministic";
   for (const ir::Op& op : graph->ops()) {
     EXPECT_TRUE(CudaSupportsOp(*graph, op)) << ir::OpName(op.kind);

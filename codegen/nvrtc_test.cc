@@ -42,9 +42,10 @@ TEST(Nvrtc, CompilesEveryKernelForSm90) {
     EXPECT_THAT(b->ptx, HasSubstr(".entry " + MatmulKernelName(t, 1) + "("));
     EXPECT_THAT(b->ptx, HasSubstr(".entry " + MatmulKernelName(t, 8) + "("));
     EXPECT_THAT(b->ptx, HasSubstr(".entry " + EmbeddingKernelName(t) + "("));
+    EXPECT_THAT(b->ptx, HasSubstr(".entry " + DequantF16KernelName(t) + "("));
   }
-  for (const char* k : {"vb_rms_norm", "vb_add", "vb_mul", "vb_silu", "vb_rope",
-                        "vb_kv_store_f16", "vb_kv_store_f32", "vb_attn_split_f16",
+  for (const char* k : {"vb_f32_to_f16", "vb_rms_norm", "vb_add", "vb_mul", "vb_silu",
+                        "vb_rope", "vb_kv_store_f16", "vb_kv_store_f32", "vb_attn_split_f16",
                         "vb_attn_split_f32", "vb_attn_combine"}) {
     EXPECT_THAT(b->ptx, HasSubstr(std::string(".entry ") + k + "("));
   }
@@ -52,7 +53,7 @@ TEST(Nvrtc, CompilesEveryKernelForSm90) {
   // local-memory arrays (rope's sinf/cosf slow path legitimately has one).
   for (DType t : AllKernels().matmul_types) {
     for (const std::string& k : {MatmulKernelName(t, 1), MatmulKernelName(t, 8),
-                                 EmbeddingKernelName(t)}) {
+                                 EmbeddingKernelName(t), DequantF16KernelName(t)}) {
       const size_t at = b->ptx.find(".entry " + k + "(");
       ASSERT_NE(at, std::string::npos) << k;
       const size_t end = b->ptx.find("\n}\n", at);

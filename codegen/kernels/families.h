@@ -73,6 +73,18 @@ std::string MatvecQ8KernelName(DType t, int tokens_per_pass);
 inline constexpr int kMatvecQ8Threads = 128;
 inline constexpr int kQuantizeQ8Threads = 256;
 
+// f16 operands for the prefill GEMM (cuBLASLt, runtime/cuda/cublaslt.h):
+//   vb_dequant_f16_<tag>(const u8* w, i64 row_bytes, u16* out, int K, int r0,
+//       int rows): rows [r0, r0 + rows) of w[N, K] decoded (deq8) and rounded
+//       to f16 (nearest even) into out[rows, K], row-major (row r of the
+//       chunk at out + r * K; 16-byte stores when K % 8 == 0);
+//   vb_f32_to_f16(const float* x, u16* out, i64 n): n elements, rounded to
+//       nearest even (|x| > 65504 becomes inf, as any f16 GEMM input).
+// Both grid-stride, block kDequantThreads.
+std::string DequantSource(const std::vector<DType>& types);
+inline constexpr int kDequantThreads = 256;
+std::string DequantF16KernelName(DType t);
+
 // embedding: vb_embed_<tag>(const u8* table, i64 row_bytes, const int* ids,
 // float* out, int D, int V): grid T, block kEmbedThreads. An id outside
 // [0, V) writes NaN (the runtime checks ids before it launches).

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "codegen/kernel_source.h"
@@ -25,6 +26,7 @@
 #include "runtime/cpu/kernels.h"
 #include "runtime/cpu/quantize.h"
 #include "runtime/cpu/thread_pool.h"
+#include "runtime/cuda/cublaslt.h"
 #include "runtime/cuda/device.h"
 
 namespace vibrant {
@@ -85,9 +87,26 @@ int64_t Bytes(const Graph& g, ValueId v, int64_t T) {
   return DTypeBytes(g.value(v).dtype, Elems(g, v, T)).value_or(0);
 }
 
-// One kernel launch (or device-to-device copy) of a step.
+// The prefill GEMM's scratch: the f16 weight chunk and the f16 activations
+// (one allocation), plus the cuBLASLt workspace. ~96 MiB in all, whatever
+// the model: the weight chunk bounds the rows dequantized at once (an
+// output matrix of 151936 x 2048 takes 13 chunks), the activations bound the
+// tokens per GEMM (more are run in token chunks).
+constexpr int64_t kGemmWeightScratch = int64_t{48} << 20;
+constexpr int64_t kGemmActScratch = int64_t{16} << 20;
+constexpr int64_t kGemmWorkspace = int64_t{32} << 20;
+// Weight chunks are whole multiples of this many rows, so that every chunk's
+// output columns (and bias) start 256-byte aligned.
+constexpr int64_t kGemmRowQuantum = 64;
+// --verify's floor for matmuls run as GEMMs: f16 operands round each product
+// by up to ~2^-10 relative (activations and, for quantized types, weights);
+// over a dot product these errors are random, about 4e-4 of max |out| for
+// random data (see the executor test), so 4e-3 leaves a 10x margin.
+constexpr double kGemmVerifyTolerance = 4e-3;
+
+// One kernel launch, device-to-device copy or cuBLASLt GEMM of a step.
 struct Launch {
-  cudaKernel_t kernel = nullptr;  // null: a copy
+  cudaKernel_t kernel = nullptr;  // null: a copy, or a GEMM when `gemm`
   std::string name;
   dim3 grid{1, 1, 1};
   dim3 block{1, 1, 1};
@@ -97,6 +116,13 @@ struct Launch {
   size_t bytes = 0;
   const Graph* graph = nullptr;  // the op it belongs to, for errors
   int op_index = -1;
+  // GEMM: out = a · bᵀ (+ bias), see RowMajorGemm.
+  bool gemm = false;
+  GemmShape gemm_shape;
+  const void* gemm_a = nullptr;
+  const void* gemm_b = nullptr;
+  const float* gemm_bias = nullptr;
+  float* gemm_out = nullptr;
 
   template <class T>
   Launch& Arg(T v) {
@@ -172,6 +198,15 @@ struct CudaExecutor::Impl {
   std::map<std::string, ProfileEntry> profile_by_kernel;
   std::vector<cudaEvent_t> events;
   int64_t profiled_steps = 0;
+  // The prefill GEMM path (null gemm: off, gemm_note says why).
+  std::unique_ptr<RowMajorGemm> gemm;
+  std::string gemm_note;
+  std::string gemm_lib;  // "libcublasLt.so.13, version ..."
+  uint8_t* gemm_mem = nullptr;  // w16 then x16
+  uint16_t* w16 = nullptr;
+  uint16_t* x16 = nullptr;
+  int64_t w16_bytes = 0, x16_bytes = 0;
+  int64_t gemm_calls = 0;
 
   ~Impl();
   void PrintProfile();
@@ -191,13 +226,15 @@ struct CudaExecutor::Impl {
   absl::Status Emit(Binding& b, int op_index, int64_t T, std::vector<Launch>* out);
   // Whether matmul `op` of `g` runs on 8-bit activations.
   bool UsesQ8Matvec(const Graph& g, const Op& op) const;
-}
-
   // A fused op: its generated kernel, else its body's ops one by one.
   absl::Status EmitFused(Binding& b, int op_index, int64_t T, std::vector<Launch>* out);
   // Generated kernels by body (index into bodies); null: none (op by op).
   std::map<int, std::shared_ptr<const codegen::FusedKernel>> fused_kernels;
   absl::Status EmitAll(Binding& b, int64_t T, std::vector<Launch>* out);
+  void InitGemm();
+  // The matmul op as f16 conversions + cuBLASLt GEMMs, when the GEMM path is
+  // on and the op has enough rows; false (nothing emitted): use the kernels.
+  bool EmitGemm(Binding& b, int op_index, int64_t T, std::vector<Launch>* out);
   absl::Status Enqueue(const Launch& l);
   absl::Status RunLaunches(const std::vector<Launch>& ls, int64_t T = 0);
   absl::Status CheckStep(absl::Span<const int32_t> tokens, int32_t pos0);
@@ -213,6 +250,8 @@ CudaExecutor::Impl::~Impl() {
   if (decode_exec != nullptr) cudaGraphExecDestroy(decode_exec);
   if (decode_graph != nullptr) cudaGraphDestroy(decode_graph);
   if (stream != nullptr) cudaStreamSynchronize(stream);
+  gemm.reset();
+  if (gemm_mem != nullptr) cudaFree(gemm_mem);
   if (library != nullptr) cudaLibraryUnload(library);
   if (weights_mem != nullptr) cudaFree(weights_mem);
   if (kv_mem != nullptr) cudaFree(kv_mem);
@@ -670,7 +709,71 @@ absl::Status CudaExecutor::Impl::Init(WeightResolver& weights) {
     profile = true;
   }
   if (opts.sync_each_op || profile) opts.cuda_graphs = false;
+  InitGemm();
   return absl::OkStatus();
+}
+
+void CudaExecutor::Impl::InitGemm() {
+  const Graph& g = graph;
+  if (opts.gemm_min_rows <= 0) {
+    gemm_note = "off (gemm_min_rows 0)";
+    return;
+  }
+  if (max_tokens < std::max(opts.gemm_min_rows, 2)) {
+    gemm_note = absl::StrCat("off (max_tokens ", max_tokens, " < ", opts.gemm_min_rows, ")");
+    return;
+  }
+  // Sizes: every matmul of the step graph (fused bodies hold none).
+  int64_t w_need = 0, w_min = 0, x_need = 0, x_min = 0;
+  for (const Op& op : g.ops()) {
+    if (op.kind != OpKind::kMatMul) continue;
+    const Value& w = g.value(op.inputs[1]);
+    const int64_t N = w.shape[0], K = w.shape[1];
+    const int64_t rows = Elems(g, op.inputs[0], max_tokens) / std::max<int64_t>(K, 1);
+    const int64_t n_pad = (N + kGemmRowQuantum - 1) / kGemmRowQuantum * kGemmRowQuantum;
+    w_need = std::max(w_need, n_pad * K * 2);
+    w_min = std::max(w_min, kGemmRowQuantum * K * 2);
+    x_need = std::max(x_need, rows * K * 2);
+    x_min = std::max(x_min, K * 2);
+  }
+  if (w_need == 0) {
+    gemm_note = "off (no matmul)";
+    return;
+  }
+  absl::StatusOr<std::shared_ptr<const CublasLtLib>> lib =
+      opts.cublaslt_names.empty() ? LoadCublasLt() : LoadCublasLt(opts.cublaslt_names);
+  if (!lib.ok()) {
+    gemm_note = absl::StrCat("off: ", std::string(lib.status().message()));
+    return;
+  }
+  const int64_t w_cap =
+      opts.gemm_weight_scratch_bytes > 0 ? opts.gemm_weight_scratch_bytes : kGemmWeightScratch;
+  const int64_t x_cap =
+      opts.gemm_act_scratch_bytes > 0 ? opts.gemm_act_scratch_bytes : kGemmActScratch;
+  w16_bytes = AlignUp(std::max(std::min(w_need, w_cap), w_min));
+  x16_bytes = AlignUp(std::max(std::min(x_need, x_cap), x_min));
+  cudaError_t e = cudaMalloc(reinterpret_cast<void**>(&gemm_mem),
+                             static_cast<size_t>(w16_bytes + x16_bytes));
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    gemm_mem = nullptr;
+    gemm_note = absl::StrCat("off: no VRAM for its ", HumanBytes(w16_bytes + x16_bytes),
+                             " of scratch (", cudaGetErrorString(e), ")");
+    w16_bytes = x16_bytes = 0;
+    return;
+  }
+  absl::StatusOr<std::unique_ptr<RowMajorGemm>> gm = RowMajorGemm::Create(*lib, kGemmWorkspace);
+  if (!gm.ok()) {
+    cudaFree(gemm_mem);
+    gemm_mem = nullptr;
+    w16_bytes = x16_bytes = 0;
+    gemm_note = absl::StrCat("off: ", std::string(gm.status().message()));
+    return;
+  }
+  gemm = *std::move(gm);
+  w16 = reinterpret_cast<uint16_t*>(gemm_mem);
+  x16 = reinterpret_cast<uint16_t*>(gemm_mem + w16_bytes);
+  gemm_lib = CublasLtDescribe(**lib);
 }
 
 // ---- launches -------------------------------------------------------------------
@@ -733,6 +836,7 @@ absl::Status CudaExecutor::Impl::Emit(Binding& b, int op_index, int64_t T,
       return absl::OkStatus();
     }
     case OpKind::kMatMul: {
+      if (gemm != nullptr && EmitGemm(b, op_index, T, out)) return absl::OkStatus();
       const Value& w = g.value(op.inputs[1]);
       const int64_t N = w.shape[0], K = w.shape[1];
       const int64_t rows = E(op.inputs[0]) / K;
@@ -1007,7 +1111,121 @@ absl::Status CudaExecutor::Impl::EmitAll(Binding& b, int64_t T, std::vector<Laun
   return absl::OkStatus();
 }
 
+bool CudaExecutor::Impl::EmitGemm(Binding& b, int op_index, int64_t T,
+                                  std::vector<Launch>* out) {
+  const Graph& g = *b.graph;
+  const Op& op = g.ops()[op_index];
+  const Value& w = g.value(op.inputs[1]);
+  const int64_t N = w.shape[0], K = w.shape[1];
+  const int64_t rows = Elems(g, op.inputs[0], T) / K;
+  if (rows < std::max(opts.gemm_min_rows, 2) || K < 1 || N < 1) return false;
+  if (K * 2 > x16_bytes || kGemmRowQuantum * K * 2 > w16_bytes) return false;
+  if (N > INT32_MAX || K > INT32_MAX) return false;
+  const int64_t row_bytes = DTypeBytes(w.dtype, K).value_or(0);
+  if (row_bytes <= 0) return false;
+  // Weight chunks of whole kGemmRowQuantum rows; token chunks of what x16 holds.
+  int64_t chunk_rows = w16_bytes / (K * 2) / kGemmRowQuantum * kGemmRowQuantum;
+  chunk_rows = std::min(chunk_rows, N);
+  const int64_t chunk_tokens = std::min(rows, x16_bytes / (K * 2));
+  uint8_t* const x = b.dev[op.inputs[0]];
+  const float* const bias =
+      op.inputs.size() == 3 ? reinterpret_cast<const float*>(b.dev[op.inputs[2]]) : nullptr;
+  float* const y = reinterpret_cast<float*>(b.dev[op.outputs[0]]);
+  absl::StatusOr<cudaKernel_t> cvt = Kernel("vb_f32_to_f16");
+  const std::string deq_name = codegen::DequantF16KernelName(w.dtype);
+  absl::StatusOr<cudaKernel_t> deq = Kernel(deq_name);
+  absl::StatusOr<cudaKernel_t> add = Kernel("vb_add");
+  if (!cvt.ok() || !deq.ok() || !add.ok()) {
+    gemm_note = absl::StrCat("kernels for some matmuls: ",
+                             std::string((!cvt.ok() ? cvt : !deq.ok() ? deq : add)
+                                             .status().message()));
+    return false;
+  }
+  auto launch = [&](cudaKernel_t k, const std::string& name, int64_t n) {
+    Launch l;
+    l.kernel = k;
+    l.name = name;
+    l.grid = dim3(GridFor(n, codegen::kDequantThreads));
+    l.block = dim3(codegen::kDequantThreads);
+    l.graph = &g;
+    l.op_index = op_index;
+    return l;
+  };
+  // Builds the launches; with `epilogue`, the bias through cuBLASLt's BIAS
+  // epilogue (fails when a chunk's shape has no such algorithm), else one
+  // vb_add per token chunk after its GEMMs.
+  std::vector<Launch> ls;
+  auto build = [&](bool epilogue) -> absl::Status {
+    ls.clear();
+    for (int64_t t0 = 0; t0 < rows; t0 += chunk_tokens) {
+      const int64_t tc = std::min(chunk_tokens, rows - t0);
+      Launch c = launch(*cvt, "vb_f32_to_f16", tc * K);
+      c.Arg(static_cast<const void*>(x + t0 * K * 4))
+          .Arg(static_cast<void*>(x16))
+          .Arg(static_cast<int64_t>(tc * K));
+      ls.push_back(std::move(c));
+      for (int64_t r0 = 0; r0 < N; r0 += chunk_rows) {
+        const int64_t rc = std::min(chunk_rows, N - r0);
+        Launch d = launch(*deq, deq_name, rc * ((K + 7) / 8));
+        d.Arg(static_cast<const void*>(b.dev[op.inputs[1]]))
+            .Arg(row_bytes)
+            .Arg(static_cast<void*>(w16))
+            .Arg(static_cast<int>(K))
+            .Arg(static_cast<int>(r0))
+            .Arg(static_cast<int>(rc));
+        ls.push_back(std::move(d));
+        Launch m;
+        m.gemm = true;
+        m.name = "cublasLt gemm";
+        m.graph = &g;
+        m.op_index = op_index;
+        m.gemm_a = x16;
+        m.gemm_b = w16;
+        m.gemm_out = y + t0 * N + r0;
+        m.gemm_bias = epilogue ? bias + r0 : nullptr;
+        GemmShape& sh = m.gemm_shape;
+        sh.M = tc;
+        sh.N = rc;
+        sh.K = K;
+        sh.lda = K;
+        sh.ldb = K;
+        sh.ldo = N;
+        sh.bias = epilogue;
+        sh.align_a = PointerAlignment(m.gemm_a);
+        sh.align_b = PointerAlignment(m.gemm_b);
+        sh.align_out = PointerAlignment(m.gemm_out);
+        sh.align_bias = epilogue ? PointerAlignment(m.gemm_bias) : 256;
+        VB_RETURN_IF_ERROR(gemm->Prepare(sh, m.gemm_bias));
+        ls.push_back(std::move(m));
+      }
+      if (bias != nullptr && !epilogue) {
+        float* yt = y + t0 * N;
+        Launch a = launch(*add, "vb_add", tc * N);
+        a.Arg(static_cast<const void*>(yt))
+            .Arg(static_cast<const void*>(bias))
+            .Arg(static_cast<void*>(yt))
+            .Arg(static_cast<int64_t>(tc * N))
+            .Arg(static_cast<int64_t>(N));
+        ls.push_back(std::move(a));
+      }
+    }
+    return absl::OkStatus();
+  };
+  absl::Status st = build(bias != nullptr);
+  if (!st.ok() && bias != nullptr) st = build(false);
+  if (!st.ok()) {
+    gemm_note = absl::StrCat("kernels for some matmuls: ", std::string(st.message()));
+    return false;
+  }
+  out->insert(out->end(), std::make_move_iterator(ls.begin()), std::make_move_iterator(ls.end()));
+  return true;
+}
+
 absl::Status CudaExecutor::Impl::Enqueue(const Launch& l) {
+  if (l.gemm) {
+    ++gemm_calls;
+    return gemm->Run(l.gemm_shape, l.gemm_a, l.gemm_b, l.gemm_bias, l.gemm_out, stream);
+  }
   if (l.kernel == nullptr) {
     return CudaStatus(cudaMemcpyAsync(l.dst, l.src, l.bytes, cudaMemcpyDeviceToDevice, stream),
                       absl::StrCat("CUDA backend: copy for op ", OpDesc(*l.graph, l.op_index)));
@@ -1298,11 +1516,17 @@ absl::Status CudaExecutor::Impl::VerifyOp(Binding& b, int op_index, int64_t T,
   // The GPU.
   std::vector<Launch> ls;
   VB_RETURN_IF_ERROR(Emit(b, op_index, T, &ls));
+  const bool via_gemm =
+      std::any_of(ls.begin(), ls.end(), [](const Launch& l) { return l.gemm; });
+  if (via_gemm) tolerance = std::max(tolerance, kGemmVerifyTolerance);
   VB_RETURN_IF_ERROR(RunLaunches(ls));
   VB_CUDA(cudaStreamSynchronize(stream), absl::StrCat("verify: op ", OpDesc(g, op_index)));
   // The CPU (on the activations the GPU rounded to 8 bits, where it did).
   std::vector<float> rounded;
-  if (op.kind == OpKind::kMatMul && UsesQ8Matvec(g, op)) {
+  const bool via_q8 = std::any_of(ls.begin(), ls.end(),
+                                  [](const Launch& l) { return l.name == "vb_quantize_q8"; }) ||
+                      (!via_gemm && op.kind == OpKind::kMatMul && UsesQ8Matvec(g, op));
+  if (via_q8) {
     rounded.resize(in_copy[0].size() / sizeof(float));
     std::memcpy(rounded.data(), in_copy[0].data(), in_copy[0].size());
     VB_RETURN_IF_ERROR(
@@ -1323,6 +1547,7 @@ absl::Status CudaExecutor::Impl::VerifyOp(Binding& b, int op_index, int64_t T,
     res.op_index = op_index;
     res.desc = OpDesc(g, op_index);
     if (b.graph != &graph) res.desc = "(fused body) " + res.desc;
+    if (via_gemm) absl::StrAppend(&res.desc, " [cuBLASLt, f16 operands]");
     bool nan = a.size() != r.size();
     for (size_t i = 0; i < std::min(a.size(), r.size()); ++i) {
       if (std::isnan(a[i]) != std::isnan(r[i])) nan = true;
@@ -1355,6 +1580,15 @@ absl::StatusOr<std::unique_ptr<CudaExecutor>> CudaExecutor::Create(const ir::Gra
   }
   if (const char* s = std::getenv("VIBRANT_CUDA_FLOAT_MATVEC"); s != nullptr && std::string(s) == "1") {
     impl->opts.int8_activations = false;
+  }
+  if (const char* s = std::getenv("VIBRANT_GEMM_MIN_ROWS"); s != nullptr && *s != '\0') {
+    int v = 0;
+    if (!absl::SimpleAtoi(s, &v) || v < 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "CUDA backend: VIBRANT_GEMM_MIN_ROWS='", s,
+          "' is not a row count (0 = never use the cuBLASLt GEMM)"));
+    }
+    impl->opts.gemm_min_rows = v;
   }
   if (absl::Status s = impl->Init(weights); !s.ok()) return s;
   return std::unique_ptr<CudaExecutor>(new CudaExecutor(std::move(impl)));
@@ -1414,6 +1648,14 @@ std::string CudaExecutor::Describe() const {
       m.opts.cuda_graphs && !m.graph_unavailable ? "as a CUDA graph" : "without a CUDA graph");
   if (!m.kernel_note.empty()) absl::StrAppend(&out, " (", m.kernel_note, ")");
   if (!m.graph_note.empty()) absl::StrAppend(&out, " (graph capture failed: ", m.graph_note, ")");
+  if (m.gemm != nullptr) {
+    absl::StrAppend(&out, "; prefill matmuls of >= ", std::max(m.opts.gemm_min_rows, 2),
+                    " rows as cuBLASLt GEMMs (", m.gemm_lib, "; scratch ",
+                    HumanBytes(m.w16_bytes + m.x16_bytes + m.gemm->workspace_bytes()), ")");
+    if (!m.gemm_note.empty()) absl::StrAppend(&out, " (", m.gemm_note, ")");
+  } else {
+    absl::StrAppend(&out, "; prefill GEMM ", m.gemm_note);
+  }
   return out;
 }
 
@@ -1444,6 +1686,11 @@ std::string CudaExecutor::kernel_origin() const { return impl_->kernel_origin; }
 int64_t CudaExecutor::weight_bytes() const { return impl_->weights_size; }
 int64_t CudaExecutor::kv_bytes() const { return impl_->kv_size; }
 int64_t CudaExecutor::arena_bytes() const { return impl_->arena_size; }
+int64_t CudaExecutor::scratch_bytes() const {
+  const Impl& m = *impl_;
+  return m.gemm == nullptr ? 0 : m.w16_bytes + m.x16_bytes + m.gemm->workspace_bytes();
+}
+int64_t CudaExecutor::gemm_calls() const { return impl_->gemm_calls; }
 
 absl::StatusOr<int> CudaExecutor::KernelLaunchesPerStep(int64_t tokens) {
   if (tokens < 1 || tokens > impl_->max_tokens) {

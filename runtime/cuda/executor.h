@@ -6,6 +6,9 @@
 //   as stored (quantized blocks stay quantized; kernels decode them in
 //   registers), each at a 256-byte aligned offset;
 // - KV caches: one allocation (zeroed by Create and Reset);
+// - prefill GEMM scratch (when cuBLASLt loads and gemm_min_rows allows it):
+//   an f16 weight chunk, the f16 activations and the cuBLASLt workspace
+//   (at most ~96 MiB in all; scratch_bytes);
 // - arena: one allocation for the step inputs (tokens, positions), every
 //   activation (one slot per value, sized for max_tokens, like the CPU
 //   executor), fused bodies' intermediates and attention's split partials;
@@ -55,6 +58,21 @@ struct CudaExecutorOptions {
   // (no CUDA graphs). Also enabled by the environment variable
   // VIBRANT_CUDA_SYNC=1.
   bool sync_each_op = false;
+  // Prefill: a matmul of at least this many token rows (and at least 2) runs
+  // as cuBLASLt GEMMs (runtime/cuda/cublaslt.h): the activations rounded to
+  // f16 once, the weight dequantized to f16 in chunks of rows into a reused
+  // scratch buffer, f32 accumulation and output. Fewer rows, and every decode
+  // step, use the matmul kernels. 0: never. The environment variable
+  // VIBRANT_GEMM_MIN_ROWS overrides it. Without libcublasLt the kernels run
+  // everything (Describe says why).
+  int gemm_min_rows = 32;
+  // The cuBLASLt files to try (tests); empty: DefaultCublasLtNames().
+  std::vector<std::string> cublaslt_names;
+  // Scratch caps for the GEMM path (tests, tuning); 0: the defaults (48 MiB
+  // of f16 weight rows, 16 MiB of f16 activations). The weight chunk holds at
+  // least 64 rows of the widest matmul, the activations at least one token.
+  int64_t gemm_weight_scratch_bytes = 0;
+  int64_t gemm_act_scratch_bytes = 0;
   // (Environment only) VIBRANT_CUDA_PROFILE=1: time every kernel with events
   // (no CUDA graphs) and print the time per kernel to stderr at destruction.
 };
@@ -108,6 +126,11 @@ class CudaExecutor : public Executor {
   // Kernel launches (not counting device-to-device copies) of one step of
   // `tokens` tokens, e.g. 1 for a decode step.
   absl::StatusOr<int> KernelLaunchesPerStep(int64_t tokens = 1);
+  // The prefill GEMM's VRAM: f16 weight chunk + f16 activations + cuBLASLt
+  // workspace (0 when the GEMM path is off).
+  int64_t scratch_bytes() const;
+  // cuBLASLt GEMMs enqueued so far (one per weight chunk and token chunk).
+  int64_t gemm_calls() const;
 
  private:
   struct Impl;

@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -26,6 +28,7 @@
 #include "runtime/cpu/executor.h"
 #include "runtime/cpu/quantize.h"
 #include "codegen/kernels/families.h"
+#include "runtime/cuda/cublaslt.h"
 #include "runtime/cuda/device.h"
 
 namespace vibrant {
@@ -203,6 +206,215 @@ TEST_P(CudaMatmul, MatchesCpuForDecodeAndPrefill) {
 
 INSTANTIATE_TEST_SUITE_P(AllWeightTypes, CudaMatmul, ::testing::ValuesIn(kWeightTypes),
                          [](const auto& info) { return std::string(DTypeName(info.param)); });
+
+// ---- prefill matmuls as cuBLASLt GEMMs ------------------------------------------------
+
+#define SKIP_WITHOUT_CUBLASLT()                                                    \
+  do {                                                                             \
+    absl::Status _lt = CublasLtAvailable();                                        \
+    if (!_lt.ok()) GTEST_SKIP() << _lt.message();                                  \
+  } while (0)
+
+// x = embedding(tokens) (f32, random in [-1, 1)), logits = x · wᵀ (+ b).
+struct MatmulGraph {
+  Graph g;
+  Weights w;
+  int64_t V = 37;
+};
+
+MatmulGraph MakeMatmulGraph(DType t, int64_t N, int64_t K, bool bias, int64_t max_tokens) {
+  MatmulGraph m;
+  m.g.max_tokens = max_tokens;
+  ValueId tokens = m.g.AddInput("tokens", DType::kI32, {kTokens});
+  ValueId x = Must(
+      m.g.AddOp(OpKind::kEmbedding, {W(m.g, "embd", DType::kF32, {m.V, K}), tokens}, "x"));
+  std::vector<ValueId> in = {x, W(m.g, "w", t, {N, K})};
+  if (bias) in.push_back(W(m.g, "b", DType::kF32, {N}));
+  m.g.MarkOutput(Must(m.g.AddOp(OpKind::kMatMul, in, "logits")));
+  m.w.Add("embd", DType::kF32, m.V * K, 7, -1, 1);
+  m.w.Add("w", t, N * K, 8, -0.5f, 0.5f);
+  m.w.Add("b", DType::kF32, N, 9, -1, 1);
+  return m;
+}
+
+// The GEMM path rounds the activations (and weights that f16 does not hold
+// exactly) to f16: each product is off by up to ~2^-10 relative, in random
+// directions, so a K-term dot product is off by about 2^-11 * sqrt(K) * rms
+// |x w|, i.e. ~4e-4 of max |out| for these random operands (the kernels'
+// f32 path is at 2e-6). 2e-3 leaves a 5x margin and still catches a wrong
+// layout, chunk offset or bias (errors of order 1).
+constexpr double kGemmTolerance = 2e-3;
+
+class CudaGemm : public ::testing::TestWithParam<DType> {};
+
+TEST_P(CudaGemm, MatchesCpuInChunksWithAndWithoutBias) {
+  SKIP_WITHOUT_GPU();
+  SKIP_WITHOUT_CUBLASLT();
+  const DType t = GetParam();
+  const int64_t K = t == DType::kF32 ? 100 : 512;  // f32: rows not a multiple of 8
+  const int64_t N = 200;                           // chunks of 64 rows: 64+64+64+8
+  for (bool small_scratch : {false, true}) {
+    for (bool bias : {false, true}) {
+      SCOPED_TRACE(::testing::Message() << DTypeName(t) << " bias=" << bias
+                                        << " small_scratch=" << small_scratch);
+      MatmulGraph m = MakeMatmulGraph(t, N, K, bias, 300);
+      CudaExecutorOptions opts;
+      if (small_scratch) {
+        opts.gemm_weight_scratch_bytes = 64 * K * 2;  // 4 weight chunks
+        opts.gemm_act_scratch_bytes = 100 * K * 2;    // token chunks of 100
+      }
+      auto cpu = CpuExecutor::Create(m.g, m.w.Resolver());
+      ASSERT_TRUE(cpu.ok()) << cpu.status();
+      auto gpu = CudaExecutor::Create(m.g, m.w.Resolver(), opts);
+      ASSERT_TRUE(gpu.ok()) << gpu.status();
+      EXPECT_THAT((*gpu)->Describe(), HasSubstr("cuBLASLt GEMMs"));
+      EXPECT_GT((*gpu)->scratch_bytes(), 0);
+      EXPECT_LE((*gpu)->scratch_bytes(), int64_t{96} << 20);
+      int32_t pos = 0;
+      for (int T : {32, 33, 100, 300, 1}) {
+        const int64_t calls_before = (*gpu)->gemm_calls();
+        const std::vector<int32_t> ids = Ids(T, m.V, 40 + T);
+        auto a = (*cpu)->Step(ids, pos);
+        ASSERT_TRUE(a.ok()) << a.status();
+        std::vector<float> ref(a->begin(), a->end());
+        auto b = (*gpu)->Step(ids, pos);
+        ASSERT_TRUE(b.ok()) << b.status();
+        ASSERT_EQ(b->size(), ref.size());
+        double max_abs = 0, ref_max = 0;
+        for (size_t i = 0; i < ref.size(); ++i) {
+          ASSERT_FALSE(std::isnan((*b)[i])) << i;
+          max_abs = std::max(max_abs, std::fabs(double((*b)[i]) - ref[i]));
+          ref_max = std::max(ref_max, std::fabs(double(ref[i])));
+        }
+        const double err = max_abs / ref_max;
+        const int64_t calls = (*gpu)->gemm_calls() - calls_before;
+        std::printf("[ MEASURED ] gemm %s N=%lld K=%lld T=%d bias=%d small=%d: %lld GEMMs, "
+                    "rel err %.3g\n",
+                    std::string(DTypeName(t)).c_str(), static_cast<long long>(N),
+                    static_cast<long long>(K), T, bias, small_scratch,
+                    static_cast<long long>(calls), err);
+        if (T == 1) {
+          EXPECT_EQ(calls, 0) << "decode must keep the kernels";
+          EXPECT_LE(err, 2e-6);
+        } else {
+          // Weight chunks x token chunks.
+          const int64_t expect = small_scratch ? 4 * ((T + 99) / 100) : 1;
+          EXPECT_EQ(calls, expect);
+          EXPECT_LE(err, kGemmTolerance);
+        }
+        pos += T;
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(WeightTypes, CudaGemm,
+                         ::testing::Values(DType::kF16, DType::kQ8_0, DType::kQ4_K, DType::kQ6_K,
+                                           DType::kQ5_K, DType::kQ4_0, DType::kF32, DType::kBF16),
+                         [](const auto& info) { return std::string(DTypeName(info.param)); });
+
+TEST(CudaGemmSwitch, ThresholdDecidesAndZeroKeepsTheKernels) {
+  SKIP_WITHOUT_GPU();
+  SKIP_WITHOUT_CUBLASLT();
+  MatmulGraph m = MakeMatmulGraph(DType::kQ4_K, 96, 256, true, 64);
+  CudaExecutorOptions off;
+  off.gemm_min_rows = 0;
+  auto gpu = CudaExecutor::Create(m.g, m.w.Resolver(), off);
+  ASSERT_TRUE(gpu.ok()) << gpu.status();
+  EXPECT_EQ((*gpu)->scratch_bytes(), 0);
+  EXPECT_THAT((*gpu)->Describe(), HasSubstr("prefill GEMM off"));
+  ASSERT_TRUE((*gpu)->Step(Ids(64, m.V, 1), 0).ok());
+  EXPECT_EQ((*gpu)->gemm_calls(), 0);
+  // Option 0: the kernels' precision.
+  EXPECT_LE(WorstRelError(m.g, m.w, {{Ids(64, m.V, 2), 0}}, off), 2e-6);
+
+  CudaExecutorOptions on;
+  on.gemm_min_rows = 40;
+  auto g2 = CudaExecutor::Create(m.g, m.w.Resolver(), on);
+  ASSERT_TRUE(g2.ok()) << g2.status();
+  ASSERT_TRUE((*g2)->Step(Ids(39, m.V, 3), 0).ok());
+  EXPECT_EQ((*g2)->gemm_calls(), 0) << "39 rows < 40";
+  ASSERT_TRUE((*g2)->Step(Ids(40, m.V, 4), 39).ok());
+  EXPECT_EQ((*g2)->gemm_calls(), 1);
+}
+
+TEST(CudaGemmSwitch, EnvironmentOverridesTheOption) {
+  SKIP_WITHOUT_GPU();
+  SKIP_WITHOUT_CUBLASLT();
+  MatmulGraph m = MakeMatmulGraph(DType::kQ8_0, 64, 256, false, 64);
+  setenv("VIBRANT_GEMM_MIN_ROWS", "0", 1);
+  auto gpu = CudaExecutor::Create(m.g, m.w.Resolver());  // option: 32
+  unsetenv("VIBRANT_GEMM_MIN_ROWS");
+  ASSERT_TRUE(gpu.ok()) << gpu.status();
+  ASSERT_TRUE((*gpu)->Step(Ids(64, m.V, 1), 0).ok());
+  EXPECT_EQ((*gpu)->gemm_calls(), 0);
+  setenv("VIBRANT_GEMM_MIN_ROWS", "8", 1);
+  CudaExecutorOptions o;
+  o.gemm_min_rows = 0;
+  auto g2 = CudaExecutor::Create(m.g, m.w.Resolver(), o);
+  unsetenv("VIBRANT_GEMM_MIN_ROWS");
+  ASSERT_TRUE(g2.ok()) << g2.status();
+  ASSERT_TRUE((*g2)->Step(Ids(8, m.V, 1), 0).ok());
+  EXPECT_EQ((*g2)->gemm_calls(), 1);
+}
+
+TEST(CudaGemmNoGpu, BadEnvironmentValueIsAnError) {
+  // Checked before the device: runs with or without a GPU.
+  MatmulGraph m = MakeMatmulGraph(DType::kF32, 8, 16, false, 4);
+  setenv("VIBRANT_GEMM_MIN_ROWS", "lots", 1);
+  auto gpu = CudaExecutor::Create(m.g, m.w.Resolver());
+  unsetenv("VIBRANT_GEMM_MIN_ROWS");
+  ASSERT_FALSE(gpu.ok());
+  EXPECT_EQ(gpu.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(gpu.status().message()), HasSubstr("VIBRANT_GEMM_MIN_ROWS='lots'"));
+}
+
+TEST(CudaGemmSwitch, MissingLibraryKeepsTheKernels) {
+  SKIP_WITHOUT_GPU();
+  MatmulGraph m = MakeMatmulGraph(DType::kQ6_K, 80, 256, true, 64);
+  CudaExecutorOptions o;
+  o.cublaslt_names = {"libvibrant_no_such_cublasLt.so"};
+  auto gpu = CudaExecutor::Create(m.g, m.w.Resolver(), o);
+  ASSERT_TRUE(gpu.ok()) << gpu.status();
+  EXPECT_THAT((*gpu)->Describe(), HasSubstr("prefill GEMM off: cuBLASLt is not available"));
+  EXPECT_EQ((*gpu)->scratch_bytes(), 0);
+  ASSERT_TRUE((*gpu)->Step(Ids(64, m.V, 1), 0).ok());
+  EXPECT_EQ((*gpu)->gemm_calls(), 0);
+  EXPECT_LE(WorstRelError(m.g, m.w, {{Ids(64, m.V, 2), 0}}, o), 2e-6);
+}
+
+TEST(CudaGemmSwitch, VerifyAndProfileSeeTheGemm) {
+  SKIP_WITHOUT_GPU();
+  SKIP_WITHOUT_CUBLASLT();
+  MatmulGraph m = MakeMatmulGraph(DType::kQ4_K, 130, 512, true, 64);
+  {
+    auto gpu = CudaExecutor::Create(m.g, m.w.Resolver());
+    ASSERT_TRUE(gpu.ok()) << gpu.status();
+    auto r = (*gpu)->VerifyStep(Ids(48, m.V, 5), 0, 1e-4);
+    ASSERT_TRUE(r.ok()) << r.status();
+    bool saw = false;
+    for (const VerifyOpResult& o : r->ops) {
+      if (o.desc.find("[cuBLASLt") == std::string::npos) continue;
+      saw = true;
+      std::printf("[ MEASURED ] verify %s: rel err %.3g\n", o.desc.c_str(), o.rel_err);
+      EXPECT_TRUE(o.ok) << o.desc << " " << o.rel_err;
+    }
+    EXPECT_TRUE(saw) << "the matmul did not run as a GEMM";
+    EXPECT_EQ(r->first_bad, -1);
+  }
+  setenv("VIBRANT_CUDA_PROFILE", "1", 1);
+  ::testing::internal::CaptureStderr();
+  {
+    auto gpu = CudaExecutor::Create(m.g, m.w.Resolver());
+    unsetenv("VIBRANT_CUDA_PROFILE");
+    ASSERT_TRUE(gpu.ok()) << gpu.status();
+    ASSERT_TRUE((*gpu)->Step(Ids(48, m.V, 6), 0).ok());
+  }
+  const std::string err = ::testing::internal::GetCapturedStderr();
+  unsetenv("VIBRANT_CUDA_PROFILE");
+  EXPECT_THAT(err, HasSubstr("cublasLt gemm (T>1)"));
+  EXPECT_THAT(err, HasSubstr("vb_dequant_f16_q4_K (T>1)"));
+}
 
 // ---- embedding, every table type: bit-identical dequantization ---------------------------
 

@@ -365,7 +365,8 @@ absl::StatusOr<Backend> CreateBackend(const std::string& device, const ir::Graph
         CudaExecutor::Create(graph, std::move(resolver), o);
     if (!exec.ok()) return exec.status();
     b.name = "CUDA";
-    b.device_bytes = (*exec)->weight_bytes() + (*exec)->kv_bytes() + (*exec)->arena_bytes();
+    b.device_bytes = (*exec)->weight_bytes() + (*exec)->kv_bytes() + (*exec)->arena_bytes() +
+                     (*exec)->scratch_bytes();
     b.exec = *std::move(exec);
 #else
     (void)graphs;
