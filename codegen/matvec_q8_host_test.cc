@@ -108,7 +108,9 @@ void ExpectMatchesRoundedReference(DType t, int K, int nt, uint32_t seed, bool r
           fix_half(blk + 208);
         } else {
           fix_half(blk);
-          if (t == DType::kQ4_K || t == DType::kQ5_K) fix_half(blk + 2);
+          if (t == DType::kQ4_K || t == DType::kQ5_K || t == DType::kQ4_1 || t == DType::kQ5_1) {
+            fix_half(blk + 2);
+          }
         }
       }
     }
@@ -160,6 +162,9 @@ void CheckType(DType t, int K) {
 }
 
 TEST(MatvecQ8Host, Q4_0) { CheckType<Q8D_q4_0>(DType::kQ4_0, 96); }
+TEST(MatvecQ8Host, Q4_1) { CheckType<Q8D_q4_1>(DType::kQ4_1, 96); }
+TEST(MatvecQ8Host, Q5_0) { CheckType<Q8D_q5_0>(DType::kQ5_0, 96); }
+TEST(MatvecQ8Host, Q5_1) { CheckType<Q8D_q5_1>(DType::kQ5_1, 96); }
 TEST(MatvecQ8Host, Q8_0) { CheckType<Q8D_q8_0>(DType::kQ8_0, 96); }
 TEST(MatvecQ8Host, Q4_K) { CheckType<Q8D_q4_K>(DType::kQ4_K, 512); }
 TEST(MatvecQ8Host, Q5_K) { CheckType<Q8D_q5_K>(DType::kQ5_K, 512); }

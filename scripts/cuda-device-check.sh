@@ -16,7 +16,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=c
 t0=$(date +%s)
 cmake -S . -B $B -G Ninja -DCMAKE_BUILD_TYPE=Release > "$OUT/cmake.log" 2>&1 || { tail -40 "$OUT/cmake.log"; exit 1; }
 ninja -C $B -j16 vibrantc vibrant-run cuda_executor_test gpu_conformance_test nvrtc_test \
-  kernel_source_test plan_test > "$OUT/build.log" 2>&1 || { grep -E "error|Error" -A6 "$OUT/build.log" | head -80; exit 1; }
+  kernel_source_test plan_test matvec_q8_host_test cuda_kernels_benchmark > "$OUT/build.log" 2>&1 || { grep -E "error|Error" -A6 "$OUT/build.log" | head -80; exit 1; }
 echo "build: $(( $(date +%s) - t0 )) s"
 
 t0=$(date +%s)

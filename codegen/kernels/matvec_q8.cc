@@ -70,6 +70,111 @@ struct Q8D_q4_0 {
   }
 };
 )CUDA"},
+    // Q4_1: (d q + m) x summed = d dx sum(q qx) + m * (dx sum(qx)).
+    {DType::kQ4_1, R"CUDA(
+struct Q8D_q4_1 {
+  enum { QK = 32, BYTES = 20, TPB = 1 };
+  template <int TT>
+  static VB_INLINE void dot(const u8* b, int sub, const i8* xq, const float2* xd, int K, int nt,
+                            float* acc) {
+    const float d = vb_half_at(b), m = vb_half_at(b + 2);
+    u32 q[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) q[i] = vb_ld32_a2(b + 4 + 4 * i);
+#pragma unroll
+    for (int tt = 0; tt < TT; ++tt) {
+      if (tt < nt) {
+        const int4 xa = *(const int4*)(xq + (i64)tt * K);
+        const int4 xb = *(const int4*)(xq + (i64)tt * K + 16);
+        int s = 0;
+        s = __dp4a((int)(q[0] & 0x0F0F0F0Fu), xa.x, s);
+        s = __dp4a((int)(q[1] & 0x0F0F0F0Fu), xa.y, s);
+        s = __dp4a((int)(q[2] & 0x0F0F0F0Fu), xa.z, s);
+        s = __dp4a((int)(q[3] & 0x0F0F0F0Fu), xa.w, s);
+        s = __dp4a((int)((q[0] >> 4) & 0x0F0F0F0Fu), xb.x, s);
+        s = __dp4a((int)((q[1] >> 4) & 0x0F0F0F0Fu), xb.y, s);
+        s = __dp4a((int)((q[2] >> 4) & 0x0F0F0F0Fu), xb.z, s);
+        s = __dp4a((int)((q[3] >> 4) & 0x0F0F0F0Fu), xb.w, s);
+        const float2 dx = xd[(i64)tt * (K >> 5)];
+        acc[tt] += d * dx.x * (float)s + m * dx.y;
+      }
+    }
+  }
+};
+)CUDA"},
+    // Q5_0 / Q5_1: the fifth bit of element l is bit l of qh (32 bits), moved
+    // to bit 4 of its byte by vb_q5_spread.
+    {DType::kQ5_0, R"CUDA(
+struct Q8D_q5_0 {
+  enum { QK = 32, BYTES = 22, TPB = 1 };
+  template <int TT>
+  static VB_INLINE void dot(const u8* b, int sub, const i8* xq, const float2* xd, int K, int nt,
+                            float* acc) {
+    const float d = vb_half_at(b);
+    const u32 qh = vb_ld32_a2(b + 2);
+    u32 lo[4], hi[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const u32 q = vb_ld32_a2(b + 6 + 4 * i);
+      lo[i] = __vsub4((q & 0x0F0F0F0Fu) | vb_q5_spread(qh >> (4 * i)), 0x10101010u);
+      hi[i] = __vsub4(((q >> 4) & 0x0F0F0F0Fu) | vb_q5_spread(qh >> (16 + 4 * i)), 0x10101010u);
+    }
+#pragma unroll
+    for (int tt = 0; tt < TT; ++tt) {
+      if (tt < nt) {
+        const int4 xa = *(const int4*)(xq + (i64)tt * K);
+        const int4 xb = *(const int4*)(xq + (i64)tt * K + 16);
+        int s = 0;
+        s = __dp4a((int)lo[0], xa.x, s);
+        s = __dp4a((int)lo[1], xa.y, s);
+        s = __dp4a((int)lo[2], xa.z, s);
+        s = __dp4a((int)lo[3], xa.w, s);
+        s = __dp4a((int)hi[0], xb.x, s);
+        s = __dp4a((int)hi[1], xb.y, s);
+        s = __dp4a((int)hi[2], xb.z, s);
+        s = __dp4a((int)hi[3], xb.w, s);
+        acc[tt] += d * xd[(i64)tt * (K >> 5)].x * (float)s;
+      }
+    }
+  }
+};
+)CUDA"},
+    {DType::kQ5_1, R"CUDA(
+struct Q8D_q5_1 {
+  enum { QK = 32, BYTES = 24, TPB = 1 };
+  template <int TT>
+  static VB_INLINE void dot(const u8* b, int sub, const i8* xq, const float2* xd, int K, int nt,
+                            float* acc) {
+    const float d = vb_half_at(b), m = vb_half_at(b + 2);
+    const u32 qh = vb_ld32_a2(b + 4);
+    u32 lo[4], hi[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const u32 q = vb_ld32_a2(b + 8 + 4 * i);
+      lo[i] = (q & 0x0F0F0F0Fu) | vb_q5_spread(qh >> (4 * i));
+      hi[i] = ((q >> 4) & 0x0F0F0F0Fu) | vb_q5_spread(qh >> (16 + 4 * i));
+    }
+#pragma unroll
+    for (int tt = 0; tt < TT; ++tt) {
+      if (tt < nt) {
+        const int4 xa = *(const int4*)(xq + (i64)tt * K);
+        const int4 xb = *(const int4*)(xq + (i64)tt * K + 16);
+        int s = 0;
+        s = __dp4a((int)lo[0], xa.x, s);
+        s = __dp4a((int)lo[1], xa.y, s);
+        s = __dp4a((int)lo[2], xa.z, s);
+        s = __dp4a((int)lo[3], xa.w, s);
+        s = __dp4a((int)hi[0], xb.x, s);
+        s = __dp4a((int)hi[1], xb.y, s);
+        s = __dp4a((int)hi[2], xb.z, s);
+        s = __dp4a((int)hi[3], xb.w, s);
+        const float2 dx = xd[(i64)tt * (K >> 5)];
+        acc[tt] += d * dx.x * (float)s + m * dx.y;
+      }
+    }
+  }
+};
+)CUDA"},
     {DType::kQ8_0, R"CUDA(
 struct Q8D_q8_0 {
   enum { QK = 32, BYTES = 34, TPB = 2 };
@@ -250,6 +355,10 @@ std::string MatvecQ8DotSource(const std::vector<DType>& types) {
 VB_INLINE u32 vb_ld32_a2(const u8* p) {
   const u16* h = (const u16*)p;
   return (u32)h[0] | ((u32)h[1] << 16);
+}
+// Bits 0..3 of h to bit 4 of bytes 0..3 (Q5_0 / Q5_1 high bits).
+VB_INLINE u32 vb_q5_spread(u32 h) {
+  return ((h & 1u) << 4) | ((h & 2u) << 11) | ((h & 4u) << 18) | ((h & 8u) << 25);
 }
 // Scale and min of K-quant sub-block j (0..7) from the 12 scale bytes held in
 // three little-endian words (ggml's get_scale_min_k4).

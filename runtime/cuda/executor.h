@@ -43,7 +43,7 @@ struct CudaExecutorOptions {
   std::string kernel_cache_dir;  // empty: codegen::DefaultKernelCacheDir()
   // Capture decode steps (T = 1) into a CUDA graph and replay it.
   bool cuda_graphs = true;
-  // Decode mat-vecs (and small batches) over q4_0, q8_0, q4_K, q5_K and q6_K
+  // Decode mat-vecs (and small batches) over q4_0, q4_1, q5_0, q5_1, q8_0, q4_K, q5_K and q6_K
   // weights round the activations to 8-bit blocks first and multiply integer
   // codes (codegen/kernels/matvec_q8.cc; llama.cpp's CUDA mat-vec does the
   // same). The result is matmul(RoundActivationsToQ8(x), w) up to float

@@ -259,6 +259,7 @@ TEST_P(CudaGemm, MatchesCpuInChunksWithAndWithoutBias) {
                                         << " small_scratch=" << small_scratch);
       MatmulGraph m = MakeMatmulGraph(t, N, K, bias, 300);
       CudaExecutorOptions opts;
+      opts.int8_activations = false;  // T = 1 checks the float kernels tightly
       if (small_scratch) {
         opts.gemm_weight_scratch_bytes = 64 * K * 2;  // 4 weight chunks
         opts.gemm_act_scratch_bytes = 100 * K * 2;    // token chunks of 100
@@ -318,6 +319,7 @@ TEST(CudaGemmSwitch, ThresholdDecidesAndZeroKeepsTheKernels) {
   SKIP_WITHOUT_CUBLASLT();
   MatmulGraph m = MakeMatmulGraph(DType::kQ4_K, 96, 256, true, 64);
   CudaExecutorOptions off;
+  off.int8_activations = false;  // the float kernels: tight vs the CPU
   off.gemm_min_rows = 0;
   auto gpu = CudaExecutor::Create(m.g, m.w.Resolver(), off);
   ASSERT_TRUE(gpu.ok()) << gpu.status();
@@ -373,6 +375,7 @@ TEST(CudaGemmSwitch, MissingLibraryKeepsTheKernels) {
   SKIP_WITHOUT_GPU();
   MatmulGraph m = MakeMatmulGraph(DType::kQ6_K, 80, 256, true, 64);
   CudaExecutorOptions o;
+  o.int8_activations = false;  // the float kernels: tight vs the CPU
   o.cublaslt_names = {"libvibrant_no_such_cublasLt.so"};
   auto gpu = CudaExecutor::Create(m.g, m.w.Resolver(), o);
   ASSERT_TRUE(gpu.ok()) << gpu.status();
@@ -843,7 +846,8 @@ TEST(CudaExecutorModel, VerifyStepChecksEveryOp) {
 // tight (1e-4) for every 8-bit path type and for decode and prefill steps.
 TEST(CudaExecutorVerify, ComparesInt8MatvecsOnRoundedActivations) {
   SKIP_WITHOUT_GPU();
-  for (DType t : {DType::kQ4_0, DType::kQ8_0, DType::kQ4_K, DType::kQ5_K, DType::kQ6_K}) {
+  for (DType t : {DType::kQ4_0, DType::kQ4_1, DType::kQ5_0, DType::kQ5_1, DType::kQ8_0,
+                 DType::kQ4_K, DType::kQ5_K, DType::kQ6_K}) {
     SCOPED_TRACE(DTypeName(t));
     const int64_t K = 512, N = 300, V = 19;
     Graph g;
