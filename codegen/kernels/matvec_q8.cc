@@ -383,17 +383,28 @@ VB_INLINE void vb_k4_scale_min(u32 w0, u32 w1, u32 w2, int j, int* sc, int* mn) 
   return out;
 }
 
+std::string MatvecQ8SharedKernelName(DType t, int rows_per_warp) {
+  return absl::StrCat("vb_mvs", rows_per_warp, "_", TypeTag(t));
+}
+
+int64_t MatvecQ8SharedBytes(int64_t K) { return (K + 15) / 16 * 16 + K / 32 * 8; }
+
+int MatvecQ8SharedRowsPerWarp(int64_t rows, int sm_count) {
+  const int64_t warps = kMatvecQ8SharedThreads / 32;
+  for (int rpw : {4, 2}) {
+    if (rows / (warps * rpw) >= 2 * sm_count) return rpw;
+  }
+  return 1;
+}
+
 std::string MatvecQ8Source(const std::vector<DType>& types) {
   std::string out = MatvecQ8DotSource(types);
   out += absl::StrReplaceAll(R"CUDA(
-// x[nblocks * 32] -> qx (int8 codes), ds {d, d * sum(q)} per 32 elements; one
-// warp per block. d = amax / 127 and q = round(x / d), both correctly
-// rounded (the CPU's RoundActivationsToQ8 is the same arithmetic).
-extern "C" __global__ void __launch_bounds__($QTHREADS) vb_quantize_q8(
-    const float* __restrict__ x, i8* __restrict__ qx, float2* __restrict__ ds, i64 nblocks) {
-  const i64 blk = (i64)blockIdx.x * ($QTHREADS / 32) + (threadIdx.x >> 5);
-  if (blk >= nblocks) return;  // whole warps
-  const int lane = threadIdx.x & 31;
+// Block `blk` of 32 values of x -> codes qx[blk * 32 ..] and ds[blk] = {d,
+// d * sum(q)}; called by a whole warp, lane = element. d = amax / 127 and
+// q = round(x / d), both correctly rounded (the CPU's RoundActivationsToQ8
+// is the same arithmetic).
+VB_INLINE void vb_q8_block(const float* __restrict__ x, i8* qx, float2* ds, i64 blk, int lane) {
   const float v = x[blk * 32 + lane];
   const float amax = vb_warp_max(fabsf(v));
   const float d = __fdiv_rn(amax, 127.0f);
@@ -403,6 +414,70 @@ extern "C" __global__ void __launch_bounds__($QTHREADS) vb_quantize_q8(
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
   if (lane == 0) ds[blk] = make_float2(d, __fmul_rn(d, (float)s));
+}
+
+// x[nblocks * 32] -> qx, ds; one warp per block.
+extern "C" __global__ void __launch_bounds__($QTHREADS) vb_quantize_q8(
+    const float* __restrict__ x, i8* __restrict__ qx, float2* __restrict__ ds, i64 nblocks) {
+  const i64 blk = (i64)blockIdx.x * ($QTHREADS / 32) + (threadIdx.x >> 5);
+  if (blk >= nblocks) return;  // whole warps
+  vb_q8_block(x, qx, ds, blk, threadIdx.x & 31);
+}
+
+// The decode (one token) mat-vec over up to three weights that share the
+// input x (q/k/v, gate/up): rows [0, n0) are w0's, the next n1 w1's, the next
+// n2 w2's. Each block first rounds x into shared memory (no separate
+// quantization launch), then each warp computes RPW rows, their loads
+// interleaved.
+template <class D, int RPW>
+VB_INLINE void vb_mvs_impl(const float* __restrict__ x, int K, i64 row_bytes,
+                           const u8* w0, const float* b0, float* o0, int n0,
+                           const u8* w1, const float* b1, float* o1, int n1,
+                           const u8* w2, const float* b2, float* o2, int n2) {
+  extern __shared__ __align__(16) u8 vb_smem[];
+  i8* sq = (i8*)vb_smem;
+  float2* sd = (float2*)(vb_smem + ((K + 15) & ~15));
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+  for (int blk = warp; blk < (K >> 5); blk += nw) vb_q8_block(x, sq, sd, blk, lane);
+  __syncthreads();
+  const u8* rw[RPW];
+  const float* rb[RPW];
+  float* ro[RPW];
+  int rn[RPW];
+  float acc[RPW];
+#pragma unroll
+  for (int j = 0; j < RPW; ++j) {
+    int n = blockIdx.x * nw * RPW + warp + nw * j;
+    acc[j] = 0.0f;
+    rn[j] = -1;
+    rw[j] = w0;
+    rb[j] = 0;
+    ro[j] = 0;
+    if (n < n0) {
+      rw[j] = w0; rb[j] = b0; ro[j] = o0; rn[j] = n;
+    } else if ((n -= n0) < n1) {
+      rw[j] = w1; rb[j] = b1; ro[j] = o1; rn[j] = n;
+    } else if ((n -= n1) < n2) {
+      rw[j] = w2; rb[j] = b2; ro[j] = o2; rn[j] = n;
+    }
+    rw[j] += (i64)(rn[j] < 0 ? 0 : rn[j]) * row_bytes;
+  }
+  const int nblk = K / D::QK;
+  const int sub = lane % D::TPB;
+  for (int blk = lane / D::TPB; blk < nblk; blk += 32 / D::TPB) {
+#pragma unroll
+    for (int j = 0; j < RPW; ++j) {
+      if (rn[j] >= 0) {
+        D::template dot<1>(rw[j] + (i64)blk * D::BYTES, sub, sq + blk * D::QK,
+                           sd + blk * (D::QK / 32), K, 1, &acc[j]);
+      }
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < RPW; ++j) {
+    const float s = vb_warp_sum(acc[j]);
+    if (lane == 0 && rn[j] >= 0) ro[j][rn[j]] = rb[j] != 0 ? s + rb[j][rn[j]] : s;
+  }
 }
 
 template <class D, int TT>
@@ -437,6 +512,21 @@ VB_INLINE void vb_mvq_impl(const u8* __restrict__ w, i64 row_bytes, const i8* __
                                         {{"$QTHREADS", absl::StrCat(kQuantizeQ8Threads)}});
   for (DType t : types) {
     if (FindDot(t) == nullptr) continue;
+    for (int rpw : {1, 2, 4}) {
+      std::string k = R"CUDA(
+extern "C" __global__ void __launch_bounds__($THREADS) $NAME(const float* x, int K, i64 row_bytes,
+    const u8* w0, const float* b0, float* o0, int n0, const u8* w1, const float* b1, float* o1,
+    int n1, const u8* w2, const float* b2, float* o2, int n2) {
+  vb_mvs_impl<Q8D_$TAG, $RPW>(x, K, row_bytes, w0, b0, o0, n0, w1, b1, o1, n1, w2, b2, o2, n2);
+}
+)CUDA";
+      absl::StrReplaceAll({{"$NAME", MatvecQ8SharedKernelName(t, rpw)},
+                           {"$TAG", TypeTag(t)},
+                           {"$RPW", absl::StrCat(rpw)},
+                           {"$THREADS", absl::StrCat(kMatvecQ8SharedThreads)}},
+                          &k);
+      out += k;
+    }
     for (int tt : {1, 8}) {
       std::string k = R"CUDA(
 extern "C" __global__ void __launch_bounds__($THREADS) $NAME(const u8* w, i64 row_bytes,

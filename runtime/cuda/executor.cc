@@ -114,6 +114,7 @@ struct Launch {
   void* dst = nullptr;
   const void* src = nullptr;
   size_t bytes = 0;
+  unsigned smem = 0;  // dynamic shared memory of a kernel
   const Graph* graph = nullptr;  // the op it belongs to, for errors
   int op_index = -1;
   // GEMM: out = a · bᵀ (+ bias), see RowMajorGemm.
@@ -231,6 +232,12 @@ struct CudaExecutor::Impl {
   // Generated kernels by body (index into bodies); null: none (op by op).
   std::map<int, std::shared_ptr<const codegen::FusedKernel>> fused_kernels;
   absl::Status EmitAll(Binding& b, int64_t T, std::vector<Launch>* out);
+  // One-token mat-vecs on 8-bit activations rounded in shared memory
+  // (vb_mvs*): whether matmul `op` qualifies at T = 1, and one launch for up
+  // to three such matmuls `ops` of `b` that read the same input.
+  bool UsesSharedMatvec(const Graph& g, const Op& op, int64_t T) const;
+  absl::Status EmitSharedMatvec(Binding& b, const std::vector<int>& ops,
+                                std::vector<Launch>* out);
   void InitGemm();
   // The matmul op as f16 conversions + cuBLASLt GEMMs, when the GEMM path is
   // on and the op has enough rows; false (nothing emitted): use the kernels.
@@ -841,6 +848,7 @@ absl::Status CudaExecutor::Impl::Emit(Binding& b, int op_index, int64_t T,
       const int64_t N = w.shape[0], K = w.shape[1];
       const int64_t rows = E(op.inputs[0]) / K;
       if (rows == 0) return absl::OkStatus();
+      if (UsesSharedMatvec(g, op, T)) return EmitSharedMatvec(b, {op_index}, out);
       if (UsesQ8Matvec(g, op)) {
         const int tt = rows == 1 ? 1 : 8;
         const int64_t gy = (rows + tt - 1) / tt;
@@ -1103,9 +1111,81 @@ absl::Status CudaExecutor::Impl::EmitFused(Binding& b, int op_index, int64_t T,
   return absl::OkStatus();
 }
 
+bool CudaExecutor::Impl::UsesSharedMatvec(const Graph& g, const Op& op, int64_t T) const {
+  if (!UsesQ8Matvec(g, op)) return false;
+  const int64_t K = g.value(op.inputs[1]).shape[1];
+  return Elems(g, op.inputs[0], T) == K &&
+         codegen::MatvecQ8SharedBytes(K) <= 48 * 1024;  // no opt-in attribute needed
+}
+
+absl::Status CudaExecutor::Impl::EmitSharedMatvec(Binding& b, const std::vector<int>& ops,
+                                                  std::vector<Launch>* out) {
+  const Graph& g = *b.graph;
+  const Op& first = g.ops()[ops[0]];
+  const Value& w = g.value(first.inputs[1]);
+  const int64_t K = w.shape[1];
+  int64_t rows = 0;
+  for (int i : ops) rows += g.value(g.ops()[i].inputs[1]).shape[0];
+  if (rows > INT32_MAX / 2) {
+    return absl::InvalidArgumentError(absl::StrCat("CUDA backend: op ", OpDesc(g, ops[0]), ": ",
+                                                   rows, " rows exceed ", INT32_MAX / 2));
+  }
+  const int rpw = codegen::MatvecQ8SharedRowsPerWarp(rows, device.sm_count);
+  const int64_t per_block = codegen::kMatvecQ8SharedThreads / 32 * rpw;
+  absl::StatusOr<cudaKernel_t> k = Kernel(codegen::MatvecQ8SharedKernelName(w.dtype, rpw));
+  if (!k.ok()) return k.status();
+  Launch l;
+  l.kernel = *k;
+  l.name = codegen::MatvecQ8SharedKernelName(w.dtype, rpw);
+  l.grid = dim3(static_cast<unsigned>((rows + per_block - 1) / per_block));
+  l.block = dim3(codegen::kMatvecQ8SharedThreads);
+  l.smem = static_cast<unsigned>(codegen::MatvecQ8SharedBytes(K));
+  l.graph = &g;
+  l.op_index = ops[0];
+  l.Arg(static_cast<void*>(b.dev[first.inputs[0]]))
+      .Arg(static_cast<int>(K))
+      .Arg(static_cast<int64_t>(DTypeBytes(w.dtype, K).value_or(0)));
+  for (size_t s = 0; s < 3; ++s) {
+    if (s < ops.size()) {
+      const Op& op = g.ops()[ops[s]];
+      l.Arg(static_cast<void*>(b.dev[op.inputs[1]]))
+          .Arg(op.inputs.size() == 3 ? static_cast<void*>(b.dev[op.inputs[2]])
+                                     : static_cast<void*>(nullptr))
+          .Arg(static_cast<void*>(b.dev[op.outputs[0]]))
+          .Arg(static_cast<int>(g.value(op.inputs[1]).shape[0]));
+    } else {
+      l.Arg(static_cast<void*>(nullptr))
+          .Arg(static_cast<void*>(nullptr))
+          .Arg(static_cast<void*>(nullptr))
+          .Arg(0);
+    }
+  }
+  out->push_back(std::move(l));
+  return absl::OkStatus();
+}
+
 absl::Status CudaExecutor::Impl::EmitAll(Binding& b, int64_t T, std::vector<Launch>* out) {
   if (&b == &main) q8_binding = nullptr;  // a new step: nothing quantized yet
-  for (size_t i = 0; i < b.graph->ops().size(); ++i) {
+  const std::vector<Op>& ops = b.graph->ops();
+  for (size_t i = 0; i < ops.size(); ++i) {
+    if (ops[i].kind == OpKind::kMatMul && UsesSharedMatvec(*b.graph, ops[i], T)) {
+      // Matmuls in a row that read the same input with the same weight type
+      // and width (q/k/v, gate/up) share one launch.
+      std::vector<int> group = {static_cast<int>(i)};
+      const Value& w = b.graph->value(ops[i].inputs[1]);
+      while (group.size() < 3 && i + 1 < ops.size()) {
+        const Op& next = ops[i + 1];
+        if (next.kind != OpKind::kMatMul || next.inputs[0] != ops[i].inputs[0] ||
+            !UsesSharedMatvec(*b.graph, next, T)) {
+          break;
+        }
+        const Value& nw = b.graph->value(next.inputs[1]);
+        if (nw.dtype != w.dtype || nw.shape[1] != w.shape[1]) break;
+        group.push_back(static_cast<int>(++i));
+      }
+      VB_RETURN_IF_ERROR(EmitSharedMatvec(b, group, out));
+      continue;
+    }
     VB_RETURN_IF_ERROR(Emit(b, static_cast<int>(i), T, out));
   }
   return absl::OkStatus();
@@ -1233,8 +1313,8 @@ absl::Status CudaExecutor::Impl::Enqueue(const Launch& l) {
   std::vector<void*> argp(l.args.size());
   for (size_t i = 0; i < l.args.size(); ++i) argp[i] = const_cast<uint64_t*>(&l.args[i]);
   return CudaStatus(
-      cudaLaunchKernel(reinterpret_cast<const void*>(l.kernel), l.grid, l.block, argp.data(), 0,
-                       stream),
+      cudaLaunchKernel(reinterpret_cast<const void*>(l.kernel), l.grid, l.block, argp.data(),
+                       l.smem, stream),
       absl::StrCat("CUDA backend: launching ", l.name, " for op ", OpDesc(*l.graph, l.op_index)));
 }
 
@@ -1524,7 +1604,10 @@ absl::Status CudaExecutor::Impl::VerifyOp(Binding& b, int op_index, int64_t T,
   // The CPU (on the activations the GPU rounded to 8 bits, where it did).
   std::vector<float> rounded;
   const bool via_q8 = std::any_of(ls.begin(), ls.end(),
-                                  [](const Launch& l) { return l.name == "vb_quantize_q8"; }) ||
+                                  [](const Launch& l) {
+                                    return l.name == "vb_quantize_q8" ||
+                                           l.name.rfind("vb_mvs", 0) == 0;
+                                  }) ||
                       (!via_gemm && op.kind == OpKind::kMatMul && UsesQ8Matvec(g, op));
   if (via_q8) {
     rounded.resize(in_copy[0].size() / sizeof(float));

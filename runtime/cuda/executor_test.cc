@@ -874,6 +874,20 @@ TEST(CudaExecutorVerify, ComparesInt8MatvecsOnRoundedActivations) {
                   std::string(DTypeName(t)).c_str(), ids.size(), worst);
       EXPECT_EQ(r->first_bad, -1) << r->ops[std::max(0, r->first_bad)].desc;
     }
+    // Steps: the two matmuls that share x run as one launch at T = 1 (x
+    // rounded in shared memory), plus the embedding and the add.
+    auto launches = (*gpu)->KernelLaunchesPerStep(1);
+    ASSERT_TRUE(launches.ok()) << launches.status();
+    EXPECT_EQ(*launches, 3);
+    Weights wr = w;
+    std::vector<float> table(V * K);
+    std::memcpy(table.data(), wr.bytes["embd"].data(), table.size() * sizeof(float));
+    ASSERT_TRUE(RoundActivationsToQ8(table.data(), V * K, table.data()).ok());
+    std::memcpy(wr.bytes["embd"].data(), table.data(), table.size() * sizeof(float));
+    const double err = WorstRelError(g, wr, {{{3}, 0}, {Ids(7, V, 6), 1}, {{11}, 8}});
+    std::printf("[ MEASURED ] int8 matvec %s, shared-input launch: rel err %.3g\n",
+                std::string(DTypeName(t)).c_str(), err);
+    EXPECT_LE(err, 2e-6);
   }
 }
 
