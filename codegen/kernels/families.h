@@ -71,18 +71,12 @@ std::string MatvecQ8DotSource(const std::vector<DType>& types);
 bool MatvecQ8Supports(DType t);
 std::string MatvecQ8KernelName(DType t, int tokens_per_pass);
 inline constexpr int kMatvecQ8Threads = 128;
-//   vb_mvs<RPW>_<tag>(const float* x, int K, i64 row_bytes, then for each of
-//     three weights sharing x: const u8* w, const float* bias or null,
-//     float* out, int n (0 for an unused slot)): one token; each block rounds
-//     x into dynamic shared memory (MatvecQ8SharedBytes(K)), then each warp
-//     computes RPW (1, 2, 4) rows; grid ceil(n0+n1+n2 / (warps * RPW)),
-//     block kMatvecQ8SharedThreads.
-std::string MatvecQ8SharedKernelName(DType t, int rows_per_warp);
-int64_t MatvecQ8SharedBytes(int64_t K);
-// RPW for `rows` output rows: 4 or 2 while that still gives two blocks per
-// multiprocessor (fewer blocks re-round x fewer times), else 1.
-int MatvecQ8SharedRowsPerWarp(int64_t rows, int sm_count);
-inline constexpr int kMatvecQ8SharedThreads = 256;
+//   vb_mvs_<tag>(const i8* qx, const float2* ds, int K, i64 row_bytes, then
+//     for each of three weights that read the same x: const u8* w, const
+//     float* bias or null, float* out, int n (0: unused)): one token, rows of
+//     the three weights one after another; grid ceil((n0 + n1 + n2) /
+//     (kMatvecQ8Threads / 32)), block kMatvecQ8Threads.
+std::string MatvecQ8MultiKernelName(DType t);
 inline constexpr int kQuantizeQ8Threads = 256;
 
 // f16 operands for the prefill GEMM (cuBLASLt, runtime/cuda/cublaslt.h):

@@ -383,19 +383,7 @@ VB_INLINE void vb_k4_scale_min(u32 w0, u32 w1, u32 w2, int j, int* sc, int* mn) 
   return out;
 }
 
-std::string MatvecQ8SharedKernelName(DType t, int rows_per_warp) {
-  return absl::StrCat("vb_mvs", rows_per_warp, "_", TypeTag(t));
-}
-
-int64_t MatvecQ8SharedBytes(int64_t K) { return (K + 15) / 16 * 16 + K / 32 * 8; }
-
-int MatvecQ8SharedRowsPerWarp(int64_t rows, int sm_count) {
-  const int64_t warps = kMatvecQ8SharedThreads / 32;
-  for (int rpw : {4, 2}) {
-    if (rows / (warps * rpw) >= 2 * sm_count) return rpw;
-  }
-  return 1;
-}
+std::string MatvecQ8MultiKernelName(DType t) { return absl::StrCat("vb_mvs_", TypeTag(t)); }
 
 std::string MatvecQ8Source(const std::vector<DType>& types) {
   std::string out = MatvecQ8DotSource(types);
@@ -424,60 +412,41 @@ extern "C" __global__ void __launch_bounds__($QTHREADS) vb_quantize_q8(
   vb_q8_block(x, qx, ds, blk, threadIdx.x & 31);
 }
 
-// The decode (one token) mat-vec over up to three weights that share the
-// input x (q/k/v, gate/up): rows [0, n0) are w0's, the next n1 w1's, the next
-// n2 w2's. Each block first rounds x into shared memory (no separate
-// quantization launch), then each warp computes RPW rows, their loads
-// interleaved.
-template <class D, int RPW>
-VB_INLINE void vb_mvs_impl(const float* __restrict__ x, int K, i64 row_bytes,
-                           const u8* w0, const float* b0, float* o0, int n0,
+// The decode (one token) mat-vec over up to three weights that read the same
+// rounded x (q/k/v, gate/up): rows [0, n0) are w0's, the next n1 w1's, the
+// next n2 w2's; one warp per row, as vb_mvq_impl. (Rounding x per block in
+// shared memory instead of in vb_quantize_q8 measured slower on the H100: the
+// rounding prologue delays every block's weight loads.)
+template <class D>
+VB_INLINE void vb_mvs_impl(const i8* __restrict__ qx, const float2* __restrict__ ds, int K,
+                           i64 row_bytes, const u8* w0, const float* b0, float* o0, int n0,
                            const u8* w1, const float* b1, float* o1, int n1,
                            const u8* w2, const float* b2, float* o2, int n2) {
-  extern __shared__ __align__(16) u8 vb_smem[];
-  i8* sq = (i8*)vb_smem;
-  float2* sd = (float2*)(vb_smem + ((K + 15) & ~15));
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
-  for (int blk = warp; blk < (K >> 5); blk += nw) vb_q8_block(x, sq, sd, blk, lane);
-  __syncthreads();
-  const u8* rw[RPW];
-  const float* rb[RPW];
-  float* ro[RPW];
-  int rn[RPW];
-  float acc[RPW];
-#pragma unroll
-  for (int j = 0; j < RPW; ++j) {
-    int n = blockIdx.x * nw * RPW + warp + nw * j;
-    acc[j] = 0.0f;
-    rn[j] = -1;
-    rw[j] = w0;
-    rb[j] = 0;
-    ro[j] = 0;
-    if (n < n0) {
-      rw[j] = w0; rb[j] = b0; ro[j] = o0; rn[j] = n;
-    } else if ((n -= n0) < n1) {
-      rw[j] = w1; rb[j] = b1; ro[j] = o1; rn[j] = n;
-    } else if ((n -= n1) < n2) {
-      rw[j] = w2; rb[j] = b2; ro[j] = o2; rn[j] = n;
-    }
-    rw[j] += (i64)(rn[j] < 0 ? 0 : rn[j]) * row_bytes;
+  const int lane = threadIdx.x & 31;
+  int n = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+  const u8* w;
+  const float* bias;
+  float* out;
+  if (n < n0) {
+    w = w0; bias = b0; out = o0;
+  } else if ((n -= n0) < n1) {
+    w = w1; bias = b1; out = o1;
+  } else if ((n -= n1) < n2) {
+    w = w2; bias = b2; out = o2;
+  } else {
+    return;  // whole warps
   }
+  const u8* row = w + (i64)n * row_bytes;
   const int nblk = K / D::QK;
   const int sub = lane % D::TPB;
+  float acc = 0.0f;
+#pragma unroll 2
   for (int blk = lane / D::TPB; blk < nblk; blk += 32 / D::TPB) {
-#pragma unroll
-    for (int j = 0; j < RPW; ++j) {
-      if (rn[j] >= 0) {
-        D::template dot<1>(rw[j] + (i64)blk * D::BYTES, sub, sq + blk * D::QK,
-                           sd + blk * (D::QK / 32), K, 1, &acc[j]);
-      }
-    }
+    D::template dot<1>(row + (i64)blk * D::BYTES, sub, qx + blk * D::QK, ds + blk * (D::QK / 32),
+                       K, 1, &acc);
   }
-#pragma unroll
-  for (int j = 0; j < RPW; ++j) {
-    const float s = vb_warp_sum(acc[j]);
-    if (lane == 0 && rn[j] >= 0) ro[j][rn[j]] = rb[j] != 0 ? s + rb[j][rn[j]] : s;
-  }
+  const float s = vb_warp_sum(acc);
+  if (lane == 0) out[n] = bias != 0 ? s + bias[n] : s;
 }
 
 template <class D, int TT>
@@ -512,18 +481,17 @@ VB_INLINE void vb_mvq_impl(const u8* __restrict__ w, i64 row_bytes, const i8* __
                                         {{"$QTHREADS", absl::StrCat(kQuantizeQ8Threads)}});
   for (DType t : types) {
     if (FindDot(t) == nullptr) continue;
-    for (int rpw : {1, 2, 4}) {
+    {
       std::string k = R"CUDA(
-extern "C" __global__ void __launch_bounds__($THREADS) $NAME(const float* x, int K, i64 row_bytes,
-    const u8* w0, const float* b0, float* o0, int n0, const u8* w1, const float* b1, float* o1,
-    int n1, const u8* w2, const float* b2, float* o2, int n2) {
-  vb_mvs_impl<Q8D_$TAG, $RPW>(x, K, row_bytes, w0, b0, o0, n0, w1, b1, o1, n1, w2, b2, o2, n2);
+extern "C" __global__ void __launch_bounds__($THREADS) $NAME(const i8* qx, const float2* ds, int K,
+    i64 row_bytes, const u8* w0, const float* b0, float* o0, int n0, const u8* w1,
+    const float* b1, float* o1, int n1, const u8* w2, const float* b2, float* o2, int n2) {
+  vb_mvs_impl<Q8D_$TAG>(qx, ds, K, row_bytes, w0, b0, o0, n0, w1, b1, o1, n1, w2, b2, o2, n2);
 }
 )CUDA";
-      absl::StrReplaceAll({{"$NAME", MatvecQ8SharedKernelName(t, rpw)},
+      absl::StrReplaceAll({{"$NAME", MatvecQ8MultiKernelName(t)},
                            {"$TAG", TypeTag(t)},
-                           {"$RPW", absl::StrCat(rpw)},
-                           {"$THREADS", absl::StrCat(kMatvecQ8SharedThreads)}},
+                           {"$THREADS", absl::StrCat(kMatvecQ8Threads)}},
                           &k);
       out += k;
     }

@@ -232,12 +232,12 @@ struct CudaExecutor::Impl {
   // Generated kernels by body (index into bodies); null: none (op by op).
   std::map<int, std::shared_ptr<const codegen::FusedKernel>> fused_kernels;
   absl::Status EmitAll(Binding& b, int64_t T, std::vector<Launch>* out);
-  // One-token mat-vecs on 8-bit activations rounded in shared memory
-  // (vb_mvs*): whether matmul `op` qualifies at T = 1, and one launch for up
-  // to three such matmuls `ops` of `b` that read the same input.
-  bool UsesSharedMatvec(const Graph& g, const Op& op, int64_t T) const;
-  absl::Status EmitSharedMatvec(Binding& b, const std::vector<int>& ops,
-                                std::vector<Launch>* out);
+  // One-token mat-vecs on 8-bit activations (vb_mvs_*): whether matmul `op`
+  // qualifies at T = 1, and one launch for up to three such matmuls `ops` of
+  // `b` that read the same input (after its vb_quantize_q8, once per input).
+  bool UsesMultiMatvec(const Graph& g, const Op& op, int64_t T) const;
+  absl::Status EmitMultiMatvec(Binding& b, const std::vector<int>& ops, std::vector<Launch>* out);
+  absl::Status EmitQuantizeQ8(Binding& b, int op_index, int64_t T, std::vector<Launch>* out);
   void InitGemm();
   // The matmul op as f16 conversions + cuBLASLt GEMMs, when the GEMM path is
   // on and the op has enough rows; false (nothing emitted): use the kernels.
@@ -848,30 +848,14 @@ absl::Status CudaExecutor::Impl::Emit(Binding& b, int op_index, int64_t T,
       const int64_t N = w.shape[0], K = w.shape[1];
       const int64_t rows = E(op.inputs[0]) / K;
       if (rows == 0) return absl::OkStatus();
-      if (UsesSharedMatvec(g, op, T)) return EmitSharedMatvec(b, {op_index}, out);
+      if (UsesMultiMatvec(g, op, T)) return EmitMultiMatvec(b, {op_index}, out);
       if (UsesQ8Matvec(g, op)) {
         const int tt = rows == 1 ? 1 : 8;
         const int64_t gy = (rows + tt - 1) / tt;
         const int64_t rows_per_block = codegen::kMatvecQ8Threads / 32;
         VB_RETURN_IF_ERROR(too_big(gy, 65535, "token blocks"));
         VB_RETURN_IF_ERROR(too_big(N, INT32_MAX / 2, "rows"));
-        if (q8_binding != &b || q8_value != op.inputs[0] || q8_T != T) {
-          const int64_t nblocks = rows * K / 32;
-          const int64_t per_block = codegen::kQuantizeQ8Threads / 32;
-          const int64_t grid = (nblocks + per_block - 1) / per_block;
-          VB_RETURN_IF_ERROR(too_big(grid, INT32_MAX, "activation blocks"));
-          absl::StatusOr<Launch> q = kernel("vb_quantize_q8", dim3(static_cast<unsigned>(grid)),
-                                            dim3(codegen::kQuantizeQ8Threads));
-          if (!q.ok()) return q.status();
-          q->Arg(D(op.inputs[0]))
-              .Arg(static_cast<void*>(q8_codes))
-              .Arg(static_cast<void*>(q8_ds))
-              .Arg(nblocks);
-          out->push_back(*std::move(q));
-          q8_binding = &b;
-          q8_value = op.inputs[0];
-          q8_T = T;
-        }
+        VB_RETURN_IF_ERROR(EmitQuantizeQ8(b, op_index, T, out));
         absl::StatusOr<Launch> l = kernel(
             codegen::MatvecQ8KernelName(w.dtype, tt),
             dim3(static_cast<unsigned>((N + rows_per_block - 1) / rows_per_block),
@@ -1111,15 +1095,12 @@ absl::Status CudaExecutor::Impl::EmitFused(Binding& b, int op_index, int64_t T,
   return absl::OkStatus();
 }
 
-bool CudaExecutor::Impl::UsesSharedMatvec(const Graph& g, const Op& op, int64_t T) const {
-  if (!UsesQ8Matvec(g, op)) return false;
-  const int64_t K = g.value(op.inputs[1]).shape[1];
-  return Elems(g, op.inputs[0], T) == K &&
-         codegen::MatvecQ8SharedBytes(K) <= 48 * 1024;  // no opt-in attribute needed
+bool CudaExecutor::Impl::UsesMultiMatvec(const Graph& g, const Op& op, int64_t T) const {
+  return UsesQ8Matvec(g, op) && Elems(g, op.inputs[0], T) == g.value(op.inputs[1]).shape[1];
 }
 
-absl::Status CudaExecutor::Impl::EmitSharedMatvec(Binding& b, const std::vector<int>& ops,
-                                                  std::vector<Launch>* out) {
+absl::Status CudaExecutor::Impl::EmitMultiMatvec(Binding& b, const std::vector<int>& ops,
+                                                 std::vector<Launch>* out) {
   const Graph& g = *b.graph;
   const Op& first = g.ops()[ops[0]];
   const Value& w = g.value(first.inputs[1]);
@@ -1130,19 +1111,19 @@ absl::Status CudaExecutor::Impl::EmitSharedMatvec(Binding& b, const std::vector<
     return absl::InvalidArgumentError(absl::StrCat("CUDA backend: op ", OpDesc(g, ops[0]), ": ",
                                                    rows, " rows exceed ", INT32_MAX / 2));
   }
-  const int rpw = codegen::MatvecQ8SharedRowsPerWarp(rows, device.sm_count);
-  const int64_t per_block = codegen::kMatvecQ8SharedThreads / 32 * rpw;
-  absl::StatusOr<cudaKernel_t> k = Kernel(codegen::MatvecQ8SharedKernelName(w.dtype, rpw));
+  VB_RETURN_IF_ERROR(EmitQuantizeQ8(b, ops[0], 1, out));
+  const int64_t per_block = codegen::kMatvecQ8Threads / 32;
+  absl::StatusOr<cudaKernel_t> k = Kernel(codegen::MatvecQ8MultiKernelName(w.dtype));
   if (!k.ok()) return k.status();
   Launch l;
   l.kernel = *k;
-  l.name = codegen::MatvecQ8SharedKernelName(w.dtype, rpw);
+  l.name = codegen::MatvecQ8MultiKernelName(w.dtype);
   l.grid = dim3(static_cast<unsigned>((rows + per_block - 1) / per_block));
-  l.block = dim3(codegen::kMatvecQ8SharedThreads);
-  l.smem = static_cast<unsigned>(codegen::MatvecQ8SharedBytes(K));
+  l.block = dim3(codegen::kMatvecQ8Threads);
   l.graph = &g;
   l.op_index = ops[0];
-  l.Arg(static_cast<void*>(b.dev[first.inputs[0]]))
+  l.Arg(static_cast<void*>(q8_codes))
+      .Arg(static_cast<void*>(q8_ds))
       .Arg(static_cast<int>(K))
       .Arg(static_cast<int64_t>(DTypeBytes(w.dtype, K).value_or(0)));
   for (size_t s = 0; s < 3; ++s) {
@@ -1164,11 +1145,43 @@ absl::Status CudaExecutor::Impl::EmitSharedMatvec(Binding& b, const std::vector<
   return absl::OkStatus();
 }
 
+absl::Status CudaExecutor::Impl::EmitQuantizeQ8(Binding& b, int op_index, int64_t T,
+                                                std::vector<Launch>* out) {
+  const Graph& g = *b.graph;
+  const Op& op = g.ops()[op_index];
+  if (q8_binding == &b && q8_value == op.inputs[0] && q8_T == T) return absl::OkStatus();
+  const int64_t nblocks = Elems(g, op.inputs[0], T) / 32;
+  const int64_t per_block = codegen::kQuantizeQ8Threads / 32;
+  const int64_t grid = (nblocks + per_block - 1) / per_block;
+  if (grid > INT32_MAX) {
+    return absl::InvalidArgumentError(absl::StrCat("CUDA backend: op ", OpDesc(g, op_index), ": ",
+                                                   grid, " activation blocks exceed ", INT32_MAX));
+  }
+  absl::StatusOr<cudaKernel_t> k = Kernel("vb_quantize_q8");
+  if (!k.ok()) return k.status();
+  Launch l;
+  l.kernel = *k;
+  l.name = "vb_quantize_q8";
+  l.grid = dim3(static_cast<unsigned>(std::max<int64_t>(grid, 1)));
+  l.block = dim3(codegen::kQuantizeQ8Threads);
+  l.graph = &g;
+  l.op_index = op_index;
+  l.Arg(static_cast<void*>(b.dev[op.inputs[0]]))
+      .Arg(static_cast<void*>(q8_codes))
+      .Arg(static_cast<void*>(q8_ds))
+      .Arg(nblocks);
+  out->push_back(std::move(l));
+  q8_binding = &b;
+  q8_value = op.inputs[0];
+  q8_T = T;
+  return absl::OkStatus();
+}
+
 absl::Status CudaExecutor::Impl::EmitAll(Binding& b, int64_t T, std::vector<Launch>* out) {
   if (&b == &main) q8_binding = nullptr;  // a new step: nothing quantized yet
   const std::vector<Op>& ops = b.graph->ops();
   for (size_t i = 0; i < ops.size(); ++i) {
-    if (ops[i].kind == OpKind::kMatMul && UsesSharedMatvec(*b.graph, ops[i], T)) {
+    if (ops[i].kind == OpKind::kMatMul && UsesMultiMatvec(*b.graph, ops[i], T)) {
       // Matmuls in a row that read the same input with the same weight type
       // and width (q/k/v, gate/up) share one launch.
       std::vector<int> group = {static_cast<int>(i)};
@@ -1176,14 +1189,14 @@ absl::Status CudaExecutor::Impl::EmitAll(Binding& b, int64_t T, std::vector<Laun
       while (group.size() < 3 && i + 1 < ops.size()) {
         const Op& next = ops[i + 1];
         if (next.kind != OpKind::kMatMul || next.inputs[0] != ops[i].inputs[0] ||
-            !UsesSharedMatvec(*b.graph, next, T)) {
+            !UsesMultiMatvec(*b.graph, next, T)) {
           break;
         }
         const Value& nw = b.graph->value(next.inputs[1]);
         if (nw.dtype != w.dtype || nw.shape[1] != w.shape[1]) break;
         group.push_back(static_cast<int>(++i));
       }
-      VB_RETURN_IF_ERROR(EmitSharedMatvec(b, group, out));
+      VB_RETURN_IF_ERROR(EmitMultiMatvec(b, group, out));
       continue;
     }
     VB_RETURN_IF_ERROR(Emit(b, static_cast<int>(i), T, out));
@@ -1606,7 +1619,7 @@ absl::Status CudaExecutor::Impl::VerifyOp(Binding& b, int op_index, int64_t T,
   const bool via_q8 = std::any_of(ls.begin(), ls.end(),
                                   [](const Launch& l) {
                                     return l.name == "vb_quantize_q8" ||
-                                           l.name.rfind("vb_mvs", 0) == 0;
+                                           l.name.rfind("vb_mvs_", 0) == 0;
                                   }) ||
                       (!via_gemm && op.kind == OpKind::kMatMul && UsesQ8Matvec(g, op));
   if (via_q8) {
