@@ -16,6 +16,7 @@ std::string AttentionSource() {
   std::string s = R"CUDA(
 #define VB_ATTN_CHUNK $CHUNK
 #define VB_ATTN_MAX_HD $MAXHD
+#define VB_ATTN_WARPS ($THREADS / 32)
 
 template <bool F16>
 VB_INLINE float vb_kv_at(const void* p, i64 i) {
@@ -49,12 +50,27 @@ VB_INLINE void vb_attn_split_impl(const float* __restrict__ q, const void* __res
   const i64 stride = (i64)KVH * hd;
   const i64 head_off = (i64)kvh * hd;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
-  for (int j = j0 + warp; j < j1; j += nw) {
+  // Scores: one thread per cache row (a row's keys are contiguous: 16-byte
+  // loads for f16 when hd % 8 == 0), so every row's loads are in flight at
+  // once instead of one row per warp at a time.
+  for (int j = j0 + threadIdx.x; j < j1; j += blockDim.x) {
     const i64 off = (i64)j * stride + head_off;
     float dot = 0.0f;
-    for (int d = lane; d < hd; d += 32) dot = fmaf(q_sh[d], vb_kv_at<F16>(k, off + d), dot);
-    dot = vb_warp_sum(dot);
-    if (lane == 0) e_sh[j - j0] = __fmul_rn(dot, scale);
+    if (F16 && (hd & 7) == 0) {
+      const uint4* kr = (const uint4*)((const u16*)k + off);
+      for (int d8 = 0; d8 < (hd >> 3); ++d8) {
+        const uint4 w = kr[d8];
+        const u32 ws[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          dot = fmaf(q_sh[8 * d8 + 2 * i], vb_h2f((u16)(ws[i] & 0xffffu)), dot);
+          dot = fmaf(q_sh[8 * d8 + 2 * i + 1], vb_h2f((u16)(ws[i] >> 16)), dot);
+        }
+      }
+    } else {
+      for (int d = 0; d < hd; ++d) dot = fmaf(q_sh[d], vb_kv_at<F16>(k, off + d), dot);
+    }
+    e_sh[j - j0] = __fmul_rn(dot, scale);
   }
   __syncthreads();
   const int len = j1 - j0;
@@ -68,11 +84,31 @@ VB_INLINE void vb_attn_split_impl(const float* __restrict__ q, const void* __res
     sum += e;
   }
   sum = vb_block_sum(sum, red);  // its barriers publish e_sh
+  // Values: each warp takes every nw-th row, lane covers dims lane + 32 i
+  // (coalesced), then the warps' partial sums are added in warp order.
+  float acc[VB_ATTN_MAX_HD / 32];
+#pragma unroll
+  for (int i = 0; i < VB_ATTN_MAX_HD / 32; ++i) acc[i] = 0.0f;
+  for (int jj = warp; jj < len; jj += nw) {
+    const float e = e_sh[jj];
+    const i64 off = (i64)(j0 + jj) * stride + head_off;
+#pragma unroll
+    for (int i = 0; i < VB_ATTN_MAX_HD / 32; ++i) {
+      const int d = lane + 32 * i;
+      if (d < hd) acc[i] = fmaf(e, vb_kv_at<F16>(v, off + d), acc[i]);
+    }
+  }
+  __shared__ float v_sh[VB_ATTN_WARPS][VB_ATTN_MAX_HD];
+#pragma unroll
+  for (int i = 0; i < VB_ATTN_MAX_HD / 32; ++i) {
+    const int d = lane + 32 * i;
+    if (d < hd) v_sh[warp][d] = acc[i];
+  }
+  __syncthreads();
   for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-    float acc = 0.0f;
-    const i64 off = (i64)j0 * stride + head_off + d;
-    for (int jj = 0; jj < len; ++jj) acc = fmaf(e_sh[jj], vb_kv_at<F16>(v, off + (i64)jj * stride), acc);
-    pp[2 + d] = acc;
+    float a = 0.0f;
+    for (int w = 0; w < nw; ++w) a += v_sh[w][d];
+    pp[2 + d] = a;
   }
   if (threadIdx.x == 0) {
     pp[0] = m;
@@ -117,7 +153,10 @@ extern "C" __global__ void vb_attn_combine(const float* __restrict__ part, float
 }
 )CUDA";
   absl::StrReplaceAll(
-      {{"$CHUNK", absl::StrCat(kAttnChunk)}, {"$MAXHD", absl::StrCat(kAttnMaxHeadDim)}}, &s);
+      {{"$CHUNK", absl::StrCat(kAttnChunk)},
+       {"$MAXHD", absl::StrCat(kAttnMaxHeadDim)},
+       {"$THREADS", absl::StrCat(kAttnThreads)}},
+      &s);
   return s;
 }
 
