@@ -87,7 +87,24 @@ std::string ModuleSource(const KernelSet& set) {
     absl::StrAppend(&src, "// ---- fused ops (one kernel per distinct body)\n");
     for (const auto& [name, text] : set.fused) absl::StrAppend(&src, text);
   }
-  return src;
+  return WithGridDependency(src);
+}
+
+std::string WithGridDependency(const std::string& src) {
+  static constexpr char kKernel[] = "extern \"C\" __global__";
+  std::string out;
+  out.reserve(src.size() + 4096);
+  size_t at = 0;
+  while (true) {
+    const size_t k = src.find(kKernel, at);
+    const size_t brace = k == std::string::npos ? k : src.find('{', k);
+    if (brace == std::string::npos) break;
+    out.append(src, at, brace + 1 - at);
+    out += "\n  VB_GRID_DEPENDENCY();";
+    at = brace + 1;
+  }
+  out.append(src, at, std::string::npos);
+  return out;
 }
 
 absl::Status CheckCudaSupportsOp(const Graph& g, const Op& op) {

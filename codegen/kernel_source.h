@@ -34,6 +34,13 @@ KernelSet AllKernels();
 
 // The module's source text. Deterministic: equal sets give equal text.
 std::string ModuleSource(const KernelSet& set);
+// Inserts VB_GRID_DEPENDENCY() (prelude) as the first statement of every
+// `extern "C" __global__` kernel of `src`: with programmatic dependent launch
+// (sm_90+), a kernel waits for the grid before it to complete before it reads
+// or writes anything, then lets the next grid start launching, which hides
+// the launch latency between the many small kernels of a decode step.
+// ModuleSource applies it.
+std::string WithGridDependency(const std::string& src);
 // The name errors and the kernel cache use for generated modules.
 inline constexpr char kModuleName[] = "vibrant_kernels.cu";
 

@@ -278,5 +278,24 @@ TEST(HashText, IsFnv1a64) {
   EXPECT_EQ(HashText("foobar"), 0x85944171f73967e8ull);
 }
 
+// Programmatic dependent launch is only safe when no kernel touches memory
+// before griddepcontrol.wait: every kernel of a module starts with it.
+TEST(KernelSource, EveryKernelFirstWaitsForThePreviousGrid) {
+  const std::string src = ModuleSource(AllKernels());
+  size_t kernels = 0, at = 0;
+  while ((at = src.find("extern \"C\" __global__", at)) != std::string::npos) {
+    const size_t brace = src.find('{', at);
+    ASSERT_NE(brace, std::string::npos);
+    EXPECT_EQ(src.compare(brace, 25, "{\n  VB_GRID_DEPENDENCY();"), 0)
+        << src.substr(at, brace - at + 40);
+    ++kernels;
+    at = brace;
+  }
+  EXPECT_GT(kernels, 20u);
+  EXPECT_EQ(WithGridDependency("int x;"), "int x;");
+  EXPECT_EQ(WithGridDependency("extern \"C\" __global__ void k(int a) { a = 1; }"),
+            "extern \"C\" __global__ void k(int a) {\n  VB_GRID_DEPENDENCY(); a = 1; }");
+}
+
 }  // namespace
 }  // namespace vibrant::codegen

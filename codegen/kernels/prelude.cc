@@ -12,6 +12,16 @@ typedef unsigned int u32;
 typedef long long i64;
 
 #define VB_INLINE __device__ __forceinline__
+// First statement of every kernel (codegen::WithGridDependency): on sm_90+,
+// wait until the previous grid in the stream has completed and its writes
+// are visible (griddepcontrol.wait; a no-op without a programmatic
+// dependency), then allow the next grid to launch early.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define VB_GRID_DEPENDENCY() \
+  asm volatile("griddepcontrol.wait;\n\tgriddepcontrol.launch_dependents;" ::: "memory")
+#else
+#define VB_GRID_DEPENDENCY()
+#endif
 #define VB_NEG_INF __int_as_float(0xff800000)
 #define VB_NAN __int_as_float(0x7fc00000)
 

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
@@ -192,6 +193,8 @@ struct CudaExecutor::Impl {
   // VIBRANT_CUDA_PROFILE=1: per-kernel GPU time (direct launches, events
   // around each), printed to stderr when the executor is destroyed.
   bool profile = false;
+  // Programmatic dependent launch in use (opts and an sm_90+ device).
+  bool pdl = false;
   struct ProfileEntry {
     int64_t calls = 0;
     double ms = 0;
@@ -716,6 +719,11 @@ absl::Status CudaExecutor::Impl::Init(WeightResolver& weights) {
     profile = true;
   }
   if (opts.sync_each_op || profile) opts.cuda_graphs = false;
+  {
+    int sm = 0;
+    pdl = opts.programmatic_launch && std::sscanf(device.arch.c_str(), "sm_%d", &sm) == 1 &&
+          sm >= 90;
+  }
   InitGemm();
   return absl::OkStatus();
 }
@@ -1325,6 +1333,21 @@ absl::Status CudaExecutor::Impl::Enqueue(const Launch& l) {
   }
   std::vector<void*> argp(l.args.size());
   for (size_t i = 0; i < l.args.size(); ++i) argp[i] = const_cast<uint64_t*>(&l.args[i]);
+  if (pdl) {
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = l.grid;
+    cfg.blockDim = l.block;
+    cfg.dynamicSmemBytes = l.smem;
+    cfg.stream = stream;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    return CudaStatus(
+        cudaLaunchKernelExC(&cfg, reinterpret_cast<const void*>(l.kernel), argp.data()),
+        absl::StrCat("CUDA backend: launching ", l.name, " for op ", OpDesc(*l.graph, l.op_index)));
+  }
   return CudaStatus(
       cudaLaunchKernel(reinterpret_cast<const void*>(l.kernel), l.grid, l.block, argp.data(),
                        l.smem, stream),
@@ -1674,6 +1697,9 @@ absl::StatusOr<std::unique_ptr<CudaExecutor>> CudaExecutor::Create(const ir::Gra
   if (const char* s = std::getenv("VIBRANT_CUDA_SYNC"); s != nullptr && std::string(s) == "1") {
     impl->opts.sync_each_op = true;
   }
+  if (const char* s = std::getenv("VIBRANT_CUDA_PDL"); s != nullptr && std::string(s) == "0") {
+    impl->opts.programmatic_launch = false;
+  }
   if (const char* s = std::getenv("VIBRANT_CUDA_FLOAT_MATVEC"); s != nullptr && std::string(s) == "1") {
     impl->opts.int8_activations = false;
   }
@@ -1742,6 +1768,7 @@ std::string CudaExecutor::Describe() const {
       m.device.name, m.device.arch, HumanBytes(m.weights_size), HumanBytes(m.kv_size),
       HumanBytes(m.arena_size), m.planned ? "memory plan" : "a slot per value", m.kernel_origin,
       m.opts.cuda_graphs && !m.graph_unavailable ? "as a CUDA graph" : "without a CUDA graph");
+  if (m.pdl) absl::StrAppend(&out, " with programmatic dependent launch");
   if (!m.kernel_note.empty()) absl::StrAppend(&out, " (", m.kernel_note, ")");
   if (!m.graph_note.empty()) absl::StrAppend(&out, " (graph capture failed: ", m.graph_note, ")");
   if (m.gemm != nullptr) {

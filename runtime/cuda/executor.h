@@ -54,6 +54,11 @@ struct CudaExecutorOptions {
   // false, or a body the generator does not handle: run the body's ops one
   // by one with the per-op kernels (same values, more launches).
   bool fused_kernels = true;
+  // Programmatic dependent launch (sm_90 and newer): each kernel may start
+  // launching while the previous one finishes; generated kernels wait for
+  // the previous grid before touching memory (codegen::WithGridDependency).
+  // false (or VIBRANT_CUDA_PDL=0): plain stream order.
+  bool programmatic_launch = true;
   // Debugging: synchronize after every kernel and name the op that failed
   // (no CUDA graphs). Also enabled by the environment variable
   // VIBRANT_CUDA_SYNC=1.
