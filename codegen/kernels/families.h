@@ -126,9 +126,10 @@ inline constexpr int kKvStoreThreads = 256;
 // attention (split over the context, "flash decoding"):
 //   vb_attn_split_<f16|f32>(const float* q, const void* k, const void* v,
 //       const int* pos, float* part, int H, int KVH, int hd, int n_ctx,
-//       float scale, int n_split)
+//       float scale, int n_split, int chunk)
 //     grid (T * H, n_split), block kAttnThreads. Block (r, s) covers cache
-//     rows [s * kAttnChunk, (s+1) * kAttnChunk) ∩ [0, pos[t]] and writes
+//     rows [s * chunk, (s+1) * chunk) (chunk <= kAttnChunk; the runtime uses
+//     kAttnDecodeChunk for one-token steps) ∩ [0, pos[t]] and writes
 //     part[(r * n_split + s) * (hd + 2) + ...] = {max score, sum of exp,
 //     unnormalized output[hd]}; a block past pos[t] writes {-inf, 0, 0...}.
 //   vb_attn_combine(const float* part, float* out, int hd, int n_split)
@@ -137,6 +138,10 @@ inline constexpr int kKvStoreThreads = 256;
 std::string AttentionSource();
 inline constexpr int kAttnThreads = 128;
 inline constexpr int kAttnChunk = 256;
+// Chunk for one-token (decode) steps: smaller, so that a short context still
+// spreads over many blocks (a 256-row chunk left 16 blocks busy at
+// position < 256 for 16 heads). Partials stay small at T = 1.
+inline constexpr int kAttnDecodeChunk = 64;
 inline constexpr int kAttnMaxHeadDim = 256;
 
 }  // namespace vibrant::codegen

@@ -553,9 +553,10 @@ absl::Status CudaExecutor::Impl::Init(WeightResolver& weights) {
     const Shape& qs = g.value(op.inputs[0]).shape;
     const Shape& ks = g.value(op.inputs[1]).shape;
     const int64_t n_split = (ks[0] + codegen::kAttnChunk - 1) / codegen::kAttnChunk;
+    const int64_t n_split1 = (ks[0] + codegen::kAttnDecodeChunk - 1) / codegen::kAttnDecodeChunk;
     const int64_t rows = Elems(g, op.inputs[0], max_tokens) / (qs[1] * qs[2]);
-    attn_part_bytes =
-        std::max(attn_part_bytes, rows * qs[1] * n_split * (qs[2] + 2) * int64_t{4});
+    attn_part_bytes = std::max(
+        attn_part_bytes, std::max(rows * n_split, n_split1) * qs[1] * (qs[2] + 2) * int64_t{4});
   }
   for (const Op& op : g.ops()) {
     if (op.kind == OpKind::kMatMul && UsesQ8Matvec(g, op)) {
@@ -1001,7 +1002,8 @@ absl::Status CudaExecutor::Impl::Emit(Binding& b, int op_index, int64_t T,
       const int64_t H = qs[1], hd = qs[2], KVH = k.shape[1], C = k.shape[0];
       const int64_t rows = E(op.inputs[0]) / (H * hd);
       if (rows == 0) return absl::OkStatus();
-      const int64_t n_split = (C + codegen::kAttnChunk - 1) / codegen::kAttnChunk;
+      const int64_t chunk = rows == 1 ? codegen::kAttnDecodeChunk : codegen::kAttnChunk;
+      const int64_t n_split = (C + chunk - 1) / chunk;
       VB_RETURN_IF_ERROR(too_big(n_split, 65535, "context splits"));
       VB_RETURN_IF_ERROR(too_big(rows * H, INT32_MAX, "rows"));
       absl::StatusOr<Launch> split =
@@ -1019,7 +1021,8 @@ absl::Status CudaExecutor::Impl::Emit(Binding& b, int op_index, int64_t T,
           .Arg(static_cast<int>(hd))
           .Arg(static_cast<int>(C))
           .Arg(static_cast<float>(NumberAttr(op, "scale", 1.0)))
-          .Arg(static_cast<int>(n_split));
+          .Arg(static_cast<int>(n_split))
+          .Arg(static_cast<int>(chunk));
       out->push_back(*std::move(split));
       absl::StatusOr<Launch> combine = kernel(
           "vb_attn_combine", dim3(static_cast<unsigned>(rows * H)), dim3(codegen::kAttnThreads));
