@@ -1205,6 +1205,14 @@ absl::Status CudaExecutor::Impl::EmitAll(Binding& b, int64_t T, std::vector<Laun
         }
         const Value& nw = b.graph->value(next.inputs[1]);
         if (nw.dtype != w.dtype || nw.shape[1] != w.shape[1]) break;
+        // One grid computes the group: no member may read another's output.
+        // (Defensive: a bias is a [N] value, so such a read goes through a
+        // reshape op, which already ends the run of consecutive matmuls.)
+        bool reads_group = false;
+        for (int gi : group) {
+          for (ValueId in : next.inputs) reads_group |= in == ops[gi].outputs[0];
+        }
+        if (reads_group) break;
         group.push_back(static_cast<int>(++i));
       }
       VB_RETURN_IF_ERROR(EmitMultiMatvec(b, group, out));
