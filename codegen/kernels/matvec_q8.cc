@@ -47,23 +47,18 @@ struct Q8D_q4_0 {
   static VB_INLINE void dot(const u8* b, int sub, const i8* xq, const float2* xd, int K, int nt,
                             float* acc) {
     const float d = vb_half_at(b);
-    u32 q[4];
+    u32 lo[4], hi[4];
 #pragma unroll
-    for (int i = 0; i < 4; ++i) q[i] = vb_ld32_a2(b + 2 + 4 * i);
+    for (int i = 0; i < 4; ++i) {
+      const u32 q = vb_ld32_a2(b + 2 + 4 * i);
+      lo[i] = __vsub4(q & 0x0F0F0F0Fu, 0x08080808u);
+      hi[i] = __vsub4((q >> 4) & 0x0F0F0F0Fu, 0x08080808u);
+    }
 #pragma unroll
     for (int tt = 0; tt < TT; ++tt) {
       if (tt < nt) {
-        const int4 xa = *(const int4*)(xq + (i64)tt * K);
-        const int4 xb = *(const int4*)(xq + (i64)tt * K + 16);
-        int s = 0;
-        s = __dp4a((int)__vsub4(q[0] & 0x0F0F0F0Fu, 0x08080808u), xa.x, s);
-        s = __dp4a((int)__vsub4(q[1] & 0x0F0F0F0Fu, 0x08080808u), xa.y, s);
-        s = __dp4a((int)__vsub4(q[2] & 0x0F0F0F0Fu, 0x08080808u), xa.z, s);
-        s = __dp4a((int)__vsub4(q[3] & 0x0F0F0F0Fu, 0x08080808u), xa.w, s);
-        s = __dp4a((int)__vsub4((q[0] >> 4) & 0x0F0F0F0Fu, 0x08080808u), xb.x, s);
-        s = __dp4a((int)__vsub4((q[1] >> 4) & 0x0F0F0F0Fu, 0x08080808u), xb.y, s);
-        s = __dp4a((int)__vsub4((q[2] >> 4) & 0x0F0F0F0Fu, 0x08080808u), xb.z, s);
-        s = __dp4a((int)__vsub4((q[3] >> 4) & 0x0F0F0F0Fu, 0x08080808u), xb.w, s);
+        const i8* x = xq + (i64)tt * K;
+        const int s = vb_dot16(hi, *(const int4*)(x + 16), vb_dot16(lo, *(const int4*)x, 0));
         acc[tt] += d * xd[(i64)tt * (K >> 5)].x * (float)s;
       }
     }
@@ -78,23 +73,18 @@ struct Q8D_q4_1 {
   static VB_INLINE void dot(const u8* b, int sub, const i8* xq, const float2* xd, int K, int nt,
                             float* acc) {
     const float d = vb_half_at(b), m = vb_half_at(b + 2);
-    u32 q[4];
+    u32 lo[4], hi[4];
 #pragma unroll
-    for (int i = 0; i < 4; ++i) q[i] = vb_ld32_a2(b + 4 + 4 * i);
+    for (int i = 0; i < 4; ++i) {
+      const u32 q = vb_ld32_a2(b + 4 + 4 * i);
+      lo[i] = q & 0x0F0F0F0Fu;
+      hi[i] = (q >> 4) & 0x0F0F0F0Fu;
+    }
 #pragma unroll
     for (int tt = 0; tt < TT; ++tt) {
       if (tt < nt) {
-        const int4 xa = *(const int4*)(xq + (i64)tt * K);
-        const int4 xb = *(const int4*)(xq + (i64)tt * K + 16);
-        int s = 0;
-        s = __dp4a((int)(q[0] & 0x0F0F0F0Fu), xa.x, s);
-        s = __dp4a((int)(q[1] & 0x0F0F0F0Fu), xa.y, s);
-        s = __dp4a((int)(q[2] & 0x0F0F0F0Fu), xa.z, s);
-        s = __dp4a((int)(q[3] & 0x0F0F0F0Fu), xa.w, s);
-        s = __dp4a((int)((q[0] >> 4) & 0x0F0F0F0Fu), xb.x, s);
-        s = __dp4a((int)((q[1] >> 4) & 0x0F0F0F0Fu), xb.y, s);
-        s = __dp4a((int)((q[2] >> 4) & 0x0F0F0F0Fu), xb.z, s);
-        s = __dp4a((int)((q[3] >> 4) & 0x0F0F0F0Fu), xb.w, s);
+        const i8* x = xq + (i64)tt * K;
+        const int s = vb_dot16(hi, *(const int4*)(x + 16), vb_dot16(lo, *(const int4*)x, 0));
         const float2 dx = xd[(i64)tt * (K >> 5)];
         acc[tt] += d * dx.x * (float)s + m * dx.y;
       }
@@ -122,17 +112,8 @@ struct Q8D_q5_0 {
 #pragma unroll
     for (int tt = 0; tt < TT; ++tt) {
       if (tt < nt) {
-        const int4 xa = *(const int4*)(xq + (i64)tt * K);
-        const int4 xb = *(const int4*)(xq + (i64)tt * K + 16);
-        int s = 0;
-        s = __dp4a((int)lo[0], xa.x, s);
-        s = __dp4a((int)lo[1], xa.y, s);
-        s = __dp4a((int)lo[2], xa.z, s);
-        s = __dp4a((int)lo[3], xa.w, s);
-        s = __dp4a((int)hi[0], xb.x, s);
-        s = __dp4a((int)hi[1], xb.y, s);
-        s = __dp4a((int)hi[2], xb.z, s);
-        s = __dp4a((int)hi[3], xb.w, s);
+        const i8* x = xq + (i64)tt * K;
+        const int s = vb_dot16(hi, *(const int4*)(x + 16), vb_dot16(lo, *(const int4*)x, 0));
         acc[tt] += d * xd[(i64)tt * (K >> 5)].x * (float)s;
       }
     }
@@ -157,17 +138,8 @@ struct Q8D_q5_1 {
 #pragma unroll
     for (int tt = 0; tt < TT; ++tt) {
       if (tt < nt) {
-        const int4 xa = *(const int4*)(xq + (i64)tt * K);
-        const int4 xb = *(const int4*)(xq + (i64)tt * K + 16);
-        int s = 0;
-        s = __dp4a((int)lo[0], xa.x, s);
-        s = __dp4a((int)lo[1], xa.y, s);
-        s = __dp4a((int)lo[2], xa.z, s);
-        s = __dp4a((int)lo[3], xa.w, s);
-        s = __dp4a((int)hi[0], xb.x, s);
-        s = __dp4a((int)hi[1], xb.y, s);
-        s = __dp4a((int)hi[2], xb.z, s);
-        s = __dp4a((int)hi[3], xb.w, s);
+        const i8* x = xq + (i64)tt * K;
+        const int s = vb_dot16(hi, *(const int4*)(x + 16), vb_dot16(lo, *(const int4*)x, 0));
         const float2 dx = xd[(i64)tt * (K >> 5)];
         acc[tt] += d * dx.x * (float)s + m * dx.y;
       }
@@ -188,12 +160,7 @@ struct Q8D_q8_0 {
 #pragma unroll
     for (int tt = 0; tt < TT; ++tt) {
       if (tt < nt) {
-        const int4 xa = *(const int4*)(xq + (i64)tt * K + 16 * sub);
-        int s = 0;
-        s = __dp4a((int)q[0], xa.x, s);
-        s = __dp4a((int)q[1], xa.y, s);
-        s = __dp4a((int)q[2], xa.z, s);
-        s = __dp4a((int)q[3], xa.w, s);
+        const int s = vb_dot16(q, *(const int4*)(xq + (i64)tt * K + 16 * sub), 0);
         acc[tt] += d * xd[(i64)tt * (K >> 5)].x * (float)s;
       }
     }
@@ -218,21 +185,18 @@ struct Q8D_q4_K {
     vb_k4_scale_min(hd.y, hd.z, hd.w, 2 * p, &sc0, &m0);
     vb_k4_scale_min(hd.y, hd.z, hd.w, 2 * p + 1, &sc1, &m1);
     const u32 q[4] = {qv.x, qv.y, qv.z, qv.w};
+    u32 lo[4], hi[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      lo[i] = q[i] & 0x0F0F0F0Fu;
+      hi[i] = (q[i] >> 4) & 0x0F0F0F0Fu;
+    }
 #pragma unroll
     for (int tt = 0; tt < TT; ++tt) {
       if (tt < nt) {
         const i8* x = xq + (i64)tt * K + 64 * p + 16 * h;
-        const int4 xa = *(const int4*)x;
-        const int4 xb = *(const int4*)(x + 32);
-        int s0 = 0, s1 = 0;
-        s0 = __dp4a((int)(q[0] & 0x0F0F0F0Fu), xa.x, s0);
-        s0 = __dp4a((int)(q[1] & 0x0F0F0F0Fu), xa.y, s0);
-        s0 = __dp4a((int)(q[2] & 0x0F0F0F0Fu), xa.z, s0);
-        s0 = __dp4a((int)(q[3] & 0x0F0F0F0Fu), xa.w, s0);
-        s1 = __dp4a((int)((q[0] >> 4) & 0x0F0F0F0Fu), xb.x, s1);
-        s1 = __dp4a((int)((q[1] >> 4) & 0x0F0F0F0Fu), xb.y, s1);
-        s1 = __dp4a((int)((q[2] >> 4) & 0x0F0F0F0Fu), xb.z, s1);
-        s1 = __dp4a((int)((q[3] >> 4) & 0x0F0F0F0Fu), xb.w, s1);
+        const int s0 = vb_dot16(lo, *(const int4*)x, 0);
+        const int s1 = vb_dot16(hi, *(const int4*)(x + 32), 0);
         const float2 a = xd[(i64)tt * (K >> 5) + 2 * p];
         const float2 c = xd[(i64)tt * (K >> 5) + 2 * p + 1];
         float r = d * ((float)sc0 * a.x * (float)s0 + (float)sc1 * c.x * (float)s1);
@@ -270,17 +234,8 @@ struct Q8D_q5_K {
     for (int tt = 0; tt < TT; ++tt) {
       if (tt < nt) {
         const i8* x = xq + (i64)tt * K + 64 * p + 16 * h;
-        const int4 xa = *(const int4*)x;
-        const int4 xb = *(const int4*)(x + 32);
-        int s0 = 0, s1 = 0;
-        s0 = __dp4a((int)lo[0], xa.x, s0);
-        s0 = __dp4a((int)lo[1], xa.y, s0);
-        s0 = __dp4a((int)lo[2], xa.z, s0);
-        s0 = __dp4a((int)lo[3], xa.w, s0);
-        s1 = __dp4a((int)hi[0], xb.x, s1);
-        s1 = __dp4a((int)hi[1], xb.y, s1);
-        s1 = __dp4a((int)hi[2], xb.z, s1);
-        s1 = __dp4a((int)hi[3], xb.w, s1);
+        const int s0 = vb_dot16(lo, *(const int4*)x, 0);
+        const int s1 = vb_dot16(hi, *(const int4*)(x + 32), 0);
         const float2 a = xd[(i64)tt * (K >> 5) + 2 * p];
         const float2 c = xd[(i64)tt * (K >> 5) + 2 * p + 1];
         float r = d * ((float)sc0 * a.x * (float)s0 + (float)sc1 * c.x * (float)s1);
@@ -355,6 +310,13 @@ std::string MatvecQ8DotSource(const std::vector<DType>& types) {
 VB_INLINE u32 vb_ld32_a2(const u8* p) {
   const u16* h = (const u16*)p;
   return (u32)h[0] | ((u32)h[1] << 16);
+}
+// s + the dot product of 16 signed bytes of codes with 16 of x.
+VB_INLINE int vb_dot16(const u32* q, int4 x, int s) {
+  s = __dp4a((int)q[0], x.x, s);
+  s = __dp4a((int)q[1], x.y, s);
+  s = __dp4a((int)q[2], x.z, s);
+  return __dp4a((int)q[3], x.w, s);
 }
 // Bits 0..3 of h to bit 4 of bytes 0..3 (Q5_0 / Q5_1 high bits).
 VB_INLINE u32 vb_q5_spread(u32 h) {
