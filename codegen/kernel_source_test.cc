@@ -14,6 +14,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "passes/pass.h"
+#include "passes/test_models.h"
 
 namespace vibrant::codegen {
 namespace {
@@ -79,24 +80,7 @@ ir::Graph CompileForCuda(ir::Graph g) {
   return g;
 }
 
-TransformerSpec Qwen25_3B() {
-  TransformerSpec spec;
-  spec.name = "Qwen2.5-3B shapes";
-  spec.arch = "qwen2";
-  spec.n_layer = 36;
-  spec.n_embd = 2048;
-  spec.n_head = 16;
-  spec.n_head_kv = 2;
-  spec.n_ff = 11008;
-  spec.n_vocab = 151936;
-  spec.n_ctx_train = 32768;
-  spec.rope_freq_base = 1e6;
-  spec.rms_eps = 1e-6;
-  spec.tied_embeddings = true;
-  spec.qkv_bias = true;
-  spec.matrix_type = DType::kQ4_K;
-  return spec;
-}
+TransformerSpec Qwen25_3B() { return passes::test_models::Qwen25_3BSpec(); }
 
 ir::Graph CompiledShapes(const TransformerSpec& spec) {
   LowerOptions opts;

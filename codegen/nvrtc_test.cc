@@ -16,6 +16,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "passes/pass.h"
+#include "passes/test_models.h"
 
 namespace vibrant::codegen {
 namespace {
@@ -109,20 +110,7 @@ void CompileFused(const KernelSet& set) {
 }
 
 TEST(NvrtcFused, CompilesQwen25_3BFusedKernels) {
-  TransformerSpec spec;
-  spec.arch = "qwen2";
-  spec.n_layer = 36;
-  spec.n_embd = 2048;
-  spec.n_head = 16;
-  spec.n_head_kv = 2;
-  spec.n_ff = 11008;
-  spec.n_vocab = 151936;
-  spec.n_ctx_train = 32768;
-  spec.rope_freq_base = 1e6;
-  spec.rms_eps = 1e-6;
-  spec.tied_embeddings = true;
-  spec.qkv_bias = true;
-  spec.matrix_type = DType::kQ4_K;
+  const TransformerSpec spec = passes::test_models::Qwen25_3BSpec();
   LowerOptions lo;
   lo.n_ctx = 4096;
   auto g = LowerShapes(ShapesFromSpec(spec), lo);

@@ -1,4 +1,5 @@
 #include "passes/fuse_elementwise.h"
+#include "passes/test_models.h"
 
 #include <algorithm>
 #include <cmath>
@@ -238,21 +239,7 @@ TEST(FuseElementwiseTest, SharedModels) {
 
 // Qwen2.5-3B's shapes (no weights needed): the op counts per decode step.
 TEST(FuseElementwiseTest, Qwen25_3BShapes) {
-  TransformerSpec spec;
-  spec.name = "qwen2.5-3b shapes";
-  spec.arch = "qwen2";
-  spec.n_layer = 36;
-  spec.n_embd = 2048;
-  spec.n_head = 16;
-  spec.n_head_kv = 2;
-  spec.n_ff = 11008;
-  spec.n_vocab = 151936;
-  spec.n_ctx_train = 32768;
-  spec.rope_freq_base = 1e6;
-  spec.rms_eps = 1e-6;
-  spec.tied_embeddings = true;
-  spec.qkv_bias = true;
-  spec.matrix_type = DType::kQ4_K;
+  const TransformerSpec spec = test_models::Qwen25_3BSpec();
   LowerOptions opts;  // defaults: logits of the last row only
   auto g = LowerShapes(ShapesFromSpec(spec), opts);
   ASSERT_TRUE(g.ok()) << g.status();

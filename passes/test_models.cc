@@ -36,6 +36,25 @@ absl::StatusOr<std::unique_ptr<TestModel>> Stories260K() {
   return OpenModel(VIBRANT_SOURCE_DIR "/tests/data/stories260K.gguf");
 }
 
+TransformerSpec Qwen25_3BSpec() {
+  TransformerSpec spec;
+  spec.name = "qwen2.5-3b shapes";
+  spec.arch = "qwen2";
+  spec.n_layer = 36;
+  spec.n_embd = 2048;
+  spec.n_head = 16;
+  spec.n_head_kv = 2;
+  spec.n_ff = 11008;
+  spec.n_vocab = 151936;
+  spec.n_ctx_train = 32768;
+  spec.rope_freq_base = 1e6;
+  spec.rms_eps = 1e-6;
+  spec.tied_embeddings = true;
+  spec.qkv_bias = true;
+  spec.matrix_type = DType::kQ4_K;
+  return spec;
+}
+
 TransformerSpec TinyQwen2Spec() {
   TransformerSpec s;
   s.name = "tiny-qwen2";

@@ -34,6 +34,12 @@ absl::StatusOr<std::unique_ptr<TestModel>> Stories260K();
 TransformerSpec TinyQwen2Spec();
 absl::StatusOr<std::unique_ptr<TestModel>> TinyQwen2();
 
+// Qwen2.5-3B's shapes (bench/synth's qwen2.5-3b preset; 36 layers, d 2048,
+// 16 heads / 2 KV heads, FFN 11008, vocab 151936, tied embeddings, Q/K/V
+// biases, rope base 1e6, eps 1e-6) with q4_K matrices: lowered with
+// LowerShapes, no weights needed.
+TransformerSpec Qwen25_3BSpec();
+
 // A GGUF file on disk.
 absl::StatusOr<std::unique_ptr<TestModel>> OpenModel(const std::string& path);
 
