@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <limits>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -87,7 +88,8 @@ Session::Session(Executor* exec, const Tokenizer* tokenizer, int64_t n_ctx, int6
       n_ctx_(n_ctx),
       max_tokens_(max_tokens),
       n_vocab_(n_vocab),
-      sampler_(std::move(sampler)) {}
+      sampler_(std::move(sampler)),
+      base_bias_(sampler_.params().logit_bias) {}
 
 void Session::Reset() {
   cached_.clear();
@@ -135,6 +137,18 @@ absl::StatusOr<GenerateResult> Session::Generate(absl::Span<const int32_t> token
   }
   cached_.resize(reuse);
   r.n_reused = static_cast<int64_t>(reuse);
+
+  // --ignore-eos: ban every end-of-generation token for this request.
+  std::vector<std::pair<int32_t, float>> bias = base_bias_;
+  if (opts.ignore_eos) {
+    if (eog_ids_.empty()) {
+      for (int32_t id = 0; id < tokenizer_->vocab_size(); ++id) {
+        if (tokenizer_->IsEndOfGeneration(id)) eog_ids_.push_back(id);
+      }
+    }
+    for (int32_t id : eog_ids_) bias.push_back({id, -std::numeric_limits<float>::infinity()});
+  }
+  sampler_.SetLogitBias(std::move(bias));
 
   // Penalty window: the prompt's last tokens.
   sampler_.ResetHistory();

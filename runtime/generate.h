@@ -54,7 +54,9 @@ struct StopString {
 
 struct GenerateOptions {
   int64_t n_predict = -1;  // tokens to generate; < 0: until another stop
-  bool ignore_eos = false;  // end-of-generation tokens do not stop (the sampler should ban them)
+  // End-of-generation tokens are banned (a -inf logit bias, as llama.cpp's
+  // --ignore-eos) and do not stop generation.
+  bool ignore_eos = false;
   std::vector<StopString> stops;
   const std::atomic<bool>* cancel = nullptr;  // set from a signal handler: stop soon
 };
@@ -117,6 +119,8 @@ class Session {
   Sampler sampler_;
   std::vector<int32_t> cached_;
   StepFn step_;
+  std::vector<std::pair<int32_t, float>> base_bias_;  // the sampler's own logit bias
+  std::vector<int32_t> eog_ids_;                      // filled on first use
 };
 
 // The stop-string bookkeeping of Generate, on its own for tests: feed text,

@@ -186,7 +186,10 @@ TEST_F(GenerateTest, EndOfGenerationStopsUnlessIgnored) {
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->stop, StopReason::kNPredict);
   EXPECT_EQ(r->n_generated, 6);
-  EXPECT_EQ(r->tokens[4], 2);  // the EOS went through as a token
+  // The EOS the model wanted was banned: the runner-up (logit 0, the lowest
+  // id that is not an end-of-generation token) came instead.
+  EXPECT_EQ(r->tokens[4], 0);
+  for (int32_t t : r->tokens) EXPECT_FALSE(tok_->IsEndOfGeneration(t)) << t;
 }
 
 TEST_F(GenerateTest, ContextFullStops) {

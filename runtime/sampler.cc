@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 
@@ -108,6 +109,13 @@ void Sampler::Accept(int32_t token) {
     history_.pop_front();
     if (--counts_[old] == 0) counts_.erase(old);
   }
+}
+
+void Sampler::SetLogitBias(std::vector<std::pair<int32_t, float>> bias) {
+  std::erase_if(bias, [](const std::pair<int32_t, float>& b) {
+    return b.first < 0 || std::isnan(b.second) || b.second == std::numeric_limits<float>::infinity();
+  });
+  params_.logit_bias = std::move(bias);
 }
 
 void Sampler::ResetHistory() {

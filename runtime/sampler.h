@@ -84,6 +84,8 @@ class Sampler {
   void Accept(int32_t token);
   // Forgets the penalty history (a new sequence).
   void ResetHistory();
+  // Replaces params().logit_bias (ids < 0 and NaN/+inf biases are dropped).
+  void SetLogitBias(std::vector<std::pair<int32_t, float>> bias);
   // The penalty history, oldest first (at most repeat_last_n tokens).
   std::vector<int32_t> History() const { return {history_.begin(), history_.end()}; }
 
