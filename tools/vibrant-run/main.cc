@@ -693,6 +693,9 @@ absl::Status RunChat(const RunArgs& args, const std::optional<std::string>& firs
     if (args.json) {
       nlohmann::json s = Summary(*r, l, 0, 0);
       s["turn"] = turn;
+      const std::vector<int32_t>& cached = l.session->cached_tokens();
+      s["prompt_ids"] = std::vector<int32_t>(
+          cached.begin(), cached.begin() + std::min<size_t>(cached.size(), static_cast<size_t>(r->n_prompt)));
       s.erase("load_ms");
       s.erase("total_ms");
       WriteJsonLine({{"summary", s}});
@@ -721,6 +724,13 @@ int main(int argc, char** argv) {
   if (args.version) {
     std::printf("%s\n", VersionLine("vibrant-run").c_str());
     return 0;
+  }
+  if (!args.chat_template.empty()) {
+    absl::StatusOr<chat::ChatTemplate> t = chat::TemplateFromNameOrText(args.chat_template);
+    if (!t.ok()) {
+      std::fprintf(stderr, "vibrant-run: --chat-template: %s\n", std::string(t.status().message()).c_str());
+      return 2;
+    }
   }
   std::optional<std::string> prompt;
   if (args.have_prompt) prompt = args.prompt;
