@@ -7,7 +7,7 @@
 #include "ir/serialize.h"
 #include "ir/verifier.h"
 #ifdef VIBRANT_WITH_CUDA
-#include "codegen/kernel_bundle.h"
+#include "runtime/kernel_bundle.h"
 #include "codegen/kernel_source.h"
 #include "codegen/nvrtc.h"
 #include "runtime/cuda/device.h"
@@ -93,10 +93,10 @@ absl::StatusOr<Compiled> CompileGraph(ir::Graph graph, const CompileOptions& opt
     codegen::NvrtcOptions nv;
     nv.arch = arch;
     bool hit = false;
-    absl::StatusOr<codegen::KernelBundle> kernels = codegen::CompileCuda(
+    absl::StatusOr<KernelBundle> kernels = codegen::CompileCuda(
         codegen::ModuleSource(codegen::KernelSetForGraph(graph)), codegen::kModuleName, nv, &hit);
     if (!kernels.ok()) return kernels.status();
-    out.kernels = codegen::SerializeKernelBundle(*kernels);
+    out.kernels = SerializeKernelBundle(*kernels);
     out.arch = arch;
     out.kernels_from_cache = hit;
     out.cubin_bytes = static_cast<int64_t>(kernels->cubin.size());

@@ -49,7 +49,7 @@
 #include "runtime/plan.h"
 
 #ifdef VIBRANT_WITH_CUDA
-#include "codegen/kernel_bundle.h"
+#include "runtime/kernel_bundle.h"
 #include "codegen/kernel_source.h"
 #include "codegen/nvrtc.h"
 #include "runtime/cuda/device.h"
@@ -306,7 +306,7 @@ ModelInfo DescribeModel(const GgufFile& f, const std::string& path, const std::s
 // section, or compiled here with the GGUF); opaque without CUDA.
 struct Kernels {
 #ifdef VIBRANT_WITH_CUDA
-  std::optional<codegen::KernelBundle> bundle;
+  std::optional<KernelBundle> bundle;
 #endif
 };
 
@@ -509,8 +509,8 @@ absl::Status BenchModel(const Args& a, const std::string& path, std::vector<RunR
     info = DescribeModel(*gguf, path, "plan");
 #ifdef VIBRANT_WITH_CUDA
     if (device == "cuda" && !plan->kernels().empty()) {
-      absl::StatusOr<codegen::KernelBundle> b =
-          codegen::ParseKernelBundle(plan->kernels(), path + ": section KERNELS");
+      absl::StatusOr<KernelBundle> b =
+          ParseKernelBundle(plan->kernels(), path + ": section KERNELS");
       if (!b.ok()) return b.status();
       kernels.bundle = *std::move(b);
     }
@@ -531,7 +531,7 @@ absl::Status BenchModel(const Args& a, const std::string& path, std::vector<RunR
     graph_bytes = ir::SerializeGraph(c->graph);
 #ifdef VIBRANT_WITH_CUDA
     if (c->kernels) {
-      absl::StatusOr<codegen::KernelBundle> b = codegen::ParseKernelBundle(
+      absl::StatusOr<KernelBundle> b = ParseKernelBundle(
           absl::Span<const uint8_t>(reinterpret_cast<const uint8_t*>(c->kernels->data()),
                                     c->kernels->size()),
           path + ": compiled kernels");
