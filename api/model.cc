@@ -20,7 +20,7 @@
 #include "ir/serialize.h"
 #include "runtime/cpu/executor.h"
 #ifdef VIBRANT_WITH_CUDA
-#include "codegen/kernel_bundle.h"
+#include "runtime/kernel_bundle.h"
 #include "codegen/nvrtc.h"
 #include "runtime/cuda/device.h"
 #include "runtime/cuda/executor.h"
@@ -30,7 +30,7 @@ namespace vibrant {
 
 #ifdef VIBRANT_WITH_CUDA
 struct Model::KernelBundleHolder {
-  codegen::KernelBundle bundle;
+  KernelBundle bundle;
 };
 #else
 struct Model::KernelBundleHolder {};
@@ -357,7 +357,7 @@ absl::Status Model::Finish() {
   tokenizer_ = *std::move(tok);
 #ifdef VIBRANT_WITH_CUDA
   if (device_ == "cuda" && !kernels_.empty()) {
-    absl::StatusOr<codegen::KernelBundle> b = codegen::ParseKernelBundle(
+    absl::StatusOr<KernelBundle> b = ParseKernelBundle(
         absl::Span<const uint8_t>(reinterpret_cast<const uint8_t*>(kernels_.data()), kernels_.size()),
         (plan_path_.empty() ? path_ : plan_path_) + ": section KERNELS");
     if (!b.ok()) return b.status();
