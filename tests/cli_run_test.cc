@@ -2,6 +2,7 @@
 // running a GGUF through the plan cache, llama.cpp's generation flags, input
 // checks, the timing summary, chat mode without a terminal, --version.
 // (The terminal chat is in cli_chat_pty_test.cc.)
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -386,6 +387,45 @@ TEST_F(RunTest, InputsAreChecked) {
   r = Run({"-p", "x"});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_THAT(r.err, HasSubstr("no model given"));
+}
+
+// Ctrl-C (SIGINT) while generating: the generation stops, the summary says
+// so, and the exit status is 130.
+TEST_F(RunTest, SigintStopsGenerationWithASummary) {
+  int out[2];
+  ASSERT_EQ(::pipe(out), 0);
+  const std::string err_path = Path("err.txt");
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::dup2(out[1], STDOUT_FILENO);
+    FILE* err = std::fopen(err_path.c_str(), "w");
+    ::dup2(fileno(err), STDERR_FILENO);
+    ::close(out[0]);
+    // Thousands of tokens: far longer than the test waits.
+    ::execl(kRun.c_str(), kRun.c_str(), kModel.c_str(), "-p", "Once upon a time", "--temp", "0", "--ignore-eos",
+            "-c", "8192", static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  ::close(out[1]);
+  char buf[256];
+  size_t got = 0;
+  while (got < 64) {  // the text is streaming
+    const ssize_t n = ::read(out[0], buf, sizeof(buf));
+    if (n <= 0) break;
+    got += static_cast<size_t>(n);
+  }
+  ASSERT_GE(got, 64u);
+  ::kill(pid, SIGINT);
+  while (::read(out[0], buf, sizeof(buf)) > 0) {
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ::close(out[0]);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 130);
+  const std::string err = ReadFile(err_path);
+  EXPECT_TRUE(std::regex_search(err, std::regex("generation: [0-9]+ tokens.*\\| stop: interrupted\n"))) << err;
 }
 
 TEST_F(RunTest, VersionInEveryTool) {
