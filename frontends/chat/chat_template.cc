@@ -186,7 +186,11 @@ absl::StatusOr<ChatTemplate> DetectTemplate(std::string_view jinja, std::string_
   } else {
     std::string head(jinja.substr(0, 80));
     for (char& c : head) {
-      if (c == '\n' || c == '\r') c = ' ';
+      if (c == '\n' || c == '\r' || c == '\t') {
+        c = ' ';
+      } else if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
+        c = '?';  // the text comes from a file: no terminal control bytes
+      }
     }
     return absl::NotFoundError(absl::StrCat(
         AV(source), ": not a chat template Vibrant recognises (it begins \"", head,

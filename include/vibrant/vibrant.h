@@ -23,7 +23,8 @@
  *
  * Errors: functions that can fail return a vb_status; the message of the last
  * failure on the calling thread is vb_last_error(). Nothing aborts on bad
- * input. Objects are not thread-safe: use one context per thread.
+ * input. Objects are not thread-safe: use one context per thread. Free chats
+ * before their context, and contexts before their model.
  *
  * Link with the installed CMake package:
  *   find_package(Vibrant REQUIRED)
@@ -142,6 +143,7 @@ typedef struct vb_context_params {
 
 VB_API vb_sampling_params vb_sampling_default_params(void);
 VB_API vb_context_params vb_context_default_params(void);
+/* A context has its own KV cache; on CUDA also its own copy of the weights. */
 VB_API vb_status vb_context_create(vb_model* model, const vb_context_params* params,
                                    vb_context** out);
 VB_API void vb_context_free(vb_context* ctx);
