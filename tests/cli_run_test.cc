@@ -16,6 +16,8 @@
 #include <thread>
 #include <vector>
 
+#include "frontends/gguf/gguf.h"
+#include "frontends/gguf/gguf_writer.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -485,6 +487,63 @@ TEST_F(RunTest, ChatFromAPipeRendersTheTemplateAndReusesTheCache) {
   std::vector<int> between_ids;
   for (const auto& t : nlohmann::json::parse(bt.out)) between_ids.push_back(t["id"].get<int>());
   EXPECT_EQ(std::vector<int>(p2.begin() + p1.size() + gen1.size(), p2.end()), between_ids);
+}
+
+// stories260K with a chat template in its metadata, as instruct models have.
+std::string WithTemplate(const std::string& path, const std::string& jinja) {
+  absl::StatusOr<std::unique_ptr<vibrant::GgufFile>> f = vibrant::GgufFile::Open(kModel);
+  EXPECT_TRUE(f.ok()) << f.status();
+  vibrant::GgufWriter w;
+  for (const auto& [key, value] : (*f)->metadata()) w.AddMetadata(key, value);
+  w.AddString("tokenizer.chat_template", jinja);
+  for (const vibrant::GgufTensorInfo& t : (*f)->tensors()) {
+    w.AddTensor(t.name, t.dims, t.type, (*f)->TensorData(t));
+  }
+  EXPECT_TRUE(w.WriteFile(path).ok());
+  return path;
+}
+
+std::vector<int> TokenIds(const std::string& text) {
+  CliResult tok = RunBinary(kVibrantc, {"tokenize", kModel, text, "--json"});
+  EXPECT_EQ(tok.exit_code, 0) << tok.err;
+  std::vector<int> ids;
+  for (const auto& t : nlohmann::json::parse(tok.out)) ids.push_back(t["id"].get<int>());
+  return ids;
+}
+
+TEST_F(RunTest, TheModelsOwnTemplateIsRecognisedOrAnUnknownOneNamed) {
+  // Qwen2-Instruct's template: ChatML with a default system message.
+  const std::string qwen2 = WithTemplate(
+      Path("qwen2-template.gguf"),
+      R"({% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %})");
+  CliResult r = Run({qwen2, "-st", "-p", "Hi", "--temp", "0", "-n", "4", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.err, Not(HasSubstr("no chat template")));
+  // Written by hand from that template: its default system message comes first.
+  EXPECT_EQ(ParseJson(r.out).summaries[0]["prompt_ids"].get<std::vector<int>>(),
+            TokenIds("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+                     "<|im_start|>assistant\n"));
+  CliResult inspect = RunBinary(kVibrantc, {"inspect", qwen2});
+  EXPECT_THAT(inspect.out, HasSubstr("chat template: chatml\n"));
+  // -sys replaces the default.
+  r = Run({qwen2, "-st", "-p", "Hi", "-sys", "Be brief.", "--temp", "0", "-n", "4", "--json"});
+  EXPECT_EQ(ParseJson(r.out).summaries[0]["prompt_ids"].get<std::vector<int>>(),
+            TokenIds("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+                     "<|im_start|>assistant\n"));
+
+  // A template of no known family: an error that names the model's key and the flag.
+  const std::string odd = WithTemplate(Path("odd-template.gguf"),
+                                       "{% for m in messages %}USER: {{ m['content'] }}\n{% endfor %}ASSISTANT:");
+  r = Run({odd, "-st", "-p", "Hi", "-n", "4"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr(odd + ": tokenizer.chat_template: not a chat template Vibrant recognises (it "
+                                     "begins \"{% for m in messages %}USER:"));
+  EXPECT_THAT(r.err, HasSubstr("choose one with --chat-template NAME (known: chatml,"));
+  r = Run({odd, "-st", "-p", "Hi", "-n", "4", "--chat-template", "llama3"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  // Plain completion does not need a template.
+  r = Run({odd, "-p", "Once upon a time", "--temp", "0", "-n", "32"});
+  EXPECT_EQ(r.out, Ref().text);
 }
 
 }  // namespace
