@@ -19,22 +19,13 @@
 #include "frontends/lower/lower.h"
 #include "ir/serialize.h"
 #include "runtime/cpu/executor.h"
+#include "runtime/backends.h"
 #ifdef VIBRANT_WITH_CUDA
-#include "runtime/kernel_bundle.h"
 #include "codegen/nvrtc.h"
 #include "runtime/cuda/device.h"
-#include "runtime/cuda/executor.h"
 #endif
 
 namespace vibrant {
-
-#ifdef VIBRANT_WITH_CUDA
-struct Model::KernelBundleHolder {
-  KernelBundle bundle;
-};
-#else
-struct Model::KernelBundleHolder {};
-#endif
 
 namespace {
 
@@ -325,46 +316,35 @@ absl::Status Model::CompileFromGguf(std::unique_ptr<GgufFile> gguf, const ModelO
     log_(absl::StrCat("compiled ", gguf->path(), " for ", device, " in ",
                       absl::StrFormat("%.0f", ms), " ms (in memory, not cached)"));
   }
-  graph_ = std::move(compiled->graph);
-  kernels_ = compiled->kernels.value_or("");
+  program_ = compiler::ToProgram(*compiled);
   gguf_ = std::move(gguf);
   return Finish();
 }
 
 absl::Status Model::UsePlan(std::unique_ptr<PlanFile> plan) {
-  absl::StatusOr<ir::Graph> graph = plan->LoadGraph();
-  if (!graph.ok()) return graph.status();
+  absl::StatusOr<Program> program = LoadProgram(*plan);
+  if (!program.ok()) return program.status();
   absl::StatusOr<std::unique_ptr<GgufFile>> gguf = plan->OpenModel();
   if (!gguf.ok()) return gguf.status();
-  graph_ = *std::move(graph);
+  program_ = *std::move(program);
   gguf_ = *std::move(gguf);
-  kernels_.assign(reinterpret_cast<const char*>(plan->kernels().data()), plan->kernels().size());
   plan_ = std::move(plan);
   return Finish();
 }
 
 absl::Status Model::Finish() {
-  n_ctx_ = MetaInt(graph_, "n_ctx");
-  n_vocab_ = MetaInt(graph_, "n_vocab");
-  if (n_ctx_ < 1 || n_vocab_ < 1 || graph_.max_tokens < 1) {
+  const ir::Graph& graph = program_.graph;
+  n_ctx_ = MetaInt(graph, "n_ctx");
+  n_vocab_ = MetaInt(graph, "n_vocab");
+  if (n_ctx_ < 1 || n_vocab_ < 1 || graph.max_tokens < 1) {
     return absl::InvalidArgumentError(absl::StrCat(
         plan_path_.empty() ? path_ : plan_path_,
         ": section GRAPH: the graph lacks n_ctx/n_vocab/max_tokens (n_ctx ", n_ctx_,
-        ", n_vocab ", n_vocab_, ", max_tokens ", graph_.max_tokens, ")"));
+        ", n_vocab ", n_vocab_, ", max_tokens ", graph.max_tokens, ")"));
   }
   absl::StatusOr<std::unique_ptr<Tokenizer>> tok = Tokenizer::FromGguf(*gguf_);
   if (!tok.ok()) return tok.status();
   tokenizer_ = *std::move(tok);
-#ifdef VIBRANT_WITH_CUDA
-  if (device_ == "cuda" && !kernels_.empty()) {
-    absl::StatusOr<KernelBundle> b = ParseKernelBundle(
-        absl::Span<const uint8_t>(reinterpret_cast<const uint8_t*>(kernels_.data()), kernels_.size()),
-        (plan_path_.empty() ? path_ : plan_path_) + ": section KERNELS");
-    if (!b.ok()) return b.status();
-    bundle_ = std::make_unique<KernelBundleHolder>();
-    bundle_->bundle = *std::move(b);
-  }
-#endif
   return absl::OkStatus();
 }
 
@@ -376,30 +356,9 @@ std::string Model::chat_template_text() const {
 }
 
 absl::StatusOr<std::unique_ptr<Executor>> Model::CreateExecutor(int threads) const {
-  const GgufFile* gguf = gguf_.get();
-  WeightResolver weights = [gguf](const std::string& source) -> absl::StatusOr<absl::Span<const uint8_t>> {
-    const GgufTensorInfo* t = gguf->FindTensor(source);
-    if (t == nullptr) {
-      return absl::NotFoundError(
-          absl::StrCat(gguf->path(), ": no tensor '", source, "', which the plan's graph reads"));
-    }
-    return gguf->TensorData(*t);
-  };
-  if (device_ == "cpu") {
-    CpuExecutorOptions o;
-    o.threads = threads;
-    return CreateCpuBackend(graph_, std::move(weights), o);
-  }
-#ifdef VIBRANT_WITH_CUDA
-  CudaExecutorOptions o;
-  if (bundle_) o.kernels = &bundle_->bundle;
-  absl::StatusOr<std::unique_ptr<CudaExecutor>> cuda = CudaExecutor::Create(graph_, std::move(weights), o);
-  if (!cuda.ok()) return cuda.status();
-  return std::unique_ptr<Executor>(std::move(*cuda));
-#else
-  return absl::UnimplementedError(absl::StrCat(
-      path_, ": compiled for device 'cuda', but this build has no CUDA backend (use --device cpu)"));
-#endif
+  BackendOptions o;
+  o.threads = threads;
+  return CreateBackend(program_, GgufWeights(*gguf_), o);
 }
 
 }  // namespace vibrant

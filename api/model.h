@@ -32,6 +32,7 @@
 #include "ir/graph.h"
 #include "runtime/backend.h"
 #include "runtime/plan.h"
+#include "runtime/program.h"
 
 namespace vibrant {
 
@@ -54,12 +55,13 @@ class Model {
   const std::string& path() const { return path_; }
   // "cpu" or "cuda": what the executors run on.
   const std::string& device() const { return device_; }
-  const ir::Graph& graph() const { return graph_; }
+  const ir::Graph& graph() const { return program_.graph; }
+  const Program& program() const { return program_; }
   const GgufFile& gguf() const { return *gguf_; }
   const Tokenizer& tokenizer() const { return *tokenizer_; }
   int64_t n_ctx() const { return n_ctx_; }
   int64_t n_vocab() const { return n_vocab_; }
-  int64_t max_tokens() const { return graph_.max_tokens; }
+  int64_t max_tokens() const { return program_.graph.max_tokens; }
   // The plan file in use ("" when compiled in memory), whether it came from
   // the plan cache, and whether it was compiled during this load.
   const std::string& plan_path() const { return plan_path_; }
@@ -89,10 +91,7 @@ class Model {
   std::unique_ptr<PlanFile> outer_plan_;  // a plan whose embedded GGUF was recompiled
   std::unique_ptr<GgufFile> gguf_;
   std::unique_ptr<Tokenizer> tokenizer_;
-  ir::Graph graph_;
-  std::string kernels_;  // the KERNELS section's bytes (cuda)
-  struct KernelBundleHolder;
-  std::unique_ptr<KernelBundleHolder> bundle_;
+  Program program_;  // what the executors run: graph, and for cuda dispatch table and kernels
   int64_t n_ctx_ = 0, n_vocab_ = 0;
   std::string plan_path_;
   bool from_cache_ = false, compiled_now_ = false;
