@@ -325,6 +325,7 @@ Json PlanSummary(const PlanFile& p) {
     out["graph"] = {{"error", std::string(g.status().message())}};
   }
   out["kernels_bytes"] = p.kernels().size();
+  out["dispatch_bytes"] = p.dispatch().size();
   return out;
 }
 
@@ -359,6 +360,8 @@ void PrintPlan(const Json& j) {
   }
   const uint64_t kb = j["kernels_bytes"].get<uint64_t>();
   std::printf("kernels:     %s\n", kb > 0 ? absl::StrCat(kb, " bytes (CUBIN + PTX)").c_str() : "none");
+  const uint64_t db = j["dispatch_bytes"].get<uint64_t>();
+  std::printf("dispatch:    %s\n", db > 0 ? absl::StrCat(db, " bytes").c_str() : "none");
 }
 
 void PrintHuman(const GgufFile& f) {
