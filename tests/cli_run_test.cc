@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -102,10 +103,15 @@ class RunTest : public ::testing::Test {
   void TearDown() override { fs::remove_all(dir_); }
   std::string Path(const std::string& name) const { return (dir_ / name).string(); }
   CliResult Run(std::vector<std::string> args) { return RunBinary(kRun, args); }
-  // Greedy run of the reference prompt plus `extra`.
+  // Greedy run of the reference prompt plus `extra`, on the CPU unless
+  // `extra` chooses (texts are compared with llama.cpp's CPU reference).
   CliResult Greedy(std::vector<std::string> extra, int n = 32) {
     std::vector<std::string> args = {"-m", kModel, "-p", "Once upon a time", "--temp", "0", "-n", std::to_string(n)};
     args.insert(args.end(), extra.begin(), extra.end());
+    if (std::find(extra.begin(), extra.end(), "--device") == extra.end() &&
+        std::find(extra.begin(), extra.end(), "-ngl") == extra.end()) {
+      args.insert(args.end(), {"--device", "cpu"});
+    }
     return Run(args);
   }
   int CountPlans(const std::string& dir) {
@@ -135,7 +141,7 @@ TEST_F(RunTest, AGgufCompilesIntoThePlanCacheOnceThenReusesIt) {
   ASSERT_EQ(c.exit_code, 0) << c.err;
   EXPECT_EQ(CountPlans(cache), 2);
   // The model given positionally; the default cache ($VIBRANT_PLAN_CACHE here).
-  CliResult d = Run({kModel, "-p", "Once upon a time", "--temp", "0", "-n", "32"});
+  CliResult d = Run({kModel, "-p", "Once upon a time", "--temp", "0", "-n", "32", "--device", "cpu"});
   ASSERT_EQ(d.exit_code, 0) << d.err;
   EXPECT_EQ(d.out, Ref().text);
   EXPECT_EQ(CountPlans(Path("default-cache")), 1);
@@ -189,7 +195,7 @@ TEST_F(RunTest, ContextAndBatchSize) {
 }
 
 TEST_F(RunTest, DeviceChoices) {
-  CliResult r = Greedy({});
+  CliResult r = Run({kModel, "-p", "Once upon a time", "--temp", "0", "-n", "4"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   // This machine: no GPU (CI), or a GPU where stories260K fits.
   EXPECT_TRUE(std::regex_search(r.err, std::regex("device auto: (cpu|cuda) \\(")) ) << r.err;
@@ -266,7 +272,8 @@ TEST_F(RunTest, IgnoreEos) {
   // tiny-llama (random weights, the stories vocabulary) with this seed samples
   // EOS after 84 tokens (seen when this test was written; any EOS will do).
   std::vector<std::string> args = {"-m", kTinyLlama, "-p", "Once upon a time", "--temp", "1", "--top-k", "0",
-                                   "--top-p", "1", "--min-p", "0", "--seed", "2", "-n", "1500", "--json"};
+                                   "--top-p", "1", "--min-p", "0", "--seed", "2", "--device", "cpu", "-n", "1500",
+                                   "--json"};
   CliResult r = Run(args);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   JsonRun jr = ParseJson(r.out);
@@ -292,7 +299,8 @@ TEST_F(RunTest, NPredictSeedEchoAndJsonSummary) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(ParseJson(r.out).summaries[0]["stop"], "context_full");
 
-  std::vector<std::string> seeded = {"-m", kModel, "-p", "Once upon a time", "-n", "24", "--seed", "7", "--json"};
+  std::vector<std::string> seeded = {"-m", kModel, "-p", "Once upon a time", "-n", "24", "--seed", "7", "--json",
+                                     "--device", "cpu"};
   CliResult a = Run(seeded), b = Run(seeded);
   ASSERT_EQ(a.exit_code, 0) << a.err;
   JsonRun ja = ParseJson(a.out), jb = ParseJson(b.out);
@@ -314,7 +322,7 @@ TEST_F(RunTest, TheTimingSummaryIsALineOfItsOwn) {
   // stdout and stderr into one pipe, as `2>&1 | less` does: the text does not
   // end with a newline, so one comes before the summary.
   const std::string cmd = ShellQuote(kRun) + " -m " + ShellQuote(kModel) +
-                          " -p 'Once upon a time' --temp 0 -n 32 --no-plan-cache 2>&1";
+                          " -p 'Once upon a time' --temp 0 -n 32 --no-plan-cache --device cpu 2>&1";
   CliResult r = RunBinary("/bin/sh", {"-c", cmd});
   ASSERT_EQ(r.exit_code, 0) << r.out;
   EXPECT_THAT(r.out, HasSubstr(Ref().text + "\nload: "));
@@ -542,7 +550,7 @@ TEST_F(RunTest, TheModelsOwnTemplateIsRecognisedOrAnUnknownOneNamed) {
   r = Run({odd, "-st", "-p", "Hi", "-n", "4", "--chat-template", "llama3"});
   EXPECT_EQ(r.exit_code, 0) << r.err;
   // Plain completion does not need a template.
-  r = Run({odd, "-p", "Once upon a time", "--temp", "0", "-n", "32"});
+  r = Run({odd, "-p", "Once upon a time", "--temp", "0", "-n", "32", "--device", "cpu"});
   EXPECT_EQ(r.out, Ref().text);
 }
 
