@@ -471,6 +471,23 @@ TEST_F(RunTest, ChatFromAPipeRendersTheTemplateAndReusesTheCache) {
   EXPECT_THAT(r.err, HasSubstr("has no chat template (tokenizer.chat_template); using chatml"));
   EXPECT_EQ(ParseJson(r.out).summaries[0]["prompt_ids"].get<std::vector<int>>(), want);
 
+  // The same from files: -sysf for the system message, --chat-template-file
+  // for a template's text (ChatML's, recognised as such).
+  {
+    std::ofstream(Path("system.txt")) << "Be brief.\n";
+    std::ofstream(Path("chatml.jinja"))
+        << "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+           "'<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% "
+           "endif %}";
+  }
+  r = Run({kModel, "-st", "-p", "Hi", "-sysf", Path("system.txt"), "--chat-template-file", Path("chatml.jinja"),
+           "--temp", "0", "-n", "8", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(ParseJson(r.out).summaries[0]["prompt_ids"].get<std::vector<int>>(), want);
+  r = Run({kModel, "-st", "-p", "Hi", "--chat-template-file", dir_.string()});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("--chat-template-file " + dir_.string() + ": is a directory"));
+
   // Two turns from a pipe: the second prefills only its new tokens.
   const std::string cmd = "printf 'Once upon a time\\nThe end\\n' | " + ShellQuote(kRun) + " -m " +
                           ShellQuote(kModel) + " -cnv --temp 0 -n 8 --json --chat-template chatml";

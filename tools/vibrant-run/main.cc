@@ -64,12 +64,14 @@ constexpr char kUsage[] =
     "                          on a terminal; Ctrl-C stops a reply, Ctrl-C at the prompt,\n"
     "                          Ctrl-D or /exit quit; /clear starts over\n"
     "  -sys, --system-prompt TEXT  the system message of the chat\n"
+    "  -sysf, --system-prompt-file FILE  the system message, from FILE\n"
     "  -st, --single-turn      -cnv for one turn (the -p/-f message), then exit\n"
     "  --chat-template NAME    a template by name, or a Jinja template's text, instead\n"
     "                          of the model's (tokenizer.chat_template); names: chatml,\n"
     "                          llama2, llama2-sys, mistral-v1, mistral-v3, mistral-v3-tekken,\n"
     "                          mistral-v7, mistral-v7-tekken, llama3, llama3.1, phi3, phi4,\n"
     "                          gemma, deepseek2, deepseek3\n"
+    "  --chat-template-file F  a Jinja chat template read from F, recognised as above\n"
     "  --no-perf               -cnv: no timing line after each reply\n"
     "generation:\n"
     "  -n, --n-predict N       tokens to generate (per reply with -cnv); -1 (default) or -2:\n"
@@ -132,6 +134,8 @@ struct RunArgs {
   bool single_turn = false;
   std::string system_prompt;
   bool have_system = false;
+  std::string system_prompt_file;
+  std::string chat_template_file;
   std::string chat_template;
   bool no_perf = false;
   int64_t n_predict = -1;
@@ -208,6 +212,13 @@ bool ParseArgs(int argc, char** argv, RunArgs* out) {
       if (!value()) return false;
       out->system_prompt = v;
       out->have_system = true;
+    } else if (a == "-sysf" || a == "--system-prompt-file") {
+      if (!value()) return false;
+      out->system_prompt_file = v;
+      out->have_system = true;
+    } else if (a == "--chat-template-file") {
+      if (!value()) return false;
+      out->chat_template_file = v;
     } else if (a == "--chat-template") {
       if (!value()) return false;
       if (v.empty()) return bad_value("a template name");
@@ -395,20 +406,22 @@ double Rate(int64_t n, double seconds) { return seconds > 0 ? n / seconds : 0.0;
 
 // ---- input
 
-absl::StatusOr<std::string> ReadPromptFile(const std::string& path) {
+// Reads a text file named by `flag` (-f, -sysf, --chat-template-file):
+// absent, a directory or unreadable is an error naming the flag and the file.
+absl::StatusOr<std::string> ReadTextFile(const std::string& flag, const std::string& path) {
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) {
     const int err = errno;
-    return absl::NotFoundError(absl::StrCat("-f ", path, ": cannot open (", std::strerror(err), ")"));
+    return absl::NotFoundError(absl::StrCat(flag, " ", path, ": cannot open (", std::strerror(err), ")"));
   }
   if (S_ISDIR(st.st_mode)) {
-    return absl::InvalidArgumentError(absl::StrCat("-f ", path, ": is a directory, not a file"));
+    return absl::InvalidArgumentError(absl::StrCat(flag, " ", path, ": is a directory, not a file"));
   }
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     const int err = errno;
     return absl::PermissionDeniedError(
-        absl::StrCat("-f ", path, ": cannot read (", std::strerror(err), ")"));
+        absl::StrCat(flag, " ", path, ": cannot read (", std::strerror(err), ")"));
   }
   std::string text;
   char buf[65536];
@@ -418,7 +431,7 @@ absl::StatusOr<std::string> ReadPromptFile(const std::string& path) {
       if (errno == EINTR) continue;
       const int err = errno;
       ::close(fd);
-      return absl::DataLossError(absl::StrCat("-f ", path, ": read failed (", std::strerror(err), ")"));
+      return absl::DataLossError(absl::StrCat(flag, " ", path, ": read failed (", std::strerror(err), ")"));
     }
     if (n == 0) break;
     text.append(buf, static_cast<size_t>(n));
@@ -725,6 +738,26 @@ int main(int argc, char** argv) {
     std::printf("%s\n", VersionLine("vibrant-run").c_str());
     return 0;
   }
+  auto read_file = [](const std::string& flag, const std::string& path, std::string* out) {
+    absl::StatusOr<std::string> text = ReadTextFile(flag, path);
+    if (!text.ok()) {
+      std::fprintf(stderr, "vibrant-run: %s\n", std::string(text.status().message()).c_str());
+      return false;
+    }
+    *out = *std::move(text);
+    return true;
+  };
+  if (!args.chat_template_file.empty()) {
+    if (!read_file("--chat-template-file", args.chat_template_file, &args.chat_template)) return 1;
+    if (args.chat_template.empty()) {
+      std::fprintf(stderr, "vibrant-run: --chat-template-file %s: is empty\n", args.chat_template_file.c_str());
+      return 1;
+    }
+  }
+  if (!args.system_prompt_file.empty() &&
+      !read_file("-sysf", args.system_prompt_file, &args.system_prompt)) {
+    return 1;
+  }
   if (!args.chat_template.empty()) {
     absl::StatusOr<chat::ChatTemplate> t = chat::TemplateFromNameOrText(args.chat_template);
     if (!t.ok()) {
@@ -735,7 +768,7 @@ int main(int argc, char** argv) {
   std::optional<std::string> prompt;
   if (args.have_prompt) prompt = args.prompt;
   if (!args.prompt_file.empty()) {
-    absl::StatusOr<std::string> p = ReadPromptFile(args.prompt_file);
+    absl::StatusOr<std::string> p = ReadTextFile("-f", args.prompt_file);
     if (!p.ok()) {
       std::fprintf(stderr, "vibrant-run: %s\n", std::string(p.status().message()).c_str());
       return 1;
