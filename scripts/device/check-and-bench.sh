@@ -11,6 +11,11 @@ cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/vibrant-out}
 mkdir -p "$OUT"
 source .devdeps/setup.sh
+# PCRE2's pkg-config file names /usr: point it at the unpacked copy.
+for pc in /opt/devdeps/usr/lib/x86_64-linux-gnu/pkgconfig/libpcre2-*.pc; do
+  [ -f "$pc" ] && sed -i "s#^prefix=.*#prefix=/opt/devdeps/usr#" "$pc"
+done
+export PKG_CONFIG_PATH=/opt/devdeps/usr/lib/x86_64-linux-gnu/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
 export VIBRANT_SHARED_DIR=$PWD/.devshared
 TESTS=${TESTS:-1}
 BENCH=${BENCH:-1}
