@@ -47,8 +47,10 @@ TEST(InstallTest, TheInstalledPackageBuildsAndRunsTheExample) {
 
   // A downstream project: configure, build.
   const fs::path build = dir / "example-build";
-  r = RunBinary(VIBRANT_CMAKE_COMMAND, {"-S", VIBRANT_SOURCE_DIR "/examples", "-B", build.string(), "-G",
-                                        VIBRANT_CMAKE_GENERATOR, "-DCMAKE_PREFIX_PATH=" + prefix.string()});
+  r = RunBinary(VIBRANT_CMAKE_COMMAND,
+                {"-S", VIBRANT_SOURCE_DIR "/examples", "-B", build.string(), "-G", VIBRANT_CMAKE_GENERATOR,
+                 "-DCMAKE_PREFIX_PATH=" + prefix.string(), std::string("-DCMAKE_C_FLAGS=") + VIBRANT_C_FLAGS,
+                 std::string("-DCMAKE_EXE_LINKER_FLAGS=") + VIBRANT_EXE_LINKER_FLAGS});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   r = RunBinary(VIBRANT_CMAKE_COMMAND, {"--build", build.string()});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
