@@ -66,8 +66,8 @@ constexpr OpInfo kOps[] = {
     {OpKind::kCopy, "copy", 1, 1, 1, VB_NO_ATTRS, FusionRole::kNone, InPlaceRule::kNone, false, false},
     {OpKind::kFused, "fused", 1, kManyInputs, -1, VB_NO_ATTRS, FusionRole::kNone,
      InPlaceRule::kReuseDyingInput, false, false},
-    {OpKind::kQuantizeQ8, "quantize_q8", 1, 1, 1, VB_NO_ATTRS, FusionRole::kNone, InPlaceRule::kNone,
-     false, false},
+    {OpKind::kQuantizeQ8, "quantize_q8", 1, 1, 1, VB_NO_ATTRS, FusionRole::kBlockQuantize,
+     InPlaceRule::kNone, false, false},
     {OpKind::kMultiMatMul, "multi_matmul", 3, kManyInputs, -1, VB_ATTRS(kMultiMatMulAttrs),
      FusionRole::kNone, InPlaceRule::kNone, false, false},
 };

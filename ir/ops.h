@@ -87,6 +87,9 @@ enum class OpKind : uint8_t {
   //   pure elementwise, one row reduction (compute the norm's input, reduce
   //   the row, finish), or one rotation of pairs. Body outputs are row values;
   //   intermediates a body does not output need no memory outside the kernel.
+  //     quantize_q8(x): x a row value of whole 32-element blocks; its q8a
+  //       output is a body output and no body op reads it (codegen rounds a
+  //       block with one warp as it writes the row).
   //   Patterns the fusion pass forms (passes/fuse_elementwise.h):
   //   mul(rms_norm(x), w); mul(silu(g), u); rope(reshape(add(mm, bias)), pos);
   //   s = add(a, b), mul(rms_norm(s), w) with outputs (s, normalized row).
@@ -129,6 +132,8 @@ enum class FusionRole : uint8_t {
   kRowReduce,    // couples all elements of a row (rms_norm); one per body
   kPairRotate,   // couples pairs within a head (rope); one per body
   kView,         // reshape: same elements, no work
+  kBlockQuantize,  // quantize_q8: rounds each 32-element block of a row; its
+                   // q8a output leaves the body (rows of whole blocks)
 };
 
 // What memory an op's output may share.

@@ -13,6 +13,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "ir/verifier.h"
+#include "runtime/cpu/eval_op.h"
 #include "runtime/cpu/kernels.h"
 #include "runtime/cpu/quantize.h"
 #include "runtime/cpu/thread_pool.h"
@@ -426,6 +427,9 @@ struct BoundGraph {
   std::vector<int64_t> scratch_off;  // -1: not in scratch
   std::vector<ValueId> view_of;      // reshape views: the viewed value, else -1
 };
+
+// BoundGraph::body_index of a fused op whose body runs whole (cpu::EvalOp).
+constexpr int kWholeBody = -2;
 
 // Rows of a fused body evaluated together (bounds the scratch per thread).
 constexpr int64_t kRowsPerChunk = 8;
@@ -933,7 +937,16 @@ absl::Status CpuExecutor::Impl::Init(WeightResolver& weights) {
   }
   // Fused bodies.
   for (size_t i = 0; i < g.ops().size(); ++i) {
-    if (g.ops()[i].kind != OpKind::kFused) continue;
+    const Op& op = g.ops()[i];
+    if (op.kind != OpKind::kFused) continue;
+    // A body that rounds a row to 8 bits (quantize_q8, cuda plans) runs
+    // whole, op by op (cpu::EvalOp): its q8a layout is not per row.
+    bool whole = false;
+    for (const Op& bop : op.body->ops()) whole |= bop.kind == OpKind::kQuantizeQ8;
+    if (whole) {
+      main.body_index[i] = kWholeBody;
+      continue;
+    }
     if (absl::Status s = BindBody(main, static_cast<int>(i), 1); !s.ok()) return s;
   }
   // The vocabulary bound for token ids: rows of the tables the tokens index.
@@ -1062,8 +1075,16 @@ absl::Status CpuExecutor::Impl::RunOp(BoundGraph& b, int op_index, int64_t T) {
       cpu::LastRow(F(op.inputs[0]), E(op.inputs[0]) / D, D, F(out));
       return absl::OkStatus();
     }
-    case OpKind::kFused:
-      return RunBody(bodies[b.body_index[op_index]], T);
+    case OpKind::kFused: {
+      if (b.body_index[op_index] != kWholeBody) return RunBody(bodies[b.body_index[op_index]], T);
+      std::vector<const uint8_t*> in;
+      for (ValueId v : op.inputs) in.push_back(b.ptr[v]);
+      std::vector<std::vector<uint8_t>> outs;
+      for (ValueId v : op.outputs) outs.emplace_back(DTypeBytes(g.value(v).dtype, E(v)).value_or(0));
+      if (absl::Status s = cpu::EvalOp(g, op, in, outs, T, pool.get()); !s.ok()) return s;
+      for (size_t j = 0; j < outs.size(); ++j) std::memcpy(b.ptr[op.outputs[j]], outs[j].data(), outs[j].size());
+      return absl::OkStatus();
+    }
   }
   return absl::InternalError("unreachable op kind");
 }
