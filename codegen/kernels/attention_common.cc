@@ -89,6 +89,10 @@ std::string AttnCommonSource() {
 #define VB_AD_MAX_SPLIT $DEC_MAX_SPLIT
 #define VB_LOG2E 1.4426950408889634f
 
+// The helpers written in PTX (vb_h2x, vb_mma16816, vb_ldsm_x4, vb_ldsm_x4_t)
+// have host definitions in the emulator test (codegen/attention_host_test.cc),
+// which compiles the rest of this text as C++ with VB_ATTN_HOST_EMULATION.
+#ifndef VB_ATTN_HOST_EMULATION
 // mma.sync m16n8k16 with f16 operands, ldmatrix and cvt.f16x2 need sm_80+;
 // compiled for an older GPU the kernels trap (the compiler must not choose
 // them there).
@@ -108,6 +112,7 @@ VB_INLINE u32 vb_h2x(float lo, float hi) {
   return (u32)vb_f2h(lo) | ((u32)vb_f2h(hi) << 16);
 #endif
 }
+#endif  // VB_ATTN_HOST_EMULATION
 VB_INLINE float vb_h2x_sum(u32 h) {
   return vb_h2f((u16)(h & 0xffffu)) + vb_h2f((u16)(h >> 16));
 }
@@ -115,6 +120,7 @@ VB_INLINE u32 vb_u4_word(const uint4& v, int i) {
   return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
 }
 
+#ifndef VB_ATTN_HOST_EMULATION
 // D += A * B: m16n8k16, A row-major 16x16 f16 (4 regs), B col-major 16x8 f16
 // (2 regs), C/D 16x8 f32. Thread (g = lane / 4, c = lane % 4) holds
 //   A: a0 = {A[g][2c], A[g][2c+1]}, a1 = rows g+8, a2 = cols 2c+8.., a3 = both;
@@ -158,6 +164,8 @@ VB_INLINE void vb_ldsm_x4_t(u32 r[4], const void* p) {
   __trap();
 #endif
 }
+
+#endif  // VB_ATTN_HOST_EMULATION
 
 // Cache rows. A head row is hd elements of (KV head kvh, cache row j), at
 // byte (j * KVH + kvh) * row_bytes(hd). load(row, d0) fetches elements
