@@ -76,6 +76,7 @@ TEST(AttnDecodePlan, GridIsSizedForTheGpuNotTheCapacity) {
   EXPECT_EQ(a->attn.block[0], 128u);
   EXPECT_EQ(a->combine.kernel, "vb_attn_dec_combine");
   EXPECT_EQ(a->combine.grid[0], 16u);
+  EXPECT_EQ(a->combine.grid[1], 4u);  // 32-dimension slices of 128
   EXPECT_EQ(a->partial_floats, 16 * 132 * 130);
   // A smaller cache cannot use 132 splits of 4 warps x 16 keys.
   auto small = PlanAttentionDecode(Qwen3B(1, 512), 132);

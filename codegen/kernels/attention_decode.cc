@@ -215,16 +215,20 @@ VB_INLINE void vb_attn_dec_impl(const float* __restrict__ q, const u8* __restric
 
 // out[t, h] = sum_s O_s * 2^(m_s - M) / sum_s l_s * 2^(m_s - M) over the
 // used splits s with l_s > 0 (M = their max m_s); 0 for a row that saw no
-// key. Block r = t * H + h.
+// key. Block (r = t * H + h, 32-dimension slice): every thread helps with the
+// split weights, then warp w adds the splits s = w (mod 4) for lane's
+// dimension (8 loads in flight), and the 4 warp sums are added in warp order.
 extern "C" __global__ void vb_attn_dec_combine(const float* __restrict__ part,
                                                const int* __restrict__ pos,
                                                float* __restrict__ out, int T, int H, int hd,
                                                int n_ctx, int n_split) {
   __shared__ float w_sh[VB_AD_MAX_SPLIT];
   __shared__ float red[32];
+  __shared__ float acc_sh[4][32];
   int keys, steps, spw;
   const int used = vb_attn_dec_partition(pos, T, n_ctx, n_split, &keys, &steps, &spw);
   const int r = blockIdx.x;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const i64 w = hd + 2;
   const float* pp = part + (i64)r * n_split * w;
   float M = VB_NEG_INF;
@@ -240,10 +244,17 @@ extern "C" __global__ void vb_attn_dec_combine(const float* __restrict__ part,
     L += ls * ws;
   }
   L = vb_block_sum(L, red);  // its barriers also publish w_sh
-  for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-    float acc = 0.0f;
-    for (int s = 0; s < used; ++s) acc += w_sh[s] * pp[s * w + 2 + d];
-    out[(i64)r * hd + d] = L > 0.0f ? acc / L : 0.0f;
+  const int d = blockIdx.y * 32 + lane;
+  float acc = 0.0f;
+  if (d < hd) {
+#pragma unroll 8
+    for (int s = warp; s < used; s += 4) acc += w_sh[s] * pp[s * w + 2 + d];
+  }
+  acc_sh[warp][lane] = acc;
+  __syncthreads();
+  if (warp == 0 && d < hd) {
+    const float a = ((acc_sh[0][lane] + acc_sh[1][lane]) + acc_sh[2][lane]) + acc_sh[3][lane];
+    out[(i64)r * hd + d] = L > 0.0f ? a / L : 0.0f;
   }
 }
 )CUDA";
@@ -296,6 +307,7 @@ absl::StatusOr<AttnDecodePlan> PlanAttentionDecode(const AttnShape& s, int sm_co
   p.attn.block[0] = kAttnDecWarps * 32;
   p.combine.kernel = kAttnDecodeCombineKernel;
   p.combine.grid[0] = static_cast<unsigned>(s.T * s.n_head);
+  p.combine.grid[1] = static_cast<unsigned>((s.head_dim + 31) / 32);
   p.combine.block[0] = 128;
   p.partial_floats = s.T * s.n_head * n_split * (s.head_dim + 2);
   return p;

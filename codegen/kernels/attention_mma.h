@@ -97,7 +97,8 @@ struct AttnShape {
   DType v_type = DType::kF16;
 };
 
-// Decode (flash decoding). Two launches on one stream:
+// Decode (flash decoding). Two launches on one stream (combine: grid (T * H,
+// ceil(hd / 32)), block 128):
 //   attn:    (const float* q [T, H, hd], const void* k, const void* v
 //             [C, KVH, hd] caches, const int* pos [T], float* part,
 //             int T, int H, int KVH, int n_ctx, float scale, int n_split)
@@ -115,6 +116,12 @@ struct AttnShape {
 // and the shape, never on the positions: it is chosen so that the grid has
 // about two blocks per multiprocessor (and no more splits than the capacity
 // can use), so a short context costs the same as in a small cache.
+// As dispatch rules in T (runtime/dispatch.h): the kernels are correct for
+// any T >= 1 and any n_split in [1, kAttnDecMaxSplits] (an argument), so a
+// launch serving a range of T keeps one n_split (PlanAttentionDecode's at the
+// range's smallest T is the fast choice for T = 1) and its grids and scratch
+// are rules: attn grid (n_split, KVH, ceil(T * G / 16)), combine grid
+// (T * H, hd / 32), partial floats T * H * n_split * (hd + 2).
 struct AttnDecodePlan {
   AttnLaunch attn;
   AttnLaunch combine;
@@ -139,7 +146,8 @@ DecodePartition PartitionDecode(int max_pos, int n_ctx, int n_split);
 // Prefill (flash attention), one launch:
 //   (const float* q [T, H, hd], const void* k, const void* v, const int* pos
 //    [T], float* out [T, H, hd], int T, int H, int KVH, int n_ctx, float scale)
-// Grid (ceil(T * G / 64), KVH), block 128: each block serves 64 query rows of
+// Grid (ceil(T * G / 64), KVH) (a rule in T), block 128, no dynamic shared
+// memory, no scratch: each block serves 64 query rows of
 // one KV head (16 per warp; rows are (t, g) pairs, g fastest, so GQA heads
 // share every K/V tile) over keys 0 .. max pos of its tokens, in tiles of 32
 // keys staged in shared memory (the next tile's loads in flight while the
