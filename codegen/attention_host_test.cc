@@ -378,6 +378,13 @@ TEST(AttentionEmulated, DecodeLengthsAroundTheStep) {
     c.pos = {p};
     Check(c, false);
   }
+  // Many splits (40, of which 24 used, 2 steps per warp): the combine's warps
+  // each add several splits.
+  Case many;
+  many.C = 4096;
+  many.sm_count = 40;
+  many.pos = {2999};
+  Check(many, false);
 }
 
 TEST(AttentionEmulated, DecodeGqaRatiosAndHeadDims) {

@@ -203,16 +203,24 @@ template <> struct VbKv<VB_KV_F16> {
 };
 template <> struct VbKv<VB_KV_Q8_0> {
   // 8 codes (bytes in order) and the block's f16 d. Blocks are 34 bytes, so
-  // codes are only 2-byte aligned: four 16-bit loads.
+  // codes are only 2-byte aligned: two 32-bit loads where they are 4-byte
+  // aligned (odd blocks of a head row whose size is a multiple of 4), else
+  // 16 + 32 + 16 bits.
   struct Raw { u32 lo, hi, d; };
   static VB_INLINE i64 row_bytes(int hd) { return (i64)(hd >> 5) * 34; }
   static VB_INLINE Raw load(const u8* row, int d0) {
     const u8* b = row + (d0 >> 5) * 34;
-    const u16* c = (const u16*)(b + 2 + (d0 & 31));
+    const u8* c = b + 2 + (d0 & 31);
     Raw r;
     r.d = *(const u16*)b;
-    r.lo = (u32)c[0] | ((u32)c[1] << 16);
-    r.hi = (u32)c[2] | ((u32)c[3] << 16);
+    if (((unsigned long long)c & 3) == 0) {
+      r.lo = *(const u32*)c;
+      r.hi = *(const u32*)(c + 4);
+    } else {
+      const u32 mid = *(const u32*)(c + 2);
+      r.lo = (u32)(*(const u16*)c) | (mid << 16);
+      r.hi = (mid >> 16) | ((u32)(*(const u16*)(c + 6)) << 16);
+    }
     return r;
   }
   static VB_INLINE Raw zero() {
