@@ -1,4 +1,6 @@
 // vibrantc compile: GGUF -> IR -> passes -> verified graph -> plan.bin.
+#include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <iostream>
 #include <map>
@@ -35,11 +37,15 @@ constexpr char kCompileUsage[] =
     "                         llama.cpp), f32 or q8_0 (half of f16's bytes)\n"
     "  --cache-type-k T, -ctk T   the K cache's type alone (as llama.cpp's flag)\n"
     "  --cache-type-v T, -ctv T   the V cache's type alone\n"
+    "  --gemm-min-rows N      cuda: matmuls of at least N token rows run as cuBLASLt GEMMs\n"
+    "                         (default 32; 0 = never, the plan then needs no libcublasLt)\n"
+    "  --no-cuda-graphs       cuda: launch decode steps kernel by kernel, not as a CUDA graph\n"
     "  --all-logits           output logits for every token of a step, not just the last\n"
     "  --embed-weights        copy the GGUF into the plan (self-contained); by default\n"
     "                         the plan references the GGUF by absolute path and fingerprint\n"
     "passes (passes/pass.h; the default pipeline is dce, assign-devices,\n"
-    "fuse-elementwise, dce, repack-weights, plan-memory):\n"
+    "fuse-elementwise, combine-matmuls, quantize-activations, dce, repack-weights,\n"
+    "select-kernels, plan-memory):\n"
     "  --print-ir-after-all   print the IR after every pass (to stderr)\n"
     "  --print-ir-after=PASS  print the IR after PASS (repeatable)\n"
     "  --time-passes          print each pass's time (to stderr)\n"
@@ -63,6 +69,8 @@ struct CompileArgs {
   passes::PipelineOptions pipeline;
   bool explain_devices = false;
   std::string shapes;  // --shapes SPEC
+  int64_t gemm_min_rows = 32;
+  bool cuda_graphs = true;
 };
 
 // --shapes SPEC: "arch=qwen2,n_layer=36,..." (see the usage).
@@ -143,6 +151,10 @@ bool ParseCompileArgs(const std::vector<std::string>& args, CompileArgs* out) {
       if (!int_value(&out->lower.n_ctx, 0)) return false;
     } else if (a == "--max-tokens") {
       if (!int_value(&out->lower.max_tokens, 1)) return false;
+    } else if (a == "--gemm-min-rows") {
+      if (!int_value(&out->gemm_min_rows, 0)) return false;
+    } else if (a == "--no-cuda-graphs") {
+      out->cuda_graphs = false;
     } else if (a == "--kv-type" || a == "--cache-type-k" || a == "-ctk" || a == "--cache-type-v" ||
                a == "-ctv") {
       std::string t;
@@ -210,6 +222,8 @@ compiler::CompileOptions ToCompileOptions(const CompileArgs& a, const std::strin
   o.pipeline = a.pipeline;
   o.explain_devices = a.explain_devices;
   o.log = &std::cerr;
+  o.gemm_min_rows = static_cast<int>(std::min<int64_t>(a.gemm_min_rows, INT32_MAX));
+  o.cuda_graphs = a.cuda_graphs;
   return o;
 }
 
