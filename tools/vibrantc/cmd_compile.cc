@@ -17,6 +17,7 @@
 #include "compiler/compiler.h"
 #include "ir/graph.h"
 #include "passes/stats.h"
+#include "runtime/dispatch.h"
 #include "runtime/plan.h"
 #include "tools/vibrantc/commands.h"
 
@@ -240,6 +241,21 @@ void PrintPassReport(const compiler::Compiled& r) {
               a.kernels);
   if (a.copies > 0) std::printf(" (+%d copies)", a.copies);
   std::printf("\n");
+  if (r.dispatch_table) {
+    // The plan's launches (the IR's kernels[...] lists): what a step enqueues.
+    auto count = [&](int64_t T) {
+      int kernels = 0, gemms = 0, copies = 0;
+      for (const dispatch::Launch* l : dispatch::LaunchesFor(*r.dispatch_table, T)) {
+        kernels += l->kind == dispatch::LaunchKind::kKernel;
+        gemms += l->kind == dispatch::LaunchKind::kGemm;
+        copies += l->kind == dispatch::LaunchKind::kCopy;
+      }
+      return absl::StrCat(kernels, " kernels", gemms ? absl::StrCat(" + ", gemms, " cuBLASLt GEMMs") : "",
+                          copies ? absl::StrCat(" + ", copies, " device copies") : "");
+    };
+    std::printf("launches: decode step (T=1) %s; T=%lld %s\n", count(1).c_str(),
+                static_cast<long long>(g.max_tokens), count(g.max_tokens).c_str());
+  }
   if (g.memory.empty()) return;
   std::string per_device;
   for (const auto& [device, mem] : g.memory) {
