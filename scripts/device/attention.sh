@@ -6,7 +6,9 @@
 # go to $OUT (the device tool sets it; default /tmp/vibrant-out).
 #
 # Through the device tool, from the repository root:
-#   here, once:  ../shared/device/pack-deps.sh     (writes .devdeps/, git-ignored)
+#   here, once:  DEVDEPS_EXTRA="libpcre2-dev libpcre2-8-0 libpcre2-16-0 libpcre2-32-0
+#                libpcre2-posix3" ../shared/device/pack-deps.sh   (.devdeps/, git-ignored;
+#                the same .devdeps as scripts/device/check-and-bench.sh)
 #   run:         carry [".devdeps"], command: bash scripts/device/attention.sh
 # Environment: RUNS (GPU test repetitions, default 2), BENCH (1; 0 skips the
 # benchmark), QUICK (0; 1 = fewer benchmark cases), BUILD (build-attention).
@@ -42,6 +44,14 @@ QUICK=${QUICK:-0}
 B=${BUILD:-build-attention}
 mkdir -p "$OUT"
 source .devdeps/setup.sh
+# PCRE2, as scripts/device/check-and-bench.sh: packed with DEVDEPS_EXTRA="libpcre2-dev
+# libpcre2-8-0 libpcre2-16-0 libpcre2-32-0 libpcre2-posix3"; its pkg-config file
+# names /usr, so point it at the unpacked copy.
+for f in .devdeps/libpcre2*.deb; do [ -f "$f" ] && dpkg -x "$f" /opt/devdeps; done
+for pc in /opt/devdeps/usr/lib/x86_64-linux-gnu/pkgconfig/libpcre2-*.pc; do
+  [ -f "$pc" ] && sed -i "s#^prefix=.*#prefix=/opt/devdeps/usr#" "$pc"
+done
+export PKG_CONFIG_PATH=/opt/devdeps/usr/lib/x86_64-linux-gnu/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
 git log --oneline -1 2>/dev/null | tee "$OUT/commit.txt"
 
