@@ -323,7 +323,9 @@ absl::Status CheckOp(const Graph& g, const Op& op, bool in_body) {
       VIBRANT_RETURN_IF_ERROR(f32_in(src));
       if (!is(pos, DType::kI32)) return err("positions must be i32");
       const Value& c = g.value(cache);
-      if (c.dtype != DType::kF16 && c.dtype != DType::kF32) return err("cache must be f16 or f32");
+      if (c.dtype != DType::kF16 && c.dtype != DType::kF32 && c.dtype != DType::kQ8_0) {
+        return err("cache must be f16, f32 or q8_0");
+      }
       if (c.shape.size() != 3 || StaticDim(g, cache, 0) <= 0 || StaticDim(g, cache, 1) <= 0 ||
           StaticDim(g, cache, 2) <= 0) {
         return err("cache must be a static [C, KVH, hd]");
@@ -345,10 +347,13 @@ absl::Status CheckOp(const Graph& g, const Op& op, bool in_body) {
       VIBRANT_RETURN_IF_ERROR(f32_out());
       if (!is(pos, DType::kI32)) return err("positions must be i32");
       const Value& kv = g.value(k);
-      if (kv.dtype != DType::kF16 && kv.dtype != DType::kF32) return err("K must be f16 or f32");
-      if (g.value(v).dtype != kv.dtype || g.value(v).shape != kv.shape) {
-        return err("K and V must have the same dtype and shape");
+      for (ValueId c : {k, v}) {
+        const DType t = g.value(c).dtype;
+        if (t != DType::kF16 && t != DType::kF32 && t != DType::kQ8_0) {
+          return err(c == k ? "K must be f16, f32 or q8_0" : "V must be f16, f32 or q8_0");
+        }
       }
+      if (g.value(v).shape != kv.shape) return err("K and V must have the same shape");
       const int64_t C = StaticDim(g, k, 0), KVH = StaticDim(g, k, 1), hd = StaticDim(g, k, 2);
       const int64_t H = StaticDim(g, q, 1);
       if (kv.shape.size() != 3 || C <= 0 || KVH <= 0 || hd <= 0) return err("K must be [C, KVH, hd]");
@@ -1067,7 +1072,8 @@ absl::Status CpuExecutor::Impl::RunOp(BoundGraph& b, int op_index, int64_t T) {
       shape.n_head_kv = k.shape[1];
       shape.n_ctx = k.shape[0];
       return cpu::Attention(pool.get(), F(op.inputs[0]), b.ptr[op.inputs[1]], b.ptr[op.inputs[2]],
-                            k.dtype, I(op.inputs[3]), shape, static_cast<float>(num("scale", 1.0)),
+                            k.dtype, g.value(op.inputs[2]).dtype, I(op.inputs[3]), shape,
+                            static_cast<float>(num("scale", 1.0)),
                             F(out));
     }
     case OpKind::kLastRow: {
