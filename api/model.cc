@@ -170,7 +170,7 @@ absl::Status Model::Init(const std::string& path, const ModelOptions& opts) {
   }
   absl::StatusOr<std::unique_ptr<GgufFile>> gguf = GgufFile::Open(path);
   if (!gguf.ok()) return gguf.status();
-  return CompileFromGguf(*std::move(gguf), opts, DType::kF16, /*gguf_is_embedded=*/false);
+  return CompileFromGguf(*std::move(gguf), opts, KvTypes{}, /*gguf_is_embedded=*/false);
 }
 
 absl::Status Model::LoadPlanFile(const std::string& plan_path, const ModelOptions& opts, bool* redo) {
@@ -184,8 +184,11 @@ absl::Status Model::LoadPlanFile(const std::string& plan_path, const ModelOption
   int64_t plan_ctx = 0, plan_max = 0;
   (void)absl::SimpleAtoi((*plan)->Option("n_ctx", "0"), &plan_ctx);
   (void)absl::SimpleAtoi((*plan)->Option("max_tokens", "0"), &plan_max);
-  absl::StatusOr<DType> kv = DTypeFromName((*plan)->Option("kv_type", "f16"));
-  const DType kv_type = kv.ok() ? *kv : DType::kF16;
+  // The KV cache types (older plans: one "kv_type" for both).
+  const std::string kv_both = (*plan)->Option("kv_type", "f16");
+  absl::StatusOr<DType> kv_k = DTypeFromName((*plan)->Option("cache_type_k", kv_both));
+  absl::StatusOr<DType> kv_v = DTypeFromName((*plan)->Option("cache_type_v", kv_both));
+  const KvTypes kv_type = {kv_k.ok() ? *kv_k : DType::kF16, kv_v.ok() ? *kv_v : DType::kF16};
 
   // What the options ask for that the plan is not.
   std::string device = opts.device == "auto" ? plan_device : opts.device;
@@ -236,11 +239,12 @@ absl::Status Model::LoadPlanFile(const std::string& plan_path, const ModelOption
 }
 
 absl::Status Model::CompileFromGguf(std::unique_ptr<GgufFile> gguf, const ModelOptions& opts,
-                                    DType kv_type, bool gguf_is_embedded) {
+                                    KvTypes kv_type, bool gguf_is_embedded) {
   LowerOptions lower;
   lower.n_ctx = opts.n_ctx;
   if (opts.max_tokens > 0) lower.max_tokens = opts.max_tokens;
-  lower.kv_dtype = kv_type;
+  lower.cache_type_k = kv_type.k;
+  lower.cache_type_v = kv_type.v;
 
   std::string device = opts.device;
   if (device == "auto") {
@@ -275,7 +279,7 @@ absl::Status Model::CompileFromGguf(std::unique_ptr<GgufFile> gguf, const ModelO
       key.arch = arch;
       key.n_ctx = lower.n_ctx;
       key.max_tokens = lower.max_tokens;
-      key.kv_type = std::string(DTypeName(kv_type));
+      key.kv_type = absl::StrCat(std::string(DTypeName(kv_type.k)), "/", std::string(DTypeName(kv_type.v)));
       cache_file = (std::filesystem::path(*dir) / PlanCacheFileName(key)).string();
     }
   }

@@ -46,6 +46,12 @@ struct ModelOptions {
   std::function<void(std::string_view)> log;
 };
 
+// The KV cache element types (the plan's cache_type_k / cache_type_v).
+struct KvTypes {
+  DType k = DType::kF16;
+  DType v = DType::kF16;
+};
+
 class Model {
  public:
   static absl::StatusOr<std::unique_ptr<Model>> Load(const std::string& path,
@@ -81,7 +87,7 @@ class Model {
   absl::Status Init(const std::string& path, const ModelOptions& opts);
   absl::Status LoadPlanFile(const std::string& plan_path, const ModelOptions& opts, bool* redo);
   absl::Status CompileFromGguf(std::unique_ptr<GgufFile> gguf, const ModelOptions& opts,
-                               DType kv_type, bool gguf_is_embedded);
+                               KvTypes kv_type, bool gguf_is_embedded);
   absl::Status UsePlan(std::unique_ptr<PlanFile> plan);
   absl::Status Finish();
 

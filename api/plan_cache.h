@@ -32,7 +32,7 @@ struct PlanCacheKey {
   std::string arch;    // cuda: sm_NN
   int64_t n_ctx = 0;
   int64_t max_tokens = 0;
-  std::string kv_type;  // f16 | f32
+  std::string kv_type;  // "<K type>/<V type>": f16/f16, q8_0/f16, ...
 };
 
 // The 64-bit hash of the key and of this build (version, git description,
