@@ -140,6 +140,9 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& path, cons
     return absl::InvalidArgumentError(
         absl::StrCat("device must be auto, cpu or cuda, not '", opts.device, "'"));
   }
+  if (opts.n_seq < 0 || (opts.n_seq > 0 && opts.block_size <= 0)) {
+    return absl::InvalidArgumentError("the sequence count must be >= 0 and the block size > 0");
+  }
   if (opts.n_ctx < 0 || opts.max_tokens < 0) {
     return absl::InvalidArgumentError("the context and step sizes must be >= 0 (0 = default)");
   }
@@ -215,6 +218,18 @@ absl::Status Model::LoadPlanFile(const std::string& plan_path, const ModelOption
     absl::StrAppend(&reason, reason.empty() ? "" : "; ", "its context is ", plan_ctx,
                     " tokens, -c asks for ", opts.n_ctx);
   }
+  int64_t plan_seq = 0, plan_block = 0;
+  (void)absl::SimpleAtoi((*plan)->Option("n_seq", "0"), &plan_seq);
+  (void)absl::SimpleAtoi((*plan)->Option("block_size", "0"), &plan_block);
+  if (opts.n_seq != plan_seq || (opts.n_seq > 0 && opts.block_size != plan_block)) {
+    absl::StrAppend(&reason, reason.empty() ? "" : "; ",
+                    plan_seq > 0 ? absl::StrCat("it batches ", plan_seq, " sequences in blocks of ",
+                                                plan_block)
+                                 : std::string("it runs one sequence"),
+                    ", ", opts.n_seq > 0 ? absl::StrCat(opts.n_seq, " sequences in blocks of ",
+                                                         opts.block_size, " are asked for")
+                                         : std::string("one sequence is asked for"));
+  }
   if (opts.max_tokens != 0 && opts.max_tokens != plan_max) {
     absl::StrAppend(&reason, reason.empty() ? "" : "; ", "its step size is ", plan_max,
                     " tokens, -b asks for ", opts.max_tokens);
@@ -245,6 +260,8 @@ absl::Status Model::CompileFromGguf(std::unique_ptr<GgufFile> gguf, const ModelO
   if (opts.max_tokens > 0) lower.max_tokens = opts.max_tokens;
   lower.cache_type_k = kv_type.k;
   lower.cache_type_v = kv_type.v;
+  lower.n_seq = opts.n_seq;
+  lower.block_size = opts.block_size;
 
   std::string device = opts.device;
   if (device == "auto") {
@@ -280,6 +297,8 @@ absl::Status Model::CompileFromGguf(std::unique_ptr<GgufFile> gguf, const ModelO
       key.n_ctx = lower.n_ctx;
       key.max_tokens = lower.max_tokens;
       key.kv_type = absl::StrCat(std::string(DTypeName(kv_type.k)), "/", std::string(DTypeName(kv_type.v)));
+      key.n_seq = lower.n_seq;
+      key.block_size = lower.n_seq > 0 ? lower.block_size : 0;
       cache_file = (std::filesystem::path(*dir) / PlanCacheFileName(key)).string();
     }
   }
@@ -340,6 +359,16 @@ absl::Status Model::Finish() {
   const ir::Graph& graph = program_.graph;
   n_ctx_ = MetaInt(graph, "n_ctx");
   n_vocab_ = MetaInt(graph, "n_vocab");
+  if (MetaInt(graph, "paged") > 0) {
+    n_seq_ = MetaInt(graph, "n_seq");
+    block_size_ = MetaInt(graph, "block_size");
+    max_blocks_ = MetaInt(graph, "max_blocks");
+    if (n_seq_ < 1 || block_size_ < 1 || max_blocks_ < 1) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          plan_path_.empty() ? path_ : plan_path_,
+          ": section GRAPH: a paged graph lacks n_seq/block_size/max_blocks"));
+    }
+  }
   if (n_ctx_ < 1 || n_vocab_ < 1 || graph.max_tokens < 1) {
     return absl::InvalidArgumentError(absl::StrCat(
         plan_path_.empty() ? path_ : plan_path_,

@@ -40,6 +40,13 @@ struct ModelOptions {
   std::string device = "auto";  // auto | cpu | cuda
   int64_t n_ctx = 0;            // 0: the plan's; for a GGUF min(its training context, 4096)
   int64_t max_tokens = 0;       // tokens per step (prefill chunk); 0: the plan's, else 512
+  // Continuous batching (vibrant-server): n_seq > 0 compiles a paged graph
+  // for up to n_seq sequences per step with KV blocks of block_size tokens
+  // (frontends/lower/lower.h, LowerOptions::n_seq); n_ctx is then the KV
+  // budget of all sequences together. A plan is used as it is only when it
+  // was compiled with the same n_seq and block_size.
+  int64_t n_seq = 0;
+  int64_t block_size = 16;
   bool use_plan_cache = true;
   std::string plan_cache_dir;   // "": DefaultPlanCacheDir()
   // Receives one line per decision (device choice, cache hit or compile).
@@ -68,6 +75,11 @@ class Model {
   int64_t n_ctx() const { return n_ctx_; }
   int64_t n_vocab() const { return n_vocab_; }
   int64_t max_tokens() const { return program_.graph.max_tokens; }
+  // Paged graphs (ModelOptions::n_seq > 0): sequences per step, the KV block
+  // size and blocks per sequence (0 when not paged).
+  int64_t n_seq() const { return n_seq_; }
+  int64_t block_size() const { return block_size_; }
+  int64_t max_blocks() const { return max_blocks_; }
   // The plan file in use ("" when compiled in memory), whether it came from
   // the plan cache, and whether it was compiled during this load.
   const std::string& plan_path() const { return plan_path_; }
@@ -99,6 +111,7 @@ class Model {
   std::unique_ptr<Tokenizer> tokenizer_;
   Program program_;  // what the executors run: graph, and for cuda dispatch table and kernels
   int64_t n_ctx_ = 0, n_vocab_ = 0;
+  int64_t n_seq_ = 0, block_size_ = 0, max_blocks_ = 0;
   std::string plan_path_;
   bool from_cache_ = false, compiled_now_ = false;
   double load_seconds_ = 0;

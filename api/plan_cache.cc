@@ -28,6 +28,9 @@ uint64_t PlanCacheHash(const PlanCacheKey& key) {
   add(absl::StrCat(key.n_ctx));
   add(absl::StrCat(key.max_tokens));
   add(key.kv_type);
+  if (key.n_seq > 0) {  // unpaged keys hash as before
+    add(absl::StrCat("paged ", key.n_seq, " ", key.block_size));
+  }
   return Fnv1a64(absl::Span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
 }
 

@@ -100,6 +100,10 @@ absl::StatusOr<Compiled> CompileGraph(ir::Graph graph, const CompileOptions& opt
       {"cache_type_v", std::string(DTypeName(kv_v))},
       {"all_logits", MetaInt(graph, "all_logits", 0) != 0 ? "1" : "0"},
   };
+  if (MetaInt(graph, "paged", 0) != 0) {  // continuous batching (LowerOptions::n_seq)
+    out.options.push_back({"n_seq", absl::StrCat(MetaInt(graph, "n_seq", 0))});
+    out.options.push_back({"block_size", absl::StrCat(MetaInt(graph, "block_size", 0))});
+  }
 #ifdef VIBRANT_WITH_CUDA
   if (out.device == "cuda") {
     absl::StatusOr<dispatch::Table> table = codegen::LowerDispatch(graph, target_opts);

@@ -26,7 +26,9 @@ constexpr AttrSpec kRopeAttrs[] = {{"freq_base", AttrType::kFloat, true},
                                    {"freq_scale", AttrType::kFloat, false},
                                    {"mode", AttrType::kInt, false},
                                    {"n_rot", AttrType::kInt, true}};
-constexpr AttrSpec kAttentionAttrs[] = {{"scale", AttrType::kFloat, true}};
+constexpr AttrSpec kKvStoreAttrs[] = {{"block_size", AttrType::kInt, false}};
+constexpr AttrSpec kAttentionAttrs[] = {{"block_size", AttrType::kInt, false},
+                                        {"scale", AttrType::kFloat, true}};
 constexpr AttrSpec kMultiMatMulAttrs[] = {{"bias", AttrType::kIntList, true}};
 
 // Scalar semantics of the elementwise ops (OpInfo::scalar). silu is ggml's
@@ -57,9 +59,9 @@ constexpr OpInfo kOps[] = {
      InPlaceRule::kViewOfInput0, false, false},
     {OpKind::kRope, "rope", 2, 3, 1, VB_ATTRS(kRopeAttrs), FusionRole::kPairRotate,
      InPlaceRule::kNone, false, false},
-    {OpKind::kKvStore, "kv_store", 3, 3, 1, VB_NO_ATTRS, FusionRole::kNone,
+    {OpKind::kKvStore, "kv_store", 3, 5, 1, VB_ATTRS(kKvStoreAttrs), FusionRole::kNone,
      InPlaceRule::kUpdatesInput1, true, false},
-    {OpKind::kAttention, "attention", 4, 4, 1, VB_ATTRS(kAttentionAttrs), FusionRole::kNone,
+    {OpKind::kAttention, "attention", 4, 6, 1, VB_ATTRS(kAttentionAttrs), FusionRole::kNone,
      InPlaceRule::kNone, false, false},
     {OpKind::kLastRow, "last_row", 1, 1, 1, VB_NO_ATTRS, FusionRole::kNone, InPlaceRule::kNone, false,
      false},
@@ -162,6 +164,31 @@ absl::Status CheckPositions(const OpErrors& err, const Value& pos, int64_t token
   return absl::OkStatus();
 }
 
+// The paged inputs of kv_store / attention (ir/ops.h): seq_ids i32[T] and a
+// static block_table i32[S, MB] at in[first], in[first + 1]; block_size > 0
+// dividing the cache's rows.
+absl::Status CheckPagedInputs(const OpErrors& err, const std::vector<const Value*>& in, int first,
+                              int64_t tokens, const Value& cache, const Attrs& attrs) {
+  if (static_cast<int>(in.size()) != first + 2) {
+    return err("a paged op takes both seq_ids and block_table (", in.size(), " inputs given)");
+  }
+  const Value& seq = *in[first];
+  const Value& table = *in[first + 1];
+  if (seq.dtype != DType::kI32 || seq.shape.size() != 1 || seq.shape[0] != tokens) {
+    return err("seq_ids ", Desc(seq), " must be i32[", Dim(tokens), "]");
+  }
+  if (table.dtype != DType::kI32 || table.shape.size() != 2 || !IsStatic(table.shape)) {
+    return err("block_table ", Desc(table), " must be a static i32[S, MB]");
+  }
+  auto bs = IntAttrChecked(err, attrs, "block_size", true, 0);
+  if (!bs.ok()) return bs.status();
+  if (*bs <= 0 || cache.shape.empty() || cache.shape[0] % *bs != 0) {
+    return err("block_size ", *bs, " must be > 0 and divide the cache's ", Dim(cache.shape.empty() ? 0 : cache.shape[0]),
+               " rows");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CheckWholeBlocks(const OpErrors& err, const Value& w, int64_t row) {
   const DTypeInfo& info = GetDTypeInfo(w.dtype);
   if (row % info.block_size != 0) {
@@ -187,6 +214,11 @@ absl::StatusOr<OpKind> OpKindFromName(std::string_view name) {
 }
 
 bool IsValidOpKind(int kind) { return kind >= 0 && kind < kNumOps; }
+
+bool IsPagedKv(OpKind kind, size_t num_inputs) {
+  return (kind == OpKind::kKvStore && num_inputs == 5) ||
+         (kind == OpKind::kAttention && num_inputs == 6);
+}
 
 const AttrSpec* FindAttrSpec(OpKind kind, std::string_view key) {
   const OpInfo& info = GetOpInfo(kind);
@@ -437,6 +469,11 @@ absl::StatusOr<Value> InferOpOutput(const Graph& g, OpKind kind, const std::vect
         return err("src ", Desc(src), " does not match the rows of cache ", Desc(cache));
       }
       if (auto s = CheckPositions(err, *in[2], src.shape[0], "src"); !s.ok()) return s;
+      if (n > 3) {
+        if (auto s = CheckPagedInputs(err, in, 3, src.shape[0], cache, attrs); !s.ok()) return s;
+      } else if (attrs.count("block_size") != 0) {
+        return err("block_size is an attribute of the paged variant (with seq_ids and block_table)");
+      }
       out.dtype = cache.dtype;
       out.shape = cache.shape;
       out.storage = Storage::kKvCache;
@@ -473,6 +510,11 @@ absl::StatusOr<Value> InferOpOutput(const Graph& g, OpKind kind, const std::vect
         return err("q has ", Dim(q.shape[1]), " heads, not a multiple of k's ", k.shape[1], " KV heads");
       }
       if (auto s = CheckPositions(err, *in[3], q.shape[0], "q"); !s.ok()) return s;
+      if (n > 4) {
+        if (auto s = CheckPagedInputs(err, in, 4, q.shape[0], k, attrs); !s.ok()) return s;
+      } else if (attrs.count("block_size") != 0) {
+        return err("block_size is an attribute of the paged variant (with seq_ids and block_table)");
+      }
       auto scale = FloatAttrChecked(err, attrs, "scale", true, 0);
       if (!scale.ok()) return scale.status();
       out.shape = q.shape;

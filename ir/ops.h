@@ -54,6 +54,16 @@ enum class OpKind : uint8_t {
   //     non-finite value stores d = NaN and codes 0 (it reads back as NaN).
   //   The output aliases the cache (Value::alias_of); later readers use
   //   the output so the order is explicit. positions[t] >= C is an error.
+  // Paged variant (continuous batching: several sequences per step, KV cache
+  //   in fixed-size blocks):
+  //   kv_store(src[T, KVH, hd], cache[NB*BS, KVH, hd], positions[T] i32,
+  //            seq_ids[T] i32, block_table[S, MB] i32) {block_size = BS}
+  //   The cache is a pool of NB blocks of BS rows; sequence s's position p
+  //   lives in row  block_table[s, p / BS] * BS + p % BS  (PagedRow below), and
+  //   token t belongs to sequence seq_ids[t] (a slot in [0, S)). Each row is
+  //   converted as above. seq_ids[t] outside [0, S), p / BS >= MB, or a block
+  //   id outside [0, NB) is an error (never an out-of-bounds write). Two tokens
+  //   of a step writing one row: the later token's value is stored.
   kKvStore,
   // attention(q[T, H, hd], k[C, KVH, hd], v[C, KVH, hd], positions[T] i32)
   //   {scale} -> [T, H, hd]. GQA: head h reads KV head h / (H / KVH).
@@ -61,6 +71,12 @@ enum class OpKind : uint8_t {
   //   out[t,h] = softmax_j(scale * q[t,h] . k[j,kvh]) weighted sum of v[j,kvh].
   //   k and v are each f32, f16 or q8_0 (they may differ; same shape) and are
   //   read as their dequantized values (q8_0: code * d, a float product).
+  // Paged variant: attention(q, k[NB*BS, KVH, hd], v, positions[T],
+  //   seq_ids[T], block_table[S, MB]) {scale, block_size = BS}: query t of
+  //   sequence s = seq_ids[t] attends that sequence's positions
+  //   0..positions[t], position p read from cache row PagedRow(s, p) (as
+  //   kv_store's paged variant). The same numbers as the contiguous op on
+  //   the rows gathered in position order. Errors as paged kv_store.
   kAttention,
   // last_row(x[T, D]) -> [1, D]: the last token's row (logits of the last
   //   position only, for generation).
@@ -188,6 +204,10 @@ struct OpInfo {
 
 
 const OpInfo& GetOpInfo(OpKind kind);
+
+// Whether a kv_store / attention op is the paged variant (seq_ids and a
+// block table among its inputs).
+bool IsPagedKv(OpKind kind, size_t num_inputs);
 inline std::string_view OpName(OpKind kind) { return GetOpInfo(kind).name; }
 absl::StatusOr<OpKind> OpKindFromName(std::string_view name);
 // Whether `kind` is the number of an OpKind (for decoders of untrusted data).

@@ -16,6 +16,9 @@ class CpuBackend : public Executor {
                                                int32_t pos0) override {
     return exec_->Step(tokens, pos0);
   }
+  absl::StatusOr<absl::Span<const float>> StepBatch(const BatchInputs& in) override {
+    return exec_->StepBatch(in);
+  }
   void Reset() override { exec_->Reset(); }
   std::string Describe() const override { return absl::StrCat("cpu (", threads_, " threads)"); }
 
@@ -25,6 +28,11 @@ class CpuBackend : public Executor {
 };
 
 }  // namespace
+
+absl::StatusOr<absl::Span<const float>> Executor::StepBatch(const BatchInputs&) {
+  return absl::UnimplementedError(
+      absl::StrCat("continuous batching (paged graphs) is not implemented by the backend ", Describe()));
+}
 
 absl::StatusOr<std::unique_ptr<Executor>> CreateCpuBackend(const ir::Graph& graph,
                                                            WeightResolver weights,

@@ -22,6 +22,10 @@ class Executor {
   // call. Same contract as CpuExecutor::Step.
   virtual absl::StatusOr<absl::Span<const float>> Step(absl::Span<const int32_t> tokens,
                                                        int32_t pos0) = 0;
+  // One step of a paged graph (continuous batching; runtime/cpu/executor.h
+  // BatchInputs): the logits of every token, [T, n_vocab], valid until the
+  // next call. Backends without paged graphs return Unimplemented.
+  virtual absl::StatusOr<absl::Span<const float>> StepBatch(const BatchInputs& in);
   // Forgets the KV cache (a new sequence).
   virtual void Reset() = 0;
   // One line for logs: the backend, its device and memory.

@@ -310,6 +310,22 @@ class Lowerer {
       return Error(absl::StrCat("LowerOptions.n_ctx ", opts_.n_ctx, " is out of range [0, ",
                                 kMaxDim, "]"));
     }
+    if (opts_.n_seq < 0 || opts_.n_seq > 4096) {
+      return Error(absl::StrCat("LowerOptions.n_seq ", opts_.n_seq, " is out of range [0, 4096]"));
+    }
+    if (opts_.n_seq > 0) {
+      if (opts_.block_size <= 0 || opts_.block_size > 4096) {
+        return Error(absl::StrCat("LowerOptions.block_size ", opts_.block_size,
+                                  " is out of range [1, 4096]"));
+      }
+      // The KV budget in whole blocks.
+      n_ctx_ = (n_ctx_ + opts_.block_size - 1) / opts_.block_size * opts_.block_size;
+      if (n_ctx_ > kMaxDim) {
+        return Error(absl::StrCat("LowerOptions.n_ctx ", n_ctx_, " is out of range"));
+      }
+      const int64_t per_seq = std::min(n_ctx_, std::max<int64_t>(hp_.n_ctx_train, 1));
+      max_blocks_ = (per_seq + opts_.block_size - 1) / opts_.block_size;
+    }
     for (const auto& [name, t] : {std::pair{"cache_type_k", opts_.cache_type_k},
                                   std::pair{"cache_type_v", opts_.cache_type_v}}) {
       if (t != DType::kF16 && t != DType::kF32 && t != DType::kQ8_0) {
@@ -403,6 +419,8 @@ class Lowerer {
     const int64_t D = hp_.n_embd, H = hp_.n_head, KVH = hp_.n_head_kv, hd = hp_.head_dim;
     const bool qkv_bias = hp_.arch == "qwen2";
 
+    const bool paged = opts_.n_seq > 0;
+    const bool all_logits = opts_.all_logits || paged;
     g_.max_tokens = std::min(opts_.max_tokens, n_ctx_);
     Attrs& m = g_.meta;
     m["arch"] = hp_.arch;
@@ -420,10 +438,29 @@ class Lowerer {
     m["rope_freq_base"] = hp_.rope_freq_base;
     m["rope_freq_scale"] = hp_.rope_freq_scale;
     m["rms_eps"] = hp_.rms_eps;
-    m["all_logits"] = int64_t{opts_.all_logits ? 1 : 0};
+    m["all_logits"] = int64_t{all_logits ? 1 : 0};
 
     const ValueId tokens = g_.AddInput("tokens", DType::kI32, {kTokens});
     const ValueId positions = g_.AddInput("positions", DType::kI32, {kTokens});
+    ValueId seq_ids = -1, block_table = -1;
+    if (paged) {
+      m["paged"] = int64_t{1};
+      m["n_seq"] = opts_.n_seq;
+      m["block_size"] = opts_.block_size;
+      m["max_blocks"] = max_blocks_;
+      seq_ids = g_.AddInput("seq_ids", DType::kI32, {kTokens});
+      block_table = g_.AddInput("block_table", DType::kI32, {opts_.n_seq, max_blocks_});
+    }
+    // The paged variants' extra inputs and attribute (ir/ops.h).
+    auto paged_inputs = [&](std::vector<ValueId> in) {
+      if (paged) {
+        in.push_back(seq_ids);
+        in.push_back(block_table);
+      }
+      return in;
+    };
+    Attrs store_attrs;
+    if (paged) store_attrs["block_size"] = AttrValue(opts_.block_size);
 
     ValueId tok_embd, inp;
     ASSIGN_OR_RETURN(tok_embd, Weight("token_embd.weight", {D, hp_.n_vocab}, TensorRole::kMatrix));
@@ -438,7 +475,8 @@ class Lowerer {
                               {"n_rot", AttrValue(hp_.rope_dim)},
                               {"freq_base", AttrValue(hp_.rope_freq_base)},
                               {"freq_scale", AttrValue(hp_.rope_freq_scale)}};
-    const Attrs attn_attrs = {{"scale", AttrValue(1.0 / std::sqrt(static_cast<double>(hd)))}};
+    Attrs attn_attrs = {{"scale", AttrValue(1.0 / std::sqrt(static_cast<double>(hd)))}};
+    if (paged) attn_attrs["block_size"] = AttrValue(opts_.block_size);
 
     for (int64_t l = 0; l < hp_.n_layer; ++l) {
       const std::string L = absl::StrCat(".", l);
@@ -469,15 +507,17 @@ class Lowerer {
       const ValueId cache_k = g_.AddKvCache("cache_k" + L, opts_.cache_type_k, {n_ctx_, KVH, hd});
       const ValueId cache_v = g_.AddKvCache("cache_v" + L, opts_.cache_type_v, {n_ctx_, KVH, hd});
       ValueId kc, vc;
-      ASSIGN_OR_RETURN(kc, Op(OpKind::kKvStore, {k, cache_k, positions}, "k_cache" + L));
-      ASSIGN_OR_RETURN(vc, Op(OpKind::kKvStore, {v, cache_v, positions}, "v_cache" + L));
+      ASSIGN_OR_RETURN(kc, Op(OpKind::kKvStore, paged_inputs({k, cache_k, positions}),
+                              "k_cache" + L, store_attrs));
+      ASSIGN_OR_RETURN(vc, Op(OpKind::kKvStore, paged_inputs({v, cache_v, positions}),
+                              "v_cache" + L, store_attrs));
       // The stored cache shares the cache's storage (ir/ops.h, kv_store).
       if (g_.value(kc).alias_of < 0) g_.mutable_value(kc).alias_of = cache_k;
       if (g_.value(vc).alias_of < 0) g_.mutable_value(vc).alias_of = cache_v;
 
       ValueId attn;
-      ASSIGN_OR_RETURN(attn, Op(OpKind::kAttention, {q, kc, vc, positions}, "attn" + L,
-                                attn_attrs));
+      ASSIGN_OR_RETURN(attn, Op(OpKind::kAttention, paged_inputs({q, kc, vc, positions}),
+                                "attn" + L, attn_attrs));
       ASSIGN_OR_RETURN(attn, Op(OpKind::kReshape, {attn}, "attn_flat" + L,
                                 {{"shape", AttrValue(std::vector<int64_t>{kTokens, H * hd})}}));
       ASSIGN_OR_RETURN(attn, Linear(attn, blk + "attn_output", H * hd, D, "attn_out" + L,
@@ -497,7 +537,7 @@ class Lowerer {
 
     ValueId cur, out_w, logits;
     ASSIGN_OR_RETURN(cur, Norm(inp, "output_norm.weight", "result_norm"));
-    if (!opts_.all_logits) {
+    if (!all_logits) {
       ASSIGN_OR_RETURN(cur, Op(OpKind::kLastRow, {cur}, "result_last"));
     }
     // Tied embeddings: without output.weight the token embedding table is
@@ -526,6 +566,7 @@ class Lowerer {
   const LowerOptions& opts_;
   Hparams hp_;
   int64_t n_ctx_ = 0;
+  int64_t max_blocks_ = 0;  // paged: blocks per sequence
   Graph g_;
   std::set<std::string> used_;
 };

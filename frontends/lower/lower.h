@@ -28,6 +28,19 @@ struct LowerOptions {
   // true: logits for every token of a step ([T, vocab]); false: for the last
   // token only ([1, vocab]), which is what generation needs.
   bool all_logits = false;
+  // Continuous batching (n_seq > 0): the step takes tokens of up to n_seq
+  // sequences at once and the KV cache is paged. The graph gets two more
+  // inputs, "seq_ids" i32[T] (each token's sequence slot in [0, n_seq)) and
+  // "block_table" i32[n_seq, max_blocks] (each slot's cache blocks in
+  // position order); the caches are a pool of n_ctx / block_size blocks of
+  // block_size rows ([n_ctx, KVH, hd], n_ctx rounded up to whole blocks: the
+  // total KV budget of all sequences), written and read through the paged
+  // kv_store / attention variants (ir/ops.h). Logits are produced for every
+  // token ([T, n_vocab], all_logits implied): the rows of several sequences'
+  // last tokens are needed. max_blocks covers min(n_ctx, the model's training
+  // context) positions. Meta keys: paged (1), n_seq, block_size, max_blocks.
+  int64_t n_seq = 0;
+  int64_t block_size = 16;
 };
 
 // Builds the graph of one step. Graph inputs: "tokens" i32[T] and

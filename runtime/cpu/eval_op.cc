@@ -127,6 +127,10 @@ absl::Status EvalOp(const Graph& g, const Op& op, const std::vector<const uint8_
     case OpKind::kKvStore: {
       const Value& c = g.value(op.inputs[1]);
       const int64_t row = c.shape[1] * c.shape[2];
+      if (op.inputs.size() == 5) {
+        return PagedKvStore(F(0), E(op.inputs[0]) / row, row, I(2), PagedInputs(g, op, I(3), I(4)),
+                            c.dtype, outs[0].data(), c.shape[0]);
+      }
       return KvStore(F(0), E(op.inputs[0]) / row, row, I(2), c.dtype, outs[0].data(),
                           c.shape[0]);
     }
@@ -139,6 +143,11 @@ absl::Status EvalOp(const Graph& g, const Op& op, const std::vector<const uint8_
       shape.T = E(op.inputs[0]) / (qs[1] * qs[2]);
       shape.n_head_kv = k.shape[1];
       shape.n_ctx = k.shape[0];
+      if (op.inputs.size() == 6) {
+        return PagedAttention(pool, F(0), in[1], in[2], k.dtype, g.value(op.inputs[2]).dtype, I(3),
+                              PagedInputs(g, op, I(4), I(5)), shape,
+                              static_cast<float>(NumberAttr(op, "scale", 1.0)), out);
+      }
       return Attention(pool, F(0), in[1], in[2], k.dtype, g.value(op.inputs[2]).dtype, I(3),
                        shape, static_cast<float>(NumberAttr(op, "scale", 1.0)), out);
     }
@@ -178,6 +187,19 @@ absl::Status EvalOp(const Graph& g, const Op& op, const std::vector<const uint8_
 }
 
 
+
+PagedKv PagedInputs(const ir::Graph& g, const ir::Op& op, const int32_t* seq_ids,
+                    const int32_t* block_table) {
+  const size_t table_at = op.kind == ir::OpKind::kKvStore ? 4 : 5;
+  const ir::Shape& ts = g.value(op.inputs[table_at]).shape;
+  PagedKv p;
+  p.seq_ids = seq_ids;
+  p.block_table = block_table;
+  p.n_seq = ts[0];
+  p.max_blocks = ts[1];
+  p.block_size = static_cast<int64_t>(NumberAttr(op, "block_size", 0));
+  return p;
+}
 
 std::vector<double> AsDoubles(DType dtype, const std::vector<uint8_t>& bytes) {
   std::vector<double> out;

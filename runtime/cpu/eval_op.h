@@ -12,12 +12,18 @@
 
 #include "absl/status/status.h"
 #include "ir/graph.h"
+#include "runtime/cpu/kernels.h"
 #include "runtime/cpu/thread_pool.h"
 
 namespace vibrant::cpu {
 
 absl::Status EvalOp(const ir::Graph& g, const ir::Op& op, const std::vector<const uint8_t*>& in,
                     std::vector<std::vector<uint8_t>>& outs, int64_t T, ThreadPool* pool);
+
+// The paged inputs of a paged kv_store / attention op (ir::IsPagedKv): its
+// block table's shape and block_size, with the given seq_ids and table data.
+PagedKv PagedInputs(const ir::Graph& g, const ir::Op& op, const int32_t* seq_ids,
+                    const int32_t* block_table);
 
 // The elements of a buffer of `dtype` as doubles (f16/bf16 decoded, q8a
 // dequantized, i32 converted), for comparisons.

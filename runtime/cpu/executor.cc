@@ -189,6 +189,31 @@ absl::Status CheckOp(const Graph& g, const Op& op, bool in_body) {
     if (!is(v, DType::kF32)) return err(absl::StrCat("input ", ValueDesc(g, v), " must be f32"));
     return absl::OkStatus();
   };
+  // The paged variant's seq_ids (i32, one per row of `rows_of`) and
+  // block_table (static i32[S, MB]) at inputs first, first + 1, and its
+  // block_size dividing the cache's rows.
+  auto check_paged = [&](size_t first, ValueId rows_of) -> absl::Status {
+    if (op.inputs.size() == first) return absl::OkStatus();
+    if (op.inputs.size() != first + 2) return err("a paged op takes seq_ids and block_table");
+    const ValueId seq = op.inputs[first], table = op.inputs[first + 1];
+    const Value& rv = g.value(rows_of);
+    const int64_t per_row = rv.shape.size() == 3 && !IsTokens(rv.shape[1]) && !IsTokens(rv.shape[2])
+                                ? rv.shape[1] * rv.shape[2] : -1;
+    if (per_row <= 0 || !is(seq, DType::kI32) || !same_count(rows_of, seq, per_row, 1)) {
+      return err("seq_ids must be i32 with one entry per token");
+    }
+    const Shape& ts = g.value(table).shape;
+    if (!is(table, DType::kI32) || ts.size() != 2 || ts[0] <= 0 || ts[1] <= 0) {
+      return err("block_table must be a static i32[S, MB]");
+    }
+    absl::StatusOr<double> bs = NumberAttr(op, "block_size", true, 0);
+    if (!bs.ok()) return bs.status();
+    const int64_t cache_rows = StaticDim(g, op.inputs[1], 0);
+    if (*bs < 1 || cache_rows <= 0 || cache_rows % static_cast<int64_t>(*bs) != 0) {
+      return err("block_size must divide the cache's rows");
+    }
+    return absl::OkStatus();
+  };
 #define VIBRANT_RETURN_IF_ERROR(expr)     \
   do {                                    \
     absl::Status _s = (expr);             \
@@ -317,8 +342,9 @@ absl::Status CheckOp(const Graph& g, const Op& op, bool in_body) {
       return absl::OkStatus();
     }
     case OpKind::kKvStore: {
-      VIBRANT_RETURN_IF_ERROR(n_in(3, 3));
+      VIBRANT_RETURN_IF_ERROR(n_in(3, 5));
       if (in_body) return err("not allowed in a fused body");
+      VIBRANT_RETURN_IF_ERROR(check_paged(3, op.inputs[0]));
       ValueId src = op.inputs[0], cache = op.inputs[1], pos = op.inputs[2];
       VIBRANT_RETURN_IF_ERROR(f32_in(src));
       if (!is(pos, DType::kI32)) return err("positions must be i32");
@@ -340,8 +366,9 @@ absl::Status CheckOp(const Graph& g, const Op& op, bool in_body) {
       return absl::OkStatus();
     }
     case OpKind::kAttention: {
-      VIBRANT_RETURN_IF_ERROR(n_in(4, 4));
+      VIBRANT_RETURN_IF_ERROR(n_in(4, 6));
       if (in_body) return err("not allowed in a fused body");
+      VIBRANT_RETURN_IF_ERROR(check_paged(4, op.inputs[0]));
       ValueId q = op.inputs[0], k = op.inputs[1], v = op.inputs[2], pos = op.inputs[3];
       VIBRANT_RETURN_IF_ERROR(f32_in(q));
       VIBRANT_RETURN_IF_ERROR(f32_out());
@@ -580,6 +607,7 @@ struct CpuExecutor::Impl {
   BoundGraph main;
   std::deque<BoundGraph> bodies;  // a deque: binding nested bodies keeps references valid
   ValueId tokens = -1, positions = -1, logits = -1;
+  ValueId seq_ids = -1, block_table = -1;  // paged graphs
   int64_t n_vocab = -1;  // -1: unchecked (no embedding reads the tokens)
   int64_t n_ctx = -1;    // -1: no KV cache
 
@@ -815,15 +843,25 @@ absl::Status CpuExecutor::Impl::Init(WeightResolver& weights) {
           return absl::InvalidArgumentError(
               absl::StrCat("CPU backend: input '", val.name, "' is produced by an op"));
         }
-        if (val.name != "tokens" && val.name != "positions") {
-          return absl::InvalidArgumentError(absl::StrCat(
-              "CPU backend: unknown graph input '", val.name, "' (expected tokens, positions)"));
+        if (val.name == "block_table") {
+          if (val.dtype != DType::kI32 || val.shape.size() != 2 || val.shape[0] <= 0 ||
+              val.shape[1] <= 0) {
+            return absl::InvalidArgumentError(absl::StrCat(
+                "CPU backend: input ", ValueDesc(g, v), " must be a static i32[S, MB]"));
+          }
+          block_table = v;
+          break;
+        }
+        if (val.name != "tokens" && val.name != "positions" && val.name != "seq_ids") {
+          return absl::InvalidArgumentError(
+              absl::StrCat("CPU backend: unknown graph input '", val.name,
+                           "' (expected tokens, positions, seq_ids, block_table)"));
         }
         if (val.dtype != DType::kI32 || val.shape != Shape{ir::kTokens}) {
           return absl::InvalidArgumentError(absl::StrCat("CPU backend: input ", ValueDesc(g, v),
                                                          " must be i32[T]"));
         }
-        (val.name == "tokens" ? tokens : positions) = v;
+        (val.name == "tokens" ? tokens : val.name == "positions" ? positions : seq_ids) = v;
         break;
       case Storage::kKvCache:
         // A kv_store result is the updated cache (a view of its declaration).
@@ -855,6 +893,21 @@ absl::Status CpuExecutor::Impl::Init(WeightResolver& weights) {
   }
   logits = *found_logits;
   if (tokens < 0) return absl::InvalidArgumentError("CPU backend: graph has no input 'tokens'");
+  if ((seq_ids < 0) != (block_table < 0)) {
+    return absl::InvalidArgumentError(
+        "CPU backend: a paged graph has both inputs seq_ids and block_table");
+  }
+  // Paged ops read exactly the graph's seq_ids and block_table.
+  for (const Op& op : g.ops()) {
+    const size_t first = op.kind == OpKind::kKvStore ? 3 : op.kind == OpKind::kAttention ? 4 : 0;
+    if (first == 0 || op.inputs.size() == first) continue;
+    if (op.inputs.size() != first + 2 || op.inputs[first] != seq_ids ||
+        op.inputs[first + 1] != block_table) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "CPU backend: paged ", std::string(ir::OpName(op.kind)), " -> ", ValueDesc(g, op.outputs[0]),
+          " must read the graph inputs seq_ids and block_table"));
+    }
+  }
 
   // Every op supported and well-formed.
   for (const Op& op : g.ops()) {
@@ -1059,6 +1112,11 @@ absl::Status CpuExecutor::Impl::RunOp(BoundGraph& b, int op_index, int64_t T) {
     case OpKind::kKvStore: {
       const Value& c = g.value(op.inputs[1]);
       const int64_t row = c.shape[1] * c.shape[2];
+      if (op.inputs.size() == 5) {
+        return cpu::PagedKvStore(F(op.inputs[0]), E(op.inputs[0]) / row, row, I(op.inputs[2]),
+                                 cpu::PagedInputs(g, op, I(op.inputs[3]), I(op.inputs[4])), c.dtype,
+                                 b.ptr[op.inputs[1]], c.shape[0]);
+      }
       return cpu::KvStore(F(op.inputs[0]), E(op.inputs[0]) / row, row, I(op.inputs[2]), c.dtype,
                           b.ptr[op.inputs[1]], c.shape[0]);
     }
@@ -1071,6 +1129,12 @@ absl::Status CpuExecutor::Impl::RunOp(BoundGraph& b, int op_index, int64_t T) {
       shape.T = E(op.inputs[0]) / (qs[1] * qs[2]);
       shape.n_head_kv = k.shape[1];
       shape.n_ctx = k.shape[0];
+      if (op.inputs.size() == 6) {
+        return cpu::PagedAttention(pool.get(), F(op.inputs[0]), b.ptr[op.inputs[1]],
+                                   b.ptr[op.inputs[2]], k.dtype, g.value(op.inputs[2]).dtype,
+                                   I(op.inputs[3]), cpu::PagedInputs(g, op, I(op.inputs[4]), I(op.inputs[5])),
+                                   shape, static_cast<float>(num("scale", 1.0)), F(out));
+      }
       return cpu::Attention(pool.get(), F(op.inputs[0]), b.ptr[op.inputs[1]], b.ptr[op.inputs[2]],
                             k.dtype, g.value(op.inputs[2]).dtype, I(op.inputs[3]), shape,
                             static_cast<float>(num("scale", 1.0)),
@@ -1129,6 +1193,10 @@ absl::StatusOr<std::unique_ptr<CpuExecutor>> CpuExecutor::Create(const ir::Graph
 absl::StatusOr<absl::Span<const float>> CpuExecutor::Step(absl::Span<const int32_t> tokens,
                                                          int32_t pos0) {
   Impl& m = *impl_;
+  if (m.block_table >= 0) {
+    return absl::FailedPreconditionError(
+        "Step: the graph is paged (continuous batching); run it with StepBatch");
+  }
   const int64_t T = static_cast<int64_t>(tokens.size());
   if (T < 1 || T > m.max_tokens) {
     return absl::InvalidArgumentError(
@@ -1154,6 +1222,51 @@ absl::StatusOr<absl::Span<const float>> CpuExecutor::Step(absl::Span<const int32
     int32_t* pos = reinterpret_cast<int32_t*>(m.main.ptr[m.positions]);
     for (int64_t t = 0; t < T; ++t) pos[t] = pos0 + static_cast<int32_t>(t);
   }
+  if (absl::Status s = m.Run(m.main, T); !s.ok()) return s;
+  return absl::Span<const float>(reinterpret_cast<const float*>(m.main.ptr[m.logits]),
+                                 ir::NumElements(m.graph.value(m.logits).shape, T));
+}
+
+bool CpuExecutor::paged() const { return impl_->block_table >= 0; }
+
+absl::StatusOr<absl::Span<const float>> CpuExecutor::StepBatch(const BatchInputs& in) {
+  Impl& m = *impl_;
+  if (m.block_table < 0 || m.seq_ids < 0) {
+    return absl::FailedPreconditionError(
+        "StepBatch: the graph is not paged (compile it with a sequence count, n_seq > 0)");
+  }
+  const int64_t T = static_cast<int64_t>(in.tokens.size());
+  if (T < 1 || T > m.max_tokens) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("StepBatch: ", T, " tokens; a step takes 1..", m.max_tokens, " (max_tokens)"));
+  }
+  if (in.positions.size() != in.tokens.size() || in.seq_ids.size() != in.tokens.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "StepBatch: ", T, " tokens but ", in.positions.size(), " positions and ",
+        in.seq_ids.size(), " sequence ids"));
+  }
+  const int64_t table_elems = ir::NumElements(m.graph.value(m.block_table).shape, 1);
+  if (static_cast<int64_t>(in.block_table.size()) != table_elems) {
+    return absl::InvalidArgumentError(absl::StrCat("StepBatch: the block table has ",
+                                                   in.block_table.size(), " entries, the graph's ",
+                                                   table_elems));
+  }
+  for (int64_t t = 0; t < T; ++t) {
+    if (in.tokens[t] < 0 || (m.n_vocab >= 0 && in.tokens[t] >= m.n_vocab)) {
+      return absl::InvalidArgumentError(absl::StrCat("StepBatch: token id ", in.tokens[t],
+                                                     " at index ", t,
+                                                     " is outside the vocabulary [0, ", m.n_vocab,
+                                                     ")"));
+    }
+    if (in.positions[t] < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("StepBatch: negative position ", in.positions[t], " at index ", t));
+    }
+  }
+  std::memcpy(m.main.ptr[m.tokens], in.tokens.data(), T * sizeof(int32_t));
+  if (m.positions >= 0) std::memcpy(m.main.ptr[m.positions], in.positions.data(), T * sizeof(int32_t));
+  std::memcpy(m.main.ptr[m.seq_ids], in.seq_ids.data(), T * sizeof(int32_t));
+  std::memcpy(m.main.ptr[m.block_table], in.block_table.data(), table_elems * sizeof(int32_t));
   if (absl::Status s = m.Run(m.main, T); !s.ok()) return s;
   return absl::Span<const float>(reinterpret_cast<const float*>(m.main.ptr[m.logits]),
                                  ir::NumElements(m.graph.value(m.logits).shape, T));

@@ -18,6 +18,17 @@ namespace vibrant {
 using WeightResolver =
     std::function<absl::StatusOr<absl::Span<const uint8_t>>(const std::string& source)>;
 
+// The inputs of one step of a paged (continuous-batching) graph
+// (LowerOptions::n_seq > 0): T tokens of several sequences, each with its
+// position and sequence slot, and the slots' block tables ([n_seq,
+// max_blocks] row-major, as the graph's block_table input).
+struct BatchInputs {
+  absl::Span<const int32_t> tokens;
+  absl::Span<const int32_t> positions;
+  absl::Span<const int32_t> seq_ids;
+  absl::Span<const int32_t> block_table;
+};
+
 struct CpuExecutorOptions {
   int threads = 0;  // 0 = hardware concurrency
 };
@@ -34,6 +45,14 @@ class CpuExecutor {
   // vocabulary or a position past the KV cache.
   absl::StatusOr<absl::Span<const float>> Step(absl::Span<const int32_t> tokens,
                                                int32_t pos0);
+  // A step of a paged graph (inputs seq_ids and block_table): returns the
+  // logits of every token ([T, n_vocab]). Fails cleanly on a wrong count, an
+  // id outside the vocabulary, a sequence slot outside [0, n_seq) or a block
+  // table whose rows do not cover a token's positions (the kernels check
+  // every block id). On a graph that is not paged: an error.
+  absl::StatusOr<absl::Span<const float>> StepBatch(const BatchInputs& in);
+  // Whether the graph is paged, and its block table's shape.
+  bool paged() const;
   // Forgets the KV cache contents (a new sequence).
   void Reset();
 

@@ -225,20 +225,48 @@ absl::Status Attention(ThreadPool* pool, const float* q, const void* k, const vo
   return Attention(pool, q, k, v, cache_dtype, cache_dtype, positions, shape, scale, out);
 }
 
-absl::Status Attention(ThreadPool* pool, const float* q, const void* k, const void* v,
-                       DType k_dtype, DType v_dtype, const int32_t* positions,
-                       const AttentionShape& shape, float scale, float* out) {
+absl::StatusOr<int64_t> PagedRow(const PagedKv& paged, int64_t seq, int64_t pos, int64_t n_rows) {
+  if (seq < 0 || seq >= paged.n_seq) {
+    return absl::OutOfRangeError(
+        absl::StrCat("sequence id ", seq, " is outside [0, ", paged.n_seq, ")"));
+  }
+  if (pos < 0 || paged.block_size <= 0 || pos / paged.block_size >= paged.max_blocks) {
+    return absl::OutOfRangeError(absl::StrCat("position ", pos, " of sequence ", seq,
+                                              " is outside its block table (", paged.max_blocks,
+                                              " blocks of ", paged.block_size, ")"));
+  }
+  const int64_t block = paged.block_table[seq * paged.max_blocks + pos / paged.block_size];
+  if (block < 0 || (block + 1) * paged.block_size > n_rows) {
+    return absl::OutOfRangeError(absl::StrCat("sequence ", seq, " position ", pos, ": block ",
+                                              block, " is outside the cache's ",
+                                              n_rows / paged.block_size, " blocks"));
+  }
+  return block * paged.block_size + pos % paged.block_size;
+}
+
+absl::Status PagedKvStore(const float* src, int64_t T, int64_t row, const int32_t* positions,
+                          const PagedKv& paged, DType cache_dtype, void* cache, int64_t n_rows) {
+  if (absl::Status s = CheckCacheDtype(cache_dtype, row); !s.ok()) return s;
+  std::vector<int32_t> rows(T);
+  for (int64_t t = 0; t < T; ++t) {
+    absl::StatusOr<int64_t> r = PagedRow(paged, paged.seq_ids[t], positions[t], n_rows);
+    if (!r.ok()) {
+      return absl::OutOfRangeError(absl::StrCat("kv_store: token ", t, ": ", r.status().message()));
+    }
+    rows[t] = static_cast<int32_t>(*r);
+  }
+  return KvStore(src, T, row, rows.data(), cache_dtype, cache, n_rows);
+}
+
+namespace {
+
+// Attention over rows given per (token, position): row_of(t, j) is the cache
+// row of query t's position j (the contiguous op: j; paged: PagedRow).
+template <typename RowOf>
+void AttentionRows(ThreadPool* pool, const float* q, const void* k, const void* v, DType k_dtype,
+                   DType v_dtype, const int32_t* positions, const AttentionShape& shape,
+                   float scale, float* out, const RowOf& row_of) {
   const int64_t H = shape.n_head, KVH = shape.n_head_kv, hd = shape.head_dim;
-  if (absl::Status s = CheckCacheDtype(k_dtype, hd); !s.ok()) return s;
-  if (absl::Status s = CheckCacheDtype(v_dtype, hd); !s.ok()) return s;
-  if (KVH <= 0 || H % KVH != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("attention: ", H,
-                                                   " heads are not a multiple of ", KVH,
-                                                   " KV heads"));
-  }
-  if (absl::Status s = CheckPositions(positions, shape.T, shape.n_ctx, "attention"); !s.ok()) {
-    return s;
-  }
   const int64_t group = H / KVH;
   // Bytes of one head row (hd elements) of each cache; DTypeBytes cannot fail
   // for the types and head sizes checked above.
@@ -258,7 +286,7 @@ absl::Status Attention(ThreadPool* pool, const float* q, const void* k, const vo
       vf.resize(n * hd);
       e.resize(n);
       for (int64_t j = 0; j < n; ++j) {
-        const int64_t r = j * KVH + kvh;  // head row r of the cache
+        const int64_t r = row_of(t, j) * KVH + kvh;  // head row r of the cache
         // f16: exact widening; q8_0: code * d (float); f32: a copy. Cannot
         // fail for the types and sizes checked above.
         (void)Dequantize(k_dtype, kb + r * k_row, hd, kf.data() + j * hd);
@@ -292,8 +320,65 @@ absl::Status Attention(ThreadPool* pool, const float* q, const void* k, const vo
   } else {
     items(0, shape.T * KVH);
   }
+}
+
+absl::Status CheckAttention(DType k_dtype, DType v_dtype, const AttentionShape& shape) {
+  const int64_t H = shape.n_head, KVH = shape.n_head_kv, hd = shape.head_dim;
+  if (absl::Status s = CheckCacheDtype(k_dtype, hd); !s.ok()) return s;
+  if (absl::Status s = CheckCacheDtype(v_dtype, hd); !s.ok()) return s;
+  if (KVH <= 0 || H % KVH != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("attention: ", H,
+                                                   " heads are not a multiple of ", KVH,
+                                                   " KV heads"));
+  }
   return absl::OkStatus();
 }
+
+}  // namespace
+
+absl::Status Attention(ThreadPool* pool, const float* q, const void* k, const void* v,
+                       DType k_dtype, DType v_dtype, const int32_t* positions,
+                       const AttentionShape& shape, float scale, float* out) {
+  if (absl::Status s = CheckAttention(k_dtype, v_dtype, shape); !s.ok()) return s;
+  if (absl::Status s = CheckPositions(positions, shape.T, shape.n_ctx, "attention"); !s.ok()) {
+    return s;
+  }
+  AttentionRows(pool, q, k, v, k_dtype, v_dtype, positions, shape, scale, out,
+                [](int64_t, int64_t j) { return j; });
+  return absl::OkStatus();
+}
+
+absl::Status PagedAttention(ThreadPool* pool, const float* q, const void* k, const void* v,
+                            DType k_dtype, DType v_dtype, const int32_t* positions,
+                            const PagedKv& paged, const AttentionShape& shape, float scale,
+                            float* out) {
+  if (absl::Status s = CheckAttention(k_dtype, v_dtype, shape); !s.ok()) return s;
+  // Every row any query reads, checked (and looked up) before computing.
+  std::vector<int64_t> first(shape.T + 1, 0);
+  for (int64_t t = 0; t < shape.T; ++t) {
+    if (positions[t] < 0) {
+      return absl::OutOfRangeError(
+          absl::StrCat("attention: token ", t, ": negative position ", positions[t]));
+    }
+    first[t + 1] = first[t] + positions[t] + 1;
+  }
+  std::vector<int32_t> rows(first[shape.T]);
+  for (int64_t t = 0; t < shape.T; ++t) {
+    for (int64_t j = 0; j <= positions[t]; ++j) {
+      absl::StatusOr<int64_t> r = PagedRow(paged, paged.seq_ids[t], j, shape.n_ctx);
+      if (!r.ok()) {
+        return absl::OutOfRangeError(
+            absl::StrCat("attention: token ", t, ": ", r.status().message()));
+      }
+      rows[first[t] + j] = static_cast<int32_t>(*r);
+    }
+  }
+  AttentionRows(pool, q, k, v, k_dtype, v_dtype, positions, shape, scale, out,
+                [&](int64_t t, int64_t j) { return int64_t{rows[first[t] + j]}; });
+  return absl::OkStatus();
+}
+
+
 
 void LastRow(const float* x, int64_t T, int64_t D, float* out) {
   std::memmove(out, x + (T - 1) * D, D * sizeof(float));

@@ -83,6 +83,25 @@ absl::Status Rope(const float* x, int64_t T, int64_t H, int64_t hd, const int32_
 absl::Status KvStore(const float* src, int64_t T, int64_t row, const int32_t* positions,
                      DType cache_dtype, void* cache, int64_t n_ctx);
 
+// The paged variants' extra inputs (ir/ops.h): token t belongs to sequence
+// seq_ids[t] in [0, n_seq); sequence s's position p is cache row
+// block_table[s * max_blocks + p / block_size] * block_size + p % block_size.
+struct PagedKv {
+  const int32_t* seq_ids = nullptr;
+  const int32_t* block_table = nullptr;  // [n_seq, max_blocks]
+  int64_t n_seq = 0;
+  int64_t max_blocks = 0;
+  int64_t block_size = 0;
+};
+// The cache row of sequence `seq`'s position `pos` in a cache of n_rows rows;
+// an OutOfRange error naming the sequence, position or block when any of
+// them is outside its range.
+absl::StatusOr<int64_t> PagedRow(const PagedKv& paged, int64_t seq, int64_t pos, int64_t n_rows);
+// kv_store, paged: as KvStore with row PagedRow(seq_ids[t], positions[t]).
+// Every row is checked before anything is written.
+absl::Status PagedKvStore(const float* src, int64_t T, int64_t row, const int32_t* positions,
+                          const PagedKv& paged, DType cache_dtype, void* cache, int64_t n_rows);
+
 struct AttentionShape {
   int64_t T = 0;        // query rows
   int64_t n_head = 0;   // H
@@ -104,6 +123,13 @@ struct AttentionShape {
 absl::Status Attention(ThreadPool* pool, const float* q, const void* k, const void* v,
                        DType k_dtype, DType v_dtype, const int32_t* positions,
                        const AttentionShape& shape, float scale, float* out);
+// attention, paged: as above, query t reading sequence seq_ids[t]'s positions
+// 0..positions[t] from rows PagedRow (shape.n_ctx = the pool's rows). The
+// same float operations in the same order as the contiguous op.
+absl::Status PagedAttention(ThreadPool* pool, const float* q, const void* k, const void* v,
+                            DType k_dtype, DType v_dtype, const int32_t* positions,
+                            const PagedKv& paged, const AttentionShape& shape, float scale,
+                            float* out);
 // The same with one dtype for both caches.
 absl::Status Attention(ThreadPool* pool, const float* q, const void* k, const void* v,
                        DType cache_dtype, const int32_t* positions, const AttentionShape& shape,

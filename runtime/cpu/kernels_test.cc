@@ -537,3 +537,111 @@ TEST(AttentionHandTest, PositionZeroReturnsFirstValue) {
 
 }  // namespace
 }  // namespace vibrant::cpu
+
+namespace vibrant::cpu {
+namespace {
+
+// Paged kv_store + attention against the contiguous ops: two sequences whose
+// rows are scattered over a pool of blocks in an order unlike their
+// positions, each equal to a contiguous cache holding that sequence alone.
+TEST(PagedKvTest, ScatteredBlocksEqualContiguousCaches) {
+  const int64_t H = 4, KVH = 2, hd = 32, BS = 4, NB = 8, S = 2, MB = 3;
+  const int64_t row = KVH * hd;
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> u(-1.f, 1.f);
+  // Sequence 0 has 10 positions (blocks 5, 1, 6), sequence 1 has 7 (blocks 0, 7).
+  const std::vector<int32_t> table = {5, 1, 6, 0, 7, 0};
+  const int64_t len[2] = {10, 7};
+  for (DType t : {DType::kF32, DType::kF16, DType::kQ8_0}) {
+    SCOPED_TRACE(std::string(DTypeName(t)));
+    const int64_t row_bytes = DTypeBytes(t, row).value();
+    std::vector<uint8_t> kp(NB * BS * row_bytes), vp(NB * BS * row_bytes);
+    std::vector<std::vector<uint8_t>> kc(2), vc(2);
+    std::vector<std::vector<float>> ks(2), vs(2);
+    // Store every position of both sequences, interleaved in one call.
+    std::vector<float> src_k, src_v;
+    std::vector<int32_t> pos, seq;
+    for (int64_t p = 0; p < 10; ++p) {
+      for (int s = 0; s < 2; ++s) {
+        if (p >= len[s]) continue;
+        for (int64_t i = 0; i < row; ++i) {
+          ks[s].push_back(u(rng));
+          vs[s].push_back(u(rng));
+        }
+        src_k.insert(src_k.end(), ks[s].end() - row, ks[s].end());
+        src_v.insert(src_v.end(), vs[s].end() - row, vs[s].end());
+        pos.push_back(static_cast<int32_t>(p));
+        seq.push_back(s);
+      }
+    }
+    PagedKv paged{seq.data(), table.data(), S, MB, BS};
+    const int64_t T = static_cast<int64_t>(pos.size());
+    ASSERT_TRUE(PagedKvStore(src_k.data(), T, row, pos.data(), paged, t, kp.data(), NB * BS).ok());
+    ASSERT_TRUE(PagedKvStore(src_v.data(), T, row, pos.data(), paged, t, vp.data(), NB * BS).ok());
+    for (int s = 0; s < 2; ++s) {
+      kc[s].resize(len[s] * row_bytes);
+      vc[s].resize(len[s] * row_bytes);
+      std::vector<int32_t> p(len[s]);
+      for (int64_t i = 0; i < len[s]; ++i) p[i] = static_cast<int32_t>(i);
+      ASSERT_TRUE(KvStore(ks[s].data(), len[s], row, p.data(), t, kc[s].data(), len[s]).ok());
+      ASSERT_TRUE(KvStore(vs[s].data(), len[s], row, p.data(), t, vc[s].data(), len[s]).ok());
+      // The pool's rows are the contiguous cache's bytes.
+      for (int64_t i = 0; i < len[s]; ++i) {
+        const int64_t r = table[s * MB + i / BS] * BS + i % BS;
+        ASSERT_EQ(0, std::memcmp(kp.data() + r * row_bytes, kc[s].data() + i * row_bytes, row_bytes))
+            << "seq " << s << " pos " << i;
+      }
+    }
+    // Queries: sequence 0 at positions 9 and 3, sequence 1 at 6 and 0.
+    const std::vector<int32_t> qpos = {9, 6, 3, 0}, qseq = {0, 1, 0, 1};
+    std::vector<float> q(4 * H * hd);
+    for (float& x : q) x = u(rng);
+    AttentionShape shape{4, H, KVH, hd, NB * BS};
+    std::vector<float> out(4 * H * hd);
+    PagedKv qp{qseq.data(), table.data(), S, MB, BS};
+    ThreadPool pool(2);
+    ASSERT_TRUE(PagedAttention(&pool, q.data(), kp.data(), vp.data(), t, t, qpos.data(), qp, shape,
+                               0.3f, out.data())
+                    .ok());
+    for (int i = 0; i < 4; ++i) {
+      const int s = qseq[i];
+      AttentionShape one{1, H, KVH, hd, len[s]};
+      std::vector<float> ref(H * hd);
+      ASSERT_TRUE(Attention(nullptr, q.data() + i * H * hd, kc[s].data(), vc[s].data(), t, t,
+                            &qpos[i], one, 0.3f, ref.data())
+                      .ok());
+      for (int64_t j = 0; j < H * hd; ++j) ASSERT_EQ(out[i * H * hd + j], ref[j]) << i << " " << j;
+    }
+  }
+}
+
+TEST(PagedKvTest, BadSequencesPositionsAndBlocksAreErrors) {
+  const int64_t BS = 4, NB = 2, row = 4;
+  const std::vector<int32_t> table = {1, -1};  // one sequence, block 1 then an invalid one
+  std::vector<float> src(2 * row, 1.f);
+  std::vector<float> cache(NB * BS * row, 0.f);
+  auto store = [&](std::vector<int32_t> pos, std::vector<int32_t> seq) {
+    PagedKv p{seq.data(), table.data(), 1, 2, BS};
+    return PagedKvStore(src.data(), static_cast<int64_t>(pos.size()), row, pos.data(), p,
+                        DType::kF32, cache.data(), NB * BS);
+  };
+  EXPECT_THAT(store({0}, {1}).message(), testing::HasSubstr("sequence id 1"));
+  EXPECT_THAT(store({8}, {0}).message(), testing::HasSubstr("outside its block table"));
+  // Position 4 is in the table's second entry, -1: no block; nothing written.
+  EXPECT_THAT(store({0, 4}, {0, 0}).message(), testing::HasSubstr("block -1"));
+  for (float x : cache) EXPECT_EQ(x, 0.f);
+  ASSERT_TRUE(store({0, 1}, {0, 0}).ok());
+  EXPECT_EQ(cache[1 * BS * row], 1.f);  // block 1, row 0
+  // Attention reading past the table's valid blocks fails the same way.
+  std::vector<float> q(row), out(row);
+  const std::vector<int32_t> qpos = {5}, qseq = {0};
+  PagedKv qp{qseq.data(), table.data(), 1, 2, BS};
+  AttentionShape shape{1, 1, 1, row, NB * BS};
+  EXPECT_THAT(PagedAttention(nullptr, q.data(), cache.data(), cache.data(), DType::kF32,
+                             DType::kF32, qpos.data(), qp, shape, 1.f, out.data())
+                  .message(),
+              testing::HasSubstr("block -1"));
+}
+
+}  // namespace
+}  // namespace vibrant::cpu
