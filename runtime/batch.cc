@@ -291,6 +291,10 @@ void BatchEngine::Preempt(Seq& s) {
 }
 
 void BatchEngine::Sample(Seq& s, const float* logits) {
+  if (s.req.n_predict >= 0 && s.n_generated >= s.req.n_predict) {  // n_predict 0
+    Finish(s, StopReason::kNPredict);
+    return;
+  }
   const absl::Span<const float> row(logits, shape_.n_vocab);
   absl::StatusOr<int32_t> id = s.sampler.Sample(row);
   if (!id.ok()) {
