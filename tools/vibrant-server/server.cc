@@ -273,14 +273,31 @@ void HttpServer::Routes() {
   });
 
   auto generate = [this](bool chat) {
-    return [this, chat](const httplib::Request& req, httplib::Response& res) {
+    // A content-reader handler: the body is read here with --max-body as its
+    // only limit (httplib's own read caps form-encoded bodies, which is what
+    // `curl -d` sends, at 8 KiB).
+    return [this, chat](const httplib::Request& req, httplib::Response& res,
+                        const httplib::ContentReader& reader) {
+      (void)req;
+      std::string body;
+      if (!reader([&](const char* data, size_t n) {
+            body.append(data, n);
+            return body.size() <= opts_.max_body_bytes;
+          }) ||
+          body.size() > opts_.max_body_bytes) {
+        ApiError e;
+        e.http = 413;
+        e.code = "payload_too_large";
+        e.message = "the request body is too large (--max-body)";
+        return SendError(res, e);
+      }
       const Clock::time_point arrived = Clock::now();
       const Clock::time_point deadline =
           arrived + std::chrono::duration_cast<Clock::duration>(
                         std::chrono::duration<double>(opts_.timeout_seconds));
       ParseLimits limits;
       limits.n_vocab = engine_->shape().n_vocab;
-      std::variant<ApiRequest, ApiError> parsed = ParseRequest(req.body, chat, limits);
+      std::variant<ApiRequest, ApiError> parsed = ParseRequest(body, chat, limits);
       if (auto* e = std::get_if<ApiError>(&parsed)) return SendError(res, *e);
       ApiRequest r = std::get<ApiRequest>(std::move(parsed));
 
