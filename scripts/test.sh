@@ -10,3 +10,5 @@ cmake --build build
 ctest --test-dir build --output-on-failure -j "$(nproc)"
 # A short fuzzing run of the GGUF reader (longer: FUZZ_SECONDS=600 .ci/fuzz.sh).
 if [ -f .ci/fuzz.sh ]; then FUZZ_SECONDS="${FUZZ_SECONDS:-30}" bash .ci/fuzz.sh; fi
+# vibrant-server's request parser, fuzzed briefly (longer: FUZZ_SECONDS=600 .ci/fuzz-server.sh).
+if [ -f .ci/fuzz-server.sh ]; then FUZZ_SECONDS="${FUZZ_SECONDS:-20}" bash .ci/fuzz-server.sh; fi
