@@ -473,3 +473,193 @@ TEST(AttentionEmulated, KvStoreQ8_0MatchesTheCpuBitForBit) {
 
 }  // namespace
 }  // namespace vibrant::codegen
+
+// ---- paged attention and kv_store (continuous batching) ----------------------------
+namespace vibrant::codegen {
+namespace {
+
+using simt::Dim3;
+
+using PagedFn = void (*)(const float*, const uint8_t*, const uint8_t*, const int*, const int*,
+                         const int*, float*, int, int, int, int, float, int, int, int, int);
+template <int K, int V, int HD>
+void Paged(const float* q, const uint8_t* k, const uint8_t* v, const int* pos, const int* seq,
+           const int* table, float* part, int T, int H, int KVH, int n_rows, float scale,
+           int n_split, int n_seq, int max_blocks, int block_size) {
+  attn_host::vb_attn_paged_impl<K, V, HD>(q, k, v, pos, seq, table, part, T, H, KVH, n_rows, scale,
+                                          n_split, n_seq, max_blocks, block_size);
+}
+
+struct PagedCase {
+  DType k = DType::kF16, v = DType::kF16;
+  int hd = 128, H = 16, KVH = 2;
+  int block_size = 16, n_blocks = 24, n_seq = 3, max_blocks = 6;
+  std::vector<int> table;  // n_seq * max_blocks; -1: unused
+  std::vector<int> seq, pos;  // per token
+  int sm_count = 4;
+};
+
+// The paged decode kernel and its combine on the emulator against
+// cpu::PagedAttention (and the same tolerance as the contiguous kernels).
+// Rows of blocks no sequence owns hold NaN: a read of another sequence's
+// or a free block would show.
+void CheckPaged(const PagedCase& c) {
+  SCOPED_TRACE(std::string(DTypeName(c.k)) + " hd=" + std::to_string(c.hd) + " H=" +
+               std::to_string(c.H) + " KVH=" + std::to_string(c.KVH) + " T=" +
+               std::to_string(c.pos.size()));
+  const int T = static_cast<int>(c.pos.size());
+  const int n_rows = c.n_blocks * c.block_size;
+  // Random rows everywhere, then NaN in every block no table entry names.
+  float kmax = 0, vmax = 0;
+  std::vector<uint8_t> k = MakeCache(c.k, n_rows, c.KVH, c.hd, n_rows, 21, &kmax);
+  std::vector<uint8_t> v = MakeCache(c.v, n_rows, c.KVH, c.hd, n_rows, 22, &vmax);
+  std::vector<bool> owned(c.n_blocks, false);
+  for (int b : c.table) {
+    if (b >= 0) owned[b] = true;
+  }
+  const std::vector<uint8_t> poison_k = MakeCache(c.k, c.block_size, c.KVH, c.hd, 0, 1, &kmax);
+  const std::vector<uint8_t> poison_v = MakeCache(c.v, c.block_size, c.KVH, c.hd, 0, 1, &vmax);
+  kmax = vmax = 1.0f;
+  for (int b = 0; b < c.n_blocks; ++b) {
+    if (owned[b]) continue;
+    std::memcpy(k.data() + b * poison_k.size(), poison_k.data(), poison_k.size());
+    std::memcpy(v.data() + b * poison_v.size(), poison_v.data(), poison_v.size());
+  }
+  std::mt19937 rng(23);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  std::vector<float> q(static_cast<size_t>(T) * c.H * c.hd);
+  for (float& f : q) f = dist(rng);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(c.hd));
+  std::vector<float> ref(q.size());
+  cpu::PagedKv pk{c.seq.data(), c.table.data(), c.n_seq, c.max_blocks, c.block_size};
+  cpu::AttentionShape shape{T, c.H, c.KVH, c.hd, n_rows};
+  ASSERT_TRUE(cpu::PagedAttention(nullptr, q.data(), k.data(), v.data(), c.k, c.v, c.pos.data(), pk,
+                                  shape, scale, ref.data())
+                  .ok());
+  PagedFn fn = nullptr;
+  if (c.k == DType::kF16 && c.v == DType::kF16 && c.hd == 128) fn = Paged<1, 1, 128>;
+  if (c.k == DType::kF16 && c.v == DType::kF16 && c.hd == 64) fn = Paged<1, 1, 64>;
+  if (c.k == DType::kQ8_0 && c.v == DType::kQ8_0 && c.hd == 128) fn = Paged<2, 2, 128>;
+  ASSERT_NE(fn, nullptr);
+  const AttnShape s{T, c.H, c.KVH, c.hd, n_rows, c.k, c.v};
+  absl::StatusOr<AttnPagedPlan> p =
+      PlanAttentionPaged(s, int64_t{c.max_blocks} * c.block_size, c.sm_count);
+  ASSERT_TRUE(p.ok()) << p.status();
+  std::vector<float> first;
+  for (uint32_t seed : {1u, 2u}) {
+    std::vector<float> part(p->partial_floats, std::numeric_limits<float>::quiet_NaN());
+    std::vector<float> out(q.size(), std::numeric_limits<float>::quiet_NaN());
+    const AttnLaunch& a = p->attn;
+    ASSERT_TRUE(simt::Launch(Dim3{a.grid[0], a.grid[1], a.grid[2]}, Dim3{a.block[0], 1, 1},
+                             [&] {
+                               fn(q.data(), k.data(), v.data(), c.pos.data(), c.seq.data(),
+                                  c.table.data(), part.data(), T, c.H, c.KVH, n_rows, scale,
+                                  p->n_split, c.n_seq, c.max_blocks, c.block_size);
+                             },
+                             seed)
+                    .ok());
+    const AttnLaunch& b = p->combine;
+    ASSERT_TRUE(simt::Launch(Dim3{b.grid[0], b.grid[1], b.grid[2]}, Dim3{b.block[0], 1, 1},
+                             [&] {
+                               attn_host::vb_attn_paged_combine(part.data(), c.pos.data(), out.data(),
+                                                                T, c.H, c.hd,
+                                                                c.max_blocks * c.block_size,
+                                                                p->n_split);
+                             },
+                             seed)
+                    .ok());
+    double err = 0;
+    int64_t bad = -1;
+    for (size_t i = 0; i < out.size(); ++i) {
+      const double e = std::fabs(static_cast<double>(out[i]) - ref[i]);
+      if (!(e <= err)) {
+        err = std::isnan(e) ? INFINITY : e;
+        bad = static_cast<int64_t>(i);
+      }
+    }
+    if (seed == 1) {
+      std::printf("[ MEASURED ] emulated paged decode %s hd=%d T=%d: max |out - cpu| = %.3g\n",
+                  std::string(DTypeName(c.k)).c_str(), c.hd, T, err);
+      EXPECT_LE(err, c.k == DType::kF16 ? 4e-3 : 8e-3)
+          << "worst element " << bad << ": " << out[bad] << " vs " << ref[bad];
+      first = out;
+    } else {
+      EXPECT_EQ(0, std::memcmp(first.data(), out.data(), out.size() * sizeof(float)))
+          << "the result depends on the thread schedule (a race)";
+    }
+  }
+}
+
+TEST(AttentionEmulated, PagedDecodeOfSeveralSequences) {
+  // Three sequences in scattered blocks of 16: sequence 0 holds 5 blocks
+  // (positions up to 79), 1 holds 1, 2 holds 3; a step with decode tokens of
+  // all three and a 3-token chunk of sequence 2, in mixed order.
+  PagedCase c;
+  c.table = {7, 2, 19, 11, 4, -1,  //
+             0, -1, -1, -1, -1, -1,  //
+             23, 5, 16, -1, -1, -1};
+  c.seq = {1, 0, 2, 2, 2, 0};
+  c.pos = {9, 79, 30, 31, 32, 16};
+  CheckPaged(c);
+  // G = 16 (one full row block), hd 64, blocks of 32 keys (two steps each).
+  PagedCase d;
+  d.hd = 64;
+  d.H = 16;
+  d.KVH = 1;
+  d.block_size = 32;
+  d.n_blocks = 6;
+  d.n_seq = 2;
+  d.max_blocks = 3;
+  d.table = {3, 0, 5, 1, -1, -1};
+  d.seq = {0, 1};
+  d.pos = {70, 31};
+  CheckPaged(d);
+  // q8_0 caches, G = 8 over blocks of 8 keys (a 16-key step spans two blocks).
+  PagedCase e;
+  e.k = e.v = DType::kQ8_0;
+  e.H = 8;
+  e.KVH = 1;
+  e.block_size = 8;
+  e.n_blocks = 12;
+  e.n_seq = 2;
+  e.max_blocks = 6;
+  e.table = {11, 3, 8, 0, 6, -1, 2, 9, -1, -1, -1, -1};
+  e.seq = {0, 1};
+  e.pos = {37, 12};
+  CheckPaged(e);
+}
+
+TEST(AttentionEmulated, PagedKvStoreMatchesTheCpuBitForBit) {
+  const int T = 4, row = 64, BS = 4, NB = 6, S = 2, MB = 3;
+  std::mt19937 rng(9);
+  std::uniform_real_distribution<float> dist(-3.0f, 3.0f);
+  std::vector<float> src(T * row);
+  for (float& f : src) f = dist(rng);
+  const std::vector<int> table = {4, 1, -1, 5, 0, 2};
+  const std::vector<int> seq = {0, 1, 1, 0}, pos = {5, 0, 9, 2};
+  for (DType t : {DType::kF16, DType::kF32, DType::kQ8_0}) {
+    SCOPED_TRACE(std::string(DTypeName(t)));
+    const int64_t bytes = *DTypeBytes(t, int64_t{NB} * BS * row);
+    std::vector<uint8_t> want(bytes, 0x55), got(bytes, 0x55);
+    cpu::PagedKv pk{seq.data(), table.data(), S, MB, BS};
+    ASSERT_TRUE(cpu::PagedKvStore(src.data(), T, row, pos.data(), pk, t, want.data(), NB * BS).ok());
+    ASSERT_TRUE(simt::Launch(Dim3{2, 1, 1}, Dim3{128, 1, 1}, [&] {
+                  if (t == DType::kF16) {
+                    attn_host::vb_kv_store_paged_f16(src.data(), pos.data(), seq.data(), table.data(),
+                                                     reinterpret_cast<attn_host::u16*>(got.data()), T,
+                                                     row, NB * BS, S, MB, BS);
+                  } else if (t == DType::kF32) {
+                    attn_host::vb_kv_store_paged_f32(src.data(), pos.data(), seq.data(), table.data(),
+                                                     reinterpret_cast<float*>(got.data()), T, row,
+                                                     NB * BS, S, MB, BS);
+                  } else {
+                    attn_host::vb_kv_store_paged_q8_0(src.data(), pos.data(), seq.data(), table.data(),
+                                                      got.data(), T, row, NB * BS, S, MB, BS);
+                  }
+                }).ok());
+    EXPECT_EQ(0, std::memcmp(want.data(), got.data(), bytes));
+  }
+}
+
+}  // namespace
+}  // namespace vibrant::codegen

@@ -70,7 +70,7 @@ std::vector<AttnConfig> EveryConfig() {
 TEST(NvrtcAttention, EveryConfigCompilesWithoutSpills) {
   const std::vector<AttnConfig> all = EveryConfig();
   const std::string src = WithGridDependency(PreludeSource() + KvStoreSource() +
-                                             AttentionMmaSource(all));
+                                             AttentionMmaSource(all, all));
   NvrtcOptions opts;
   opts.arch = "sm_90";
   opts.use_cache = false;
@@ -80,10 +80,13 @@ TEST(NvrtcAttention, EveryConfigCompilesWithoutSpills) {
   auto b = CompileCuda(src, "attention.cu", opts);
   ASSERT_TRUE(b.ok()) << b.status();
   const std::map<std::string, Resources> res = ParsePtxasLog(log);
-  std::vector<std::string> names = {kAttnDecodeCombineKernel, "vb_kv_store_q8_0"};
+  std::vector<std::string> names = {kAttnDecodeCombineKernel, kAttnPagedCombineKernel,
+                                    "vb_kv_store_q8_0", "vb_kv_store_paged_q8_0",
+                                    "vb_kv_store_paged_f16", "vb_kv_store_paged_f32"};
   for (const AttnConfig& c : all) {
     names.push_back(AttnDecodeKernelName(c));
     names.push_back(AttnPrefillKernelName(c));
+    names.push_back(AttnPagedKernelName(c));  // continuous batching (attention_paged.cc)
   }
   for (const std::string& n : names) {
     EXPECT_THAT(b->ptx, HasSubstr(".entry " + n + "(")) << n;

@@ -15,7 +15,8 @@ int main(int argc, char** argv) {
   }
   namespace cg = vibrant::codegen;
   const std::string src = "#define VB_ATTN_HOST_EMULATION 1\n" + cg::AttnCommonSource() +
-                          cg::AttnDecodeSource() + cg::AttnPrefillSource() + cg::KvStoreSource();
+                          cg::AttnDecodeSource() + cg::AttnPrefillSource() + cg::AttnPagedSource() +
+                          cg::KvStoreSource();
   FILE* f = std::fopen(argv[1], "wb");
   if (f == nullptr || std::fwrite(src.data(), 1, src.size(), f) != src.size() ||
       std::fclose(f) != 0) {

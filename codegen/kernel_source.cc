@@ -18,11 +18,12 @@ void Collect(const Graph& g, KernelSet* set) {
   for (const Op& op : g.ops()) {
     if ((op.kind == OpKind::kMatMul || op.kind == OpKind::kMultiMatMul) && op.inputs.size() >= 2) {
       set->matmul_types.insert(g.value(op.inputs[1]).dtype);
-    } else if (op.kind == OpKind::kAttention && op.inputs.size() == 4) {
+    } else if (op.kind == OpKind::kAttention && (op.inputs.size() == 4 || op.inputs.size() == 6)) {
       const ir::Value& k = g.value(op.inputs[1]);
       const ir::Value& v = g.value(op.inputs[2]);
       if (k.shape.size() == 3 && AttnMmaSupports(k.dtype, v.dtype, k.shape[2]).ok()) {
-        set->attention.insert(AttnConfig{k.dtype, v.dtype, static_cast<int>(k.shape[2])});
+        (op.inputs.size() == 6 ? set->attention_paged : set->attention)
+            .insert(AttnConfig{k.dtype, v.dtype, static_cast<int>(k.shape[2])});
       }
     } else if (op.kind == OpKind::kEmbedding && !op.inputs.empty()) {
       set->embed_types.insert(g.value(op.inputs[0]).dtype);
@@ -65,7 +66,10 @@ KernelSet AllKernels() {
   // as q8_0 K + f16 V are instantiated when a graph has them; the attention
   // NVRTC test compiles every pair).
   for (DType t : {DType::kF32, DType::kF16, DType::kQ8_0}) {
-    for (int hd : {64, 128}) set.attention.insert(AttnConfig{t, t, hd});
+    for (int hd : {64, 128}) {
+      set.attention.insert(AttnConfig{t, t, hd});
+      set.attention_paged.insert(AttnConfig{t, t, hd});
+    }
   }
   return set;
 }
@@ -95,9 +99,11 @@ std::string ModuleSource(const KernelSet& set) {
   absl::StrAppend(&src, "// ---- rope\n", RopeSource());
   absl::StrAppend(&src, "// ---- kv_store\n", KvStoreSource());
   absl::StrAppend(&src, "// ---- attention\n", AttentionSource());
-  if (!set.attention.empty()) {
-    absl::StrAppend(&src, AttentionMmaSource(std::vector<AttnConfig>(set.attention.begin(),
-                                                                      set.attention.end())));
+  if (!set.attention.empty() || !set.attention_paged.empty()) {
+    absl::StrAppend(&src, AttentionMmaSource(
+                              std::vector<AttnConfig>(set.attention.begin(), set.attention.end()),
+                              std::vector<AttnConfig>(set.attention_paged.begin(),
+                                                      set.attention_paged.end())));
   }
   if (!set.fused.empty()) {
     absl::StrAppend(&src, "// ---- fused ops (one kernel per distinct body)\n");
@@ -142,8 +148,16 @@ absl::Status CheckCudaSupportsOp(const Graph& g, const Op& op) {
       return absl::OkStatus();
     }
     case OpKind::kAttention: {
-      if (op.inputs.size() != 4) return unsupported("takes 4 inputs");
+      if (op.inputs.size() != 4 && op.inputs.size() != 6) return unsupported("takes 4 or 6 inputs");
       const ir::Value& k = g.value(op.inputs[1]);
+      if (op.inputs.size() == 6) {
+        // Paged (continuous batching): the tensor-core kernel only.
+        if (k.shape.size() != 3) return unsupported("K must be [rows, KVH, hd]");
+        if (absl::Status s = AttnMmaSupports(k.dtype, dtype(2), k.shape[2]); !s.ok()) {
+          return unsupported(absl::StrCat("paged attention needs the tensor-core kernels: ", s.message()));
+        }
+        return absl::OkStatus();
+      }
       // The tensor-core kernels (attention_mma.h) read f32, f16 and q8_0 caches
       // (K and V of any two of them) at head_dim 64 or 128; the scalar ones
       // (vb_attn_split_*) K and V of one type, f16 or f32, any head size.
@@ -157,7 +171,7 @@ absl::Status CheckCudaSupportsOp(const Graph& g, const Op& op) {
       return absl::OkStatus();
     }
     case OpKind::kKvStore: {
-      if (op.inputs.size() != 3) return unsupported("takes 3 inputs");
+      if (op.inputs.size() != 3 && op.inputs.size() != 5) return unsupported("takes 3 or 5 inputs");
       const DType c = dtype(1);
       if (c != DType::kF16 && c != DType::kF32 && c != DType::kQ8_0) {
         return unsupported("cache must be f16, f32 or q8_0");

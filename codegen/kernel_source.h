@@ -26,6 +26,9 @@ struct KernelSet {
   // decode and one prefill entry point per (K type, V type, head_dim) of the
   // graph's attention ops that they support.
   std::set<AttnConfig> attention;
+  // The paged decode kernel (attention_paged.cc) for the graph's paged
+  // attention ops (continuous batching).
+  std::set<AttnConfig> attention_paged;
   // Generated kernels of fused ops (GenerateFused), name -> source; equal
   // bodies share one entry.
   std::map<std::string, std::string> fused;

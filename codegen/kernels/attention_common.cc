@@ -57,14 +57,22 @@ std::string AttnTemplateArgs(const AttnConfig& c) {
   return absl::StrCat("<", TypeCode(c.k_type), ", ", TypeCode(c.v_type), ", ", c.head_dim, ">");
 }
 
-std::string AttentionMmaSource(const std::vector<AttnConfig>& configs) {
-  std::set<AttnConfig> set;
+std::string AttentionMmaSource(const std::vector<AttnConfig>& configs,
+                               const std::vector<AttnConfig>& paged) {
+  std::set<AttnConfig> set, paged_set;
   for (const AttnConfig& c : configs) {
     if (AttnMmaSupports(c.k_type, c.v_type, c.head_dim).ok()) set.insert(c);
+  }
+  for (const AttnConfig& c : paged) {
+    if (AttnMmaSupports(c.k_type, c.v_type, c.head_dim).ok()) paged_set.insert(c);
   }
   std::string s = AttnCommonSource();
   absl::StrAppend(&s, AttnDecodeSource(), AttnPrefillSource());
   for (const AttnConfig& c : set) absl::StrAppend(&s, AttnDecodeEntry(c), AttnPrefillEntry(c));
+  if (!paged_set.empty()) {
+    absl::StrAppend(&s, AttnPagedSource());
+    for (const AttnConfig& c : paged_set) absl::StrAppend(&s, AttnPagedEntry(c));
+  }
   return s;
 }
 

@@ -218,16 +218,15 @@ VB_INLINE void vb_attn_dec_impl(const float* __restrict__ q, const u8* __restric
 // key. Block (r = t * H + h, 32-dimension slice): every thread helps with the
 // split weights, then warp w adds the splits s = w (mod 4) for lane's
 // dimension (8 loads in flight), and the 4 warp sums are added in warp order.
-extern "C" __global__ void vb_attn_dec_combine(const float* __restrict__ part,
-                                               const int* __restrict__ pos,
-                                               float* __restrict__ out, int T, int H, int hd,
-                                               int n_ctx, int n_split) {
+// The combine of output row r (its body; the paged combine shares it).
+VB_INLINE void vb_attn_dec_combine_rows(const float* __restrict__ part, const int* __restrict__ pos,
+                                        float* __restrict__ out, int T, int H, int hd, int n_ctx,
+                                        int n_split, int r) {
   __shared__ float w_sh[VB_AD_MAX_SPLIT];
   __shared__ float red[32];
   __shared__ float acc_sh[4][32];
   int keys, steps, spw;
   const int used = vb_attn_dec_partition(pos, T, n_ctx, n_split, &keys, &steps, &spw);
-  const int r = blockIdx.x;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const i64 w = hd + 2;
   const float* pp = part + (i64)r * n_split * w;
@@ -256,6 +255,12 @@ extern "C" __global__ void vb_attn_dec_combine(const float* __restrict__ part,
     const float a = ((acc_sh[0][lane] + acc_sh[1][lane]) + acc_sh[2][lane]) + acc_sh[3][lane];
     out[(i64)r * hd + d] = L > 0.0f ? a / L : 0.0f;
   }
+}
+extern "C" __global__ void vb_attn_dec_combine(const float* __restrict__ part,
+                                               const int* __restrict__ pos,
+                                               float* __restrict__ out, int T, int H, int hd,
+                                               int n_ctx, int n_split) {
+  vb_attn_dec_combine_rows(part, pos, out, T, H, hd, n_ctx, n_split, blockIdx.x);
 }
 )CUDA";
 }

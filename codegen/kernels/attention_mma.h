@@ -67,7 +67,9 @@ inline constexpr char kAttnDecodeCombineKernel[] = "vb_attn_dec_combine";
 // kernel and one extern "C" entry point per config (deduplicated, sorted).
 // Needs PreludeSource before it. Empty configs give the helpers and the
 // combine only.
-std::string AttentionMmaSource(const std::vector<AttnConfig>& configs);
+// `paged` adds the paged decode kernel (attention_paged.cc) for those configs.
+std::string AttentionMmaSource(const std::vector<AttnConfig>& configs,
+                               const std::vector<AttnConfig>& paged = {});
 
 // Fixed parameters of the kernels (attention_decode.cc, attention_prefill.cc).
 inline constexpr int kAttnDecWarps = 4;         // warps per decode block
@@ -158,6 +160,30 @@ DecodePartition PartitionDecode(int max_pos, int n_ctx, int n_split);
 // keys over more of the GPU.
 absl::StatusOr<AttnLaunch> PlanAttentionPrefill(const AttnShape& s, int sm_count);
 
+// Paged attention (continuous batching; attention_paged.cc says what and
+// how): the decode kernel with one token per row block and each key's cache
+// row looked up in the sequence's block table, and its combine.
+//   attn:    (const float* q, const void* k, const void* v, const int* pos,
+//             const int* seq, const int* table, float* part, int T, int H,
+//             int KVH, int n_rows, float scale, int n_split, int n_seq,
+//             int max_blocks, int block_size)
+//   combine: (const float* part, const int* pos, float* out, int T, int H,
+//             int hd, int ctx, int n_split), ctx = max_blocks * block_size
+// Grids: attn (n_split, KVH, T * ceil(G / 16)), combine (T * H, ceil(hd /
+// 32)); partial floats T * H * n_split * (hd + 2). n_split: about two blocks
+// per multiprocessor at this T (AttnShape::n_ctx = the pool's rows).
+inline constexpr char kAttnPagedCombineKernel[] = "vb_attn_paged_combine";
+std::string AttnPagedKernelName(const AttnConfig& c);  // vb_attn_paged_<k>_<v>_hd<N>
+struct AttnPagedPlan {
+  AttnLaunch attn;
+  AttnLaunch combine;
+  int n_split = 1;
+  int row_blocks_per_token = 1;
+  int64_t partial_floats = 0;
+};
+absl::StatusOr<AttnPagedPlan> PlanAttentionPaged(const AttnShape& s, int64_t ctx_per_seq,
+                                                 int sm_count);
+
 // The pieces AttentionMmaSource assembles (one file each).
 std::string AttnCommonSource();                             // attention_common.cc
 std::string AttnDecodeSource();                             // attention_decode.cc
@@ -165,6 +191,8 @@ std::string AttnDecodeEntry(const AttnConfig& c);
 std::string AttnPrefillSource();                            // attention_prefill.cc
 std::string AttnPrefillEntry(const AttnConfig& c);
 std::string AttnTemplateArgs(const AttnConfig& c);          // "<VB_KV_F16, VB_KV_F16, 128>"
+std::string AttnPagedSource();                              // attention_paged.cc
+std::string AttnPagedEntry(const AttnConfig& c);
 
 // Which of the two a step of T tokens should use (a measured choice belongs
 // to the compiler's select-kernels; this is the default rule): decode for T

@@ -61,6 +61,73 @@ extern "C" __global__ void vb_kv_store_q8_0(const float* __restrict__ src, const
     out[2 + lane] = (u8)(signed char)(int)roundf(__fmul_rn(x, id));
   }
 }
+// Paged (continuous batching, ir/ops.h): token t's row is
+// table[seq[t] * max_blocks + pos[t] / block_size] * block_size + pos[t] %
+// block_size; a token whose sequence, block index or block id is out of range
+// is skipped (the runtime checks the table before a step).
+VB_INLINE i64 vb_kv_paged_row(const int* __restrict__ pos, const int* __restrict__ seq,
+                              const int* __restrict__ table, i64 t, int n_rows, int n_seq,
+                              int max_blocks, int block_size) {
+  const int p = pos[t], s = seq[t];
+  if (p < 0 || s < 0 || s >= n_seq || p / block_size >= max_blocks) return -1;
+  const int blk = table[(i64)s * max_blocks + p / block_size];
+  if (blk < 0 || (i64)blk * block_size >= n_rows) return -1;
+  return (i64)blk * block_size + p % block_size;
+}
+extern "C" __global__ void vb_kv_store_paged_f16(const float* __restrict__ src, const int* __restrict__ pos,
+                                                 const int* __restrict__ seq, const int* __restrict__ table,
+                                                 u16* cache, i64 T, int row, int n_rows, int n_seq,
+                                                 int max_blocks, int block_size) {
+  const i64 n = T * row;
+  for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {
+    const i64 t = i / row;
+    const i64 r = vb_kv_paged_row(pos, seq, table, t, n_rows, n_seq, max_blocks, block_size);
+    if (r < 0) continue;
+    cache[r * row + (i - t * row)] = vb_f2h(src[i]);
+  }
+}
+extern "C" __global__ void vb_kv_store_paged_f32(const float* __restrict__ src, const int* __restrict__ pos,
+                                                 const int* __restrict__ seq, const int* __restrict__ table,
+                                                 float* cache, i64 T, int row, int n_rows, int n_seq,
+                                                 int max_blocks, int block_size) {
+  const i64 n = T * row;
+  for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {
+    const i64 t = i / row;
+    const i64 r = vb_kv_paged_row(pos, seq, table, t, n_rows, n_seq, max_blocks, block_size);
+    if (r < 0) continue;
+    cache[r * row + (i - t * row)] = src[i];
+  }
+}
+// q8_0, paged: as vb_kv_store_q8_0 with the row looked up.
+extern "C" __global__ void vb_kv_store_paged_q8_0(const float* __restrict__ src, const int* __restrict__ pos,
+                                                  const int* __restrict__ seq, const int* __restrict__ table,
+                                                  u8* cache, i64 T, int row, int n_rows, int n_seq,
+                                                  int max_blocks, int block_size) {
+  const int nb = row >> 5;
+  const int lane = threadIdx.x & 31;
+  const i64 n = T * nb;
+  const i64 warps = ((i64)gridDim.x * blockDim.x) >> 5;
+  for (i64 b = ((i64)blockIdx.x * blockDim.x + threadIdx.x) >> 5; b < n; b += warps) {
+    const i64 t = b / nb;
+    const int blk = (int)(b - t * nb);
+    const i64 r = vb_kv_paged_row(pos, seq, table, t, n_rows, n_seq, max_blocks, block_size);
+    if (r < 0) continue;  // uniform over the warp
+    const float x = src[t * row + 32 * blk + lane];
+    u8* out = cache + (r * nb + blk) * 34;
+    if (!__all_sync(0xffffffffu, fabsf(x) <= 3.402823466e38f)) {
+      if (lane == 0) *(u16*)out = (u16)0x7e00;
+      out[2 + lane] = 0;
+      continue;
+    }
+    float amax = fabsf(x);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+    const float d = amax / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    if (lane == 0) *(u16*)out = vb_f2h(d);
+    out[2 + lane] = (u8)(signed char)(int)roundf(__fmul_rn(x, id));
+  }
+}
 )CUDA";
 }
 
