@@ -188,6 +188,7 @@ class Lowering {
   absl::Status Attention();
   absl::Status FlashDecode();
   absl::Status FlashPrefill();
+  absl::Status PagedAttention();
 
   Env& env_;
   const Graph& g_;
@@ -416,6 +417,41 @@ absl::Status Lowering::FlashDecode() {
   return absl::OkStatus();
 }
 
+// Paged attention (continuous batching; attention_paged.cc): a block per
+// (split, KV head, token and group of 16 heads), then the per-row combine.
+absl::Status Lowering::PagedAttention() {
+  const Shape& qs = g_.value(op_.inputs[0]).shape;
+  const Value& k = g_.value(op_.inputs[1]);
+  const Value& v = g_.value(op_.inputs[2]);
+  const Shape& ts = g_.value(op_.inputs[5]).shape;  // block_table [n_seq, max_blocks]
+  const int64_t H = qs[1], hd = qs[2], KVH = k.shape[1], n_rows = k.shape[0], G = H / KVH;
+  const int64_t bs = static_cast<int64_t>(NumberAttr(op_, "block_size", 0));
+  if (bs < 1 || ts.size() != 2) return Unsupported("paged attention without a block table");
+  const int64_t n_seq = ts[0], max_blocks = ts[1];
+  const TExpr rows = Div(ElemsRule(g_, op_.inputs[0]), H * hd);
+  const int64_t n_split = IntParam(v_, "n_split", 1);
+  if (n_split < 1 || n_split > kAttnDecMaxSplits) return Unsupported(absl::StrCat("n_split ", n_split));
+  const int64_t rb = (G + kAttnDecRows - 1) / kAttnDecRows;
+  const AttnConfig cfg{k.dtype, v.dtype, static_cast<int>(hd)};
+  const BufRef part = env_.Scratch(0, Mul(rows, H * n_split * (hd + 2) * 4));
+  Launch& a = Kernel(AttnPagedKernelName(cfg), TExpr::Const(n_split), kAttnDecWarps * 32,
+                     TExpr::Const(KVH));
+  a.grid[2] = CeilDiv(Mul(rows, rb), 1, 1, 65535);
+  const float scale = static_cast<float>(NumberAttr(op_, "scale", 1.0));
+  a.args = {Arg::Ptr(V(op_.inputs[0])), Arg::Ptr(V(op_.inputs[1])), Arg::Ptr(V(op_.inputs[2])),
+            Arg::Ptr(V(op_.inputs[3])), Arg::Ptr(V(op_.inputs[4])), Arg::Ptr(V(op_.inputs[5])),
+            Arg::Ptr(part), Arg::I32(rows), Arg::I32(TExpr::Const(H)), Arg::I32(TExpr::Const(KVH)),
+            Arg::I32(TExpr::Const(n_rows)), Arg::F32(scale), Arg::I32(TExpr::Const(n_split)),
+            Arg::I32(TExpr::Const(n_seq)), Arg::I32(TExpr::Const(max_blocks)),
+            Arg::I32(TExpr::Const(bs))};
+  Launch& c = Kernel(kAttnPagedCombineKernel, CeilDiv(Mul(rows, H), 1), 128,
+                     TExpr::Const((hd + 31) / 32));
+  c.args = {Arg::Ptr(part), Arg::Ptr(V(op_.inputs[3])), Arg::Ptr(V(op_.outputs[0])), Arg::I32(rows),
+            Arg::I32(TExpr::Const(H)), Arg::I32(TExpr::Const(hd)),
+            Arg::I32(TExpr::Const(max_blocks * bs)), Arg::I32(TExpr::Const(n_split))};
+  return absl::OkStatus();
+}
+
 // Flash attention for prompts: blocks of 64 query rows of one KV head.
 absl::Status Lowering::FlashPrefill() {
   const Shape& qs = g_.value(op_.inputs[0]).shape;
@@ -445,6 +481,7 @@ absl::Status Lowering::Run() {
   if (n == "attention.split") return Attention();
   if (n == "attention.flash_decode") return FlashDecode();
   if (n == "attention.flash_prefill") return FlashPrefill();
+  if (n == "attention.paged") return PagedAttention();
   if (n == "embedding") {
     const Value& table = g_.value(op_.inputs[0]);
     const int64_t n_rows = table.shape[0], dim = table.shape[1];
@@ -502,6 +539,25 @@ absl::Status Lowering::Run() {
               Arg::I32(TExpr::Const(mode)),
               Arg::F32(theta_scale),
               Arg::F32(static_cast<float>(NumberAttr(op_, "freq_scale", 1.0)))};
+    return absl::OkStatus();
+  }
+  if (n == "kv_store" && op_.inputs.size() == 5) {  // paged (continuous batching)
+    const Value& c = g_.value(op_.inputs[1]);
+    const int64_t row = c.shape[1] * c.shape[2];
+    const TExpr elems = ElemsRule(g_, op_.inputs[0]);
+    const Shape& ts = g_.value(op_.inputs[4]).shape;
+    const int64_t bs = static_cast<int64_t>(NumberAttr(op_, "block_size", 0));
+    if (bs < 1 || ts.size() != 2) return Unsupported("paged kv_store without a block table");
+    const bool q8 = c.dtype == DType::kQ8_0;
+    Launch& l = Kernel(q8 ? "vb_kv_store_paged_q8_0"
+                          : c.dtype == DType::kF16 ? "vb_kv_store_paged_f16" : "vb_kv_store_paged_f32",
+                       q8 ? CeilDiv(Div(elems, 32), kKvStoreThreads / 32, 1, 8192)
+                          : GridFor(elems, kKvStoreThreads),
+                       kKvStoreThreads);
+    l.args = {Arg::Ptr(V(op_.inputs[0])), Arg::Ptr(V(op_.inputs[2])), Arg::Ptr(V(op_.inputs[3])),
+              Arg::Ptr(V(op_.inputs[4])), Arg::Ptr(V(op_.inputs[1])), Arg::I64(Div(elems, row)),
+              Arg::I32(TExpr::Const(row)), Arg::I32(TExpr::Const(c.shape[0])),
+              Arg::I32(TExpr::Const(ts[0])), Arg::I32(TExpr::Const(ts[1])), Arg::I32(TExpr::Const(bs))};
     return absl::OkStatus();
   }
   if (n == "kv_store") {
@@ -622,6 +678,36 @@ absl::StatusOr<std::vector<KernelVariant>> Variants(const Graph& g, int index, c
       const Value& k = g.value(op.inputs[1]);
       const Value& v = g.value(op.inputs[2]);
       const Shape& qs = g.value(op.inputs[0]).shape;
+      if (op.inputs.size() == 6) {
+        // Paged (continuous batching): the paged tensor-core kernel at every
+        // T, its split count by token range (about two blocks per
+        // multiprocessor at the range's smallest T; scratch stays small at
+        // the largest).
+        const Shape& ts = g.value(op.inputs[5]).shape;
+        const int64_t bs = static_cast<int64_t>(NumberAttr(op, "block_size", 0));
+        AttnShape shape;
+        shape.n_head = qs[1];
+        shape.n_head_kv = k.shape[1];
+        shape.head_dim = qs[2];
+        shape.n_ctx = k.shape[0];
+        shape.k_type = k.dtype;
+        shape.v_type = v.dtype;
+        std::vector<KernelVariant> out;
+        const int64_t starts[] = {1, 8, 64};
+        for (size_t r = 0; r < std::size(starts) && starts[r] <= max_t; ++r) {
+          shape.T = starts[r];
+          absl::StatusOr<AttnPagedPlan> plan =
+              PlanAttentionPaged(shape, ts.size() == 2 ? ts[1] * bs : 0, o.sm_count);
+          if (!plan.ok()) return plan.status();
+          KernelVariant kv;
+          kv.t_min = starts[r];
+          kv.t_max = r + 1 < std::size(starts) ? std::min(max_t, starts[r + 1] - 1) : max_t;
+          kv.name = "attention.paged";
+          kv.params["n_split"] = int64_t{plan->n_split};
+          out.push_back(kv);
+        }
+        return out;
+      }
       const bool scalar_reads = (k.dtype == DType::kF16 || k.dtype == DType::kF32) && v.dtype == k.dtype;
       if (AttnMmaSupports(k.dtype, v.dtype, qs[2]).ok() && (o.flash_attention || !scalar_reads)) {
         // Tensor-core flash decoding below kAttnPrefillMinTokens token rows
@@ -820,6 +906,28 @@ absl::StatusOr<dispatch::Table> LowerDispatch(const Graph& g, const CudaTargetOp
   if (!positions.ok()) return positions.status();
   t.tokens = *tokens;
   t.positions = *positions;
+  // Paged graphs: the sequence slots and the block table come in as the
+  // tokens do.
+  if (g.FindValue("block_table") >= 0) {
+    absl::StatusOr<BufRef> seq = device_side("seq_ids");
+    absl::StatusOr<BufRef> table = device_side("block_table");
+    if (!seq.ok()) return seq.status();
+    if (!table.ok()) return table.status();
+    const ir::Value& tv = g.value(g.FindValue("block_table"));
+    auto meta = [&](const char* key) {
+      auto it = g.meta.find(key);
+      const int64_t* v = it == g.meta.end() ? nullptr : std::get_if<int64_t>(&it->second);
+      return v == nullptr ? int64_t{0} : *v;
+    };
+    if (seq->region == Region::kNone || table->region == Region::kNone || tv.shape.size() != 2) {
+      return absl::InvalidArgumentError("LowerDispatch: a paged graph's seq_ids/block_table never reach the GPU");
+    }
+    t.seq_ids = *seq;
+    t.block_table = *table;
+    t.n_seq = tv.shape[0];
+    t.max_blocks = tv.shape[1];
+    t.block_size = meta("block_size");
+  }
   absl::StatusOr<ValueId> logits = ir::FindLogitsOutput(g);
   if (!logits.ok()) return logits.status();
   ValueId src = *logits;

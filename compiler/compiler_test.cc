@@ -12,6 +12,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "ir/serialize.h"
+#include "frontends/lower/lower.h"
 #include "passes/test_models.h"
 #include "runtime/dispatch.h"
 #include "runtime/plan.h"
@@ -82,7 +83,7 @@ TEST(CompilerCuda, TheTableRoundTripsAndEveryTruncationIsAnError) {
   std::string version = bytes;
   version[4] = 9;
   auto r = dispatch::Parse(Bytes(version), "plan.bin: section DISPATCH");
-  EXPECT_THAT(std::string(r.status().message()), HasSubstr("dispatch table format 9, this runtime reads 1: recompile"));
+  EXPECT_THAT(std::string(r.status().message()), HasSubstr("dispatch table format 9, this runtime reads 2: recompile"));
 }
 
 TEST(CompilerCuda, BuffersOutsideTheirRegionAreRejected) {
@@ -137,6 +138,62 @@ TEST(CompilerCuda, PlansWithoutADispatchTableAskToRecompile) {
   auto p = LoadProgram(**plan);
   ASSERT_FALSE(p.ok());
   EXPECT_THAT(std::string(p.status().message()), HasSubstr("a cuda plan without a DISPATCH section (recompile it"));
+}
+
+// Continuous batching (LowerOptions::n_seq): qwen2.5-3b's shapes (head 64 x
+// 2 = 128, G = 8) compiled for 8 sequences in KV blocks of 16. Every step size
+// runs the paged kv_store and attention kernels (none of the contiguous
+// ones), the table carries the paged inputs and their shape, and survives
+// the plan file.
+TEST(CompilerCuda, PagedGraphsRunThePagedKernels) {
+  LowerOptions lo;
+  lo.max_tokens = 64;
+  lo.n_ctx = 4096;
+  lo.n_seq = 8;
+  lo.block_size = 16;
+  auto g = LowerShapes(ShapesFromSpec(passes::test_models::Qwen25_3BSpec()), lo);
+  ASSERT_TRUE(g.ok()) << g.status();
+  CompileOptions o;
+  o.device = "cuda";
+  o.compile_kernels = false;
+  o.sm_count = 132;
+  auto c = CompileGraph(*std::move(g), o);
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_TRUE(c->dispatch_table.has_value());
+  const dispatch::Table& t = *c->dispatch_table;
+  EXPECT_EQ(t.n_seq, 8);
+  EXPECT_EQ(t.block_size, 16);
+  EXPECT_EQ(t.max_blocks, 4096 / 16);  // the context is below the model's 32768
+  EXPECT_EQ(t.n_ctx, 4096);
+  EXPECT_EQ(t.seq_ids.region, dispatch::Region::kArena);
+  EXPECT_EQ(t.block_table.region, dispatch::Region::kArena);
+  EXPECT_TRUE(dispatch::Validate(t, "t").ok());
+  for (int64_t T : {int64_t{1}, int64_t{7}, int64_t{8}, int64_t{63}, int64_t{64}}) {
+    int paged_attn = 0, paged_store = 0, combine = 0;
+    for (const dispatch::Launch* l : dispatch::LaunchesFor(t, T)) {
+      EXPECT_EQ(l->name.find("vb_attn_dec_"), std::string::npos) << l->name << " at T=" << T;
+      EXPECT_EQ(l->name.find("vb_attn_pre_"), std::string::npos) << l->name << " at T=" << T;
+      EXPECT_NE(l->name, "vb_kv_store_f16") << "T=" << T;
+      if (l->name == "vb_attn_paged_f16_f16_hd128") ++paged_attn;
+      if (l->name == "vb_attn_paged_combine") ++combine;
+      if (l->name == "vb_kv_store_paged_f16") ++paged_store;
+    }
+    EXPECT_EQ(paged_attn, 36) << "T=" << T;
+    EXPECT_EQ(combine, 36) << "T=" << T;
+    EXPECT_EQ(paged_store, 72) << "T=" << T;
+  }
+  const std::string bytes = dispatch::Serialize(t);
+  auto back = dispatch::Parse(Bytes(bytes), "t");
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->n_seq, 8);
+  EXPECT_EQ(back->block_table, t.block_table);
+  // Half of the paged I/O is an error, not a plan that reads past its table.
+  dispatch::Table half = t;
+  half.block_table = dispatch::BufRef();
+  EXPECT_THAT(std::string(dispatch::Validate(half, "t").message()), HasSubstr("seq_ids and block_table"));
+  dispatch::Table big = t;
+  big.n_seq = 1 << 20;
+  EXPECT_FALSE(dispatch::Validate(big, "t").ok());
 }
 
 }  // namespace

@@ -220,6 +220,11 @@ std::string Serialize(const Table& t) {
   w.I64(t.n_vocab);
   w.I64(t.graph_max_tokens);
   w.U8(t.pdl ? 1 : 0);
+  w.Buf(t.seq_ids);
+  w.Buf(t.block_table);
+  w.I64(t.n_seq);
+  w.I64(t.max_blocks);
+  w.I64(t.block_size);
   w.U32(static_cast<uint32_t>(t.values.size()));
   for (const BufRef& b : t.values) w.Buf(b);
   w.U32(static_cast<uint32_t>(t.launches.size()));
@@ -266,7 +271,7 @@ absl::StatusOr<Table> Parse(absl::Span<const uint8_t> bytes, const std::string& 
   }
   uint32_t version;
   VB_ASSIGN(version, r.U32());
-  if (version != kDispatchFormatVersion) {
+  if (version != kDispatchFormatVersion && version != 1) {
     return absl::FailedPreconditionError(absl::StrCat(
         where, ": dispatch table format ", version, ", this runtime reads ", kDispatchFormatVersion,
         ": recompile the plan with this Vibrant's vibrantc"));
@@ -298,6 +303,13 @@ absl::StatusOr<Table> Parse(absl::Span<const uint8_t> bytes, const std::string& 
   uint8_t pdl;
   VB_ASSIGN(pdl, r.U8());
   if (pdl > 1) return r.Error("invalid pdl flag");
+  if (version >= 2) {
+    VB_ASSIGN(t.seq_ids, r.Buf());
+    VB_ASSIGN(t.block_table, r.Buf());
+    VB_ASSIGN(t.n_seq, r.I64());
+    VB_ASSIGN(t.max_blocks, r.I64());
+    VB_ASSIGN(t.block_size, r.I64());
+  }
   t.pdl = pdl == 1;
   VB_ASSIGN(n, r.Count(81));
   t.values.resize(n);
@@ -416,6 +428,27 @@ absl::Status Validate(const Table& t, const std::string& where) {
     if (b->region != Region::kArena) return err(absl::StrCat(name, " must be an arena buffer"));
     if (absl::Status s = check_buf(*b, 1, t.max_tokens, name); !s.ok()) return s;
   }
+  // Paged I/O: both buffers or neither, with the table's shape.
+  const bool paged = t.seq_ids.region != Region::kNone || t.block_table.region != Region::kNone ||
+                     t.n_seq != 0 || t.max_blocks != 0 || t.block_size != 0;
+  if (paged) {
+    if (t.seq_ids.region != Region::kArena || t.block_table.region != Region::kArena) {
+      return err("seq_ids and block_table must both be arena buffers");
+    }
+    if (t.n_seq < 1 || t.n_seq > 65536 || t.max_blocks < 1 || t.max_blocks > (int64_t{1} << 24) ||
+        t.block_size < 1 || t.block_size > 65536 || t.n_ctx < t.block_size ||
+        t.n_seq * t.max_blocks > (int64_t{1} << 28)) {
+      return err(absl::StrCat("paged shape n_seq ", t.n_seq, ", max_blocks ", t.max_blocks,
+                              ", block_size ", t.block_size, ", n_ctx ", t.n_ctx));
+    }
+    if (absl::Status s = check_buf(t.seq_ids, 1, t.max_tokens, "seq_ids"); !s.ok()) return s;
+    if (absl::Status s = check_buf(t.block_table, 1, t.max_tokens, "block_table"); !s.ok()) return s;
+    for (int64_t T : {int64_t{1}, t.max_tokens}) {
+      if (t.seq_ids.extent.Eval(T) < 4 * T || t.block_table.extent.Eval(T) < 4 * t.n_seq * t.max_blocks) {
+        return err(absl::StrCat("seq_ids/block_table buffers too small at T=", T));
+      }
+    }
+  }
   if (!expr_ok(t.logits_elems)) return err("logits: invalid rule");
   for (int64_t T : {int64_t{1}, t.max_tokens}) {
     if (t.logits_elems.Eval(T) < 0 || t.logits_elems.Eval(T) * 4 > t.logits.extent.Eval(T)) {
@@ -521,6 +554,10 @@ std::string Describe(const Table& t) {
       t.launches.size(), t.kernels.size(), t.max_tokens, t.region_bytes[1], t.region_bytes[2],
       t.region_bytes[3], t.region_bytes[4], t.graph_max_tokens,
       t.pdl ? ", programmatic dependent launch" : "");
+  if (t.seq_ids.region != Region::kNone) {
+    absl::StrAppend(&out, "  paged: seq_ids ", BufText(t.seq_ids), ", block_table ", BufText(t.block_table),
+                    " (", t.n_seq, " x ", t.max_blocks, " blocks of ", t.block_size, ")\n");
+  }
   absl::StrAppend(&out, "  in: tokens ", BufText(t.tokens), ", positions ", BufText(t.positions),
                   "; out: logits ", BufText(t.logits), " (", ExprText(t.logits_elems), " floats)\n");
   for (size_t i = 0; i < t.launches.size(); ++i) {

@@ -25,7 +25,9 @@
 
 namespace vibrant::dispatch {
 
-inline constexpr uint32_t kDispatchFormatVersion = 1;
+// 2: the paged I/O (seq_ids, block_table) of continuous-batching plans. 1 is
+// still read (no paged I/O).
+inline constexpr uint32_t kDispatchFormatVersion = 2;
 
 // An integer rule in the token count T: clamp(ceil(a * T + b) / c), lo, hi)
 // with integer division rounding up (c > 0).
@@ -122,6 +124,12 @@ struct Table {
   int64_t max_tokens = 1;  // 1 <= T <= max_tokens
   int64_t n_ctx = 0;       // positions must be < n_ctx (0: no KV cache)
   int64_t n_vocab = 0;     // token ids must be < n_vocab
+  // Paged plans (continuous batching, LowerOptions::n_seq > 0): the runtime
+  // also writes T sequence slots (i32, < n_seq) to `seq_ids` and the block
+  // table (n_seq * max_blocks i32, block ids < n_ctx / block_size) to
+  // `block_table`; n_ctx is then the KV pool's rows. kNone / 0 otherwise.
+  BufRef seq_ids, block_table;
+  int64_t n_seq = 0, max_blocks = 0, block_size = 0;
   // Execution: steps of T <= graph_max_tokens are captured once as a CUDA
   // graph and replayed (0: never); programmatic dependent launch (sm_90+).
   int64_t graph_max_tokens = 1;

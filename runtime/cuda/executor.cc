@@ -1,6 +1,8 @@
 // CudaExecutor: a program's dispatch table on one GPU (runtime/cuda/executor.h).
 #include "runtime/cuda/executor.h"
 
+#include <algorithm>
+
 #include <cstdlib>
 #include <memory>
 #include <string>
@@ -148,8 +150,65 @@ absl::StatusOr<std::unique_ptr<CudaExecutor>> CudaExecutor::Create(const Program
   return std::unique_ptr<CudaExecutor>(new CudaExecutor(std::move(impl)));
 }
 
+absl::StatusOr<absl::Span<const float>> CudaExecutor::StepBatch(const BatchInputs& in) {
+  Impl& m = *impl_;
+  if (!m.pending.ok()) return m.pending;
+  const dispatch::Table& t = m.table;
+  if (t.seq_ids.region == dispatch::Region::kNone) {
+    return absl::FailedPreconditionError(
+        "StepBatch: the plan is not paged (compile it with a sequence count for continuous batching)");
+  }
+  const int64_t T = static_cast<int64_t>(in.tokens.size());
+  if (T < 1 || T > t.max_tokens) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("StepBatch: ", T, " tokens; a step takes 1..", t.max_tokens, " (max_tokens)"));
+  }
+  if (in.positions.size() != in.tokens.size() || in.seq_ids.size() != in.tokens.size() ||
+      static_cast<int64_t>(in.block_table.size()) != t.n_seq * t.max_blocks) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "StepBatch: ", T, " tokens, ", in.positions.size(), " positions, ", in.seq_ids.size(),
+        " sequence ids and a block table of ", in.block_table.size(), " entries (the plan's: ",
+        t.n_seq * t.max_blocks, ")"));
+  }
+  const int64_t n_blocks = t.n_ctx / t.block_size;
+  for (int64_t i = 0; i < T; ++i) {
+    if (in.tokens[i] < 0 || in.tokens[i] >= t.n_vocab) {
+      return absl::InvalidArgumentError(absl::StrCat("StepBatch: token id ", in.tokens[i], " at index ",
+                                                     i, " is outside the vocabulary [0, ", t.n_vocab, ")"));
+    }
+    const int64_t s = in.seq_ids[i], p = in.positions[i];
+    if (s < 0 || s >= t.n_seq) {
+      return absl::OutOfRangeError(absl::StrCat("StepBatch: sequence id ", s, " at index ", i,
+                                                " is outside [0, ", t.n_seq, ")"));
+    }
+    if (p < 0 || p / t.block_size >= t.max_blocks) {
+      return absl::OutOfRangeError(absl::StrCat("StepBatch: position ", p, " at index ", i,
+                                                " is outside a sequence's ", t.max_blocks, " blocks of ",
+                                                t.block_size));
+    }
+    for (int64_t b = 0; b <= p / t.block_size; ++b) {
+      const int32_t blk = in.block_table[s * t.max_blocks + b];
+      if (blk < 0 || blk >= n_blocks) {
+        return absl::OutOfRangeError(absl::StrCat("StepBatch: sequence ", s, " block ", b, " is ", blk,
+                                                  ", outside the cache's ", n_blocks, " blocks"));
+      }
+    }
+  }
+  int32_t* io = m.mem->io_host();
+  std::copy(in.tokens.begin(), in.tokens.end(), io);
+  std::copy(in.positions.begin(), in.positions.end(), io + t.max_tokens);
+  std::copy(in.seq_ids.begin(), in.seq_ids.end(), io + 2 * t.max_tokens);
+  std::copy(in.block_table.begin(), in.block_table.end(), io + 3 * t.max_tokens);
+  VB_RETURN_IF_ERROR(m.launcher->RunStep(T));
+  VB_CUDA(cudaStreamSynchronize(m.stream), "CUDA backend: step (set VIBRANT_CUDA_SYNC=1 to name the failing op)");
+  return absl::Span<const float>(m.mem->logits_host(), t.logits_elems.Eval(T));
+}
+
 absl::StatusOr<absl::Span<const float>> CudaExecutor::Step(absl::Span<const int32_t> tokens, int32_t pos0) {
   Impl& m = *impl_;
+  if (m.table.seq_ids.region != dispatch::Region::kNone) {
+    return absl::FailedPreconditionError("Step: the plan is paged (continuous batching); run it with StepBatch");
+  }
   VB_RETURN_IF_ERROR(m.CheckStep(tokens, pos0));
   const int64_t T = static_cast<int64_t>(tokens.size());
   m.FillIo(tokens, pos0);

@@ -67,6 +67,10 @@ class CudaExecutor : public Executor {
 
   absl::StatusOr<absl::Span<const float>> Step(absl::Span<const int32_t> tokens,
                                                int32_t pos0) override;
+  // A step of a paged plan (continuous batching): the inputs are checked
+  // (token ids, positions within a sequence's blocks, sequence slots, every
+  // block id a token reads) before anything runs.
+  absl::StatusOr<absl::Span<const float>> StepBatch(const BatchInputs& in) override;
   void Reset() override;
   std::string Describe() const override;
 

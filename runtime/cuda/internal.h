@@ -65,7 +65,9 @@ class DeviceMemory {
   // Host copies of the weights the GPU holds, by weights-region offset (for
   // --verify's CPU side), or null.
   const uint8_t* HostWeight(int64_t offset) const;
-  int32_t* io_host() const { return io_host_; }  // tokens [max_tokens], positions after
+  // The step inputs: tokens [max_tokens], positions [max_tokens], seq_ids
+  // [max_tokens], block table [n_seq * max_blocks] (the last two: paged plans).
+  int32_t* io_host() const { return io_host_; }
   float* logits_host() const { return logits_host_; }
 
  private:
@@ -89,6 +91,8 @@ class Launcher {
   // Every launch of a step of T tokens, in order (replaying a captured CUDA
   // graph when the table allows it for this T).
   absl::Status RunStep(int64_t T);
+  // The host-to-device copies of a step's inputs (in a capture or not).
+  absl::Status EnqueueInputs(int64_t T);
   int64_t enqueued() const { return enqueued_; }
   int64_t gemm_calls() const { return gemm_calls_; }
   bool graphs_used() const { return graph_note_.empty() && !sync_each_op_ && !profile_; }

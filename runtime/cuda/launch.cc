@@ -120,19 +120,32 @@ absl::Status Launcher::Enqueue(const Launch& l, int64_t T) {
                     absl::StrCat("CUDA backend: launching ", what));
 }
 
+absl::Status Launcher::EnqueueInputs(int64_t T) {
+  VB_CUDA(cudaMemcpyAsync(mem_.Address(table_.tokens, T), mem_.io_host(), T * sizeof(int32_t),
+                          cudaMemcpyHostToDevice, stream_),
+          "CUDA backend: input copy");
+  if (table_.positions.region != dispatch::Region::kNone) {
+    VB_CUDA(cudaMemcpyAsync(mem_.Address(table_.positions, T), mem_.io_host() + table_.max_tokens,
+                            T * sizeof(int32_t), cudaMemcpyHostToDevice, stream_),
+            "CUDA backend: input copy");
+  }
+  if (table_.seq_ids.region != dispatch::Region::kNone) {  // paged plans
+    VB_CUDA(cudaMemcpyAsync(mem_.Address(table_.seq_ids, T), mem_.io_host() + 2 * table_.max_tokens,
+                            T * sizeof(int32_t), cudaMemcpyHostToDevice, stream_),
+            "CUDA backend: input copy");
+    VB_CUDA(cudaMemcpyAsync(mem_.Address(table_.block_table, T), mem_.io_host() + 3 * table_.max_tokens,
+                            table_.n_seq * table_.max_blocks * sizeof(int32_t), cudaMemcpyHostToDevice,
+                            stream_),
+            "CUDA backend: input copy");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Launcher::Capture(int64_t T) {
   VB_CUDA(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal),
           "CUDA backend: beginning a CUDA graph capture");
   const int64_t before = enqueued_;
-  const dispatch::BufRef& tok = table_.tokens;
-  absl::Status s = CudaStatus(cudaMemcpyAsync(mem_.Address(tok, T), mem_.io_host(), T * sizeof(int32_t),
-                                              cudaMemcpyHostToDevice, stream_),
-                              "CUDA backend: input copy");
-  if (s.ok() && table_.positions.region != dispatch::Region::kNone) {
-    s = CudaStatus(cudaMemcpyAsync(mem_.Address(table_.positions, T), mem_.io_host() + table_.max_tokens,
-                                   T * sizeof(int32_t), cudaMemcpyHostToDevice, stream_),
-                   "CUDA backend: input copy");
-  }
+  absl::Status s = EnqueueInputs(T);
   for (const Launch* l : dispatch::LaunchesFor(table_, T)) {
     if (!s.ok()) break;
     s = Enqueue(*l, T);
@@ -171,14 +184,7 @@ absl::Status Launcher::RunStep(int64_t T) {
       return CudaStatus(cudaGraphLaunch(it->second, stream_), "CUDA backend: launching the CUDA graph");
     }
   }
-  VB_CUDA(cudaMemcpyAsync(mem_.Address(table_.tokens, T), mem_.io_host(), T * sizeof(int32_t),
-                          cudaMemcpyHostToDevice, stream_),
-          "CUDA backend: input copy");
-  if (table_.positions.region != dispatch::Region::kNone) {
-    VB_CUDA(cudaMemcpyAsync(mem_.Address(table_.positions, T), mem_.io_host() + table_.max_tokens,
-                            T * sizeof(int32_t), cudaMemcpyHostToDevice, stream_),
-            "CUDA backend: input copy");
-  }
+  VB_RETURN_IF_ERROR(EnqueueInputs(T));
   const std::vector<const Launch*> ls = dispatch::LaunchesFor(table_, T);
   if (profile_) {
     while (events_.size() < 2 * ls.size()) {

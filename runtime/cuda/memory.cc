@@ -62,9 +62,11 @@ absl::StatusOr<std::unique_ptr<DeviceMemory>> DeviceMemory::Allocate(const dispa
               absl::StrCat("CUDA backend: clearing the ", dispatch::RegionName(r)));
     }
   }
-  VB_CUDA(cudaMallocHost(reinterpret_cast<void**>(&m->io_host_), 2 * t.max_tokens * sizeof(int32_t)),
+  // tokens, positions, and for paged plans seq_ids and the block table.
+  const int64_t io = 3 * t.max_tokens + t.n_seq * t.max_blocks;
+  VB_CUDA(cudaMallocHost(reinterpret_cast<void**>(&m->io_host_), io * sizeof(int32_t)),
           "CUDA backend: pinned host memory for the step inputs");
-  std::memset(m->io_host_, 0, 2 * t.max_tokens * sizeof(int32_t));
+  std::memset(m->io_host_, 0, io * sizeof(int32_t));
   const int64_t logits = std::max<int64_t>(t.logits_elems.Eval(t.max_tokens), 1) * 4;
   VB_CUDA(cudaMallocHost(reinterpret_cast<void**>(&m->logits_host_), static_cast<size_t>(logits)),
           "CUDA backend: pinned host memory for the logits");
