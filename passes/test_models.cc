@@ -74,11 +74,11 @@ TransformerSpec TinyQwen2Spec() {
   return s;
 }
 
-absl::StatusOr<std::unique_ptr<TestModel>> TinyQwen2() {
-  const ModelShapes shapes = ShapesFromSpec(TinyQwen2Spec());
+absl::StatusOr<std::unique_ptr<TestModel>> Synthetic(const TransformerSpec& spec, uint32_t seed) {
+  const ModelShapes shapes = ShapesFromSpec(spec);
   GgufWriter w;
   for (const auto& [key, value] : shapes.metadata) w.AddMetadata(key, value);
-  std::mt19937 rng(20261125);
+  std::mt19937 rng(seed);
   for (const GgufTensorInfo& t : shapes.tensors) {
     int64_t n = 1;
     for (int64_t d : t.dims) n *= d;
@@ -93,14 +93,30 @@ absl::StatusOr<std::unique_ptr<TestModel>> TinyQwen2() {
   absl::StatusOr<std::string> bytes = w.Serialize();
   if (!bytes.ok()) return bytes.status();
   auto m = std::make_unique<TestModel>();
-  m->name = "tiny-qwen2";
+  m->name = spec.name;
   m->bytes = *std::move(bytes);
   absl::StatusOr<std::unique_ptr<GgufFile>> f = GgufFile::FromBuffer(
-      "tiny-qwen2.gguf",
+      m->name + ".gguf",
       absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(m->bytes.data()), m->bytes.size()));
   if (!f.ok()) return f.status();
   m->file = *std::move(f);
   return m;
+}
+
+absl::StatusOr<std::unique_ptr<TestModel>> TinyQwen2() { return Synthetic(TinyQwen2Spec(), 20261125); }
+
+TransformerSpec TinyLlamaHd64Spec() {
+  TransformerSpec s;
+  s.name = "tiny-llama-hd64";
+  s.n_layer = 2;
+  s.n_embd = 256;
+  s.n_head = 4;
+  s.n_head_kv = 2;
+  s.n_ff = 128;
+  s.n_vocab = 96;
+  s.n_ctx_train = 512;
+  s.matrix_type = DType::kF32;
+  return s;
 }
 
 std::vector<std::string> SharedModelPaths() {

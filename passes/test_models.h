@@ -34,6 +34,15 @@ absl::StatusOr<std::unique_ptr<TestModel>> Stories260K();
 TransformerSpec TinyQwen2Spec();
 absl::StatusOr<std::unique_ptr<TestModel>> TinyQwen2();
 
+// A GGUF built in memory from `spec` (f32 tensors: norm scales in [0.8, 1.2),
+// everything else in [-0.25, 0.25), drawn from `seed`; spec.matrix_type is
+// ignored).
+absl::StatusOr<std::unique_ptr<TestModel>> Synthetic(const TransformerSpec& spec, uint32_t seed);
+
+// A llama with head_dim 64 (the tensor-core attention kernels' smallest):
+// 2 layers, d 256, 4 heads / 2 KV heads, FFN 128, vocab 96, context 512.
+TransformerSpec TinyLlamaHd64Spec();
+
 // Qwen2.5-3B's shapes (bench/synth's qwen2.5-3b preset; 36 layers, d 2048,
 // 16 heads / 2 KV heads, FFN 11008, vocab 151936, tied embeddings, Q/K/V
 // biases, rope base 1e6, eps 1e-6) with q4_K matrices: lowered with
