@@ -20,7 +20,11 @@ constexpr int64_t kMaxTokensLimit = int64_t{1} << 31;
 
 absl::string_view A(std::string_view s) { return absl::string_view(s.data(), s.size()); }
 
-bool ValidDType(DType t) { return DTypeFromGgmlId(static_cast<uint32_t>(t)).ok(); }
+// A type of the table that Vibrant computes with (a plan naming iq2_xxs was
+// not made by this compiler: refused before any backend sees it).
+bool ValidDType(DType t) {
+  return DTypeFromGgmlId(static_cast<uint32_t>(t)).ok() && IsSupported(t);
+}
 bool ValidStorage(Storage s) { return static_cast<uint8_t>(s) <= static_cast<uint8_t>(Storage::kOutput); }
 bool ValidDevice(Device d) { return static_cast<uint8_t>(d) <= static_cast<uint8_t>(Device::kCuda); }
 
@@ -71,7 +75,10 @@ class Verifier {
       if (v.name.empty()) return ValueError(i, "empty name");
       auto [it, inserted] = names.emplace(v.name, i);
       if (!inserted) return ValueError(i, "duplicate name (also value ", it->second, ")");
-      if (!ValidDType(v.dtype)) return ValueError(i, "invalid dtype ", static_cast<uint32_t>(v.dtype));
+      if (!ValidDType(v.dtype)) {
+        return ValueError(i, "invalid dtype ", static_cast<uint32_t>(v.dtype), " (",
+                          A(GgmlTypeName(static_cast<uint32_t>(v.dtype))), ")");
+      }
       if (!ValidStorage(v.storage)) return ValueError(i, "invalid storage ", static_cast<int>(v.storage));
       if (!ValidDevice(v.device)) return ValueError(i, "invalid device ", static_cast<int>(v.device));
       const bool persistent = v.storage == Storage::kWeight || v.storage == Storage::kKvCache;

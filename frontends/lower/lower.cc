@@ -341,6 +341,9 @@ class Lowerer {
                                   std::string(info.name)));
       }
     } else {
+      if (absl::Status s = CheckSupported(t->type); !s.ok()) {
+        return absl::Status(s.code(), absl::StrCat(file_.path(), ": tensor ", name, ": ", s.message()));
+      }
       if (t->type == DType::kI8 || t->type == DType::kI16 || t->type == DType::kI32 ||
           t->type == DType::kQ8_K) {
         return Error(absl::StrCat("tensor ", name, ": type ", std::string(info.name),

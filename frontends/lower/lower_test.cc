@@ -682,6 +682,35 @@ TEST(LowerSyntheticTest, IntegerWeightMatrixIsAnError) {
               HasSubstr("m.gguf: tensor blk.1.attn_v.weight: type i32 is not supported"));
 }
 
+TEST(LowerSyntheticTest, UnsupportedQuantTypeIsANamedError) {
+  Spec s;
+  s.n_embd = 256;
+  TestGguf t;
+  FillModel(s, t);
+  t.Tensor("blk.1.ffn_up.weight", {256, 96}, DType::kIQ2_XXS);
+  std::unique_ptr<GgufFile> f;
+  absl::StatusOr<Graph> g = LowerSpec(t, f);
+  ASSERT_FALSE(g.ok());
+  EXPECT_EQ(g.status().code(), absl::StatusCode::kUnimplemented);
+  EXPECT_THAT(g.status().message(),
+              HasSubstr("m.gguf: tensor blk.1.ffn_up.weight: tensor type iq2_xxs (16) is not "
+                        "supported (supported: f32, f16, q4_0"));
+}
+
+TEST(LowerSyntheticTest, IQ4WeightsLower) {
+  Spec s;
+  s.n_embd = 256;
+  TestGguf t;
+  FillModel(s, t);
+  t.Tensor("blk.0.attn_q.weight", {256, 256}, DType::kIQ4_XS);
+  t.Tensor("blk.1.ffn_gate.weight", {256, 96}, DType::kIQ4_NL);
+  std::unique_ptr<GgufFile> f;
+  absl::StatusOr<Graph> g = LowerSpec(t, f);
+  ASSERT_TRUE(g.ok()) << g.status();
+  EXPECT_EQ(FindVal(*g, "blk.0.attn_q.weight")->dtype, DType::kIQ4_XS);
+  EXPECT_EQ(FindVal(*g, "blk.1.ffn_gate.weight")->dtype, DType::kIQ4_NL);
+}
+
 TEST(LowerSyntheticTest, UnusedTensorIsAnError) {
   TestGguf t;
   FillModel(Spec(), t);

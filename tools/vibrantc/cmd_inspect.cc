@@ -2,12 +2,17 @@
 //
 // Human-readable: file summary, metadata (key, type, value; long arrays
 // elided) and a tensor table (name, type, shape in ggml order, bytes, offset
-// in the data section). --json prints one object for machines, arrays in full:
+// in the data section), then the tensor types with their counts, naming those
+// Vibrant cannot run (any ggml type with a block layout is described, as
+// gguf-dump does; `vibrantc compile` refuses a model that uses an unsupported
+// one). --json prints one object for machines, arrays in full:
 //   {"file": ..., "version": 3, "alignment": 32, "data_offset": ...,
 //    "metadata": {key: value, ...},
-//    "tensors": [{"name", "type", "shape", "offset", "bytes"}, ...]}
+//    "tensors": [{"name", "type", "shape", "offset", "bytes"}, ...],
+//    "types": {"q4_K": 13, ...}, "unsupported_types": ["iq2_xxs", ...]}
 #include <charconv>
 #include <cstdio>
+#include <map>
 #include <cstdlib>
 #include <string>
 #include <vector>
@@ -74,6 +79,13 @@ Json ToJson(const GgufValue& v) {
   return Json();
 }
 
+// Tensor count per type, in type id order.
+std::map<DType, int> TypeCounts(const GgufFile& f) {
+  std::map<DType, int> n;
+  for (const GgufTensorInfo& t : f.tensors()) ++n[t.type];
+  return n;
+}
+
 std::string ShapeString(const std::vector<int64_t>& dims) {
   return absl::StrCat("[", absl::StrJoin(dims, ", "), "]");
 }
@@ -129,6 +141,19 @@ void PrintHuman(const GgufFile& f) {
                 static_cast<int>(bytes_w), static_cast<unsigned long long>(t.bytes),
                 static_cast<unsigned long long>(t.offset));
   }
+  std::vector<std::string> counts, unsupported;
+  for (const auto& [type, n] : TypeCounts(f)) {
+    counts.push_back(absl::StrCat(AV(DTypeName(type)), " ", n));
+    if (!IsSupported(type)) {
+      unsupported.push_back(absl::StrCat(AV(DTypeName(type)), " (", static_cast<uint32_t>(type),
+                                         ", ", n, n == 1 ? " tensor)" : " tensors)"));
+    }
+  }
+  std::printf("\ntypes: %s\n", absl::StrJoin(counts, ", ").c_str());
+  if (!unsupported.empty()) {
+    std::printf("not supported by Vibrant: %s (vibrantc compile refuses this file; supported: %s)\n",
+                absl::StrJoin(unsupported, ", ").c_str(), SupportedDTypeNames().c_str());
+  }
 }
 
 void PrintJson(const GgufFile& f) {
@@ -151,6 +176,14 @@ void PrintJson(const GgufFile& f) {
     tensors.push_back(std::move(jt));
   }
   out["tensors"] = std::move(tensors);
+  Json types = Json::object();
+  Json unsupported = Json::array();
+  for (const auto& [type, n] : TypeCounts(f)) {
+    types[std::string(DTypeName(type))] = n;
+    if (!IsSupported(type)) unsupported.push_back(std::string(DTypeName(type)));
+  }
+  out["types"] = std::move(types);
+  out["unsupported_types"] = std::move(unsupported);
   // Strings in GGUF files are not always valid UTF-8; replace bad bytes
   // with U+FFFD rather than failing.
   std::string text = out.dump(-1, ' ', false, Json::error_handler_t::replace);
