@@ -85,22 +85,64 @@ constexpr Tolerance kTolerances[] = {
     {"tiny-qwen2-q8_0",     0.14},   // 0.092
 };
 
+// ../shared/next: models of the `models` issue (new architectures and quant
+// types), same layout and JSON format. Only those listed here run: each is
+// added as its architecture or type lands, with its measured tolerance.
+constexpr Tolerance kNextTolerances[] = {
+    // model               tolerance   measured 2026-12 (max over 3 cases)
+    {"tiny-llama-iq4_nl",   0.13},   // 0.083  (llama.cpp: q8_0 activations)
+    {"tiny-llama-iq4_xs",   0.20},   // 0.130  (llama.cpp: q8_K activations)
+};
+
 double ToleranceFor(const std::string& model) {
   for (const Tolerance& t : kTolerances) {
+    if (model == t.model) return t.max_err;
+  }
+  for (const Tolerance& t : kNextTolerances) {
     if (model == t.model) return t.max_err;
   }
   return 0.05;
 }
 
-std::vector<std::string> ReferenceModels() {
-  std::vector<std::string> out;
-  fs::path dir = fs::path(kShared) / "reference";
+// A model of ../shared: its directory ("" or "next/") and name.
+struct SharedModel {
+  std::string dir;
+  std::string name;
+};
+
+std::vector<SharedModel> ModelsIn(const std::string& sub) {
+  std::vector<SharedModel> out;
+  fs::path dir = fs::path(kShared) / sub / "reference";
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) return out;
   for (const auto& e : fs::directory_iterator(dir)) {
-    if (e.path().extension() == ".json") out.push_back(e.path().stem().string());
+    if (e.path().extension() == ".json") out.push_back({sub, e.path().stem().string()});
   }
-  std::sort(out.begin(), out.end());
+  std::sort(out.begin(), out.end(),
+            [](const SharedModel& a, const SharedModel& b) { return a.name < b.name; });
+  return out;
+}
+
+std::vector<std::string> ReferenceModels() {
+  std::vector<std::string> out;
+  for (const SharedModel& m : ModelsIn("")) out.push_back(m.name);
+  return out;
+}
+
+bool NextLanded(const std::string& name) {
+  for (const Tolerance& t : kNextTolerances) {
+    if (name == t.model) return true;
+  }
+  return false;
+}
+
+// Every model of ../shared/reference, and those of ../shared/next/reference
+// whose architecture and types have landed.
+std::vector<SharedModel> ConformanceModels() {
+  std::vector<SharedModel> out = ModelsIn("");
+  for (const SharedModel& m : ModelsIn("next/")) {
+    if (NextLanded(m.name)) out.push_back(m);
+  }
   return out;
 }
 
@@ -154,12 +196,12 @@ absl::StatusOr<std::unique_ptr<CpuExecutor>> MakeExecutor(const GgufFile& file,
       });
 }
 
-class Conformance : public ::testing::TestWithParam<std::string> {};
+class Conformance : public ::testing::TestWithParam<SharedModel> {};
 
 TEST_P(Conformance, MatchesLlamaCpp) {
-  const std::string model = GetParam();
-  const std::string gguf_path = kShared + "/models/" + model + ".gguf";
-  std::ifstream in(kShared + "/reference/" + model + ".json");
+  const std::string model = GetParam().name;
+  const std::string gguf_path = kShared + "/" + GetParam().dir + "models/" + model + ".gguf";
+  std::ifstream in(kShared + "/" + GetParam().dir + "reference/" + model + ".json");
   ASSERT_TRUE(in) << "cannot read the reference for " << model;
   nlohmann::json ref = nlohmann::json::parse(in);
 
@@ -227,9 +269,9 @@ TEST_P(Conformance, MatchesLlamaCpp) {
 }
 
 INSTANTIATE_TEST_SUITE_P(SharedReference, Conformance,
-                         ::testing::ValuesIn(ReferenceModels()),
+                         ::testing::ValuesIn(ConformanceModels()),
                          [](const auto& info) {
-                           std::string n = info.param;
+                           std::string n = info.param.dir + info.param.name;
                            for (char& ch : n) if (!isalnum(static_cast<unsigned char>(ch))) ch = '_';
                            return n;
                          });
@@ -283,6 +325,18 @@ TEST(ConformanceData, SharedReferencePresent) {
     GTEST_SKIP() << "../shared/reference not found: llama.cpp conformance not run";
   }
   EXPECT_EQ(ReferenceModels().size(), 17u);
+}
+
+// Every model listed in kNextTolerances is present in ../shared/next (a
+// misspelt entry would silently test nothing).
+TEST(ConformanceData, LandedNextModelsPresent) {
+  const std::vector<SharedModel> next = ModelsIn("next/");
+  if (next.empty()) GTEST_SKIP() << "../shared/next/reference not found";
+  for (const Tolerance& t : kNextTolerances) {
+    EXPECT_TRUE(std::any_of(next.begin(), next.end(),
+                            [&](const SharedModel& m) { return m.name == t.model; }))
+        << t.model;
+  }
 }
 
 }  // namespace
