@@ -31,7 +31,7 @@ std::string PreludeSource();
 // which decodes elements 8g .. 8g+7 of a row of K elements (plain types:
 // elements at or past K read as 0; quantized rows are whole blocks).
 // Types: f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0, q2_K, q3_K, q4_K,
-// q5_K, q6_K, q8_K.
+// q5_K, q6_K, q8_K, iq4_nl, iq4_xs.
 std::string DecodersSource(const std::vector<DType>& types);
 // Whether the CUDA backend can read weights of type `t`.
 bool CudaSupportsWeightType(DType t);
@@ -63,7 +63,8 @@ std::string MatmulKernelName(DType t, int tokens_per_pass);
 //     ds, const float* bias or null, float* out, int K, int N, int T): TT = 1
 //     or 8 tokens per pass; grid (ceil(N / (kMatvecQ8Threads / 32)),
 //     ceil(T / TT)), block kMatvecQ8Threads; one warp per output row.
-// For the weight types where MatvecQ8Supports (q4_0, q4_1, q5_0, q5_1, q8_0, q4_K, q5_K, q6_K).
+// For the weight types where MatvecQ8Supports (q4_0, q4_1, q5_0, q5_1, q8_0, q4_K, q5_K, q6_K,
+// iq4_nl, iq4_xs).
 std::string MatvecQ8Source(const std::vector<DType>& types);
 // Only the per-type dot products (`struct Q8D_<tag>`) and their helpers, for
 // the host test that compiles them as C++.
