@@ -26,7 +26,8 @@ TEST(ModuleSource, AllKernelsHasEveryEntryPoint) {
   const std::string src = ModuleSource(AllKernels());
   for (DType t : {DType::kF32, DType::kF16, DType::kBF16, DType::kQ4_0, DType::kQ4_1,
                   DType::kQ5_0, DType::kQ5_1, DType::kQ8_0, DType::kQ2_K, DType::kQ3_K,
-                  DType::kQ4_K, DType::kQ5_K, DType::kQ6_K, DType::kQ8_K}) {
+                  DType::kQ4_K, DType::kQ5_K, DType::kQ6_K, DType::kQ8_K, DType::kIQ4_NL,
+                  DType::kIQ4_XS}) {
     EXPECT_TRUE(CudaSupportsWeightType(t)) << DTypeName(t);
     EXPECT_THAT(src, HasSubstr(MatmulKernelName(t, 1) + "("));
     EXPECT_THAT(src, HasSubstr(MatmulKernelName(t, 8) + "("));

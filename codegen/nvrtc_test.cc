@@ -61,6 +61,15 @@ TEST(Nvrtc, CompilesEveryKernelForSm90) {
       const std::string body = b->ptx.substr(at, end - at);
       EXPECT_EQ(body.find(".local"), std::string::npos) << k << " uses local memory";
     }
+    if (!MatvecQ8Supports(t)) continue;
+    for (const std::string& k : {MatvecQ8KernelName(t, 1), MatvecQ8KernelName(t, 8),
+                                 MatvecQ8MultiKernelName(t)}) {
+      const size_t at = b->ptx.find(".entry " + k + "(");
+      ASSERT_NE(at, std::string::npos) << k;
+      const size_t end = b->ptx.find("\n}\n", at);
+      const std::string body = b->ptx.substr(at, end - at);
+      EXPECT_EQ(body.find(".local"), std::string::npos) << k << " uses local memory";
+    }
   }
 }
 

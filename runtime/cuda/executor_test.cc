@@ -124,7 +124,7 @@ std::vector<int32_t> Ids(int n, int V, uint32_t seed) {
 const DType kWeightTypes[] = {DType::kF32,  DType::kF16,  DType::kBF16, DType::kQ4_0,
                               DType::kQ4_1, DType::kQ5_0, DType::kQ5_1, DType::kQ8_0,
                               DType::kQ2_K, DType::kQ3_K, DType::kQ4_K, DType::kQ5_K,
-                              DType::kQ6_K, DType::kQ8_K};
+                              DType::kQ6_K, DType::kQ8_K, DType::kIQ4_NL, DType::kIQ4_XS};
 
 bool Plain(DType t) { return !IsQuantized(t); }
 
@@ -311,7 +311,8 @@ TEST_P(CudaGemm, MatchesCpuInChunksWithAndWithoutBias) {
 
 INSTANTIATE_TEST_SUITE_P(WeightTypes, CudaGemm,
                          ::testing::Values(DType::kF16, DType::kQ8_0, DType::kQ4_K, DType::kQ6_K,
-                                           DType::kQ5_K, DType::kQ4_0, DType::kF32, DType::kBF16),
+                                           DType::kQ5_K, DType::kQ4_0, DType::kF32, DType::kBF16,
+                                           DType::kIQ4_NL, DType::kIQ4_XS),
                          [](const auto& info) { return std::string(DTypeName(info.param)); });
 
 TEST(CudaGemmSwitch, ThresholdDecidesAndZeroKeepsTheKernels) {
