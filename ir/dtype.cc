@@ -43,6 +43,7 @@ constexpr DTypeInfo kTypes[] = {
     {DType::kTQ1_0, "tq1_0", 256, 54, true, false},      // qs[48]; qh[4]; f16 d
     {DType::kTQ2_0, "tq2_0", 256, 66, true, false},      // qs[64]; f16 d
     {DType::kMXFP4, "mxfp4", 32, 17, true, false},       // e8m0 e; 16 bytes of fp4 pairs
+    {DType::kQ8A, "q8a", 32, 40, true, true, /*in_gguf=*/false},  // 32 int8 codes + f32 {d, d*sum}
 };
 
 // ggml's names for every type id it has used, supported or not.
@@ -75,7 +76,7 @@ std::string_view GgmlTypeName(uint32_t id) {
 
 absl::StatusOr<DType> DTypeFromGgmlId(uint32_t id) {
   for (const DTypeInfo& info : kTypes) {
-    if (static_cast<uint32_t>(info.type) == id) return info.type;
+    if (static_cast<uint32_t>(info.type) == id && info.in_gguf) return info.type;
   }
   if (GgmlTypeName(id) == "unknown") {
     return absl::UnimplementedError(absl::StrCat("unsupported tensor type unknown (", id, ")"));
@@ -88,7 +89,7 @@ absl::StatusOr<DType> DTypeFromGgmlId(uint32_t id) {
 std::string SupportedDTypeNames() {
   std::string out;
   for (const DTypeInfo& info : kTypes) {
-    if (!info.supported) continue;
+    if (!info.supported || !info.in_gguf) continue;
     if (!out.empty()) out += ", ";
     out += std::string(info.name);
   }
@@ -102,6 +103,13 @@ absl::Status CheckSupported(DType t) {
       absl::StrCat("tensor type ", std::string(GgmlTypeName(static_cast<uint32_t>(t))), " (",
                    static_cast<uint32_t>(t), ") is not supported (supported: ",
                    SupportedDTypeNames(), ")"));
+}
+
+absl::StatusOr<DType> DTypeFromId(uint32_t id) {
+  for (const DTypeInfo& info : kTypes) {
+    if (static_cast<uint32_t>(info.type) == id) return info.type;
+  }
+  return absl::InvalidArgumentError(absl::StrCat("unknown dtype id ", id));
 }
 
 absl::StatusOr<DType> DTypeFromName(std::string_view name) {

@@ -55,6 +55,12 @@ enum class DType : uint32_t {
   kTQ1_0 = 34,    // not supported
   kTQ2_0 = 35,    // not supported
   kMXFP4 = 39,    // not supported
+  // Vibrant's own, not a GGUF tensor type: 8-bit activations as the
+  // quantize_q8 op writes them (ir/ops.h) and the 8-bit mat-vec kernels read
+  // them. n elements (rows of K, K % 32 == 0) are laid out as n int8 codes,
+  // then n / 32 pairs of f32 {d, d * sum(codes of the block)}: value i is
+  // codes[i] * d[i / 32]. Same size as 40-byte blocks of 32.
+  kQ8A = 1024,
 };
 
 struct DTypeInfo {
@@ -63,9 +69,11 @@ struct DTypeInfo {
   int64_t block_size;     // elements per block (1 for plain types)
   int64_t block_bytes;    // bytes per block
   bool quantized;
-  // Vibrant computes with it: CPU dequantization and dot products exist, and
-  // lowering and the verifier accept it.
+  // Vibrant computes with it: the IR may hold it (the verifier accepts it),
+  // and for GGUF types CPU dequantization and dot products exist and lowering
+  // accepts it.
   bool supported;
+  bool in_gguf = true;  // a ggml type a GGUF tensor may have (not q8a)
 };
 
 // Every type with a block layout (supported or not), in id order.
@@ -81,14 +89,16 @@ inline bool IsSupported(DType t) { return GetDTypeInfo(t).supported; }
 // and listing the supported ones: "tensor type iq2_xxs (16) is not supported
 // (supported: f32, f16, ...)".
 absl::Status CheckSupported(DType t);
-// "f32, f16, q4_0, ..." (id order).
+// The supported GGUF types: "f32, f16, q4_0, ..." (id order).
 std::string SupportedDTypeNames();
 
 // Maps a ggml type id to a DType: every type with a block layout, supported
 // or not (check IsSupported before computing with it). Ids ggml removed
 // (q4_2, q4_0_4_4, ...) or never used are errors naming the id
-// ("unknown (1000)").
+// ("unknown (1000)"); Vibrant's own activation types (q8a) are not GGUF types.
 absl::StatusOr<DType> DTypeFromGgmlId(uint32_t id);
+// Any DType this build knows (the IR's serialized dtypes), q8a included.
+absl::StatusOr<DType> DTypeFromId(uint32_t id);
 
 // Looks a type up by its name, case-insensitively ("q4_k", "F16", "bf16").
 // Any type of the table, supported or not.
