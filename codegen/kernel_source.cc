@@ -133,6 +133,9 @@ absl::Status CheckCudaSupportsOp(const Graph& g, const Op& op) {
       if (k.shape.size() != 3 || k.shape[2] > kAttnMaxHeadDim) {
         return unsupported(absl::StrCat("head_dim must be at most ", kAttnMaxHeadDim));
       }
+      if (op.IntAttr("window", 0) != 0) {
+        return unsupported("sliding-window attention has no CUDA kernel yet");
+      }
       return absl::OkStatus();
     }
     case OpKind::kKvStore: {

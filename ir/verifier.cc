@@ -106,6 +106,17 @@ class Verifier {
       if (v.storage != Storage::kWeight && !v.source.empty()) {
         return ValueError(i, "source \"", v.source, "\" on a ", A(StorageName(v.storage)));
       }
+      if (v.source_offset != 0) {
+        if (v.storage != Storage::kWeight) {
+          return ValueError(i, "source offset ", v.source_offset, " on a ", A(StorageName(v.storage)));
+        }
+        const int64_t row = v.shape.empty() ? 1 : v.shape.back();
+        if (v.source_offset < 0 || row <= 0 || v.source_offset % row != 0 ||
+            v.source_offset > (int64_t{1} << 62)) {
+          return ValueError(i, "source offset ", v.source_offset, " is not a whole number of rows of ",
+                            row);
+        }
+      }
       if (v.producer < -1 || v.producer >= static_cast<int64_t>(g_.ops().size())) {
         return ValueError(i, "producer ", v.producer, " out of range (", g_.ops().size(), " ops)");
       }

@@ -495,19 +495,25 @@ absl::Status CudaExecutor::Impl::Init(WeightResolver& weights) {
                           absl::StrCat("CUDA backend: weight '", val.name, "' (source '",
                                        val.source, "'): ", std::string(data.status().message())));
     }
-    if (static_cast<int64_t>(data->size()) != *nb || (*nb > 0 && data->data() == nullptr)) {
+    // A view of part of the tensor (Value::source_offset) or all of it: the
+    // whole tensor is uploaded once per source, views point into it.
+    absl::StatusOr<int64_t> skip = DTypeBytes(val.dtype, val.source_offset);
+    if (!skip.ok() || *skip < 0 ||
+        static_cast<int64_t>(data->size()) - *skip < *nb ||
+        (*nb > 0 && data->data() == nullptr)) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "CUDA backend: weight ", ValueDesc(g, v), " (source '", val.source, "') needs ", *nb,
-          " bytes, the resolver gave ", data->size()));
+          "CUDA backend: weight ", ValueDesc(g, v), " (source '", val.source, "'",
+          val.source_offset != 0 ? absl::StrCat(" from element ", val.source_offset) : "",
+          ") needs ", *nb, " bytes, the resolver gave ", data->size()));
     }
-    main.host[v] = data->data();
+    main.host[v] = data->data() + *skip;
     auto it = weight_offset.find(val.source);
     if (it == weight_offset.end()) {
       it = weight_offset.emplace(val.source, weights_size).first;
       uploads.push_back({*data, weights_size});
-      weights_size += AlignUp(std::max<int64_t>(*nb, 1));
+      weights_size += AlignUp(std::max<int64_t>(static_cast<int64_t>(data->size()), 1));
     }
-    weight_at[v] = it->second;
+    weight_at[v] = it->second + *skip;
   }
 
   // Arena slots: the step inputs, activations, fused-body intermediates and
