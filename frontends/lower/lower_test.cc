@@ -612,7 +612,7 @@ TEST(LowerSyntheticTest, UnsupportedArchitecture) {
   std::unique_ptr<GgufFile> f;
   absl::StatusOr<Graph> g = LowerSpec(t, f);
   ASSERT_FALSE(g.ok());
-  EXPECT_EQ(g.status().message(), "m.gguf: unsupported architecture 'mamba' (supported: llama, qwen2)");
+  EXPECT_EQ(g.status().message(), "m.gguf: unsupported architecture 'mamba' (supported: llama, qwen2, qwen3, qwen3moe, gemma3, phi3)");
 }
 
 TEST(LowerSyntheticTest, MissingTensor) {
