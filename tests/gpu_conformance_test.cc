@@ -61,7 +61,8 @@ constexpr double kGpuVsLlamaCppBound = 0.25;
 
 // Models of ../shared/next (the `models` issue) whose architecture and types
 // the CUDA backend runs; each is added as its GPU kernels land.
-const char* const kNextGpuModels[] = {"tiny-llama-iq4_nl", "tiny-llama-iq4_xs"};
+const char* const kNextGpuModels[] = {"tiny-llama-iq4_nl", "tiny-llama-iq4_xs", "tiny-qwen3-f16",
+                                      "tiny-qwen3-q4_k_m", "tiny-phi3-f16", "tiny-phi3-q4_k_m"};
 
 // Reference models as "<name>" (../shared/models) or "next/<name>"
 // (../shared/next/models), with their GGUF present.
