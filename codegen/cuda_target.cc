@@ -378,7 +378,8 @@ absl::Status Lowering::Attention() {
             Arg::I32(TExpr::Const(C)),
             Arg::F32(static_cast<float>(NumberAttr(op_, "scale", 1.0))),
             Arg::I32(TExpr::Const(n_split)),
-            Arg::I32(TExpr::Const(chunk))};
+            Arg::I32(TExpr::Const(chunk)),
+            Arg::I32(TExpr::Const(static_cast<int64_t>(NumberAttr(op_, "window", 0))))};
   Launch& c = Kernel("vb_attn_combine", CeilDiv(Mul(rows, H), 1), kAttnThreads);
   c.args = {Arg::Ptr(part), Arg::Ptr(V(op_.outputs[0])), Arg::I32(TExpr::Const(hd)),
             Arg::I32(TExpr::Const(n_split))};
@@ -422,9 +423,14 @@ absl::Status Lowering::Run() {
   }
   if (n == "elementwise") {
     const TExpr elems = ElemsRule(g_, op_.inputs[0]);
-    if (op_.kind == OpKind::kSilu) {
-      Launch& l = Kernel("vb_silu", GridFor(elems, kElementwiseThreads), kElementwiseThreads);
+    if (op_.kind == OpKind::kSilu || op_.kind == OpKind::kGelu) {
+      Launch& l = Kernel(op_.kind == OpKind::kSilu ? "vb_silu" : "vb_gelu", GridFor(elems, kElementwiseThreads),
+                         kElementwiseThreads);
       l.args = {Arg::Ptr(V(op_.inputs[0])), Arg::Ptr(V(o)), Arg::I64(elems)};
+    } else if (op_.kind == OpKind::kScale) {
+      Launch& l = Kernel("vb_scale", GridFor(elems, kElementwiseThreads), kElementwiseThreads);
+      l.args = {Arg::Ptr(V(op_.inputs[0])), Arg::Ptr(V(o)), Arg::I64(elems),
+                Arg::F32(static_cast<float>(NumberAttr(op_, "scale", 1.0)))};
     } else {
       Launch& l = Kernel(op_.kind == OpKind::kAdd ? "vb_add" : "vb_mul", GridFor(elems, kElementwiseThreads),
                          kElementwiseThreads);
@@ -462,6 +468,57 @@ absl::Status Lowering::Run() {
                        GridFor(elems, kKvStoreThreads), kKvStoreThreads);
     l.args = {Arg::Ptr(V(op_.inputs[0])), Arg::Ptr(V(op_.inputs[2])), Arg::Ptr(V(op_.inputs[1])),
               Arg::I64(Div(elems, row)), Arg::I32(TExpr::Const(row)), Arg::I32(TExpr::Const(c.shape[0]))};
+    return absl::OkStatus();
+  }
+  if (n == "moe_topk" || n == "moe_weights") {
+    const int64_t E = g_.value(op_.inputs[0]).shape[1];
+    const ValueId ids = n == "moe_topk" ? o : op_.inputs[1];
+    const int64_t k = g_.value(ids).shape[1];
+    const TExpr tokens = Div(ElemsRule(g_, op_.inputs[0]), E);
+    Launch& l = Kernel(n == "moe_topk" ? "vb_moe_topk" : "vb_moe_weights",
+                       CeilDiv(tokens, kMoeRouterThreads), kMoeRouterThreads);
+    if (n == "moe_topk") {
+      l.args = {Arg::Ptr(V(op_.inputs[0])), Arg::Ptr(V(o)), Arg::I32(TExpr::Const(E)),
+                Arg::I32(TExpr::Const(k)), Arg::I32(tokens)};
+    } else {
+      l.args = {Arg::Ptr(V(op_.inputs[0])), Arg::Ptr(V(ids)), Arg::Ptr(V(o)), Arg::I32(TExpr::Const(E)),
+                Arg::I32(TExpr::Const(k)), Arg::I32(tokens),
+                Arg::I32(TExpr::Const(static_cast<int64_t>(NumberAttr(op_, "norm", 0))))};
+    }
+    return absl::OkStatus();
+  }
+  if (n == "moe_sum") {
+    const Shape& ys = g_.value(op_.inputs[0]).shape;
+    const TExpr elems = ElemsRule(g_, o);
+    Launch& l = Kernel("vb_moe_sum", GridFor(elems, kElementwiseThreads), kElementwiseThreads);
+    l.args = {Arg::Ptr(V(op_.inputs[0])), Arg::Ptr(V(op_.inputs[1])), Arg::Ptr(V(o)),
+              Arg::I32(TExpr::Const(ys[1])), Arg::I32(TExpr::Const(ys[2])), Arg::I64(elems)};
+    return absl::OkStatus();
+  }
+  if (n == "matmul_id.float") {
+    const Value& w = g_.value(op_.inputs[1]);
+    const int64_t E = w.shape[0], N = w.shape[1], K = w.shape[2];
+    const int64_t k = g_.value(op_.inputs[2]).shape[1];
+    const int64_t row_bytes = DTypeBytes(w.dtype, K).value_or(0);
+    const TExpr slots = ElemsRule(g_, op_.inputs[2]);  // T * k
+    const int64_t per_block = kMatmulIdThreads / 32;
+    if (N > INT32_MAX / 2) return Unsupported(absl::StrCat(N, " rows"));
+    if (slots.Eval(g_.max_tokens) > 65535) {
+      return Unsupported(absl::StrCat(slots.Eval(g_.max_tokens), " (token, expert) slots exceed a grid's 65535"));
+    }
+    Launch& l = Kernel(MatmulIdKernelName(w.dtype), TExpr::Const((N + per_block - 1) / per_block),
+                       kMatmulIdThreads, CeilDiv(slots, 1, 1, 65535));
+    l.args = {Arg::Ptr(V(op_.inputs[1])),
+              Arg::I64(TExpr::Const(row_bytes)),
+              Arg::I64(TExpr::Const(row_bytes * N)),
+              Arg::Ptr(V(op_.inputs[0])),
+              Arg::I32(TExpr::Const(g_.value(op_.inputs[0]).shape.size() == 3 ? 1 : 0)),
+              Arg::Ptr(V(op_.inputs[2])),
+              Arg::Ptr(V(o)),
+              Arg::I32(TExpr::Const(K)),
+              Arg::I32(TExpr::Const(N)),
+              Arg::I32(TExpr::Const(k)),
+              Arg::I32(TExpr::Const(E))};
     return absl::OkStatus();
   }
   if (n == "last_row") {
@@ -547,7 +604,9 @@ absl::StatusOr<std::vector<KernelVariant>> Variants(const Graph& g, int index, c
     case OpKind::kRmsNorm: return one("rms_norm");
     case OpKind::kAdd:
     case OpKind::kMul:
-    case OpKind::kSilu: return one("elementwise");
+    case OpKind::kSilu:
+    case OpKind::kGelu:
+    case OpKind::kScale: return one("elementwise");
     case OpKind::kReshape: return one("view");
     case OpKind::kRope: {
       const int mode = static_cast<int>(NumberAttr(op, "mode", 0));
@@ -580,6 +639,10 @@ absl::StatusOr<std::vector<KernelVariant>> Variants(const Graph& g, int index, c
       return out;
     }
     case OpKind::kLastRow: return one("last_row");
+    case OpKind::kMoeTopK: return one("moe_topk");
+    case OpKind::kMoeWeights: return one("moe_weights");
+    case OpKind::kMoeSum: return one("moe_sum");
+    case OpKind::kMatMulId: return one("matmul_id.float");
     case OpKind::kCopy: {
       // The step's inputs arrive and its logits leave by the runtime's own
       // transfers: copies between the host and the device are no launches.

@@ -16,9 +16,15 @@
 //   quantize_q8         quantize_q8     vb_quantize_q8
 //   rms_norm            rms_norm        vb_rms_norm
 //   add / mul / silu    elementwise     vb_add / vb_mul / vb_silu
+//   gelu / scale        elementwise     vb_gelu / vb_scale
 //   rope                rope            vb_rope
 //   kv_store            kv_store        vb_kv_store_<f16|f32>
 //   attention           attention.split vb_attn_split_<f16|f32>, vb_attn_combine ({chunk} cache rows a block)
+//   moe_topk            moe_topk        vb_moe_topk (a thread per token)
+//   moe_weights         moe_weights     vb_moe_weights
+//   matmul_id           matmul_id.float vb_matmul_id_<type>: a warp per (token, slot, row), f32 activations,
+//                                       only the chosen experts' rows read
+//   moe_sum             moe_sum         vb_moe_sum
 //   last_row            last_row        memcpy
 //   copy                io              (none: the step's input/output transfer) or
 //                       copy            memcpy (a copy within the device)

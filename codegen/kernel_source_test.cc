@@ -36,7 +36,9 @@ TEST(ModuleSource, AllKernelsHasEveryEntryPoint) {
   }
   for (const char* k : {"vb_f32_to_f16(", "vb_rms_norm(", "vb_add(", "vb_mul(", "vb_silu(",
                         "vb_rope(", "vb_kv_store_f16(", "vb_kv_store_f32(", "vb_attn_split_f16(",
-                        "vb_attn_split_f32(", "vb_attn_combine("}) {
+                        "vb_attn_split_f32(", "vb_attn_combine(", "vb_gelu(", "vb_scale(",
+                        "vb_moe_topk(", "vb_moe_weights(", "vb_moe_sum(", "vb_matmul_id_q4_K(",
+                        "vb_matmul_id_iq4_xs("}) {
     EXPECT_THAT(src, HasSubstr(k));
   }
   EXPECT_EQ(MatmulKernelName(DType::kQ4_K, 1), "vb_matmul1_q4_K");

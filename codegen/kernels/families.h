@@ -101,15 +101,33 @@ std::string EmbeddingSource(const std::vector<DType>& types);
 inline constexpr int kEmbedThreads = 256;
 std::string EmbeddingKernelName(DType t);
 
+// Mixture of experts (moe.cc):
+//   vb_moe_topk(const float* logits, int* ids, int E, int k, int T) and
+//   vb_moe_weights(const float* logits, const int* ids, float* w, int E, int k,
+//       int T, int norm): one thread per token, grid ceil(T / kMoeRouterThreads);
+//   vb_moe_sum(const float* y, const float* w, float* out, int k, int D, i64 n = T * D):
+//       grid-stride, block kElementwiseThreads;
+//   vb_matmul_id_<tag>(const u8* w, i64 row_bytes, i64 expert_bytes, const float* x,
+//       int x_per_slot, const int* ids, float* out, int K, int N, int k, int E):
+//       grid (ceil(N / (kMatmulIdThreads / 32)), T * k), block kMatmulIdThreads.
+// MoeRouterSource(): only the router's device functions, for the host test.
+std::string MoeSource(const std::vector<DType>& types);
+std::string MoeRouterSource();
+std::string MatmulIdKernelName(DType t);
+inline constexpr int kMoeRouterThreads = 64;
+inline constexpr int kMatmulIdThreads = 128;
+
 // rms_norm: vb_rms_norm(const float* x, float* out, int D, float eps):
 // grid = rows, block kNormThreads. Sum of float squares in double, as the CPU.
 std::string NormSource();
 inline constexpr int kNormThreads = 256;
 
-// add / mul (suffix broadcast) and silu, grid-stride:
+// add / mul (suffix broadcast), silu, gelu and scale, grid-stride:
 //   vb_add(const float* a, const float* b, float* out, i64 n, i64 nb)
 //   vb_mul(...same...)
 //   vb_silu(const float* x, float* out, i64 n)
+//   vb_gelu(const float* x, float* out, i64 n)   (tanh approximation)
+//   vb_scale(const float* x, float* out, i64 n, float s)
 std::string ElementwiseSource();
 inline constexpr int kElementwiseThreads = 256;
 
@@ -129,12 +147,14 @@ inline constexpr int kKvStoreThreads = 256;
 // attention (split over the context, "flash decoding"):
 //   vb_attn_split_<f16|f32>(const float* q, const void* k, const void* v,
 //       const int* pos, float* part, int H, int KVH, int hd, int n_ctx,
-//       float scale, int n_split, int chunk)
+//       float scale, int n_split, int chunk, int window)
 //     grid (T * H, n_split), block kAttnThreads. Block (r, s) covers cache
 //     rows [s * chunk, (s+1) * chunk) (chunk <= kAttnChunk; the runtime uses
 //     kAttnDecodeChunk for one-token steps) ∩ [0, pos[t]] and writes
 //     part[(r * n_split + s) * (hd + 2) + ...] = {max score, sum of exp,
 //     unnormalized output[hd]}; a block past pos[t] writes {-inf, 0, 0...}.
+//     window > 0 (sliding-window attention): rows at or before
+//     pos[t] - window are not visible either (0: no window).
 //   vb_attn_combine(const float* part, float* out, int hd, int n_split)
 //     grid (T * H), block kAttnThreads: merges the splits.
 // Supports head_dim <= kAttnMaxHeadDim.

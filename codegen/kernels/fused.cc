@@ -181,8 +181,10 @@ class FusedGen {
           break;
         }
         case OpKind::kSilu:
+        case OpKind::kGelu:
+        case OpKind::kScale:
         case OpKind::kReshape:
-          if (bop.inputs.size() != 1) return Unsupported("silu/reshape arity");
+          if (bop.inputs.size() != 1) return Unsupported("silu/gelu/scale/reshape arity");
           if (absl::Status s = Row(bop.inputs[0]); !s.ok()) return s;
           break;
         case OpKind::kRmsNorm: {
@@ -312,6 +314,19 @@ class FusedGen {
           case OpKind::kMul: expr = absl::StrCat("__fmul_rn(", arg(0), ", ", arg(1), ")"); break;
           case OpKind::kSilu:
             expr = absl::StrCat(arg(0), " / __fadd_rn(1.0f, expf(-", arg(0), "))");
+            break;
+          case OpKind::kGelu:
+            // The CPU's float operations (runtime/cpu/kernels.h, Gelu).
+            expr = absl::StrCat("__fmul_rn(__fmul_rn(0.5f, ", arg(0),
+                                "), __fadd_rn(1.0f, tanhf(__fmul_rn(__fmul_rn(0.79788456080286535587989211986876f, ",
+                                arg(0), "), __fadd_rn(1.0f, __fmul_rn(__fmul_rn(0.044715f, ", arg(0), "), ",
+                                arg(0), "))))))");
+            break;
+          case OpKind::kScale:
+            // The attribute as the float the CPU multiplies by, exactly (hex).
+            expr = absl::StrCat("__fmul_rn(", arg(0), ", ",
+                                absl::StrFormat("%af", static_cast<float>(bop.FloatAttr("scale", 1.0))),
+                                ")");
             break;
           case OpKind::kReshape: expr = arg(0); break;
           default: expr = "VB_FUSED_INTERNAL_ERROR"; break;  // never: couplings are given
