@@ -16,7 +16,8 @@
 //   quantize_q8         quantize_q8     vb_quantize_q8
 //   rms_norm            rms_norm        vb_rms_norm
 //   add / mul / silu    elementwise     vb_add / vb_mul / vb_silu
-//   gelu / scale        elementwise     vb_gelu / vb_scale
+//   gelu                elementwise     vb_gelu (the registry's expression, as every elementwise op)
+//   scale               scale           vb_scale
 //   rope                rope            vb_rope
 //   kv_store            kv_store        vb_kv_store_<f16|f32>
 //   attention           attention.split vb_attn_split_<f16|f32>, vb_attn_combine ({chunk} cache rows a block)

@@ -226,7 +226,8 @@ TEST(NewOpsTest, ScaleGeluWindowAndMoeShapes) {
   auto ge = g.AddOp(OpKind::kGelu, {x}, "xg");
   ASSERT_TRUE(ge.ok());
   EXPECT_TRUE(GetOpInfo(OpKind::kGelu).elementwise);
-  EXPECT_TRUE(GetOpInfo(OpKind::kScale).elementwise);
+  EXPECT_FALSE(GetOpInfo(OpKind::kScale).elementwise);  // an attribute: its own kernels
+  EXPECT_NE(GetOpInfo(OpKind::kGelu).scalar.unary, nullptr);
 
   // Router: logits [T, 4] -> ids i32 [T, 2], weights f32 [T, 2].
   const ValueId router = g.AddWeight("router", DType::kF32, {4, 64}, "r");

@@ -33,6 +33,17 @@ constexpr AttrSpec kMoeTopKAttrs[] = {{"k", AttrType::kInt, true}};
 constexpr AttrSpec kMoeWeightsAttrs[] = {{"norm", AttrType::kInt, true}};
 constexpr AttrSpec kMultiMatMulAttrs[] = {{"bias", AttrType::kIntList, true}};
 
+// Scalar semantics of the elementwise ops (OpInfo::scalar). silu is ggml's
+// x / (1 + e^-x).
+float AddFn(float a, float b) { return a + b; }
+float MulFn(float a, float b) { return a * b; }
+float SiluFn(float x) { return x / (1.0f + expf(-x)); }
+// gelu, tanh approximation, in ggml_gelu_f32's float operations (left to
+// right): 0.5f*x*(1.0f + tanhf(SQRT_2_OVER_PI*x*(1.0f + GELU_COEF_A*x*x))).
+float GeluFn(float x) {
+  return 0.5f * x * (1.0f + tanhf(0.79788456080286535587989211986876f * x * (1.0f + 0.044715f * x * x)));
+}
+
 #define VB_ATTRS(a) a, static_cast<int>(std::size(a))
 #define VB_NO_ATTRS nullptr, 0
 
@@ -46,11 +57,11 @@ constexpr OpInfo kOps[] = {
     {OpKind::kRmsNorm, "rms_norm", 1, 1, 1, VB_ATTRS(kRmsNormAttrs), FusionRole::kRowReduce,
      InPlaceRule::kNone, false, false},
     {OpKind::kAdd, "add", 2, 2, 1, VB_NO_ATTRS, FusionRole::kElementwise,
-     InPlaceRule::kReuseDyingInput, false, true},
+     InPlaceRule::kReuseDyingInput, false, true, {nullptr, AddFn, "__fadd_rn($a, $b)"}},
     {OpKind::kMul, "mul", 2, 2, 1, VB_NO_ATTRS, FusionRole::kElementwise,
-     InPlaceRule::kReuseDyingInput, false, true},
+     InPlaceRule::kReuseDyingInput, false, true, {nullptr, MulFn, "__fmul_rn($a, $b)"}},
     {OpKind::kSilu, "silu", 1, 1, 1, VB_NO_ATTRS, FusionRole::kElementwise,
-     InPlaceRule::kReuseDyingInput, false, true},
+     InPlaceRule::kReuseDyingInput, false, true, {SiluFn, nullptr, "$x / __fadd_rn(1.0f, expf(-$x))"}},
     {OpKind::kReshape, "reshape", 1, 1, 1, VB_ATTRS(kReshapeAttrs), FusionRole::kView,
      InPlaceRule::kViewOfInput0, false, false},
     {OpKind::kRope, "rope", 2, 3, 1, VB_ATTRS(kRopeAttrs), FusionRole::kPairRotate,
@@ -68,10 +79,16 @@ constexpr OpInfo kOps[] = {
      false, false},
     {OpKind::kMultiMatMul, "multi_matmul", 3, kManyInputs, -1, VB_ATTRS(kMultiMatMulAttrs),
      FusionRole::kNone, InPlaceRule::kNone, false, false},
-    {OpKind::kScale, "scale", 1, 1, 1, VB_ATTRS(kScaleAttrs), FusionRole::kElementwise,
-     InPlaceRule::kReuseDyingInput, false, true},
+    // scale has an attribute, which a ScalarFn cannot carry: not elementwise
+    // in the registry's sense (its own kernels; never in a fused body).
+    {OpKind::kScale, "scale", 1, 1, 1, VB_ATTRS(kScaleAttrs), FusionRole::kNone,
+     InPlaceRule::kReuseDyingInput, false, false},
     {OpKind::kGelu, "gelu", 1, 1, 1, VB_NO_ATTRS, FusionRole::kElementwise,
-     InPlaceRule::kReuseDyingInput, false, true},
+     InPlaceRule::kReuseDyingInput, false, true,
+     {GeluFn, nullptr,
+      "__fmul_rn(__fmul_rn(0.5f, $x), __fadd_rn(1.0f, tanhf(__fmul_rn(__fmul_rn("
+      "0.79788456080286535587989211986876f, $x), __fadd_rn(1.0f, __fmul_rn(__fmul_rn(0.044715f, $x), "
+      "$x))))))"}},
     {OpKind::kMoeTopK, "moe_topk", 1, 1, 1, VB_ATTRS(kMoeTopKAttrs), FusionRole::kNone,
      InPlaceRule::kNone, false, false},
     {OpKind::kMoeWeights, "moe_weights", 2, 2, 1, VB_ATTRS(kMoeWeightsAttrs), FusionRole::kNone,

@@ -109,12 +109,14 @@ enum class OpKind : uint8_t {
   //   once for all of them.
   kMultiMatMul,
   // scale(x) {scale} -> x's shape: out = x * (float)scale (gemma3 multiplies
-  //   the embedding by sqrt(n_embd)). Elementwise.
+  //   the embedding by sqrt(n_embd)). Elementwise in meaning, but its
+  //   attribute keeps it out of the registry's scalar functions and of fused
+  //   bodies (its own kernels).
   kScale,
   // gelu(x) -> x's shape: GELU with the tanh approximation, in ggml's float
   //   operations: 0.5f*x*(1.0f + tanhf(0.7978845608f*x*(1.0f + 0.044715f*x*x)))
-  //   (runtime/cpu/kernels.h: Gelu). gemma3's FFN is gelu(gate) * up.
-  //   Elementwise.
+  //   (ir/ops.cc: GeluFn, its registry scalar function). gemma3's FFN is
+  //   gelu(gate) * up. Elementwise.
   kGelu,
   // Mixture of experts (qwen3moe), as llama.cpp's build_moe_ffn with softmax
   // gating: the router's probabilities p[t] = softmax(logits[t]) over the E
@@ -174,6 +176,17 @@ enum class InPlaceRule : uint8_t {
   kUpdatesInput1,  // input 1 updated in place (kv_store: aliases the cache)
 };
 
+// An elementwise op's value, element by element, defined once: the CPU
+// backend applies `unary` / `binary` (b broadcast over a), and codegen uses
+// `cuda`, an expression in $x (unary) or $a and $b (binary) with the same
+// float operations (no contraction: __fadd_rn / __fmul_rn), so the GPU gives
+// the CPU's bits.
+struct ScalarFn {
+  float (*unary)(float) = nullptr;
+  float (*binary)(float, float) = nullptr;
+  std::string_view cuda;
+};
+
 struct OpInfo {
   OpKind kind;
   std::string_view name;  // text-format name, e.g. "rms_norm"
@@ -189,6 +202,8 @@ struct OpInfo {
   bool side_effects;  // kept by dead-code elimination (kv_store)
   // Shorthand: fusion == kElementwise (add, mul, silu).
   bool elementwise;
+  // Elementwise ops: their scalar function (others: empty).
+  ScalarFn scalar = {};
 };
 
 

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "ir/dtype.h"
+#include "ir/ops.h"
 
 namespace vibrant::codegen {
 
@@ -122,13 +123,14 @@ inline constexpr int kMatmulIdThreads = 128;
 std::string NormSource();
 inline constexpr int kNormThreads = 256;
 
-// add / mul (suffix broadcast), silu, gelu and scale, grid-stride:
-//   vb_add(const float* a, const float* b, float* out, i64 n, i64 nb)
-//   vb_mul(...same...)
-//   vb_silu(const float* x, float* out, i64 n)
-//   vb_gelu(const float* x, float* out, i64 n)   (tanh approximation)
-//   vb_scale(const float* x, float* out, i64 n, float s)
+// Every elementwise op of the registry (ir/ops.h: OpInfo::scalar), grid-stride:
+//   binary (add, mul): vb_<op>(const float* a, const float* b, float* out, i64 n, i64 nb)
+//     (b broadcast: b[i % nb]);
+//   unary (silu, gelu): vb_<op>(const float* x, float* out, i64 n);
+// and scale (an attribute, so not a registry scalar function):
+//   vb_scale(const float* x, float* out, i64 n, float s).
 std::string ElementwiseSource();
+std::string ElementwiseKernelName(ir::OpKind kind);
 inline constexpr int kElementwiseThreads = 256;
 
 // rope: vb_rope(const float* x, const int* pos, const float* freq_factors or

@@ -194,7 +194,15 @@ absl::Status CheckOp(const Graph& g, const Op& op, bool in_body) {
     if (!_s.ok()) return _s;              \
   } while (0)
 
-  switch (op.kind) {
+  const ir::ScalarFn& scalar = ir::GetOpInfo(op.kind).scalar;
+  if (ir::GetOpInfo(op.kind).elementwise && scalar.unary != nullptr) {  // unary elementwise
+    VIBRANT_RETURN_IF_ERROR(n_in(1, 1));
+    VIBRANT_RETURN_IF_ERROR(f32_in(op.inputs[0]));
+    VIBRANT_RETURN_IF_ERROR(f32_out());
+    if (!same_count(op.outputs[0], op.inputs[0], 1, 1)) return err("output size != input size");
+    return absl::OkStatus();
+  }
+  switch (ir::GetOpInfo(op.kind).elementwise && scalar.binary != nullptr ? OpKind::kAdd : op.kind) {
     case OpKind::kEmbedding: {
       VIBRANT_RETURN_IF_ERROR(n_in(2, 2));
       if (in_body) return err("not allowed in a fused body");
@@ -238,7 +246,6 @@ absl::Status CheckOp(const Graph& g, const Op& op, bool in_body) {
     }
     case OpKind::kRmsNorm:
     case OpKind::kSilu:
-    case OpKind::kGelu:
     case OpKind::kScale: {
       VIBRANT_RETURN_IF_ERROR(n_in(1, 1));
       VIBRANT_RETURN_IF_ERROR(f32_in(op.inputs[0]));
@@ -575,6 +582,18 @@ absl::Status RunBodyOp(const Graph& g, const Op& op, const std::vector<uint8_t*>
   auto num = [&](const char* key, double dflt) { return NumberAttr(op, key, false, dflt).value_or(dflt); };
   const ValueId out = op.outputs[0];
   const int64_t elems = n * row_len;
+  if (const ir::OpInfo& info = ir::GetOpInfo(op.kind);
+      info.elementwise && op.kind != OpKind::kAdd && op.kind != OpKind::kMul && op.kind != OpKind::kSilu) {
+    // Other elementwise ops: the registry's scalar function.
+    if (info.scalar.unary != nullptr) {
+      cpu::Unary(info.scalar.unary, F(op.inputs[0]), elems, F(out));
+    } else {
+      const ValueId a = op.inputs[0], b = op.inputs[1];
+      const int64_t n_b = g.value(b).shape == g.value(a).shape ? elems : Elems(g, b, 1);
+      cpu::Binary(info.scalar.binary, F(a), elems, F(b), n_b, F(out));
+    }
+    return absl::OkStatus();
+  }
   switch (op.kind) {
     case OpKind::kAdd:
     case OpKind::kMul: {
@@ -585,12 +604,6 @@ absl::Status RunBodyOp(const Graph& g, const Op& op, const std::vector<uint8_t*>
     }
     case OpKind::kSilu:
       cpu::Silu(F(op.inputs[0]), elems, F(out));
-      return absl::OkStatus();
-    case OpKind::kGelu:
-      cpu::Gelu(F(op.inputs[0]), elems, F(out));
-      return absl::OkStatus();
-    case OpKind::kScale:
-      cpu::Scale(F(op.inputs[0]), elems, static_cast<float>(num("scale", 1.0)), F(out));
       return absl::OkStatus();
     case OpKind::kRmsNorm: {
       const int64_t D = g.value(op.inputs[0]).shape.back();
@@ -724,7 +737,12 @@ absl::Status CpuExecutor::Impl::BindBody(BoundGraph& outer, int op_index, int de
     const Op& bop = body.ops()[i];
     if (absl::Status s = CheckOp(body, bop, /*in_body=*/true); !s.ok()) return s;
     absl::Status s;
-    switch (bop.kind) {
+    // Every registry elementwise op reads its operands as add/mul (binary) or
+    // silu (unary) do.
+    const ir::OpInfo& info = ir::GetOpInfo(bop.kind);
+    const OpKind role_of =
+        !info.elementwise ? bop.kind : info.scalar.binary != nullptr ? OpKind::kAdd : OpKind::kSilu;
+    switch (role_of) {
       case OpKind::kAdd:
       case OpKind::kMul:
         s = assign(bop.inputs[0], kRow);
@@ -734,8 +752,6 @@ absl::Status CpuExecutor::Impl::BindBody(BoundGraph& outer, int op_index, int de
         }
         break;
       case OpKind::kSilu:
-      case OpKind::kGelu:
-      case OpKind::kScale:
       case OpKind::kReshape:
       case OpKind::kRmsNorm:
         s = assign(bop.inputs[0], kRow);
@@ -1023,6 +1039,16 @@ absl::Status CpuExecutor::Impl::RunOp(BoundGraph& b, int op_index, int64_t T) {
   auto E = [&](ValueId v) { return ir::NumElements(g.value(v).shape, T); };
   auto num = [&](const char* key, double dflt) { return NumberAttr(op, key, false, dflt).value_or(dflt); };
   const ValueId out = op.outputs.empty() ? -1 : op.outputs[0];
+  if (const ir::OpInfo& info = ir::GetOpInfo(op.kind);
+      info.elementwise && op.kind != OpKind::kAdd && op.kind != OpKind::kMul && op.kind != OpKind::kSilu) {
+    // Other elementwise ops: the registry's scalar function.
+    if (info.scalar.unary != nullptr) {
+      cpu::Unary(info.scalar.unary, F(op.inputs[0]), E(op.inputs[0]), F(out));
+    } else {
+      cpu::Binary(info.scalar.binary, F(op.inputs[0]), E(op.inputs[0]), F(op.inputs[1]), E(op.inputs[1]), F(out));
+    }
+    return absl::OkStatus();
+  }
   switch (op.kind) {
     case OpKind::kEmbedding: {
       const Value& table = g.value(op.inputs[0]);
@@ -1074,9 +1100,6 @@ absl::Status CpuExecutor::Impl::RunOp(BoundGraph& b, int op_index, int64_t T) {
       return absl::OkStatus();
     case OpKind::kSilu:
       cpu::Silu(F(op.inputs[0]), E(op.inputs[0]), F(out));
-      return absl::OkStatus();
-    case OpKind::kGelu:
-      cpu::Gelu(F(op.inputs[0]), E(op.inputs[0]), F(out));
       return absl::OkStatus();
     case OpKind::kScale:
       cpu::Scale(F(op.inputs[0]), E(op.inputs[0]), static_cast<float>(num("scale", 1.0)), F(out));

@@ -45,6 +45,11 @@ void RmsNorm(const float* x, int64_t rows, int64_t D, float eps, float* out);
 // add / mul with suffix broadcast: out[i] = a[i] op b[i % n_b], i < n_a;
 // n_a must be a multiple of n_b. out may alias a or b.
 void Add(const float* a, int64_t n_a, const float* b, int64_t n_b, float* out);
+
+// Any elementwise op by its registry function (ir/ops.h, OpInfo::scalar):
+// out[i] = f(x[i]), or f(a[i], b[i % n_b]). out may alias an input.
+void Unary(float (*f)(float), const float* x, int64_t n, float* out);
+void Binary(float (*f)(float, float), const float* a, int64_t n_a, const float* b, int64_t n_b, float* out);
 void Mul(const float* a, int64_t n_a, const float* b, int64_t n_b, float* out);
 
 // silu: out = x / (1.0f + expf(-x)) (ggml's form of x * sigmoid(x)).
@@ -53,14 +58,10 @@ void Silu(const float* x, int64_t n, float* out);
 // scale: out = x * s (one float multiply). out may alias x.
 void Scale(const float* x, int64_t n, float s, float* out);
 
-// gelu, tanh approximation, as ggml_gelu_f32 computes it (float, left to
-// right): out = (0.5f * x) * (1.0f + tanhf((kGeluSqrt2OverPi * x) *
-// (1.0f + (kGeluCoefA * x) * x))). out may alias x. (llama.cpp's CPU backend
-// by default looks the result up in an f16 table of f16-rounded inputs;
-// we keep the float formula, the conformance tolerances measure the rest.)
-inline constexpr float kGeluSqrt2OverPi = 0.79788456080286535587989211986876f;
-inline constexpr float kGeluCoefA = 0.044715f;
-void Gelu(const float* x, int64_t n, float* out);
+// gelu is an elementwise op of the registry: its scalar function is in
+// ir/ops.cc (GeluFn, ggml_gelu_f32's float formula; llama.cpp's CPU backend
+// by default looks the result up in an f16 table of f16-rounded inputs, which
+// the conformance tolerances measure) and runs through Unary.
 
 // ---- mixture of experts (ir/ops.h: moe_topk, moe_weights, matmul_id, moe_sum)
 
