@@ -20,7 +20,11 @@
 //   scale               scale           vb_scale
 //   rope                rope            vb_rope
 //   kv_store            kv_store        vb_kv_store_<f16|f32>
-//   attention           attention.split vb_attn_split_<f16|f32>, vb_attn_combine ({chunk} cache rows a block)
+//   attention           attention.flash_decode {n_split} vb_attn_dec_<k>_<v>_hd<N>, vb_attn_dec_combine (T < 16)
+//                       attention.flash_prefill vb_attn_pre_<k>_<v>_hd<N> (T >= 16)
+//                       attention.split vb_attn_split_<f16|f32>, vb_attn_combine ({chunk} cache rows a
+//                       block; head sizes or caches the tensor-core kernels do not serve, or
+//                       flash_attention off, and sliding-window attention)
 //   moe_topk            moe_topk        vb_moe_topk (a thread per token)
 //   moe_weights         moe_weights     vb_moe_weights
 //   matmul_id           matmul_id.float vb_matmul_id_<type>: a warp per (token, slot, row), f32 activations,
@@ -62,6 +66,10 @@ struct CudaTargetOptions {
   bool cuda_graphs = true;
   // Programmatic dependent launch between kernels (sm_90+).
   bool pdl = true;
+  // Attention on tensor cores (attention_mma.h: flash decoding for T < 16,
+  // flash attention above; f16 operands, needs sm_80+) where it serves the
+  // cache types and head size; false: the scalar split kernels (f32 math).
+  bool flash_attention = true;
 };
 
 class CudaTarget : public passes::KernelTarget {

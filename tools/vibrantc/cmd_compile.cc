@@ -41,6 +41,8 @@ constexpr char kCompileUsage[] =
     "  --gemm-min-rows N      cuda: matmuls of at least N token rows run as cuBLASLt GEMMs\n"
     "                         (default 32; 0 = never, the plan then needs no libcublasLt)\n"
     "  --no-cuda-graphs       cuda: launch decode steps kernel by kernel, not as a CUDA graph\n"
+    "  -fa, --flash-attn on|off  cuda: attention on tensor cores (f16 operands; default on\n"
+    "                         where the kernels serve the head size and caches)\n"
     "  --all-logits           output logits for every token of a step, not just the last\n"
     "  --embed-weights        copy the GGUF into the plan (self-contained); by default\n"
     "                         the plan references the GGUF by absolute path and fingerprint\n"
@@ -72,6 +74,7 @@ struct CompileArgs {
   std::string shapes;  // --shapes SPEC
   int64_t gemm_min_rows = 32;
   bool cuda_graphs = true;
+  bool flash_attention = true;
 };
 
 // --shapes SPEC: "arch=qwen2,n_layer=36,..." (see the usage).
@@ -156,6 +159,11 @@ bool ParseCompileArgs(const std::vector<std::string>& args, CompileArgs* out) {
       if (!int_value(&out->gemm_min_rows, 0)) return false;
     } else if (a == "--no-cuda-graphs") {
       out->cuda_graphs = false;
+    } else if (a == "-fa" || a == "--flash-attn") {
+      std::string v;
+      if (!value(&v)) return usage_error(a + " needs on or off");
+      if (v != "on" && v != "off") return usage_error(a + " must be on or off, not '" + v + "'");
+      out->flash_attention = v == "on";
     } else if (a == "--kv-type" || a == "--cache-type-k" || a == "-ctk" || a == "--cache-type-v" ||
                a == "-ctv") {
       std::string t;
@@ -225,6 +233,7 @@ compiler::CompileOptions ToCompileOptions(const CompileArgs& a, const std::strin
   o.log = &std::cerr;
   o.gemm_min_rows = static_cast<int>(std::min<int64_t>(a.gemm_min_rows, INT32_MAX));
   o.cuda_graphs = a.cuda_graphs;
+  o.flash_attention = a.flash_attention;
   return o;
 }
 
