@@ -122,12 +122,7 @@ std::string WithGridDependency(const std::string& src) {
     const size_t brace = k == std::string::npos ? k : src.find('{', k);
     if (brace == std::string::npos) break;
     out.append(src, at, brace + 1 - at);
-    // A kernel that places the wait itself says so first.
-    const size_t body = src.find_first_not_of(" \n\t", brace + 1);
-    static constexpr char kDefer[] = "VB_DEFER_GRID_DEPENDENCY";
-    if (body == std::string::npos || src.compare(body, sizeof(kDefer) - 1, kDefer) != 0) {
-      out += "\n  VB_GRID_DEPENDENCY();";
-    }
+    out += "\n  VB_GRID_DEPENDENCY();";
     at = brace + 1;
   }
   out.append(src, at, std::string::npos);

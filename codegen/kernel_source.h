@@ -45,8 +45,6 @@ std::string ModuleSource(const KernelSet& set);
 // (sm_90+), a kernel waits for the grid before it to complete before it reads
 // or writes anything, then lets the next grid start launching, which hides
 // the launch latency between the many small kernels of a decode step.
-// A kernel whose body starts with VB_DEFER_GRID_DEPENDENCY places the wait
-// itself (after prefetching what no earlier kernel writes, e.g. its weights).
 // ModuleSource applies it.
 std::string WithGridDependency(const std::string& src);
 // The name errors and the kernel cache use for generated modules.

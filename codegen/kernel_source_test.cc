@@ -298,34 +298,19 @@ TEST(HashText, IsFnv1a64) {
 }
 
 // Programmatic dependent launch is only safe when no kernel touches memory
-// an earlier kernel writes before griddepcontrol.wait: every kernel of a
-// module starts with it, except the decode mat-vecs, which defer it past the
-// L2 prefetch of their weights (read-only for the whole step).
+// before griddepcontrol.wait: every kernel of a module starts with it.
 TEST(KernelSource, EveryKernelFirstWaitsForThePreviousGrid) {
   const std::string src = ModuleSource(AllKernels());
-  size_t kernels = 0, deferred = 0, at = 0;
+  size_t kernels = 0, at = 0;
   while ((at = src.find("extern \"C\" __global__", at)) != std::string::npos) {
     const size_t brace = src.find('{', at);
     ASSERT_NE(brace, std::string::npos);
-    if (src.compare(brace, 28, "{\n  VB_DEFER_GRID_DEPENDENCY") == 0) {
-      EXPECT_NE(src.substr(at, brace - at).find("vb_mvs_"), std::string::npos)
-          << "only the decode mat-vecs defer the wait: " << src.substr(at, brace - at + 40);
-      ++deferred;
-    } else {
-      EXPECT_EQ(src.compare(brace, 25, "{\n  VB_GRID_DEPENDENCY();"), 0)
-          << src.substr(at, brace - at + 40);
-    }
+    EXPECT_EQ(src.compare(brace, 25, "{\n  VB_GRID_DEPENDENCY();"), 0)
+        << src.substr(at, brace - at + 40);
     ++kernels;
     at = brace;
   }
   EXPECT_GT(kernels, 20u);
-  EXPECT_GT(deferred, 0u);
-  // The deferred wait comes right after the prefetch, before any activation is read.
-  const std::string impl = src.substr(src.find("VB_INLINE void vb_mvs_impl"));
-  EXPECT_LT(impl.find("VB_PREFETCH_L2_WARP"), impl.find("VB_GRID_DEPENDENCY()"));
-  EXPECT_LT(impl.find("VB_GRID_DEPENDENCY()"), impl.find("D::template dot"));
-  EXPECT_EQ(WithGridDependency("extern \"C\" __global__ void k(int a) {\n  VB_DEFER_GRID_DEPENDENCY; a = 1; }"),
-            "extern \"C\" __global__ void k(int a) {\n  VB_DEFER_GRID_DEPENDENCY; a = 1; }");
   EXPECT_EQ(WithGridDependency("int x;"), "int x;");
   EXPECT_EQ(WithGridDependency("extern \"C\" __global__ void k(int a) { a = 1; }"),
             "extern \"C\" __global__ void k(int a) {\n  VB_GRID_DEPENDENCY(); a = 1; }");

@@ -480,11 +480,6 @@ VB_INLINE void vb_mvs_impl(const i8* __restrict__ qx, const float2* __restrict__
     return;  // whole warps
   }
   const u8* row = w + (i64)n * row_bytes;
-  // The weights do not depend on any earlier kernel of the step: start
-  // streaming this warp's row into L2 before waiting for the previous grid
-  // (programmatic dependent launch), so that it overlaps that grid's tail.
-  VB_PREFETCH_L2_WARP(row, row_bytes, lane);
-  VB_GRID_DEPENDENCY();
   const int nblk = K / D::QK;
   const int sub = lane % D::TPB;
   float acc = 0.0f;
@@ -534,7 +529,6 @@ VB_INLINE void vb_mvq_impl(const u8* __restrict__ w, i64 row_bytes, const i8* __
 extern "C" __global__ void __launch_bounds__($THREADS) $NAME(const i8* qx, const float2* ds, int K,
     i64 row_bytes, const u8* w0, const float* b0, float* o0, int n0, const u8* w1,
     const float* b1, float* o1, int n1, const u8* w2, const float* b2, float* o2, int n2) {
-  VB_DEFER_GRID_DEPENDENCY;
   vb_mvs_impl<Q8D_$TAG>(qx, ds, K, row_bytes, w0, b0, o0, n0, w1, b1, o1, n1, w2, b2, o2, n2);
 }
 )CUDA";

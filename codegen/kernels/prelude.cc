@@ -22,18 +22,6 @@ typedef long long i64;
 #else
 #define VB_GRID_DEPENDENCY()
 #endif
-// A kernel whose body begins with VB_DEFER_GRID_DEPENDENCY; places
-// VB_GRID_DEPENDENCY() itself, later: what it does before (e.g. prefetching
-// weights, which no previous kernel writes) overlaps the previous grid.
-#define VB_DEFER_GRID_DEPENDENCY
-// Prefetches bytes [p, p + n) into L2, spread over a warp's lanes.
-#if defined(__CUDA_ARCH__)
-#define VB_PREFETCH_L2_WARP(p, n, lane)                                        \
-  for (i64 _off = (i64)(lane) * 128; _off < (i64)(n); _off += 32 * 128)       \
-    asm volatile("prefetch.global.L2 [%0];" ::"l"((const char*)(p) + _off))
-#else
-#define VB_PREFETCH_L2_WARP(p, n, lane)
-#endif
 #define VB_NEG_INF __int_as_float(0xff800000)
 #define VB_NAN __int_as_float(0x7fc00000)
 
