@@ -238,9 +238,17 @@ void BatchEngine::Finish(Seq& s, StopReason why, absl::Status status) {
   ev.n_generated = s.n_generated;
   if (s.started) ev.queue_seconds = Seconds(s.first_step - s.submitted);
   if (s.sampled_once) ev.prefill_seconds = Seconds(s.first_token - s.first_step);
-  if (s.req.on_event) s.req.on_event(ev);
+  // The blocks and the statistics first, then the event: whoever waits for
+  // kDone sees the sequence gone from Stats() (and /metrics).
   ReleaseSlot(s);
-  std::lock_guard<std::mutex> lock(mu_);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    FinishLocked(s, why);
+  }
+  if (s.req.on_event) s.req.on_event(ev);  // s lives in finished_ until the next step
+}
+
+void BatchEngine::FinishLocked(Seq& s, StopReason why) {
   ++stats_.requests_finished;
   if (why == StopReason::kInterrupted) ++stats_.requests_cancelled;
   stats_.prompt_tokens += s.n_prompt;

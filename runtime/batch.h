@@ -167,6 +167,7 @@ class BatchEngine {
   // One scheduling decision + step + sampling; false when there was nothing to do.
   bool StepOnce();
   void Finish(Seq& s, StopReason why, absl::Status status = absl::OkStatus());
+  void FinishLocked(Seq& s, StopReason why);  // Finish's bookkeeping, under mu_
   void ReleaseSlot(Seq& s);
   bool EnsureBlocks(Seq& s, int64_t upto_positions);
   void Preempt(Seq& s);
