@@ -839,6 +839,24 @@ TEST(PagedKvTest, ScatteredBlocksEqualContiguousCaches) {
                       .ok());
       for (int64_t j = 0; j < H * hd; ++j) ASSERT_EQ(out[i * H * hd + j], ref[j]) << i << " " << j;
     }
+    // A sliding window of 5 (gemma3's local layers): the last 5 positions of
+    // each sequence, as the contiguous op with the same window.
+    shape.window = 5;
+    ASSERT_TRUE(PagedAttention(&pool, q.data(), kp.data(), vp.data(), t, t, qpos.data(), qp, shape,
+                               0.3f, out.data())
+                    .ok());
+    for (int i = 0; i < 4; ++i) {
+      const int s = qseq[i];
+      AttentionShape one{1, H, KVH, hd, len[s]};
+      one.window = 5;
+      std::vector<float> ref(H * hd);
+      ASSERT_TRUE(Attention(nullptr, q.data() + i * H * hd, kc[s].data(), vc[s].data(), t, t,
+                            &qpos[i], one, 0.3f, ref.data())
+                      .ok());
+      for (int64_t j = 0; j < H * hd; ++j) {
+        ASSERT_EQ(out[i * H * hd + j], ref[j]) << "window: " << i << " " << j;
+      }
+    }
   }
 }
 
