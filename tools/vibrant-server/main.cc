@@ -20,6 +20,7 @@
 #include <string>
 #include <thread>
 
+#include "absl/status/status.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "api/conversation.h"
@@ -47,7 +48,9 @@ constexpr char kUsage[] =
     "                          min(this, the model's training context) tokens\n"
     "  -b, --batch-size N      tokens per step: decode tokens plus prefill chunks (default 512)\n"
     "  --block-size N          tokens per KV cache block (default 16)\n"
-    "  --device auto|cpu|cuda  where to run (default auto)\n"
+    "  --device auto|cpu|cuda  where to run (default auto: the GPU when there is one\n"
+    "                          that holds the model and has kernels for its paged\n"
+    "                          step, else the CPU)\n"
     "  -t, --threads N         CPU threads (default: all cores)\n"
     "  --api-key KEY           require 'Authorization: Bearer KEY' on /v1/* (or $VIBRANT_API_KEY)\n"
     "  --timeout S             a request's time limit in seconds (default 600)\n"
@@ -167,17 +170,6 @@ int Main(int argc, char** argv) {
 
   ModelOptions mo;
   mo.device = args.device;
-  if (mo.device == "auto") {
-    // The paged step graph runs on the CPU backend; the CUDA kernels for it
-    // are not in the dispatch table yet.
-    mo.device = "cpu";
-  } else if (mo.device == "cuda") {
-    std::fprintf(stderr,
-                 "vibrant-server: --device cuda: continuous batching on the GPU is not available in "
-                 "this build yet (the paged attention kernels are not in the CUDA dispatch table); "
-                 "use --device cpu\n");
-    return 2;
-  }
   mo.n_seq = args.parallel;
   mo.block_size = args.block;
   mo.max_tokens = args.batch;
@@ -186,6 +178,14 @@ int Main(int argc, char** argv) {
   // Default budget: 4096 tokens for each of --parallel sequences.
   mo.n_ctx = args.ctx > 0 ? args.ctx : 4096 * args.parallel;
   absl::StatusOr<std::unique_ptr<Model>> model = Model::Load(args.model, mo);
+  if (!model.ok() && args.device == "auto" && model.status().code() == absl::StatusCode::kUnimplemented) {
+    // auto chose the GPU, whose kernels do not serve this model's paged step
+    // (paged attention runs on the tensor-core kernels: head_dim 64 or 128,
+    // no sliding window yet): the CPU serves it.
+    Log(absl::StrCat("device auto: ", model.status().message(), "; serving on the CPU"));
+    mo.device = "cpu";
+    model = Model::Load(args.model, mo);
+  }
   if (!model.ok()) {
     std::fprintf(stderr, "vibrant-server: %s\n", std::string(model.status().message()).c_str());
     return 1;
