@@ -1206,10 +1206,11 @@ TEST(CudaPaged, KvStoreAndAttentionMatchTheCpu) {
 }
 
 // A whole paged model (2 layers, head_dim 64) on the GPU against the CPU:
-// mixed prefill chunks and decode steps of three sequences. Bound 2e-2 of
-// max|logit|: the 8-bit activation mat-vecs alone are accepted at that
-// (CudaMatMul: ~0.4% per matmul on raw activations) and the f16 attention
-// adds 4e-3 of max|v|; the value measured on the GPU is printed.
+// mixed prefill chunks and decode steps of three sequences, float
+// activations and no GEMM (the matmuls agree with the CPU to 2e-6), so the
+// difference is the paged attention's f16 rounding (4e-3 of max|v| per
+// attention) carried through 2 layers. Bound 1e-2 of max|logit|: not yet
+// measured on a GPU (the value is printed as [ MEASURED ]).
 // The input checks come before anything runs: Step on a paged plan, a
 // sequence slot, a position past a sequence's blocks and a block id outside
 // the pool are named errors, and the executor still works after them.
@@ -1232,7 +1233,10 @@ TEST(CudaPaged, TinyModelMatchesTheCpuAndChecksItsInputs) {
   }
   auto cpu = CpuExecutor::Create(*g, (*m)->Resolver());
   ASSERT_TRUE(cpu.ok()) << cpu.status();
-  auto compiled = CompileForGpu(*g);
+  Knobs float_path;
+  float_path.int8 = false;
+  float_path.gemm_min_rows = 0;
+  auto compiled = CompileForGpu(*g, float_path);
   ASSERT_TRUE(compiled.ok()) << compiled.status();
   SKIP_WITHOUT_GPU();
   auto gpu = CudaExecutor::Create(compiler::ToProgram(*compiled), (*m)->Resolver());
@@ -1241,7 +1245,7 @@ TEST(CudaPaged, TinyModelMatchesTheCpuAndChecksItsInputs) {
   double rel = 0;
   const double err = WorstBatchError(**cpu, **gpu, MixedSteps(96), table, &rel);
   std::printf("[ MEASURED ] paged tiny-llama-hd64: max |gpu - cpu| %.3g, %.3g of max|logit|\n", err, rel);
-  EXPECT_LE(rel, 2e-2);
+  EXPECT_LE(rel, 1e-2);
 
   const int32_t one[1] = {5};
   EXPECT_EQ((*gpu)->Step(one, 0).status().code(), absl::StatusCode::kFailedPrecondition);
