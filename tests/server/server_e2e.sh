@@ -172,7 +172,8 @@ rc=$?
 wait "$curl_pid"
 t1=$(date +%s%N)
 ms=$(((t1 - t0) / 1000000))
-if [ "$rc" -eq 0 ] && [ "$ms" -lt 10000 ] && grep -q 'shutting_down' "$work/stream"; then
+# No timing bound beyond "no hang" (curl gives up at 60 s): the machine may be loaded.
+if [ "$rc" -eq 0 ] && [ "$ms" -lt 60000 ] && grep -q 'shutting_down' "$work/stream"; then
   ok "SIGTERM during a stream: the stream ends with an error event, exit 0 in $ms ms"
 else
   bad "SIGTERM during a stream: exit $rc after $ms ms; stream tail: $(tail -c 300 "$work/stream")"
