@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <string>
@@ -28,6 +29,7 @@ constexpr int kMaxSubs = 15;
 struct Range {
   Region region;
   int64_t begin, end;
+  bool write;
 };
 
 uint64_t PtrSlot(const BufRef& b) {
@@ -35,18 +37,20 @@ uint64_t PtrSlot(const BufRef& b) {
   return (static_cast<uint64_t>(b.region) << 56) | static_cast<uint64_t>(b.offset.Eval(1));
 }
 
-void AddRange(const BufRef& b, std::vector<Range>* out) {
+void AddRange(const BufRef& b, bool write, std::vector<Range>* out) {
   // Weights are never written during a step; null touches nothing.
   if (b.region == Region::kNone || b.region == Region::kWeights) return;
   const int64_t at = b.offset.Eval(1), n = b.extent.Eval(1);
   if (n <= 0) return;
-  out->push_back({b.region, at, at + n});
+  out->push_back({b.region, at, at + n, write});
 }
 
-bool Overlap(const std::vector<Range>& a, const std::vector<Range>& b) {
+// Whether b (later) must wait for a: one of them writes bytes the other
+// touches.
+bool Conflict(const std::vector<Range>& a, const std::vector<Range>& b) {
   for (const Range& x : a) {
     for (const Range& y : b) {
-      if (x.region == y.region && x.begin < y.end && y.begin < x.end) return true;
+      if ((x.write || y.write) && x.region == y.region && x.begin < y.end && y.begin < x.end) return true;
     }
   }
   return false;
@@ -75,6 +79,13 @@ absl::StatusOr<PersistentSchedule> BuildPersistentSchedule(const dispatch::Table
                                                            const std::string& module_source, int sm_count,
                                                            int blocks_per_sm) {
   const std::set<std::string> shared = FunctionsUsingSharedMemory(module_source);
+  // Debugging aids (VIBRANT_PERSISTENT_DEBUG, comma-separated): "serial"
+  // makes every stage wait for the one before it, "nosubs" runs one task per
+  // block.
+  const char* dbg_env = std::getenv("VIBRANT_PERSISTENT_DEBUG");
+  const std::string dbg = dbg_env != nullptr ? dbg_env : "";
+  const bool serial = dbg.find("serial") != std::string::npos;
+  const bool nosubs = dbg.find("nosubs") != std::string::npos;
   if (sm_count < 1 || blocks_per_sm < 1 || blocks_per_sm > 32) {
     return absl::InvalidArgumentError(
         absl::StrCat("persistent decode: ", sm_count, " SMs x ", blocks_per_sm, " blocks per SM"));
@@ -115,18 +126,21 @@ absl::StatusOr<PersistentSchedule> BuildPersistentSchedule(const dispatch::Table
       s.body = body("", p.threads);
       s.grid[0] = std::clamp<int64_t>((bytes + 16 * p.threads - 1) / (16 * p.threads), 1, 4 * p.blocks);
       s.args = {PtrSlot(l.dst), PtrSlot(l.src), static_cast<uint64_t>(bytes)};
-      AddRange(l.dst, &r);
-      AddRange(l.src, &r);
+      AddRange(l.dst, true, &r);
+      AddRange(l.src, false, &r);
     } else {
       s.threads = static_cast<int>(l.block[0]);
       s.body = body(l.name, s.threads);
+      std::vector<ParamAccess> access = KernelParamAccess(module_source, l.name);
+      if (access.size() != l.args.size()) access.assign(l.args.size(), ParamAccess::kReadWrite);
       for (int d = 0; d < 3; ++d) s.grid[d] = l.grid[d].Eval(1);
-      for (const Arg& a : l.args) {
+      for (size_t ai = 0; ai < l.args.size(); ++ai) {
+        const Arg& a = l.args[ai];
         uint64_t slot = 0;
         switch (a.kind) {
           case Arg::Kind::kPtr:
             slot = PtrSlot(a.buf);
-            AddRange(a.buf, &r);
+            AddRange(a.buf, access[ai] != ParamAccess::kRead, &r);
             break;
           case Arg::Kind::kI32: {
             const uint32_t v = static_cast<uint32_t>(static_cast<int32_t>(a.value.Eval(1)));
@@ -146,7 +160,9 @@ absl::StatusOr<PersistentSchedule> BuildPersistentSchedule(const dispatch::Table
         s.args.push_back(slot);
       }
     }
-    s.subs = l.kind == LaunchKind::kKernel && shared.count(l.name) ? 1 : std::min(kMaxSubs, p.threads / s.threads);
+    s.subs = (l.kind == LaunchKind::kKernel && shared.count(l.name)) || nosubs
+                 ? 1
+                 : std::min(kMaxSubs, p.threads / s.threads);
     const int64_t tasks = s.grid[0] * s.grid[1] * s.grid[2];
     s.groups = (tasks + s.subs - 1) / s.subs;
     if (s.groups > (int64_t{1} << 30)) {
@@ -162,7 +178,7 @@ absl::StatusOr<PersistentSchedule> BuildPersistentSchedule(const dispatch::Table
   for (int i = 0; i < n; ++i) {
     std::vector<bool> covered(n, false);
     for (int j = i - 1; j >= 0; --j) {
-      if (covered[j] || !Overlap(ranges[i], ranges[j])) continue;
+      if (covered[j] || !(Conflict(ranges[j], ranges[i]) || (serial && j == i - 1))) continue;
       p.stages[i].deps.push_back(j);
       covered[j] = true;
       for (int k = 0; k < j; ++k) covered[k] = covered[k] || anc[j][k];
@@ -213,7 +229,9 @@ bool IsIdent(char c) { return std::isalnum(static_cast<unsigned char>(c)) || c =
 // Top-level function definitions of the source: name -> body text.
 std::multimap<std::string, std::string> TopLevelFunctions(const std::string& src) {
   std::multimap<std::string, std::string> out;
-  int depth = 0;
+  // Braces of `namespace X {` and `extern "C" {` do not nest functions.
+  std::vector<bool> transparent;
+  int depth = 0;  // function depth
   size_t open_at = 0;
   std::string name;
   for (size_t i = 0; i < src.size();) {
@@ -224,12 +242,24 @@ std::multimap<std::string, std::string> TopLevelFunctions(const std::string& src
     }
     const char c = src[i];
     if (c == '{') {
+      size_t j = i;
+      while (j > 0 && std::isspace(static_cast<unsigned char>(src[j - 1]))) --j;
+      size_t b = j;
+      while (b > 0 && IsIdent(src[b - 1])) --b;
+      size_t w = b;
+      while (w > 0 && std::isspace(static_cast<unsigned char>(src[w - 1]))) --w;
+      const bool ns = depth == 0 && ((w >= 9 && src.compare(w - 9, 9, "namespace") == 0) ||
+                                     (j >= 3 && src.compare(j - 3, 3, "\"C\"") == 0) ||
+                                     (j >= 9 && src.compare(j - 9, 9, "namespace") == 0));
+      transparent.push_back(ns);
+      if (ns) {
+        ++i;
+        continue;
+      }
       if (depth == 0) {
         open_at = i;
         name.clear();
         // `name(...) [qualifiers] {`: the identifier before the parameter list.
-        size_t j = i;
-        while (j > 0 && std::isspace(static_cast<unsigned char>(src[j - 1]))) --j;
         if (j > 0 && src[j - 1] == ')') {
           int d = 0;
           size_t k = j;
@@ -240,15 +270,19 @@ std::multimap<std::string, std::string> TopLevelFunctions(const std::string& src
           }
           size_t e = k;
           while (e > 0 && std::isspace(static_cast<unsigned char>(src[e - 1]))) --e;
-          size_t b = e;
-          while (b > 0 && IsIdent(src[b - 1])) --b;
-          name = src.substr(b, e - b);
+          size_t s0 = e;
+          while (s0 > 0 && IsIdent(src[s0 - 1])) --s0;
+          name = src.substr(s0, e - s0);
         }
       }
       ++depth;
     } else if (c == '}') {
-      if (--depth == 0 && !name.empty()) out.emplace(name, src.substr(open_at, i + 1 - open_at));
-      if (depth < 0) depth = 0;
+      const bool ns = !transparent.empty() && transparent.back();
+      if (!transparent.empty()) transparent.pop_back();
+      if (!ns) {
+        if (--depth == 0 && !name.empty()) out.emplace(name, src.substr(open_at, i + 1 - open_at));
+        if (depth < 0) depth = 0;
+      }
     }
     ++i;
   }
@@ -369,6 +403,43 @@ struct Stage {
 )CUDA";
 
 }  // namespace
+
+std::vector<ParamAccess> KernelParamAccess(const std::string& module_source, const std::string& name) {
+  static constexpr char kHead[] = "extern \"C\" __global__ void ";
+  for (size_t k = module_source.find(kHead); k != std::string::npos; k = module_source.find(kHead, k + 1)) {
+    size_t i = k + sizeof(kHead) - 1;
+    if (module_source.compare(i, 18, "__launch_bounds__(") == 0) {
+      i = module_source.find(')', i);
+      if (i == std::string::npos) return {};
+      ++i;
+      while (i < module_source.size() && module_source[i] == ' ') ++i;
+    }
+    if (module_source.compare(i, name.size(), name) != 0 || i + name.size() >= module_source.size() ||
+        module_source[i + name.size()] != '(') {
+      continue;
+    }
+    const size_t open = i + name.size(), close = module_source.find(')', open);
+    if (close == std::string::npos) return {};
+    std::vector<ParamAccess> out;
+    size_t at = open + 1;
+    while (at < close) {
+      size_t comma = module_source.find(',', at);
+      if (comma == std::string::npos || comma > close) comma = close;
+      const std::string p = module_source.substr(at, comma - at);
+      const size_t star = p.find('*');
+      if (star == std::string::npos) {
+        out.push_back(ParamAccess::kValue);
+      } else {
+        // `const T* name` (or `T const* name`) points at what the kernel only reads.
+        out.push_back(p.substr(0, star).find("const") != std::string::npos ? ParamAccess::kRead
+                                                                            : ParamAccess::kReadWrite);
+      }
+      at = comma + 1;
+    }
+    return out;
+  }
+  return {};
+}
 
 std::set<std::string> FunctionsUsingSharedMemory(const std::string& module_source) {
   const std::multimap<std::string, std::string> fns = TopLevelFunctions(module_source);
