@@ -163,8 +163,11 @@ absl::StatusOr<PersistentSchedule> BuildPersistentSchedule(const dispatch::Table
     s.subs = (l.kind == LaunchKind::kKernel && shared.count(l.name)) || nosubs
                  ? 1
                  : std::min(kMaxSubs, p.threads / s.threads);
+    // A group is a contiguous range of tasks one block runs (its sub-blocks
+    // taking every subs-th): at most one group per block and stage, so a
+    // block checks a stage's dependencies once.
     const int64_t tasks = s.grid[0] * s.grid[1] * s.grid[2];
-    s.groups = (tasks + s.subs - 1) / s.subs;
+    s.groups = std::min<int64_t>((tasks + s.subs - 1) / s.subs, p.blocks);
     if (s.groups > (int64_t{1} << 30)) {
       return absl::UnimplementedError(absl::StrCat("persistent decode: launch ", li, " has ", tasks, " blocks"));
     }
@@ -334,13 +337,14 @@ constexpr char kNamespaceHead[] = R"CUDA(
 // between tasks, so nothing may load through the read-only path.
 namespace vbp {
 struct Task {
-  int threads, shift, gx, gy, gz, v0;
+  int threads, shift, gx, gy, gz;
+  int v[16];  // per sub-block: the task (linear block index) it runs
 };
 __shared__ Task task;
 VB_INLINE int sub() { return (int)(threadIdx.x >> task.shift); }
 VB_INLINE uint3 tid() { return make_uint3(threadIdx.x & (task.threads - 1), 0, 0); }
 VB_INLINE uint3 bid() {
-  const int v = task.v0 + sub();
+  const int v = task.v[sub()];
   return make_uint3(v % task.gx, (v / task.gx) % task.gy, v / (task.gx * task.gy));
 }
 VB_INLINE dim3 bdim() { return dim3(task.threads, 1, 1); }
@@ -550,14 +554,22 @@ extern "C" __global__ void __launch_bounds__($THREADS, $MINB) $NAME(char* arena,
       vbp::task.gx = st.gx;
       vbp::task.gy = st.gy;
       vbp::task.gz = st.gz;
-      vbp::task.v0 = g.y * st.subs;
     }
     __syncthreads();
     const int sub = (int)(threadIdx.x >> st.shift);
-    if (sub < st.subs && g.y * st.subs + sub < st.gx * st.gy * st.gz) {
+    if (sub < st.subs) {
+      // The group's tasks [vb, ve), every subs-th to this sub-block.
+      const long long total = (long long)st.gx * st.gy * st.gz;
+      const int vb = (int)(g.y * total / st.groups), ve = (int)((g.y + 1) * total / st.groups);
+      const bool lead = (threadIdx.x & (st.threads - 1)) == 0;
       const unsigned long long* args = vbp::args + st.arg0;
-      switch (st.body) {
-$CASES      }
+      for (int v = vb + sub; v < ve; v += st.subs) {
+        if (lead) vbp::task.v[sub] = v;
+        vbp::sync();
+        switch (st.body) {
+$CASES        }
+        vbp::sync();  // the sub-block's shared memory and task record are free again
+      }
     }
     __syncthreads();
     if (threadIdx.x == 0) {
