@@ -186,14 +186,16 @@ const char* RegionName(Region r) {
     case Region::kWeights: return "weights";
     case Region::kKv: return "kv";
     case Region::kScratch: return "scratch";
+    case Region::kState: return "state";
   }
   return "?";
 }
 
-std::vector<const Launch*> LaunchesFor(const Table& t, int64_t T) {
+std::vector<const Launch*> LaunchesFor(const Table& t, int64_t T, bool per_op) {
   std::vector<const Launch*> out;
+  const RunsIn skip = per_op ? RunsIn::kScheduledOnly : RunsIn::kPerOpOnly;
   for (const Launch& l : t.launches) {
-    if (l.t_min <= T && T <= l.t_max) out.push_back(&l);
+    if (l.t_min <= T && T <= l.t_max && l.runs_in != skip) out.push_back(&l);
   }
   return out;
 }
@@ -232,6 +234,7 @@ std::string Serialize(const Table& t) {
     w.I32(l.op);
     w.I64(l.t_min);
     w.I64(l.t_max);
+    w.U8(static_cast<uint8_t>(l.runs_in));
     w.U8(static_cast<uint8_t>(l.kind));
     w.Str(l.name);
     w.I32(l.kernel);
@@ -271,7 +274,7 @@ absl::StatusOr<Table> Parse(absl::Span<const uint8_t> bytes, const std::string& 
   }
   uint32_t version;
   VB_ASSIGN(version, r.U32());
-  if (version != kDispatchFormatVersion && version != 1) {
+  if (version != kDispatchFormatVersion) {
     return absl::FailedPreconditionError(absl::StrCat(
         where, ": dispatch table format ", version, ", this runtime reads ", kDispatchFormatVersion,
         ": recompile the plan with this Vibrant's vibrantc"));
@@ -303,13 +306,11 @@ absl::StatusOr<Table> Parse(absl::Span<const uint8_t> bytes, const std::string& 
   uint8_t pdl;
   VB_ASSIGN(pdl, r.U8());
   if (pdl > 1) return r.Error("invalid pdl flag");
-  if (version >= 2) {
-    VB_ASSIGN(t.seq_ids, r.Buf());
-    VB_ASSIGN(t.block_table, r.Buf());
-    VB_ASSIGN(t.n_seq, r.I64());
-    VB_ASSIGN(t.max_blocks, r.I64());
-    VB_ASSIGN(t.block_size, r.I64());
-  }
+  VB_ASSIGN(t.seq_ids, r.Buf());
+  VB_ASSIGN(t.block_table, r.Buf());
+  VB_ASSIGN(t.n_seq, r.I64());
+  VB_ASSIGN(t.max_blocks, r.I64());
+  VB_ASSIGN(t.block_size, r.I64());
   t.pdl = pdl == 1;
   VB_ASSIGN(n, r.Count(81));
   t.values.resize(n);
@@ -324,6 +325,12 @@ absl::StatusOr<Table> Parse(absl::Span<const uint8_t> bytes, const std::string& 
     l.op = static_cast<int32_t>(op);
     VB_ASSIGN(l.t_min, r.I64());
     VB_ASSIGN(l.t_max, r.I64());
+    uint8_t runs_in;
+    VB_ASSIGN(runs_in, r.U8());
+    if (runs_in > static_cast<uint8_t>(RunsIn::kPerOpOnly)) {
+      return r.Error(absl::StrCat("launch ", i, ": invalid runs_in ", static_cast<int>(runs_in)));
+    }
+    l.runs_in = static_cast<RunsIn>(runs_in);
     uint8_t kind;
     VB_ASSIGN(kind, r.U8());
     if (kind > static_cast<uint8_t>(LaunchKind::kCopy)) {
@@ -550,9 +557,9 @@ absl::Status Validate(const Table& t, const std::string& where) {
 std::string Describe(const Table& t) {
   std::string out = absl::StrFormat(
       "dispatch: %d launches (%d kernels), max_tokens %d, arena %d B, weights %d B, kv %d B, "
-      "scratch %d B; CUDA graph for T <= %d%s\n",
+      "scratch %d B, state %d B; CUDA graph for T <= %d%s\n",
       t.launches.size(), t.kernels.size(), t.max_tokens, t.region_bytes[1], t.region_bytes[2],
-      t.region_bytes[3], t.region_bytes[4], t.graph_max_tokens,
+      t.region_bytes[3], t.region_bytes[4], t.region_bytes[5], t.graph_max_tokens,
       t.pdl ? ", programmatic dependent launch" : "");
   if (t.seq_ids.region != Region::kNone) {
     absl::StrAppend(&out, "  paged: seq_ids ", BufText(t.seq_ids), ", block_table ", BufText(t.block_table),
@@ -565,6 +572,8 @@ std::string Describe(const Table& t) {
     std::string range = l.t_min == l.t_max ? absl::StrCat("T=", l.t_min)
                                            : absl::StrCat("T=", l.t_min, "..", l.t_max);
     absl::StrAppend(&out, "  #", i, " op ", l.op, " ", range, " ");
+    if (l.runs_in == RunsIn::kScheduledOnly) out += "[scheduled] ";
+    if (l.runs_in == RunsIn::kPerOpOnly) out += "[per-op only] ";
     switch (l.kind) {
       case LaunchKind::kKernel: {
         absl::StrAppend(&out, l.name, " grid(", ExprText(l.grid[0]), ", ", ExprText(l.grid[1]), ", ",
