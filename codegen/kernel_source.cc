@@ -18,6 +18,9 @@ void Collect(const Graph& g, KernelSet* set) {
   for (const Op& op : g.ops()) {
     if ((op.kind == OpKind::kMatMul || op.kind == OpKind::kMultiMatMul) && op.inputs.size() >= 2) {
       set->matmul_types.insert(g.value(op.inputs[1]).dtype);
+      for (const ir::KernelVariant& v : op.kernels) {
+        if (v.name == "gemm.mmq") set->mmq_types.insert(g.value(op.inputs[1]).dtype);
+      }
     } else if (op.kind == OpKind::kAttention && op.inputs.size() == 4) {
       const ir::Value& k = g.value(op.inputs[1]);
       const ir::Value& v = g.value(op.inputs[2]);
@@ -62,6 +65,7 @@ KernelSet AllKernels() {
       set.matmul_types.insert(all[i].type);
       set.embed_types.insert(all[i].type);
       set.moe_types.insert(all[i].type);
+      if (MmqSupports(all[i].type)) set.mmq_types.insert(all[i].type);
     }
   }
   // The cache types vibrantc compile offers, K and V alike (mixed pairs such
@@ -91,6 +95,9 @@ std::string ModuleSource(const KernelSet& set) {
   absl::StrAppend(&src, "// ---- f16 operands for the prefill GEMM\n",
                   DequantSource(std::vector<DType>(set.matmul_types.begin(),
                                                    set.matmul_types.end())));
+  if (!set.mmq_types.empty()) {
+    absl::StrAppend(&src, MmqSource(std::vector<DType>(set.mmq_types.begin(), set.mmq_types.end())));
+  }
   absl::StrAppend(&src, "// ---- embedding\n",
                   EmbeddingSource(std::vector<DType>(set.embed_types.begin(),
                                                      set.embed_types.end())));
