@@ -50,6 +50,15 @@ absl::StatusOr<Compiled> CompileGraph(ir::Graph graph, const CompileOptions& opt
   ctx.device = out.device == "cuda" ? passes::DevicePolicy::kCuda : passes::DevicePolicy::kCpu;
   codegen::CudaTargetOptions target_opts;
   target_opts.gemm_min_rows = opts.gemm_min_rows;
+  if (opts.mmq_tile != 0 && opts.mmq_tile != 64 && opts.mmq_tile != 128) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--mmq-tile must be 0 (the rule), 64 or 128, not ", opts.mmq_tile));
+  }
+  if (opts.mmq_max_rows < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("--mmq-max-rows must be >= 0, not ", opts.mmq_max_rows));
+  }
+  target_opts.mmq_max_rows = opts.mmq_max_rows;
+  target_opts.mmq_tile = opts.mmq_tile;
   target_opts.gemm_weight_chunk_bytes = opts.gemm_weight_chunk_bytes;
   target_opts.cuda_graphs = opts.cuda_graphs;
   target_opts.flash_attention = opts.flash_attention;

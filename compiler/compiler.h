@@ -42,6 +42,11 @@ struct CompileOptions {
   // count for launch geometry (0: the local GPU's, else 132); decode steps as
   // CUDA graphs; programmatic dependent launch.
   int gemm_min_rows = 32;
+  // Matmuls of gemm_min_rows .. mmq_max_rows rows on the tensor-core GEMM on
+  // quantized weights where it serves the type (codegen/cuda_target.h; 0:
+  // never), with mmq_tile token rows per block (64, 128; 0: the rule).
+  int mmq_max_rows = 0;
+  int mmq_tile = 0;
   int64_t gemm_weight_chunk_bytes = int64_t{48} << 20;  // f16 weight rows per GEMM chunk
   int sm_count = 0;
   bool cuda_graphs = true;

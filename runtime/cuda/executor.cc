@@ -1,6 +1,7 @@
 // CudaExecutor: a program's dispatch table on one GPU (runtime/cuda/executor.h).
 #include "runtime/cuda/executor.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <memory>
 #include <string>
@@ -123,6 +124,22 @@ absl::StatusOr<std::unique_ptr<CudaExecutor>> CudaExecutor::Create(const Program
       KernelModule::Load(*program.kernels, m.table.kernels, m.device);
   if (!module.ok()) return module.status();
   m.module = *std::move(module);
+  // Kernels launched with more than 48 KiB of dynamic shared memory (the
+  // quantized GEMM's tiles) must be allowed it first.
+  {
+    std::vector<uint32_t> smem(m.table.kernels.size(), 0);
+    for (const dispatch::Launch& l : m.table.launches) {
+      if (l.kind == dispatch::LaunchKind::kKernel) smem[l.kernel] = std::max(smem[l.kernel], l.smem);
+    }
+    for (size_t k = 0; k < smem.size(); ++k) {
+      if (smem[k] <= 48 * 1024) continue;
+      VB_CUDA(cudaKernelSetAttributeForDevice(m.module->kernel(static_cast<int>(k)),
+                                              cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                              static_cast<int>(smem[k]), m.device.index),
+              absl::StrCat("CUDA backend: kernel ", m.table.kernels[k], " needs ", smem[k],
+                           " bytes of shared memory, more than this GPU allows a block"));
+    }
+  }
   bool uses_gemm = false;
   for (const dispatch::Launch& l : m.table.launches) uses_gemm |= l.kind == dispatch::LaunchKind::kGemm;
   if (uses_gemm) {

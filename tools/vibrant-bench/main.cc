@@ -82,6 +82,10 @@ constexpr char kUsage[] =
     "  --no-fusion            GGUF only: compile without elementwise fusion\n"
     "                         (--disable-pass=fuse-elementwise)\n"
     "  --no-graphs            CUDA: launch kernels one by one, not as CUDA graphs\n"
+    "  --mmq-max-rows N       GGUF only, CUDA: matmuls of 32 .. N token rows on q4_0/q8_0/\n"
+    "                         q4_K/q5_K/q6_K weights on the quantized tensor-core GEMM\n"
+    "                         (vibrantc compile's flag; default 0 = cuBLASLt)\n"
+    "  --mmq-tile 0|64|128    GGUF only, CUDA: its token rows per block (0: the rule)\n"
     "  --no-warmup            skip the warm-up run before each test\n"
     "  --seed S               seed of the random prompt tokens (default 42)\n"
     "  --json                 one JSON document on stdout instead of a markdown table\n"
@@ -100,6 +104,8 @@ struct Args {
   int64_t max_tokens = 0;
   bool fusion = true;
   bool graphs = true;
+  int64_t mmq_max_rows = 0;
+  int64_t mmq_tile = 0;
   bool warmup = true;
   uint32_t seed = 42;
   bool json = false;
@@ -170,6 +176,13 @@ bool ParseArgs(int argc, char** argv, Args* a) {
       a->fusion = false;
     } else if (f == "--no-graphs") {
       a->graphs = false;
+    } else if (f == "--mmq-max-rows") {
+      if (!int_value(0, &a->mmq_max_rows)) return false;
+    } else if (f == "--mmq-tile") {
+      if (!int_value(0, &a->mmq_tile)) return false;
+      if (a->mmq_tile != 0 && a->mmq_tile != 64 && a->mmq_tile != 128) {
+        return UsageError("--mmq-tile must be 0, 64 or 128");
+      }
     } else if (f == "--no-warmup") {
       a->warmup = false;
     } else if (f == "--seed") {
@@ -462,9 +475,9 @@ absl::Status BenchModel(const Args& a, const std::string& path, std::vector<RunR
                                                      plan_device, "', not '", a.device, "'"));
     }
     device = plan_device;
-    if (a.ctx_size > 0 || a.max_tokens > 0 || !a.fusion || !a.graphs) {
+    if (a.ctx_size > 0 || a.max_tokens > 0 || !a.fusion || !a.graphs || a.mmq_max_rows > 0 || a.mmq_tile > 0) {
       return absl::InvalidArgumentError(absl::StrCat(
-          path, ": --ctx-size, --max-tokens, --no-fusion and --no-graphs apply when compiling a GGUF; "
+          path, ": --ctx-size, --max-tokens, --no-fusion, --no-graphs and --mmq-* apply when compiling a GGUF; "
                 "a plan is already compiled (recompile it with vibrantc compile)"));
     }
     absl::StatusOr<std::unique_ptr<GgufFile>> m = plan->OpenModel();
@@ -485,6 +498,8 @@ absl::Status BenchModel(const Args& a, const std::string& path, std::vector<RunR
     co.lower.max_tokens = a.max_tokens > 0 ? a.max_tokens : std::max<int64_t>(1, longest_prompt);
     if (!a.fusion) co.pipeline.disabled.insert("fuse-elementwise");
     co.cuda_graphs = a.graphs;
+    co.mmq_max_rows = static_cast<int>(std::min<int64_t>(a.mmq_max_rows, INT32_MAX));
+    co.mmq_tile = static_cast<int>(a.mmq_tile);
     absl::StatusOr<compiler::Compiled> c = compiler::CompileGguf(*gguf, co);
     if (!c.ok()) return c.status();
     for (const std::string& note : c->notes) std::fprintf(stderr, "%s\n", note.c_str());

@@ -40,6 +40,11 @@ constexpr char kCompileUsage[] =
     "  --cache-type-v T, -ctv T   the V cache's type alone\n"
     "  --gemm-min-rows N      cuda: matmuls of at least N token rows run as cuBLASLt GEMMs\n"
     "                         (default 32; 0 = never, the plan then needs no libcublasLt)\n"
+    "  --mmq-max-rows N       cuda: matmuls of --gemm-min-rows .. N token rows on q4_0, q8_0,\n"
+    "                         q4_K, q5_K, q6_K weights run the tensor-core GEMM that decodes\n"
+    "                         the weights in shared memory (no f16 copy, no cuBLASLt);\n"
+    "                         more rows and other types keep cuBLASLt (default 0 = never)\n"
+    "  --mmq-tile 0|64|128    cuda: token rows per block of that GEMM (default 0: the rule)\n"
     "  --no-cuda-graphs       cuda: launch decode steps kernel by kernel, not as a CUDA graph\n"
     "  -fa, --flash-attn on|off  cuda: attention on tensor cores (f16 operands; default on\n"
     "                         where the kernels serve the head size and caches)\n"
@@ -73,6 +78,8 @@ struct CompileArgs {
   bool explain_devices = false;
   std::string shapes;  // --shapes SPEC
   int64_t gemm_min_rows = 32;
+  int64_t mmq_max_rows = 0;
+  int64_t mmq_tile = 0;
   bool cuda_graphs = true;
   bool flash_attention = true;
 };
@@ -157,6 +164,13 @@ bool ParseCompileArgs(const std::vector<std::string>& args, CompileArgs* out) {
       if (!int_value(&out->lower.max_tokens, 1)) return false;
     } else if (a == "--gemm-min-rows") {
       if (!int_value(&out->gemm_min_rows, 0)) return false;
+    } else if (a == "--mmq-max-rows") {
+      if (!int_value(&out->mmq_max_rows, 0)) return false;
+    } else if (a == "--mmq-tile") {
+      if (!int_value(&out->mmq_tile, 0)) return false;
+      if (out->mmq_tile != 0 && out->mmq_tile != 64 && out->mmq_tile != 128) {
+        return usage_error("--mmq-tile must be 0, 64 or 128");
+      }
     } else if (a == "--no-cuda-graphs") {
       out->cuda_graphs = false;
     } else if (a == "-fa" || a == "--flash-attn") {
@@ -232,6 +246,8 @@ compiler::CompileOptions ToCompileOptions(const CompileArgs& a, const std::strin
   o.explain_devices = a.explain_devices;
   o.log = &std::cerr;
   o.gemm_min_rows = static_cast<int>(std::min<int64_t>(a.gemm_min_rows, INT32_MAX));
+  o.mmq_max_rows = static_cast<int>(std::min<int64_t>(a.mmq_max_rows, INT32_MAX));
+  o.mmq_tile = static_cast<int>(a.mmq_tile);
   o.cuda_graphs = a.cuda_graphs;
   o.flash_attention = a.flash_attention;
   return o;
