@@ -6,8 +6,8 @@
 // cp.async.wait_group retires its group, so a read of a stage before its wait
 // sees the previous contents (shared memory starts as NaN), and every launch
 // runs under two thread schedules that must give the same bits. This checks,
-// without a GPU, the per-type decoders (every byte of q4_0, q8_0, q4_K, q5_K,
-// q6_K blocks), the fragment orders, the pipeline's barriers and waits, the
+// without a GPU, the per-type decoders (bit for bit against FloatToHalf of
+// the CPU dequantizer, every group of q4_0, q8_0, q4_K, q5_K, q6_K rows), the fragment orders, the pipeline's barriers and waits, the
 // tails (T, N and K not multiples of the tiles), the bias and the three
 // members of one launch.
 //
@@ -59,6 +59,7 @@ inline float __fsub_rn(float a, float b) {
   volatile float r = a - b;
   return r;
 }
+inline float __fmaf_rn(float a, float b, float c) { return std::fma(a, b, c); }
 inline float __uint_as_float(u32 u) {
   float f;
   std::memcpy(&f, &u, 4);
@@ -336,6 +337,43 @@ void Check(const Case& c) {
   std::printf("[ MEASURED ] mmq %s: error / f32-sum bound %.3g; vs f32 operands rel err %.3g\n", Name(c).c_str(),
               worst_ratio, worst_rel32);
   EXPECT_LE(worst_rel32, 4e-3);
+}
+
+// The decoders alone, bit for bit: every group of rows of each type decodes
+// to FloatToHalf of the CPU dequantizer's value (what vb_dequant_f16 writes).
+template <class M>
+void CheckDecoder(DType t) {
+  SCOPED_TRACE(DTypeName(t));
+  const int64_t K = 1024, rows = 16;
+  std::mt19937 rng(77);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  std::vector<float> wf(rows * K);
+  for (int64_t i = 0; i < rows * K; ++i) wf[i] = dist(rng) * (0.01f + static_cast<float>(i / 32 % 13)) + 0.3f * (i / 16 % 3);
+  const int64_t row_bytes = *DTypeBytes(t, K);
+  std::vector<uint8_t> w(rows * row_bytes + 16);
+  ASSERT_TRUE(Quantize(t, wf.data(), rows * K, w.data()).ok());
+  std::vector<float> deq(rows * K);
+  ASSERT_TRUE(Dequantize(t, w.data(), rows * K, deq.data()).ok());
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int kg = 0; kg < K / 8; ++kg) {
+      typename M::Raw raw;
+      M::fetch(w.data() + r * row_bytes, kg, raw);
+      uint32_t h[4];
+      M::decode(raw, kg, h);
+      for (int e = 0; e < 8; ++e) {
+        const uint16_t got = static_cast<uint16_t>(h[e / 2] >> (16 * (e % 2)));
+        ASSERT_EQ(got, FloatToHalf(deq[r * K + 8 * kg + e])) << "row " << r << " element " << 8 * kg + e;
+      }
+    }
+  }
+}
+
+TEST(MmqHost, DecodersAreBitExact) {
+  CheckDecoder<mmq_host::MQ_q4_0>(DType::kQ4_0);
+  CheckDecoder<mmq_host::MQ_q8_0>(DType::kQ8_0);
+  CheckDecoder<mmq_host::MQ_q4_K>(DType::kQ4_K);
+  CheckDecoder<mmq_host::MQ_q5_K>(DType::kQ5_K);
+  CheckDecoder<mmq_host::MQ_q6_K>(DType::kQ6_K);
 }
 
 TEST(MmqHost, Q4KTilesTailsAndBias) {

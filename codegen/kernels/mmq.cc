@@ -39,6 +39,9 @@ struct MmqType {
   const char* source;
 };
 
+// q4_K / q5_K compute d1 * q - m1 as one fused multiply-add: d1 * q is exact
+// in f32 (d1 = d * sc has at most 17 significant bits, q at most 5), so the
+// single rounding equals the decoders' rounded product minus m1.
 constexpr MmqType kMmqTypes[] = {
     {DType::kQ4_0, R"CUDA(
 struct MQ_q4_0 {
@@ -117,8 +120,8 @@ struct MQ_q4_K {
     float v[8];
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
-      v[e] = __fsub_rn(__fmul_rn(d1, vb_mmq_byte_f(w0, e, 8388608.0f)), m1);
-      v[4 + e] = __fsub_rn(__fmul_rn(d1, vb_mmq_byte_f(w1, e, 8388608.0f)), m1);
+      v[e] = __fmaf_rn(d1, vb_mmq_byte_f(w0, e, 8388608.0f), -m1);
+      v[4 + e] = __fmaf_rn(d1, vb_mmq_byte_f(w1, e, 8388608.0f), -m1);
     }
 #pragma unroll
     for (int i = 0; i < 4; ++i) h[i] = vb_mmq_pack(v[2 * i], v[2 * i + 1]);
@@ -155,8 +158,8 @@ struct MQ_q5_K {
     float v[8];
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
-      v[e] = __fsub_rn(__fmul_rn(d1, vb_mmq_byte_f(w0, e, 8388608.0f)), m1);
-      v[4 + e] = __fsub_rn(__fmul_rn(d1, vb_mmq_byte_f(w1, e, 8388608.0f)), m1);
+      v[e] = __fmaf_rn(d1, vb_mmq_byte_f(w0, e, 8388608.0f), -m1);
+      v[4 + e] = __fmaf_rn(d1, vb_mmq_byte_f(w1, e, 8388608.0f), -m1);
     }
 #pragma unroll
     for (int i = 0; i < 4; ++i) h[i] = vb_mmq_pack(v[2 * i], v[2 * i + 1]);
@@ -492,7 +495,7 @@ VB_INLINE void vb_mmq_impl(u8* smem, const u16* __restrict__ x, int T, int K, i6
 
 std::string MmqEntry(DType t, int bm) {
   std::string s = R"CUDA(
-extern "C" __global__ void __launch_bounds__($THREADS) $NAME(const u16* x, int T, int K, i64 row_bytes,
+extern "C" __global__ void __launch_bounds__($THREADS, $MINB) $NAME(const u16* x, int T, int K, i64 row_bytes,
     const u8* w0, const float* b0, float* o0, int n0, const u8* w1, const float* b1, float* o1, int n1,
     const u8* w2, const float* b2, float* o2, int n2) {
   extern __shared__ __align__(16) u8 vb_mmq_smem[];
@@ -502,7 +505,9 @@ extern "C" __global__ void __launch_bounds__($THREADS) $NAME(const u16* x, int T
   absl::StrReplaceAll({{"$THREADS", absl::StrCat(kMmqThreads)},
                        {"$NAME", MmqKernelName(t, bm)},
                        {"$TAG", TypeTag(t)},
-                       {"$BM", absl::StrCat(bm)}},
+                       {"$BM", absl::StrCat(bm)},
+                       // 64-row blocks: two per multiprocessor (<= 128 registers).
+                       {"$MINB", bm == 64 ? "2" : "1"}},
                       &s);
   return s;
 }
