@@ -3,6 +3,7 @@
 // shapes alone. Expected counts are hand-derived from the lowering
 // (frontends/lower/lower.h): 24 ops per layer (4 of them reshape views) plus
 // embedding, final rms_norm and scale, last_row and the output matmul.
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -56,6 +57,27 @@ TEST(CliPasses, ExplainsDevices) {
   EXPECT_THAT(r.err, HasSubstr("assign-devices: policy cpu"));
   EXPECT_THAT(r.err, HasSubstr("op 0 embedding inp_embd: cpu (--device cpu)\n"));
   EXPECT_THAT(r.err, HasSubstr("op 124 matmul logits: cpu (--device cpu)\n"));
+}
+
+// --mmq-max-rows: select-kernels gives the prefill matmuls on q4_K / q6_K
+// weights the quantized tensor-core GEMM, visible in the IR and the launches
+// (no GPU needed: dump-ir compiles no kernels).
+TEST(CliPasses, DumpIrShowsTheQuantizedGemm) {
+  const std::string model = VIBRANT_SOURCE_DIR "/../shared/models/tiny-llama-q4_k_m.gguf";
+  if (!std::ifstream(model)) GTEST_SKIP() << "no " << model;
+  auto on = RunBinary(kVibrantc, {"dump-ir", model, "--device", "cuda", "--after=select-kernels", "--launches",
+                                  "--mmq-max-rows", "512"});
+  ASSERT_EQ(on.exit_code, 0) << on.err;
+  EXPECT_THAT(on.out, HasSubstr("gemm.mmq {bm=64} -> vb_q8a_to_f16, vb_mmq_q4_K_m64"));
+  EXPECT_THAT(on.out, HasSubstr("vb_mmq_q4_K_m64"));
+  EXPECT_THAT(on.out, ::testing::Not(HasSubstr("cublaslt")));
+  auto off = RunBinary(kVibrantc, {"dump-ir", model, "--device", "cuda", "--launches"});
+  ASSERT_EQ(off.exit_code, 0) << off.err;
+  EXPECT_THAT(off.out, ::testing::Not(HasSubstr("vb_mmq_")));
+  EXPECT_THAT(off.out, HasSubstr("cublaslt"));
+  auto bad = RunBinary(kVibrantc, {"dump-ir", model, "--device", "cuda", "--launches", "--mmq-tile", "96"});
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_THAT(bad.err, HasSubstr("--mmq-tile must be 0 (the rule), 64 or 128"));
 }
 
 TEST(CliPasses, BadPassNamesAreErrors) {

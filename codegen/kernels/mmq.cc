@@ -5,9 +5,11 @@
 //   the cuBLASLt path makes it), streamed through a 3-stage cp.async ring of
 //   BM x 64 tiles;
 // - w is read as stored (GGUF blocks): every thread loads the raw bytes of
-//   four 8-element groups of the next 64-column step into registers while the
-//   tensor cores work on the current one, then decodes them to f16 into a
-//   double-buffered 128 x 64 shared tile. A decoded value is f16(the CPU
+//   one 32-element run of a weight row (a q4_0 / q8_0 block, a K-quant
+//   sub-block with its super-block header) of the next 64-column step into
+//   registers with a few wide loads while the tensor cores work on the
+//   current one, then decodes them to f16 into a double-buffered 128 x 64
+//   shared tile. A decoded value is f16(the CPU
 //   dequantizer's float), the same float operations as the block decoders
 //   (decoders.cc) and vb_dequant_f16_*, so the operands are exactly those of
 //   the cuBLASLt path;
@@ -28,12 +30,18 @@ namespace vibrant::codegen {
 namespace {
 
 // Per weight type: `struct MQ_<tag>` with
-//   struct Raw;                                     the bytes one group needs
-//   static void fetch(const u8* row, int kg, Raw&)  loads only (no arithmetic
-//                                                   on the loaded values)
-//   static void decode(const Raw&, int kg, u32 h[4]) 8 f16 (element 2i in the
-//                                                   low half of h[i])
-// for elements 8 kg .. 8 kg + 7 of a row.
+//   struct Raw;                                        the bytes one quad needs
+//   static void fetch(const u8* row, int kq, Raw&)     loads only (no arithmetic
+//                                                      on the loaded values)
+//   static void decode(const Raw&, int kq, u32 h[16])  32 f16 (element 2i in
+//                                                      the low half of h[i])
+// for the quad kq of a row: elements 32 kq .. 32 kq + 31 (one q4_0 / q8_0
+// block, one 32-element run of a K-quant super-block), so that a thread
+// loads one block header and contiguous code bytes with few wide loads.
+// Blocks of 18, 34 and 210 bytes are only 2-byte aligned: their bytes are
+// loaded as the aligned 32-bit words that cover them (at most 2 bytes before
+// and after, inside the weight's 256-byte aligned slot) and realigned with a
+// funnel shift in decode (vb_mmq_realign).
 struct MmqType {
   DType type;
   const char* source;
@@ -45,159 +53,158 @@ struct MmqType {
 constexpr MmqType kMmqTypes[] = {
     {DType::kQ4_0, R"CUDA(
 struct MQ_q4_0 {
-  struct Raw { u32 d, q0, q1, q2, q3; };
-  static VB_INLINE void fetch(const u8* row, int kg, Raw& r) {
-    const u8* b = row + (kg >> 2) * 18;
-    const u16* qs = (const u16*)(b + 2 + 8 * (kg & 1));
-    r.d = *(const u16*)b;
-    r.q0 = qs[0]; r.q1 = qs[1]; r.q2 = qs[2]; r.q3 = qs[3];
-  }
-  static VB_INLINE void decode(const Raw& r, int kg, u32 h[4]) {
-    const float d = vb_h2f((u16)r.d);
-    const int sh = 4 * ((kg & 3) >> 1);
-    const u32 w0 = ((r.q0 | (r.q1 << 16)) >> sh) & 0x0F0F0F0Fu;
-    const u32 w1 = ((r.q2 | (r.q3 << 16)) >> sh) & 0x0F0F0F0Fu;
-    float v[8];
+  struct Raw { u32 w[5]; int o; };
+  static VB_INLINE void fetch(const u8* row, int kq, Raw& r) {
+    const u8* b = row + kq * 18;
+    r.o = vb_mmq_odd2(b);
+    const u32* wp = (const u32*)(b - r.o);
 #pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      v[e] = __fmul_rn(vb_mmq_byte_f(w0, e, 8388616.0f), d);
-      v[4 + e] = __fmul_rn(vb_mmq_byte_f(w1, e, 8388616.0f), d);
+    for (int i = 0; i < 5; ++i) r.w[i] = wp[i];
+  }
+  static VB_INLINE void decode(const Raw& r, int kq, u32 h[16]) {
+    const float d = vb_h2f((u16)(r.o ? r.w[0] >> 16 : r.w[0] & 0xffffu));
+    float v[32];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      // qs bytes 4i .. 4i+3 (block bytes 4i+2 ..): elements 4i.. (low
+      // nibbles) and 16+4i.. (high nibbles).
+      const u32 q = vb_mmq_realign(r.w[i], r.w[i + 1], 2 + r.o);
+      const u32 lo = q & 0x0F0F0F0Fu, hi = (q >> 4) & 0x0F0F0F0Fu;
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        v[4 * i + e] = __fmul_rn(vb_mmq_byte_f(lo, e, 8388616.0f), d);
+        v[16 + 4 * i + e] = __fmul_rn(vb_mmq_byte_f(hi, e, 8388616.0f), d);
+      }
     }
 #pragma unroll
-    for (int i = 0; i < 4; ++i) h[i] = vb_mmq_pack(v[2 * i], v[2 * i + 1]);
+    for (int i = 0; i < 16; ++i) h[i] = vb_mmq_pack(v[2 * i], v[2 * i + 1]);
   }
 };
 )CUDA"},
     {DType::kQ8_0, R"CUDA(
 struct MQ_q8_0 {
-  struct Raw { u32 d, q0, q1, q2, q3; };
-  static VB_INLINE void fetch(const u8* row, int kg, Raw& r) {
-    const u8* b = row + (kg >> 2) * 34;
-    const u16* qs = (const u16*)(b + 2 + 8 * (kg & 3));
-    r.d = *(const u16*)b;
-    r.q0 = qs[0]; r.q1 = qs[1]; r.q2 = qs[2]; r.q3 = qs[3];
+  struct Raw { u32 w[9]; int o; };
+  static VB_INLINE void fetch(const u8* row, int kq, Raw& r) {
+    const u8* b = row + kq * 34;
+    r.o = vb_mmq_odd2(b);
+    const u32* wp = (const u32*)(b - r.o);
+#pragma unroll
+    for (int i = 0; i < 9; ++i) r.w[i] = wp[i];
   }
-  static VB_INLINE void decode(const Raw& r, int kg, u32 h[4]) {
-    const float d = vb_h2f((u16)r.d);
-    // Signed codes biased by 128: (c ^ 0x80) - 128.
-    const u32 w0 = (r.q0 | (r.q1 << 16)) ^ 0x80808080u;
-    const u32 w1 = (r.q2 | (r.q3 << 16)) ^ 0x80808080u;
-    float v[8];
+  static VB_INLINE void decode(const Raw& r, int kq, u32 h[16]) {
+    const float d = vb_h2f((u16)(r.o ? r.w[0] >> 16 : r.w[0] & 0xffffu));
 #pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      v[e] = __fmul_rn(vb_mmq_byte_f(w0, e, 8388736.0f), d);
-      v[4 + e] = __fmul_rn(vb_mmq_byte_f(w1, e, 8388736.0f), d);
+    for (int i = 0; i < 8; ++i) {
+      // Signed codes biased by 128: (c ^ 0x80) - 128.
+      const u32 q = vb_mmq_realign(r.w[i], r.w[i + 1], 2 + r.o) ^ 0x80808080u;
+      h[2 * i] = vb_mmq_pack(__fmul_rn(vb_mmq_byte_f(q, 0, 8388736.0f), d),
+                             __fmul_rn(vb_mmq_byte_f(q, 1, 8388736.0f), d));
+      h[2 * i + 1] = vb_mmq_pack(__fmul_rn(vb_mmq_byte_f(q, 2, 8388736.0f), d),
+                                 __fmul_rn(vb_mmq_byte_f(q, 3, 8388736.0f), d));
     }
-#pragma unroll
-    for (int i = 0; i < 4; ++i) h[i] = vb_mmq_pack(v[2 * i], v[2 * i + 1]);
   }
 };
 )CUDA"},
     {DType::kQ4_K, R"CUDA(
 struct MQ_q4_K {
-  struct Raw { u32 dm, s0, s1, s2, q0, q1; };
-  static VB_INLINE void fetch(const u8* row, int kg, Raw& r) {
-    const u8* b = row + (kg >> 5) * 144;
-    const int i0 = 8 * (kg & 31);
-    const int s = i0 >> 5;
-    r.dm = *(const u32*)b;
-    r.s0 = *(const u32*)(b + 4);
-    r.s1 = *(const u32*)(b + 8);
-    r.s2 = *(const u32*)(b + 12);
-    const uint2 q = *(const uint2*)(b + 16 + 32 * (s >> 1) + (i0 & 31));
-    r.q0 = q.x;
-    r.q1 = q.y;
+  struct Raw { uint4 hdr, qa, qb; };
+  static VB_INLINE void fetch(const u8* row, int kq, Raw& r) {
+    const u8* b = row + (kq >> 3) * 144;
+    const int s = kq & 7;
+    r.hdr = *(const uint4*)b;  // d, dmin, scales[12]
+    const uint4* q = (const uint4*)(b + 16 + 32 * (s >> 1));
+    r.qa = q[0];
+    r.qb = q[1];
   }
-  static VB_INLINE void decode(const Raw& r, int kg, u32 h[4]) {
-    const int s = (kg & 31) >> 2;
+  static VB_INLINE void decode(const Raw& r, int kq, u32 h[16]) {
+    const int s = kq & 7;
     int sc, mn;
-    vb_mmq_scale_min_k(s, r.s0, r.s1, r.s2, &sc, &mn);
-    const float d1 = __fmul_rn(vb_h2f((u16)(r.dm & 0xffffu)), (float)sc);
-    const float m1 = __fmul_rn(vb_h2f((u16)(r.dm >> 16)), (float)mn);
+    vb_mmq_scale_min_k(s, r.hdr.y, r.hdr.z, r.hdr.w, &sc, &mn);
+    const float d1 = __fmul_rn(vb_h2f((u16)(r.hdr.x & 0xffffu)), (float)sc);
+    const float m1 = __fmul_rn(vb_h2f((u16)(r.hdr.x >> 16)), (float)mn);
     const int sh = 4 * (s & 1);
-    const u32 w0 = (r.q0 >> sh) & 0x0F0F0F0Fu;
-    const u32 w1 = (r.q1 >> sh) & 0x0F0F0F0Fu;
-    float v[8];
+    const u32 q[8] = {r.qa.x, r.qa.y, r.qa.z, r.qa.w, r.qb.x, r.qb.y, r.qb.z, r.qb.w};
 #pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      v[e] = __fmaf_rn(d1, vb_mmq_byte_f(w0, e, 8388608.0f), -m1);
-      v[4 + e] = __fmaf_rn(d1, vb_mmq_byte_f(w1, e, 8388608.0f), -m1);
+    for (int i = 0; i < 8; ++i) {
+      const u32 w = (q[i] >> sh) & 0x0F0F0F0Fu;
+      h[2 * i] = vb_mmq_pack(__fmaf_rn(d1, vb_mmq_byte_f(w, 0, 8388608.0f), -m1),
+                             __fmaf_rn(d1, vb_mmq_byte_f(w, 1, 8388608.0f), -m1));
+      h[2 * i + 1] = vb_mmq_pack(__fmaf_rn(d1, vb_mmq_byte_f(w, 2, 8388608.0f), -m1),
+                                 __fmaf_rn(d1, vb_mmq_byte_f(w, 3, 8388608.0f), -m1));
     }
-#pragma unroll
-    for (int i = 0; i < 4; ++i) h[i] = vb_mmq_pack(v[2 * i], v[2 * i + 1]);
   }
 };
 )CUDA"},
     {DType::kQ5_K, R"CUDA(
 struct MQ_q5_K {
-  struct Raw { u32 dm, s0, s1, s2, h0, h1, q0, q1; };
-  static VB_INLINE void fetch(const u8* row, int kg, Raw& r) {
-    const u8* b = row + (kg >> 5) * 176;
-    const int i0 = 8 * (kg & 31);
-    const int s = i0 >> 5;
-    r.dm = *(const u32*)b;
-    r.s0 = *(const u32*)(b + 4);
-    r.s1 = *(const u32*)(b + 8);
-    r.s2 = *(const u32*)(b + 12);
-    const uint2 qh = *(const uint2*)(b + 16 + (i0 & 31));
-    const uint2 q = *(const uint2*)(b + 48 + 32 * (s >> 1) + (i0 & 31));
-    r.h0 = qh.x;
-    r.h1 = qh.y;
-    r.q0 = q.x;
-    r.q1 = q.y;
+  struct Raw { uint4 hdr, ha, hb, qa, qb; };
+  static VB_INLINE void fetch(const u8* row, int kq, Raw& r) {
+    const u8* b = row + (kq >> 3) * 176;
+    const int s = kq & 7;
+    r.hdr = *(const uint4*)b;  // d, dmin, scales[12]
+    const uint4* qh = (const uint4*)(b + 16);
+    const uint4* q = (const uint4*)(b + 48 + 32 * (s >> 1));
+    r.ha = qh[0];
+    r.hb = qh[1];
+    r.qa = q[0];
+    r.qb = q[1];
   }
-  static VB_INLINE void decode(const Raw& r, int kg, u32 h[4]) {
-    const int s = (kg & 31) >> 2;
+  static VB_INLINE void decode(const Raw& r, int kq, u32 h[16]) {
+    const int s = kq & 7;
     int sc, mn;
-    vb_mmq_scale_min_k(s, r.s0, r.s1, r.s2, &sc, &mn);
-    const float d1 = __fmul_rn(vb_h2f((u16)(r.dm & 0xffffu)), (float)sc);
-    const float m1 = __fmul_rn(vb_h2f((u16)(r.dm >> 16)), (float)mn);
+    vb_mmq_scale_min_k(s, r.hdr.y, r.hdr.z, r.hdr.w, &sc, &mn);
+    const float d1 = __fmul_rn(vb_h2f((u16)(r.hdr.x & 0xffffu)), (float)sc);
+    const float m1 = __fmul_rn(vb_h2f((u16)(r.hdr.x >> 16)), (float)mn);
     const int sh = 4 * (s & 1);
-    const u32 w0 = ((r.q0 >> sh) & 0x0F0F0F0Fu) | (((r.h0 >> s) & 0x01010101u) << 4);
-    const u32 w1 = ((r.q1 >> sh) & 0x0F0F0F0Fu) | (((r.h1 >> s) & 0x01010101u) << 4);
-    float v[8];
+    const u32 q[8] = {r.qa.x, r.qa.y, r.qa.z, r.qa.w, r.qb.x, r.qb.y, r.qb.z, r.qb.w};
+    const u32 qh[8] = {r.ha.x, r.ha.y, r.ha.z, r.ha.w, r.hb.x, r.hb.y, r.hb.z, r.hb.w};
 #pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      v[e] = __fmaf_rn(d1, vb_mmq_byte_f(w0, e, 8388608.0f), -m1);
-      v[4 + e] = __fmaf_rn(d1, vb_mmq_byte_f(w1, e, 8388608.0f), -m1);
+    for (int i = 0; i < 8; ++i) {
+      const u32 w = ((q[i] >> sh) & 0x0F0F0F0Fu) | (((qh[i] >> s) & 0x01010101u) << 4);
+      h[2 * i] = vb_mmq_pack(__fmaf_rn(d1, vb_mmq_byte_f(w, 0, 8388608.0f), -m1),
+                             __fmaf_rn(d1, vb_mmq_byte_f(w, 1, 8388608.0f), -m1));
+      h[2 * i + 1] = vb_mmq_pack(__fmaf_rn(d1, vb_mmq_byte_f(w, 2, 8388608.0f), -m1),
+                                 __fmaf_rn(d1, vb_mmq_byte_f(w, 3, 8388608.0f), -m1));
     }
-#pragma unroll
-    for (int i = 0; i < 4; ++i) h[i] = vb_mmq_pack(v[2 * i], v[2 * i + 1]);
   }
 };
 )CUDA"},
-    // Blocks of 210 bytes: only 2-byte alignment, so 16-bit loads.
+    // 32-element run s of a super-block: ql 32 bytes, qh 32 bytes (2 bits
+    // each), scales 2s (elements 0..15) and 2s+1 (16..31).
     {DType::kQ6_K, R"CUDA(
 struct MQ_q6_K {
-  struct Raw { u32 l0, l1, l2, l3, h0, h1, h2, h3, sc, d; };
-  static VB_INLINE void fetch(const u8* row, int kg, Raw& r) {
-    const u8* b = row + (kg >> 5) * 210;
-    const int i0 = 8 * (kg & 31);
-    const int half = i0 >> 7, gq = (i0 & 127) >> 5, l0 = i0 & 31;
-    const u16* ql = (const u16*)(b + 64 * half + 32 * (gq & 1) + l0);
-    const u16* qh = (const u16*)(b + 128 + 32 * half + l0);
-    r.l0 = ql[0]; r.l1 = ql[1]; r.l2 = ql[2]; r.l3 = ql[3];
-    r.h0 = qh[0]; r.h1 = qh[1]; r.h2 = qh[2]; r.h3 = qh[3];
-    r.sc = b[192 + (i0 >> 4)];
+  struct Raw { u32 l[9], hq[9]; u32 sc, d; int o; };
+  static VB_INLINE void fetch(const u8* row, int kq, Raw& r) {
+    const u8* b = row + (kq >> 3) * 210;
+    const int s = kq & 7, half = s >> 2, gq = s & 3;
+    r.o = vb_mmq_odd2(b);
+    const u32* lp = (const u32*)(b - r.o + 64 * half + 32 * (gq & 1));
+    const u32* hp = (const u32*)(b - r.o + 128 + 32 * half);
+#pragma unroll
+    for (int i = 0; i < 9; ++i) {
+      r.l[i] = lp[i];
+      r.hq[i] = hp[i];
+    }
+    r.sc = *(const u16*)(b + 192 + 2 * s);
     r.d = *(const u16*)(b + 208);
   }
-  static VB_INLINE void decode(const Raw& r, int kg, u32 h[4]) {
-    const int i0 = 8 * (kg & 31);
-    const int gq = (i0 & 127) >> 5;
+  static VB_INLINE void decode(const Raw& r, int kq, u32 h[16]) {
+    const int gq = kq & 3;
     const int lsh = gq < 2 ? 0 : 4, hsh = 2 * gq;
-    const float dd = __fmul_rn(vb_h2f((u16)r.d), (float)(int)(i8)(u8)r.sc);
-    const u32 w0 = (((r.l0 | (r.l1 << 16)) >> lsh) & 0x0F0F0F0Fu) |
-                   ((((r.h0 | (r.h1 << 16)) >> hsh) & 0x03030303u) << 4);
-    const u32 w1 = (((r.l2 | (r.l3 << 16)) >> lsh) & 0x0F0F0F0Fu) |
-                   ((((r.h2 | (r.h3 << 16)) >> hsh) & 0x03030303u) << 4);
-    float v[8];
+    const float d = vb_h2f((u16)r.d);
+    const float dd0 = __fmul_rn(d, (float)(int)(i8)(u8)(r.sc & 0xffu));
+    const float dd1 = __fmul_rn(d, (float)(int)(i8)(u8)(r.sc >> 8));
 #pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      v[e] = __fmul_rn(dd, vb_mmq_byte_f(w0, e, 8388640.0f));
-      v[4 + e] = __fmul_rn(dd, vb_mmq_byte_f(w1, e, 8388640.0f));
+    for (int i = 0; i < 8; ++i) {
+      const u32 ql = vb_mmq_realign(r.l[i], r.l[i + 1], r.o);
+      const u32 qh = vb_mmq_realign(r.hq[i], r.hq[i + 1], r.o);
+      const u32 w = ((ql >> lsh) & 0x0F0F0F0Fu) | (((qh >> hsh) & 0x03030303u) << 4);
+      const float dd = i < 4 ? dd0 : dd1;
+      h[2 * i] = vb_mmq_pack(__fmul_rn(dd, vb_mmq_byte_f(w, 0, 8388640.0f)),
+                             __fmul_rn(dd, vb_mmq_byte_f(w, 1, 8388640.0f)));
+      h[2 * i + 1] = vb_mmq_pack(__fmul_rn(dd, vb_mmq_byte_f(w, 2, 8388640.0f)),
+                                 __fmul_rn(dd, vb_mmq_byte_f(w, 3, 8388640.0f)));
     }
-#pragma unroll
-    for (int i = 0; i < 4; ++i) h[i] = vb_mmq_pack(v[2 * i], v[2 * i + 1]);
   }
 };
 )CUDA"},
@@ -299,6 +306,12 @@ VB_INLINE void vb_mmq_cp_wait() {
 VB_INLINE float vb_mmq_byte_f(u32 w, int e, float bias) {
   return __fsub_rn(__uint_as_float(__byte_perm(w, 0x4B000000u, 0x7440u + (u32)e)), bias);
 }
+// 2 when a 2-byte aligned pointer is not 4-byte aligned, else 0.
+VB_INLINE int vb_mmq_odd2(const u8* p) { return (int)((unsigned long long)p & 2ull); }
+// The 4 bytes at byte offset `o` (0, 2 or 4) of the 8 bytes lo, hi.
+VB_INLINE u32 vb_mmq_realign(u32 lo, u32 hi, int o) {
+  return o == 0 ? lo : (o == 4 ? hi : ((lo >> 16) | (hi << 16)));
+}
 // Byte j (0..11) of the 12 K-quant scale bytes held in three words.
 VB_INLINE int vb_mmq_sbyte(u32 s0, u32 s1, u32 s2, int j) {
   const u32 w = j < 4 ? s0 : (j < 8 ? s1 : s2);
@@ -348,7 +361,7 @@ VB_INLINE void vb_mmq_impl(u8* smem, const u16* __restrict__ x, int T, int K, i6
   constexpr int MT = BM / 32;  // m16 tiles per warp
   constexpr int NT = 4;        // n8 tiles per warp
   constexpr int XCH = BM * (KS / 8) / VB_MMQ_THREADS;  // 16-byte x chunks per thread and step
-  constexpr int WG = BN * (KS / 8) / VB_MMQ_THREADS;   // weight groups per thread and step
+  constexpr int WQ = BN * (KS / 32) / VB_MMQ_THREADS;  // 32-element weight quads per thread and step
   u16* sx = (u16*)smem;          // [XS][BM][LD]
   u16* sw = sx + XS * BM * LD;   // [2][BN][LD]
 
@@ -386,27 +399,34 @@ VB_INLINE void vb_mmq_impl(u8* smem, const u16* __restrict__ x, int T, int K, i6
     }                                                                                       \
   } while (0)
 
-  // Weight group p = tid + i * THREADS of a step: row p / 8, group 8 step + p % 8.
-  typename M::Raw raw[WG];
-  bool have[WG];
+  // Weight quad p = tid + i * THREADS of a step: row p / 2, columns
+  // 32 (2 step + p % 2) .. +31 (quads past N or K are zero).
+  typename M::Raw raw[WQ];
+  bool have[WQ];
 #define VB_MMQ_FETCH_W(step_)                                                               \
   do {                                                                                      \
-    _Pragma("unroll") for (int i_ = 0; i_ < WG; ++i_) {                                     \
+    _Pragma("unroll") for (int i_ = 0; i_ < WQ; ++i_) {                                     \
       const int p_ = tid + i_ * VB_MMQ_THREADS;                                             \
-      const int n_ = n_base + (p_ >> 3), kg_ = (step_) * (KS / 8) + (p_ & 7);               \
-      have[i_] = n_ < N && 8 * kg_ < K;                                                     \
-      if (have[i_]) M::fetch(w + (i64)n_ * row_bytes, kg_, raw[i_]);                        \
+      const int n_ = n_base + (p_ >> 1), kq_ = (step_) * (KS / 32) + (p_ & 1);              \
+      have[i_] = n_ < N && 32 * kq_ < K;                                                    \
+      if (have[i_]) M::fetch(w + (i64)n_ * row_bytes, kq_, raw[i_]);                        \
     }                                                                                       \
   } while (0)
 #define VB_MMQ_STORE_W(step_, buf_)                                                         \
   do {                                                                                      \
-    u16* dst_ = sw + (buf_) * BN * LD;                                                      \
-    _Pragma("unroll") for (int i_ = 0; i_ < WG; ++i_) {                                     \
+    _Pragma("unroll") for (int i_ = 0; i_ < WQ; ++i_) {                                     \
       const int p_ = tid + i_ * VB_MMQ_THREADS;                                             \
-      const int kg_ = (step_) * (KS / 8) + (p_ & 7);                                        \
-      u32 h_[4] = {0u, 0u, 0u, 0u};                                                         \
-      if (have[i_]) M::decode(raw[i_], kg_, h_);                                            \
-      *(uint4*)(dst_ + (p_ >> 3) * LD + 8 * (p_ & 7)) = make_uint4(h_[0], h_[1], h_[2], h_[3]); \
+      const int kq_ = (step_) * (KS / 32) + (p_ & 1);                                       \
+      u32 h_[16];                                                                           \
+      if (have[i_]) {                                                                       \
+        M::decode(raw[i_], kq_, h_);                                                        \
+      } else {                                                                              \
+        _Pragma("unroll") for (int j_ = 0; j_ < 16; ++j_) h_[j_] = 0u;                      \
+      }                                                                                     \
+      uint4* dst_ = (uint4*)(sw + (buf_) * BN * LD + (p_ >> 1) * LD + 32 * (p_ & 1));        \
+      _Pragma("unroll") for (int j_ = 0; j_ < 4; ++j_) {                                    \
+        dst_[j_] = make_uint4(h_[4 * j_], h_[4 * j_ + 1], h_[4 * j_ + 2], h_[4 * j_ + 3]);  \
+      }                                                                                     \
     }                                                                                       \
   } while (0)
 
