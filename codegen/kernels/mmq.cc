@@ -401,7 +401,7 @@ VB_INLINE void vb_mmq_impl(u8* smem, const u16* __restrict__ x, int T, int K, i6
 
   // Weight quad p = tid + i * THREADS of a step: row p / 2, columns
   // 32 (2 step + p % 2) .. +31 (quads past N or K are zero).
-  typename M::Raw raw[WQ];
+  typename M::Raw raw[WQ] = {};  // decoded even where never fetched: defined values
   bool have[WQ];
 #define VB_MMQ_FETCH_W(step_)                                                               \
   do {                                                                                      \
@@ -412,20 +412,26 @@ VB_INLINE void vb_mmq_impl(u8* smem, const u16* __restrict__ x, int T, int K, i6
       if (have[i_]) M::fetch(w + (i64)n_ * row_bytes, kq_, raw[i_]);                        \
     }                                                                                       \
   } while (0)
-#define VB_MMQ_STORE_W(step_, buf_)                                                         \
+  // Decoded quads (f16 pairs) of the next step: decoded between the MMAs of
+  // the current step (pure register arithmetic, so the tensor cores and the
+  // ALUs overlap), stored after them; quads with have == false store zeros.
+  u32 hw[WQ][16];
+#define VB_MMQ_DECODE_W(step_)                                                              \
   do {                                                                                      \
     _Pragma("unroll") for (int i_ = 0; i_ < WQ; ++i_) {                                     \
       const int p_ = tid + i_ * VB_MMQ_THREADS;                                             \
-      const int kq_ = (step_) * (KS / 32) + (p_ & 1);                                       \
-      u32 h_[16];                                                                           \
-      if (have[i_]) {                                                                       \
-        M::decode(raw[i_], kq_, h_);                                                        \
-      } else {                                                                              \
-        _Pragma("unroll") for (int j_ = 0; j_ < 16; ++j_) h_[j_] = 0u;                      \
-      }                                                                                     \
+      M::decode(raw[i_], (step_) * (KS / 32) + (p_ & 1), hw[i_]);                           \
+    }                                                                                       \
+  } while (0)
+#define VB_MMQ_STORE_W(buf_)                                                                \
+  do {                                                                                      \
+    _Pragma("unroll") for (int i_ = 0; i_ < WQ; ++i_) {                                     \
+      const int p_ = tid + i_ * VB_MMQ_THREADS;                                             \
       uint4* dst_ = (uint4*)(sw + (buf_) * BN * LD + (p_ >> 1) * LD + 32 * (p_ & 1));        \
       _Pragma("unroll") for (int j_ = 0; j_ < 4; ++j_) {                                    \
-        dst_[j_] = make_uint4(h_[4 * j_], h_[4 * j_ + 1], h_[4 * j_ + 2], h_[4 * j_ + 3]);  \
+        dst_[j_] = have[i_] ? make_uint4(hw[i_][4 * j_], hw[i_][4 * j_ + 1], hw[i_][4 * j_ + 2], \
+                                         hw[i_][4 * j_ + 3])                                \
+                            : make_uint4(0u, 0u, 0u, 0u);                                   \
       }                                                                                     \
     }                                                                                       \
   } while (0)
@@ -443,7 +449,8 @@ VB_INLINE void vb_mmq_impl(u8* smem, const u16* __restrict__ x, int T, int K, i6
     vb_mmq_cp_commit();
   }
   VB_MMQ_FETCH_W(0);
-  VB_MMQ_STORE_W(0, 0);
+  VB_MMQ_DECODE_W(0);
+  VB_MMQ_STORE_W(0);
 
   for (int step = 0; step < steps; ++step) {
     // x of this step has landed (each thread waits for its own copies, the
@@ -478,11 +485,15 @@ VB_INLINE void vb_mmq_impl(u8* smem, const u16* __restrict__ x, int T, int K, i6
           for (int nt = 0; nt < NT; ++nt) vb_mmq_mma(acc[mt][nt], a, b[nt][2 * ks], b[nt][2 * ks + 1]);
         }
       }
+      // Between the two halves of the step: the next step's weights (after
+      // the last step: harmless work on the last fetched bytes).
+      if (kk == 0) VB_MMQ_DECODE_W(step + 1);
     }
-    if (next) VB_MMQ_STORE_W(step + 1, (step + 1) & 1);
+    if (next) VB_MMQ_STORE_W((step + 1) & 1);
   }
 #undef VB_MMQ_LOAD_X
 #undef VB_MMQ_FETCH_W
+#undef VB_MMQ_DECODE_W
 #undef VB_MMQ_STORE_W
 
   // Epilogue: c0, c1 = (row g, cols 2c, 2c+1); c2, c3 = row g + 8.
