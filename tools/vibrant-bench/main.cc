@@ -86,6 +86,9 @@ constexpr char kUsage[] =
     "                         q4_K/q5_K/q6_K weights on the quantized tensor-core GEMM\n"
     "                         (vibrantc compile's flag; default 0 = cuBLASLt)\n"
     "  --mmq-tile 0|64|128    GGUF only, CUDA: its token rows per block (0: the rule)\n"
+    "  --decode-blocks-per-sm N  GGUF only, CUDA: blocks per multiprocessor of the\n"
+    "                         persistent decode kernel (default 2; 0 = one launch per op,\n"
+    "                         vibrantc compile --decode-schedule ops)\n"
     "  --no-warmup            skip the warm-up run before each test\n"
     "  --seed S               seed of the random prompt tokens (default 42)\n"
     "  --json                 one JSON document on stdout instead of a markdown table\n"
@@ -106,6 +109,7 @@ struct Args {
   bool graphs = true;
   int64_t mmq_max_rows = 0;
   int64_t mmq_tile = 0;
+  int64_t decode_blocks_per_sm = 2;
   bool warmup = true;
   uint32_t seed = 42;
   bool json = false;
@@ -183,6 +187,9 @@ bool ParseArgs(int argc, char** argv, Args* a) {
       if (a->mmq_tile != 0 && a->mmq_tile != 64 && a->mmq_tile != 128) {
         return UsageError("--mmq-tile must be 0, 64 or 128");
       }
+    } else if (f == "--decode-blocks-per-sm") {
+      if (!int_value(0, &a->decode_blocks_per_sm)) return false;
+      if (a->decode_blocks_per_sm > 32) return UsageError("--decode-blocks-per-sm: at most 32");
     } else if (f == "--no-warmup") {
       a->warmup = false;
     } else if (f == "--seed") {
@@ -500,6 +507,7 @@ absl::Status BenchModel(const Args& a, const std::string& path, std::vector<RunR
     co.cuda_graphs = a.graphs;
     co.mmq_max_rows = static_cast<int>(std::min<int64_t>(a.mmq_max_rows, INT32_MAX));
     co.mmq_tile = static_cast<int>(a.mmq_tile);
+    co.decode_blocks_per_sm = static_cast<int>(a.decode_blocks_per_sm);
     absl::StatusOr<compiler::Compiled> c = compiler::CompileGguf(*gguf, co);
     if (!c.ok()) return c.status();
     for (const std::string& note : c->notes) std::fprintf(stderr, "%s\n", note.c_str());
