@@ -917,7 +917,12 @@ absl::Status SchedulePersistent(const Graph& g, const CudaTargetOptions& opts, d
   for (int i = 0; i < static_cast<int>(t.launches.size()); ++i) {
     if (t.launches[i].t_min <= 1 && 1 <= t.launches[i].t_max) step.push_back(i);
   }
-  const std::string module = ModuleSource(KernelSetForGraph(g));
+  // The kernels the step's tasks come from. The quantized GEMM (kernels/
+  // mmq.cc) runs only from gemm_min_rows >= 2 rows, never at T = 1, and its
+  // dynamic shared memory is what tasks cannot use: it stays out.
+  KernelSet tasks = KernelSetForGraph(g);
+  tasks.mmq_types.clear();
+  const std::string module = ModuleSource(tasks);
   absl::StatusOr<PersistentSchedule> p =
       BuildPersistentSchedule(t, step, module, opts.sm_count, static_cast<int>(blocks_per_sm));
   if (!p.ok()) return p.status();
