@@ -478,6 +478,23 @@ absl::Status Lowering::Run() {
     Copy(V(o), V(op_.inputs[0]), BytesRule(g_, o));
     return absl::OkStatus();
   }
+  if (n == "sample") {
+    // The last row of the logits [rows, nv]: bytes [(rows - 1) * nv * 4, + nv * 4).
+    const int64_t nv = g_.value(op_.inputs[0]).shape[1];
+    const TExpr rows = Div(ElemsRule(g_, op_.inputs[0]), nv);
+    const BufRef row =
+        env_.Sub(op_.inputs[0], TExpr::Linear(rows.a * nv * 4, (rows.b - 1) * nv * 4), TExpr::Const(nv * 4));
+    const int64_t blocks = SampleGatherBlocks(nv);
+    const int64_t chunk = (nv + blocks - 1) / blocks;
+    const BufRef part = env_.Scratch(0, TExpr::Const(SampleScratchBytes(nv)));
+    Launch& gather = Kernel("vb_sample_gather", TExpr::Const(blocks), kSampleGatherThreads);
+    gather.args = {Arg::Ptr(row), Arg::Ptr(V(op_.inputs[1])), Arg::Ptr(part), Arg::I32(TExpr::Const(nv)),
+                   Arg::I32(TExpr::Const(chunk))};
+    Launch& pick = Kernel("vb_sample_pick", TExpr::Const(1), kSamplePickThreads);
+    pick.args = {Arg::Ptr(row), Arg::Ptr(V(op_.inputs[1])), Arg::Ptr(part), Arg::Ptr(V(o)),
+                 Arg::I32(TExpr::Const(nv)), Arg::I32(TExpr::Const(blocks))};
+    return absl::OkStatus();
+  }
   return Unsupported(absl::StrCat("no kernel variant '", n, "'"));
 }
 
@@ -582,6 +599,7 @@ absl::StatusOr<std::vector<KernelVariant>> Variants(const Graph& g, int index, c
       return out;
     }
     case OpKind::kLastRow: return one("last_row");
+    case OpKind::kSample: return one("sample");
     case OpKind::kCopy: {
       // The step's inputs arrive and its logits leave by the runtime's own
       // transfers: copies between the host and the device are no launches.
@@ -717,6 +735,20 @@ absl::StatusOr<dispatch::Table> LowerDispatch(const Graph& g, const CudaTargetOp
   }
   t.logits = env.value[src];
   t.logits_elems = ElemsRule(g, src);
+  // A step that samples: its parameters in, the token out (each made on the
+  // device, like the logits).
+  const ValueId token = g.FindValue("token");
+  if (token >= 0 && g.value(token).storage == ir::Storage::kOutput) {
+    ValueId tsrc = token;
+    if (g.value(tsrc).producer >= 0 && g.ops()[g.value(tsrc).producer].kind == OpKind::kCopy &&
+        g.value(tsrc).device != ir::Device::kCuda) {
+      tsrc = g.ops()[g.value(tsrc).producer].inputs[0];
+    }
+    absl::StatusOr<BufRef> sampling = device_side("sampling");
+    if (!sampling.ok()) return sampling.status();
+    t.token = env.value[tsrc];
+    t.sampling = *sampling;
+  }
   // The vocabulary: rows of the tables that the tokens index.
   for (const Op& op : g.ops()) {
     if (op.kind != OpKind::kEmbedding) continue;

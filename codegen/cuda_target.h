@@ -20,6 +20,7 @@
 //   kv_store            kv_store        vb_kv_store_<f16|f32>
 //   attention           attention.split vb_attn_split_<f16|f32>, vb_attn_combine ({chunk} cache rows a block)
 //   last_row            last_row        memcpy
+//   sample              sample          vb_sample_gather, vb_sample_pick (codegen/kernels/sample.cc)
 //   copy                io              (none: the step's input/output transfer) or
 //                       copy            memcpy (a copy within the device)
 //   reshape             view            (none)

@@ -243,8 +243,13 @@ absl::Status Run(const RunArgs& args, bool* verify_failed) {
 
   WeightResolver weights = GgufWeights(**model);
   absl::StatusOr<std::unique_ptr<Executor>> exec;
-  // Set for --verify: steps that run op by op against the CPU reference.
-  std::function<absl::StatusOr<absl::Span<const float>>(absl::Span<const int32_t>, int32_t)>
+  // Set for --verify: steps that run op by op against the CPU reference. A
+  // plan that samples draws with `draw` and reports the token it drew.
+  struct VerifiedStep {
+    absl::Span<const float> logits;
+    int32_t token = -1;
+  };
+  std::function<absl::StatusOr<VerifiedStep>(absl::Span<const int32_t>, int32_t, const SampleDraw*)>
       verify_step;
   int verify_failures = 0;
   if (device == "cpu") {
@@ -259,9 +264,9 @@ absl::Status Run(const RunArgs& args, bool* verify_failed) {
     std::fprintf(stderr, "vibrant-run: %s\n", (*cuda)->Describe().c_str());
     if (args.verify) {
       CudaExecutor* c = cuda->get();
-      verify_step = [c, &args, &verify_failures](absl::Span<const int32_t> ids, int32_t pos0)
-          -> absl::StatusOr<absl::Span<const float>> {
-        absl::StatusOr<VerifyReport> r = c->VerifyStep(ids, pos0, args.verify_tol);
+      verify_step = [c, &args, &verify_failures](absl::Span<const int32_t> ids, int32_t pos0,
+                                                 const SampleDraw* draw) -> absl::StatusOr<VerifiedStep> {
+        absl::StatusOr<VerifyReport> r = c->VerifyStep(ids, pos0, args.verify_tol, draw);
         if (!r.ok()) return r.status();
         double worst = 0;
         for (const VerifyOpResult& o : r->ops) {
@@ -276,26 +281,13 @@ absl::Status Run(const RunArgs& args, bool* verify_failed) {
                      ids.size(), pos0, r->ops.size(), worst,
                      r->first_bad >= 0 ? "; first mismatch: " : "",
                      r->first_bad >= 0 ? r->ops[r->first_bad].desc.c_str() : "");
-        return r->logits;
+        return VerifiedStep{r->logits, r->token};
       };
     }
     exec = std::unique_ptr<Executor>(std::move(*cuda));
   }
 #endif
   if (!exec.ok()) return exec.status();
-  // With --verify, the prompt and the first generated token run op by op.
-  int verify_steps_left = args.verify ? -1 : 0;  // -1: every prefill step, then one decode
-  auto step = [&](absl::Span<const int32_t> ids, int32_t pos0, bool decode)
-      -> absl::StatusOr<absl::Span<const float>> {
-    if (verify_step && verify_steps_left != 0) {
-      if (decode) verify_steps_left = 0;
-      return verify_step(ids, pos0);
-    }
-    return (*exec)->Step(ids, pos0);
-  };
-
-  if (args.json) WriteJsonLine({{"prompt_tokens", *tokens}});
-
   // The logits row of the last token of a step's output.
   auto last_row = [&](absl::Span<const float> logits) -> absl::StatusOr<absl::Span<const float>> {
     if (logits.empty() || logits.size() % n_vocab != 0) {
@@ -305,16 +297,59 @@ absl::Status Run(const RunArgs& args, bool* verify_failed) {
     return logits.subspan(logits.size() - n_vocab);
   };
 
-  // Prefill in chunks of max_tokens.
+  // With --verify, the prompt and the first generated token run op by op.
+  int verify_steps_left = args.verify ? -1 : 0;  // -1: every prefill step, then one decode
+  auto step = [&](absl::Span<const int32_t> ids, int32_t pos0, bool decode)
+      -> absl::StatusOr<absl::Span<const float>> {
+    if (verify_step && verify_steps_left != 0) {
+      if (decode) verify_steps_left = 0;
+      absl::StatusOr<VerifiedStep> v = verify_step(ids, pos0, nullptr);
+      if (!v.ok()) return v.status();
+      return v->logits;
+    }
+    return (*exec)->Step(ids, pos0);
+  };
+  // A step that also picks the next token: the plan's sample op draws it
+  // where the logits are (a cuda plan copies back only the id), with the
+  // draw the host sampler would make; a plan without one returns the logits
+  // and the host samples.
+  const bool plan_samples = (*exec)->samples();
+  auto step_token = [&](absl::Span<const int32_t> ids, int32_t pos0, bool decode) -> absl::StatusOr<int32_t> {
+    if (plan_samples) {
+      const SampleDraw draw = sampler->NextDraw();
+      if (verify_step && verify_steps_left != 0) {
+        if (decode) verify_steps_left = 0;
+        absl::StatusOr<VerifiedStep> v = verify_step(ids, pos0, &draw);
+        if (!v.ok()) return v.status();
+        if (v->token < 0) return absl::InvalidArgumentError("sampler: no finite logit (the model produced NaN or inf)");
+        return v->token;
+      }
+      return (*exec)->StepSample(ids, pos0, draw);
+    }
+    absl::StatusOr<absl::Span<const float>> out = step(ids, pos0, decode);
+    if (!out.ok()) return out.status();
+    absl::StatusOr<absl::Span<const float>> row = last_row(*out);
+    if (!row.ok()) return row.status();
+    return sampler->Sample(*row);
+  };
+
+  if (args.json) WriteJsonLine({{"prompt_tokens", *tokens}});
+
+  // Prefill in chunks of max_tokens; the last one gives the first token.
   const auto t0 = std::chrono::steady_clock::now();
   absl::Span<const int32_t> prompt_ids(*tokens);
-  absl::Span<const float> logits;
+  absl::StatusOr<int32_t> id = -1;
   for (size_t done = 0; done < prompt_ids.size();) {
     size_t n = std::min<size_t>(prompt_ids.size() - done, static_cast<size_t>(max_tokens));
-    absl::StatusOr<absl::Span<const float>> out =
-        step(prompt_ids.subspan(done, n), static_cast<int32_t>(done), /*decode=*/false);
-    if (!out.ok()) return out.status();
-    logits = *out;
+    const bool last = done + n == prompt_ids.size();
+    if (last && (args.n_predict != 0)) {
+      id = step_token(prompt_ids.subspan(done, n), static_cast<int32_t>(done), /*decode=*/false);
+      if (!id.ok()) return id.status();
+    } else {
+      absl::StatusOr<absl::Span<const float>> out =
+          step(prompt_ids.subspan(done, n), static_cast<int32_t>(done), /*decode=*/false);
+      if (!out.ok()) return out.status();
+    }
     done += n;
   }
   const auto t1 = std::chrono::steady_clock::now();
@@ -324,10 +359,6 @@ absl::Status Run(const RunArgs& args, bool* verify_failed) {
   int64_t generated = 0;
   std::string stop = "n_predict";
   while (args.n_predict < 0 || generated < args.n_predict) {
-    absl::StatusOr<absl::Span<const float>> row = last_row(logits);
-    if (!row.ok()) return row.status();
-    absl::StatusOr<int32_t> id = sampler->Sample(*row);
-    if (!id.ok()) return id.status();
     if ((*tokenizer)->IsEndOfGeneration(*id)) {
       stop = "eog";
       break;
@@ -346,10 +377,8 @@ absl::Status Run(const RunArgs& args, bool* verify_failed) {
       break;
     }
     const int32_t next[1] = {*id};
-    absl::StatusOr<absl::Span<const float>> out =
-        step(absl::Span<const int32_t>(next, 1), static_cast<int32_t>(pos), /*decode=*/true);
-    if (!out.ok()) return out.status();
-    logits = *out;
+    id = step_token(absl::Span<const int32_t>(next, 1), static_cast<int32_t>(pos), /*decode=*/true);
+    if (!id.ok()) return id.status();
     ++pos;
   }
   const auto t2 = std::chrono::steady_clock::now();

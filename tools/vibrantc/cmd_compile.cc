@@ -5,6 +5,7 @@
 #include <iostream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -38,10 +39,15 @@ constexpr char kCompileUsage[] =
     "  --gemm-min-rows N      cuda: matmuls of at least N token rows run as cuBLASLt GEMMs\n"
     "                         (default 32; 0 = never, the plan then needs no libcublasLt)\n"
     "  --no-cuda-graphs       cuda: launch decode steps kernel by kernel, not as a CUDA graph\n"
+    "  --gpu-sampling         the step draws its next token itself (the sample op, on the\n"
+    "                         plan's device; pass append-sample): only the token id comes\n"
+    "                         back per step. Default for cuda plans; on a cpu plan the op\n"
+    "                         runs on the CPU\n"
+    "  --no-gpu-sampling      the step returns logits and the host samples\n"
     "  --all-logits           output logits for every token of a step, not just the last\n"
     "  --embed-weights        copy the GGUF into the plan (self-contained); by default\n"
     "                         the plan references the GGUF by absolute path and fingerprint\n"
-    "passes (passes/pass.h; the default pipeline is dce, assign-devices,\n"
+    "passes (passes/pass.h; the default pipeline is [append-sample,] dce, assign-devices,\n"
     "fuse-elementwise, combine-matmuls, quantize-activations, dce, repack-weights,\n"
     "select-kernels, plan-memory):\n"
     "  --print-ir-after-all   print the IR after every pass (to stderr)\n"
@@ -69,6 +75,7 @@ struct CompileArgs {
   std::string shapes;  // --shapes SPEC
   int64_t gemm_min_rows = 32;
   bool cuda_graphs = true;
+  std::optional<bool> sample;  // --gpu-sampling / --no-gpu-sampling
 };
 
 // --shapes SPEC: "arch=qwen2,n_layer=36,..." (see the usage).
@@ -153,6 +160,10 @@ bool ParseCompileArgs(const std::vector<std::string>& args, CompileArgs* out) {
       if (!int_value(&out->gemm_min_rows, 0)) return false;
     } else if (a == "--no-cuda-graphs") {
       out->cuda_graphs = false;
+    } else if (a == "--gpu-sampling") {
+      out->sample = true;
+    } else if (a == "--no-gpu-sampling") {
+      out->sample = false;
     } else if (a == "--kv-type") {
       std::string t;
       if (!value(&t)) return usage_error(a + " needs a value");
@@ -214,6 +225,7 @@ compiler::CompileOptions ToCompileOptions(const CompileArgs& a, const std::strin
   o.log = &std::cerr;
   o.gemm_min_rows = static_cast<int>(std::min<int64_t>(a.gemm_min_rows, INT32_MAX));
   o.cuda_graphs = a.cuda_graphs;
+  o.sample = a.sample;
   return o;
 }
 
