@@ -620,6 +620,28 @@ absl::StatusOr<std::vector<KernelVariant>> Variants(const Graph& g, int index, c
 
 bool CudaTarget::MatvecQ8Supports(DType t) const { return codegen::MatvecQ8Supports(t); }
 
+bool CudaTarget::FusesQuantize(const Graph& g, const Op& fused, ValueId body_output) const {
+  if (fused.kind != OpKind::kFused || fused.body == nullptr) return false;
+  // The body with the quantize appended, through the generator.
+  auto body = std::make_shared<Graph>(*fused.body);
+  Value q = body->value(body_output);
+  q.name = "__q8_probe";
+  q.dtype = DType::kQ8A;
+  q.storage = ir::Storage::kActivation;
+  q.producer = -1;
+  const ValueId qid = body->AddValue(std::move(q));
+  Op quant;
+  quant.kind = OpKind::kQuantizeQ8;
+  quant.inputs = {body_output};
+  quant.outputs = {qid};
+  body->AddRawOp(std::move(quant));
+  body->MarkOutput(qid);
+  Op probe = fused;
+  probe.body = std::move(body);
+  probe.outputs.push_back(fused.outputs[0]);  // shape checks only read output 0
+  return GenerateFused(g, probe).ok();
+}
+
 absl::StatusOr<std::vector<KernelVariant>> CudaTarget::SelectKernels(const Graph& g, int index) const {
   absl::StatusOr<std::vector<KernelVariant>> vs = Variants(g, index, opts_);
   if (!vs.ok()) return vs.status();

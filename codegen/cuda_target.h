@@ -63,6 +63,7 @@ class CudaTarget : public passes::KernelTarget {
   explicit CudaTarget(CudaTargetOptions opts = {}) : opts_(opts) {}
   ir::Device device() const override { return ir::Device::kCuda; }
   bool MatvecQ8Supports(DType t) const override;
+  bool FusesQuantize(const ir::Graph& g, const ir::Op& fused, ir::ValueId body_output) const override;
   absl::StatusOr<std::vector<ir::KernelVariant>> SelectKernels(const ir::Graph& g,
                                                                 int index) const override;
   const CudaTargetOptions& options() const { return opts_; }

@@ -19,6 +19,12 @@ void Collect(const Graph& g, KernelSet* set) {
   for (const Op& op : g.ops()) {
     if ((op.kind == OpKind::kMatMul || op.kind == OpKind::kMultiMatMul) && op.inputs.size() >= 2) {
       set->matmul_types.insert(g.value(op.inputs[1]).dtype);
+    } else if (op.kind == OpKind::kAttention && op.inputs.size() == 4) {
+      const ir::Value& k = g.value(op.inputs[1]);
+      const ir::Value& v = g.value(op.inputs[2]);
+      if (k.shape.size() == 3 && AttnMmaSupports(k.dtype, v.dtype, k.shape[2]).ok()) {
+        set->attention.insert(AttnConfig{k.dtype, v.dtype, static_cast<int>(k.shape[2])});
+      }
     } else if (op.kind == OpKind::kEmbedding && !op.inputs.empty()) {
       set->embed_types.insert(g.value(op.inputs[0]).dtype);
     } else if (op.kind == OpKind::kSample) {
@@ -59,6 +65,12 @@ KernelSet AllKernels() {
       set.embed_types.insert(all[i].type);
     }
   }
+  // The cache types vibrantc compile offers, K and V alike (mixed pairs such
+  // as q8_0 K + f16 V are instantiated when a graph has them; the attention
+  // NVRTC test compiles every pair).
+  for (DType t : {DType::kF32, DType::kF16, DType::kQ8_0}) {
+    for (int hd : {64, 128}) set.attention.insert(AttnConfig{t, t, hd});
+  }
   return set;
 }
 
@@ -87,6 +99,10 @@ std::string ModuleSource(const KernelSet& set) {
   absl::StrAppend(&src, "// ---- rope\n", RopeSource());
   absl::StrAppend(&src, "// ---- kv_store\n", KvStoreSource());
   absl::StrAppend(&src, "// ---- attention\n", AttentionSource());
+  if (!set.attention.empty()) {
+    absl::StrAppend(&src, AttentionMmaSource(std::vector<AttnConfig>(set.attention.begin(),
+                                                                      set.attention.end())));
+  }
   if (set.sample) absl::StrAppend(&src, "// ---- sample\n", SampleSource());
   if (!set.fused.empty()) {
     absl::StrAppend(&src, "// ---- fused ops (one kernel per distinct body)\n");
@@ -133,8 +149,11 @@ absl::Status CheckCudaSupportsOp(const Graph& g, const Op& op) {
     case OpKind::kAttention: {
       if (op.inputs.size() != 4) return unsupported("takes 4 inputs");
       const ir::Value& k = g.value(op.inputs[1]);
-      if (k.dtype != DType::kF16 && k.dtype != DType::kF32) {
-        return unsupported("KV cache must be f16 or f32");
+      // The executor's kernels (vb_attn_split_*) read K and V as one type, f16
+      // or f32; q8_0 caches stay on the CPU until the dispatch lowering runs
+      // the tensor-core kernels (attention_mma.h), which read them.
+      if ((k.dtype != DType::kF16 && k.dtype != DType::kF32) || dtype(2) != k.dtype) {
+        return unsupported("K and V caches must both be f16 or both f32");
       }
       if (k.shape.size() != 3 || k.shape[2] > kAttnMaxHeadDim) {
         return unsupported(absl::StrCat("head_dim must be at most ", kAttnMaxHeadDim));
@@ -144,7 +163,10 @@ absl::Status CheckCudaSupportsOp(const Graph& g, const Op& op) {
     case OpKind::kKvStore: {
       if (op.inputs.size() != 3) return unsupported("takes 3 inputs");
       const DType c = dtype(1);
-      if (c != DType::kF16 && c != DType::kF32) return unsupported("cache must be f16 or f32");
+      if (c != DType::kF16 && c != DType::kF32) {
+        return unsupported("cache must be f16 or f32 (vb_kv_store_q8_0 exists; the executor does not "
+                           "run q8_0 caches yet)");
+      }
       return absl::OkStatus();
     }
     case OpKind::kFused: {

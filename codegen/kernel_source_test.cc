@@ -67,6 +67,39 @@ TEST(ModuleSource, OnlyTheGraphsTypesAreInstantiated) {
   EXPECT_TRUE(set.fused.empty()) << "the lowered graph is not fused yet";
 }
 
+// The tensor-core attention kernels are instantiated for the graph's cache
+// types and head size; until the executor runs q8_0 caches, the device pass
+// keeps their kv_store and attention ops on the CPU.
+TEST(ModuleSource, AttentionKernelsFollowTheCacheTypes) {
+  for (DType kt : {DType::kF16, DType::kQ8_0}) {
+    LowerOptions lo;
+    lo.n_ctx = 1024;
+    lo.cache_type_k = kt;
+    auto g = LowerShapes(ShapesFromSpec(passes::test_models::Qwen25_3BSpec()), lo);
+    ASSERT_TRUE(g.ok()) << g.status();
+    const KernelSet set = KernelSetForGraph(*g);
+    EXPECT_EQ(set.attention, (std::set<AttnConfig>{AttnConfig{kt, DType::kF16, 128}}));
+    const std::string src = ModuleSource(set);
+    EXPECT_THAT(src, HasSubstr(AttnDecodeKernelName(AttnConfig{kt, DType::kF16, 128}) + "("));
+    EXPECT_THAT(src, HasSubstr(AttnPrefillKernelName(AttnConfig{kt, DType::kF16, 128}) + "("));
+    int attn = 0, stores = 0;
+    for (const ir::Op& op : g->ops()) {
+      if (op.kind == ir::OpKind::kAttention) {
+        ++attn;
+        EXPECT_EQ(CudaSupportsOp(*g, op), kt == DType::kF16);
+      } else if (op.kind == ir::OpKind::kKvStore) {
+        ++stores;
+        // cache_k.* follow kt, cache_v.* are f16.
+        const bool k_cache = g->value(op.inputs[1]).name.rfind("cache_k", 0) == 0;
+        EXPECT_EQ(CudaSupportsOp(*g, op), !k_cache || kt == DType::kF16);
+      }
+    }
+    EXPECT_EQ(attn, 36);
+    EXPECT_EQ(stores, 72);
+  }
+  EXPECT_EQ(AllKernels().attention.size(), 6u);  // f32, f16, q8_0 for K = V, head_dim 64, 128
+}
+
 // ---- fused kernels ---------------------------------------------------------------
 
 // `g` through the default pipeline for the GPU (as vibrantc compile --device cuda).

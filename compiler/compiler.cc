@@ -91,18 +91,19 @@ absl::StatusOr<Compiled> CompileGraph(ir::Graph graph, const CompileOptions& opt
   out.after = passes::ComputeGraphStats(graph);
 
   const int64_t n_ctx = MetaInt(graph, "n_ctx", 0);
-  DType kv = DType::kF16;
+  // The cache types (lowering names the caches cache_k.<layer> / cache_v.<layer>).
+  DType kv_k = DType::kF16, kv_v = DType::kF16;
   for (const ir::Value& v : graph.values()) {
     if (v.storage == ir::Storage::kKvCache && v.producer < 0) {
-      kv = v.dtype;
-      break;
+      (v.name.rfind("cache_v", 0) == 0 ? kv_v : kv_k) = v.dtype;
     }
   }
   out.options = {
       {"device", out.device},
       {"n_ctx", absl::StrCat(n_ctx)},
       {"max_tokens", absl::StrCat(graph.max_tokens)},
-      {"kv_type", std::string(DTypeName(kv))},
+      {"cache_type_k", std::string(DTypeName(kv_k))},
+      {"cache_type_v", std::string(DTypeName(kv_v))},
       {"all_logits", MetaInt(graph, "all_logits", 0) != 0 ? "1" : "0"},
       {"sample", graph.FindValue("token") >= 0 && graph.FindValue("sampling") >= 0 ? "1" : "0"},
   };

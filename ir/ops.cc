@@ -66,8 +66,8 @@ constexpr OpInfo kOps[] = {
     {OpKind::kCopy, "copy", 1, 1, 1, VB_NO_ATTRS, FusionRole::kNone, InPlaceRule::kNone, false, false},
     {OpKind::kFused, "fused", 1, kManyInputs, -1, VB_NO_ATTRS, FusionRole::kNone,
      InPlaceRule::kReuseDyingInput, false, false},
-    {OpKind::kQuantizeQ8, "quantize_q8", 1, 1, 1, VB_NO_ATTRS, FusionRole::kNone, InPlaceRule::kNone,
-     false, false},
+    {OpKind::kQuantizeQ8, "quantize_q8", 1, 1, 1, VB_NO_ATTRS, FusionRole::kBlockQuantize,
+     InPlaceRule::kNone, false, false},
     {OpKind::kMultiMatMul, "multi_matmul", 3, kManyInputs, -1, VB_ATTRS(kMultiMatMulAttrs),
      FusionRole::kNone, InPlaceRule::kNone, false, false},
     {OpKind::kSample, "sample", 2, 2, 1, VB_NO_ATTRS, FusionRole::kNone, InPlaceRule::kNone, false,
@@ -425,8 +425,12 @@ absl::StatusOr<Value> InferOpOutput(const Graph& g, OpKind kind, const std::vect
       if (cache.storage != Storage::kKvCache) {
         return err("cache ", cache.name, " must be a KV cache, is ", SN(cache.storage));
       }
-      if (cache.dtype != DType::kF16 && cache.dtype != DType::kF32) {
-        return err("cache ", cache.name, " must be f16 or f32, is ", TN(cache.dtype));
+      if (cache.dtype != DType::kF16 && cache.dtype != DType::kF32 && cache.dtype != DType::kQ8_0) {
+        return err("cache ", cache.name, " must be f16, f32 or q8_0, is ", TN(cache.dtype));
+      }
+      if (cache.dtype == DType::kQ8_0 && cache.shape[2] % 32 != 0) {
+        return err("cache ", cache.name, " is q8_0 but its head_dim ", cache.shape[2],
+                   " is not a multiple of 32");
       }
       if (!IsStatic(cache.shape)) {
         return err("cache ", cache.name, " must have a static shape, has ", ShapeToString(cache.shape));
@@ -450,8 +454,13 @@ absl::StatusOr<Value> InferOpOutput(const Graph& g, OpKind kind, const std::vect
       if (auto s = CheckRank(err, "k", k, 3, "[C, KVH, hd]"); !s.ok()) return s;
       if (auto s = CheckRank(err, "v", v, 3, "[C, KVH, hd]"); !s.ok()) return s;
       for (const Value* kv : {&k, &v}) {
-        if (kv->dtype != DType::kF16 && kv->dtype != DType::kF32) {
-          return err(kv == &k ? "k " : "v ", kv->name, " must be f16 or f32, is ", TN(kv->dtype));
+        if (kv->dtype != DType::kF16 && kv->dtype != DType::kF32 && kv->dtype != DType::kQ8_0) {
+          return err(kv == &k ? "k " : "v ", kv->name, " must be f16, f32 or q8_0, is ",
+                     TN(kv->dtype));
+        }
+        if (kv->dtype == DType::kQ8_0 && kv->shape[2] % 32 != 0) {
+          return err(kv == &k ? "k " : "v ", kv->name, " is q8_0 but its head_dim ", kv->shape[2],
+                     " is not a multiple of 32");
         }
         if (!IsStatic(kv->shape)) {
           return err(kv == &k ? "k " : "v ", kv->name, " must have a static shape, has ",

@@ -44,14 +44,23 @@ enum class OpKind : uint8_t {
   //   Dims past n_rot pass through.
   kRope,
   // kv_store(src[T, KVH, hd], cache[C, KVH, hd], positions[T] i32) -> cache'
-  //   cache[positions[t], :, :] = convert(src[t]) (to the cache dtype, f16 or
-  //   f32). The output aliases the cache (Value::alias_of); later readers use
+  //   cache[positions[t], :, :] = convert(src[t]) to the cache dtype:
+  //   f32: copy; f16: round to nearest even;
+  //   q8_0 (llama.cpp's --cache-type-k/-v q8_0; hd % 32 == 0): each head row
+  //     in blocks of 32 along head_dim (GGUF q8_0 blocks: f16 d, 32 int8
+  //     codes), rounded as ggml's quantize_row_q8_0_ref: amax = max |x|,
+  //     d = amax / 127, id = d != 0 ? 1 / d : 0, code = roundf(x * id) (half
+  //     away from zero), d stored as f16 (nearest even); a block holding a
+  //     non-finite value stores d = NaN and codes 0 (it reads back as NaN).
+  //   The output aliases the cache (Value::alias_of); later readers use
   //   the output so the order is explicit. positions[t] >= C is an error.
   kKvStore,
   // attention(q[T, H, hd], k[C, KVH, hd], v[C, KVH, hd], positions[T] i32)
   //   {scale} -> [T, H, hd]. GQA: head h reads KV head h / (H / KVH).
   //   Causal: query t attends cache rows 0..positions[t] inclusive.
   //   out[t,h] = softmax_j(scale * q[t,h] . k[j,kvh]) weighted sum of v[j,kvh].
+  //   k and v are each f32, f16 or q8_0 (they may differ; same shape) and are
+  //   read as their dequantized values (q8_0: code * d, a float product).
   kAttention,
   // last_row(x[T, D]) -> [1, D]: the last token's row (logits of the last
   //   position only, for generation).
@@ -87,6 +96,9 @@ enum class OpKind : uint8_t {
   //   pure elementwise, one row reduction (compute the norm's input, reduce
   //   the row, finish), or one rotation of pairs. Body outputs are row values;
   //   intermediates a body does not output need no memory outside the kernel.
+  //     quantize_q8(x): x a row value of whole 32-element blocks; its q8a
+  //       output is a body output and no body op reads it (codegen rounds a
+  //       block with one warp as it writes the row).
   //   Patterns the fusion pass forms (passes/fuse_elementwise.h):
   //   mul(rms_norm(x), w); mul(silu(g), u); rope(reshape(add(mm, bias)), pos);
   //   s = add(a, b), mul(rms_norm(s), w) with outputs (s, normalized row).
@@ -141,6 +153,8 @@ enum class FusionRole : uint8_t {
   kRowReduce,    // couples all elements of a row (rms_norm); one per body
   kPairRotate,   // couples pairs within a head (rope); one per body
   kView,         // reshape: same elements, no work
+  kBlockQuantize,  // quantize_q8: rounds each 32-element block of a row; its
+                   // q8a output leaves the body (rows of whole blocks)
 };
 
 // What memory an op's output may share.

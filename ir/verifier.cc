@@ -173,8 +173,8 @@ class Verifier {
           if (v.shape.size() != 3) {
             return ValueError(i, "KV cache must have rank 3 [C, KVH, hd], has ", ShapeToString(v.shape));
           }
-          if (v.dtype != DType::kF16 && v.dtype != DType::kF32) {
-            return ValueError(i, "KV cache must be f16 or f32, is ", A(DTypeName(v.dtype)));
+          if (v.dtype != DType::kF16 && v.dtype != DType::kF32 && v.dtype != DType::kQ8_0) {
+            return ValueError(i, "KV cache must be f16, f32 or q8_0, is ", A(DTypeName(v.dtype)));
           }
         }
         continue;

@@ -16,6 +16,7 @@
 #include "passes/assign_devices.h"
 #include "passes/combine_matmuls.h"
 #include "passes/dce.h"
+#include "passes/fold_bias.h"
 #include "passes/fuse_elementwise.h"
 #include "passes/pass.h"
 #include "passes/plan_memory.h"
@@ -135,6 +136,8 @@ Pipeline DefaultPipeline(const PipelineConfig& config) {
   if (config.append_sample) passes.push_back(AppendSample(config.sample_required));
   passes.push_back(DeadCodeElimination());
   passes.push_back(AssignDevices());
+  // Biases into the matmuls' epilogues (devices with generated kernels).
+  passes.push_back(FoldBias());
   passes.push_back(FuseElementwise());
   // Kernel choice for devices with generated kernels (no-ops for the cpu):
   // one kernel per group of matmuls sharing an input, explicit 8-bit

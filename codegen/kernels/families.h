@@ -125,10 +125,16 @@ inline constexpr int kRopeThreads = 64;
 // kv_store: vb_kv_store_f16 / vb_kv_store_f32(const float* src, const int*
 // pos, void* cache, i64 T, int row, int n_ctx): grid-stride over T * row. A
 // position outside [0, n_ctx) is skipped (the runtime checks them first).
+// vb_kv_store_q8_0 (same arguments; row % 32 == 0): one warp per q8_0 block,
+// grid-stride over T * row / 32 blocks (so grid = ceil(T * row / 32 /
+// (kKvStoreThreads / 32)) covers them all in one pass); bit-identical to
+// cpu::KvStore.
 std::string KvStoreSource();
 inline constexpr int kKvStoreThreads = 256;
 
-// attention (split over the context, "flash decoding"):
+// attention (split over the context, "flash decoding"; scalar f32 math, any
+// head_dim <= 256, f16/f32 caches; the tensor-core kernels for head_dim 64 and
+// 128 and f16/q8_0/f32 caches are in attention_mma.h):
 //   vb_attn_split_<f16|f32>(const float* q, const void* k, const void* v,
 //       const int* pos, float* part, int H, int KVH, int hd, int n_ctx,
 //       float scale, int n_split, int chunk)

@@ -20,6 +20,7 @@
 // Shapes and attributes are compile-time constants of the kernel; value
 // names are not in the text, so the bodies of different layers give the same
 // text and therefore the same name, vb_fused_<FNV-1a 64 of the text>.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -157,6 +158,11 @@ class FusedGen {
     for (size_t i = 0; i < b.ops().size(); ++i) {
       const Op& bop = b.ops()[i];
       const ValueId out = bop.outputs[0];
+      if (bop.kind == OpKind::kQuantizeQ8) {  // rounded as the row is written
+        if (absl::Status s = Row(bop.inputs[0]); !s.ok()) return s;
+        quant_src_[out] = bop.inputs[0];
+        continue;
+      }
       if (!IsRowShape(out)) return Unsupported("a body value that is not a row value");
       const ir::OpInfo& info = ir::GetOpInfo(bop.kind);
       if (info.elementwise && info.scalar.unary != nullptr) {  // unary elementwise (silu, ...)
@@ -252,6 +258,18 @@ class FusedGen {
         return Unsupported("an input of an unexpected dtype");
       }
     }
+    if (!quant_src_.empty()) {
+      // One warp rounds a block of 32 consecutive elements as it writes them.
+      if (R_ % 32 != 0) return Unsupported("a quantized row of partial blocks");
+      if (coupling_ >= 0 && b.ops()[coupling_].kind == OpKind::kRope) {
+        return Unsupported("a quantized output of a rope body");
+      }
+      for (const auto& [q, src] : quant_src_) {
+        if (std::find(b.outputs().begin(), b.outputs().end(), q) == b.outputs().end()) {
+          return Unsupported("a quantized row that is not a body output");
+        }
+      }
+    }
     if (coupling_ < 0) {
       shape_ = FusedKernel::Shape::kElementwise;
       threads_ = kElementwiseThreads;
@@ -329,14 +347,28 @@ class FusedGen {
     return out;
   }
 
+  // The values the writes need (a quantized output needs its source row).
   std::set<ValueId> Outputs() const {
-    return std::set<ValueId>(body_->outputs().begin(), body_->outputs().end());
+    std::set<ValueId> out;
+    for (ValueId v : body_->outputs()) {
+      auto q = quant_src_.find(v);
+      out.insert(q == quant_src_.end() ? v : q->second);
+    }
+    return out;
   }
 
   std::string Writes(const std::string& sfx, const std::string& at) const {
     std::string out;
     for (size_t j = 0; j < body_->outputs().size(); ++j) {
-      absl::StrAppend(&out, "      out", j, "[", at, "] = ", Var(body_->outputs()[j], sfx), ";\n");
+      const ValueId v = body_->outputs()[j];
+      auto q = quant_src_.find(v);
+      if (q != quant_src_.end()) {
+        // q8a: the codes, then {d, d*sum} per block after all rows' codes.
+        absl::StrAppend(&out, "      vb_q8a_store(", Var(q->second, sfx), ", out", j, ", (float2*)(out", j,
+                        " + rows * (i64)", R_, "), ", at, ");\n");
+      } else {
+        absl::StrAppend(&out, "      out", j, "[", at, "] = ", Var(v, sfx), ";\n");
+      }
     }
     return out;
   }
@@ -371,7 +403,9 @@ class FusedGen {
                       : cls_[i] == InClass::kConst ? "const float* __restrict__" : "const float*";
       absl::StrAppend(&s, t, " in", i, ", ");
     }
-    for (size_t j = 0; j < body_->outputs().size(); ++j) absl::StrAppend(&s, "float* out", j, ", ");
+    for (size_t j = 0; j < body_->outputs().size(); ++j) {
+      absl::StrAppend(&s, quant_src_.count(body_->outputs()[j]) ? "i8* out" : "float* out", j, ", ");
+    }
     absl::StrAppend(&s, "i64 rows)");
     return s;
   }
@@ -486,6 +520,7 @@ class FusedGen {
   int mode_ = 0;
   float theta_scale_ = 1, freq_scale_ = 1;
   int ff_input_ = -1;
+  std::map<ValueId, ValueId> quant_src_;  // quantize_q8 output -> the row it rounds
   FusedKernel::Shape shape_ = FusedKernel::Shape::kElementwise;
   int threads_ = kElementwiseThreads;
 };

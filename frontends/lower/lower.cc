@@ -310,10 +310,16 @@ class Lowerer {
       return Error(absl::StrCat("LowerOptions.n_ctx ", opts_.n_ctx, " is out of range [0, ",
                                 kMaxDim, "]"));
     }
-    if (opts_.kv_dtype != DType::kF16 && opts_.kv_dtype != DType::kF32) {
-      return Error(absl::StrCat("LowerOptions.kv_dtype ",
-                                std::string(DTypeName(opts_.kv_dtype)),
-                                " is not supported (supported: f16, f32)"));
+    for (const auto& [name, t] : {std::pair{"cache_type_k", opts_.cache_type_k},
+                                  std::pair{"cache_type_v", opts_.cache_type_v}}) {
+      if (t != DType::kF16 && t != DType::kF32 && t != DType::kQ8_0) {
+        return Error(absl::StrCat("LowerOptions.", name, " ", std::string(DTypeName(t)),
+                                  " is not supported (supported: f16, f32, q8_0)"));
+      }
+      if (t == DType::kQ8_0 && hp_.head_dim % 32 != 0) {
+        return Error(absl::StrCat("LowerOptions.", name, " q8_0 needs a head_dim that is a ",
+                                  "multiple of 32; this model's is ", hp_.head_dim));
+      }
     }
     return absl::OkStatus();
   }
@@ -460,8 +466,8 @@ class Lowerer {
       ASSIGN_OR_RETURN(q, Op(OpKind::kRope, rope_q, "q_rope" + L, rope_attrs));
       ASSIGN_OR_RETURN(k, Op(OpKind::kRope, rope_k, "k_rope" + L, rope_attrs));
 
-      const ValueId cache_k = g_.AddKvCache("cache_k" + L, opts_.kv_dtype, {n_ctx_, KVH, hd});
-      const ValueId cache_v = g_.AddKvCache("cache_v" + L, opts_.kv_dtype, {n_ctx_, KVH, hd});
+      const ValueId cache_k = g_.AddKvCache("cache_k" + L, opts_.cache_type_k, {n_ctx_, KVH, hd});
+      const ValueId cache_v = g_.AddKvCache("cache_v" + L, opts_.cache_type_v, {n_ctx_, KVH, hd});
       ValueId kc, vc;
       ASSIGN_OR_RETURN(kc, Op(OpKind::kKvStore, {k, cache_k, positions}, "k_cache" + L));
       ASSIGN_OR_RETURN(vc, Op(OpKind::kKvStore, {v, cache_v, positions}, "v_cache" + L));

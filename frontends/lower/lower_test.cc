@@ -426,7 +426,7 @@ void CheckModel(const GgufFile& f, const Graph& g, const LowerOptions& opts) {
       const ir::Value* c = FindVal(g, kind + std::to_string(l));
       ASSERT_NE(c, nullptr) << kind << l;
       EXPECT_EQ(c->storage, ir::Storage::kKvCache);
-      EXPECT_EQ(c->dtype, opts.kv_dtype);
+      EXPECT_EQ(c->dtype, kind[6] == 'k' ? opts.cache_type_k : opts.cache_type_v);
       EXPECT_EQ(c->shape, ir::Shape({n_ctx, n_head_kv, hd}));
     }
   }
@@ -523,7 +523,8 @@ TEST(LowerRealTest, TinyLlamaQuantizedAllLogits) {
   ASSERT_TRUE(f.ok()) << f.status();
   LowerOptions opts;
   opts.all_logits = true;
-  opts.kv_dtype = DType::kF32;
+  opts.cache_type_k = DType::kF32;
+  opts.cache_type_v = DType::kF32;
   opts.n_ctx = 300;
   opts.max_tokens = 64;
   absl::StatusOr<Graph> g = LowerGguf(**f, opts);
@@ -798,15 +799,42 @@ TEST(LowerSyntheticTest, ExplicitHeadDim) {
   EXPECT_EQ(FindVal(*g, "cache_k.0")->shape, ir::Shape({256, 2, 32}));  // context_length 256
 }
 
+// llama.cpp's --cache-type-k q8_0 --cache-type-v f16: the two caches of a
+// layer get their own types, and the graph verifies.
+TEST(LowerSyntheticTest, Q8_0KvCache) {
+  TestGguf t;
+  Spec s;
+  s.n_embd = 128;  // head_dim 32
+  FillModel(s, t);
+  std::unique_ptr<GgufFile> f;
+  LowerOptions opts;
+  opts.cache_type_k = DType::kQ8_0;
+  absl::StatusOr<Graph> g = LowerSpec(t, f, opts);
+  ASSERT_TRUE(g.ok()) << g.status();
+  for (int l = 0; l < 2; ++l) {
+    EXPECT_EQ(FindVal(*g, "cache_k." + std::to_string(l))->dtype, DType::kQ8_0);
+    EXPECT_EQ(FindVal(*g, "cache_v." + std::to_string(l))->dtype, DType::kF16);
+  }
+  EXPECT_TRUE(ir::Verify(*g).ok()) << ir::Verify(*g);
+}
+
 TEST(LowerSyntheticTest, BadOptions) {
   TestGguf t;
   FillModel(Spec(), t);
   std::unique_ptr<GgufFile> f;
   LowerOptions opts;
-  opts.kv_dtype = DType::kQ8_0;
+  opts.cache_type_v = DType::kQ4_0;
   absl::StatusOr<Graph> g = LowerSpec(t, f, opts);
   ASSERT_FALSE(g.ok());
-  EXPECT_THAT(g.status().message(), HasSubstr("kv_dtype"));
+  EXPECT_THAT(g.status().message(),
+              HasSubstr("LowerOptions.cache_type_v q4_0 is not supported (supported: f16, f32, q8_0)"));
+  opts = LowerOptions();
+  opts.cache_type_k = DType::kQ8_0;  // Spec(): head_dim 64 / 4 = 16
+  g = LowerSpec(t, f, opts);
+  ASSERT_FALSE(g.ok());
+  EXPECT_THAT(g.status().message(),
+              HasSubstr("LowerOptions.cache_type_k q8_0 needs a head_dim that is a multiple of 32; "
+                        "this model's is 16"));
   opts = LowerOptions();
   opts.max_tokens = 0;
   g = LowerSpec(t, f, opts);

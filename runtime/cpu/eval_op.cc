@@ -139,8 +139,8 @@ absl::Status EvalOp(const Graph& g, const Op& op, const std::vector<const uint8_
       shape.T = E(op.inputs[0]) / (qs[1] * qs[2]);
       shape.n_head_kv = k.shape[1];
       shape.n_ctx = k.shape[0];
-      return Attention(pool, F(0), in[1], in[2], k.dtype, I(3), shape,
-                            static_cast<float>(NumberAttr(op, "scale", 1.0)), out);
+      return Attention(pool, F(0), in[1], in[2], k.dtype, g.value(op.inputs[2]).dtype, I(3),
+                       shape, static_cast<float>(NumberAttr(op, "scale", 1.0)), out);
     }
     case OpKind::kLastRow: {
       const int64_t dim = g.value(op.inputs[0]).shape.back();

@@ -14,6 +14,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "ir/verifier.h"
+#include "runtime/cpu/eval_op.h"
 #include "runtime/cpu/kernels.h"
 #include "runtime/cpu/quantize.h"
 #include "runtime/cpu/thread_pool.h"
@@ -323,7 +324,9 @@ absl::Status CheckOp(const Graph& g, const Op& op, bool in_body) {
       VIBRANT_RETURN_IF_ERROR(f32_in(src));
       if (!is(pos, DType::kI32)) return err("positions must be i32");
       const Value& c = g.value(cache);
-      if (c.dtype != DType::kF16 && c.dtype != DType::kF32) return err("cache must be f16 or f32");
+      if (c.dtype != DType::kF16 && c.dtype != DType::kF32 && c.dtype != DType::kQ8_0) {
+        return err("cache must be f16, f32 or q8_0");
+      }
       if (c.shape.size() != 3 || StaticDim(g, cache, 0) <= 0 || StaticDim(g, cache, 1) <= 0 ||
           StaticDim(g, cache, 2) <= 0) {
         return err("cache must be a static [C, KVH, hd]");
@@ -345,10 +348,13 @@ absl::Status CheckOp(const Graph& g, const Op& op, bool in_body) {
       VIBRANT_RETURN_IF_ERROR(f32_out());
       if (!is(pos, DType::kI32)) return err("positions must be i32");
       const Value& kv = g.value(k);
-      if (kv.dtype != DType::kF16 && kv.dtype != DType::kF32) return err("K must be f16 or f32");
-      if (g.value(v).dtype != kv.dtype || g.value(v).shape != kv.shape) {
-        return err("K and V must have the same dtype and shape");
+      for (ValueId c : {k, v}) {
+        const DType t = g.value(c).dtype;
+        if (t != DType::kF16 && t != DType::kF32 && t != DType::kQ8_0) {
+          return err(c == k ? "K must be f16, f32 or q8_0" : "V must be f16, f32 or q8_0");
+        }
       }
+      if (g.value(v).shape != kv.shape) return err("K and V must have the same shape");
       const int64_t C = StaticDim(g, k, 0), KVH = StaticDim(g, k, 1), hd = StaticDim(g, k, 2);
       const int64_t H = StaticDim(g, q, 1);
       if (kv.shape.size() != 3 || C <= 0 || KVH <= 0 || hd <= 0) return err("K must be [C, KVH, hd]");
@@ -441,6 +447,9 @@ struct BoundGraph {
   std::vector<int64_t> scratch_off;  // -1: not in scratch
   std::vector<ValueId> view_of;      // reshape views: the viewed value, else -1
 };
+
+// BoundGraph::body_index of a fused op whose body runs whole (cpu::EvalOp).
+constexpr int kWholeBody = -2;
 
 // Rows of a fused body evaluated together (bounds the scratch per thread).
 constexpr int64_t kRowsPerChunk = 8;
@@ -968,7 +977,16 @@ absl::Status CpuExecutor::Impl::Init(WeightResolver& weights) {
   }
   // Fused bodies.
   for (size_t i = 0; i < g.ops().size(); ++i) {
-    if (g.ops()[i].kind != OpKind::kFused) continue;
+    const Op& op = g.ops()[i];
+    if (op.kind != OpKind::kFused) continue;
+    // A body that rounds a row to 8 bits (quantize_q8, cuda plans) runs
+    // whole, op by op (cpu::EvalOp): its q8a layout is not per row.
+    bool whole = false;
+    for (const Op& bop : op.body->ops()) whole |= bop.kind == OpKind::kQuantizeQ8;
+    if (whole) {
+      main.body_index[i] = kWholeBody;
+      continue;
+    }
     if (absl::Status s = BindBody(main, static_cast<int>(i), 1); !s.ok()) return s;
   }
   // The vocabulary bound for token ids: rows of the tables the tokens index.
@@ -1089,7 +1107,8 @@ absl::Status CpuExecutor::Impl::RunOp(BoundGraph& b, int op_index, int64_t T) {
       shape.n_head_kv = k.shape[1];
       shape.n_ctx = k.shape[0];
       return cpu::Attention(pool.get(), F(op.inputs[0]), b.ptr[op.inputs[1]], b.ptr[op.inputs[2]],
-                            k.dtype, I(op.inputs[3]), shape, static_cast<float>(num("scale", 1.0)),
+                            k.dtype, g.value(op.inputs[2]).dtype, I(op.inputs[3]), shape,
+                            static_cast<float>(num("scale", 1.0)),
                             F(out));
     }
     case OpKind::kLastRow: {
@@ -1102,8 +1121,16 @@ absl::Status CpuExecutor::Impl::RunOp(BoundGraph& b, int op_index, int64_t T) {
       return cpu::Sample(F(op.inputs[0]), E(op.inputs[0]) / V, V, I(op.inputs[1]),
                          reinterpret_cast<int32_t*>(b.ptr[out]));
     }
-    case OpKind::kFused:
-      return RunBody(bodies[b.body_index[op_index]], T);
+    case OpKind::kFused: {
+      if (b.body_index[op_index] != kWholeBody) return RunBody(bodies[b.body_index[op_index]], T);
+      std::vector<const uint8_t*> in;
+      for (ValueId v : op.inputs) in.push_back(b.ptr[v]);
+      std::vector<std::vector<uint8_t>> outs;
+      for (ValueId v : op.outputs) outs.emplace_back(DTypeBytes(g.value(v).dtype, E(v)).value_or(0));
+      if (absl::Status s = cpu::EvalOp(g, op, in, outs, T, pool.get()); !s.ok()) return s;
+      for (size_t j = 0; j < outs.size(); ++j) std::memcpy(b.ptr[op.outputs[j]], outs[j].data(), outs[j].size());
+      return absl::OkStatus();
+    }
   }
   return absl::InternalError("unreachable op kind");
 }

@@ -72,10 +72,14 @@ absl::Status Rope(const float* x, int64_t T, int64_t H, int64_t hd, const int32_
                   const RopeParams& params, float* out);
 
 // kv_store: cache[positions[t], :] = convert(src[t, :]) for t < T, rows of
-// `row` elements (KVH * hd). Cache dtype F32 (copy) or F16 (FloatToHalf,
-// round to nearest even). A position outside [0, n_ctx) is an OutOfRange
-// error; all positions are checked before anything is
-// written, so a failed store leaves the cache unchanged.
+// `row` elements (KVH * hd). Cache dtype F32 (copy), F16 (FloatToHalf,
+// round to nearest even) or Q8_0 (row % 32 == 0; q8_0 blocks of 32 along the
+// row, which with hd % 32 == 0 never straddle heads; ggml's
+// quantize_row_q8_0_ref: amax = max |x|, d = amax / 127.0f, id = d ? 1.0f / d
+// : 0, code = roundf(x * id), d stored as FloatToHalf(d); a block with a
+// non-finite value stores d = NaN (0x7e00) and codes 0). A position outside
+// [0, n_ctx) is an OutOfRange error; all positions are checked before
+// anything is written, so a failed store leaves the cache unchanged.
 absl::Status KvStore(const float* src, int64_t T, int64_t row, const int32_t* positions,
                      DType cache_dtype, void* cache, int64_t n_ctx);
 
@@ -86,14 +90,21 @@ struct AttentionShape {
   int64_t head_dim = 0;
   int64_t n_ctx = 0;    // cache rows C
 };
-// attention(q[T, H, hd], k/v[C, KVH, hd] of `cache_dtype` (F32 or F16),
-// positions[T]) -> out[T, H, hd]. Head h reads KV head h / (H / KVH); query t
-// attends rows j = 0..positions[t]. Per (t, h):
+// attention(q[T, H, hd], k[C, KVH, hd] of `k_dtype`, v[C, KVH, hd] of
+// `v_dtype` (each F32, F16 or Q8_0 with hd % 32 == 0), positions[T]) ->
+// out[T, H, hd]. Cache rows are read as their dequantized f32 values (f16:
+// exact; q8_0: code * d, one float product, runtime/cpu/dequantize.h). Head h
+// reads KV head h / (H / KVH); query t attends rows j = 0..positions[t]. Per
+// (t, h):
 //   s_j = (float)(Σ_d (double)q[d] * (double)k_j[d]) * scale  (float multiply)
 //   m = max_j s_j;  e_j = expf(s_j - m);  S = Σ_j (double)e_j
 //   out[d] = (float)((Σ_j (double)e_j * (double)v_j[d]) / S)
 // Parallel over (t, KV head). A position outside [0, n_ctx) is an OutOfRange
 // error.
+absl::Status Attention(ThreadPool* pool, const float* q, const void* k, const void* v,
+                       DType k_dtype, DType v_dtype, const int32_t* positions,
+                       const AttentionShape& shape, float scale, float* out);
+// The same with one dtype for both caches.
 absl::Status Attention(ThreadPool* pool, const float* q, const void* k, const void* v,
                        DType cache_dtype, const int32_t* positions, const AttentionShape& shape,
                        float scale, float* out);

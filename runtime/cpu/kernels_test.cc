@@ -358,7 +358,59 @@ TEST(KvStoreTest, PositionOutOfRangeWritesNothing) {
     for (float v : cache) EXPECT_EQ(v, 0.0f);
   }
   std::vector<int32_t> pos = {0};
-  EXPECT_FALSE(KvStore(src.data(), 1, row, pos.data(), DType::kQ8_0, cache.data(), C).ok());
+  EXPECT_THAT(KvStore(src.data(), 1, row, pos.data(), DType::kQ4_0, cache.data(), C).message(),
+              testing::HasSubstr("q4_0 is not supported"));
+  EXPECT_THAT(KvStore(src.data(), 1, row, pos.data(), DType::kQ8_0, cache.data(), C).message(),
+              testing::HasSubstr("rows of 2 elements are not whole blocks of 32"));
+}
+
+// q8_0 caches (llama.cpp's --cache-type-k/v q8_0): ggml's rounding, by hand.
+TEST(KvStoreTest, Q8_0HandComputed) {
+  // amax = 127, so d = 1 exactly (0x3C00) and codes = roundf(x): halves away
+  // from zero.
+  std::vector<float> src(64, 0.0f);
+  const float vals[] = {127.0f, -2.5f, 2.5f, 0.49f, -0.5f, -127.0f, 1.5f, 100.2f};
+  for (int i = 0; i < 8; ++i) src[i] = vals[i];
+  // Second block all zeros: d = 0, codes 0.
+  std::vector<uint8_t> cache(3 * 2 * 34, 0xAB);
+  std::vector<int32_t> pos = {2};
+  ASSERT_TRUE(KvStore(src.data(), 1, 64, pos.data(), DType::kQ8_0, cache.data(), 3).ok());
+  const uint8_t* b = cache.data() + 2 * 68;
+  EXPECT_EQ(b[0] | (b[1] << 8), 0x3C00);
+  const int8_t want[] = {127, -3, 3, 0, -1, -127, 2, 100};
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(static_cast<int8_t>(b[2 + i]), want[i]) << i;
+  for (int i = 8; i < 32; ++i) EXPECT_EQ(b[2 + i], 0) << i;
+  EXPECT_EQ(b[34] | (b[35] << 8), 0);
+  for (int i = 0; i < 32; ++i) EXPECT_EQ(b[36 + i], 0) << i;
+  for (int i = 0; i < 2 * 68; ++i) ASSERT_EQ(cache[i], 0xAB) << "row 0/1 written at byte " << i;
+}
+
+// The same bytes as the reference quantizer (quantize.h, checked against
+// llama-quantize's output in dequantize_test), and a block with a non-finite
+// value stores d = NaN with codes 0 while its neighbours are unaffected.
+TEST(KvStoreTest, Q8_0MatchesQuantizeAndNonFinite) {
+  const int64_t C = 5, row = 2 * 64;  // KVH 2, hd 64
+  std::vector<float> src = Random(2 * row, 7, -3.0f, 3.0f);
+  std::vector<int32_t> pos = {3, 0};
+  std::vector<uint8_t> cache(C * row / 32 * 34, 0);
+  ASSERT_TRUE(KvStore(src.data(), 2, row, pos.data(), DType::kQ8_0, cache.data(), C).ok());
+  std::vector<uint8_t> want(2 * row / 32 * 34);
+  ASSERT_TRUE(Quantize(DType::kQ8_0, src.data(), 2 * row, want.data()).ok());
+  const int64_t rb = row / 32 * 34;
+  EXPECT_EQ(0, std::memcmp(cache.data() + 3 * rb, want.data(), rb));
+  EXPECT_EQ(0, std::memcmp(cache.data(), want.data() + rb, rb));
+  src[40] = INFINITY;  // block 1 of token 0
+  src[row + 5] = NAN;  // block 0 of token 1
+  ASSERT_TRUE(KvStore(src.data(), 2, row, pos.data(), DType::kQ8_0, cache.data(), C).ok());
+  const uint8_t* r3 = cache.data() + 3 * rb;
+  EXPECT_EQ(r3[34] | (r3[35] << 8), 0x7e00);
+  for (int i = 0; i < 32; ++i) EXPECT_EQ(r3[36 + i], 0);
+  EXPECT_EQ(0, std::memcmp(r3, want.data(), 34));  // block 0 unchanged
+  EXPECT_EQ(0, std::memcmp(r3 + 68, want.data() + 68, rb - 68));
+  EXPECT_EQ(cache[0] | (cache[1] << 8), 0x7e00);
+  std::vector<float> back(32);
+  ASSERT_TRUE(Dequantize(DType::kQ8_0, r3 + 34, 32, back.data()).ok());
+  for (float x : back) EXPECT_TRUE(std::isnan(x));
 }
 
 // ---- attention -----------------------------------------------------------------
@@ -394,11 +446,21 @@ std::vector<float> AttentionReference(const std::vector<float>& q, const std::ve
   return out;
 }
 
-class AttentionTest : public testing::TestWithParam<DType> {};
+// The cache as `t` holds `x` (KVH * hd rows; q8_0 in blocks along them), and
+// `x` replaced by the values it reads back.
+std::vector<uint8_t> StoreAs(DType t, std::vector<float>& x) {
+  const int64_t n = static_cast<int64_t>(x.size());
+  std::vector<uint8_t> bytes(DTypeBytes(t, n).value());
+  EXPECT_TRUE(Quantize(t, x.data(), n, bytes.data()).ok());
+  EXPECT_TRUE(Dequantize(t, bytes.data(), n, x.data()).ok());
+  return bytes;
+}
+
+class AttentionTest : public testing::TestWithParam<std::pair<DType, DType>> {};
 
 TEST_P(AttentionTest, GqaCausalPrefillAtOffset) {
-  const DType ct = GetParam();
-  const int64_t H = 4, KVH = 2, hd = 16, C = 12;
+  const auto [kt, vt] = GetParam();
+  const int64_t H = 4, KVH = 2, hd = 32, C = 12;
   // A prefill of 3 tokens at positions 5..7 after 5 cached ones.
   std::vector<int32_t> pos = {5, 6, 7};
   const int64_t T = pos.size();
@@ -407,27 +469,14 @@ TEST_P(AttentionTest, GqaCausalPrefillAtOffset) {
   std::vector<float> v = Random(C * KVH * hd, 16);
   // Rows past position 7 hold huge values: reading them would show.
   for (int64_t i = 8 * KVH * hd; i < C * KVH * hd; ++i) k[i] = v[i] = 1e4f;
-  std::vector<uint8_t> kc, vc;
-  if (ct == DType::kF16) {
-    // The reference reads the values the f16 cache holds.
-    std::vector<uint16_t> k16(k.size()), v16(v.size());
-    for (size_t i = 0; i < k.size(); ++i) {
-      k16[i] = FloatToHalf(k[i]);
-      v16[i] = FloatToHalf(v[i]);
-      k[i] = HalfToFloat(k16[i]);
-      v[i] = HalfToFloat(v16[i]);
-    }
-    kc.assign(reinterpret_cast<uint8_t*>(k16.data()), reinterpret_cast<uint8_t*>(k16.data() + k16.size()));
-    vc.assign(reinterpret_cast<uint8_t*>(v16.data()), reinterpret_cast<uint8_t*>(v16.data() + v16.size()));
-  } else {
-    kc.assign(reinterpret_cast<uint8_t*>(k.data()), reinterpret_cast<uint8_t*>(k.data() + k.size()));
-    vc.assign(reinterpret_cast<uint8_t*>(v.data()), reinterpret_cast<uint8_t*>(v.data() + v.size()));
-  }
+  // The reference reads the values the caches hold (f16: rounded; q8_0:
+  // code * d).
+  std::vector<uint8_t> kc = StoreAs(kt, k), vc = StoreAs(vt, v);
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   AttentionShape shape{T, H, KVH, hd, C};
   ThreadPool pool(3);
   std::vector<float> out(T * H * hd);
-  ASSERT_TRUE(Attention(&pool, q.data(), kc.data(), vc.data(), ct, pos.data(), shape, scale,
+  ASSERT_TRUE(Attention(&pool, q.data(), kc.data(), vc.data(), kt, vt, pos.data(), shape, scale,
                         out.data())
                   .ok());
   std::vector<float> ref = AttentionReference(q, k, v, pos, H, KVH, hd, scale);
@@ -436,23 +485,35 @@ TEST_P(AttentionTest, GqaCausalPrefillAtOffset) {
   // Single-token decode of the last row, single-threaded: the same bits.
   std::vector<float> one(H * hd);
   AttentionShape shape1{1, H, KVH, hd, C};
-  ASSERT_TRUE(Attention(nullptr, q.data() + 2 * H * hd, kc.data(), vc.data(), ct, pos.data() + 2,
-                        shape1, scale, one.data())
+  ASSERT_TRUE(Attention(nullptr, q.data() + 2 * H * hd, kc.data(), vc.data(), kt, vt,
+                        pos.data() + 2, shape1, scale, one.data())
                   .ok());
   for (int64_t i = 0; i < H * hd; ++i) ASSERT_EQ(one[i], out[2 * H * hd + i]);
 
   // Position past the cache.
   std::vector<int32_t> bad = {static_cast<int32_t>(C)};
-  EXPECT_EQ(Attention(nullptr, q.data(), kc.data(), vc.data(), ct, bad.data(), shape1, scale,
+  EXPECT_EQ(Attention(nullptr, q.data(), kc.data(), vc.data(), kt, vt, bad.data(), shape1, scale,
                       one.data())
                 .code(),
             absl::StatusCode::kOutOfRange);
+  // q8_0 rows must be whole blocks.
+  if (kt == DType::kQ8_0) {
+    AttentionShape odd{1, 2, 1, 48, C};
+    EXPECT_THAT(Attention(nullptr, q.data(), kc.data(), vc.data(), kt, vt, pos.data(), odd, scale,
+                          one.data())
+                    .message(),
+                testing::HasSubstr("rows of 48 elements are not whole blocks of 32"));
+  }
 }
 
-INSTANTIATE_TEST_SUITE_P(CacheTypes, AttentionTest, testing::Values(DType::kF32, DType::kF16),
-                         [](const testing::TestParamInfo<DType>& i) {
-                           return std::string(DTypeName(i.param));
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    CacheTypes, AttentionTest,
+    testing::Values(std::pair{DType::kF32, DType::kF32}, std::pair{DType::kF16, DType::kF16},
+                    std::pair{DType::kQ8_0, DType::kQ8_0}, std::pair{DType::kQ8_0, DType::kF16},
+                    std::pair{DType::kF16, DType::kQ8_0}),
+    [](const testing::TestParamInfo<std::pair<DType, DType>>& i) {
+      return "k_" + std::string(DTypeName(i.param.first)) + "_v_" + std::string(DTypeName(i.param.second));
+    });
 
 TEST(AttentionHandTest, PositionZeroReturnsFirstValue) {
   // Attending to one row gives that row's value exactly.

@@ -35,7 +35,10 @@ constexpr char kCompileUsage[] =
     "  --ctx-size N           KV cache length in tokens (default: min(the model's, 4096))\n"
     "  --max-tokens N         tokens per step; longer prompts are prefilled in chunks\n"
     "                         of N (default 512)\n"
-    "  --kv-type f16|f32      KV cache element type (default f16, as llama.cpp)\n"
+    "  --kv-type T            KV cache element type of K and V: f16 (default, as\n"
+    "                         llama.cpp), f32 or q8_0 (half of f16's bytes)\n"
+    "  --cache-type-k T, -ctk T   the K cache's type alone (as llama.cpp's flag)\n"
+    "  --cache-type-v T, -ctv T   the V cache's type alone\n"
     "  --gemm-min-rows N      cuda: matmuls of at least N token rows run as cuBLASLt GEMMs\n"
     "                         (default 32; 0 = never, the plan then needs no libcublasLt)\n"
     "  --no-cuda-graphs       cuda: launch decode steps kernel by kernel, not as a CUDA graph\n"
@@ -164,16 +167,24 @@ bool ParseCompileArgs(const std::vector<std::string>& args, CompileArgs* out) {
       out->sample = true;
     } else if (a == "--no-gpu-sampling") {
       out->sample = false;
-    } else if (a == "--kv-type") {
+    } else if (a == "--kv-type" || a == "--cache-type-k" || a == "-ctk" || a == "--cache-type-v" ||
+               a == "-ctv") {
       std::string t;
       if (!value(&t)) return usage_error(a + " needs a value");
+      DType dt;
       if (t == "f16") {
-        out->lower.kv_dtype = DType::kF16;
+        dt = DType::kF16;
       } else if (t == "f32") {
-        out->lower.kv_dtype = DType::kF32;
+        dt = DType::kF32;
+      } else if (t == "q8_0") {
+        dt = DType::kQ8_0;
       } else {
-        return usage_error("--kv-type must be f16 or f32, not '" + t + "'");
+        return usage_error(a + " must be f16, f32 or q8_0, not '" + t + "'");
       }
+      const bool k = a != "--cache-type-v" && a != "-ctv";
+      const bool v = a != "--cache-type-k" && a != "-ctk";
+      if (k) out->lower.cache_type_k = dt;
+      if (v) out->lower.cache_type_v = dt;
     } else if (a == "--all-logits") {
       out->lower.all_logits = true;
     } else if (a == "--embed-weights") {

@@ -21,7 +21,8 @@ constexpr Command kCommands[] = {
      "tokenize MODEL.gguf TEXT|--file F [--no-bos] [--json]   token ids"},
     {"compile", vibrant::cli::RunCompile,
      "compile MODEL.gguf -o PLAN [--device cpu|cuda|auto] [--ctx-size N] [--max-tokens N]\n"
-     "          [--kv-type f16|f32] [--all-logits] [--embed-weights]   compile a plan"},
+     "          [--kv-type f16|f32|q8_0] [--cache-type-k T] [--cache-type-v T] [--all-logits]\n"
+     "          [--embed-weights]   compile a plan"},
     {"dump-ir", vibrant::cli::RunDumpIr,
      "dump-ir MODEL.gguf|PLAN              the IR graph, as text"},
     {"synth", vibrant::cli::RunSynth,
