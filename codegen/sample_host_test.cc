@@ -5,14 +5,11 @@
 // the GPU the same text runs for real (runtime/cuda/executor_test.cc:
 // Sample*), where expf may differ from the host's by an ulp.
 //
-// The emulator: the threads of a block are ucontext coroutines on one OS
-// thread that switch only at __syncthreads and warp shuffles (each a barrier
-// of the warp), round-robin; blocks run one after another; `__shared__`
-// variables are statics shared by the block's threads. A barrier that can
-// never complete is reported as a deadlock.
-#include <ucontext.h>
-
-#include <atomic>
+// The emulator (codegen/simt_emulator.h): the threads of a block are
+// cooperative contexts that switch only at __syncthreads and warp shuffles,
+// in a seeded random order (each draw below runs under another schedule), so
+// a missing barrier shows as a wrong token; `__shared__` variables are
+// statics shared by the block's threads.
 #include <bit>
 #include <cmath>
 #include <cstdint>
@@ -24,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "codegen/simt_emulator.h"
 #include "gtest/gtest.h"
 #include "runtime/sampler.h"
 
@@ -33,148 +31,37 @@ typedef unsigned char u8;
 typedef unsigned int u32;
 typedef long long i64;
 
-struct Dim3 {
-  unsigned x = 1, y = 1, z = 1;
-};
+#define threadIdx (::vibrant::codegen::simt::ThreadIdx())
+#define blockIdx (::vibrant::codegen::simt::BlockIdx())
+#define blockDim (::vibrant::codegen::simt::BlockDim())
+#define gridDim (::vibrant::codegen::simt::GridDim())
 
-// ---- the emulator --------------------------------------------------------------------
-
-struct EmuThread {
-  ucontext_t ctx;
-  std::unique_ptr<char[]> stack;
-  Dim3 idx;
-  bool done = false;
-};
-
-struct Barrier {
-  int count = 0;
-  int expected = 0;
-  uint64_t generation = 0;
-};
-
-struct Emu {
-  std::vector<EmuThread> threads;
-  int cur = 0;
-  ucontext_t scheduler;
-  Dim3 block_idx, block_dim, grid_dim;
-  Barrier block;
-  std::vector<Barrier> warps;
-  std::vector<std::array<uint64_t, 32>> slots;
-  uint64_t progress = 0;
-  const std::function<void()>* body = nullptr;
-};
-Emu* g_emu = nullptr;
-
-void Yield() { swapcontext(&g_emu->threads[g_emu->cur].ctx, &g_emu->scheduler); }
-
-void Arrive(Barrier& b) {
-  const uint64_t gen = b.generation;
-  if (++b.count == b.expected) {
-    b.count = 0;
-    ++b.generation;
-    ++g_emu->progress;
-    return;
-  }
-  while (b.generation == gen) Yield();
-}
-
-void Leave(Barrier& b) {
-  --b.expected;
-  if (b.count > 0 && b.count == b.expected) {
-    b.count = 0;
-    ++b.generation;
-    ++g_emu->progress;
-  }
-}
-
-void ThreadEntry() {
-  (*g_emu->body)();
-  EmuThread& t = g_emu->threads[g_emu->cur];
-  t.done = true;
-  ++g_emu->progress;
-  Leave(g_emu->block);
-  Leave(g_emu->warps[t.idx.x / 32]);
-  // Returning resumes uc_link (the scheduler).
-}
-
-// Runs `body` as every thread of every block; false on a deadlock.
-bool Launch(unsigned grid, unsigned block, const std::function<void()>& body) {
-  constexpr size_t kStack = 128 * 1024;
-  Emu emu;
-  g_emu = &emu;
-  emu.body = &body;
-  emu.grid_dim.x = grid;
-  emu.block_dim.x = block;
-  for (unsigned b = 0; b < grid; ++b) {
-    emu.block_idx.x = b;
-    emu.threads.clear();
-    emu.threads.resize(block);
-    emu.block = Barrier{0, static_cast<int>(block), 0};
-    emu.warps.assign(block / 32, Barrier{0, 32, 0});
-    emu.slots.assign(block / 32, {});
-    for (unsigned t = 0; t < block; ++t) {
-      EmuThread& th = emu.threads[t];
-      th.idx.x = t;
-      th.stack.reset(new char[kStack]);  // uninitialized: no 128 KiB memset per thread
-      getcontext(&th.ctx);
-      th.ctx.uc_stack.ss_sp = th.stack.get();
-      th.ctx.uc_stack.ss_size = kStack;
-      th.ctx.uc_link = &emu.scheduler;
-      makecontext(&th.ctx, ThreadEntry, 0);
-    }
-    size_t done = 0;
-    while (done < block) {
-      const uint64_t before = emu.progress;
-      done = 0;
-      for (unsigned t = 0; t < block; ++t) {
-        if (emu.threads[t].done) {
-          ++done;
-          continue;
-        }
-        emu.cur = static_cast<int>(t);
-        swapcontext(&emu.scheduler, &emu.threads[t].ctx);
-      }
-      if (done < block && emu.progress == before) {
-        g_emu = nullptr;
-        return false;
-      }
-    }
-  }
-  g_emu = nullptr;
-  return true;
-}
-
-#define threadIdx (g_emu->threads[g_emu->cur].idx)
-#define blockIdx (g_emu->block_idx)
-#define blockDim (g_emu->block_dim)
-#define gridDim (g_emu->grid_dim)
-
-inline void __syncthreads() { Arrive(g_emu->block); }
-
-template <class T>
-T Exchange(T v, int src_lane) {
-  const int w = threadIdx.x / 32, lane = threadIdx.x % 32;
-  uint64_t bits = 0;
-  std::memcpy(&bits, &v, sizeof(T));
-  g_emu->slots[w][lane] = bits;
-  Arrive(g_emu->warps[w]);
-  T r;
-  std::memcpy(&r, &g_emu->slots[w][src_lane], sizeof(T));
-  Arrive(g_emu->warps[w]);
-  return r;
-}
+inline void __syncthreads() { simt::SyncThreads(); }
 template <class T>
 T __shfl_xor_sync(unsigned, T v, int o) {
-  return Exchange(v, (threadIdx.x % 32) ^ o);
+  T all[32];
+  simt::WarpExchange(&v, sizeof(T), all);
+  return all[simt::LaneId() ^ o];
 }
 template <class T>
 T __shfl_up_sync(unsigned, T v, int o) {
-  const int lane = threadIdx.x % 32;
-  return Exchange(v, lane >= o ? lane - o : lane);
+  T all[32];
+  simt::WarpExchange(&v, sizeof(T), all);
+  const int lane = simt::LaneId();
+  return all[lane >= o ? lane - o : lane];
 }
 
-inline u32 atomicAdd(u32* p, u32 v) { return std::atomic_ref<u32>(*p).fetch_add(v); }
-inline int atomicAdd(int* p, int v) { return std::atomic_ref<int>(*p).fetch_add(v); }
+// One OS thread runs every emulated thread: plain read-modify-writes.
+inline u32 atomicAdd(u32* p, u32 v) {
+  const u32 old = *p;
+  *p = old + v;
+  return old;
+}
+inline int atomicAdd(int* p, int v) {
+  const int old = *p;
+  *p = old + v;
+  return old;
+}
 
 // Single correctly rounded operations, as on the GPU (volatile: no contraction).
 inline float __fsub_rn(float a, float b) { volatile float r = a - b; return r; }
@@ -212,18 +99,24 @@ struct Run {
 };
 
 Run RunSampler(const std::vector<float>& logits, const SampleDraw& d, int chunk = 4096) {
+  const uint32_t schedule = static_cast<uint32_t>(d.n) + 1;
   const int V = static_cast<int>(logits.size());
   const int blocks = (V + chunk - 1) / chunk;
   const std::array<int32_t, kSampleParamWords> params = PackSampleParams(d);
   std::vector<vb_u64> part(2 * blocks + static_cast<size_t>(blocks) * VB_SAMPLE_CAP, 0xdeadbeefull);
   Run r;
   int token = -2;
-  if (!Launch(blocks, 256, [&] { vb_sample_gather(logits.data(), params.data(), part.data(), V, chunk); })) {
-    ADD_FAILURE() << "vb_sample_gather deadlocked";
+  absl::Status s = simt::Launch(
+      {static_cast<unsigned>(blocks), 1, 1}, {256, 1, 1},
+      [&] { vb_sample_gather(logits.data(), params.data(), part.data(), V, chunk); }, schedule);
+  if (!s.ok()) {
+    ADD_FAILURE() << "vb_sample_gather: " << s;
     return r;
   }
-  if (!Launch(1, 1024, [&] { vb_sample_pick(logits.data(), params.data(), part.data(), &token, V, blocks); })) {
-    ADD_FAILURE() << "vb_sample_pick deadlocked";
+  s = simt::Launch({1, 1, 1}, {1024, 1, 1},
+                   [&] { vb_sample_pick(logits.data(), params.data(), part.data(), &token, V, blocks); }, schedule);
+  if (!s.ok()) {
+    ADD_FAILURE() << "vb_sample_pick: " << s;
     return r;
   }
   r.token = token;
