@@ -51,9 +51,9 @@ struct CompileOptions {
   bool compile_kernels = true;
   // The step draws its next token itself (passes/append_sample: the sample
   // op; vibrantc compile --gpu-sampling / --no-gpu-sampling). Unset: on for
-  // cuda plans of a model step (a graph without [rows, n_vocab] logits is
-  // left as it is), off for cpu plans; true: an error for a graph it cannot
-  // sample.
+  // cuda plans of a model step (meta n_vocab, logits [rows, n_vocab]; any
+  // other graph is left as it is), off for cpu plans; true: any graph with
+  // [rows, V] logits, and an error for one without.
   std::optional<bool> sample;
 };
 

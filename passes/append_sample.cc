@@ -1,6 +1,7 @@
 #include "passes/append_sample.h"
 
 #include <string>
+#include <variant>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -20,6 +21,13 @@ absl::Status AppendSampleOp(ir::Graph& g, bool required) {
   const ir::Value& l = g.value(*logits);
   if (l.shape.size() != 2 || l.shape[1] <= 0) {
     return skip(absl::StrCat("the logits are ", ir::ShapeToString(l.shape), ", not [rows, n_vocab]"));
+  }
+  // Unasked (the default for cuda plans), only a model's step: a graph whose
+  // meta says n_vocab and whose logits rows are that long.
+  if (!required) {
+    auto it = g.meta.find("n_vocab");
+    const int64_t* n_vocab = it == g.meta.end() ? nullptr : std::get_if<int64_t>(&it->second);
+    if (n_vocab == nullptr || *n_vocab != l.shape[1]) return absl::OkStatus();
   }
   const ir::ValueId params = g.AddInput("sampling", DType::kI32, {8});
   absl::StatusOr<ir::ValueId> token = g.AddOp(ir::OpKind::kSample, {*logits, params}, "token");

@@ -20,7 +20,8 @@ namespace vibrant::passes {
 // input and output on the host like tokens and logits.
 // A graph that already has a value named "sampling" or "token" is left as it
 // is; so is one without a suitable logits output, unless `required`, where
-// that is an error.
+// that is an error. Unless `required`, only a model's step is sampled (meta
+// n_vocab equal to the logits' row length): a hand-built graph is left alone.
 Pass AppendSample(bool required);
 
 absl::Status AppendSampleOp(ir::Graph& g, bool required);
