@@ -147,6 +147,75 @@ TEST_F(SynthBenchTest, BenchMarkdownFromPlan) {
   EXPECT_THAT(too_long.err, HasSubstr("--ctx-size"));
 }
 
+// -d N (llama-bench's depth): each test after N tokens of context; the
+// compiled context holds the depth and the test.
+TEST_F(SynthBenchTest, BenchAtDepth) {
+  const CliResult r = RunBinary(kBench, {"-m", *model_, "-p", "4", "-n", "2", "-d", "0,12", "-r", "1", "-t", "2",
+                                         "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const nlohmann::json j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["params"]["n_depth"], nlohmann::json::array({0, 12}));
+  const nlohmann::json& run = j["runs"][0];
+  EXPECT_GE(run["n_ctx"].get<int64_t>(), 12 + 4);
+  ASSERT_EQ(run["tests"].size(), 4u);
+  const char* names[] = {"pp4", "tg2", "pp4 @ d12", "tg2 @ d12"};
+  const int depths[] = {0, 0, 12, 12};
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(run["tests"][i]["test"], names[i]);
+    EXPECT_EQ(run["tests"][i]["n_depth"], depths[i]);
+    EXPECT_GT(run["tests"][i]["avg_ts"].get<double>(), 0.0);
+  }
+  // A cpu plan returns logits; one compiled with the sampler returns the token.
+  EXPECT_EQ(run["tests"][1]["tg_output"], "logits");
+  const std::string plan = *dir_ + "/sampling.plan";
+  CliResult c = RunBinary(kVibrantc, {"compile", *model_, "-o", plan, "--ctx-size", "32", "--max-tokens", "4",
+                                      "--gpu-sampling"});
+  ASSERT_EQ(c.exit_code, 0) << c.err;
+  CliResult t = RunBinary(kBench, {"-m", plan, "-p", "0", "-n", "3", "-d", "20", "-r", "1", "-t", "1", "--json"});
+  ASSERT_EQ(t.exit_code, 0) << t.err;
+  EXPECT_EQ(nlohmann::json::parse(t.out)["runs"][0]["tests"][0]["tg_output"], "token");
+  EXPECT_EQ(nlohmann::json::parse(t.out)["runs"][0]["tests"][0]["test"], "tg3 @ d20");
+  t = RunBinary(kBench, {"-m", plan, "-p", "0", "-n", "3", "-r", "1", "-t", "1", "--tg-logits", "--json"});
+  ASSERT_EQ(t.exit_code, 0) << t.err;
+  EXPECT_EQ(nlohmann::json::parse(t.out)["runs"][0]["tests"][0]["tg_output"], "logits");
+  // The plan's context (32) cannot hold 30 tokens of depth and a 3-token test.
+  t = RunBinary(kBench, {"-m", plan, "-p", "0", "-n", "3", "-d", "30", "-r", "1"});
+  EXPECT_EQ(t.exit_code, 1);
+  EXPECT_THAT(t.err, HasSubstr("33 tokens of context (with its depth)"));
+  EXPECT_EQ(RunBinary(kBench, {"-m", plan, "-d", "x"}).exit_code, 2);
+  EXPECT_EQ(RunBinary(kBench, {"-m", *model_, "--device", "cpu", "--roofline"}).exit_code, 2);
+}
+
+// --roofline on a GPU (skipped without one): a decode step's kernels at each
+// depth with bytes, time and GB/s against the copy bandwidth of the same run.
+TEST_F(SynthBenchTest, RooflineOnTheGpu) {
+  const CliResult r = RunBinary(kBench, {"-m", *model_, "--device", "cuda", "-p", "0", "-n", "4", "-d", "0,16",
+                                         "-r", "1", "--roofline", "--json"});
+  if (r.exit_code != 0 && (r.err.find("CUDA") != std::string::npos || r.err.find("cuda") != std::string::npos) &&
+      (r.err.find("no ") != std::string::npos || r.err.find("driver") != std::string::npos)) {
+    GTEST_SKIP() << "no usable GPU: " << r.err;
+  }
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const nlohmann::json j = nlohmann::json::parse(r.out);
+  const nlohmann::json& run = j["runs"][0];
+  ASSERT_EQ(run["roofline"].size(), 2u);
+  int64_t bytes_at[2] = {0, 0};
+  for (int i = 0; i < 2; ++i) {
+    const nlohmann::json& rl = run["roofline"][i];
+    EXPECT_EQ(rl["depth"], i == 0 ? 0 : 16);
+    EXPECT_GT(rl["d2d_gbps"].get<double>(), 100.0);
+    EXPECT_GT(rl["step"]["bytes"].get<int64_t>(), 0);
+    EXPECT_GT(rl["step"]["us"].get<double>(), 0.0);
+    EXPECT_TRUE(rl.contains("tg_ts"));
+    bool sampler = false;
+    for (const auto& k : rl["kernels"]) sampler |= k["name"] == "vb_sample_pick";
+    EXPECT_TRUE(sampler);
+    bytes_at[i] = rl["step"]["bytes"].get<int64_t>();
+  }
+  // 16 more rows of K and V read per layer at depth 16.
+  EXPECT_GT(bytes_at[1], bytes_at[0]);
+}
+
 TEST_F(SynthBenchTest, UsageErrors) {
   EXPECT_EQ(RunBinary(kBench, {}).exit_code, 2);
   EXPECT_EQ(RunBinary(kBench, {"-m", *model_, "-p", "x"}).exit_code, 2);
