@@ -10,6 +10,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "codegen/kernel_source.h"
+#include "codegen/kernels/attention_mma.h"
 #include "codegen/kernels/families.h"
 
 namespace vibrant::codegen {
@@ -185,6 +186,8 @@ class Lowering {
   absl::Status Gemm();
   absl::Status Fused();
   absl::Status Attention();
+  absl::Status FlashDecode();
+  absl::Status FlashPrefill();
 
   Env& env_;
   const Graph& g_;
@@ -386,6 +389,50 @@ absl::Status Lowering::Attention() {
   return absl::OkStatus();
 }
 
+// Flash decoding (attention_mma.h): attn over (split, KV head, 16 query rows)
+// blocks, then the combine of the used splits; n_split fixed by the variant.
+absl::Status Lowering::FlashDecode() {
+  const Shape& qs = g_.value(op_.inputs[0]).shape;
+  const Value& k = g_.value(op_.inputs[1]);
+  const Value& v = g_.value(op_.inputs[2]);
+  const int64_t H = qs[1], hd = qs[2], KVH = k.shape[1], C = k.shape[0], G = H / KVH;
+  const TExpr rows = Div(ElemsRule(g_, op_.inputs[0]), H * hd);
+  const int64_t n_split = IntParam(v_, "n_split", 1);
+  if (n_split < 1 || n_split > kAttnDecMaxSplits) return Unsupported(absl::StrCat("n_split ", n_split));
+  const AttnConfig cfg{k.dtype, v.dtype, static_cast<int>(hd)};
+  const BufRef part = env_.Scratch(0, Mul(rows, H * n_split * (hd + 2) * 4));
+  Launch& a = Kernel(AttnDecodeKernelName(cfg), TExpr::Const(n_split), kAttnDecWarps * 32,
+                     TExpr::Const(KVH));
+  a.grid[2] = CeilDiv(Mul(rows, G), kAttnDecRows, 1, 65535);
+  const float scale = static_cast<float>(NumberAttr(op_, "scale", 1.0));
+  a.args = {Arg::Ptr(V(op_.inputs[0])), Arg::Ptr(V(op_.inputs[1])), Arg::Ptr(V(op_.inputs[2])),
+            Arg::Ptr(V(op_.inputs[3])), Arg::Ptr(part), Arg::I32(rows), Arg::I32(TExpr::Const(H)),
+            Arg::I32(TExpr::Const(KVH)), Arg::I32(TExpr::Const(C)), Arg::F32(scale),
+            Arg::I32(TExpr::Const(n_split))};
+  Launch& c = Kernel(kAttnDecodeCombineKernel, CeilDiv(Mul(rows, H), 1), 128, TExpr::Const((hd + 31) / 32));
+  c.args = {Arg::Ptr(part), Arg::Ptr(V(op_.inputs[3])), Arg::Ptr(V(op_.outputs[0])), Arg::I32(rows),
+            Arg::I32(TExpr::Const(H)), Arg::I32(TExpr::Const(hd)), Arg::I32(TExpr::Const(C)),
+            Arg::I32(TExpr::Const(n_split))};
+  return absl::OkStatus();
+}
+
+// Flash attention for prompts: blocks of 64 query rows of one KV head.
+absl::Status Lowering::FlashPrefill() {
+  const Shape& qs = g_.value(op_.inputs[0]).shape;
+  const Value& k = g_.value(op_.inputs[1]);
+  const Value& v = g_.value(op_.inputs[2]);
+  const int64_t H = qs[1], hd = qs[2], KVH = k.shape[1], C = k.shape[0], G = H / KVH;
+  const TExpr rows = Div(ElemsRule(g_, op_.inputs[0]), H * hd);
+  const AttnConfig cfg{k.dtype, v.dtype, static_cast<int>(hd)};
+  Launch& a = Kernel(AttnPrefillKernelName(cfg), CeilDiv(Mul(rows, G), kAttnPreRows, 1, INT32_MAX),
+                     kAttnPreWarps * 32, TExpr::Const(KVH));
+  a.args = {Arg::Ptr(V(op_.inputs[0])), Arg::Ptr(V(op_.inputs[1])), Arg::Ptr(V(op_.inputs[2])),
+            Arg::Ptr(V(op_.inputs[3])), Arg::Ptr(V(op_.outputs[0])), Arg::I32(rows),
+            Arg::I32(TExpr::Const(H)), Arg::I32(TExpr::Const(KVH)), Arg::I32(TExpr::Const(C)),
+            Arg::F32(static_cast<float>(NumberAttr(op_, "scale", 1.0)))};
+  return absl::OkStatus();
+}
+
 absl::Status Lowering::Run() {
   const std::string& n = v_.name;
   const ValueId o = op_.outputs.empty() ? -1 : op_.outputs[0];
@@ -396,6 +443,8 @@ absl::Status Lowering::Run() {
   if (n == "gemm.cublaslt") return Gemm();
   if (n == "fused") return Fused();
   if (n == "attention.split") return Attention();
+  if (n == "attention.flash_decode") return FlashDecode();
+  if (n == "attention.flash_prefill") return FlashPrefill();
   if (n == "embedding") {
     const Value& table = g_.value(op_.inputs[0]);
     const int64_t n_rows = table.shape[0], dim = table.shape[1];
@@ -459,6 +508,13 @@ absl::Status Lowering::Run() {
     const Value& c = g_.value(op_.inputs[1]);
     const int64_t row = c.shape[1] * c.shape[2];
     const TExpr elems = ElemsRule(g_, op_.inputs[0]);
+    if (c.dtype == DType::kQ8_0) {  // one warp per block of 32 (kv_store.cc)
+      Launch& l = Kernel("vb_kv_store_q8_0", CeilDiv(Div(elems, 32), kKvStoreThreads / 32, 1, 8192),
+                         kKvStoreThreads);
+      l.args = {Arg::Ptr(V(op_.inputs[0])), Arg::Ptr(V(op_.inputs[2])), Arg::Ptr(V(op_.inputs[1])),
+                Arg::I64(Div(elems, row)), Arg::I32(TExpr::Const(row)), Arg::I32(TExpr::Const(c.shape[0]))};
+      return absl::OkStatus();
+    }
     Launch& l = Kernel(c.dtype == DType::kF16 ? "vb_kv_store_f16" : "vb_kv_store_f32",
                        GridFor(elems, kKvStoreThreads), kKvStoreThreads);
     l.args = {Arg::Ptr(V(op_.inputs[0])), Arg::Ptr(V(op_.inputs[2])), Arg::Ptr(V(op_.inputs[1])),
@@ -580,8 +636,42 @@ absl::StatusOr<std::vector<KernelVariant>> Variants(const Graph& g, int index, c
     }
     case OpKind::kKvStore: return one("kv_store");
     case OpKind::kAttention: {
-      // One-token steps split the context finer, so that a short context
-      // still spreads over many blocks.
+      const Value& k = g.value(op.inputs[1]);
+      const Value& v = g.value(op.inputs[2]);
+      const Shape& qs = g.value(op.inputs[0]).shape;
+      const bool scalar_reads = (k.dtype == DType::kF16 || k.dtype == DType::kF32) && v.dtype == k.dtype;
+      if (AttnMmaSupports(k.dtype, v.dtype, qs[2]).ok() && (o.flash_attention || !scalar_reads)) {
+        // Tensor-core flash decoding below kAttnPrefillMinTokens token rows
+        // (its splits sized for this GPU at T = 1, never for the capacity),
+        // flash attention for prompts.
+        AttnShape shape;
+        shape.T = 1;
+        shape.n_head = qs[1];
+        shape.n_head_kv = k.shape[1];
+        shape.head_dim = qs[2];
+        shape.n_ctx = k.shape[0];
+        shape.k_type = k.dtype;
+        shape.v_type = v.dtype;
+        absl::StatusOr<AttnDecodePlan> plan = PlanAttentionDecode(shape, o.sm_count);
+        if (!plan.ok()) return plan.status();
+        std::vector<KernelVariant> out;
+        KernelVariant d;
+        d.t_min = 1;
+        d.t_max = std::min<int64_t>(max_t, kAttnPrefillMinTokens - 1);
+        d.name = "attention.flash_decode";
+        d.params["n_split"] = int64_t{plan->n_split};
+        out.push_back(d);
+        if (max_t >= kAttnPrefillMinTokens) {
+          KernelVariant p;
+          p.t_min = kAttnPrefillMinTokens;
+          p.t_max = max_t;
+          p.name = "attention.flash_prefill";
+          out.push_back(p);
+        }
+        return out;
+      }
+      // The scalar kernels: one-token steps split the context finer, so
+      // that a short context still spreads over many blocks.
       std::vector<KernelVariant> out;
       KernelVariant d;
       d.t_min = d.t_max = 1;

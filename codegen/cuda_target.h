@@ -18,7 +18,11 @@
 //   add / mul / silu    elementwise     vb_add / vb_mul / vb_silu
 //   rope                rope            vb_rope
 //   kv_store            kv_store        vb_kv_store_<f16|f32>
-//   attention           attention.split vb_attn_split_<f16|f32>, vb_attn_combine ({chunk} cache rows a block)
+//   attention           attention.flash_decode {n_split} vb_attn_dec_<k>_<v>_hd<N>, vb_attn_dec_combine (T < 16)
+//                       attention.flash_prefill vb_attn_pre_<k>_<v>_hd<N> (T >= 16)
+//                       attention.split vb_attn_split_<f16|f32>, vb_attn_combine ({chunk} cache rows a
+//                       block; head sizes or caches the tensor-core kernels do not serve, or
+//                       flash_attention off)
 //   last_row            last_row        memcpy
 //   sample              sample          vb_sample_gather, vb_sample_pick (codegen/kernels/sample.cc)
 //   copy                io              (none: the step's input/output transfer) or
@@ -56,6 +60,10 @@ struct CudaTargetOptions {
   bool cuda_graphs = true;
   // Programmatic dependent launch between kernels (sm_90+).
   bool pdl = true;
+  // Attention on tensor cores (attention_mma.h: flash decoding for T < 16,
+  // flash attention above; f16 operands, needs sm_80+) where it serves the
+  // cache types and head size; false: the scalar split kernels (f32 math).
+  bool flash_attention = true;
 };
 
 class CudaTarget : public passes::KernelTarget {

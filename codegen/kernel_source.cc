@@ -149,11 +149,12 @@ absl::Status CheckCudaSupportsOp(const Graph& g, const Op& op) {
     case OpKind::kAttention: {
       if (op.inputs.size() != 4) return unsupported("takes 4 inputs");
       const ir::Value& k = g.value(op.inputs[1]);
-      // The executor's kernels (vb_attn_split_*) read K and V as one type, f16
-      // or f32; q8_0 caches stay on the CPU until the dispatch lowering runs
-      // the tensor-core kernels (attention_mma.h), which read them.
-      if ((k.dtype != DType::kF16 && k.dtype != DType::kF32) || dtype(2) != k.dtype) {
-        return unsupported("K and V caches must both be f16 or both f32");
+      // The tensor-core kernels (attention_mma.h) read f32, f16 and q8_0 caches
+      // (K and V of any two of them) at head_dim 64 or 128; the scalar ones
+      // (vb_attn_split_*) K and V of one type, f16 or f32, any head size.
+      const bool mma = k.shape.size() == 3 && AttnMmaSupports(k.dtype, dtype(2), k.shape[2]).ok();
+      if (!mma && ((k.dtype != DType::kF16 && k.dtype != DType::kF32) || dtype(2) != k.dtype)) {
+        return unsupported("K and V caches must both be f16 or both f32 (q8_0 needs head_dim 64 or 128)");
       }
       if (k.shape.size() != 3 || k.shape[2] > kAttnMaxHeadDim) {
         return unsupported(absl::StrCat("head_dim must be at most ", kAttnMaxHeadDim));
@@ -163,9 +164,8 @@ absl::Status CheckCudaSupportsOp(const Graph& g, const Op& op) {
     case OpKind::kKvStore: {
       if (op.inputs.size() != 3) return unsupported("takes 3 inputs");
       const DType c = dtype(1);
-      if (c != DType::kF16 && c != DType::kF32) {
-        return unsupported("cache must be f16 or f32 (vb_kv_store_q8_0 exists; the executor does not "
-                           "run q8_0 caches yet)");
+      if (c != DType::kF16 && c != DType::kF32 && c != DType::kQ8_0) {
+        return unsupported("cache must be f16, f32 or q8_0");
       }
       return absl::OkStatus();
     }

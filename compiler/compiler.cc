@@ -52,6 +52,7 @@ absl::StatusOr<Compiled> CompileGraph(ir::Graph graph, const CompileOptions& opt
   target_opts.gemm_min_rows = opts.gemm_min_rows;
   target_opts.gemm_weight_chunk_bytes = opts.gemm_weight_chunk_bytes;
   target_opts.cuda_graphs = opts.cuda_graphs;
+  target_opts.flash_attention = opts.flash_attention;
   target_opts.pdl = opts.pdl;
   target_opts.sm_count = opts.sm_count > 0 ? opts.sm_count : 132;
   std::string arch = opts.arch;

@@ -155,8 +155,9 @@ TEST_F(CliTest, StreamedTextMatchesLlamaCppAndTimingsGoToStderr) {
   // Only the continuation: the prompt is not echoed.
   EXPECT_EQ(r.out, ref.text);
   EXPECT_TRUE(std::regex_search(
-      r.err, std::regex("prompt: 5 tokens, [0-9.]+ tok/s \\| generation: 32 tokens, "
-                        "[0-9.]+ tok/s")))
+      r.err, std::regex("(^|\n)load: [0-9.]+ ms \\| prompt: 5 tokens, [0-9.]+ ms, [0-9.]+ tok/s \\| "
+                        "generation: 32 tokens, [0-9.]+ ms, [0-9.]+ ms/token, [0-9.]+ tok/s \\| "
+                        "total: [0-9.]+ ms \\| stop: n_predict\n")))
       << r.err;
 
   // The same prompt from a file (one trailing newline dropped).
@@ -326,7 +327,7 @@ TEST_F(CliTest, PromptLongerThanTheContextIsAClearError) {
   for (int i = 0; i < 10; ++i) prompt += "Once upon a time there was a girl. ";
   Result r = Run(kVibrantRun, {plan, "-p", prompt, "--temp", "0"});
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_THAT(r.err, HasSubstr("longer than the plan's context of 16 tokens"));
+  EXPECT_THAT(r.err, HasSubstr("longer than the context of 16 tokens (use a larger -c/--ctx-size"));
   EXPECT_EQ(r.out, "");
 
   // A short prompt stops when the context is full.

@@ -7,6 +7,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -151,6 +153,92 @@ TEST(CliInspect, UsageErrors) {
   EXPECT_THAT(r.err, HasSubstr("--frobnicate"));
   EXPECT_EQ(RunVibrantc({"inspect", "a.gguf", "b.gguf"}).exit_code, 2);
   EXPECT_EQ(RunVibrantc({"inspect", "--help"}).exit_code, 0);
+}
+
+}  // namespace
+}  // namespace vibrant
+
+namespace vibrant {
+namespace {
+
+// What llama.cpp's loader prints, for stories260K: its parameters worked out
+// by hand from its shapes (dim 64, FFN 172, 5 layers, 8 heads / 4 KV heads of
+// 8, vocab 512): embeddings and output 2 x 32768, per layer q 4096, k 2048,
+// v 2048, o 4096, gate/up/down 3 x 11008, two norms 128, final norm 64.
+TEST(CliInspect, ModelSummaryAsLlamaCppPrintsIt) {
+  const int64_t per_layer = 4096 + 2048 + 2048 + 4096 + 3 * 11008 + 128;
+  const int64_t params = 2 * 32768 + 5 * per_layer + 64;
+  ASSERT_EQ(params, 292800);
+  const std::string path = VIBRANT_SOURCE_DIR "/tests/data/stories260K.gguf";
+  Result r = RunVibrantc({"inspect", path});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("file type:   all F32 (guessed)\n"));  // no general.file_type
+  EXPECT_THAT(r.out, HasSubstr("params:      292.80 K (292800)\n"));
+  EXPECT_THAT(r.out, HasSubstr("tensor data: 1.12 MiB (32.00 BPW)\n"));  // 292800 * 4 bytes
+  EXPECT_THAT(r.out, HasSubstr("tensor types: 48 f32\n"));
+  EXPECT_THAT(r.out, HasSubstr("vocab type:  SPM, 512 tokens\n"));
+  EXPECT_THAT(r.out, HasSubstr("BOS token:   1 '<s>'\n"));
+  EXPECT_THAT(r.out, HasSubstr("EOS token:   2 '</s>'\n"));
+  EXPECT_THAT(r.out, HasSubstr("chat template: none\n"));
+  r = RunVibrantc({"inspect", path, "--json"});
+  nlohmann::json s = nlohmann::json::parse(r.out)["summary"];
+  EXPECT_EQ(s["params"], params);
+  EXPECT_EQ(s["tensor_bytes"], params * 4);
+  EXPECT_DOUBLE_EQ(s["bits_per_weight"].get<double>(), 32.0);
+  EXPECT_EQ(s["special_tokens"]["BOS"]["text"], "<s>");
+  EXPECT_EQ(s["vocab_type"], "SPM");
+}
+
+// A quantized mix: the file type from general.file_type, types counted
+// against the reader.
+TEST(CliInspect, ModelSummaryOfAQuantizedModel) {
+  const std::string path = VIBRANT_SOURCE_DIR "/../shared/models/tiny-qwen2-q4_k_m.gguf";
+  if (!std::filesystem::exists(path)) GTEST_SKIP() << path << " is absent";
+  absl::StatusOr<std::unique_ptr<vibrant::GgufFile>> f = vibrant::GgufFile::Open(path);
+  ASSERT_TRUE(f.ok());
+  std::map<std::string, int> types;
+  double elements = 0, bytes = 0;
+  for (const vibrant::GgufTensorInfo& t : (*f)->tensors()) {
+    ++types[std::string(vibrant::DTypeName(t.type))];
+    elements += t.elements();
+    bytes += t.bytes;
+  }
+  Result r = RunVibrantc({"inspect", path, "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  nlohmann::json s = nlohmann::json::parse(r.out)["summary"];
+  EXPECT_EQ(s["file_type"], "Q4_K - Medium");  // llama_ftype 15
+  EXPECT_EQ(s["file_type_id"], 15);
+  for (const auto& [t, n] : types) EXPECT_EQ(s["tensor_types"][t], n) << t;
+  EXPECT_DOUBLE_EQ(s["bits_per_weight"].get<double>(), bytes * 8 / elements);
+  EXPECT_EQ(s["vocab_type"], "SPM");
+}
+
+TEST(CliInspect, APlanIsDescribed) {
+  const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / ("cli_inspect_plan_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const std::string model = (dir / "m.gguf").string(), plan = (dir / "p.bin").string();
+  std::filesystem::copy_file(VIBRANT_SOURCE_DIR "/tests/data/stories260K.gguf", model);
+  Result c = RunVibrantc({"compile", model, "-o", plan, "--ctx-size", "96", "--max-tokens", "32"});
+  ASSERT_EQ(c.exit_code, 0) << c.err;
+  Result r = RunVibrantc({"inspect", plan});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("plan:        " + plan));
+  EXPECT_THAT(r.out, HasSubstr("device=cpu, n_ctx=96, max_tokens=32"));
+  EXPECT_THAT(r.out, HasSubstr(std::filesystem::canonical(model).string()));
+  EXPECT_THAT(r.out, HasSubstr("): ok\n"));
+  EXPECT_THAT(r.out, HasSubstr("graph:       llama, 5 layers, d 64, vocab 512, n_ctx 96:"));
+  r = RunVibrantc({"inspect", plan, "--json"});
+  nlohmann::json j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["options"]["n_ctx"], "96");
+  EXPECT_EQ(j["graph"]["max_tokens"], 32);
+  EXPECT_EQ(j["graph"]["n_layer"], 5);
+  // The model it references is gone: said, not a failure.
+  std::filesystem::remove(model);
+  r = RunVibrantc({"inspect", plan});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("cannot be found"));
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

@@ -107,14 +107,15 @@ std::pair<int, double> Top(const float* v, int n) {
 }
 
 // `g` compiled for the GPU (vibrantc compile --device cuda); `float_path`:
-// without the 8-bit activations and the f16 GEMMs (--disable-pass=
-// quantize-activations --gemm-min-rows 0).
+// without the 8-bit activations, the f16 GEMMs and the f16 tensor-core
+// attention (--disable-pass=quantize-activations --gemm-min-rows 0 -fa off).
 absl::StatusOr<compiler::Compiled> CompileCuda(const ir::Graph& g, bool float_path = false) {
   compiler::CompileOptions o;
   o.device = "cuda";
   if (float_path) {
     o.pipeline.disabled.insert("quantize-activations");
     o.gemm_min_rows = 0;
+    o.flash_attention = false;  // the scalar attention kernels (f32 math)
   }
   return compiler::CompileGraph(g, o);
 }

@@ -47,6 +47,8 @@ constexpr char kCompileUsage[] =
     "                         back per step. Default for cuda plans; on a cpu plan the op\n"
     "                         runs on the CPU\n"
     "  --no-gpu-sampling      the step returns logits and the host samples\n"
+    "  -fa, --flash-attn on|off  cuda: attention on tensor cores (f16 operands; default on\n"
+    "                         where the kernels serve the head size and caches)\n"
     "  --all-logits           output logits for every token of a step, not just the last\n"
     "  --embed-weights        copy the GGUF into the plan (self-contained); by default\n"
     "                         the plan references the GGUF by absolute path and fingerprint\n"
@@ -79,6 +81,7 @@ struct CompileArgs {
   int64_t gemm_min_rows = 32;
   bool cuda_graphs = true;
   std::optional<bool> sample;  // --gpu-sampling / --no-gpu-sampling
+  bool flash_attention = true;
 };
 
 // --shapes SPEC: "arch=qwen2,n_layer=36,..." (see the usage).
@@ -167,6 +170,11 @@ bool ParseCompileArgs(const std::vector<std::string>& args, CompileArgs* out) {
       out->sample = true;
     } else if (a == "--no-gpu-sampling") {
       out->sample = false;
+    } else if (a == "-fa" || a == "--flash-attn") {
+      std::string v;
+      if (!value(&v)) return usage_error(a + " needs on or off");
+      if (v != "on" && v != "off") return usage_error(a + " must be on or off, not '" + v + "'");
+      out->flash_attention = v == "on";
     } else if (a == "--kv-type" || a == "--cache-type-k" || a == "-ctk" || a == "--cache-type-v" ||
                a == "-ctv") {
       std::string t;
@@ -237,6 +245,7 @@ compiler::CompileOptions ToCompileOptions(const CompileArgs& a, const std::strin
   o.gemm_min_rows = static_cast<int>(std::min<int64_t>(a.gemm_min_rows, INT32_MAX));
   o.cuda_graphs = a.cuda_graphs;
   o.sample = a.sample;
+  o.flash_attention = a.flash_attention;
   return o;
 }
 

@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "api/version.h"
 #include "tools/vibrantc/commands.h"
 
 namespace {
@@ -31,7 +32,7 @@ constexpr Command kCommands[] = {
 };
 
 void Usage(FILE* out) {
-  std::fprintf(out, "usage: vibrantc COMMAND [ARGS]\n\ncommands:\n");
+  std::fprintf(out, "usage: vibrantc COMMAND [ARGS] | --version\n\ncommands:\n");
   for (const Command& c : kCommands) std::fprintf(out, "  %s\n", c.help);
 }
 
@@ -43,6 +44,10 @@ int main(int argc, char** argv) {
     return 2;
   }
   std::string name = argv[1];
+  if (name == "--version" || name == "version") {
+    std::printf("%s\n", vibrant::VersionLine("vibrantc").c_str());
+    return 0;
+  }
   if (name == "-h" || name == "--help" || name == "help") {
     Usage(stdout);
     return 0;
