@@ -382,7 +382,8 @@ absl::Status Lowering::Attention() {
             Arg::I32(TExpr::Const(C)),
             Arg::F32(static_cast<float>(NumberAttr(op_, "scale", 1.0))),
             Arg::I32(TExpr::Const(n_split)),
-            Arg::I32(TExpr::Const(chunk))};
+            Arg::I32(TExpr::Const(chunk)),
+            Arg::I32(TExpr::Const(static_cast<int64_t>(NumberAttr(op_, "window", 0))))};
   Launch& c = Kernel("vb_attn_combine", CeilDiv(Mul(rows, H), 1), kAttnThreads);
   c.args = {Arg::Ptr(part), Arg::Ptr(V(op_.outputs[0])), Arg::I32(TExpr::Const(hd)),
             Arg::I32(TExpr::Const(n_split))};
@@ -521,6 +522,64 @@ absl::Status Lowering::Run() {
               Arg::I64(Div(elems, row)), Arg::I32(TExpr::Const(row)), Arg::I32(TExpr::Const(c.shape[0]))};
     return absl::OkStatus();
   }
+  if (n == "scale") {
+    const TExpr elems = ElemsRule(g_, op_.inputs[0]);
+    Launch& l = Kernel("vb_scale", GridFor(elems, kElementwiseThreads), kElementwiseThreads);
+    l.args = {Arg::Ptr(V(op_.inputs[0])), Arg::Ptr(V(o)), Arg::I64(elems),
+              Arg::F32(static_cast<float>(NumberAttr(op_, "scale", 1.0)))};
+    return absl::OkStatus();
+  }
+  if (n == "moe_topk" || n == "moe_weights") {
+    const int64_t E = g_.value(op_.inputs[0]).shape[1];
+    const ValueId ids = n == "moe_topk" ? o : op_.inputs[1];
+    const int64_t k = g_.value(ids).shape[1];
+    const TExpr tokens = Div(ElemsRule(g_, op_.inputs[0]), E);
+    Launch& l = Kernel(n == "moe_topk" ? "vb_moe_topk" : "vb_moe_weights",
+                       CeilDiv(tokens, kMoeRouterThreads), kMoeRouterThreads);
+    if (n == "moe_topk") {
+      l.args = {Arg::Ptr(V(op_.inputs[0])), Arg::Ptr(V(o)), Arg::I32(TExpr::Const(E)),
+                Arg::I32(TExpr::Const(k)), Arg::I32(tokens)};
+    } else {
+      l.args = {Arg::Ptr(V(op_.inputs[0])), Arg::Ptr(V(ids)), Arg::Ptr(V(o)), Arg::I32(TExpr::Const(E)),
+                Arg::I32(TExpr::Const(k)), Arg::I32(tokens),
+                Arg::I32(TExpr::Const(static_cast<int64_t>(NumberAttr(op_, "norm", 0))))};
+    }
+    return absl::OkStatus();
+  }
+  if (n == "moe_sum") {
+    const Shape& ys = g_.value(op_.inputs[0]).shape;
+    const TExpr elems = ElemsRule(g_, o);
+    Launch& l = Kernel("vb_moe_sum", GridFor(elems, kElementwiseThreads), kElementwiseThreads);
+    l.args = {Arg::Ptr(V(op_.inputs[0])), Arg::Ptr(V(op_.inputs[1])), Arg::Ptr(V(o)),
+              Arg::I32(TExpr::Const(ys[1])), Arg::I32(TExpr::Const(ys[2])), Arg::I64(elems)};
+    return absl::OkStatus();
+  }
+  if (n == "matmul_id.float") {
+    const Value& w = g_.value(op_.inputs[1]);
+    const int64_t E = w.shape[0], N = w.shape[1], K = w.shape[2];
+    const int64_t k = g_.value(op_.inputs[2]).shape[1];
+    const int64_t row_bytes = DTypeBytes(w.dtype, K).value_or(0);
+    const TExpr slots = ElemsRule(g_, op_.inputs[2]);  // T * k
+    const int64_t per_block = kMatmulIdThreads / 32;
+    if (N > INT32_MAX / 2) return Unsupported(absl::StrCat(N, " rows"));
+    if (slots.Eval(g_.max_tokens) > 65535) {
+      return Unsupported(absl::StrCat(slots.Eval(g_.max_tokens), " (token, expert) slots exceed a grid's 65535"));
+    }
+    Launch& l = Kernel(MatmulIdKernelName(w.dtype), TExpr::Const((N + per_block - 1) / per_block),
+                       kMatmulIdThreads, CeilDiv(slots, 1, 1, 65535));
+    l.args = {Arg::Ptr(V(op_.inputs[1])),
+              Arg::I64(TExpr::Const(row_bytes)),
+              Arg::I64(TExpr::Const(row_bytes * N)),
+              Arg::Ptr(V(op_.inputs[0])),
+              Arg::I32(TExpr::Const(g_.value(op_.inputs[0]).shape.size() == 3 ? 1 : 0)),
+              Arg::Ptr(V(op_.inputs[2])),
+              Arg::Ptr(V(o)),
+              Arg::I32(TExpr::Const(K)),
+              Arg::I32(TExpr::Const(N)),
+              Arg::I32(TExpr::Const(k)),
+              Arg::I32(TExpr::Const(E))};
+    return absl::OkStatus();
+  }
   if (n == "last_row") {
     const int64_t dim = g_.value(op_.inputs[0]).shape.back();
     const TExpr rows = Div(ElemsRule(g_, op_.inputs[0]), dim);
@@ -622,7 +681,9 @@ absl::StatusOr<std::vector<KernelVariant>> Variants(const Graph& g, int index, c
     case OpKind::kRmsNorm: return one("rms_norm");
     case OpKind::kAdd:
     case OpKind::kMul:
-    case OpKind::kSilu: return one("elementwise");
+    case OpKind::kSilu:
+    case OpKind::kGelu: return one("elementwise");
+    case OpKind::kScale: return one("scale");
     case OpKind::kReshape: return one("view");
     case OpKind::kRope: {
       const int mode = static_cast<int>(NumberAttr(op, "mode", 0));
@@ -640,7 +701,15 @@ absl::StatusOr<std::vector<KernelVariant>> Variants(const Graph& g, int index, c
       const Value& v = g.value(op.inputs[2]);
       const Shape& qs = g.value(op.inputs[0]).shape;
       const bool scalar_reads = (k.dtype == DType::kF16 || k.dtype == DType::kF32) && v.dtype == k.dtype;
-      if (AttnMmaSupports(k.dtype, v.dtype, qs[2]).ok() && (o.flash_attention || !scalar_reads)) {
+      // Sliding-window attention (gemma3's local layers) has only the scalar
+      // kernels' window so far.
+      const bool window = NumberAttr(op, "window", 0) > 0;
+      if (window && !scalar_reads) {
+        return absl::UnimplementedError(absl::StrCat(
+            "CUDA backend: ", OpText(g, index),
+            ": sliding-window attention needs f16 or f32 caches of one type (the scalar kernels)"));
+      }
+      if (!window && AttnMmaSupports(k.dtype, v.dtype, qs[2]).ok() && (o.flash_attention || !scalar_reads)) {
         // Tensor-core flash decoding below kAttnPrefillMinTokens token rows
         // (its splits sized for this GPU at T = 1, never for the capacity),
         // flash attention for prompts.
@@ -689,6 +758,10 @@ absl::StatusOr<std::vector<KernelVariant>> Variants(const Graph& g, int index, c
       return out;
     }
     case OpKind::kLastRow: return one("last_row");
+    case OpKind::kMoeTopK: return one("moe_topk");
+    case OpKind::kMoeWeights: return one("moe_weights");
+    case OpKind::kMoeSum: return one("moe_sum");
+    case OpKind::kMatMulId: return one("matmul_id.float");
     case OpKind::kSample: return one("sample");
     case OpKind::kCopy: {
       // The step's inputs arrive and its logits leave by the runtime's own
@@ -757,8 +830,21 @@ absl::StatusOr<dispatch::Table> LowerDispatch(const Graph& g, const CudaTargetOp
     return absl::FailedPreconditionError("LowerDispatch: the graph has no memory plan for the cuda device");
   }
   t.region_bytes[static_cast<int>(Region::kArena)] = it->second.arena_bytes;
-  // Weights (one slot per GGUF tensor) and KV caches, in value order.
-  std::map<std::string, int64_t> weight_at;
+  // Weights (one slot per GGUF tensor) and KV caches, in value order. A
+  // weight that views part of its tensor (Value::source_offset: phi3's fused
+  // attn_qkv / ffn_up) points into its tensor's slot, which spans every byte
+  // the tensor's views read.
+  std::map<std::string, int64_t> weight_at, weight_end;
+  auto skip_bytes = [&](const Value& val) {
+    return DTypeBytes(val.dtype, val.source_offset).value_or(0);
+  };
+  for (ValueId v = 0; v < nv; ++v) {
+    const Value& val = g.value(v);
+    if (val.producer < 0 && val.storage == ir::Storage::kWeight && val.device == ir::Device::kCuda) {
+      int64_t& end = weight_end[val.source];
+      end = std::max(end, skip_bytes(val) + BytesRule(g, v).b);
+    }
+  }
   int64_t weights = 0, kv = 0;
   env.value.assign(nv, BufRef{});
   for (ValueId v = 0; v < nv; ++v) {
@@ -768,10 +854,12 @@ absl::StatusOr<dispatch::Table> LowerDispatch(const Graph& g, const CudaTargetOp
       auto [wi, fresh] = weight_at.emplace(val.source, weights);
       const int64_t bytes = BytesRule(g, v).b;
       if (fresh) {
-        t.weights.push_back({val.source, weights, bytes});
-        weights += AlignUp(std::max<int64_t>(bytes, 1));
+        const int64_t slot = weight_end.at(val.source);
+        t.weights.push_back({val.source, weights, slot});
+        weights += AlignUp(std::max<int64_t>(slot, 1));
       }
-      env.value[v] = BufRef{Region::kWeights, TExpr::Const(wi->second), TExpr::Const(bytes)};
+      env.value[v] =
+          BufRef{Region::kWeights, TExpr::Const(wi->second + skip_bytes(val)), TExpr::Const(bytes)};
     } else if (val.storage == ir::Storage::kKvCache && val.device == ir::Device::kCuda) {
       const int64_t bytes = BytesRule(g, v).b;
       env.value[v] = BufRef{Region::kKv, TExpr::Const(kv), TExpr::Const(bytes)};

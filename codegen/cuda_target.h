@@ -16,13 +16,20 @@
 //   quantize_q8         quantize_q8     vb_quantize_q8
 //   rms_norm            rms_norm        vb_rms_norm
 //   add / mul / silu    elementwise     vb_add / vb_mul / vb_silu
+//   gelu                elementwise     vb_gelu (the registry's expression, as every elementwise op)
+//   scale               scale           vb_scale
 //   rope                rope            vb_rope
 //   kv_store            kv_store        vb_kv_store_<f16|f32>
 //   attention           attention.flash_decode {n_split} vb_attn_dec_<k>_<v>_hd<N>, vb_attn_dec_combine (T < 16)
 //                       attention.flash_prefill vb_attn_pre_<k>_<v>_hd<N> (T >= 16)
 //                       attention.split vb_attn_split_<f16|f32>, vb_attn_combine ({chunk} cache rows a
 //                       block; head sizes or caches the tensor-core kernels do not serve, or
-//                       flash_attention off)
+//                       flash_attention off, and sliding-window attention)
+//   moe_topk            moe_topk        vb_moe_topk (a thread per token)
+//   moe_weights         moe_weights     vb_moe_weights
+//   matmul_id           matmul_id.float vb_matmul_id_<type>: a warp per (token, slot, row), f32 activations,
+//                                       only the chosen experts' rows read
+//   moe_sum             moe_sum         vb_moe_sum
 //   last_row            last_row        memcpy
 //   sample              sample          vb_sample_gather, vb_sample_pick (codegen/kernels/sample.cc)
 //   copy                io              (none: the step's input/output transfer) or

@@ -175,7 +175,10 @@ TEST(VerifierTest, ValueFields) {
   EXPECT_EQ(VerifyMsg(a.g), "value 2 %token_embd.weight: shape [100, 48]: rows are not whole q8_0 blocks of 32");
   Fixture b;
   b.g.mutable_value(b.x).dtype = static_cast<DType>(77);
-  EXPECT_EQ(VerifyMsg(b.g), "value 6 %x: invalid dtype 77");
+  EXPECT_EQ(VerifyMsg(b.g), "value 6 %x: invalid dtype 77 (unknown)");
+  Fixture b2;  // a ggml type with a block layout that Vibrant does not compute with
+  b2.g.mutable_value(b2.wq).dtype = DType::kIQ2_XXS;
+  EXPECT_EQ(VerifyMsg(b2.g), "value 3 %wq: invalid dtype 16 (iq2_xxs)");
   Fixture c;
   c.g.max_tokens = 0;
   EXPECT_EQ(VerifyMsg(c.g), "max_tokens is 0, must be in [1, 2147483648]");

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "frontends/gguf/gguf.h"
+#include "frontends/gguf/gguf_writer.h"
 #include "gmock/gmock.h"
 #include "tests/cli_util.h"
 #include "gtest/gtest.h"
@@ -144,6 +145,56 @@ TEST(CliInspect, BadFileIsAnErrorNamingTheFile) {
   Result missing = RunVibrantc({"inspect", "/nonexistent/model.gguf"});
   EXPECT_EQ(missing.exit_code, 1);
   EXPECT_THAT(missing.err, HasSubstr("/nonexistent/model.gguf"));
+}
+
+// stories260K with blk.0.ffn_up.weight re-typed as mxfp4 (32-element blocks
+// of 17 bytes, zeros): a valid GGUF of a type Vibrant does not compute with.
+std::string WriteModelWithUnsupportedType() {
+  const std::string path = vibrant::testing_util::ProcessTempDir() + "/mxfp4.gguf";
+  auto src = GgufFile::Open(VIBRANT_SOURCE_DIR "/tests/data/stories260K.gguf");
+  EXPECT_TRUE(src.ok()) << src.status();
+  if (!src.ok()) return path;
+  GgufWriter w;
+  for (const auto& [key, value] : (*src)->metadata()) w.AddMetadata(key, value);
+  for (const GgufTensorInfo& t : (*src)->tensors()) {
+    if (t.name == "blk.0.ffn_up.weight") {
+      const int64_t bytes = *DTypeBytes(DType::kMXFP4, t.elements());
+      w.AddTensor(t.name, t.dims, DType::kMXFP4, std::vector<uint8_t>(bytes, 0));
+    } else {
+      w.AddTensor(t.name, t.dims, t.type, (*src)->TensorData(t));
+    }
+  }
+  absl::Status s = w.WriteFile(path);
+  EXPECT_TRUE(s.ok()) << s;
+  return path;
+}
+
+TEST(CliInspect, DescribesUnsupportedTypesAndCompileRefusesThem) {
+  const std::string path = WriteModelWithUnsupportedType();
+  Result r = RunVibrantc({"inspect", path});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("mxfp4"));
+  EXPECT_THAT(r.out, HasSubstr("types: f32 47, mxfp4 1"));
+  EXPECT_THAT(r.out, HasSubstr("not supported by Vibrant: mxfp4 (39, 1 tensor)"));
+
+  Result j = RunVibrantc({"inspect", path, "--json"});
+  ASSERT_EQ(j.exit_code, 0) << j.err;
+  nlohmann::json js = nlohmann::json::parse(j.out, nullptr, false);
+  ASSERT_FALSE(js.is_discarded());
+  EXPECT_EQ(js["types"]["mxfp4"], 1);
+  EXPECT_EQ(js["types"]["f32"], 47);
+  EXPECT_EQ(js["unsupported_types"], nlohmann::json::array({"mxfp4"}));
+
+  // The bundled model's types are all supported.
+  Result ok = RunVibrantc({"inspect", VIBRANT_SOURCE_DIR "/tests/data/stories260K.gguf", "--json"});
+  nlohmann::json jok = nlohmann::json::parse(ok.out, nullptr, false);
+  EXPECT_EQ(jok["unsupported_types"], nlohmann::json::array());
+
+  const std::string plan = vibrant::testing_util::ProcessTempDir() + "/mxfp4.plan";
+  Result c = RunVibrantc({"compile", path, "-o", plan});
+  EXPECT_EQ(c.exit_code, 1);
+  EXPECT_THAT(c.err, HasSubstr("tensor blk.0.ffn_up.weight: tensor type mxfp4 (39) is not supported"));
+  EXPECT_FALSE(std::filesystem::exists(plan));
 }
 
 TEST(CliInspect, UsageErrors) {

@@ -148,6 +148,128 @@ void Silu(const float* x, int64_t n, float* out) {
   for (int64_t i = 0; i < n; ++i) out[i] = x[i] / (1.0f + expf(-x[i]));
 }
 
+void Scale(const float* x, int64_t n, float s, float* out) {
+  for (int64_t i = 0; i < n; ++i) out[i] = x[i] * s;
+}
+
+
+void MoeSoftmax(const float* logits, int64_t E, float* p) {
+  float m = -INFINITY;
+  for (int64_t i = 0; i < E; ++i) m = std::max(m, logits[i]);
+  double sum = 0.0;
+  for (int64_t i = 0; i < E; ++i) {
+    p[i] = expf(logits[i] - m);
+    sum += static_cast<double>(p[i]);
+  }
+  const float inv = static_cast<float>(1.0 / sum);
+  for (int64_t i = 0; i < E; ++i) p[i] *= inv;
+}
+
+absl::Status MoeTopK(const float* logits, int64_t T, int64_t E, int64_t k, int32_t* ids) {
+  if (k < 1 || k > E) {
+    return absl::InvalidArgumentError(absl::StrCat("moe_topk: k ", k, " is not in [1, ", E, "]"));
+  }
+  std::vector<float> p(E);
+  std::vector<int32_t> order(E);
+  for (int64_t t = 0; t < T; ++t) {
+    MoeSoftmax(logits + t * E, E, p.data());
+    for (int64_t i = 0; i < E; ++i) order[i] = static_cast<int32_t>(i);
+    // Decreasing p; equal p: lower expert first (a strict weak order, so the
+    // result does not depend on the sort algorithm).
+    std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int32_t a, int32_t b) {
+      return p[a] > p[b] || (p[a] == p[b] && a < b);
+    });
+    std::copy(order.begin(), order.begin() + k, ids + t * k);
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+absl::Status CheckExpertIds(const int32_t* ids, int64_t n, int64_t E, const char* what) {
+  for (int64_t i = 0; i < n; ++i) {
+    if (ids[i] < 0 || ids[i] >= E) {
+      return absl::InvalidArgumentError(absl::StrCat(what, ": expert id ", ids[i], " at slot ", i,
+                                                     " is outside [0, ", E, ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+}  // namespace
+
+absl::Status MoeWeights(const float* logits, int64_t T, int64_t E, const int32_t* ids, int64_t k,
+                        bool norm, float* w) {
+  if (absl::Status s = CheckExpertIds(ids, T * k, E, "moe_weights"); !s.ok()) return s;
+  std::vector<float> p(E);
+  for (int64_t t = 0; t < T; ++t) {
+    MoeSoftmax(logits + t * E, E, p.data());
+    float* wt = w + t * k;
+    double sum = 0.0;
+    for (int64_t j = 0; j < k; ++j) {
+      wt[j] = p[ids[t * k + j]];
+      sum += static_cast<double>(wt[j]);
+    }
+    if (norm) {
+      const float s = static_cast<float>(sum);
+      for (int64_t j = 0; j < k; ++j) wt[j] = wt[j] / s;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<std::vector<int64_t>>> GroupByExpert(const int32_t* ids, int64_t T,
+                                                                int64_t k, int64_t E) {
+  if (absl::Status s = CheckExpertIds(ids, T * k, E, "matmul_id"); !s.ok()) return s;
+  std::vector<std::vector<int64_t>> groups(E);
+  for (int64_t i = 0; i < T * k; ++i) groups[ids[i]].push_back(i);
+  return groups;
+}
+
+absl::Status MatMulId(ThreadPool* pool, const float* x, bool x_per_slot, int64_t T, int64_t k,
+                      int64_t K, DType wtype, const void* w, int64_t E, int64_t N,
+                      const int32_t* ids, float* out) {
+  absl::StatusOr<std::vector<std::vector<int64_t>>> groups = GroupByExpert(ids, T, k, E);
+  if (!groups.ok()) return groups.status();
+  absl::StatusOr<int64_t> row_bytes = DTypeBytes(wtype, K);
+  if (!row_bytes.ok()) return row_bytes.status();
+  const uint8_t* wb = static_cast<const uint8_t*>(w);
+  std::vector<float> xs, ys;
+  for (int64_t e = 0; e < E; ++e) {
+    const std::vector<int64_t>& slots = (*groups)[e];
+    if (slots.empty()) continue;  // an unused expert is not read
+    const int64_t n = static_cast<int64_t>(slots.size());
+    xs.resize(n * K);
+    ys.resize(n * N);
+    for (int64_t r = 0; r < n; ++r) {
+      const int64_t src = x_per_slot ? slots[r] : slots[r] / k;
+      std::memcpy(xs.data() + r * K, x + src * K, K * sizeof(float));
+    }
+    if (absl::Status s = MatMul(pool, xs.data(), n, K, wtype, wb + e * N * *row_bytes, N, nullptr,
+                                ys.data());
+        !s.ok()) {
+      return s;
+    }
+    for (int64_t r = 0; r < n; ++r) {
+      std::memcpy(out + slots[r] * N, ys.data() + r * N, N * sizeof(float));
+    }
+  }
+  return absl::OkStatus();
+}
+
+void MoeSum(const float* y, const float* w, int64_t T, int64_t k, int64_t D, float* out) {
+  for (int64_t t = 0; t < T; ++t) {
+    float* o = out + t * D;
+    for (int64_t j = 0; j < k; ++j) {
+      const float wj = w[t * k + j];
+      const float* yj = y + (t * k + j) * D;
+      if (j == 0) {
+        for (int64_t d = 0; d < D; ++d) o[d] = yj[d] * wj;
+      } else {
+        for (int64_t d = 0; d < D; ++d) o[d] = o[d] + yj[d] * wj;
+      }
+    }
+  }
+}
+
 // The rotation angle. ops.h defines it as p * freq_scale * base^(-2i/n_rot) /
 // factor_i; we evaluate that expression exactly the way ggml's rope cache
 // does (float, theta_scale = powf(base, -2/n_rot) applied multiplicatively
@@ -255,12 +377,15 @@ absl::Status Attention(ThreadPool* pool, const float* q, const void* k, const vo
     std::vector<double> acc(hd);
     for (int64_t item = i0; item < i1; ++item) {
       const int64_t t = item / KVH, kvh = item % KVH;
-      const int64_t n = static_cast<int64_t>(positions[t]) + 1;
+      // Rows j0 .. positions[t]: the whole prefix, or the last `window`.
+      const int64_t j0 =
+          shape.window > 0 ? std::max<int64_t>(0, positions[t] - shape.window + 1) : 0;
+      const int64_t n = static_cast<int64_t>(positions[t]) + 1 - j0;
       kf.resize(n * hd);
       vf.resize(n * hd);
       e.resize(n);
       for (int64_t j = 0; j < n; ++j) {
-        const int64_t r = j * KVH + kvh;  // head row r of the cache
+        const int64_t r = (j0 + j) * KVH + kvh;  // head row r of the cache
         // f16: exact widening; q8_0: code * d (float); f32: a copy. Cannot
         // fail for the types and sizes checked above.
         (void)Dequantize(k_dtype, kb + r * k_row, hd, kf.data() + j * hd);

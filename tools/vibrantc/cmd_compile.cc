@@ -319,13 +319,16 @@ int64_t MetaInt(const ir::Graph& g, const std::string& key, int64_t dflt) {
   return dflt;
 }
 
-// Bytes of the distinct GGUF tensors the graph reads.
+// Bytes of the distinct GGUF tensors the graph reads (views of one tensor,
+// Value::source_offset, count up to the furthest byte they read).
 int64_t WeightBytes(const ir::Graph& g) {
   std::map<std::string, int64_t> by_source;
   for (const ir::Value& v : g.values()) {
     if (v.storage != ir::Storage::kWeight) continue;
     absl::StatusOr<int64_t> bytes = DTypeBytes(v.dtype, ir::NumElements(v.shape, 1));
-    by_source[v.source] = bytes.ok() ? *bytes : 0;
+    absl::StatusOr<int64_t> skip = DTypeBytes(v.dtype, v.source_offset);
+    const int64_t end = bytes.ok() && skip.ok() ? *bytes + *skip : 0;
+    by_source[v.source] = std::max(by_source[v.source], end);
   }
   int64_t total = 0;
   for (const auto& [source, bytes] : by_source) total += bytes;

@@ -5,10 +5,14 @@
 // type, special tokens with their text, and the chat template family Vibrant
 // recognises), then: file summary, metadata (key, type, value; long arrays
 // elided) and a tensor table (name, type, shape in ggml order, bytes, offset
-// in the data section). --json prints one object for machines, arrays in full:
+// in the data section), then the tensor types with their counts, naming those
+// Vibrant cannot run (any ggml type with a block layout is described, as
+// gguf-dump does; `vibrantc compile` refuses a model that uses an unsupported
+// one). --json prints one object for machines, arrays in full:
 //   {"file": ..., "version": 3, "alignment": 32, "data_offset": ...,
 //    "metadata": {key: value, ...},
 //    "tensors": [{"name", "type", "shape", "offset", "bytes"}, ...],
+//    "types": {"q4_K": 13, ...}, "unsupported_types": ["iq2_xxs", ...],
 //    "summary": {"file_type", "file_type_id", "params", "tensor_bytes",
 //                "bits_per_weight", "tensor_types": {type: count}, "vocab_type",
 //                "n_vocab", "special_tokens": {"BOS": {"id", "text"}, ...},
@@ -21,6 +25,7 @@
 #include <map>
 #include <optional>
 #include <cstdio>
+#include <map>
 #include <cstdlib>
 #include <string>
 #include <vector>
@@ -90,6 +95,13 @@ Json ToJson(const GgufValue& v) {
     }
   }
   return Json();
+}
+
+// Tensor count per type, in type id order.
+std::map<DType, int> TypeCounts(const GgufFile& f) {
+  std::map<DType, int> n;
+  for (const GgufTensorInfo& t : f.tensors()) ++n[t.type];
+  return n;
 }
 
 std::string ShapeString(const std::vector<int64_t>& dims) {
@@ -416,6 +428,19 @@ void PrintHuman(const GgufFile& f) {
                 static_cast<int>(bytes_w), static_cast<unsigned long long>(t.bytes),
                 static_cast<unsigned long long>(t.offset));
   }
+  std::vector<std::string> counts, unsupported;
+  for (const auto& [type, n] : TypeCounts(f)) {
+    counts.push_back(absl::StrCat(AV(DTypeName(type)), " ", n));
+    if (!IsSupported(type)) {
+      unsupported.push_back(absl::StrCat(AV(DTypeName(type)), " (", static_cast<uint32_t>(type),
+                                         ", ", n, n == 1 ? " tensor)" : " tensors)"));
+    }
+  }
+  std::printf("\ntypes: %s\n", absl::StrJoin(counts, ", ").c_str());
+  if (!unsupported.empty()) {
+    std::printf("not supported by Vibrant: %s (vibrantc compile refuses this file; supported: %s)\n",
+                absl::StrJoin(unsupported, ", ").c_str(), SupportedDTypeNames().c_str());
+  }
 }
 
 void PrintJson(const GgufFile& f) {
@@ -438,6 +463,14 @@ void PrintJson(const GgufFile& f) {
     tensors.push_back(std::move(jt));
   }
   out["tensors"] = std::move(tensors);
+  Json types = Json::object();
+  Json unsupported = Json::array();
+  for (const auto& [type, n] : TypeCounts(f)) {
+    types[std::string(DTypeName(type))] = n;
+    if (!IsSupported(type)) unsupported.push_back(std::string(DTypeName(type)));
+  }
+  out["types"] = std::move(types);
+  out["unsupported_types"] = std::move(unsupported);
   out["summary"] = ModelSummary(f);
   // Strings in GGUF files are not always valid UTF-8; replace bad bytes
   // with U+FFFD rather than failing.
