@@ -88,6 +88,15 @@ class GenerateTest : public ::testing::Test {
     p.temp = 0.0f;
     return p;
   }
+  static SamplerParams Chain(float temp, int32_t top_k, float top_p, float min_p, uint32_t seed) {
+    SamplerParams p;
+    p.temp = temp;
+    p.top_k = top_k;
+    p.top_p = top_p;
+    p.min_p = min_p;
+    p.seed = seed;
+    return p;
+  }
 
   std::unique_ptr<GgufFile> gguf_;
   std::unique_ptr<Tokenizer> tok_;
@@ -280,7 +289,7 @@ class FakeSamplingExecutor : public FakeExecutor {
 // The loop asks a program that samples for the token (the host sampler's
 // next draw), and gets the tokens the host would have drawn from the logits.
 TEST_F(GenerateTest, AProgramThatSamplesDrawsTheHostsTokens) {
-  for (const SamplerParams& p : {Greedy(), SamplerParams{2.0f, 40, 1.0f, 0.0f, 77}, SamplerParams{0.7f, 0, 0.9f, 0.0f, 5}}) {
+  for (const SamplerParams& p : {Greedy(), Chain(2.0f, 40, 1.0f, 0.0f, 77), Chain(0.7f, 0, 0.9f, 0.0f, 5)}) {
     FakeSamplingExecutor device, host;
     host.sampling = false;
     Session a(&device, tok_.get(), 64, 4, kVocab, *Sampler::Create(p));

@@ -339,8 +339,9 @@ TEST(SampleGeneratorTest, UniformIsTheFirst53BitsOfDrawNOfSeed) {
 }
 
 // 200,000 numbers of one seed in 100 equal bins: chi-squared with 99 degrees
-// of freedom has mean 99 and standard deviation 14; 160 is above its 99.99th
-// percentile (about 158), so a correct generator fails with p < 1e-4. The
+// of freedom has mean 99 and standard deviation 14; 160 is its 99.99th
+// percentile (P(chi2 > 160) = 1.01e-4, from the regularized incomplete gamma
+// function), so a correct generator fails with p ~ 1e-4. The
 // mean of U(0, 1) over n draws has standard deviation 1 / sqrt(12 n) = 6.5e-4.
 TEST(SampleGeneratorTest, UniformIsUniform) {
   constexpr int kBins = 100, kN = 200000;

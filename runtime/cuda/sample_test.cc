@@ -162,6 +162,33 @@ TEST(CudaSample, GreedyIsTheArgmaxWithTheLowestIdAmongTies) {
   EXPECT_EQ(*l.Draw(2, SampleDraw{}), first);
 }
 
+// A step that samples copies back the token id only: the host's logits
+// buffer (where a logits step lands) keeps the previous step's row while
+// token steps of other rows run; a logits step of the same plan still
+// returns the whole row.
+TEST(CudaSample, OnlyTheTokenIdComesBack) {
+  SKIP_WITHOUT_GPU();
+  LogitRows l = MakeRows();
+  ASSERT_TRUE(l.Build().ok());
+  const int32_t row0[1] = {0};
+  absl::StatusOr<absl::Span<const float>> logits = l.gpu->Step(row0, 0);
+  ASSERT_TRUE(logits.ok()) << logits.status();
+  ASSERT_EQ(logits->size(), static_cast<size_t>(kVocab));
+  EXPECT_EQ(std::memcmp(logits->data(), l.rows[0].data(), kVocab * sizeof(float)), 0);
+  for (int32_t r = 1; r < static_cast<int32_t>(l.rows.size()); ++r) {
+    SampleDraw d = Params(0.8f, 40, 0.95f, 0.05f);
+    d.seed = 5;
+    ASSERT_TRUE(l.Draw(r, d).ok());
+    ASSERT_TRUE(l.Draw(r, SampleDraw{}).ok());
+  }
+  // The buffer still holds row 0: no token step wrote it.
+  EXPECT_EQ(std::memcmp(logits->data(), l.rows[0].data(), kVocab * sizeof(float)), 0);
+  const int32_t row1[1] = {1};
+  absl::StatusOr<absl::Span<const float>> again = l.gpu->Step(row1, 0);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(std::memcmp(again->data(), l.rows[1].data(), kVocab * sizeof(float)), 0);
+}
+
 // The same seed and draw index give the CPU's token (up to boundaries).
 TEST(CudaSample, SeededDrawsAreTheCpus) {
   SKIP_WITHOUT_GPU();
@@ -305,7 +332,11 @@ TEST(CudaSample, ModelStepsReturnTheTokenOfTheirLogits) {
   auto lgt = CudaExecutor::Create(compiler::ToProgram(*c), w);
   ASSERT_TRUE(tok.ok() && lgt.ok()) << tok.status() << lgt.status();
   ASSERT_TRUE((*tok)->samples());
-  for (const SamplerParams& sp : {SamplerParams{0.0f, 40, 0.95f, 0.05f, 1}, SamplerParams{0.8f, 40, 0.95f, 0.05f, 9}}) {
+  SamplerParams greedy, chain;
+  greedy.temp = 0.0f;
+  greedy.seed = 1;
+  chain.seed = 9;  // llama.cpp's defaults: temp 0.8, top-k 40, top-p 0.95, min-p 0.05
+  for (const SamplerParams& sp : {greedy, chain}) {
     (*tok)->Reset();
     (*lgt)->Reset();
     Sampler device = *Sampler::Create(sp);
