@@ -182,38 +182,41 @@ TEST_F(SynthBenchTest, BenchAtDepth) {
   t = RunBinary(kBench, {"-m", plan, "-p", "0", "-n", "3", "-d", "30", "-r", "1"});
   EXPECT_EQ(t.exit_code, 1);
   EXPECT_THAT(t.err, HasSubstr("33 tokens of context (with its depth)"));
-  EXPECT_EQ(RunBinary(kBench, {"-m", plan, "-d", "x"}).exit_code, 2);
-  EXPECT_EQ(RunBinary(kBench, {"-m", *model_, "--device", "cpu", "--roofline"}).exit_code, 2);
+  CliResult bad = RunBinary(kBench, {"-m", plan, "-d", "x"});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_THAT(bad.err, HasSubstr("-d: 'x' is not a list of integers >= 0"));
+  bad = RunBinary(kBench, {"-m", plan, "--n-depth", "4,-1"});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_THAT(bad.err, HasSubstr("--n-depth: '4,-1'"));
+  EXPECT_EQ(RunBinary(kBench, {"-m", plan, "-d"}).exit_code, 2);
+  // --roofline profiles GPU launches: refused for the CPU before any test
+  // runs (no table on stdout).
+  bad = RunBinary(kBench, {"-m", *model_, "--device", "cpu", "--roofline"});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_THAT(bad.err, HasSubstr("--roofline measures GPU kernels"));
+  bad = RunBinary(kBench, {"-m", *model_, "-p", "0", "-n", "1", "--roofline"});  // a GGUF: cpu by default
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_THAT(bad.err, HasSubstr("add --device cuda"));
+  EXPECT_EQ(bad.out, "");
+  bad = RunBinary(kBench, {"-m", plan, "-p", "0", "-n", "1", "--roofline"});  // a cpu plan
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_THAT(bad.err, HasSubstr("compile the plan with --device cuda"));
 }
 
-// --roofline on a GPU (skipped without one): a decode step's kernels at each
-// depth with bytes, time and GB/s against the copy bandwidth of the same run.
-TEST_F(SynthBenchTest, RooflineOnTheGpu) {
-  const CliResult r = RunBinary(kBench, {"-m", *model_, "--device", "cuda", "-p", "0", "-n", "4", "-d", "0,16",
-                                         "-r", "1", "--roofline", "--json"});
-  if (r.exit_code != 0 && (r.err.find("CUDA") != std::string::npos || r.err.find("cuda") != std::string::npos) &&
-      (r.err.find("no ") != std::string::npos || r.err.find("driver") != std::string::npos)) {
-    GTEST_SKIP() << "no usable GPU: " << r.err;
-  }
+// With -d and no prompt test, a GGUF is compiled for steps of min(512,
+// depth) tokens, so that the depth is prefilled in batches (as llama-bench's
+// -ub 512), not one token at a time; --max-tokens overrides.
+TEST_F(SynthBenchTest, DepthIsPrefilledInBatches) {
+  CliResult r = RunBinary(kBench, {"-m", *model_, "-p", "0", "-n", "1", "-d", "40", "-r", "1", "-t", "2", "--json"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  const nlohmann::json j = nlohmann::json::parse(r.out);
-  const nlohmann::json& run = j["runs"][0];
-  ASSERT_EQ(run["roofline"].size(), 2u);
-  int64_t bytes_at[2] = {0, 0};
-  for (int i = 0; i < 2; ++i) {
-    const nlohmann::json& rl = run["roofline"][i];
-    EXPECT_EQ(rl["depth"], i == 0 ? 0 : 16);
-    EXPECT_GT(rl["d2d_gbps"].get<double>(), 100.0);
-    EXPECT_GT(rl["step"]["bytes"].get<int64_t>(), 0);
-    EXPECT_GT(rl["step"]["us"].get<double>(), 0.0);
-    EXPECT_TRUE(rl.contains("tg_ts"));
-    bool sampler = false;
-    for (const auto& k : rl["kernels"]) sampler |= k["name"] == "vb_sample_pick";
-    EXPECT_TRUE(sampler);
-    bytes_at[i] = rl["step"]["bytes"].get<int64_t>();
-  }
-  // 16 more rows of K and V read per layer at depth 16.
-  EXPECT_GT(bytes_at[1], bytes_at[0]);
+  EXPECT_EQ(nlohmann::json::parse(r.out)["runs"][0]["max_tokens"], 40);
+  r = RunBinary(kBench, {"-m", *model_, "-p", "0", "-n", "1", "-d", "40", "-r", "1", "-t", "2", "--max-tokens", "8",
+                         "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["runs"][0]["max_tokens"], 8);
+  r = RunBinary(kBench, {"-m", *model_, "-p", "16", "-n", "0", "-r", "1", "-t", "2", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["runs"][0]["max_tokens"], 16);
 }
 
 TEST_F(SynthBenchTest, UsageErrors) {

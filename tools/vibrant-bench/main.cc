@@ -94,8 +94,9 @@ constexpr char kUsage[] =
     "  -t, --threads N,...    CPU threads (default: all cores)\n"
     "  --device cpu|cuda      backend (default: cpu for a GGUF, the plan's device for a plan)\n"
     "  --ctx-size N           GGUF only: KV cache length (default: the longest test)\n"
-    "  --max-tokens N         GGUF only: tokens per step (default: the longest prompt);\n"
-    "                         longer prompts are processed in steps of N\n"
+    "  --max-tokens N         GGUF only: tokens per step (default: the longest prompt, and\n"
+    "                         with -d at least min(512, depth)); longer prompts and the\n"
+    "                         depth's context are processed in steps of N\n"
     "  --no-fusion            GGUF only: compile without elementwise fusion\n"
     "                         (--disable-pass=fuse-elementwise)\n"
     "  --no-graphs            CUDA: launch kernels one by one, not as CUDA graphs\n"
@@ -626,7 +627,11 @@ absl::Status BenchModel(const Args& a, const std::string& path, std::vector<RunR
     compiler::CompileOptions co;
     co.device = device;
     co.lower.n_ctx = a.ctx_size > 0 ? a.ctx_size : longest;
-    co.lower.max_tokens = a.max_tokens > 0 ? a.max_tokens : std::max<int64_t>(1, longest_prompt);
+    // Tokens per step: the longest prompt, and at least llama-bench's batch
+    // (512, or the depth if smaller) when a depth is prefilled, which would
+    // otherwise run one token per step with -p 0.
+    co.lower.max_tokens = a.max_tokens > 0 ? a.max_tokens
+                                           : std::max<int64_t>({1, longest_prompt, std::min<int64_t>(deepest, 512)});
     if (!a.fusion) co.pipeline.disabled.insert("fuse-elementwise");
     co.cuda_graphs = a.graphs;
     absl::StatusOr<compiler::Compiled> c = compiler::CompileGguf(*gguf, co);
@@ -637,6 +642,15 @@ absl::Status BenchModel(const Args& a, const std::string& path, std::vector<RunR
     info = DescribeModel(*gguf, path, "gguf");
   }
   const double open_s = Seconds(Clock::now() - t_load0) - compile_s.value_or(0.0);
+  // Before any test runs: the roofline profiles GPU launches.
+  if (a.roofline && device != "cuda") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": --roofline measures GPU kernels; this model runs on '", device, "'",
+        plan ? " (compile the plan with --device cuda)" : " (add --device cuda)"));
+  }
+#ifndef VIBRANT_WITH_CUDA
+  if (a.roofline) return absl::UnimplementedError("--roofline: this build has no CUDA backend");
+#endif
 
   for (int threads : a.threads) {
     RunResult r;
