@@ -59,7 +59,7 @@ t0=$(date +%s)
 cmake -S . -B $B -G Ninja -DCMAKE_BUILD_TYPE=Release > "$OUT/cmake.log" 2>&1 || { tail -40 "$OUT/cmake.log"; exit 1; }
 targets="vibrantc vibrant-run vibrant-bench"
 [ "$TESTS" = 1 ] && targets="$targets cuda_sample_test cuda_executor_test gpu_conformance_test sample_host_test \
-  launch_traffic_test cli_synth_bench_test"
+  launch_traffic_test gpu_cli_test"
 ninja -C $B -j16 $targets > "$OUT/build.log" 2>&1 || { grep -E "error" -A6 "$OUT/build.log" | head -60; exit 1; }
 echo "build: $(( $(date +%s) - t0 )) s"
 vc=$B/tools/vibrantc/vibrantc
@@ -78,7 +78,7 @@ if [ "$TESTS" = 1 ]; then
   diff -q "$OUT/sample_measured.1.txt" "$OUT/sample_measured.2.txt" > /dev/null \
     && echo "run 2: same counts as run 1" || echo "run 2: counts DIFFER from run 1 (a race?)"
   echo "== other CUDA/GPU tests"
-  ctest --test-dir $B -R 'cuda\.|gpu_conformance|cli_synth_bench' -j8 --timeout 600 > "$OUT/ctest.log" 2>&1 || rc=1
+  ctest --test-dir $B -R 'cuda|gpu' -j8 --timeout 600 --output-on-failure > "$OUT/ctest.log" 2>&1 || rc=1
   grep -E "tests passed|tests failed" "$OUT/ctest.log"
   grep -E "^\s*[0-9]+/[0-9]+ Test.*(Failed|Timeout|Exception)" "$OUT/ctest.log" | head -30
 
