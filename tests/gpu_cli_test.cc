@@ -126,8 +126,9 @@ TEST_F(GpuCliTest, RunSamplesOnTheGpuAndMatchesTheHostSampler) {
     std::istringstream lines(r.out);
     std::string line;
     while (std::getline(lines, line)) {
-      const nlohmann::json j = nlohmann::json::parse(line);
-      if (j.contains("id")) out.push_back(j["id"].get<int>());
+      const nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+      EXPECT_FALSE(j.is_discarded()) << "not JSON: " << line;
+      if (j.is_object() && j.contains("id")) out.push_back(j["id"].get<int>());
     }
     return out;
   };
