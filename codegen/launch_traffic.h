@@ -16,6 +16,9 @@
 //     destination.
 // Everything else is the argument's extent at T: activations in the arena
 // (reads and writes together) and kernel scratch.
+// A persistent decode kernel (dispatch::RunsIn::kScheduledOnly) moves what
+// the op-by-op launches it runs as tasks (kPerOpOnly) move, summed; its
+// counters in the state region are not counted.
 #ifndef VIBRANT_CODEGEN_LAUNCH_TRAFFIC_H_
 #define VIBRANT_CODEGEN_LAUNCH_TRAFFIC_H_
 
@@ -39,9 +42,12 @@ struct TrafficOptions {
   int64_t pos0 = 0;         // the step's first position (its KV depth)
   bool greedy_sample = true;  // the sample op draws greedily
   int sample_top_k = 40;      // else: the keys each gather block passes on
+  // The launches of dispatch::LaunchesFor(t, T, per_op): one per op even
+  // where a persistent kernel runs the step.
+  bool per_op = false;
 };
 
-// One entry per launch of dispatch::LaunchesFor(t, T), in that order.
+// One entry per launch of dispatch::LaunchesFor(t, T, opts.per_op), in that order.
 // `g` is the program's graph (the one `t` was lowered from).
 std::vector<LaunchBytes> StepTraffic(const ir::Graph& g, const dispatch::Table& t, int64_t T,
                                      const TrafficOptions& opts = {});

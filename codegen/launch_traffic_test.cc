@@ -3,6 +3,7 @@
 #include <map>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "codegen/cuda_target.h"
 #include "gtest/gtest.h"
@@ -109,6 +110,41 @@ TEST(LaunchTraffic, PrefillScalesWithTokensAndTheSamplerWithItsKeys) {
   }
   EXPECT_EQ(greedy["vb_sample_gather"], 16);  // one gather block for 80 logits: max and count
   EXPECT_EQ(topk["vb_sample_gather"], 8 * (2 + 40));
+}
+
+// The default pipeline runs a decode step as one persistent kernel, with
+// the sample op's two launches after it; the kernel moves what its tasks'
+// op-by-op launches move, so both views of a step sum to the same bytes.
+TEST(LaunchTraffic, APersistentKernelMovesWhatItsTasksMove) {
+  Plan p = Compile();
+  std::vector<std::string> names;
+  for (const dispatch::Launch* l : dispatch::LaunchesFor(p.t, 1)) names.push_back(l->name);
+  ASSERT_EQ(names.size(), 3u);
+  EXPECT_EQ(names[0], "vb_decode_step");
+  EXPECT_EQ(names[1], "vb_sample_gather");
+  EXPECT_EQ(names[2], "vb_sample_pick");
+  const std::vector<const dispatch::Launch*> per_op = dispatch::LaunchesFor(p.t, 1, /*per_op=*/true);
+  EXPECT_GT(per_op.size(), 10u);
+  for (int64_t depth : {int64_t{0}, int64_t{200}}) {
+    TrafficOptions o;
+    o.pos0 = depth;
+    const std::vector<LaunchBytes> plain = StepTraffic(p.g, p.t, 1, o);
+    o.per_op = true;
+    const std::vector<LaunchBytes> ops = StepTraffic(p.g, p.t, 1, o);
+    ASSERT_EQ(plain.size(), 3u);
+    ASSERT_EQ(ops.size(), per_op.size());
+    LaunchBytes a, b;
+    for (const LaunchBytes& x : plain) a.weights += x.weights, a.kv += x.kv, a.activations += x.activations;
+    for (const LaunchBytes& x : ops) b.weights += x.weights, b.kv += x.kv, b.activations += x.activations;
+    EXPECT_EQ(a.weights, p.weight_file_bytes + p.embd_row_bytes);
+    EXPECT_EQ(a.weights, b.weights);
+    EXPECT_EQ(a.kv, b.kv);
+    EXPECT_EQ(a.activations, b.activations);
+    // The sample launches are the last two of both views.
+    EXPECT_EQ(plain[1].total(), ops[ops.size() - 2].total());
+    EXPECT_EQ(plain[2].total(), ops.back().total());
+    EXPECT_EQ(plain[1].weights + plain[2].weights, 0);
+  }
 }
 
 }  // namespace

@@ -98,8 +98,11 @@ class Launcher {
   // copies (tokens, positions, sampling parameters) and its output copy.
   // With `launch_ms`, each launch is timed with a pair of events (no CUDA
   // graph; the stream is synchronized) and launch_ms gets the times in
-  // milliseconds, in the order of dispatch::LaunchesFor(table, T).
-  absl::Status RunStep(int64_t T, Output out = Output::kLogits, std::vector<float>* launch_ms = nullptr);
+  // milliseconds, in the order of dispatch::LaunchesFor(table, T, per_op).
+  // `per_op`: the op-by-op launches even where a persistent kernel runs the
+  // step (as with sync_each_op or profile); no CUDA graph.
+  absl::Status RunStep(int64_t T, Output out = Output::kLogits, std::vector<float>* launch_ms = nullptr,
+                       bool per_op = false);
   int64_t enqueued() const { return enqueued_; }
   int64_t gemm_calls() const { return gemm_calls_; }
   bool graphs_used() const { return graph_note_.empty() && !sync_each_op_ && !profile_; }

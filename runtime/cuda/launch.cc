@@ -179,9 +179,9 @@ absl::Status Launcher::Capture(int64_t T, Output out) {
   return absl::OkStatus();
 }
 
-absl::Status Launcher::RunStep(int64_t T, Output out, std::vector<float>* launch_ms) {
+absl::Status Launcher::RunStep(int64_t T, Output out, std::vector<float>* launch_ms, bool per_op) {
   const bool timed = profile_ || launch_ms != nullptr;
-  if (T <= table_.graph_max_tokens && graph_note_.empty() && !sync_each_op_ && !timed) {
+  if (T <= table_.graph_max_tokens && graph_note_.empty() && !sync_each_op_ && !timed && !per_op) {
     const std::pair<int64_t, Output> key{T, out};
     if (graphs_.count(key) == 0) {
       if (absl::Status s = Capture(T, out); !s.ok()) graph_note_ = std::string(s.message());
@@ -193,7 +193,9 @@ absl::Status Launcher::RunStep(int64_t T, Output out, std::vector<float>* launch
     }
   }
   VB_RETURN_IF_ERROR(EnqueueInputs(T));
-  const std::vector<const Launch*> ls = dispatch::LaunchesFor(table_, T);
+  // One launch per op (the persistent decode kernel's tasks as launches of
+  // their own) when each op is synchronized or profiled, or asked for.
+  const std::vector<const Launch*> ls = dispatch::LaunchesFor(table_, T, sync_each_op_ || profile_ || per_op);
   if (timed) {
     while (events_.size() < 2 * ls.size()) {
       cudaEvent_t e = nullptr;
