@@ -98,6 +98,15 @@ TEST_F(GpuCliTest, BenchRooflineAtTwoDepths) {
     EXPECT_EQ(bytes, rl["step"]["bytes"].get<int64_t>());
     EXPECT_EQ(launches, rl["step"]["launches"].get<int64_t>());
     EXPECT_NEAR(us, rl["step"]["us"].get<double>(), 1e-6 * us + 1e-9);
+    // A persistent decode kernel (the default schedule): the step as run
+    // moves the bytes of its tasks and runs the sampler after the kernel.
+    if (rl.contains("as_run")) {
+      EXPECT_EQ(rl["as_run"]["step"]["bytes"], rl["step"]["bytes"]);
+      EXPECT_GT(rl["as_run"]["step"]["us"].get<double>(), 0.0);
+      std::vector<std::string> names;
+      for (const auto& k : rl["as_run"]["kernels"]) names.push_back(k["name"]);
+      EXPECT_THAT(names, ::testing::UnorderedElementsAre("vb_decode_step", "vb_sample_gather", "vb_sample_pick"));
+    }
     step_bytes[i] = rl["step"]["bytes"].get<int64_t>();
   }
   EXPECT_GT(step_bytes[1], step_bytes[0]);

@@ -206,13 +206,14 @@ absl::StatusOr<int32_t> CudaExecutor::StepSample(absl::Span<const int32_t> token
   return id;
 }
 
-absl::StatusOr<std::vector<float>> CudaExecutor::ProfileStep(absl::Span<const int32_t> tokens, int32_t pos0) {
+absl::StatusOr<std::vector<float>> CudaExecutor::ProfileStep(absl::Span<const int32_t> tokens, int32_t pos0,
+                                                             bool per_op) {
   Impl& m = *impl_;
   VB_RETURN_IF_ERROR(m.CheckStep(tokens, pos0));
   const int64_t T = static_cast<int64_t>(tokens.size());
   m.FillIo(tokens, pos0);
   std::vector<float> ms;
-  VB_RETURN_IF_ERROR(m.launcher->RunStep(T, Launcher::Output::kLogits, &ms));
+  VB_RETURN_IF_ERROR(m.launcher->RunStep(T, Launcher::Output::kLogits, &ms, per_op));
   return ms;
 }
 

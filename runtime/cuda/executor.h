@@ -84,9 +84,12 @@ class CudaExecutor : public Executor {
   // Runs one step like Step (the same effect on the KV cache) with a pair of
   // CUDA events around every launch, as VIBRANT_CUDA_PROFILE=1 does (no CUDA
   // graph, so launch gaps are not hidden), and returns each launch's GPU time
-  // in milliseconds, in the order of dispatch::LaunchesFor(table, T): what
-  // vibrant-bench --roofline divides bytes by. launch.cc takes the times.
-  absl::StatusOr<std::vector<float>> ProfileStep(absl::Span<const int32_t> tokens, int32_t pos0);
+  // in milliseconds, in the order of dispatch::LaunchesFor(table, T, per_op):
+  // what vibrant-bench --roofline divides bytes by. launch.cc takes the times.
+  // `per_op`: one launch per op even where the plan runs the step as one
+  // persistent kernel (its tasks' op-by-op launches); else the launches a
+  // plain step runs (the persistent kernel, timed as one).
+  absl::StatusOr<std::vector<float>> ProfileStep(absl::Span<const int32_t> tokens, int32_t pos0, bool per_op = true);
   // The program's dispatch table (what ProfileStep's times are indexed by).
   const dispatch::Table& table() const;
 

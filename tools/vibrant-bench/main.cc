@@ -16,7 +16,10 @@
 // --roofline (cuda): per kernel, the bytes a decode step moves at each depth
 // (codegen/launch_traffic.h), its GPU time (events around each launch,
 // CudaExecutor::ProfileStep), GB/s and % of the device-to-device copy
-// bandwidth measured in the same run, and the step's totals.
+// bandwidth measured in the same run, and the step's totals. Where the plan
+// runs a decode step as one persistent kernel, the kernels are its tasks'
+// op-by-op launches, and the step as run (the persistent kernel timed whole,
+// plus the launches outside it) is shown too.
 // Reported: mean ± sample standard deviation of t/s over the repetitions (as
 // llama-bench), compile and load time, the peak resident memory of the
 // process (host RSS, which includes the pages of the memory-mapped weights
@@ -108,7 +111,8 @@ constexpr char kUsage[] =
     "                         when the plan samples on the device (default: the token id)\n"
     "  --roofline             cuda: per kernel of a decode step at each depth: bytes moved,\n"
     "                         GPU time, GB/s and % of the device-to-device copy bandwidth\n"
-    "                         measured in the same run; and the step's totals\n"
+    "                         measured in the same run; and the step's totals (a\n"
+    "                         persistent decode kernel: per task kernel, and as run)\n"
     "  --seed S               seed of the random prompt tokens (default 42)\n"
     "  --json                 one JSON document on stdout instead of a markdown table\n"
     "  --json-out FILE        also write the JSON document to FILE\n"
@@ -393,6 +397,10 @@ struct Roofline {
   double d2d_gbps = 0;       // the copy bandwidth measured in this run (100 %)
   std::vector<RooflineRow> kernels;  // by time, descending
   RooflineRow step;          // the sums
+  // A plan whose decode step is one persistent kernel: the launches a plain
+  // step runs (the kernel timed whole, the sampler's after it) and their sum.
+  std::optional<std::vector<RooflineRow>> as_run_kernels;
+  std::optional<RooflineRow> as_run;
   std::optional<double> tg_ts;  // the tg rate at this depth (CUDA graph), when a tg test ran
 };
 
@@ -516,7 +524,14 @@ absl::Status RunRoofline(const Args& a, Backend& b, const Program& program, int6
   absl::StatusOr<double> d2d = MeasureCopyBandwidth(0);
   if (!d2d.ok()) return d2d.status();
   const dispatch::Table& table = cuda->table();
-  const std::vector<const dispatch::Launch*> launches = dispatch::LaunchesFor(table, 1);
+  // Per kernel: the op-by-op launches (where the plan runs a decode step as
+  // one persistent kernel, those of its tasks, run as launches of their own).
+  // As run: the launches of a plain step (the persistent kernel timed whole).
+  const std::vector<const dispatch::Launch*> launches = dispatch::LaunchesFor(table, 1, /*per_op=*/true);
+  const std::vector<const dispatch::Launch*> plain = dispatch::LaunchesFor(table, 1);
+  const bool scheduled = std::any_of(plain.begin(), plain.end(), [](const dispatch::Launch* l) {
+    return l->runs_in == dispatch::RunsIn::kScheduledOnly;
+  });
   for (int64_t depth : a.n_depth) {
     const std::vector<int32_t> context = RandomTokens(depth, n_vocab, a.seed + 1);
     const std::vector<int32_t> tokens = RandomTokens(kRooflineSteps + 1, n_vocab, a.seed);
@@ -524,41 +539,67 @@ absl::Status RunRoofline(const Args& a, Backend& b, const Program& program, int6
     if (absl::Status s = Prefill(b, context, max_tokens); !s.ok()) return s;
     // A warm-up step (its launches' first run), then the measured ones.
     if (absl::Status s = Generate(b, absl::Span<const int32_t>(tokens).subspan(0, 1), depth, true); !s.ok()) return s;
-    std::map<std::string, RooflineRow> by_name;
+    std::map<std::string, RooflineRow> by_name, as_run;
+    auto add = [](std::map<std::string, RooflineRow>& rows, const std::vector<const dispatch::Launch*>& ls,
+                  const std::vector<float>& ms, const std::vector<codegen::LaunchBytes>& bytes) {
+      for (size_t k = 0; k < ls.size(); ++k) {
+        RooflineRow& row = rows[ls[k]->name];
+        row.name = ls[k]->name;
+        row.launches += 1;
+        row.bytes += bytes[k].total();
+        row.us += 1000.0 * ms[k];
+      }
+    };
     for (int i = 0; i < kRooflineSteps; ++i) {
       const int64_t pos = depth + i;  // rewrites the warm-up's row first
-      absl::StatusOr<std::vector<float>> ms = cuda->ProfileStep({&tokens[i + 1], 1}, static_cast<int32_t>(pos));
-      if (!ms.ok()) return ms.status();
+      const int32_t* token = &tokens[i + 1];
       codegen::TrafficOptions to;
       to.pos0 = pos;
+      to.per_op = true;
+      absl::StatusOr<std::vector<float>> ms = cuda->ProfileStep({token, 1}, static_cast<int32_t>(pos), true);
+      if (!ms.ok()) return ms.status();
       const std::vector<codegen::LaunchBytes> bytes = codegen::StepTraffic(program.graph, table, 1, to);
       if (ms->size() != launches.size() || bytes.size() != launches.size()) {
         return absl::InternalError("--roofline: the profiled launches are not the table's");
       }
-      for (size_t k = 0; k < launches.size(); ++k) {
-        RooflineRow& row = by_name[launches[k]->name];
-        row.name = launches[k]->name;
-        row.launches += 1;
-        row.bytes += bytes[k].total();
-        row.us += 1000.0 * (*ms)[k];
+      add(by_name, launches, *ms, bytes);
+      if (scheduled) {
+        // The same token at the same position again: the same KV row.
+        to.per_op = false;
+        ms = cuda->ProfileStep({token, 1}, static_cast<int32_t>(pos), false);
+        if (!ms.ok()) return ms.status();
+        const std::vector<codegen::LaunchBytes> run_bytes = codegen::StepTraffic(program.graph, table, 1, to);
+        if (ms->size() != plain.size() || run_bytes.size() != plain.size()) {
+          return absl::InternalError("--roofline: the profiled launches are not the table's");
+        }
+        add(as_run, plain, *ms, run_bytes);
       }
     }
     Roofline rl;
     rl.depth = depth;
     rl.steps = kRooflineSteps;
     rl.d2d_gbps = *d2d;
-    rl.step.name = "step (sum of launches)";
-    for (auto& [name, row] : by_name) {
-      row.launches /= kRooflineSteps;
-      row.bytes /= kRooflineSteps;
-      row.us /= kRooflineSteps;
-      rl.step.launches += row.launches;
-      rl.step.bytes += row.bytes;
-      rl.step.us += row.us;
-      rl.kernels.push_back(row);
+    auto finish = [](std::map<std::string, RooflineRow>& rows, std::vector<RooflineRow>* out, RooflineRow* sum) {
+      for (auto& [name, row] : rows) {
+        row.launches /= kRooflineSteps;
+        row.bytes /= kRooflineSteps;
+        row.us /= kRooflineSteps;
+        sum->launches += row.launches;
+        sum->bytes += row.bytes;
+        sum->us += row.us;
+        out->push_back(row);
+      }
+      std::sort(out->begin(), out->end(), [](const RooflineRow& x, const RooflineRow& y) { return x.us > y.us; });
+    };
+    rl.step.name = scheduled ? "step (sum of op-by-op launches)" : "step (sum of launches)";
+    finish(by_name, &rl.kernels, &rl.step);
+    if (scheduled) {
+      RooflineRow sum;
+      sum.name = "step as run (persistent kernel + launches)";
+      rl.as_run_kernels.emplace();
+      finish(as_run, &*rl.as_run_kernels, &sum);
+      rl.as_run = sum;
     }
-    std::sort(rl.kernels.begin(), rl.kernels.end(),
-              [](const RooflineRow& x, const RooflineRow& y) { return x.us > y.us; });
     for (const TestResult& t : r->tests) {
       if (t.n_gen > 0 && t.n_depth == depth) rl.tg_ts = t.ts.mean;
     }
@@ -794,6 +835,14 @@ void PrintMarkdown(const std::vector<RunResult>& runs) {
       };
       for (const RooflineRow& k : rl.kernels) row(k);
       row(rl.step);
+      if (rl.as_run) {
+        for (const RooflineRow& k : *rl.as_run_kernels) {
+          RooflineRow named = k;
+          named.name = absl::StrCat("as run: ", k.name);
+          row(named);
+        }
+        row(*rl.as_run);
+      }
       if (rl.tg_ts) {
         RooflineRow graph = rl.step;
         graph.name = absl::StrFormat("step at the tg rate (%.1f t/s, CUDA graph)", *rl.tg_ts);
@@ -884,6 +933,11 @@ std::string JsonDocument(const Args& a, const std::vector<RunResult>& runs) {
         for (const RooflineRow& k : rl.kernels) kernels.push_back(row(k));
         Json jr = {{"depth", rl.depth}, {"steps", rl.steps}, {"d2d_gbps", rl.d2d_gbps},
                    {"kernels", kernels}, {"step", row(rl.step)}};
+        if (rl.as_run) {
+          Json run_kernels = Json::array();
+          for (const RooflineRow& k : *rl.as_run_kernels) run_kernels.push_back(row(k));
+          jr["as_run"] = {{"kernels", run_kernels}, {"step", row(*rl.as_run)}};
+        }
         if (rl.tg_ts) {
           jr["tg_ts"] = *rl.tg_ts;
           jr["tg_step_gbps"] = rl.step.bytes * *rl.tg_ts / 1e9;
