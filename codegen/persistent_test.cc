@@ -98,6 +98,33 @@ TEST(PersistentSchedule, DependenciesFollowOverlappingBytesReducedTransitively) 
   EXPECT_EQ(p->stages[1].args[2], 7u);
 }
 
+TEST(PersistentSchedule, ReadsOfTheSameBytesDoNotOrderStages) {
+  // k_plain(const float* a, float* b, int n): a is read, b written.
+  dispatch::Table t;
+  t.kernels = {"k_plain"};
+  t.launches = {
+      K("k_plain", 1, 128, {Buf(Region::kArena, 0, 64), Buf(Region::kArena, 64, 64)}),    // A -> B
+      K("k_plain", 1, 128, {Buf(Region::kArena, 64, 64), Buf(Region::kArena, 128, 64)}),  // B -> C
+      K("k_plain", 1, 128, {Buf(Region::kArena, 64, 64), Buf(Region::kArena, 192, 64)}),  // B -> D
+      K("k_plain", 1, 128, {Buf(Region::kArena, 256, 64), Buf(Region::kArena, 0, 64)}),   // E -> A
+  };
+  auto p = BuildPersistentSchedule(t, {0, 1, 2, 3}, kModule, 1, 1);
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_THAT(p->stages[1].deps, ElementsAre(0));
+  EXPECT_THAT(p->stages[2].deps, ElementsAre(0));  // not 1: both only read B
+  EXPECT_THAT(p->stages[3].deps, ElementsAre(0));  // writes A, which 0 read
+}
+
+TEST(PersistentSchedule, ParamAccessAndSharedMemoryInsideNamespaces) {
+  const std::string ns = std::string("namespace vbk {\n") + kModule + "}  // namespace vbk\n";
+  EXPECT_THAT(KernelParamAccess(ns, "k_plain"),
+              ElementsAre(ParamAccess::kRead, ParamAccess::kReadWrite, ParamAccess::kValue));
+  EXPECT_TRUE(KernelParamAccess(ns, "nope").empty());
+  const std::set<std::string> s = FunctionsUsingSharedMemory(ns);
+  EXPECT_TRUE(s.count("k_shared"));
+  EXPECT_FALSE(s.count("k_plain"));
+}
+
 TEST(PersistentSchedule, KernelsUsingSharedMemoryRunOneTaskPerBlock) {
   dispatch::Table t;
   t.kernels = {"k_shared", "k_plain"};
@@ -105,7 +132,7 @@ TEST(PersistentSchedule, KernelsUsingSharedMemoryRunOneTaskPerBlock) {
   auto p = BuildPersistentSchedule(t, {0, 1}, kModule, 2, 1);
   ASSERT_TRUE(p.ok()) << p.status();
   EXPECT_EQ(p->stages[0].subs, 1);
-  EXPECT_EQ(p->stages[0].groups, 6);
+  EXPECT_EQ(p->stages[0].groups, 2);  // at most one group per block
 }
 
 TEST(PersistentSchedule, RejectsWhatCannotBeATask) {
@@ -175,6 +202,14 @@ TEST(PersistentSchedule, EveryGroupRunsAfterItsDependenciesForAnyBlockCount) {
     if (t->launches[i].t_min <= 1 && 1 <= t->launches[i].t_max) step.push_back(i);
   }
   const std::string module = ModuleSource(KernelSetForGraph(*g));
+  // The real module: kernels whose helpers use shared memory are found.
+  const std::set<std::string> shared = FunctionsUsingSharedMemory(module);
+  for (const char* k : {"vb_attn_split_f16", "vb_attn_combine", "vb_matmul1_f32"}) {
+    if (module.find(std::string(" ") + k + "(") != std::string::npos && std::string(k) != "vb_attn_combine") {
+      EXPECT_TRUE(shared.count(k)) << k;
+    }
+  }
+  EXPECT_FALSE(shared.count("vb_rope"));
   for (int sms : {1, 3, 132}) {
     for (int bps : {1, 2}) {
       auto p = BuildPersistentSchedule(*t, step, module, sms, bps);

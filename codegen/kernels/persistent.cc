@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <string>
@@ -28,6 +29,7 @@ constexpr int kMaxSubs = 15;
 struct Range {
   Region region;
   int64_t begin, end;
+  bool write;
 };
 
 uint64_t PtrSlot(const BufRef& b) {
@@ -35,18 +37,20 @@ uint64_t PtrSlot(const BufRef& b) {
   return (static_cast<uint64_t>(b.region) << 56) | static_cast<uint64_t>(b.offset.Eval(1));
 }
 
-void AddRange(const BufRef& b, std::vector<Range>* out) {
+void AddRange(const BufRef& b, bool write, std::vector<Range>* out) {
   // Weights are never written during a step; null touches nothing.
   if (b.region == Region::kNone || b.region == Region::kWeights) return;
   const int64_t at = b.offset.Eval(1), n = b.extent.Eval(1);
   if (n <= 0) return;
-  out->push_back({b.region, at, at + n});
+  out->push_back({b.region, at, at + n, write});
 }
 
-bool Overlap(const std::vector<Range>& a, const std::vector<Range>& b) {
+// Whether b (later) must wait for a: one of them writes bytes the other
+// touches.
+bool Conflict(const std::vector<Range>& a, const std::vector<Range>& b) {
   for (const Range& x : a) {
     for (const Range& y : b) {
-      if (x.region == y.region && x.begin < y.end && y.begin < x.end) return true;
+      if ((x.write || y.write) && x.region == y.region && x.begin < y.end && y.begin < x.end) return true;
     }
   }
   return false;
@@ -75,6 +79,14 @@ absl::StatusOr<PersistentSchedule> BuildPersistentSchedule(const dispatch::Table
                                                            const std::string& module_source, int sm_count,
                                                            int blocks_per_sm) {
   const std::set<std::string> shared = FunctionsUsingSharedMemory(module_source);
+  // Debugging aids (VIBRANT_PERSISTENT_DEBUG, comma-separated): "serial"
+  // makes every stage wait for the one before it, "nosubs" runs one task per
+  // block.
+  const char* dbg_env = std::getenv("VIBRANT_PERSISTENT_DEBUG");
+  const std::string dbg = dbg_env != nullptr ? dbg_env : "";
+  const bool serial = dbg.find("serial") != std::string::npos;
+  const bool nosubs = dbg.find("nosubs") != std::string::npos;
+  const bool noprefetch = dbg.find("noprefetch") != std::string::npos;
   if (sm_count < 1 || blocks_per_sm < 1 || blocks_per_sm > 32) {
     return absl::InvalidArgumentError(
         absl::StrCat("persistent decode: ", sm_count, " SMs x ", blocks_per_sm, " blocks per SM"));
@@ -115,18 +127,24 @@ absl::StatusOr<PersistentSchedule> BuildPersistentSchedule(const dispatch::Table
       s.body = body("", p.threads);
       s.grid[0] = std::clamp<int64_t>((bytes + 16 * p.threads - 1) / (16 * p.threads), 1, 4 * p.blocks);
       s.args = {PtrSlot(l.dst), PtrSlot(l.src), static_cast<uint64_t>(bytes)};
-      AddRange(l.dst, &r);
-      AddRange(l.src, &r);
+      AddRange(l.dst, true, &r);
+      AddRange(l.src, false, &r);
     } else {
       s.threads = static_cast<int>(l.block[0]);
       s.body = body(l.name, s.threads);
+      std::vector<ParamAccess> access = KernelParamAccess(module_source, l.name);
+      if (access.size() != l.args.size()) access.assign(l.args.size(), ParamAccess::kReadWrite);
       for (int d = 0; d < 3; ++d) s.grid[d] = l.grid[d].Eval(1);
-      for (const Arg& a : l.args) {
+      for (size_t ai = 0; ai < l.args.size(); ++ai) {
+        const Arg& a = l.args[ai];
         uint64_t slot = 0;
         switch (a.kind) {
           case Arg::Kind::kPtr:
             slot = PtrSlot(a.buf);
-            AddRange(a.buf, &r);
+            AddRange(a.buf, access[ai] != ParamAccess::kRead, &r);
+            if (a.buf.region == Region::kWeights && !noprefetch && a.buf.extent.Eval(1) >= 4096) {
+              s.prefetch.push_back({a.buf.offset.Eval(1), a.buf.extent.Eval(1)});
+            }
             break;
           case Arg::Kind::kI32: {
             const uint32_t v = static_cast<uint32_t>(static_cast<int32_t>(a.value.Eval(1)));
@@ -146,9 +164,14 @@ absl::StatusOr<PersistentSchedule> BuildPersistentSchedule(const dispatch::Table
         s.args.push_back(slot);
       }
     }
-    s.subs = l.kind == LaunchKind::kKernel && shared.count(l.name) ? 1 : std::min(kMaxSubs, p.threads / s.threads);
+    s.subs = (l.kind == LaunchKind::kKernel && shared.count(l.name)) || nosubs
+                 ? 1
+                 : std::min(kMaxSubs, p.threads / s.threads);
+    // A group is a contiguous range of tasks one block runs (its sub-blocks
+    // taking every subs-th): at most one group per block and stage, so a
+    // block checks a stage's dependencies once.
     const int64_t tasks = s.grid[0] * s.grid[1] * s.grid[2];
-    s.groups = (tasks + s.subs - 1) / s.subs;
+    s.groups = std::min<int64_t>((tasks + s.subs - 1) / s.subs, p.blocks);
     if (s.groups > (int64_t{1} << 30)) {
       return absl::UnimplementedError(absl::StrCat("persistent decode: launch ", li, " has ", tasks, " blocks"));
     }
@@ -162,7 +185,7 @@ absl::StatusOr<PersistentSchedule> BuildPersistentSchedule(const dispatch::Table
   for (int i = 0; i < n; ++i) {
     std::vector<bool> covered(n, false);
     for (int j = i - 1; j >= 0; --j) {
-      if (covered[j] || !Overlap(ranges[i], ranges[j])) continue;
+      if (covered[j] || !(Conflict(ranges[j], ranges[i]) || (serial && j == i - 1))) continue;
       p.stages[i].deps.push_back(j);
       covered[j] = true;
       for (int k = 0; k < j; ++k) covered[k] = covered[k] || anc[j][k];
@@ -213,7 +236,9 @@ bool IsIdent(char c) { return std::isalnum(static_cast<unsigned char>(c)) || c =
 // Top-level function definitions of the source: name -> body text.
 std::multimap<std::string, std::string> TopLevelFunctions(const std::string& src) {
   std::multimap<std::string, std::string> out;
-  int depth = 0;
+  // Braces of `namespace X {` and `extern "C" {` do not nest functions.
+  std::vector<bool> transparent;
+  int depth = 0;  // function depth
   size_t open_at = 0;
   std::string name;
   for (size_t i = 0; i < src.size();) {
@@ -224,12 +249,24 @@ std::multimap<std::string, std::string> TopLevelFunctions(const std::string& src
     }
     const char c = src[i];
     if (c == '{') {
+      size_t j = i;
+      while (j > 0 && std::isspace(static_cast<unsigned char>(src[j - 1]))) --j;
+      size_t b = j;
+      while (b > 0 && IsIdent(src[b - 1])) --b;
+      size_t w = b;
+      while (w > 0 && std::isspace(static_cast<unsigned char>(src[w - 1]))) --w;
+      const bool ns = depth == 0 && ((w >= 9 && src.compare(w - 9, 9, "namespace") == 0) ||
+                                     (j >= 3 && src.compare(j - 3, 3, "\"C\"") == 0) ||
+                                     (j >= 9 && src.compare(j - 9, 9, "namespace") == 0));
+      transparent.push_back(ns);
+      if (ns) {
+        ++i;
+        continue;
+      }
       if (depth == 0) {
         open_at = i;
         name.clear();
         // `name(...) [qualifiers] {`: the identifier before the parameter list.
-        size_t j = i;
-        while (j > 0 && std::isspace(static_cast<unsigned char>(src[j - 1]))) --j;
         if (j > 0 && src[j - 1] == ')') {
           int d = 0;
           size_t k = j;
@@ -240,15 +277,19 @@ std::multimap<std::string, std::string> TopLevelFunctions(const std::string& src
           }
           size_t e = k;
           while (e > 0 && std::isspace(static_cast<unsigned char>(src[e - 1]))) --e;
-          size_t b = e;
-          while (b > 0 && IsIdent(src[b - 1])) --b;
-          name = src.substr(b, e - b);
+          size_t s0 = e;
+          while (s0 > 0 && IsIdent(src[s0 - 1])) --s0;
+          name = src.substr(s0, e - s0);
         }
       }
       ++depth;
     } else if (c == '}') {
-      if (--depth == 0 && !name.empty()) out.emplace(name, src.substr(open_at, i + 1 - open_at));
-      if (depth < 0) depth = 0;
+      const bool ns = !transparent.empty() && transparent.back();
+      if (!transparent.empty()) transparent.pop_back();
+      if (!ns) {
+        if (--depth == 0 && !name.empty()) out.emplace(name, src.substr(open_at, i + 1 - open_at));
+        if (depth < 0) depth = 0;
+      }
     }
     ++i;
   }
@@ -300,13 +341,14 @@ constexpr char kNamespaceHead[] = R"CUDA(
 // between tasks, so nothing may load through the read-only path.
 namespace vbp {
 struct Task {
-  int threads, shift, gx, gy, gz, v0;
+  int threads, shift, gx, gy, gz;
+  int v[16];  // per sub-block: the task (linear block index) it runs
 };
 __shared__ Task task;
 VB_INLINE int sub() { return (int)(threadIdx.x >> task.shift); }
 VB_INLINE uint3 tid() { return make_uint3(threadIdx.x & (task.threads - 1), 0, 0); }
 VB_INLINE uint3 bid() {
-  const int v = task.v0 + sub();
+  const int v = task.v[sub()];
   return make_uint3(v % task.gx, (v / task.gx) % task.gy, v / (task.gx * task.gy));
 }
 VB_INLINE dim3 bdim() { return dim3(task.threads, 1, 1); }
@@ -364,11 +406,48 @@ template <class... P> struct fn<void (*)(P...)> {
 #define VBP_RUN_K(f) ::vbp::fn<decltype(&::vbp::vbk::f)>::template run<&::vbp::vbk::f>(args, base)
 
 struct Stage {
-  int body, threads, shift, subs, gx, gy, gz, groups, dep0, ndeps, arg0;
+  int body, threads, shift, subs, gx, gy, gz, groups, dep0, ndeps, arg0, pf0, npf;
 };
 )CUDA";
 
 }  // namespace
+
+std::vector<ParamAccess> KernelParamAccess(const std::string& module_source, const std::string& name) {
+  static constexpr char kHead[] = "extern \"C\" __global__ void ";
+  for (size_t k = module_source.find(kHead); k != std::string::npos; k = module_source.find(kHead, k + 1)) {
+    size_t i = k + sizeof(kHead) - 1;
+    if (module_source.compare(i, 18, "__launch_bounds__(") == 0) {
+      i = module_source.find(')', i);
+      if (i == std::string::npos) return {};
+      ++i;
+      while (i < module_source.size() && module_source[i] == ' ') ++i;
+    }
+    if (module_source.compare(i, name.size(), name) != 0 || i + name.size() >= module_source.size() ||
+        module_source[i + name.size()] != '(') {
+      continue;
+    }
+    const size_t open = i + name.size(), close = module_source.find(')', open);
+    if (close == std::string::npos) return {};
+    std::vector<ParamAccess> out;
+    size_t at = open + 1;
+    while (at < close) {
+      size_t comma = module_source.find(',', at);
+      if (comma == std::string::npos || comma > close) comma = close;
+      const std::string p = module_source.substr(at, comma - at);
+      const size_t star = p.find('*');
+      if (star == std::string::npos) {
+        out.push_back(ParamAccess::kValue);
+      } else {
+        // `const T* name` (or `T const* name`) points at what the kernel only reads.
+        out.push_back(p.substr(0, star).find("const") != std::string::npos ? ParamAccess::kRead
+                                                                            : ParamAccess::kReadWrite);
+      }
+      at = comma + 1;
+    }
+    return out;
+  }
+  return {};
+}
 
 std::set<std::string> FunctionsUsingSharedMemory(const std::string& module_source) {
   const std::multimap<std::string, std::string> fns = TopLevelFunctions(module_source);
@@ -411,15 +490,17 @@ absl::StatusOr<std::string> PersistentSource(const std::string& module_source, c
   src += kNamespaceTail;
   // The schedule as data.
   const int n = static_cast<int>(p.stages.size());
-  std::string stages, args, deps, firsts, groups;
-  int64_t arg_at = 0, dep_at = 0;
+  std::string stages, args, deps, firsts, groups, prefetch;
+  int64_t arg_at = 0, dep_at = 0, pf_at = 0;
   for (int i = 0; i < n; ++i) {
     const PersistentStage& s = p.stages[i];
     int shift = 0;
     while ((1 << shift) < s.threads) ++shift;
     absl::StrAppend(&stages, "  {", s.body, ", ", s.threads, ", ", shift, ", ", s.subs, ", ", s.grid[0], ", ",
                     s.grid[1], ", ", s.grid[2], ", ", s.groups, ", ", dep_at, ", ", s.deps.size(), ", ", arg_at,
-                    "},  // launch ", s.launch, "\n");
+                    ", ", pf_at, ", ", s.prefetch.size(), "},  // launch ", s.launch, "\n");
+    for (const auto& [off, bytes] : s.prefetch) absl::StrAppend(&prefetch, off, "ll,", bytes, "ll,");
+    pf_at += static_cast<int64_t>(s.prefetch.size());
     for (uint64_t a : s.args) absl::StrAppend(&args, a, "ull,");
     for (int d : s.deps) absl::StrAppend(&deps, d, ",");
     arg_at += static_cast<int64_t>(s.args.size());
@@ -434,10 +515,12 @@ absl::StatusOr<std::string> PersistentSource(const std::string& module_source, c
   absl::StrAppend(&firsts, at);
   if (args.empty()) args = "0ull";
   if (deps.empty()) deps = "0";
+  if (prefetch.empty()) prefetch = "0";
   if (groups.empty()) groups = "{0,0}";
   absl::StrAppend(&src, "__device__ const Stage stages[", n, "] = {\n", stages, "};\n",
                   "__device__ const unsigned long long args[] = {", args, "};\n",
                   "__device__ const int deps[] = {", deps, "};\n",
+                  "__device__ const long long prefetch[] = {", prefetch, "};\n",
                   "__device__ const int block_first[", p.blocks + 1, "] = {", firsts, "};\n",
                   "__device__ const int2 groups[] = {", groups, "};\n}  // namespace vbp\n");
   std::string cases;
@@ -465,6 +548,13 @@ extern "C" __global__ void __launch_bounds__($THREADS, $MINB) $NAME(char* arena,
   for (int gi = vbp::block_first[blockIdx.x]; gi < end; ++gi) {
     const int2 g = vbp::groups[gi];
     const vbp::Stage st = vbp::stages[g.x];
+    for (int w = 0; w < st.npf; ++w) {
+      const long long off = vbp::prefetch[2 * (st.pf0 + w)], bytes = vbp::prefetch[2 * (st.pf0 + w) + 1];
+      const long long a = off + bytes * g.y / st.groups, e = off + bytes * (g.y + 1) / st.groups;
+      for (long long x = (a & ~127ll) + 128ll * threadIdx.x; x < e; x += 128ll * blockDim.x) {
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(weights + x));
+      }
+    }
     if (threadIdx.x == 0) {
       for (int d = 0; d < st.ndeps; ++d) {
         const int dep = vbp::deps[st.dep0 + d];
@@ -479,14 +569,22 @@ extern "C" __global__ void __launch_bounds__($THREADS, $MINB) $NAME(char* arena,
       vbp::task.gx = st.gx;
       vbp::task.gy = st.gy;
       vbp::task.gz = st.gz;
-      vbp::task.v0 = g.y * st.subs;
     }
     __syncthreads();
     const int sub = (int)(threadIdx.x >> st.shift);
-    if (sub < st.subs && g.y * st.subs + sub < st.gx * st.gy * st.gz) {
+    if (sub < st.subs) {
+      // The group's tasks [vb, ve), every subs-th to this sub-block.
+      const long long total = (long long)st.gx * st.gy * st.gz;
+      const int vb = (int)(g.y * total / st.groups), ve = (int)((g.y + 1) * total / st.groups);
+      const bool lead = (threadIdx.x & (st.threads - 1)) == 0;
       const unsigned long long* args = vbp::args + st.arg0;
-      switch (st.body) {
-$CASES      }
+      for (int v = vb + sub; v < ve; v += st.subs) {
+        if (lead) vbp::task.v[sub] = v;
+        vbp::sync();
+        switch (st.body) {
+$CASES        }
+        vbp::sync();  // the sub-block's shared memory and task record are free again
+      }
     }
     __syncthreads();
     if (threadIdx.x == 0) {

@@ -13,9 +13,10 @@
 //    tasks side by side in one block (sub-blocks, each with its own named
 //    barrier); a *group* is the tasks one block runs at once.
 //  - dependencies come from the bytes each launch touches: a stage waits for
-//    every earlier stage whose buffers overlap its own (read or write alike:
-//    the memory plan reuses buffers, so this also orders a write after the
-//    reads it must not overtake), reduced transitively. Each stage has a
+//    every earlier stage that writes what it reads or writes, or reads what
+//    it writes (the memory plan reuses buffers, so a write must not overtake
+//    earlier reads); a kernel's `const T*` parameters are reads, its other
+//    pointers reads and writes. Reduced transitively. Each stage has a
 //    counter in the plan's state region; a block that finishes a group adds
 //    1 (release); a block waits (acquire) until each dependency's counter
 //    equals its group count. The last block out resets the counters.
@@ -48,6 +49,12 @@ struct PersistentStage {
   // Kernel arguments as 64-bit slots: a pointer is (region << 56) | offset,
   // a scalar its bits in the low bytes.
   std::vector<uint64_t> args;
+  // Weight bytes the stage reads (offset, bytes in the weights region):
+  // before waiting for its dependencies a block prefetches into L2 the
+  // share of each that its group's tasks read, which overlaps the DRAM
+  // latency with the wait (the slice is proportional to the group's tasks;
+  // every byte is prefetched by exactly one group of the stage).
+  std::vector<std::pair<int64_t, int64_t>> prefetch;
 };
 
 struct PersistentBody {
@@ -77,6 +84,12 @@ absl::StatusOr<PersistentSchedule> BuildPersistentSchedule(const dispatch::Table
                                                            const std::vector<int>& step,
                                                            const std::string& module_source, int sm_count,
                                                            int blocks_per_sm);
+
+// What kernel `name` of the module does with each parameter, from its
+// signature: a `const T*` is only read, any other pointer may be written.
+// Empty when the module has no such kernel.
+enum class ParamAccess { kValue, kRead, kReadWrite };
+std::vector<ParamAccess> KernelParamAccess(const std::string& module_source, const std::string& name);
 
 // The module's functions and kernels that declare __shared__ memory or call
 // one that does (a conservative textual analysis of the generated source).

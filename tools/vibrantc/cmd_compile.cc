@@ -301,9 +301,9 @@ void PrintPassReport(const compiler::Compiled& r) {
   std::printf("\n");
   if (r.dispatch_table) {
     // The plan's launches (the IR's kernels[...] lists): what a step enqueues.
-    auto count = [&](int64_t T) {
+    auto count = [&](int64_t T, bool per_op = false) {
       int kernels = 0, gemms = 0, copies = 0;
-      for (const dispatch::Launch* l : dispatch::LaunchesFor(*r.dispatch_table, T)) {
+      for (const dispatch::Launch* l : dispatch::LaunchesFor(*r.dispatch_table, T, per_op)) {
         kernels += l->kind == dispatch::LaunchKind::kKernel;
         gemms += l->kind == dispatch::LaunchKind::kGemm;
         copies += l->kind == dispatch::LaunchKind::kCopy;
@@ -311,7 +311,14 @@ void PrintPassReport(const compiler::Compiled& r) {
       return absl::StrCat(kernels, " kernels", gemms ? absl::StrCat(" + ", gemms, " cuBLASLt GEMMs") : "",
                           copies ? absl::StrCat(" + ", copies, " device copies") : "");
     };
-    std::printf("launches: decode step (T=1) %s; T=%lld %s\n", count(1).c_str(),
+    std::string decode = count(1);
+    for (const dispatch::Launch& l : r.dispatch_table->launches) {
+      if (l.runs_in == dispatch::RunsIn::kScheduledOnly) {
+        decode = absl::StrCat("1 persistent kernel (", l.name, ", ", l.grid[0].Eval(1), " blocks x ", l.block[0],
+                              " threads) running ", count(1, true), " as tasks");
+      }
+    }
+    std::printf("launches: decode step (T=1) %s; T=%lld %s\n", decode.c_str(),
                 static_cast<long long>(g.max_tokens), count(g.max_tokens).c_str());
   }
   if (g.memory.empty()) return;
