@@ -301,9 +301,11 @@ void PrintPassReport(const compiler::Compiled& r) {
   std::printf("\n");
   if (r.dispatch_table) {
     // The plan's launches (the IR's kernels[...] lists): what a step enqueues.
-    auto count = [&](int64_t T, bool per_op = false) {
+    // `tasks`: only the op-by-op launches a persistent kernel runs as tasks.
+    auto count = [&](int64_t T, bool per_op = false, bool tasks = false) {
       int kernels = 0, gemms = 0, copies = 0;
       for (const dispatch::Launch* l : dispatch::LaunchesFor(*r.dispatch_table, T, per_op)) {
+        if (tasks && l->runs_in != dispatch::RunsIn::kPerOpOnly) continue;
         kernels += l->kind == dispatch::LaunchKind::kKernel;
         gemms += l->kind == dispatch::LaunchKind::kGemm;
         copies += l->kind == dispatch::LaunchKind::kCopy;
@@ -315,7 +317,13 @@ void PrintPassReport(const compiler::Compiled& r) {
     for (const dispatch::Launch& l : r.dispatch_table->launches) {
       if (l.runs_in == dispatch::RunsIn::kScheduledOnly) {
         decode = absl::StrCat("1 persistent kernel (", l.name, ", ", l.grid[0].Eval(1), " blocks x ", l.block[0],
-                              " threads) running ", count(1, true), " as tasks");
+                              " threads) running ", count(1, true, true), " as tasks");
+        // Launches of their own after it (the sampler's).
+        std::string after;
+        for (const dispatch::Launch* o : dispatch::LaunchesFor(*r.dispatch_table, 1)) {
+          if (o->runs_in == dispatch::RunsIn::kAlways) absl::StrAppend(&after, after.empty() ? "" : ", ", o->name);
+        }
+        if (!after.empty()) absl::StrAppend(&decode, ", then ", after);
       }
     }
     std::printf("launches: decode step (T=1) %s; T=%lld %s\n", decode.c_str(),
