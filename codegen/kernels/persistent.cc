@@ -486,7 +486,8 @@ absl::StatusOr<std::string> PersistentSource(const std::string& module_source, c
     }
   }
   std::string src = kNamespaceHead;
-  src += KernelsAsDeviceFunctions(module_source);
+  // Tasks are not grids: no programmatic-dependent-launch waits or triggers.
+  src += absl::StrReplaceAll(KernelsAsDeviceFunctions(module_source), {{"\n  VB_GRID_DEPENDENCY();", ""}});
   src += kNamespaceTail;
   // The schedule as data.
   const int n = static_cast<int>(p.stages.size());
@@ -559,11 +560,12 @@ extern "C" __global__ void __launch_bounds__($THREADS, $MINB) $NAME(char* arena,
       for (int d = 0; d < st.ndeps; ++d) {
         const int dep = vbp::deps[st.dep0 + d];
         const unsigned target = (unsigned)vbp::stages[dep].groups;
-        const volatile unsigned* c = state + dep;
-        while (*c < target) {
-        }
+        const unsigned* c = state + dep;
+        unsigned seen;
+        do {  // acquire: the dependency's writes are visible once its count is
+          asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(seen) : "l"(c) : "memory");
+        } while (seen < target);
       }
-      __threadfence();
       vbp::task.threads = st.threads;
       vbp::task.shift = st.shift;
       vbp::task.gx = st.gx;
