@@ -651,6 +651,23 @@ absl::Status Lowering::Run() {
     Copy(V(o), V(op_.inputs[0]), BytesRule(g_, o));
     return absl::OkStatus();
   }
+  if (n == "sample") {
+    // The last row of the logits [rows, nv]: bytes [(rows - 1) * nv * 4, + nv * 4).
+    const int64_t nv = g_.value(op_.inputs[0]).shape[1];
+    const TExpr rows = Div(ElemsRule(g_, op_.inputs[0]), nv);
+    const BufRef row =
+        env_.Sub(op_.inputs[0], TExpr::Linear(rows.a * nv * 4, (rows.b - 1) * nv * 4), TExpr::Const(nv * 4));
+    const int64_t blocks = SampleGatherBlocks(nv);
+    const int64_t chunk = (nv + blocks - 1) / blocks;
+    const BufRef part = env_.Scratch(0, TExpr::Const(SampleScratchBytes(nv)));
+    Launch& gather = Kernel("vb_sample_gather", TExpr::Const(blocks), kSampleGatherThreads);
+    gather.args = {Arg::Ptr(row), Arg::Ptr(V(op_.inputs[1])), Arg::Ptr(part), Arg::I32(TExpr::Const(nv)),
+                   Arg::I32(TExpr::Const(chunk))};
+    Launch& pick = Kernel("vb_sample_pick", TExpr::Const(1), kSamplePickThreads);
+    pick.args = {Arg::Ptr(row), Arg::Ptr(V(op_.inputs[1])), Arg::Ptr(part), Arg::Ptr(V(o)),
+                 Arg::I32(TExpr::Const(nv)), Arg::I32(TExpr::Const(blocks))};
+    return absl::OkStatus();
+  }
   return Unsupported(absl::StrCat("no kernel variant '", n, "'"));
 }
 
@@ -851,6 +868,7 @@ absl::StatusOr<std::vector<KernelVariant>> Variants(const Graph& g, int index, c
     case OpKind::kMoeWeights: return one("moe_weights");
     case OpKind::kMoeSum: return one("moe_sum");
     case OpKind::kMatMulId: return one("matmul_id.float");
+    case OpKind::kSample: return one("sample");
     case OpKind::kCopy: {
       // The step's inputs arrive and its logits leave by the runtime's own
       // transfers: copies between the host and the device are no launches.
@@ -913,9 +931,26 @@ absl::Status SchedulePersistent(const Graph& g, const CudaTargetOptions& opts, d
   auto bps = g.meta.find(passes::kDecodeBlocksPerSmKey);
   const int64_t blocks_per_sm =
       bps != g.meta.end() && std::holds_alternative<int64_t>(bps->second) ? std::get<int64_t>(bps->second) : 0;
+  // The sample op's launches stay launches of their own, after the kernel:
+  // vb_sample_pick runs 1,024 threads and both keep candidates in up to
+  // 32 KB of shared memory, which as tasks would set the persistent kernel's
+  // block size and shared memory for every other task.
+  auto outside = [&](const Launch& l) {
+    return l.op >= 0 && l.op < static_cast<int>(g.ops().size()) && g.ops()[l.op].kind == OpKind::kSample;
+  };
   std::vector<int> step;
+  bool after_outside = false;
   for (int i = 0; i < static_cast<int>(t.launches.size()); ++i) {
-    if (t.launches[i].t_min <= 1 && 1 <= t.launches[i].t_max) step.push_back(i);
+    if (!(t.launches[i].t_min <= 1 && 1 <= t.launches[i].t_max)) continue;
+    if (outside(t.launches[i])) {
+      after_outside = true;
+      continue;
+    }
+    if (after_outside) {
+      return absl::InternalError(absl::StrCat("persistent decode: launch ", t.launches[i].name,
+                                              " follows the sample op's launches"));
+    }
+    step.push_back(i);
   }
   // The kernels the step's tasks come from. The quantized GEMM (kernels/
   // mmq.cc) runs only from gemm_min_rows >= 2 rows, never at T = 1, and its
@@ -933,7 +968,12 @@ absl::Status SchedulePersistent(const Graph& g, const CudaTargetOptions& opts, d
   }
   // The op-by-op launches of T = 1 stay for --verify and profiling.
   std::vector<Launch> out;
+  std::vector<Launch> after;  // the sample op's, which run after the kernel
   for (Launch& l : t.launches) {
+    if (outside(l)) {
+      after.push_back(std::move(l));
+      continue;
+    }
     if (l.t_min <= 1 && 1 <= l.t_max) {
       if (l.t_max > 1) {
         Launch rest = l;
@@ -967,6 +1007,7 @@ absl::Status SchedulePersistent(const Graph& g, const CudaTargetOptions& opts, d
     k.args.push_back(Arg::Ptr(bytes > 0 ? BufRef{r, TExpr::Const(0), TExpr::Const(bytes)} : BufRef{}));
   }
   out.push_back(std::move(k));
+  for (Launch& l : after) out.push_back(std::move(l));
   t.launches = std::move(out);
   return absl::OkStatus();
 }
@@ -1096,6 +1137,20 @@ absl::StatusOr<dispatch::Table> LowerDispatch(const Graph& g, const CudaTargetOp
   }
   t.logits = env.value[src];
   t.logits_elems = ElemsRule(g, src);
+  // A step that samples: its parameters in, the token out (each made on the
+  // device, like the logits).
+  const ValueId token = g.FindValue("token");
+  if (token >= 0 && g.value(token).storage == ir::Storage::kOutput) {
+    ValueId tsrc = token;
+    if (g.value(tsrc).producer >= 0 && g.ops()[g.value(tsrc).producer].kind == OpKind::kCopy &&
+        g.value(tsrc).device != ir::Device::kCuda) {
+      tsrc = g.ops()[g.value(tsrc).producer].inputs[0];
+    }
+    absl::StatusOr<BufRef> sampling = device_side("sampling");
+    if (!sampling.ok()) return sampling.status();
+    t.token = env.value[tsrc];
+    t.sampling = *sampling;
+  }
   // The vocabulary: rows of the tables that the tokens index.
   for (const Op& op : g.ops()) {
     if (op.kind != OpKind::kEmbedding) continue;

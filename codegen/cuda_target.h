@@ -33,6 +33,7 @@
 //                                       only the chosen experts' rows read
 //   moe_sum             moe_sum         vb_moe_sum
 //   last_row            last_row        memcpy
+//   sample              sample          vb_sample_gather, vb_sample_pick (codegen/kernels/sample.cc)
 //   copy                io              (none: the step's input/output transfer) or
 //                       copy            memcpy (a copy within the device)
 //   reshape             view            (none)

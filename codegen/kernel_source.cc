@@ -1,5 +1,6 @@
 #include "codegen/kernel_source.h"
 
+#include <cstdint>
 #include <string>
 #include <utility>
 #include <vector>
@@ -31,6 +32,8 @@ void Collect(const Graph& g, KernelSet* set) {
       set->embed_types.insert(g.value(op.inputs[0]).dtype);
     } else if (op.kind == OpKind::kMatMulId && op.inputs.size() >= 2) {
       set->moe_types.insert(g.value(op.inputs[1]).dtype);
+    } else if (op.kind == OpKind::kSample) {
+      set->sample = true;
     } else if (op.kind == OpKind::kFused && op.body != nullptr) {
       Collect(*op.body, set);
       absl::StatusOr<FusedKernel> k = GenerateFused(g, op);
@@ -58,6 +61,7 @@ KernelSet KernelSetForGraph(const Graph& graph) {
 
 KernelSet AllKernels() {
   KernelSet set;
+  set.sample = true;
   int n = 0;
   const DTypeInfo* all = AllDTypes(&n);
   for (int i = 0; i < n; ++i) {
@@ -116,6 +120,7 @@ std::string ModuleSource(const KernelSet& set) {
     absl::StrAppend(&src, AttentionMmaSource(std::vector<AttnConfig>(set.attention.begin(),
                                                                       set.attention.end())));
   }
+  if (set.sample) absl::StrAppend(&src, "// ---- sample\n", SampleSource());
   if (!set.fused.empty()) {
     absl::StrAppend(&src, "// ---- fused ops (one kernel per distinct body)\n");
     for (const auto& [name, text] : set.fused) absl::StrAppend(&src, text);
@@ -202,6 +207,14 @@ absl::Status CheckCudaSupportsOp(const Graph& g, const Op& op) {
                                         " is not supported"));
       }
       return absl::OkStatus();
+    case OpKind::kSample: {
+      if (op.inputs.size() != 2) return unsupported("takes 2 inputs");
+      const ir::Value& logits = g.value(op.inputs[0]);
+      if (logits.shape.size() != 2 || logits.shape[1] <= 0 || logits.shape[1] > INT32_MAX / 2) {
+        return unsupported("logits must be [R, V] with V < 2^30");
+      }
+      return absl::OkStatus();
+    }
     case OpKind::kQuantizeQ8:
     case OpKind::kMoeTopK:
     case OpKind::kMoeWeights:

@@ -33,6 +33,8 @@ struct KernelSet {
   // Generated kernels of fused ops (GenerateFused), name -> source; equal
   // bodies share one entry.
   std::map<std::string, std::string> fused;
+  // The sampler (a sample op in the graph).
+  bool sample = false;
 };
 
 // The kernels `graph` needs (fused bodies included; one generated kernel per

@@ -85,7 +85,14 @@ absl::StatusOr<Compiled> CompileGraph(ir::Graph graph, const CompileOptions& opt
   out.before = passes::ComputeGraphStats(graph);
   std::ostringstream discard;
   std::ostream& log = opts.log != nullptr ? *opts.log : discard;
-  absl::Status s = passes::DefaultPipeline().Run(graph, ctx, opts.pipeline, log);
+  // Sampling in the step: on a GPU only a token id then comes back per step
+  // instead of the row of logits, and the host sampler's sort of the
+  // vocabulary is gone. A cpu plan gains nothing (the host samples either
+  // way), so it is off there unless asked for.
+  passes::PipelineConfig pipeline_config;
+  pipeline_config.append_sample = opts.sample.value_or(out.device == "cuda");
+  pipeline_config.sample_required = opts.sample.value_or(false);
+  absl::Status s = passes::DefaultPipeline(pipeline_config).Run(graph, ctx, opts.pipeline, log);
   out.notes = std::move(ctx.notes);
   if (!s.ok()) return s;
   if (absl::Status v = ir::Verify(graph); !v.ok()) {
@@ -109,6 +116,7 @@ absl::StatusOr<Compiled> CompileGraph(ir::Graph graph, const CompileOptions& opt
       {"cache_type_k", std::string(DTypeName(kv_k))},
       {"cache_type_v", std::string(DTypeName(kv_v))},
       {"all_logits", MetaInt(graph, "all_logits", 0) != 0 ? "1" : "0"},
+      {"sample", graph.FindValue("token") >= 0 && graph.FindValue("sampling") >= 0 ? "1" : "0"},
   };
 #ifdef VIBRANT_WITH_CUDA
   if (out.device == "cuda") {

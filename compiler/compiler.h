@@ -60,6 +60,12 @@ struct CompileOptions {
   // cuda: compile the kernels with NVRTC (false: the IR and the dispatch
   // table only, for checks that need no binaries).
   bool compile_kernels = true;
+  // The step draws its next token itself (passes/append_sample: the sample
+  // op; vibrantc compile --gpu-sampling / --no-gpu-sampling). Unset: on for
+  // cuda plans of a model step (meta n_vocab, logits [rows, n_vocab]; any
+  // other graph is left as it is), off for cpu plans; true: any graph with
+  // [rows, V] logits, and an error for one without.
+  std::optional<bool> sample;
 };
 
 // What a compile produces: everything a plan file holds except the weights.

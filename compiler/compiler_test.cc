@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "ir/printer.h"
@@ -53,13 +54,14 @@ TEST(CompilerCuda, TheTableHoldsExactlyTheIrsLaunches) {
       }
     }
     // Per op; a plain run of T = 1 is the persistent kernel (schedule-decode)
-    // whose tasks are exactly these launches.
+    // whose tasks are exactly these launches but the sampler's, which run
+    // after it (a cuda plan samples by default).
     for (const dispatch::Launch* l : dispatch::LaunchesFor(t, T, /*per_op=*/true)) from_table.push_back(l->name);
     EXPECT_EQ(from_ir, from_table) << "T=" << T;
     std::vector<std::string> plain;
     for (const dispatch::Launch* l : dispatch::LaunchesFor(t, T)) plain.push_back(l->name);
     if (T == 1) {
-      EXPECT_EQ(plain, std::vector<std::string>{"vb_decode_step"});
+      EXPECT_EQ(plain, (std::vector<std::string>{"vb_decode_step", "vb_sample_gather", "vb_sample_pick"}));
     } else {
       EXPECT_EQ(plain, from_table) << "T=" << T;
     }
@@ -102,7 +104,75 @@ TEST(CompilerCuda, TheTableRoundTripsAndEveryTruncationIsAnError) {
   std::string version = bytes;
   version[4] = 9;
   auto r = dispatch::Parse(Bytes(version), "plan.bin: section DISPATCH");
-  EXPECT_THAT(std::string(r.status().message()), HasSubstr("dispatch table format 9, this runtime reads 2: recompile"));
+  EXPECT_THAT(std::string(r.status().message()),
+              HasSubstr(absl::StrCat("dispatch table format 9, this runtime reads ", dispatch::kDispatchFormatVersion,
+                                     ": recompile")));
+}
+
+// Sampling in the step (passes/append_sample): on by default for cuda plans,
+// off for cpu plans, either way on request; the table names its buffers.
+TEST(CompilerCuda, CudaPlansSampleOnTheGpuByDefault) {
+  auto c = CompileTinyQwen2({});
+  ASSERT_TRUE(c.ok()) << c.status();
+  const dispatch::Table& t = *c->dispatch_table;
+  EXPECT_EQ(t.sampling.region, dispatch::Region::kArena);
+  EXPECT_EQ(t.token.region, dispatch::Region::kArena);
+  EXPECT_EQ(t.sampling.extent.Eval(1), 32);
+  EXPECT_EQ(t.token.extent.Eval(1), 4);
+  bool option = false;
+  for (const auto& [k, v] : c->options) option |= k == "sample" && v == "1";
+  EXPECT_TRUE(option);
+  // The sample op's two launches run at every T.
+  for (int64_t T : {int64_t{1}, int64_t{64}}) {
+    std::vector<std::string> names;
+    for (const dispatch::Launch* l : dispatch::LaunchesFor(t, T)) names.push_back(l->name);
+    ASSERT_GE(names.size(), 2u);
+    EXPECT_EQ(names[names.size() - 2], "vb_sample_gather") << "T=" << T;
+    EXPECT_EQ(names.back(), "vb_sample_pick") << "T=" << T;
+  }
+  EXPECT_THAT(dispatch::Describe(t), HasSubstr("sampling: params"));
+
+  CompileOptions off;
+  off.sample = false;
+  auto c2 = CompileTinyQwen2(off);
+  ASSERT_TRUE(c2.ok()) << c2.status();
+  EXPECT_EQ(c2->dispatch_table->token.region, dispatch::Region::kNone);
+  EXPECT_EQ(c2->graph.FindValue("token"), -1);
+  EXPECT_LT(c2->dispatch_table->launches.size(), t.launches.size());
+}
+
+TEST(CompilerCuda, TheSampleBuffersAreChecked) {
+  auto c = CompileTinyQwen2({});
+  ASSERT_TRUE(c.ok()) << c.status();
+  dispatch::Table t = *c->dispatch_table;
+  t.token = dispatch::BufRef{};
+  EXPECT_THAT(std::string(dispatch::Validate(t, "d").message()), HasSubstr("both buffers"));
+  t = *c->dispatch_table;
+  t.sampling.extent = dispatch::TExpr::Const(16);
+  EXPECT_THAT(std::string(dispatch::Validate(t, "d").message()), HasSubstr("at least 32 bytes"));
+  t = *c->dispatch_table;
+  t.token.offset = dispatch::TExpr::Linear(4, 0);
+  EXPECT_THAT(std::string(dispatch::Validate(t, "d").message()), HasSubstr("token: a fixed buffer"));
+  t = *c->dispatch_table;
+  t.token.offset = dispatch::TExpr::Const(t.region_bytes[static_cast<int>(dispatch::Region::kArena)]);
+  EXPECT_THAT(std::string(dispatch::Validate(t, "d").message()), HasSubstr("exceed the region"));
+}
+
+TEST(Compiler, CpuPlansSampleOnlyWhenAsked) {
+  auto m = passes::test_models::TinyQwen2();
+  ASSERT_TRUE(m.ok()) << m.status();
+  CompileOptions o;
+  o.device = "cpu";
+  auto plain = CompileGguf(*(*m)->file, o);
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_EQ(plain->graph.FindValue("token"), -1);
+  o.sample = true;
+  auto sampled = CompileGguf(*(*m)->file, o);
+  ASSERT_TRUE(sampled.ok()) << sampled.status();
+  const ir::ValueId token = sampled->graph.FindValue("token");
+  ASSERT_GE(token, 0);
+  EXPECT_EQ(sampled->graph.ops()[sampled->graph.value(token).producer].kind, ir::OpKind::kSample);
+  EXPECT_EQ(sampled->graph.ops()[sampled->graph.value(token).producer].device, ir::Device::kCpu);
 }
 
 TEST(CompilerCuda, BuffersOutsideTheirRegionAreRejected) {

@@ -90,8 +90,17 @@ class Pipeline {
   std::vector<Pass> passes_;
 };
 
+// What a compile adds to the default pipeline.
+struct PipelineConfig {
+  // append-sample first (passes/append_sample.h): the step draws its next
+  // token itself. `sample_required`: a graph it cannot sample is an error
+  // (else it is left as it is).
+  bool append_sample = false;
+  bool sample_required = false;
+};
+
 // The default compilation pipeline, in order.
-Pipeline DefaultPipeline();
+Pipeline DefaultPipeline(const PipelineConfig& config = {});
 
 }  // namespace vibrant::passes
 

@@ -15,6 +15,7 @@
 #ifndef VIBRANT_CODEGEN_KERNELS_FAMILIES_H_
 #define VIBRANT_CODEGEN_KERNELS_FAMILIES_H_
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -199,6 +200,27 @@ inline constexpr int kAttnChunk = 256;
 // position < 256 for 16 heads). Partials stay small at T = 1.
 inline constexpr int kAttnDecodeChunk = 64;
 inline constexpr int kAttnMaxHeadDim = 256;
+
+// sample (sample.cc; ir/ops.h): the next token from one row of V logits.
+//   vb_sample_gather(const float* logits, const int* params, u64* part, int V,
+//       int chunk): grid SampleGatherBlocks(V), block kSampleGatherThreads;
+//       chunk = ceil(V / blocks) <= kSampleChunk logits per block.
+//   vb_sample_pick(const float* logits, const int* params, const u64* part,
+//       int* token, int V, int nb): grid 1, block kSamplePickThreads.
+//   part: SampleScratchBytes(V) bytes of scratch between the two.
+// Parameters as runtime/sampler.h packs them; any top_k/top_p/min_p is exact,
+// 1 <= top_k <= kSampleCap (and rows of at most kSampleCap finite logits) on
+// the gathered keys, the rest by windows over the whole row (slower).
+std::string SampleSource();
+inline constexpr int kSampleCap = 1024;
+inline constexpr int kSampleChunk = 4096;
+inline constexpr int kSampleGatherThreads = 256;
+inline constexpr int kSamplePickThreads = 1024;
+inline int64_t SampleGatherBlocks(int64_t V) { return V < 1 ? 1 : (V + kSampleChunk - 1) / kSampleChunk; }
+inline int64_t SampleScratchBytes(int64_t V) {
+  const int64_t nb = SampleGatherBlocks(V);
+  return 8 * (2 * nb + nb * kSampleCap);
+}
 
 }  // namespace vibrant::codegen
 

@@ -1,6 +1,7 @@
 #include "runtime/cpu/executor.h"
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -453,6 +454,20 @@ absl::Status CheckOp(const Graph& g, const Op& op, bool in_body) {
       }
       return absl::OkStatus();
     }
+    case OpKind::kSample: {
+      VIBRANT_RETURN_IF_ERROR(n_in(2, 2));
+      if (in_body) return err("not allowed in a fused body");
+      VIBRANT_RETURN_IF_ERROR(f32_in(op.inputs[0]));
+      const int64_t V = StaticDim(g, op.inputs[0], -1);
+      if (V <= 0 || g.value(op.inputs[0]).shape.size() != 2) return err("logits must be [R, V]");
+      if (!is(op.inputs[1], DType::kI32) || g.value(op.inputs[1]).shape != Shape{8}) {
+        return err("params must be i32[8]");
+      }
+      if (!is(op.outputs[0], DType::kI32) || g.value(op.outputs[0]).shape != Shape{1}) {
+        return err("output must be i32[1]");
+      }
+      return absl::OkStatus();
+    }
     case OpKind::kFused: {
       if (op.body == nullptr) return err("has no body");
       if (op.outputs.empty()) return err("has no outputs");
@@ -655,6 +670,7 @@ struct CpuExecutor::Impl {
   BoundGraph main;
   std::deque<BoundGraph> bodies;  // a deque: binding nested bodies keeps references valid
   ValueId tokens = -1, positions = -1, logits = -1;
+  ValueId sampling = -1, token = -1;  // a graph with a sample op (ir/ops.h)
   int64_t n_vocab = -1;  // -1: unchecked (no embedding reads the tokens)
   int64_t n_ctx = -1;    // -1: no KV cache
 
@@ -895,9 +911,17 @@ absl::Status CpuExecutor::Impl::Init(WeightResolver& weights) {
           return absl::InvalidArgumentError(
               absl::StrCat("CPU backend: input '", val.name, "' is produced by an op"));
         }
+        if (val.name == "sampling") {  // the sample op's parameters
+          if (val.dtype != DType::kI32 || val.shape != Shape{kSampleParamWords}) {
+            return absl::InvalidArgumentError(absl::StrCat("CPU backend: input ", ValueDesc(g, v),
+                                                           " must be i32[", kSampleParamWords, "]"));
+          }
+          sampling = v;
+          break;
+        }
         if (val.name != "tokens" && val.name != "positions") {
           return absl::InvalidArgumentError(absl::StrCat(
-              "CPU backend: unknown graph input '", val.name, "' (expected tokens, positions)"));
+              "CPU backend: unknown graph input '", val.name, "' (expected tokens, positions, sampling)"));
         }
         if (val.dtype != DType::kI32 || val.shape != Shape{ir::kTokens}) {
           return absl::InvalidArgumentError(absl::StrCat("CPU backend: input ", ValueDesc(g, v),
@@ -935,6 +959,17 @@ absl::Status CpuExecutor::Impl::Init(WeightResolver& weights) {
   }
   logits = *found_logits;
   if (tokens < 0) return absl::InvalidArgumentError("CPU backend: graph has no input 'tokens'");
+  // A graph that samples: the sample op's output "token" (i32[1]).
+  token = g.FindValue("token");
+  if (token >= 0 && (g.value(token).storage != Storage::kOutput || g.value(token).dtype != DType::kI32 ||
+                     g.value(token).shape != Shape{1})) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("CPU backend: ", ValueDesc(g, token), " must be an i32[1] graph output"));
+  }
+  if ((token >= 0) != (sampling >= 0)) {
+    return absl::InvalidArgumentError(
+        "CPU backend: a graph that samples has both the input 'sampling' and the output 'token'");
+  }
 
   // Every op supported and well-formed.
   for (const Op& op : g.ops()) {
@@ -1194,6 +1229,11 @@ absl::Status CpuExecutor::Impl::RunOp(BoundGraph& b, int op_index, int64_t T) {
       cpu::LastRow(F(op.inputs[0]), E(op.inputs[0]) / D, D, F(out));
       return absl::OkStatus();
     }
+    case OpKind::kSample: {
+      const int64_t V = g.value(op.inputs[0]).shape.back();
+      return cpu::Sample(F(op.inputs[0]), E(op.inputs[0]) / V, V, I(op.inputs[1]),
+                         reinterpret_cast<int32_t*>(b.ptr[out]));
+    }
     case OpKind::kFused: {
       if (b.body_index[op_index] != kWholeBody) return RunBody(bodies[b.body_index[op_index]], T);
       std::vector<const uint8_t*> in;
@@ -1241,7 +1281,36 @@ absl::StatusOr<std::unique_ptr<CpuExecutor>> CpuExecutor::Create(const ir::Graph
 
 absl::StatusOr<absl::Span<const float>> CpuExecutor::Step(absl::Span<const int32_t> tokens,
                                                          int32_t pos0) {
+  // A graph that samples draws greedily when only the logits are asked for.
+  return StepWith(tokens, pos0, SampleDraw{});
+}
+
+bool CpuExecutor::samples() const { return impl_->token >= 0; }
+
+absl::StatusOr<int32_t> CpuExecutor::StepSample(absl::Span<const int32_t> tokens, int32_t pos0,
+                                                const SampleDraw& draw) {
   Impl& m = *impl_;
+  if (m.token < 0) {
+    return absl::FailedPreconditionError(
+        "StepSample: this plan has no sample op (compile it with --gpu-sampling)");
+  }
+  if (absl::Status s = CheckSampleDraw(draw); !s.ok()) return s;
+  absl::StatusOr<absl::Span<const float>> out = StepWith(tokens, pos0, draw);
+  if (!out.ok()) return out.status();
+  const int32_t id = *reinterpret_cast<const int32_t*>(m.main.ptr[m.token]);
+  if (id < 0) {
+    return absl::InvalidArgumentError("sampler: no finite logit (the model produced NaN or inf)");
+  }
+  return id;
+}
+
+absl::StatusOr<absl::Span<const float>> CpuExecutor::StepWith(absl::Span<const int32_t> tokens,
+                                                             int32_t pos0, const SampleDraw& draw) {
+  Impl& m = *impl_;
+  if (m.sampling >= 0) {
+    const std::array<int32_t, kSampleParamWords> w = PackSampleParams(draw);
+    std::memcpy(m.main.ptr[m.sampling], w.data(), sizeof(w));
+  }
   const int64_t T = static_cast<int64_t>(tokens.size());
   if (T < 1 || T > m.max_tokens) {
     return absl::InvalidArgumentError(

@@ -20,6 +20,7 @@
 #include "nlohmann/json.hpp"
 #include "runtime/cpu/dequantize.h"
 #include "runtime/cpu/quantize.h"
+#include "runtime/sampler.h"
 
 namespace vibrant {
 namespace {
@@ -348,6 +349,74 @@ TEST(CpuExecutorTest, StepRejectsBadArguments) {
   EXPECT_THAT(Msg(s), HasSubstr("KV cache of 16"));
   EXPECT_FALSE(e->Step(ok, -1).ok());
   EXPECT_TRUE(e->Step(ok, 14).ok());  // the last two positions
+}
+
+// ---- the sample op (ir/ops.h) on the CPU --------------------------------------
+
+// The tiny model with the step's own sampler appended (what the append-sample
+// pass adds): sample(logits, sampling) -> token.
+Graph WithSampleOp(Graph g) {
+  const ValueId logits = *ir::FindLogitsOutput(g);
+  const ValueId params = g.AddInput("sampling", DType::kI32, {8});
+  const ValueId token = Must(g.AddOp(OpKind::kSample, {logits, params}, "token"));
+  g.MarkOutput(token);
+  return g;
+}
+
+// The op draws what the host sampler draws from the same step's logits: the
+// argmax for greedy, the same token for the same seed and draw index, step
+// after step (its CPU reference is runtime/sampler.h's SampleToken).
+TEST(CpuExecutorTest, SampleOpDrawsWhatTheHostSamplerDraws) {
+  TinyConfig c;
+  c.all_logits = false;
+  c.C = 64;
+  const Weights w = MakeWeights(c);
+  std::unique_ptr<CpuExecutor> plain = MakeExecutor(BuildTiny(c), w);
+  std::unique_ptr<CpuExecutor> sampled = MakeExecutor(WithSampleOp(BuildTiny(c)), w);
+  ASSERT_NE(plain, nullptr);
+  ASSERT_NE(sampled, nullptr);
+  EXPECT_FALSE(plain->samples());
+  EXPECT_TRUE(sampled->samples());
+  EXPECT_EQ(plain->StepSample({1}, 0, SampleDraw{}).status().code(), absl::StatusCode::kFailedPrecondition);
+  for (const SamplerParams& sp : {SamplerParams{0.0f, 40, 0.95f, 0.05f, 1}, SamplerParams{1.0f, 0, 1.0f, 0.0f, 7},
+                                  SamplerParams{0.8f, 5, 0.9f, 0.05f, 42}}) {
+    plain->Reset();
+    sampled->Reset();
+    Sampler host = *Sampler::Create(sp);
+    Sampler device = *Sampler::Create(sp);
+    std::vector<int32_t> prompt = {3, 17, 5};
+    absl::StatusOr<absl::Span<const float>> logits = plain->Step(prompt, 0);
+    ASSERT_TRUE(logits.ok()) << logits.status();
+    absl::StatusOr<int32_t> want = host.Sample(*logits);
+    absl::StatusOr<int32_t> got = sampled->StepSample(prompt, 0, device.NextDraw());
+    ASSERT_TRUE(want.ok() && got.ok()) << got.status();
+    ASSERT_EQ(*got, *want);
+    for (int32_t pos = 3; pos < 30; ++pos) {
+      const int32_t next[1] = {*want};
+      logits = plain->Step(next, pos);
+      ASSERT_TRUE(logits.ok());
+      want = host.Sample(*logits);
+      if (sp.temp <= 0.0f) {
+        ASSERT_EQ(*want, std::max_element(logits->begin(), logits->end()) - logits->begin());
+      }
+      got = sampled->StepSample(next, pos, device.NextDraw());
+      ASSERT_TRUE(want.ok() && got.ok()) << got.status();
+      ASSERT_EQ(*got, *want) << "temp " << sp.temp << " position " << pos;
+    }
+  }
+  // Step on a graph that samples still returns the logits (the op draws greedily).
+  sampled->Reset();
+  plain->Reset();
+  absl::StatusOr<absl::Span<const float>> a = plain->Step({4, 9}, 0);
+  std::vector<float> av(a->begin(), a->end());
+  absl::StatusOr<absl::Span<const float>> b = sampled->Step({4, 9}, 0);
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ(std::vector<float>(b->begin(), b->end()), av);
+  // Parameters out of range are errors, not draws.
+  SampleDraw bad;
+  bad.temp = 1.0f;
+  bad.top_p = 0.0f;
+  EXPECT_THAT(Msg(sampled->StepSample({1}, 2, bad).status()), HasSubstr("top-p"));
 }
 
 TEST(CpuExecutorTest, CreateChecksWeights) {

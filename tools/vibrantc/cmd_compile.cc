@@ -5,6 +5,7 @@
 #include <iostream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -46,6 +47,11 @@ constexpr char kCompileUsage[] =
     "                         more rows and other types keep cuBLASLt (default 0 = never)\n"
     "  --mmq-tile 0|64|128    cuda: token rows per block of that GEMM (default 0: the rule)\n"
     "  --no-cuda-graphs       cuda: launch decode steps kernel by kernel, not as a CUDA graph\n"
+    "  --gpu-sampling         the step draws its next token itself (the sample op, on the\n"
+    "                         plan's device; pass append-sample): only the token id comes\n"
+    "                         back per step. Default for cuda plans; on a cpu plan the op\n"
+    "                         runs on the CPU\n"
+    "  --no-gpu-sampling      the step returns logits and the host samples\n"
     "  --decode-schedule persistent|ops  cuda: a step of one token as one persistent\n"
     "                         kernel running the step's launches as tasks (default), or\n"
     "                         one launch per op (the pass schedule-decode)\n"
@@ -56,7 +62,7 @@ constexpr char kCompileUsage[] =
     "  --all-logits           output logits for every token of a step, not just the last\n"
     "  --embed-weights        copy the GGUF into the plan (self-contained); by default\n"
     "                         the plan references the GGUF by absolute path and fingerprint\n"
-    "passes (passes/pass.h; the default pipeline is dce, assign-devices,\n"
+    "passes (passes/pass.h; the default pipeline is [append-sample,] dce, assign-devices,\n"
     "fuse-elementwise, combine-matmuls, quantize-activations, dce, repack-weights,\n"
     "select-kernels, plan-memory):\n"
     "  --print-ir-after-all   print the IR after every pass (to stderr)\n"
@@ -88,6 +94,7 @@ struct CompileArgs {
   int64_t mmq_max_rows = 0;
   int64_t mmq_tile = 0;
   bool cuda_graphs = true;
+  std::optional<bool> sample;  // --gpu-sampling / --no-gpu-sampling
   bool flash_attention = true;
   bool persistent_decode = true;
   int64_t decode_blocks_per_sm = 2;
@@ -182,6 +189,10 @@ bool ParseCompileArgs(const std::vector<std::string>& args, CompileArgs* out) {
       }
     } else if (a == "--no-cuda-graphs") {
       out->cuda_graphs = false;
+    } else if (a == "--gpu-sampling") {
+      out->sample = true;
+    } else if (a == "--no-gpu-sampling") {
+      out->sample = false;
     } else if (a == "--decode-schedule") {
       std::string v;
       if (!value(&v)) return usage_error(a + " needs persistent or ops");
@@ -284,6 +295,7 @@ compiler::CompileOptions ToCompileOptions(const CompileArgs& a, const std::strin
   o.mmq_max_rows = static_cast<int>(std::min<int64_t>(a.mmq_max_rows, INT32_MAX));
   o.mmq_tile = static_cast<int>(a.mmq_tile);
   o.cuda_graphs = a.cuda_graphs;
+  o.sample = a.sample;
   o.flash_attention = a.flash_attention;
   o.decode_blocks_per_sm =
       a.persistent_decode ? static_cast<int>(std::min<int64_t>(a.decode_blocks_per_sm, 32)) : 0;
@@ -305,9 +317,11 @@ void PrintPassReport(const compiler::Compiled& r) {
   std::printf("\n");
   if (r.dispatch_table) {
     // The plan's launches (the IR's kernels[...] lists): what a step enqueues.
-    auto count = [&](int64_t T, bool per_op = false) {
+    // `tasks`: only the op-by-op launches a persistent kernel runs as tasks.
+    auto count = [&](int64_t T, bool per_op = false, bool tasks = false) {
       int kernels = 0, gemms = 0, copies = 0;
       for (const dispatch::Launch* l : dispatch::LaunchesFor(*r.dispatch_table, T, per_op)) {
+        if (tasks && l->runs_in != dispatch::RunsIn::kPerOpOnly) continue;
         kernels += l->kind == dispatch::LaunchKind::kKernel;
         gemms += l->kind == dispatch::LaunchKind::kGemm;
         copies += l->kind == dispatch::LaunchKind::kCopy;
@@ -319,7 +333,13 @@ void PrintPassReport(const compiler::Compiled& r) {
     for (const dispatch::Launch& l : r.dispatch_table->launches) {
       if (l.runs_in == dispatch::RunsIn::kScheduledOnly) {
         decode = absl::StrCat("1 persistent kernel (", l.name, ", ", l.grid[0].Eval(1), " blocks x ", l.block[0],
-                              " threads) running ", count(1, true), " as tasks");
+                              " threads) running ", count(1, true, true), " as tasks");
+        // Launches of their own after it (the sampler's).
+        std::string after;
+        for (const dispatch::Launch* o : dispatch::LaunchesFor(*r.dispatch_table, 1)) {
+          if (o->runs_in == dispatch::RunsIn::kAlways) absl::StrAppend(&after, after.empty() ? "" : ", ", o->name);
+        }
+        if (!after.empty()) absl::StrAppend(&decode, ", then ", after);
       }
     }
     std::printf("launches: decode step (T=1) %s; T=%lld %s\n", decode.c_str(),
