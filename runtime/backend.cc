@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "runtime/cpu/thread_pool.h"
 
 namespace vibrant {
 namespace {
@@ -17,7 +18,9 @@ class CpuBackend : public Executor {
     return exec_->Step(tokens, pos0);
   }
   void Reset() override { exec_->Reset(); }
-  std::string Describe() const override { return absl::StrCat("cpu (", threads_, " threads)"); }
+  std::string Describe() const override {
+    return absl::StrCat("cpu (", threads_, " threads, ", exec_->KernelSummary(), ")");
+  }
 
  private:
   std::unique_ptr<CpuExecutor> exec_;
@@ -29,8 +32,7 @@ class CpuBackend : public Executor {
 absl::StatusOr<std::unique_ptr<Executor>> CreateCpuBackend(const ir::Graph& graph,
                                                            WeightResolver weights,
                                                            CpuExecutorOptions opts) {
-  const int threads =
-      opts.threads > 0 ? opts.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int threads = opts.threads > 0 ? opts.threads : cpu::DefaultThreadCount();
   absl::StatusOr<std::unique_ptr<CpuExecutor>> exec =
       CpuExecutor::Create(graph, std::move(weights), opts);
   if (!exec.ok()) return exec.status();

@@ -13,6 +13,9 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "ir/verifier.h"
+#include "runtime/cpu/cpu_features.h"
+#include "runtime/cpu/fast_matmul.h"
+#include "runtime/cpu/kernel_select.h"
 #include "runtime/cpu/kernels.h"
 #include "runtime/cpu/thread_pool.h"
 
@@ -529,6 +532,10 @@ struct CpuExecutor::Impl {
   ValueId tokens = -1, positions = -1, logits = -1;
   int64_t n_vocab = -1;  // -1: unchecked (no embedding reads the tokens)
   int64_t n_ctx = -1;    // -1: no KV cache
+  // Per op of the step graph: exact or fast kernels (kernel_select.h).
+  std::vector<cpu::CpuKernels> op_kernels;
+  // The fast matmul's rounded activations (grown on first use).
+  std::vector<uint8_t> act_scratch;
 
   absl::Status Init(WeightResolver& weights);
   absl::Status BindBody(BoundGraph& outer, int op_index, int depth);
@@ -807,6 +814,10 @@ absl::Status CpuExecutor::Impl::Init(WeightResolver& weights) {
   for (const Op& op : g.ops()) {
     if (absl::Status s = CheckOp(g, op, /*in_body=*/false); !s.ok()) return s;
   }
+  // The kernels each op runs with, as the compiler chose them.
+  absl::StatusOr<cpu::CpuKernels> graph_kernels = cpu::GraphCpuKernels(g);
+  if (!graph_kernels.ok()) return graph_kernels.status();
+  for (const Op& op : g.ops()) op_kernels.push_back(cpu::KernelsForOp(g, op, *graph_kernels));
 
   // Byte size of every value that needs storage of its own; views (reshape
   // outputs, kv_store outputs) share their input's.
@@ -920,6 +931,10 @@ absl::Status CpuExecutor::Impl::RunOp(BoundGraph& b, int op_index, int64_t T) {
       const Value& w = g.value(op.inputs[1]);
       const int64_t K = w.shape[1], N = w.shape[0];
       const float* bias = op.inputs.size() == 3 ? F(op.inputs[2]) : nullptr;
+      if (&b == &main && op_kernels[op_index] == cpu::CpuKernels::kFast) {
+        return cpu::MatMulFast(pool.get(), F(op.inputs[0]), E(op.inputs[0]) / K, K, w.dtype,
+                               b.ptr[op.inputs[1]], N, bias, F(out), &act_scratch);
+      }
       return cpu::MatMul(pool.get(), F(op.inputs[0]), E(op.inputs[0]) / K, K, w.dtype,
                          b.ptr[op.inputs[1]], N, bias, F(out));
     }
@@ -1012,7 +1027,7 @@ absl::StatusOr<std::unique_ptr<CpuExecutor>> CpuExecutor::Create(const ir::Graph
   impl->graph = graph;
   if (absl::Status s = impl->Init(weights); !s.ok()) return s;
   int threads = opts.threads;
-  if (threads <= 0) threads = std::max(1u, std::thread::hardware_concurrency());
+  if (threads <= 0) threads = cpu::DefaultThreadCount();
   impl->pool = std::make_unique<cpu::ThreadPool>(threads);
   impl->fused_scratch = Buffer(impl->pool->num_threads() * impl->scratch_slot_bytes);
   if (!impl->fused_scratch.ok()) {
@@ -1052,6 +1067,18 @@ absl::StatusOr<absl::Span<const float>> CpuExecutor::Step(absl::Span<const int32
   if (absl::Status s = m.Run(m.main, T); !s.ok()) return s;
   return absl::Span<const float>(reinterpret_cast<const float*>(m.main.ptr[m.logits]),
                                  ir::NumElements(m.graph.value(m.logits).shape, T));
+}
+
+std::string CpuExecutor::KernelSummary() const {
+  bool fast = false, exact = false;
+  for (size_t i = 0; i < impl_->op_kernels.size(); ++i) {
+    const OpKind k = impl_->graph.ops()[i].kind;
+    if (k != OpKind::kMatMul && k != OpKind::kAttention && k != OpKind::kFused) continue;
+    (impl_->op_kernels[i] == cpu::CpuKernels::kFast ? fast : exact) = true;
+  }
+  if (!fast) return "exact kernels";
+  return absl::StrCat(exact ? "fast and exact" : "fast", " kernels (",
+                      cpu::IsaName(cpu::ActiveIsa()), ")");
 }
 
 void CpuExecutor::Reset() {

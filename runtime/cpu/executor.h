@@ -19,7 +19,7 @@ using WeightResolver =
     std::function<absl::StatusOr<absl::Span<const uint8_t>>(const std::string& source)>;
 
 struct CpuExecutorOptions {
-  int threads = 0;  // 0 = hardware concurrency
+  int threads = 0;  // 0 = the physical cores this process may use (cpu::DefaultThreadCount)
 };
 
 class CpuExecutor {
@@ -36,6 +36,11 @@ class CpuExecutor {
                                                int32_t pos0);
   // Forgets the KV cache contents (a new sequence).
   void Reset();
+
+  // "fast kernels (avx2)", "exact kernels" or "fast and exact kernels (...)":
+  // what the plan chose for this graph's ops (kernel_select.h) and the
+  // instruction set the fast ones use here.
+  std::string KernelSummary() const;
 
  private:
   struct Impl;

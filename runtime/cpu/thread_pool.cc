@@ -1,13 +1,31 @@
 #include "runtime/cpu/thread_pool.h"
 
 #include <algorithm>
+#include <chrono>
+
+#include "runtime/cpu/cpu_features.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define VB_PAUSE() _mm_pause()
+#elif defined(__aarch64__)
+#define VB_PAUSE() asm volatile("yield")
+#else
+#define VB_PAUSE() \
+  do {             \
+  } while (0)
+#endif
 
 namespace vibrant::cpu {
 namespace {
 // True on a thread that is currently executing a ParallelFor chunk: nested
 // ParallelFor calls then run inline instead of deadlocking on the pool.
 thread_local bool in_parallel_region = false;
+
+using Clock = std::chrono::steady_clock;
 }  // namespace
+
+int DefaultThreadCount() { return PhysicalCoreCount(); }
 
 ThreadPool::ThreadPool(int num_threads) {
   for (int i = 1; i < num_threads; ++i) {
@@ -18,7 +36,7 @@ ThreadPool::ThreadPool(int num_threads) {
 ThreadPool::~ThreadPool() {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    stop_ = true;
+    stop_.store(true);
   }
   work_cv_.notify_all();
   for (std::thread& t : workers_) t.join();
@@ -38,17 +56,29 @@ void ThreadPool::RunChunks() {
 void ThreadPool::WorkerLoop() {
   uint64_t seen = 0;
   for (;;) {
-    {
+    // Spin for the next job, then sleep.
+    uint64_t g = generation_.load(std::memory_order_acquire);
+    if (g == seen) {
+      const Clock::time_point deadline = Clock::now() + std::chrono::microseconds(kSpinMicros);
+      for (int i = 0; (g = generation_.load(std::memory_order_acquire)) == seen; ++i) {
+        if (stop_.load(std::memory_order_relaxed)) return;
+        VB_PAUSE();
+        if ((i & 63) == 63 && Clock::now() > deadline) break;
+      }
+    }
+    if (g == seen) {
       std::unique_lock<std::mutex> lock(mu_);
-      work_cv_.wait(lock, [&] { return stop_ || generation_ != seen; });
-      if (stop_) return;
-      seen = generation_;
+      sleepers_.fetch_add(1);  // seq_cst: pairs with ParallelFor's bump and check
+      work_cv_.wait(lock, [&] {
+        return stop_.load() || generation_.load() != seen;
+      });
+      sleepers_.fetch_sub(1);
+      if (stop_.load()) return;
+      g = generation_.load(std::memory_order_acquire);
     }
+    seen = g;
     RunChunks();
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (--busy_workers_ == 0) done_cv_.notify_one();
-    }
+    pending_.fetch_sub(1, std::memory_order_acq_rel);
   }
 }
 
@@ -63,19 +93,23 @@ void ThreadPool::ParallelFor(int64_t n, const std::function<void(int64_t, int64_
   // About four chunks per thread balances uneven rows without much overhead.
   const int64_t target_chunks = 4 * static_cast<int64_t>(num_threads());
   const int64_t chunk = std::max(min_chunk, (n + target_chunks - 1) / target_chunks);
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    fn_ = &fn;
-    n_ = n;
-    chunk_ = chunk;
-    next_.store(0, std::memory_order_relaxed);
-    busy_workers_ = static_cast<int>(workers_.size());
-    ++generation_;
+  fn_ = &fn;
+  n_ = n;
+  chunk_ = chunk;
+  next_.store(0, std::memory_order_relaxed);
+  pending_.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
+  generation_.fetch_add(1);  // seq_cst: publishes the job
+  if (sleepers_.load() > 0) {
+    { std::lock_guard<std::mutex> lock(mu_); }
+    work_cv_.notify_all();
   }
-  work_cv_.notify_all();
   RunChunks();
-  std::unique_lock<std::mutex> lock(mu_);
-  done_cv_.wait(lock, [&] { return busy_workers_ == 0; });
+  // Wait for the workers to leave the job (they may still be finishing a
+  // chunk, or not have started yet, but no chunk is left for them).
+  for (int i = 0; pending_.load(std::memory_order_acquire) != 0; ++i) {
+    VB_PAUSE();
+    if ((i & 1023) == 1023) std::this_thread::yield();
+  }
   fn_ = nullptr;
 }
 

@@ -44,6 +44,8 @@
 #include "passes/stats.h"
 #include "runtime/backend.h"
 #include "runtime/cpu/executor.h"
+#include "runtime/cpu/kernel_select.h"
+#include "runtime/cpu/thread_pool.h"
 #include "runtime/plan.h"
 
 #ifdef VIBRANT_WITH_CUDA
@@ -70,11 +72,13 @@ constexpr char kUsage[] =
     "  -p, --n-prompt N,...   prompt lengths to test (default 512; 0 = no pp test)\n"
     "  -n, --n-gen N,...      generation lengths to test (default 128; 0 = no tg test)\n"
     "  -r, --repetitions N    repetitions of each test (default 5)\n"
-    "  -t, --threads N,...    CPU threads (default: all cores)\n"
+    "  -t, --threads N,...    CPU threads (default: the physical cores)\n"
     "  --device cpu|cuda      backend (default: cpu for a GGUF, the plan's device for a plan)\n"
     "  --ctx-size N           GGUF only: KV cache length (default: the longest test)\n"
     "  --max-tokens N         GGUF only: tokens per step (default: the longest prompt);\n"
     "                         longer prompts are processed in steps of N\n"
+    "  --exact                GGUF only: CPU ops run the exact reference kernels, not the\n"
+    "                         fast ones (vibrantc compile --exact)\n"
     "  --no-fusion            GGUF only: compile without elementwise fusion\n"
     "                         (--disable-pass=fuse-elementwise)\n"
     "  --no-graphs            CUDA: launch kernels one by one, not as CUDA graphs\n"
@@ -94,6 +98,7 @@ struct Args {
   int64_t ctx_size = 0;
   int64_t max_tokens = 0;
   bool fusion = true;
+  bool exact = false;
   bool graphs = true;
   bool warmup = true;
   uint32_t seed = 42;
@@ -163,6 +168,8 @@ bool ParseArgs(int argc, char** argv, Args* a) {
       if (!int_value(1, &a->max_tokens)) return false;
     } else if (f == "--no-fusion") {
       a->fusion = false;
+    } else if (f == "--exact") {
+      a->exact = true;
     } else if (f == "--no-graphs") {
       a->graphs = false;
     } else if (f == "--no-warmup") {
@@ -185,7 +192,7 @@ bool ParseArgs(int argc, char** argv, Args* a) {
   }
   if (a->models.empty()) return UsageError("no model given (-m MODEL)");
   if (a->threads.empty()) {
-    a->threads = {static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))};
+    a->threads = {cpu::DefaultThreadCount()};
   }
   return true;
 }
@@ -300,7 +307,8 @@ ModelInfo DescribeModel(const GgufFile& f, const std::string& path, const std::s
 // The compiler's optimization passes (passes::DefaultPipeline), between
 // lowering and verification, as `vibrantc compile` runs them; --no-fusion is
 // its --disable-pass=fuse-elementwise. Pass notes go to stderr.
-absl::Status RunCompilerPasses(ir::Graph& graph, const std::string& device, bool fusion) {
+absl::Status RunCompilerPasses(ir::Graph& graph, const std::string& device, bool fusion,
+                               bool exact) {
   passes::PassContext ctx;
   ctx.device = device == "cuda" ? passes::DevicePolicy::kCuda : passes::DevicePolicy::kCpu;
 #ifdef VIBRANT_WITH_CUDA
@@ -313,6 +321,7 @@ absl::Status RunCompilerPasses(ir::Graph& graph, const std::string& device, bool
   std::ostringstream log;  // IR dumps and timings are off; nothing is logged
   absl::Status s = passes::DefaultPipeline().Run(graph, ctx, opts, log);
   for (const std::string& note : ctx.notes) std::fprintf(stderr, "%s\n", note.c_str());
+  cpu::SetGraphCpuKernels(graph, exact ? cpu::CpuKernels::kExact : cpu::CpuKernels::kFast);
   return s;
 }
 
@@ -532,9 +541,9 @@ absl::Status BenchModel(const Args& a, const std::string& path, std::vector<RunR
                                                      plan_device, "', not '", a.device, "'"));
     }
     device = plan_device;
-    if (a.ctx_size > 0 || a.max_tokens > 0 || !a.fusion) {
+    if (a.ctx_size > 0 || a.max_tokens > 0 || !a.fusion || a.exact) {
       return absl::InvalidArgumentError(absl::StrCat(
-          path, ": --ctx-size, --max-tokens and --no-fusion apply when compiling a GGUF; "
+          path, ": --ctx-size, --max-tokens, --exact and --no-fusion apply when compiling a GGUF; "
                 "a plan is already compiled (recompile it with vibrantc compile)"));
     }
     absl::StatusOr<std::unique_ptr<GgufFile>> m = plan->OpenModel();
@@ -559,7 +568,7 @@ absl::Status BenchModel(const Args& a, const std::string& path, std::vector<RunR
     lo.max_tokens = a.max_tokens > 0 ? a.max_tokens : std::max<int64_t>(1, longest_prompt);
     absl::StatusOr<ir::Graph> g = LowerGguf(*gguf, lo);
     if (!g.ok()) return g.status();
-    if (absl::Status s = RunCompilerPasses(*g, device, a.fusion); !s.ok()) return s;
+    if (absl::Status s = RunCompilerPasses(*g, device, a.fusion, a.exact); !s.ok()) return s;
     if (absl::Status s = ir::Verify(*g); !s.ok()) {
       return absl::InternalError(absl::StrCat(path, ": the compiled graph does not verify: ",
                                               s.message()));
@@ -680,7 +689,7 @@ void PrintMarkdown(const std::vector<RunResult>& runs) {
   }
   std::printf("\n");
   for (const RunResult& r : runs) {
-    std::string line = absl::StrCat(r.model.path, " (", r.backend, ", ", r.threads, " threads): ");
+    std::string line = absl::StrCat(r.model.path, " (", r.describe, "): ");
     if (r.compile_s) absl::StrAppend(&line, absl::StrFormat("compile %.3f s, ", *r.compile_s));
     absl::StrAppend(&line, absl::StrFormat("load %.3f s, ", r.load_s));
     absl::StrAppend(&line, "peak host RSS ",

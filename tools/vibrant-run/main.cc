@@ -53,7 +53,7 @@ constexpr char kUsage[] =
     "  --min-p P           drop tokens below P times the top probability (default 0.05;\n"
     "                      0 = off)\n"
     "  --seed S            random seed (default -1 = random)\n"
-    "  -t, --threads N     CPU threads (default: all cores)\n"
+    "  -t, --threads N     CPU threads (default: the physical cores)\n"
     "  --verify[=TOL]      cuda plans: run the prompt and the first generated token op by\n"
     "                      op, compare every op's GPU output with the CPU reference kernels\n"
     "                      on the same inputs, report the ops to stderr and name the first\n"

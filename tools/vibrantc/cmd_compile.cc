@@ -17,6 +17,7 @@
 #include "ir/graph.h"
 #include "ir/serialize.h"
 #include "ir/verifier.h"
+#include "runtime/cpu/kernel_select.h"
 #include "runtime/plan.h"
 #include "tools/vibrantc/commands.h"
 #ifdef VIBRANT_WITH_CUDA
@@ -43,6 +44,8 @@ constexpr char kCompileUsage[] =
     "  --all-logits           output logits for every token of a step, not just the last\n"
     "  --embed-weights        copy the GGUF into the plan (self-contained); by default\n"
     "                         the plan references the GGUF by absolute path and fingerprint\n"
+    "  --exact                CPU ops run the exact reference kernels (f32 activations),\n"
+    "                         not the fast ones (8-bit activations, SIMD; the default)\n"
     "passes (passes/pass.h; the default pipeline is dce, assign-devices,\n"
     "fuse-elementwise, dce, repack-weights, plan-memory):\n"
     "  --print-ir-after-all   print the IR after every pass (to stderr)\n"
@@ -64,6 +67,7 @@ struct CompileArgs {
   std::string arch;  // empty: the local GPU's, else sm_90
   LowerOptions lower;
   bool embed_weights = false;
+  bool exact = false;  // --exact: the CPU's exact reference kernels
   bool help = false;
   passes::PipelineOptions pipeline;
   bool explain_devices = false;
@@ -162,6 +166,8 @@ bool ParseCompileArgs(const std::vector<std::string>& args, CompileArgs* out) {
       out->lower.all_logits = true;
     } else if (a == "--embed-weights") {
       out->embed_weights = true;
+    } else if (a == "--exact") {
+      out->exact = true;
     } else if (a == "--print-ir-after-all") {
       out->pipeline.print_after_all = true;
     } else if (a.rfind("--print-ir-after=", 0) == 0) {
@@ -219,6 +225,9 @@ absl::Status RunPasses(ir::Graph& graph, const CompileArgs& args, const std::str
   absl::Status s = passes::DefaultPipeline().Run(graph, ctx, args.pipeline, std::cerr);
   for (const std::string& note : ctx.notes) std::fprintf(stderr, "%s\n", note.c_str());
   report->after = passes::ComputeGraphStats(graph);
+  // Which kernels the CPU runs (runtime/cpu/kernel_select.h); until a
+  // select-kernels pass decides per op, one choice for the graph.
+  cpu::SetGraphCpuKernels(graph, args.exact ? cpu::CpuKernels::kExact : cpu::CpuKernels::kFast);
   return s;
 }
 
