@@ -42,13 +42,28 @@ ThreadPool::~ThreadPool() {
   for (std::thread& t : workers_) t.join();
 }
 
-void ThreadPool::RunChunks() {
+void ThreadPool::RunJob(uint64_t job) {
   const bool was_in_region = in_parallel_region;
   in_parallel_region = true;
+  Job& j = jobs_[job & 1];
+  const uint64_t tag = (job & kJobMask) << kIndexBits;
+  const uint64_t index_mask = (uint64_t{1} << kIndexBits) - 1;
+  uint64_t v = next_.load(std::memory_order_acquire);
   for (;;) {
-    const int64_t begin = next_.fetch_add(chunk_, std::memory_order_relaxed);
-    if (begin >= n_) break;
-    (*fn_)(begin, std::min(n_, begin + chunk_));
+    if ((v & ~index_mask) != tag) break;  // another job is current
+    const int64_t begin = static_cast<int64_t>(v & index_mask);
+    const int64_t n = j.n.load(std::memory_order_relaxed);
+    const int64_t chunk = j.chunk.load(std::memory_order_relaxed);
+    if (begin >= n) break;
+    if (!next_.compare_exchange_weak(v, v + static_cast<uint64_t>(chunk),
+                                     std::memory_order_acq_rel, std::memory_order_acquire)) {
+      continue;  // v reloaded
+    }
+    // The chunk is ours and the job incomplete: its slot is not rewritten.
+    const int64_t end = std::min(n, begin + chunk);
+    (*j.fn.load(std::memory_order_relaxed))(begin, end);
+    done_.fetch_add(end - begin, std::memory_order_release);
+    v = next_.load(std::memory_order_acquire);
   }
   in_parallel_region = was_in_region;
 }
@@ -69,16 +84,13 @@ void ThreadPool::WorkerLoop() {
     if (g == seen) {
       std::unique_lock<std::mutex> lock(mu_);
       sleepers_.fetch_add(1);  // seq_cst: pairs with ParallelFor's bump and check
-      work_cv_.wait(lock, [&] {
-        return stop_.load() || generation_.load() != seen;
-      });
+      work_cv_.wait(lock, [&] { return stop_.load() || generation_.load() != seen; });
       sleepers_.fetch_sub(1);
       if (stop_.load()) return;
       g = generation_.load(std::memory_order_acquire);
     }
     seen = g;
-    RunChunks();
-    pending_.fetch_sub(1, std::memory_order_acq_rel);
+    RunJob(g);
   }
 }
 
@@ -93,24 +105,24 @@ void ThreadPool::ParallelFor(int64_t n, const std::function<void(int64_t, int64_
   // About four chunks per thread balances uneven rows without much overhead.
   const int64_t target_chunks = 4 * static_cast<int64_t>(num_threads());
   const int64_t chunk = std::max(min_chunk, (n + target_chunks - 1) / target_chunks);
-  fn_ = &fn;
-  n_ = n;
-  chunk_ = chunk;
-  next_.store(0, std::memory_order_relaxed);
-  pending_.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
-  generation_.fetch_add(1);  // seq_cst: publishes the job
+  const uint64_t job = ++job_seq_;
+  Job& j = jobs_[job & 1];
+  j.fn.store(&fn, std::memory_order_relaxed);
+  j.n.store(n, std::memory_order_relaxed);
+  j.chunk.store(chunk, std::memory_order_relaxed);
+  done_.store(0, std::memory_order_relaxed);
+  next_.store((job & kJobMask) << kIndexBits, std::memory_order_release);  // publishes the job
+  generation_.store(job);  // seq_cst: pairs with the sleepers check
   if (sleepers_.load() > 0) {
     { std::lock_guard<std::mutex> lock(mu_); }
     work_cv_.notify_all();
   }
-  RunChunks();
-  // Wait for the workers to leave the job (they may still be finishing a
-  // chunk, or not have started yet, but no chunk is left for them).
-  for (int i = 0; pending_.load(std::memory_order_acquire) != 0; ++i) {
+  RunJob(job);
+  // Every chunk is claimed; wait for those still running elsewhere.
+  for (int i = 0; done_.load(std::memory_order_acquire) < n; ++i) {
     VB_PAUSE();
-    if ((i & 1023) == 1023) std::this_thread::yield();
+    if ((i & 255) == 255) std::this_thread::yield();
   }
-  fn_ = nullptr;
 }
 
 }  // namespace vibrant::cpu

@@ -11,6 +11,12 @@
 // counter for a short while (kSpinMicros) before they sleep on a condition
 // variable, so the ~300 jobs of a decode step, which follow each other within
 // microseconds, cost no system call; an idle pool sleeps.
+//
+// Chunks are claimed from one atomic word that holds the job's number and the
+// next index, and the caller waits for the chunks to be done, not for the
+// workers to show up: on a machine with more runnable threads than cores, a
+// worker that the OS has not scheduled does not hold up a job (the caller and
+// the others do its share); only a chunk in progress is waited for.
 #ifndef VIBRANT_RUNTIME_CPU_THREAD_POOL_H_
 #define VIBRANT_RUNTIME_CPU_THREAD_POOL_H_
 
@@ -49,21 +55,29 @@ class ThreadPool {
 
  private:
   void WorkerLoop();
-  void RunChunks();
+  // Claims and runs chunks of job `job` while it is current and has some left.
+  void RunJob(uint64_t job);
+
+  // Job parameters, in two slots (job number & 1): a slot is rewritten only
+  // once the job before it is complete, so a claimed chunk reads its own.
+  struct Job {
+    std::atomic<const std::function<void(int64_t, int64_t)>*> fn{nullptr};
+    std::atomic<int64_t> n{0};
+    std::atomic<int64_t> chunk{1};
+  };
+  static constexpr int kIndexBits = 40;
+  static constexpr uint64_t kJobMask = (uint64_t{1} << (64 - kIndexBits)) - 1;
 
   std::vector<std::thread> workers_;
   std::mutex mu_;
   std::condition_variable work_cv_;
-  std::atomic<uint64_t> generation_{0};  // bumped for every job
+  Job jobs_[2];
+  std::atomic<uint64_t> next_{0};        // (job number << kIndexBits) | next index
+  std::atomic<int64_t> done_{0};         // indices of the current job done
+  std::atomic<uint64_t> generation_{0};  // the current job number, for waiting workers
   std::atomic<int> sleepers_{0};         // workers waiting on work_cv_
-  std::atomic<int> pending_{0};          // workers still inside the current job
   std::atomic<bool> stop_{false};
-
-  // The current job; written before generation_ is bumped (release).
-  const std::function<void(int64_t, int64_t)>* fn_ = nullptr;
-  int64_t n_ = 0;
-  int64_t chunk_ = 1;
-  std::atomic<int64_t> next_{0};
+  uint64_t job_seq_ = 0;                 // the caller's job counter
 };
 
 // The default thread count of the CPU backend: the physical cores this
