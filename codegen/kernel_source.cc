@@ -16,7 +16,7 @@ using ir::OpKind;
 
 void Collect(const Graph& g, KernelSet* set) {
   for (const Op& op : g.ops()) {
-    if (op.kind == OpKind::kMatMul && op.inputs.size() >= 2) {
+    if ((op.kind == OpKind::kMatMul || op.kind == OpKind::kMultiMatMul) && op.inputs.size() >= 2) {
       set->matmul_types.insert(g.value(op.inputs[1]).dtype);
     } else if (op.kind == OpKind::kEmbedding && !op.inputs.empty()) {
       set->embed_types.insert(g.value(op.inputs[0]).dtype);
@@ -148,6 +148,13 @@ absl::Status CheckCudaSupportsOp(const Graph& g, const Op& op) {
       }
       return absl::OkStatus();
     }
+    case OpKind::kMultiMatMul: {
+      if (op.inputs.size() < 2 || !CudaSupportsWeightType(dtype(1))) {
+        return unsupported("weight type is not supported");
+      }
+      return absl::OkStatus();
+    }
+    case OpKind::kQuantizeQ8:
     case OpKind::kRmsNorm:
     case OpKind::kAdd:
     case OpKind::kMul:

@@ -67,9 +67,10 @@ struct Tolerance {
   double fast_max_err;  // the same through the fast kernels (FastKernels/...)
 };
 // The fast kernels (FastKernels/...: 8-bit activations as llama.cpp's CPU
-// backend, runtime/cpu/fast_matmul.h) measured 2026-12-07 with this test,
-// tolerance about 1.5x: they are as close to llama.cpp as the exact kernels
-// or closer (the K-quant models: llama.cpp also rounds x to 8 bits per 256).
+// backend, runtime/cpu/fast_matmul.h, f32 flash attention, fast silu)
+// measured 2026-12-07 with this test, tolerance about 1.5x: they are as close
+// to llama.cpp as the exact kernels or closer (the K-quant models: llama.cpp
+// also rounds x to 8 bits per 256).
 constexpr Tolerance kTolerances[] = {
     // model                exact  fast     exact measured 2026-11-25  fast measured
     //                                      (max over 3 cases)
@@ -77,10 +78,10 @@ constexpr Tolerance kTolerances[] = {
     {"tiny-llama-bf16",     0.045, 0.045 },  // 0.029                  0.029
     {"tiny-llama-q2_k",     0.20,  0.17  },  // 0.139                  0.109
     {"tiny-llama-q3_k_m",   0.19,  0.17  },  // 0.124                  0.109
-    {"tiny-llama-q4_0",     0.14,  0.13  },  // 0.089                  0.085
-    {"tiny-llama-q4_1",     0.14,  0.145 },  // 0.092                  0.096
-    {"tiny-llama-q4_k_m",   0.20,  0.19  },  // 0.134                  0.125
-    {"tiny-llama-q5_0",     0.14,  0.13  },  // 0.087                  0.083
+    {"tiny-llama-q4_0",     0.14,  0.14  },  // 0.089                  0.092
+    {"tiny-llama-q4_1",     0.14,  0.145 },  // 0.092                  0.092
+    {"tiny-llama-q4_k_m",   0.20,  0.20  },  // 0.134                  0.135
+    {"tiny-llama-q5_0",     0.14,  0.135 },  // 0.087                  0.088
     {"tiny-llama-q5_1",     0.14,  0.145 },  // 0.088                  0.095
     {"tiny-llama-q5_k_m",   0.18,  0.19  },  // 0.119                  0.126
     {"tiny-llama-q6_k",     0.20,  0.18  },  // 0.135                  0.121
@@ -88,8 +89,8 @@ constexpr Tolerance kTolerances[] = {
     {"tiny-qwen2-f16",      0.016, 0.016 },  // 0.010                  0.010
     {"tiny-qwen2-q4_k_m",   0.23,  0.2   },  // 0.151                  0.129
     {"tiny-qwen2-q5_k_m",   0.25,  0.19  },  // 0.165                  0.124
-    {"tiny-qwen2-q6_k",     0.23,  0.18  },  // 0.153                  0.120
-    {"tiny-qwen2-q8_0",     0.14,  0.15  },  // 0.092                  0.099
+    {"tiny-qwen2-q6_k",     0.23,  0.19  },  // 0.153                  0.126
+    {"tiny-qwen2-q8_0",     0.14,  0.15  },  // 0.092                  0.093
 };
 
 double ToleranceFor(const std::string& model, bool fast) {

@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "compiler/compiler.h"
 #include "frontends/gguf/gguf.h"
 #include "frontends/lower/lower.h"
 #include "frontends/tokenizer/tokenizer.h"
@@ -105,6 +106,25 @@ std::pair<int, double> Top(const float* v, int n) {
   return {best, v[best] - second};
 }
 
+// `g` compiled for the GPU (vibrantc compile --device cuda); `float_path`:
+// without the 8-bit activations and the f16 GEMMs (--disable-pass=
+// quantize-activations --gemm-min-rows 0).
+absl::StatusOr<compiler::Compiled> CompileCuda(const ir::Graph& g, bool float_path = false) {
+  compiler::CompileOptions o;
+  o.device = "cuda";
+  if (float_path) {
+    o.pipeline.disabled.insert("quantize-activations");
+    o.gemm_min_rows = 0;
+  }
+  return compiler::CompileGraph(g, o);
+}
+
+absl::StatusOr<std::unique_ptr<CudaExecutor>> Gpu(const ir::Graph& g, WeightResolver w, bool float_path = false) {
+  absl::StatusOr<compiler::Compiled> c = CompileCuda(g, float_path);
+  if (!c.ok()) return c.status();
+  return CudaExecutor::Create(compiler::ToProgram(*c), std::move(w));
+}
+
 struct Model {
   std::unique_ptr<GgufFile> file;
   ir::Graph graph;
@@ -141,12 +161,9 @@ TEST_P(GpuConformance, MatchesTheCpuBackendAndLlamaCpp) {
   m.graph = *std::move(graph);
   auto cpu = CpuExecutor::Create(m.graph, m.Resolver());
   ASSERT_TRUE(cpu.ok()) << cpu.status();
-  auto gpu = CudaExecutor::Create(m.graph, m.Resolver());
+  auto gpu = Gpu(m.graph, m.Resolver());
   ASSERT_TRUE(gpu.ok()) << gpu.status();
-  CudaExecutorOptions float_opts;  // float activations, no f16 GEMM operands
-  float_opts.int8_activations = false;
-  float_opts.gemm_min_rows = 0;
-  auto gpu_float = CudaExecutor::Create(m.graph, m.Resolver(), float_opts);
+  auto gpu_float = Gpu(m.graph, m.Resolver(), /*float_path=*/true);  // float activations, no f16 GEMMs
   ASSERT_TRUE(gpu_float.ok()) << gpu_float.status();
 
   const int n_vocab = ref["n_vocab"];
@@ -239,11 +256,12 @@ TEST(GpuConformanceSetup, SharedModelsArePresent) {
   }
 }
 
-// The compiler's pass pipeline for cuda (fusion, device assignment with its
-// host<->device copies, the memory plan) in front of the CUDA executor: the
-// logits equal the CPU's on the unoptimized graph, and the executor runs in
-// the planned arena.
-TEST(GpuConformancePipeline, CompiledGraphsMatchTheCpu) {
+// The launches of a decode step, counted from the final IR (each op's
+// kernels[...] variant for T = 1, its launches other than device copies),
+// equal the launches the CUDA executor records while it runs such steps,
+// with the CUDA graph replayed and without it; the logits equal the CPU's on
+// the unoptimized graph.
+TEST(GpuConformancePipeline, DecodeLaunchesEqualTheFinalIr) {
   if (absl::Status s = CudaDeviceAvailable(); !s.ok()) {
     GTEST_SKIP() << "no usable CUDA GPU: " << s.message();
   }
@@ -264,42 +282,52 @@ TEST(GpuConformancePipeline, CompiledGraphsMatchTheCpu) {
     auto graph = LowerGguf(*m.file, opts);
     ASSERT_TRUE(graph.ok()) << graph.status();
     m.graph = *graph;
-    ir::Graph compiled = *std::move(graph);
-    passes::PassContext ctx;
-    ctx.device = passes::DevicePolicy::kCuda;
-    ctx.cuda_supports = [&compiled](const ir::Op& op) {
-      return codegen::CudaSupportsOp(compiled, op);
-    };
-    std::ostringstream log;
-    ASSERT_TRUE(passes::DefaultPipeline().Run(compiled, ctx, passes::PipelineOptions{}, log).ok())
-        << log.str();
-    int fused = 0;
-    for (const ir::Op& op : compiled.ops()) fused += op.kind == ir::OpKind::kFused;
+    auto compiled = CompileCuda(m.graph);
+    ASSERT_TRUE(compiled.ok()) << compiled.status();
+    int from_ir = 0, fused = 0;
+    for (const ir::Op& op : compiled->graph.ops()) {
+      fused += op.kind == ir::OpKind::kFused;
+      for (const ir::KernelVariant& k : op.kernels) {
+        if (k.t_min > 1) continue;
+        for (const std::string& l : k.launches) from_ir += l != "memcpy";
+      }
+    }
     EXPECT_GT(fused, 0) << "the pipeline fused nothing: this test would not cover fused ops";
     auto cpu = CpuExecutor::Create(m.graph, m.Resolver());
     ASSERT_TRUE(cpu.ok()) << cpu.status();
-    auto gpu = CudaExecutor::Create(compiled, m.Resolver());
-    ASSERT_TRUE(gpu.ok()) << gpu.status();
-    EXPECT_THAT((*gpu)->Describe(), ::testing::HasSubstr("(memory plan)"));
-    std::printf("[ INFO ] %s: %d fused ops; %s\n", path.c_str(), fused, (*gpu)->Describe().c_str());
-    std::vector<int32_t> prompt = {1, 15, 100, 7, 300, 22, 9};
-    double worst = 0;
-    for (int step = 0; step < 12; ++step) {
-      std::vector<int32_t> ids = step == 0 ? prompt : std::vector<int32_t>{(37 * step) % 500};
-      const int32_t pos = step == 0 ? 0 : static_cast<int32_t>(prompt.size()) + step - 1;
-      auto a = (*cpu)->Step(ids, pos);
-      ASSERT_TRUE(a.ok()) << a.status();
-      std::vector<float> av(a->begin(), a->end());
-      auto g = (*gpu)->Step(ids, pos);
-      ASSERT_TRUE(g.ok()) << g.status();
-      ASSERT_EQ(av.size(), g->size());
-      const double err = MaxAbsDiff(av.data(), g->data(), av.size()) /
-                         std::max(Sigma(av.data(), av.size()), 1e-6);
-      worst = std::max(worst, err);
-      EXPECT_LE(err, kGpuInt8VsCpuTolerance) << "step " << step;
+    for (bool graphs : {true, false}) {
+      SCOPED_TRACE(graphs ? "CUDA graph" : "plain launches");
+      compiler::Compiled c = *compiled;
+      if (!graphs) c.dispatch_table->graph_max_tokens = 0;
+      auto gpu = CudaExecutor::Create(compiler::ToProgram(c), m.Resolver());
+      ASSERT_TRUE(gpu.ok()) << gpu.status();
+      EXPECT_EQ(*(*gpu)->KernelLaunchesPerStep(1), from_ir);
+      std::printf("[ INFO ] %s: %d fused ops, %d launches per decode step in the IR; %s\n", path.c_str(),
+                  fused, from_ir, (*gpu)->Describe().c_str());
+      (*cpu)->Reset();
+      std::vector<int32_t> prompt = {1, 15, 100, 7, 300, 22, 9};
+      double worst = 0;
+      for (int step = 0; step < 12; ++step) {
+        std::vector<int32_t> ids = step == 0 ? prompt : std::vector<int32_t>{(37 * step) % 500};
+        const int32_t pos = step == 0 ? 0 : static_cast<int32_t>(prompt.size()) + step - 1;
+        auto a = (*cpu)->Step(ids, pos);
+        ASSERT_TRUE(a.ok()) << a.status();
+        std::vector<float> av(a->begin(), a->end());
+        const int64_t before = (*gpu)->launches_enqueued();
+        auto g = (*gpu)->Step(ids, pos);
+        ASSERT_TRUE(g.ok()) << g.status();
+        if (step > 0) {
+          EXPECT_EQ((*gpu)->launches_enqueued() - before, from_ir) << "decode step " << step;
+        }
+        ASSERT_EQ(av.size(), g->size());
+        const double err = MaxAbsDiff(av.data(), g->data(), av.size()) /
+                           std::max(Sigma(av.data(), av.size()), 1e-6);
+        worst = std::max(worst, err);
+        EXPECT_LE(err, kGpuInt8VsCpuTolerance) << "step " << step;
+      }
+      std::printf("[ MEASURED ] pipeline %s: GPU (compiled graph) vs CPU max normalized error %.3g\n",
+                  fs::path(path).stem().c_str(), worst);
     }
-    std::printf("[ MEASURED ] pipeline %s: GPU (compiled graph) vs CPU max normalized error %.3g\n",
-                fs::path(path).stem().c_str(), worst);
   }
 }
 
@@ -323,7 +351,7 @@ TEST(GpuConformanceText, Stories260KGreedyTextEqualsReference) {
   auto graph = LowerGguf(*m.file, opts);
   ASSERT_TRUE(graph.ok()) << graph.status();
   m.graph = *std::move(graph);
-  auto gpu = CudaExecutor::Create(m.graph, m.Resolver());
+  auto gpu = Gpu(m.graph, m.Resolver());
   ASSERT_TRUE(gpu.ok()) << gpu.status();
   const int n_vocab = ref["n_vocab"];
   int cases = 0;

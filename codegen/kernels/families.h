@@ -85,7 +85,9 @@ inline constexpr int kQuantizeQ8Threads = 256;
 //       to f16 (nearest even) into out[rows, K], row-major (row r of the
 //       chunk at out + r * K; 16-byte stores when K % 8 == 0);
 //   vb_f32_to_f16(const float* x, u16* out, i64 n): n elements, rounded to
-//       nearest even (|x| > 65504 becomes inf, as any f16 GEMM input).
+//       nearest even (|x| > 65504 becomes inf, as any f16 GEMM input);
+//   vb_q8a_to_f16(const i8* qx, const float2* ds, u16* out, i64 n): the
+//       values of n q8a elements (code * d), rounded to f16.
 // Both grid-stride, block kDequantThreads.
 std::string DequantSource(const std::vector<DType>& types);
 inline constexpr int kDequantThreads = 256;

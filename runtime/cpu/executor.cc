@@ -14,9 +14,12 @@
 #include "absl/strings/str_cat.h"
 #include "ir/verifier.h"
 #include "runtime/cpu/cpu_features.h"
+#include "runtime/cpu/fast_attention.h"
+#include "runtime/cpu/fast_elementwise.h"
 #include "runtime/cpu/fast_matmul.h"
 #include "runtime/cpu/kernel_select.h"
 #include "runtime/cpu/kernels.h"
+#include "runtime/cpu/quantize.h"
 #include "runtime/cpu/thread_pool.h"
 
 namespace vibrant {
@@ -217,7 +220,7 @@ absl::Status CheckOp(const Graph& g, const Op& op, bool in_body) {
       VIBRANT_RETURN_IF_ERROR(n_in(2, 3));
       if (in_body) return err("not allowed in a fused body");
       ValueId x = op.inputs[0], w = op.inputs[1];
-      VIBRANT_RETURN_IF_ERROR(f32_in(x));
+      if (!is(x, DType::kQ8A)) VIBRANT_RETURN_IF_ERROR(f32_in(x));
       VIBRANT_RETURN_IF_ERROR(f32_out());
       const Shape& ws = g.value(w).shape;
       const int64_t K = StaticDim(g, x, -1);
@@ -371,6 +374,29 @@ absl::Status CheckOp(const Graph& g, const Op& op, bool in_body) {
       if (op.outputs.empty()) return err("has no outputs");
       return absl::OkStatus();  // the body is checked by the caller
     }
+    case OpKind::kQuantizeQ8: {
+      VIBRANT_RETURN_IF_ERROR(n_in(1, 1));
+      if (in_body) return err("not allowed in a fused body");
+      VIBRANT_RETURN_IF_ERROR(f32_in(op.inputs[0]));
+      if (!is(op.outputs[0], DType::kQ8A)) return err("output must be q8a");
+      if (StaticDim(g, op.inputs[0], -1) <= 0 || StaticDim(g, op.inputs[0], -1) % 32 != 0) {
+        return err("rows must be whole blocks of 32");
+      }
+      if (!same_count(op.outputs[0], op.inputs[0], 1, 1)) return err("output size != input size");
+      return absl::OkStatus();
+    }
+    case OpKind::kMultiMatMul: {
+      if (in_body) return err("not allowed in a fused body");
+      // Each member is checked as the matmul it is (ir::InferOpOutputs has
+      // already checked the op's structure when the graph verified).
+      absl::StatusOr<std::vector<ir::Value>> outs = [&] {
+        std::vector<std::string> names;
+        for (ValueId v : op.outputs) names.push_back(g.value(v).name);
+        return ir::InferOpOutputs(g, op.kind, op.inputs, op.attrs, names);
+      }();
+      if (!outs.ok()) return err(std::string(outs.status().message()));
+      return absl::OkStatus();
+    }
   }
   return err("op kind not supported by the CPU backend");
 #undef VIBRANT_RETURN_IF_ERROR
@@ -472,7 +498,7 @@ absl::Status CheckStructure(const Graph& g, const char* what) {
 // broadcast operands are whole; positions hold n entries. Every kernel here
 // computes each row from the same rows of its inputs, so a chunk gives the
 // bits the whole-tensor kernel gives for those rows.
-absl::Status RunBodyOp(const Graph& g, const Op& op, const std::vector<uint8_t*>& p, int64_t n,
+absl::Status RunBodyOp(const Graph& g, const Op& op, const std::vector<uint8_t*>& p, bool fast, int64_t n,
                        int64_t row_len) {
   auto F = [&](ValueId v) { return reinterpret_cast<float*>(p[v]); };
   auto num = [&](const char* key, double dflt) { return NumberAttr(op, key, false, dflt).value_or(dflt); };
@@ -487,7 +513,7 @@ absl::Status RunBodyOp(const Graph& g, const Op& op, const std::vector<uint8_t*>
       return absl::OkStatus();
     }
     case OpKind::kSilu:
-      cpu::Silu(F(op.inputs[0]), elems, F(out));
+      (fast ? cpu::SiluFast : cpu::Silu)(F(op.inputs[0]), elems, F(out));
       return absl::OkStatus();
     case OpKind::kRmsNorm: {
       const int64_t D = g.value(op.inputs[0]).shape.back();
@@ -541,7 +567,7 @@ struct CpuExecutor::Impl {
   absl::Status BindBody(BoundGraph& outer, int op_index, int depth);
   absl::Status Run(BoundGraph& b, int64_t T);
   absl::Status RunOp(BoundGraph& b, int op_index, int64_t T);
-  absl::Status RunBody(BoundGraph& b, int64_t T);
+  absl::Status RunBody(BoundGraph& b, int64_t T, bool fast);
 };
 
 absl::Status CpuExecutor::Impl::BindBody(BoundGraph& outer, int op_index, int depth) {
@@ -706,7 +732,7 @@ absl::Status CpuExecutor::Impl::BindBody(BoundGraph& outer, int op_index, int de
   return absl::OkStatus();
 }
 
-absl::Status CpuExecutor::Impl::RunBody(BoundGraph& b, int64_t T) {
+absl::Status CpuExecutor::Impl::RunBody(BoundGraph& b, int64_t T, bool fast) {
   const Graph& g = *b.graph;
   const int64_t rows = b.rows == ir::kTokens ? T : b.rows;
   const int64_t n_chunks = (rows + kRowsPerChunk - 1) / kRowsPerChunk;
@@ -728,7 +754,7 @@ absl::Status CpuExecutor::Impl::RunBody(BoundGraph& b, int64_t T) {
       }
       for (const Op& op : g.ops()) {
         if (b.view_of[op.outputs[0]] >= 0) p[op.outputs[0]] = p[b.view_of[op.outputs[0]]];
-        if (absl::Status s = RunBodyOp(g, op, p, n, b.row_len); !s.ok()) return s;
+        if (absl::Status s = RunBodyOp(g, op, p, fast, n, b.row_len); !s.ok()) return s;
       }
     }
     return absl::OkStatus();
@@ -927,17 +953,52 @@ absl::Status CpuExecutor::Impl::RunOp(BoundGraph& b, int op_index, int64_t T) {
       return cpu::Embedding(table.dtype, b.ptr[op.inputs[0]], table.shape[0], table.shape[1],
                             I(op.inputs[1]), E(op.inputs[1]), F(out));
     }
-    case OpKind::kMatMul: {
-      const Value& w = g.value(op.inputs[1]);
-      const int64_t K = w.shape[1], N = w.shape[0];
-      const float* bias = op.inputs.size() == 3 ? F(op.inputs[2]) : nullptr;
-      if (&b == &main && op_kernels[op_index] == cpu::CpuKernels::kFast) {
-        return cpu::MatMulFast(pool.get(), F(op.inputs[0]), E(op.inputs[0]) / K, K, w.dtype,
-                               b.ptr[op.inputs[1]], N, bias, F(out), &act_scratch);
+    case OpKind::kMatMul:
+    case OpKind::kMultiMatMul: {
+      const ValueId x = op.inputs[0];
+      const size_t n_members = op.kind == OpKind::kMatMul ? 1 : op.outputs.size();
+      const std::vector<int64_t> flags =
+          op.kind == OpKind::kMatMul
+              ? std::vector<int64_t>{op.inputs.size() == 3 ? 1 : 0}
+              : std::get<std::vector<int64_t>>(op.attrs.at("bias"));
+      // x as floats: a q8a x (quantize_q8's output) is read as its values.
+      const float* xf = F(x);
+      std::vector<float> xq;
+      if (g.value(x).dtype == DType::kQ8A) {
+        xq.resize(E(x));
+        if (absl::Status s = DequantizeQ8A(b.ptr[x], E(x), xq.data()); !s.ok()) return s;
+        xf = xq.data();
       }
-      return cpu::MatMul(pool.get(), F(op.inputs[0]), E(op.inputs[0]) / K, K, w.dtype,
-                         b.ptr[op.inputs[1]], N, bias, F(out));
+      const int64_t K = g.value(op.inputs[1]).shape[1];
+      const int64_t T = E(x) / K;
+      if (&b == &main && op_kernels[op_index] == cpu::CpuKernels::kFast) {
+        // The fast kernels: x rounded once per activation format, shared by
+        // the members (cpu::RoundedActivations).
+        std::vector<cpu::MatMulMember> members;
+        size_t bias_at = 1 + n_members;
+        for (size_t m = 0; m < n_members; ++m) {
+          const Value& w = g.value(op.inputs[1 + m]);
+          members.push_back({w.dtype, b.ptr[op.inputs[1 + m]], w.shape[0],
+                             flags[m] != 0 ? F(op.inputs[bias_at++]) : nullptr,
+                             F(op.outputs[m])});
+        }
+        return cpu::MultiMatMulFast(pool.get(), xf, T, K, members, &act_scratch);
+      }
+      size_t bias_at = 1 + n_members;
+      for (size_t m = 0; m < n_members; ++m) {
+        const Value& w = g.value(op.inputs[1 + m]);
+        const int64_t N = w.shape[0];
+        const float* bias = flags[m] != 0 ? F(op.inputs[bias_at++]) : nullptr;
+        if (absl::Status s = cpu::MatMul(pool.get(), xf, T, K, w.dtype, b.ptr[op.inputs[1 + m]],
+                                         N, bias, F(op.outputs[m]));
+            !s.ok()) {
+          return s;
+        }
+      }
+      return absl::OkStatus();
     }
+    case OpKind::kQuantizeQ8:
+      return QuantizeQ8A(F(op.inputs[0]), E(op.inputs[0]), b.ptr[out]);
     case OpKind::kRmsNorm: {
       const int64_t D = g.value(op.inputs[0]).shape.back();
       cpu::RmsNorm(F(op.inputs[0]), E(op.inputs[0]) / D, D, static_cast<float>(num("eps", 0)),
@@ -951,7 +1012,8 @@ absl::Status CpuExecutor::Impl::RunOp(BoundGraph& b, int op_index, int64_t T) {
       cpu::Mul(F(op.inputs[0]), E(op.inputs[0]), F(op.inputs[1]), E(op.inputs[1]), F(out));
       return absl::OkStatus();
     case OpKind::kSilu:
-      cpu::Silu(F(op.inputs[0]), E(op.inputs[0]), F(out));
+      (&b == &main && op_kernels[op_index] == cpu::CpuKernels::kFast ? cpu::SiluFast : cpu::Silu)(
+          F(op.inputs[0]), E(op.inputs[0]), F(out));
       return absl::OkStatus();
     case OpKind::kReshape:
       // A view; inside a fused body a reshape that is a body output is copied.
@@ -990,9 +1052,13 @@ absl::Status CpuExecutor::Impl::RunOp(BoundGraph& b, int op_index, int64_t T) {
       shape.T = E(op.inputs[0]) / (qs[1] * qs[2]);
       shape.n_head_kv = k.shape[1];
       shape.n_ctx = k.shape[0];
+      const float scale = static_cast<float>(num("scale", 1.0));
+      if (&b == &main && op_kernels[op_index] == cpu::CpuKernels::kFast) {
+        return cpu::AttentionFast(pool.get(), F(op.inputs[0]), b.ptr[op.inputs[1]],
+                                  b.ptr[op.inputs[2]], k.dtype, I(op.inputs[3]), shape, scale, F(out));
+      }
       return cpu::Attention(pool.get(), F(op.inputs[0]), b.ptr[op.inputs[1]], b.ptr[op.inputs[2]],
-                            k.dtype, I(op.inputs[3]), shape, static_cast<float>(num("scale", 1.0)),
-                            F(out));
+                            k.dtype, I(op.inputs[3]), shape, scale, F(out));
     }
     case OpKind::kLastRow: {
       const int64_t D = g.value(op.inputs[0]).shape.back();
@@ -1000,7 +1066,8 @@ absl::Status CpuExecutor::Impl::RunOp(BoundGraph& b, int op_index, int64_t T) {
       return absl::OkStatus();
     }
     case OpKind::kFused:
-      return RunBody(bodies[b.body_index[op_index]], T);
+      return RunBody(bodies[b.body_index[op_index]], T,
+                     &b == &main && op_kernels[op_index] == cpu::CpuKernels::kFast);
   }
   return absl::InternalError("unreachable op kind");
 }
@@ -1072,8 +1139,7 @@ absl::StatusOr<absl::Span<const float>> CpuExecutor::Step(absl::Span<const int32
 std::string CpuExecutor::KernelSummary() const {
   bool fast = false, exact = false;
   for (size_t i = 0; i < impl_->op_kernels.size(); ++i) {
-    const OpKind k = impl_->graph.ops()[i].kind;
-    if (k != OpKind::kMatMul && k != OpKind::kAttention && k != OpKind::kFused) continue;
+    if (!cpu::HasFastKernel(impl_->graph.ops()[i].kind)) continue;
     (impl_->op_kernels[i] == cpu::CpuKernels::kFast ? fast : exact) = true;
   }
   if (!fast) return "exact kernels";

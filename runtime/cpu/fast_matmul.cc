@@ -8,6 +8,7 @@
 #include <cstring>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "runtime/cpu/cpu_features.h"
 #include "runtime/cpu/dequantize.h"
@@ -296,9 +297,17 @@ absl::Status QuantizeActivations(ActivationFormat f, const float* x, int64_t T, 
   return absl::OkStatus();
 }
 
-absl::Status MatMulQuantized(ThreadPool* pool, const uint8_t* xq, int64_t T, int64_t K,
-                             DType wtype, const void* w, int64_t N, const float* bias,
-                             float* out) {
+namespace {
+
+// One member's tiling: groups of 8 rows x token tiles of equal size.
+struct Tiling {
+  internal::MatMulArgs args;
+  internal::TileFn tile = nullptr;
+  int64_t n_items = 0, n_tt = 1, tile_t = 1;
+};
+
+absl::StatusOr<Tiling> MakeTiling(const uint8_t* xq, int64_t T, int64_t K, DType wtype,
+                                  const void* w, int64_t N, const float* bias, float* out) {
   absl::StatusOr<int64_t> row_bytes = DTypeBytes(wtype, K);
   if (!row_bytes.ok()) return row_bytes.status();
   const ActivationFormat f = ActivationFormatFor(wtype);
@@ -307,8 +316,8 @@ absl::Status MatMulQuantized(ThreadPool* pool, const uint8_t* xq, int64_t T, int
         absl::StrCat("fast matmul: K = ", K, " is not a whole number of ", std::string(DTypeName(wtype)),
                      " blocks"));
   }
-  if (T <= 0 || N <= 0) return absl::OkStatus();
-  MatMulArgs a;
+  Tiling tl;
+  MatMulArgs& a = tl.args;
   a.wtype = wtype;
   a.w = static_cast<const uint8_t*>(w);
   a.row_bytes = *row_bytes;
@@ -318,23 +327,97 @@ absl::Status MatMulQuantized(ThreadPool* pool, const uint8_t* xq, int64_t T, int
   a.layout = internal::LayoutFor(f, K);
   a.bias = bias;
   a.out = out;
-  const internal::TileFn tile = TileFor(ActiveIsa(), wtype);
-  // Tiles: groups of 8 rows x token tiles of equal size (at most kTileTokens).
-  const int64_t n_groups = (N + 7) / 8;
-  const int64_t n_tt = (T + internal::kTileTokens - 1) / internal::kTileTokens;
-  const int64_t tile_t = (T + n_tt - 1) / n_tt;
+  tl.tile = TileFor(ActiveIsa(), wtype);
+  tl.n_tt = (T + internal::kTileTokens - 1) / internal::kTileTokens;
+  tl.tile_t = (T + tl.n_tt - 1) / tl.n_tt;
+  tl.n_items = T > 0 && N > 0 ? (N + 7) / 8 * tl.n_tt : 0;
+  return tl;
+}
+
+// Runs items [i0, i1) of a tiling: item i = rows 8 (i / n_tt), token tile i % n_tt.
+void RunItems(const Tiling& tl, int64_t T, int64_t i0, int64_t i1) {
+  for (int64_t i = i0; i < i1; ++i) {
+    const int64_t g = i / tl.n_tt, tt = i % tl.n_tt;
+    const int64_t t0 = tt * tl.tile_t;
+    tl.tile(tl.args, 8 * g, t0, std::min(T, t0 + tl.tile_t));
+  }
+}
+
+// Items per chunk so that a chunk holds at least ~64K multiply-adds: handing
+// less to another thread costs more than it saves.
+int64_t MinChunk(int64_t K, int64_t tile_t) {
+  return std::max<int64_t>(1, 65536 / std::max<int64_t>(1, 8 * K * tile_t));
+}
+
+uint8_t* Aligned64(std::vector<uint8_t>* buf, size_t bytes) {
+  if (buf->size() < bytes + 64) buf->resize(bytes + 64);
+  uint8_t* p = buf->data();
+  return p + (64 - reinterpret_cast<uintptr_t>(p) % 64) % 64;
+}
+
+}  // namespace
+
+absl::Status MatMulQuantized(ThreadPool* pool, const uint8_t* xq, int64_t T, int64_t K,
+                             DType wtype, const void* w, int64_t N, const float* bias,
+                             float* out) {
+  absl::StatusOr<Tiling> tl = MakeTiling(xq, T, K, wtype, w, N, bias, out);
+  if (!tl.ok()) return tl.status();
+  auto items = [&](int64_t i0, int64_t i1) { RunItems(*tl, T, i0, i1); };
+  if (pool != nullptr) {
+    pool->ParallelFor(tl->n_items, items, MinChunk(K, tl->tile_t));
+  } else {
+    items(0, tl->n_items);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status MultiMatMulFast(ThreadPool* pool, const float* x, int64_t T, int64_t K,
+                             const std::vector<MatMulMember>& members,
+                             std::vector<uint8_t>* scratch) {
+  // Round x once per format, into consecutive regions of the scratch.
+  const ActivationFormat formats[] = {ActivationFormat::kFloat, ActivationFormat::kQ8x32,
+                                      ActivationFormat::kQ8x256};
+  int64_t offset[3] = {-1, -1, -1};
+  int64_t total = 0;
+  for (const MatMulMember& m : members) {
+    const int f = static_cast<int>(ActivationFormatFor(m.wtype));
+    if (offset[f] >= 0) continue;
+    if (K <= 0 || K % FormatBlock(formats[f]) != 0) {
+      return absl::InvalidArgumentError(absl::StrCat("fast matmul: K = ", K, " is not a whole number of ",
+                                                     std::string(DTypeName(m.wtype)), " blocks"));
+    }
+    offset[f] = total;
+    total += ActivationRowBytes(formats[f], K) * T;
+  }
+  uint8_t* base = Aligned64(scratch, static_cast<size_t>(total));
+  for (int f = 0; f < 3; ++f) {
+    if (offset[f] < 0) continue;
+    if (absl::Status s = QuantizeActivations(formats[f], x, T, K, base + offset[f], pool); !s.ok()) {
+      return s;
+    }
+  }
+  std::vector<Tiling> tilings;
+  std::vector<int64_t> first;  // first item of each member
+  int64_t n_items = 0;
+  int64_t min_chunk = 1 << 30;
+  for (const MatMulMember& m : members) {
+    const int f = static_cast<int>(ActivationFormatFor(m.wtype));
+    absl::StatusOr<Tiling> tl = MakeTiling(base + offset[f], T, K, m.wtype, m.w, m.N, m.bias, m.out);
+    if (!tl.ok()) return tl.status();
+    first.push_back(n_items);
+    n_items += tl->n_items;
+    min_chunk = std::min(min_chunk, MinChunk(K, tl->tile_t));
+    tilings.push_back(*std::move(tl));
+  }
   auto items = [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i) {
-      const int64_t g = i / n_tt, tt = i % n_tt;
-      const int64_t t0 = tt * tile_t;
-      tile(a, 8 * g, t0, std::min(T, t0 + tile_t));
+    size_t m = static_cast<size_t>(std::upper_bound(first.begin(), first.end(), i0) - first.begin()) - 1;
+    for (int64_t i = i0; i < i1;) {
+      while (i >= first[m] + tilings[m].n_items) ++m;
+      const int64_t end = std::min(i1, first[m] + tilings[m].n_items);
+      RunItems(tilings[m], T, i - first[m], end - first[m]);
+      i = end;
     }
   };
-  const int64_t n_items = n_groups * n_tt;
-  // At least ~64K multiply-adds per chunk of items, so that handing work to
-  // another thread is worth it.
-  const int64_t macs_per_item = 8 * K * tile_t;
-  const int64_t min_chunk = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, macs_per_item));
   if (pool != nullptr) {
     pool->ParallelFor(n_items, items, min_chunk);
   } else {
@@ -352,11 +435,7 @@ absl::Status MatMulFast(ThreadPool* pool, const float* x, int64_t T, int64_t K, 
         absl::StrCat("fast matmul: K = ", K, " is not a whole number of ", std::string(DTypeName(wtype)),
                      " blocks"));
   }
-  const int64_t row = ActivationRowBytes(f, K);
-  const size_t need = static_cast<size_t>(row * T + 64);
-  if (scratch->size() < need) scratch->resize(need);
-  uint8_t* base = scratch->data();
-  base += (64 - reinterpret_cast<uintptr_t>(base) % 64) % 64;
+  uint8_t* base = Aligned64(scratch, static_cast<size_t>(ActivationRowBytes(f, K) * T));
   if (absl::Status s = QuantizeActivations(f, x, T, K, base, pool); !s.ok()) return s;
   return MatMulQuantized(pool, base, T, K, wtype, w, N, bias, out);
 }

@@ -82,6 +82,22 @@ absl::Status MatMulFast(ThreadPool* pool, const float* x, int64_t T, int64_t K, 
                         const void* w, int64_t N, const float* bias, float* out,
                         std::vector<uint8_t>* scratch);
 
+// One weight of a multi_matmul (ir/ops.h): out[T, N] = x w^T (+ bias).
+struct MatMulMember {
+  DType wtype;
+  const void* w;
+  int64_t N;
+  const float* bias;  // [N] or null
+  float* out;
+};
+
+// Several matmuls of one input (q, k and v; gate and up): x is rounded once
+// per activation format the members need, and all members' tiles run as one
+// parallel job. Each output is what MatMulFast gives for its member.
+absl::Status MultiMatMulFast(ThreadPool* pool, const float* x, int64_t T, int64_t K,
+                             const std::vector<MatMulMember>& members,
+                             std::vector<uint8_t>* scratch);
+
 // Whether `wtype` has a SIMD path (the others go through an f32 decode of
 // each row, still with the semantics above).
 bool HasFastPath(DType wtype);

@@ -17,12 +17,12 @@ absl::StatusOr<CpuKernels> Parse(const ir::AttrValue& v, const std::string& wher
       s != nullptr ? absl::StrCat(", not \"", *s, "\"") : std::string(" (a string)")));
 }
 
-// Ops with a fast kernel.
-bool HasFastKernel(ir::OpKind k) {
-  return k == ir::OpKind::kMatMul || k == ir::OpKind::kAttention || k == ir::OpKind::kFused;
-}
-
 }  // namespace
+
+bool HasFastKernel(ir::OpKind k) {
+  return k == ir::OpKind::kMatMul || k == ir::OpKind::kMultiMatMul ||
+         k == ir::OpKind::kAttention || k == ir::OpKind::kFused || k == ir::OpKind::kSilu;
+}
 
 const char* CpuKernelsName(CpuKernels k) { return k == CpuKernels::kFast ? "fast" : "exact"; }
 

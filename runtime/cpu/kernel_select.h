@@ -31,6 +31,9 @@ absl::StatusOr<CpuKernels> GraphCpuKernels(const ir::Graph& g);
 // Records the graph-level choice in g.meta.
 void SetGraphCpuKernels(ir::Graph& g, CpuKernels k);
 
+// Whether ops of this kind have a fast CPU kernel.
+bool HasFastKernel(ir::OpKind k);
+
 // The kernels op `op` of `g` runs with: the graph's choice; ops with no fast
 // kernel run the exact one whatever is asked.
 CpuKernels KernelsForOp(const ir::Graph& g, const ir::Op& op, CpuKernels graph_choice);

@@ -34,6 +34,9 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/types/span.h"
+#include "compiler/compiler.h"
+#include "runtime/backends.h"
+#include "runtime/program.h"
 #include "frontends/gguf/gguf.h"
 #include "frontends/lower/lower.h"
 #include "ir/graph.h"
@@ -44,12 +47,11 @@
 #include "passes/stats.h"
 #include "runtime/backend.h"
 #include "runtime/cpu/executor.h"
-#include "runtime/cpu/kernel_select.h"
 #include "runtime/cpu/thread_pool.h"
 #include "runtime/plan.h"
 
 #ifdef VIBRANT_WITH_CUDA
-#include "codegen/kernel_bundle.h"
+#include "runtime/kernel_bundle.h"
 #include "codegen/kernel_source.h"
 #include "codegen/nvrtc.h"
 #include "runtime/cuda/device.h"
@@ -83,6 +85,9 @@ constexpr char kUsage[] =
     "                         (--disable-pass=fuse-elementwise)\n"
     "  --no-graphs            CUDA: launch kernels one by one, not as CUDA graphs\n"
     "  --no-warmup            skip the warm-up run before each test\n"
+    "  --mem-bw               CPU: also measure the host's read bandwidth with the same\n"
+    "                         thread count (1 GiB, best of 5) and report each tg figure\n"
+    "                         against it (weight bytes per token / bandwidth = the bound)\n"
     "  --seed S               seed of the random prompt tokens (default 42)\n"
     "  --json                 one JSON document on stdout instead of a markdown table\n"
     "  --json-out FILE        also write the JSON document to FILE\n"
@@ -101,6 +106,7 @@ struct Args {
   bool exact = false;
   bool graphs = true;
   bool warmup = true;
+  bool mem_bw = false;
   uint32_t seed = 42;
   bool json = false;
   std::string json_out;
@@ -174,6 +180,8 @@ bool ParseArgs(int argc, char** argv, Args* a) {
       a->graphs = false;
     } else if (f == "--no-warmup") {
       a->warmup = false;
+    } else if (f == "--mem-bw") {
+      a->mem_bw = true;
     } else if (f == "--seed") {
       int64_t s;
       if (!int_value(0, &s)) return false;
@@ -304,108 +312,32 @@ ModelInfo DescribeModel(const GgufFile& f, const std::string& path, const std::s
   return m;
 }
 
-// The compiler's optimization passes (passes::DefaultPipeline), between
-// lowering and verification, as `vibrantc compile` runs them; --no-fusion is
-// its --disable-pass=fuse-elementwise. Pass notes go to stderr.
-absl::Status RunCompilerPasses(ir::Graph& graph, const std::string& device, bool fusion,
-                               bool exact) {
-  passes::PassContext ctx;
-  ctx.device = device == "cuda" ? passes::DevicePolicy::kCuda : passes::DevicePolicy::kCpu;
-#ifdef VIBRANT_WITH_CUDA
-  ctx.cuda_supports = [&graph](const ir::Op& op) {
-    return codegen::CheckCudaSupportsOp(graph, op).ok();
-  };
-#endif
-  passes::PipelineOptions opts;
-  if (!fusion) opts.disabled.insert("fuse-elementwise");
-  std::ostringstream log;  // IR dumps and timings are off; nothing is logged
-  absl::Status s = passes::DefaultPipeline().Run(graph, ctx, opts, log);
-  for (const std::string& note : ctx.notes) std::fprintf(stderr, "%s\n", note.c_str());
-  cpu::SetGraphCpuKernels(graph, exact ? cpu::CpuKernels::kExact : cpu::CpuKernels::kFast);
-  return s;
-}
-
 // ---- backends -----------------------------------------------------------------
-
-// Kernels compiled ahead of time for the CUDA backend (a plan's KERNELS
-// section, or compiled here with the GGUF); opaque without CUDA.
-struct Kernels {
-#ifdef VIBRANT_WITH_CUDA
-  std::optional<codegen::KernelBundle> bundle;
-#endif
-};
 
 struct Backend {
   std::string name;  // "CPU", "CUDA"
   std::unique_ptr<Executor> exec;
   std::string describe;  // Executor::Describe()
-  // Device memory the backend allocated (weights, KV caches, arena: all of
-  // it is allocated at creation, so this is also the peak); empty on the host.
+  // Device memory the backend allocated (weights, KV caches, arena, scratch:
+  // all of it is allocated at creation, so this is also the peak); empty on
+  // the host.
   std::optional<int64_t> device_bytes;
 };
 
-absl::StatusOr<Backend> CreateBackend(const std::string& device, const ir::Graph& graph,
-                                      const GgufFile& weights_file, int threads, bool graphs,
-                                      const Kernels& kernels) {
-  const GgufFile* file = &weights_file;
-  WeightResolver resolver =
-      [file](const std::string& source) -> absl::StatusOr<absl::Span<const uint8_t>> {
-    const GgufTensorInfo* t = file->FindTensor(source);
-    if (t == nullptr) {
-      return absl::NotFoundError(
-          absl::StrCat(file->path(), ": no tensor '", source, "', which the graph reads"));
-    }
-    return file->TensorData(*t);
-  };
+absl::StatusOr<Backend> MakeBackend(const Program& program, const GgufFile& weights_file, int threads) {
   Backend b;
-  if (device == "cpu") {
-    CpuExecutorOptions o;
-    o.threads = threads;
-    absl::StatusOr<std::unique_ptr<Executor>> exec = CreateCpuBackend(graph, std::move(resolver), o);
-    if (!exec.ok()) return exec.status();
-    b.name = "CPU";
-    b.exec = *std::move(exec);
-  } else {
+  BackendOptions o;
+  o.threads = threads;
+  absl::StatusOr<std::unique_ptr<Executor>> exec = CreateBackend(program, GgufWeights(weights_file), o);
+  if (!exec.ok()) return exec.status();
+  b.name = program.device == "cuda" ? "CUDA" : "CPU";
+  b.exec = *std::move(exec);
 #ifdef VIBRANT_WITH_CUDA
-    CudaExecutorOptions o;
-    o.cuda_graphs = graphs;
-    if (kernels.bundle) o.kernels = &*kernels.bundle;
-    absl::StatusOr<std::unique_ptr<CudaExecutor>> exec =
-        CudaExecutor::Create(graph, std::move(resolver), o);
-    if (!exec.ok()) return exec.status();
-    b.name = "CUDA";
-    b.device_bytes = (*exec)->weight_bytes() + (*exec)->kv_bytes() + (*exec)->arena_bytes() +
-                     (*exec)->scratch_bytes();
-    b.exec = *std::move(exec);
-#else
-    (void)graphs;
-    (void)kernels;
-    return absl::UnimplementedError(absl::StrCat(
-        "device '", device, "': this build of vibrant-bench has no CUDA backend (the CUDA "
-        "toolkit was not found at configure time)"));
+  if (auto* c = dynamic_cast<CudaExecutor*>(b.exec.get()); c != nullptr) b.device_bytes = c->device_bytes();
 #endif
-  }
   b.describe = b.exec->Describe();
   return b;
 }
-
-#ifdef VIBRANT_WITH_CUDA
-// The CUDA kernels for `graph`, compiled as `vibrantc compile --device cuda`
-// compiles them (for the GPU present, else the default architecture).
-absl::Status CompileCudaKernels(const ir::Graph& graph, Kernels* out) {
-  for (const ir::Op& op : graph.ops()) {
-    if (absl::Status st = codegen::CheckCudaSupportsOp(graph, op); !st.ok()) return st;
-  }
-  codegen::NvrtcOptions nv;
-  absl::StatusOr<CudaDeviceInfo> dev = QueryCudaDevice(0);
-  nv.arch = dev.ok() ? dev->arch : codegen::kDefaultCudaArch;
-  absl::StatusOr<codegen::KernelBundle> k = codegen::CompileCuda(
-      codegen::ModuleSource(codegen::KernelSetForGraph(graph)), codegen::kModuleName, nv);
-  if (!k.ok()) return k.status();
-  out->bundle = *std::move(k);
-  return absl::OkStatus();
-}
-#endif
 
 // ---- running the tests ----------------------------------------------------------
 
@@ -429,6 +361,7 @@ struct RunResult {
   int64_t peak_rss = -1;
   std::optional<int64_t> peak_device;
   std::vector<TestResult> tests;
+  std::optional<double> read_gbps;  // --mem-bw: host read bandwidth, GB/s
 };
 
 std::vector<int32_t> RandomTokens(int64_t n, int64_t n_vocab, uint32_t seed) {
@@ -514,6 +447,40 @@ bool IsPlan(const std::string& path) {
   return in.gcount() == 8 && std::equal(magic, magic + 8, kPlanMagic);
 }
 
+// Host memory read bandwidth with `threads` threads, GB/s: each thread sums
+// its slice of a 1 GiB buffer (8-byte loads, four independent sums); best of
+// 5 passes after one that faults the pages in.
+double MeasureReadBandwidth(int threads) {
+  const size_t bytes = size_t{1} << 30;
+  std::vector<uint64_t> buf(bytes / 8, 1);
+  std::vector<uint64_t> sums(threads);
+  double best = 0;
+  for (int pass = 0; pass < 6; ++pass) {
+    const auto t0 = Clock::now();
+    std::vector<std::thread> th;
+    for (int t = 0; t < threads; ++t) {
+      th.emplace_back([&, t] {
+        const size_t per = buf.size() / threads;
+        const uint64_t* p = buf.data() + t * per;
+        uint64_t a = 0, b = 0, c = 0, d = 0;
+        for (size_t i = 0; i + 4 <= per; i += 4) {
+          a += p[i];
+          b += p[i + 1];
+          c += p[i + 2];
+          d += p[i + 3];
+        }
+        sums[t] = a + b + c + d;
+      });
+    }
+    for (std::thread& t : th) t.join();
+    const double sec = Seconds(Clock::now() - t0);
+    if (pass > 0 && sec > 0) best = std::max(best, static_cast<double>(bytes) / sec / 1e9);
+  }
+  volatile uint64_t sink = 0;
+  for (uint64_t v : sums) sink = sink + v;
+  return best;
+}
+
 // Benchmarks one model at every thread count, appending to `out`.
 absl::Status BenchModel(const Args& a, const std::string& path, std::vector<RunResult>* out) {
   int64_t longest_prompt = 0, longest = 1;
@@ -524,11 +491,10 @@ absl::Status BenchModel(const Args& a, const std::string& path, std::vector<RunR
   ResetPeakRss();
   std::unique_ptr<PlanFile> plan;
   std::unique_ptr<GgufFile> gguf;
-  std::string graph_bytes;  // the compiled graph, serialized as in a plan
+  std::optional<Program> program;  // what the backends run
   std::optional<double> compile_s;
   std::string device = a.device.empty() ? "cpu" : a.device;
   ModelInfo info;
-  Kernels kernels;
 
   const auto t_load0 = Clock::now();
   if (IsPlan(path)) {
@@ -541,44 +507,35 @@ absl::Status BenchModel(const Args& a, const std::string& path, std::vector<RunR
                                                      plan_device, "', not '", a.device, "'"));
     }
     device = plan_device;
-    if (a.ctx_size > 0 || a.max_tokens > 0 || !a.fusion || a.exact) {
+    if (a.ctx_size > 0 || a.max_tokens > 0 || !a.fusion || !a.graphs || a.exact) {
       return absl::InvalidArgumentError(absl::StrCat(
-          path, ": --ctx-size, --max-tokens, --exact and --no-fusion apply when compiling a GGUF; "
+          path, ": --ctx-size, --max-tokens, --no-fusion, --no-graphs and --exact apply when "
+                "compiling a GGUF; "
                 "a plan is already compiled (recompile it with vibrantc compile)"));
     }
     absl::StatusOr<std::unique_ptr<GgufFile>> m = plan->OpenModel();
     if (!m.ok()) return m.status();
     gguf = *std::move(m);
     info = DescribeModel(*gguf, path, "plan");
-#ifdef VIBRANT_WITH_CUDA
-    if (device == "cuda" && !plan->kernels().empty()) {
-      absl::StatusOr<codegen::KernelBundle> b =
-          codegen::ParseKernelBundle(plan->kernels(), path + ": section KERNELS");
-      if (!b.ok()) return b.status();
-      kernels.bundle = *std::move(b);
-    }
-#endif
+    absl::StatusOr<Program> prog = LoadProgram(*plan);
+    if (!prog.ok()) return prog.status();
+    program = *std::move(prog);
   } else {
     const auto t0 = Clock::now();
     absl::StatusOr<std::unique_ptr<GgufFile>> m = GgufFile::Open(path);
     if (!m.ok()) return m.status();
     gguf = *std::move(m);
-    LowerOptions lo;
-    lo.n_ctx = a.ctx_size > 0 ? a.ctx_size : longest;
-    lo.max_tokens = a.max_tokens > 0 ? a.max_tokens : std::max<int64_t>(1, longest_prompt);
-    absl::StatusOr<ir::Graph> g = LowerGguf(*gguf, lo);
-    if (!g.ok()) return g.status();
-    if (absl::Status s = RunCompilerPasses(*g, device, a.fusion, a.exact); !s.ok()) return s;
-    if (absl::Status s = ir::Verify(*g); !s.ok()) {
-      return absl::InternalError(absl::StrCat(path, ": the compiled graph does not verify: ",
-                                              s.message()));
-    }
-    graph_bytes = ir::SerializeGraph(*g);
-#ifdef VIBRANT_WITH_CUDA
-    if (device == "cuda") {
-      if (absl::Status s = CompileCudaKernels(*g, &kernels); !s.ok()) return s;
-    }
-#endif
+    compiler::CompileOptions co;
+    co.device = device;
+    co.lower.n_ctx = a.ctx_size > 0 ? a.ctx_size : longest;
+    co.lower.max_tokens = a.max_tokens > 0 ? a.max_tokens : std::max<int64_t>(1, longest_prompt);
+    if (!a.fusion) co.pipeline.disabled.insert("fuse-elementwise");
+    co.cuda_graphs = a.graphs;
+    co.cpu_exact = a.exact;
+    absl::StatusOr<compiler::Compiled> c = compiler::CompileGguf(*gguf, co);
+    if (!c.ok()) return c.status();
+    for (const std::string& note : c->notes) std::fprintf(stderr, "%s\n", note.c_str());
+    program = compiler::ToProgram(*c);
     compile_s = Seconds(Clock::now() - t0);
     info = DescribeModel(*gguf, path, "gguf");
   }
@@ -591,14 +548,8 @@ absl::Status BenchModel(const Args& a, const std::string& path, std::vector<RunR
     r.threads = threads;
     r.compile_s = compile_s;
     const auto t0 = Clock::now();
-    absl::StatusOr<ir::Graph> graph =
-        plan != nullptr
-            ? plan->LoadGraph()
-            : ir::DeserializeGraph(absl::Span<const uint8_t>(
-                  reinterpret_cast<const uint8_t*>(graph_bytes.data()), graph_bytes.size()));
-    if (!graph.ok()) return graph.status();
-    absl::StatusOr<Backend> backend =
-        CreateBackend(device, *graph, *gguf, threads, a.graphs, kernels);
+    const ir::Graph* graph = &program->graph;
+    absl::StatusOr<Backend> backend = MakeBackend(*program, *gguf, threads);
     if (!backend.ok()) return backend.status();
     r.load_s = Seconds(Clock::now() - t0) + open_s;
     r.backend = backend->name;
@@ -616,6 +567,7 @@ absl::Status BenchModel(const Args& a, const std::string& path, std::vector<RunR
           r.n_ctx, " (compile it with a larger --ctx-size)"));
     }
     if (absl::Status s = RunTests(a, *backend, n_vocab, r.max_tokens, &r); !s.ok()) return s;
+    if (a.mem_bw && device == "cpu") r.read_gbps = MeasureReadBandwidth(threads);
     r.peak_rss = PeakRssBytes();
     r.peak_device = backend->device_bytes;
     out->push_back(std::move(r));
@@ -697,9 +649,16 @@ void PrintMarkdown(const std::vector<RunResult>& runs) {
     if (r.peak_device) absl::StrAppend(&line, ", peak device memory ", SizeString(*r.peak_device));
     for (const TestResult& t : r.tests) {
       if (t.n_gen > 0) {
+        const double gbps = r.model.decode_weight_bytes * t.ts.mean / 1e9;
         absl::StrAppend(&line, absl::StrFormat("; %s reads %s of weights per token = %.1f GB/s",
-                                               t.name, SizeString(r.model.decode_weight_bytes),
-                                               r.model.decode_weight_bytes * t.ts.mean / 1e9));
+                                               t.name, SizeString(r.model.decode_weight_bytes), gbps));
+        if (r.read_gbps && *r.read_gbps > 0) {
+          absl::StrAppend(&line, absl::StrFormat(
+                                     " = %.0f%% of the read bandwidth measured after it (%.1f GB/s, "
+                                     "%d threads: bound %.1f t/s)",
+                                     100.0 * gbps / *r.read_gbps, *r.read_gbps, r.threads,
+                                     *r.read_gbps * 1e9 / r.model.decode_weight_bytes));
+        }
       }
     }
     std::printf("%s\n", line.c_str());
@@ -741,6 +700,7 @@ std::string JsonDocument(const Args& a, const std::vector<RunResult>& runs) {
     j["load_s"] = r.load_s;
     j["peak_host_rss_bytes"] = r.peak_rss >= 0 ? Json(r.peak_rss) : Json(nullptr);
     j["peak_device_bytes"] = r.peak_device ? Json(*r.peak_device) : Json(nullptr);
+    j["host_read_gbps"] = r.read_gbps ? Json(*r.read_gbps) : Json(nullptr);
     Json tests = Json::array();
     for (const TestResult& t : r.tests) {
       std::vector<int64_t> ns;

@@ -27,8 +27,9 @@
 #include "runtime/cpu/executor.h"
 #include "runtime/plan.h"
 #include "runtime/sampler.h"
+#include "runtime/backends.h"
+#include "runtime/program.h"
 #ifdef VIBRANT_WITH_CUDA
-#include "codegen/kernel_bundle.h"
 #include "runtime/cuda/executor.h"
 #endif
 
@@ -208,15 +209,15 @@ absl::Status Run(const RunArgs& args, bool* verify_failed) {
   if (args.verify && device != "cuda") {
     return absl::InvalidArgumentError("--verify compares the GPU with the CPU: it needs a cuda plan");
   }
-  absl::StatusOr<ir::Graph> graph = (*plan)->LoadGraph();
-  if (!graph.ok()) return graph.status();
+  absl::StatusOr<Program> program = LoadProgram(**plan);
+  if (!program.ok()) return program.status();
+  const ir::Graph* graph = &program->graph;
   absl::StatusOr<std::unique_ptr<GgufFile>> model = (*plan)->OpenModel();
   if (!model.ok()) return model.status();
   absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = Tokenizer::FromGguf(**model);
   if (!tokenizer.ok()) return tokenizer.status();
   absl::StatusOr<Sampler> sampler = Sampler::Create(args.sampling);
   if (!sampler.ok()) return sampler.status();
-
   const int64_t n_ctx = MetaInt(*graph, "n_ctx");
   const int64_t n_vocab = MetaInt(*graph, "n_vocab");
   const int64_t max_tokens = graph->max_tokens;
@@ -240,39 +241,20 @@ absl::Status Run(const RunArgs& args, bool* verify_failed) {
         " tokens (compile with a larger --ctx-size, or shorten the prompt)"));
   }
 
-  const GgufFile* gguf = model->get();
-  WeightResolver weights =
-      [gguf](const std::string& source) -> absl::StatusOr<absl::Span<const uint8_t>> {
-    const GgufTensorInfo* t = gguf->FindTensor(source);
-    if (t == nullptr) {
-      return absl::NotFoundError(absl::StrCat(
-          gguf->path(), ": no tensor '", source, "', which the plan's graph reads"));
-    }
-    return gguf->TensorData(*t);
-  };
+  WeightResolver weights = GgufWeights(**model);
   absl::StatusOr<std::unique_ptr<Executor>> exec;
   // Set for --verify: steps that run op by op against the CPU reference.
   std::function<absl::StatusOr<absl::Span<const float>>(absl::Span<const int32_t>, int32_t)>
       verify_step;
   int verify_failures = 0;
   if (device == "cpu") {
-    CpuExecutorOptions exec_opts;
-    exec_opts.threads = args.threads;
-    exec = CreateCpuBackend(*graph, std::move(weights), exec_opts);
+    BackendOptions bo;
+    bo.threads = args.threads;
+    exec = CreateBackend(*program, std::move(weights), bo);
   }
 #ifdef VIBRANT_WITH_CUDA
-  std::optional<codegen::KernelBundle> bundle;
   if (device == "cuda") {
-    CudaExecutorOptions cuda_opts;
-    if (!(*plan)->kernels().empty()) {
-      absl::StatusOr<codegen::KernelBundle> b =
-          codegen::ParseKernelBundle((*plan)->kernels(), args.plan + ": section KERNELS");
-      if (!b.ok()) return b.status();
-      bundle = *std::move(b);
-      cuda_opts.kernels = &*bundle;
-    }
-    absl::StatusOr<std::unique_ptr<CudaExecutor>> cuda =
-        CudaExecutor::Create(*graph, std::move(weights), cuda_opts);
+    absl::StatusOr<std::unique_ptr<CudaExecutor>> cuda = CudaExecutor::Create(*program, std::move(weights));
     if (!cuda.ok()) return cuda.status();
     std::fprintf(stderr, "vibrant-run: %s\n", (*cuda)->Describe().c_str());
     if (args.verify) {
