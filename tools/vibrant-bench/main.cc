@@ -567,8 +567,8 @@ absl::Status BenchModel(const Args& a, const std::string& path, std::vector<RunR
           r.n_ctx, " (compile it with a larger --ctx-size)"));
     }
     if (absl::Status s = RunTests(a, *backend, n_vocab, r.max_tokens, &r); !s.ok()) return s;
-    if (a.mem_bw && device == "cpu") r.read_gbps = MeasureReadBandwidth(threads);
     r.peak_rss = PeakRssBytes();
+    if (a.mem_bw && device == "cpu") r.read_gbps = MeasureReadBandwidth(threads);
     r.peak_device = backend->device_bytes;
     out->push_back(std::move(r));
   }
