@@ -71,7 +71,7 @@ absl::Status QuantizeActivations(ActivationFormat f, const float* x, int64_t T, 
 // The fast matmul on activations already rounded by QuantizeActivations with
 // ActivationFormatFor(wtype) (rows of ActivationRowBytes bytes):
 // out[t, n] = the sum above (+ bias[n]) for t < T, n < N; out is [T, N].
-// Parallel over tiles of 8 rows x up to 16 tokens. Fails if K is not a whole
+// Parallel over tiles of 8 rows x up to 32 tokens. Fails if K is not a whole
 // number of the weight's blocks.
 absl::Status MatMulQuantized(ThreadPool* pool, const uint8_t* xq, int64_t T, int64_t K,
                              DType wtype, const void* w, int64_t N, const float* bias,
