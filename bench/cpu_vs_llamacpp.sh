@@ -8,7 +8,8 @@
 #        [--rounds K] [--isa avx2|avx512|portable] [--exact] [--mem-bw] MODEL.gguf...
 #
 # llama.cpp comes from ../shared/peers/llama.cpp-cpu-x86.tar.xz (built for the
-# development machines' CPUs), unpacked once into /tmp/llama.cpp-cpu-x86.
+# development machines' CPUs; $LLAMA_CPU_TARBALL elsewhere), unpacked once into
+# /tmp/llama.cpp-cpu-x86.
 # Without --exact, --isa or with --isa both, each round also runs vibrant-bench
 # capped at AVX2 (VIBRANT_CPU_ISA=avx2), the instruction set llama.cpp's build
 # uses, when the machine has AVX-512.
@@ -43,7 +44,7 @@ while [[ $# -gt 0 ]]; do
 done
 [[ ${#models[@]} -gt 0 ]] || { echo "no model given" >&2; exit 2; }
 
-peers="$here/../shared/peers/llama.cpp-cpu-x86.tar.xz"
+peers="${LLAMA_CPU_TARBALL:-$here/../shared/peers/llama.cpp-cpu-x86.tar.xz}"
 llama=/tmp/llama.cpp-cpu-x86
 if [[ ! -x "$llama/llama-bench" ]]; then
   tar -xJf "$peers" -C /tmp
