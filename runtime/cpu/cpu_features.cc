@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -49,6 +50,10 @@ int CapFromEnv() {
   const std::string s(v);
   if (s == "portable" || s == "scalar") return static_cast<int>(Isa::kPortable);
   if (s == "avx2") return static_cast<int>(Isa::kAvx2);
+  if (s != "avx512" && !s.empty()) {
+    std::fprintf(stderr, "vibrant: VIBRANT_CPU_ISA=%s is not portable, avx2 or avx512; ignored\n",
+                 s.c_str());
+  }
   return static_cast<int>(Isa::kAvx512);
 }
 
