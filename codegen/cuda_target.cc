@@ -87,6 +87,7 @@ TExpr GridFor(TExpr n, int threads) { return CeilDiv(n, threads, 1, 8192); }
 
 // Lowering state: the graph, the options, and where values live.
 struct Env {
+  Env(const Graph& graph, const CudaTargetOptions& options) : g(graph), opts(options) {}
   const Graph& g;
   const CudaTargetOptions& opts;
   bool dry = true;                  // names only (select-kernels)
@@ -422,12 +423,12 @@ absl::Status Lowering::Run() {
   }
   if (n == "elementwise") {
     const TExpr elems = ElemsRule(g_, op_.inputs[0]);
-    if (op_.kind == OpKind::kSilu) {
-      Launch& l = Kernel("vb_silu", GridFor(elems, kElementwiseThreads), kElementwiseThreads);
+    const std::string kernel = ElementwiseKernelName(op_.kind);
+    if (ir::GetOpInfo(op_.kind).scalar.binary == nullptr) {
+      Launch& l = Kernel(kernel, GridFor(elems, kElementwiseThreads), kElementwiseThreads);
       l.args = {Arg::Ptr(V(op_.inputs[0])), Arg::Ptr(V(o)), Arg::I64(elems)};
     } else {
-      Launch& l = Kernel(op_.kind == OpKind::kAdd ? "vb_add" : "vb_mul", GridFor(elems, kElementwiseThreads),
-                         kElementwiseThreads);
+      Launch& l = Kernel(kernel, GridFor(elems, kElementwiseThreads), kElementwiseThreads);
       l.args = {Arg::Ptr(V(op_.inputs[0])), Arg::Ptr(V(op_.inputs[1])), Arg::Ptr(V(o)), Arg::I64(elems),
                 Arg::I64(ElemsRule(g_, op_.inputs[1]))};
     }
@@ -519,6 +520,7 @@ absl::StatusOr<std::vector<KernelVariant>> Variants(const Graph& g, int index, c
     return std::vector<KernelVariant>{v};
   };
   if (absl::Status s = CheckCudaSupportsOp(g, op); !s.ok()) return s;
+  if (ir::GetOpInfo(op.kind).elementwise) return one("elementwise");
   switch (op.kind) {
     case OpKind::kEmbedding: return one("embedding");
     case OpKind::kMatMul:
@@ -603,7 +605,7 @@ bool CudaTarget::MatvecQ8Supports(DType t) const { return codegen::MatvecQ8Suppo
 absl::StatusOr<std::vector<KernelVariant>> CudaTarget::SelectKernels(const Graph& g, int index) const {
   absl::StatusOr<std::vector<KernelVariant>> vs = Variants(g, index, opts_);
   if (!vs.ok()) return vs.status();
-  Env env{g, opts_};
+  Env env(g, opts_);
   for (KernelVariant& v : *vs) {
     std::vector<Launch> ls;
     if (absl::Status s = Lowering(env, index, v, &ls).Run(); !s.ok()) return s;
@@ -617,7 +619,7 @@ absl::StatusOr<dispatch::Table> LowerDispatch(const Graph& g, const CudaTargetOp
   t.max_tokens = g.max_tokens;
   t.graph_max_tokens = opts.cuda_graphs ? 1 : 0;
   t.pdl = opts.pdl;
-  Env env{g, opts};
+  Env env(g, opts);
   env.dry = false;
   const ValueId nv = static_cast<ValueId>(g.values().size());
   auto it = g.memory.find(ir::Device::kCuda);

@@ -113,6 +113,7 @@ absl::Status CheckCudaSupportsOp(const Graph& g, const Op& op) {
         absl::StrCat("CUDA backend: ", OpDesc(g, op), ": ", why));
   };
   auto dtype = [&](size_t i) { return g.value(op.inputs[i]).dtype; };
+  if (ir::GetOpInfo(op.kind).elementwise) return absl::OkStatus();  // generated from the registry
   switch (op.kind) {
     case OpKind::kEmbedding:
     case OpKind::kMatMul: {

@@ -29,6 +29,12 @@ constexpr AttrSpec kRopeAttrs[] = {{"freq_base", AttrType::kFloat, true},
 constexpr AttrSpec kAttentionAttrs[] = {{"scale", AttrType::kFloat, true}};
 constexpr AttrSpec kMultiMatMulAttrs[] = {{"bias", AttrType::kIntList, true}};
 
+// Scalar semantics of the elementwise ops (OpInfo::scalar). silu is ggml's
+// x / (1 + e^-x).
+float AddFn(float a, float b) { return a + b; }
+float MulFn(float a, float b) { return a * b; }
+float SiluFn(float x) { return x / (1.0f + expf(-x)); }
+
 #define VB_ATTRS(a) a, static_cast<int>(std::size(a))
 #define VB_NO_ATTRS nullptr, 0
 
@@ -42,11 +48,11 @@ constexpr OpInfo kOps[] = {
     {OpKind::kRmsNorm, "rms_norm", 1, 1, 1, VB_ATTRS(kRmsNormAttrs), FusionRole::kRowReduce,
      InPlaceRule::kNone, false, false},
     {OpKind::kAdd, "add", 2, 2, 1, VB_NO_ATTRS, FusionRole::kElementwise,
-     InPlaceRule::kReuseDyingInput, false, true},
+     InPlaceRule::kReuseDyingInput, false, true, {nullptr, AddFn, "__fadd_rn($a, $b)"}},
     {OpKind::kMul, "mul", 2, 2, 1, VB_NO_ATTRS, FusionRole::kElementwise,
-     InPlaceRule::kReuseDyingInput, false, true},
+     InPlaceRule::kReuseDyingInput, false, true, {nullptr, MulFn, "__fmul_rn($a, $b)"}},
     {OpKind::kSilu, "silu", 1, 1, 1, VB_NO_ATTRS, FusionRole::kElementwise,
-     InPlaceRule::kReuseDyingInput, false, true},
+     InPlaceRule::kReuseDyingInput, false, true, {SiluFn, nullptr, "$x / __fadd_rn(1.0f, expf(-$x))"}},
     {OpKind::kReshape, "reshape", 1, 1, 1, VB_ATTRS(kReshapeAttrs), FusionRole::kView,
      InPlaceRule::kViewOfInput0, false, false},
     {OpKind::kRope, "rope", 2, 3, 1, VB_ATTRS(kRopeAttrs), FusionRole::kPairRotate,

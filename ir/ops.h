@@ -141,6 +141,17 @@ enum class InPlaceRule : uint8_t {
   kUpdatesInput1,  // input 1 updated in place (kv_store: aliases the cache)
 };
 
+// An elementwise op's value, element by element, defined once: the CPU
+// backend applies `unary` / `binary` (b broadcast over a), and codegen uses
+// `cuda`, an expression in $x (unary) or $a and $b (binary) with the same
+// float operations (no contraction: __fadd_rn / __fmul_rn), so the GPU gives
+// the CPU's bits.
+struct ScalarFn {
+  float (*unary)(float) = nullptr;
+  float (*binary)(float, float) = nullptr;
+  std::string_view cuda;
+};
+
 struct OpInfo {
   OpKind kind;
   std::string_view name;  // text-format name, e.g. "rms_norm"
@@ -156,6 +167,8 @@ struct OpInfo {
   bool side_effects;  // kept by dead-code elimination (kv_store)
   // Shorthand: fusion == kElementwise (add, mul, silu).
   bool elementwise;
+  // Elementwise ops: their scalar function (others: empty).
+  ScalarFn scalar = {};
 };
 
 

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "ir/dtype.h"
+#include "ir/ops.h"
 
 namespace vibrant::codegen {
 
@@ -105,11 +106,12 @@ std::string EmbeddingKernelName(DType t);
 std::string NormSource();
 inline constexpr int kNormThreads = 256;
 
-// add / mul (suffix broadcast) and silu, grid-stride:
-//   vb_add(const float* a, const float* b, float* out, i64 n, i64 nb)
-//   vb_mul(...same...)
-//   vb_silu(const float* x, float* out, i64 n)
+// Every elementwise op of the registry (ir/ops.h: OpInfo::scalar), grid-stride:
+//   binary (add, mul): vb_<op>(const float* a, const float* b, float* out, i64 n, i64 nb)
+//     (b broadcast: b[i % nb]);
+//   unary (silu):      vb_<op>(const float* x, float* out, i64 n).
 std::string ElementwiseSource();
+std::string ElementwiseKernelName(ir::OpKind kind);
 inline constexpr int kElementwiseThreads = 256;
 
 // rope: vb_rope(const float* x, const int* pos, const float* freq_factors or

@@ -158,10 +158,16 @@ class FusedGen {
       const Op& bop = b.ops()[i];
       const ValueId out = bop.outputs[0];
       if (!IsRowShape(out)) return Unsupported("a body value that is not a row value");
-      switch (bop.kind) {
-        case OpKind::kAdd:
-        case OpKind::kMul: {
-          if (bop.inputs.size() != 2) return Unsupported("add/mul arity");
+      const ir::OpInfo& info = ir::GetOpInfo(bop.kind);
+      if (info.elementwise && info.scalar.unary != nullptr) {  // unary elementwise (silu, ...)
+        if (bop.inputs.size() != 1) return Unsupported("unary arity");
+        if (absl::Status s = Row(bop.inputs[0]); !s.ok()) return s;
+        continue;
+      }
+      const bool binary = info.elementwise && info.scalar.binary != nullptr;
+      switch (binary ? OpKind::kAdd : bop.kind) {
+        case OpKind::kAdd: {  // every binary elementwise op (add, mul, ...)
+          if (bop.inputs.size() != 2) return Unsupported("binary arity");
           if (absl::Status s = Row(bop.inputs[0]); !s.ok()) return s;
           const ValueId bb = bop.inputs[1];
           if (val(bb).shape.size() < val(bop.inputs[0]).shape.size()) {
@@ -180,9 +186,8 @@ class FusedGen {
           }
           break;
         }
-        case OpKind::kSilu:
         case OpKind::kReshape:
-          if (bop.inputs.size() != 1) return Unsupported("silu/reshape arity");
+          if (bop.inputs.size() != 1) return Unsupported("reshape arity");
           if (absl::Status s = Row(bop.inputs[0]); !s.ok()) return s;
           break;
         case OpKind::kRmsNorm: {
@@ -307,14 +312,15 @@ class FusedGen {
       if (given.count(v)) {
         expr = given.at(v);
       } else {
-        switch (bop.kind) {
-          case OpKind::kAdd: expr = absl::StrCat("__fadd_rn(", arg(0), ", ", arg(1), ")"); break;
-          case OpKind::kMul: expr = absl::StrCat("__fmul_rn(", arg(0), ", ", arg(1), ")"); break;
-          case OpKind::kSilu:
-            expr = absl::StrCat(arg(0), " / __fadd_rn(1.0f, expf(-", arg(0), "))");
-            break;
-          case OpKind::kReshape: expr = arg(0); break;
-          default: expr = "VB_FUSED_INTERNAL_ERROR"; break;  // never: couplings are given
+        const ir::ScalarFn& fn = ir::GetOpInfo(bop.kind).scalar;
+        if (bop.kind == OpKind::kReshape) {
+          expr = arg(0);
+        } else if (!fn.cuda.empty()) {  // an elementwise op: the registry's expression
+          const std::string text(fn.cuda.data(), fn.cuda.size());
+          expr = fn.binary != nullptr ? absl::StrReplaceAll(text, {{"$a", arg(0)}, {"$b", arg(1)}})
+                                      : absl::StrReplaceAll(text, {{"$x", arg(0)}});
+        } else {
+          expr = "VB_FUSED_INTERNAL_ERROR";  // never: couplings are given
         }
       }
       absl::StrAppend(&out, ind, "const float ", name, " = ", expr, ";\n");

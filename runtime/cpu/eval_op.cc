@@ -52,6 +52,15 @@ absl::Status EvalOp(const Graph& g, const Op& op, const std::vector<const uint8_
   auto I = [&](size_t i) { return reinterpret_cast<const int32_t*>(in[i]); };
   auto E = [&](ValueId v) { return Elems(g, v, T); };
   float* out = outs.empty() ? nullptr : reinterpret_cast<float*>(outs[0].data());
+  if (const ir::OpInfo& info = ir::GetOpInfo(op.kind);
+      info.elementwise && op.kind != OpKind::kAdd && op.kind != OpKind::kMul && op.kind != OpKind::kSilu) {
+    if (info.scalar.unary != nullptr) {
+      Unary(info.scalar.unary, F(0), E(op.inputs[0]), out);
+    } else {
+      Binary(info.scalar.binary, F(0), E(op.inputs[0]), F(1), E(op.inputs[1]), out);
+    }
+    return absl::OkStatus();
+  }
   switch (op.kind) {
     case OpKind::kEmbedding: {
       const Value& t = g.value(op.inputs[0]);

@@ -199,7 +199,15 @@ absl::Status CheckOp(const Graph& g, const Op& op, bool in_body) {
     if (!_s.ok()) return _s;              \
   } while (0)
 
-  switch (op.kind) {
+  const ir::ScalarFn& scalar = ir::GetOpInfo(op.kind).scalar;
+  if (ir::GetOpInfo(op.kind).elementwise && scalar.unary != nullptr) {  // unary elementwise
+    VIBRANT_RETURN_IF_ERROR(n_in(1, 1));
+    VIBRANT_RETURN_IF_ERROR(f32_in(op.inputs[0]));
+    VIBRANT_RETURN_IF_ERROR(f32_out());
+    if (!same_count(op.outputs[0], op.inputs[0], 1, 1)) return err("output size != input size");
+    return absl::OkStatus();
+  }
+  switch (ir::GetOpInfo(op.kind).elementwise && scalar.binary != nullptr ? OpKind::kAdd : op.kind) {
     case OpKind::kEmbedding: {
       VIBRANT_RETURN_IF_ERROR(n_in(2, 2));
       if (in_body) return err("not allowed in a fused body");
@@ -504,6 +512,18 @@ absl::Status RunBodyOp(const Graph& g, const Op& op, const std::vector<uint8_t*>
   auto num = [&](const char* key, double dflt) { return NumberAttr(op, key, false, dflt).value_or(dflt); };
   const ValueId out = op.outputs[0];
   const int64_t elems = n * row_len;
+  if (const ir::OpInfo& info = ir::GetOpInfo(op.kind);
+      info.elementwise && op.kind != OpKind::kAdd && op.kind != OpKind::kMul && op.kind != OpKind::kSilu) {
+    // Other elementwise ops: the registry's scalar function.
+    if (info.scalar.unary != nullptr) {
+      cpu::Unary(info.scalar.unary, F(op.inputs[0]), elems, F(out));
+    } else {
+      const ValueId a = op.inputs[0], b = op.inputs[1];
+      const int64_t n_b = g.value(b).shape == g.value(a).shape ? elems : Elems(g, b, 1);
+      cpu::Binary(info.scalar.binary, F(a), elems, F(b), n_b, F(out));
+    }
+    return absl::OkStatus();
+  }
   switch (op.kind) {
     case OpKind::kAdd:
     case OpKind::kMul: {
@@ -947,6 +967,16 @@ absl::Status CpuExecutor::Impl::RunOp(BoundGraph& b, int op_index, int64_t T) {
   auto E = [&](ValueId v) { return ir::NumElements(g.value(v).shape, T); };
   auto num = [&](const char* key, double dflt) { return NumberAttr(op, key, false, dflt).value_or(dflt); };
   const ValueId out = op.outputs.empty() ? -1 : op.outputs[0];
+  if (const ir::OpInfo& info = ir::GetOpInfo(op.kind);
+      info.elementwise && op.kind != OpKind::kAdd && op.kind != OpKind::kMul && op.kind != OpKind::kSilu) {
+    // Other elementwise ops: the registry's scalar function.
+    if (info.scalar.unary != nullptr) {
+      cpu::Unary(info.scalar.unary, F(op.inputs[0]), E(op.inputs[0]), F(out));
+    } else {
+      cpu::Binary(info.scalar.binary, F(op.inputs[0]), E(op.inputs[0]), F(op.inputs[1]), E(op.inputs[1]), F(out));
+    }
+    return absl::OkStatus();
+  }
   switch (op.kind) {
     case OpKind::kEmbedding: {
       const Value& table = g.value(op.inputs[0]);

@@ -105,6 +105,16 @@ void Mul(const float* a, int64_t n_a, const float* b, int64_t n_b, float* out) {
   }
 }
 
+void Unary(float (*f)(float), const float* x, int64_t n, float* out) {
+  for (int64_t i = 0; i < n; ++i) out[i] = f(x[i]);
+}
+
+void Binary(float (*f)(float, float), const float* a, int64_t n_a, const float* b, int64_t n_b, float* out) {
+  for (int64_t i0 = 0; i0 < n_a; i0 += n_b) {
+    for (int64_t j = 0; j < n_b; ++j) out[i0 + j] = f(a[i0 + j], b[j]);
+  }
+}
+
 void Silu(const float* x, int64_t n, float* out) {
   for (int64_t i = 0; i < n; ++i) out[i] = x[i] / (1.0f + expf(-x[i]));
 }

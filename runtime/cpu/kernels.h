@@ -43,6 +43,11 @@ void RmsNorm(const float* x, int64_t rows, int64_t D, float eps, float* out);
 // add / mul with suffix broadcast: out[i] = a[i] op b[i % n_b], i < n_a;
 // n_a must be a multiple of n_b. out may alias a or b.
 void Add(const float* a, int64_t n_a, const float* b, int64_t n_b, float* out);
+
+// Any elementwise op by its registry function (ir/ops.h, OpInfo::scalar):
+// out[i] = f(x[i]), or f(a[i], b[i % n_b]). out may alias an input.
+void Unary(float (*f)(float), const float* x, int64_t n, float* out);
+void Binary(float (*f)(float, float), const float* a, int64_t n_a, const float* b, int64_t n_b, float* out);
 void Mul(const float* a, int64_t n_a, const float* b, int64_t n_b, float* out);
 
 // silu: out = x / (1.0f + expf(-x)) (ggml's form of x * sigmoid(x)).

@@ -1,4 +1,6 @@
 // vibrantc compile: GGUF -> IR -> passes -> verified graph -> plan.bin.
+#include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <iostream>
 #include <map>
@@ -15,6 +17,7 @@
 #include "compiler/compiler.h"
 #include "ir/graph.h"
 #include "passes/stats.h"
+#include "runtime/dispatch.h"
 #include "runtime/plan.h"
 #include "tools/vibrantc/commands.h"
 
@@ -32,13 +35,17 @@ constexpr char kCompileUsage[] =
     "  --max-tokens N         tokens per step; longer prompts are prefilled in chunks\n"
     "                         of N (default 512)\n"
     "  --kv-type f16|f32      KV cache element type (default f16, as llama.cpp)\n"
+    "  --gemm-min-rows N      cuda: matmuls of at least N token rows run as cuBLASLt GEMMs\n"
+    "                         (default 32; 0 = never, the plan then needs no libcublasLt)\n"
+    "  --no-cuda-graphs       cuda: launch decode steps kernel by kernel, not as a CUDA graph\n"
     "  --all-logits           output logits for every token of a step, not just the last\n"
     "  --exact                CPU ops run the exact reference kernels (f32 activations),\n"
     "                         not the fast ones (8-bit activations, SIMD; the default)\n"
     "  --embed-weights        copy the GGUF into the plan (self-contained); by default\n"
     "                         the plan references the GGUF by absolute path and fingerprint\n"
     "passes (passes/pass.h; the default pipeline is dce, assign-devices,\n"
-    "fuse-elementwise, dce, repack-weights, plan-memory):\n"
+    "fuse-elementwise, combine-matmuls, quantize-activations, dce, repack-weights,\n"
+    "select-kernels, plan-memory):\n"
     "  --print-ir-after-all   print the IR after every pass (to stderr)\n"
     "  --print-ir-after=PASS  print the IR after PASS (repeatable)\n"
     "  --time-passes          print each pass's time (to stderr)\n"
@@ -63,6 +70,8 @@ struct CompileArgs {
   passes::PipelineOptions pipeline;
   bool explain_devices = false;
   std::string shapes;  // --shapes SPEC
+  int64_t gemm_min_rows = 32;
+  bool cuda_graphs = true;
 };
 
 // --shapes SPEC: "arch=qwen2,n_layer=36,..." (see the usage).
@@ -143,6 +152,10 @@ bool ParseCompileArgs(const std::vector<std::string>& args, CompileArgs* out) {
       if (!int_value(&out->lower.n_ctx, 0)) return false;
     } else if (a == "--max-tokens") {
       if (!int_value(&out->lower.max_tokens, 1)) return false;
+    } else if (a == "--gemm-min-rows") {
+      if (!int_value(&out->gemm_min_rows, 0)) return false;
+    } else if (a == "--no-cuda-graphs") {
+      out->cuda_graphs = false;
     } else if (a == "--kv-type") {
       std::string t;
       if (!value(&t)) return usage_error(a + " needs a value");
@@ -205,6 +218,8 @@ compiler::CompileOptions ToCompileOptions(const CompileArgs& a, const std::strin
   o.explain_devices = a.explain_devices;
   o.log = &std::cerr;
   o.cpu_exact = a.exact;
+  o.gemm_min_rows = static_cast<int>(std::min<int64_t>(a.gemm_min_rows, INT32_MAX));
+  o.cuda_graphs = a.cuda_graphs;
   return o;
 }
 
@@ -221,6 +236,21 @@ void PrintPassReport(const compiler::Compiled& r) {
               a.kernels);
   if (a.copies > 0) std::printf(" (+%d copies)", a.copies);
   std::printf("\n");
+  if (r.dispatch_table) {
+    // The plan's launches (the IR's kernels[...] lists): what a step enqueues.
+    auto count = [&](int64_t T) {
+      int kernels = 0, gemms = 0, copies = 0;
+      for (const dispatch::Launch* l : dispatch::LaunchesFor(*r.dispatch_table, T)) {
+        kernels += l->kind == dispatch::LaunchKind::kKernel;
+        gemms += l->kind == dispatch::LaunchKind::kGemm;
+        copies += l->kind == dispatch::LaunchKind::kCopy;
+      }
+      return absl::StrCat(kernels, " kernels", gemms ? absl::StrCat(" + ", gemms, " cuBLASLt GEMMs") : "",
+                          copies ? absl::StrCat(" + ", copies, " device copies") : "");
+    };
+    std::printf("launches: decode step (T=1) %s; T=%lld %s\n", count(1).c_str(),
+                static_cast<long long>(g.max_tokens), count(g.max_tokens).c_str());
+  }
   if (g.memory.empty()) return;
   std::string per_device;
   for (const auto& [device, mem] : g.memory) {
