@@ -10,6 +10,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "codegen/kernel_source.h"
+#include "codegen/kernels/attention_mma.h"
 #include "codegen/kernels/families.h"
 
 namespace vibrant::codegen {
@@ -185,6 +186,8 @@ class Lowering {
   absl::Status Gemm();
   absl::Status Fused();
   absl::Status Attention();
+  absl::Status FlashDecode();
+  absl::Status FlashPrefill();
 
   Env& env_;
   const Graph& g_;
@@ -379,10 +382,55 @@ absl::Status Lowering::Attention() {
             Arg::I32(TExpr::Const(C)),
             Arg::F32(static_cast<float>(NumberAttr(op_, "scale", 1.0))),
             Arg::I32(TExpr::Const(n_split)),
-            Arg::I32(TExpr::Const(chunk))};
+            Arg::I32(TExpr::Const(chunk)),
+            Arg::I32(TExpr::Const(static_cast<int64_t>(NumberAttr(op_, "window", 0))))};
   Launch& c = Kernel("vb_attn_combine", CeilDiv(Mul(rows, H), 1), kAttnThreads);
   c.args = {Arg::Ptr(part), Arg::Ptr(V(op_.outputs[0])), Arg::I32(TExpr::Const(hd)),
             Arg::I32(TExpr::Const(n_split))};
+  return absl::OkStatus();
+}
+
+// Flash decoding (attention_mma.h): attn over (split, KV head, 16 query rows)
+// blocks, then the combine of the used splits; n_split fixed by the variant.
+absl::Status Lowering::FlashDecode() {
+  const Shape& qs = g_.value(op_.inputs[0]).shape;
+  const Value& k = g_.value(op_.inputs[1]);
+  const Value& v = g_.value(op_.inputs[2]);
+  const int64_t H = qs[1], hd = qs[2], KVH = k.shape[1], C = k.shape[0], G = H / KVH;
+  const TExpr rows = Div(ElemsRule(g_, op_.inputs[0]), H * hd);
+  const int64_t n_split = IntParam(v_, "n_split", 1);
+  if (n_split < 1 || n_split > kAttnDecMaxSplits) return Unsupported(absl::StrCat("n_split ", n_split));
+  const AttnConfig cfg{k.dtype, v.dtype, static_cast<int>(hd)};
+  const BufRef part = env_.Scratch(0, Mul(rows, H * n_split * (hd + 2) * 4));
+  Launch& a = Kernel(AttnDecodeKernelName(cfg), TExpr::Const(n_split), kAttnDecWarps * 32,
+                     TExpr::Const(KVH));
+  a.grid[2] = CeilDiv(Mul(rows, G), kAttnDecRows, 1, 65535);
+  const float scale = static_cast<float>(NumberAttr(op_, "scale", 1.0));
+  a.args = {Arg::Ptr(V(op_.inputs[0])), Arg::Ptr(V(op_.inputs[1])), Arg::Ptr(V(op_.inputs[2])),
+            Arg::Ptr(V(op_.inputs[3])), Arg::Ptr(part), Arg::I32(rows), Arg::I32(TExpr::Const(H)),
+            Arg::I32(TExpr::Const(KVH)), Arg::I32(TExpr::Const(C)), Arg::F32(scale),
+            Arg::I32(TExpr::Const(n_split))};
+  Launch& c = Kernel(kAttnDecodeCombineKernel, CeilDiv(Mul(rows, H), 1), 128, TExpr::Const((hd + 31) / 32));
+  c.args = {Arg::Ptr(part), Arg::Ptr(V(op_.inputs[3])), Arg::Ptr(V(op_.outputs[0])), Arg::I32(rows),
+            Arg::I32(TExpr::Const(H)), Arg::I32(TExpr::Const(hd)), Arg::I32(TExpr::Const(C)),
+            Arg::I32(TExpr::Const(n_split))};
+  return absl::OkStatus();
+}
+
+// Flash attention for prompts: blocks of 64 query rows of one KV head.
+absl::Status Lowering::FlashPrefill() {
+  const Shape& qs = g_.value(op_.inputs[0]).shape;
+  const Value& k = g_.value(op_.inputs[1]);
+  const Value& v = g_.value(op_.inputs[2]);
+  const int64_t H = qs[1], hd = qs[2], KVH = k.shape[1], C = k.shape[0], G = H / KVH;
+  const TExpr rows = Div(ElemsRule(g_, op_.inputs[0]), H * hd);
+  const AttnConfig cfg{k.dtype, v.dtype, static_cast<int>(hd)};
+  Launch& a = Kernel(AttnPrefillKernelName(cfg), CeilDiv(Mul(rows, G), kAttnPreRows, 1, INT32_MAX),
+                     kAttnPreWarps * 32, TExpr::Const(KVH));
+  a.args = {Arg::Ptr(V(op_.inputs[0])), Arg::Ptr(V(op_.inputs[1])), Arg::Ptr(V(op_.inputs[2])),
+            Arg::Ptr(V(op_.inputs[3])), Arg::Ptr(V(op_.outputs[0])), Arg::I32(rows),
+            Arg::I32(TExpr::Const(H)), Arg::I32(TExpr::Const(KVH)), Arg::I32(TExpr::Const(C)),
+            Arg::F32(static_cast<float>(NumberAttr(op_, "scale", 1.0)))};
   return absl::OkStatus();
 }
 
@@ -396,6 +444,8 @@ absl::Status Lowering::Run() {
   if (n == "gemm.cublaslt") return Gemm();
   if (n == "fused") return Fused();
   if (n == "attention.split") return Attention();
+  if (n == "attention.flash_decode") return FlashDecode();
+  if (n == "attention.flash_prefill") return FlashPrefill();
   if (n == "embedding") {
     const Value& table = g_.value(op_.inputs[0]);
     const int64_t n_rows = table.shape[0], dim = table.shape[1];
@@ -459,10 +509,75 @@ absl::Status Lowering::Run() {
     const Value& c = g_.value(op_.inputs[1]);
     const int64_t row = c.shape[1] * c.shape[2];
     const TExpr elems = ElemsRule(g_, op_.inputs[0]);
+    if (c.dtype == DType::kQ8_0) {  // one warp per block of 32 (kv_store.cc)
+      Launch& l = Kernel("vb_kv_store_q8_0", CeilDiv(Div(elems, 32), kKvStoreThreads / 32, 1, 8192),
+                         kKvStoreThreads);
+      l.args = {Arg::Ptr(V(op_.inputs[0])), Arg::Ptr(V(op_.inputs[2])), Arg::Ptr(V(op_.inputs[1])),
+                Arg::I64(Div(elems, row)), Arg::I32(TExpr::Const(row)), Arg::I32(TExpr::Const(c.shape[0]))};
+      return absl::OkStatus();
+    }
     Launch& l = Kernel(c.dtype == DType::kF16 ? "vb_kv_store_f16" : "vb_kv_store_f32",
                        GridFor(elems, kKvStoreThreads), kKvStoreThreads);
     l.args = {Arg::Ptr(V(op_.inputs[0])), Arg::Ptr(V(op_.inputs[2])), Arg::Ptr(V(op_.inputs[1])),
               Arg::I64(Div(elems, row)), Arg::I32(TExpr::Const(row)), Arg::I32(TExpr::Const(c.shape[0]))};
+    return absl::OkStatus();
+  }
+  if (n == "scale") {
+    const TExpr elems = ElemsRule(g_, op_.inputs[0]);
+    Launch& l = Kernel("vb_scale", GridFor(elems, kElementwiseThreads), kElementwiseThreads);
+    l.args = {Arg::Ptr(V(op_.inputs[0])), Arg::Ptr(V(o)), Arg::I64(elems),
+              Arg::F32(static_cast<float>(NumberAttr(op_, "scale", 1.0)))};
+    return absl::OkStatus();
+  }
+  if (n == "moe_topk" || n == "moe_weights") {
+    const int64_t E = g_.value(op_.inputs[0]).shape[1];
+    const ValueId ids = n == "moe_topk" ? o : op_.inputs[1];
+    const int64_t k = g_.value(ids).shape[1];
+    const TExpr tokens = Div(ElemsRule(g_, op_.inputs[0]), E);
+    Launch& l = Kernel(n == "moe_topk" ? "vb_moe_topk" : "vb_moe_weights",
+                       CeilDiv(tokens, kMoeRouterThreads), kMoeRouterThreads);
+    if (n == "moe_topk") {
+      l.args = {Arg::Ptr(V(op_.inputs[0])), Arg::Ptr(V(o)), Arg::I32(TExpr::Const(E)),
+                Arg::I32(TExpr::Const(k)), Arg::I32(tokens)};
+    } else {
+      l.args = {Arg::Ptr(V(op_.inputs[0])), Arg::Ptr(V(ids)), Arg::Ptr(V(o)), Arg::I32(TExpr::Const(E)),
+                Arg::I32(TExpr::Const(k)), Arg::I32(tokens),
+                Arg::I32(TExpr::Const(static_cast<int64_t>(NumberAttr(op_, "norm", 0))))};
+    }
+    return absl::OkStatus();
+  }
+  if (n == "moe_sum") {
+    const Shape& ys = g_.value(op_.inputs[0]).shape;
+    const TExpr elems = ElemsRule(g_, o);
+    Launch& l = Kernel("vb_moe_sum", GridFor(elems, kElementwiseThreads), kElementwiseThreads);
+    l.args = {Arg::Ptr(V(op_.inputs[0])), Arg::Ptr(V(op_.inputs[1])), Arg::Ptr(V(o)),
+              Arg::I32(TExpr::Const(ys[1])), Arg::I32(TExpr::Const(ys[2])), Arg::I64(elems)};
+    return absl::OkStatus();
+  }
+  if (n == "matmul_id.float") {
+    const Value& w = g_.value(op_.inputs[1]);
+    const int64_t E = w.shape[0], N = w.shape[1], K = w.shape[2];
+    const int64_t k = g_.value(op_.inputs[2]).shape[1];
+    const int64_t row_bytes = DTypeBytes(w.dtype, K).value_or(0);
+    const TExpr slots = ElemsRule(g_, op_.inputs[2]);  // T * k
+    const int64_t per_block = kMatmulIdThreads / 32;
+    if (N > INT32_MAX / 2) return Unsupported(absl::StrCat(N, " rows"));
+    if (slots.Eval(g_.max_tokens) > 65535) {
+      return Unsupported(absl::StrCat(slots.Eval(g_.max_tokens), " (token, expert) slots exceed a grid's 65535"));
+    }
+    Launch& l = Kernel(MatmulIdKernelName(w.dtype), TExpr::Const((N + per_block - 1) / per_block),
+                       kMatmulIdThreads, CeilDiv(slots, 1, 1, 65535));
+    l.args = {Arg::Ptr(V(op_.inputs[1])),
+              Arg::I64(TExpr::Const(row_bytes)),
+              Arg::I64(TExpr::Const(row_bytes * N)),
+              Arg::Ptr(V(op_.inputs[0])),
+              Arg::I32(TExpr::Const(g_.value(op_.inputs[0]).shape.size() == 3 ? 1 : 0)),
+              Arg::Ptr(V(op_.inputs[2])),
+              Arg::Ptr(V(o)),
+              Arg::I32(TExpr::Const(K)),
+              Arg::I32(TExpr::Const(N)),
+              Arg::I32(TExpr::Const(k)),
+              Arg::I32(TExpr::Const(E))};
     return absl::OkStatus();
   }
   if (n == "last_row") {
@@ -549,7 +664,9 @@ absl::StatusOr<std::vector<KernelVariant>> Variants(const Graph& g, int index, c
     case OpKind::kRmsNorm: return one("rms_norm");
     case OpKind::kAdd:
     case OpKind::kMul:
-    case OpKind::kSilu: return one("elementwise");
+    case OpKind::kSilu:
+    case OpKind::kGelu: return one("elementwise");
+    case OpKind::kScale: return one("scale");
     case OpKind::kReshape: return one("view");
     case OpKind::kRope: {
       const int mode = static_cast<int>(NumberAttr(op, "mode", 0));
@@ -563,8 +680,50 @@ absl::StatusOr<std::vector<KernelVariant>> Variants(const Graph& g, int index, c
     }
     case OpKind::kKvStore: return one("kv_store");
     case OpKind::kAttention: {
-      // One-token steps split the context finer, so that a short context
-      // still spreads over many blocks.
+      const Value& k = g.value(op.inputs[1]);
+      const Value& v = g.value(op.inputs[2]);
+      const Shape& qs = g.value(op.inputs[0]).shape;
+      const bool scalar_reads = (k.dtype == DType::kF16 || k.dtype == DType::kF32) && v.dtype == k.dtype;
+      // Sliding-window attention (gemma3's local layers) has only the scalar
+      // kernels' window so far.
+      const bool window = NumberAttr(op, "window", 0) > 0;
+      if (window && !scalar_reads) {
+        return absl::UnimplementedError(absl::StrCat(
+            "CUDA backend: ", OpText(g, index),
+            ": sliding-window attention needs f16 or f32 caches of one type (the scalar kernels)"));
+      }
+      if (!window && AttnMmaSupports(k.dtype, v.dtype, qs[2]).ok() && (o.flash_attention || !scalar_reads)) {
+        // Tensor-core flash decoding below kAttnPrefillMinTokens token rows
+        // (its splits sized for this GPU at T = 1, never for the capacity),
+        // flash attention for prompts.
+        AttnShape shape;
+        shape.T = 1;
+        shape.n_head = qs[1];
+        shape.n_head_kv = k.shape[1];
+        shape.head_dim = qs[2];
+        shape.n_ctx = k.shape[0];
+        shape.k_type = k.dtype;
+        shape.v_type = v.dtype;
+        absl::StatusOr<AttnDecodePlan> plan = PlanAttentionDecode(shape, o.sm_count);
+        if (!plan.ok()) return plan.status();
+        std::vector<KernelVariant> out;
+        KernelVariant d;
+        d.t_min = 1;
+        d.t_max = std::min<int64_t>(max_t, kAttnPrefillMinTokens - 1);
+        d.name = "attention.flash_decode";
+        d.params["n_split"] = int64_t{plan->n_split};
+        out.push_back(d);
+        if (max_t >= kAttnPrefillMinTokens) {
+          KernelVariant p;
+          p.t_min = kAttnPrefillMinTokens;
+          p.t_max = max_t;
+          p.name = "attention.flash_prefill";
+          out.push_back(p);
+        }
+        return out;
+      }
+      // The scalar kernels: one-token steps split the context finer, so
+      // that a short context still spreads over many blocks.
       std::vector<KernelVariant> out;
       KernelVariant d;
       d.t_min = d.t_max = 1;
@@ -582,6 +741,10 @@ absl::StatusOr<std::vector<KernelVariant>> Variants(const Graph& g, int index, c
       return out;
     }
     case OpKind::kLastRow: return one("last_row");
+    case OpKind::kMoeTopK: return one("moe_topk");
+    case OpKind::kMoeWeights: return one("moe_weights");
+    case OpKind::kMoeSum: return one("moe_sum");
+    case OpKind::kMatMulId: return one("matmul_id.float");
     case OpKind::kCopy: {
       // The step's inputs arrive and its logits leave by the runtime's own
       // transfers: copies between the host and the device are no launches.
@@ -601,6 +764,28 @@ absl::StatusOr<std::vector<KernelVariant>> Variants(const Graph& g, int index, c
 }  // namespace
 
 bool CudaTarget::MatvecQ8Supports(DType t) const { return codegen::MatvecQ8Supports(t); }
+
+bool CudaTarget::FusesQuantize(const Graph& g, const Op& fused, ValueId body_output) const {
+  if (fused.kind != OpKind::kFused || fused.body == nullptr) return false;
+  // The body with the quantize appended, through the generator.
+  auto body = std::make_shared<Graph>(*fused.body);
+  Value q = body->value(body_output);
+  q.name = "__q8_probe";
+  q.dtype = DType::kQ8A;
+  q.storage = ir::Storage::kActivation;
+  q.producer = -1;
+  const ValueId qid = body->AddValue(std::move(q));
+  Op quant;
+  quant.kind = OpKind::kQuantizeQ8;
+  quant.inputs = {body_output};
+  quant.outputs = {qid};
+  body->AddRawOp(std::move(quant));
+  body->MarkOutput(qid);
+  Op probe = fused;
+  probe.body = std::move(body);
+  probe.outputs.push_back(fused.outputs[0]);  // shape checks only read output 0
+  return GenerateFused(g, probe).ok();
+}
 
 absl::StatusOr<std::vector<KernelVariant>> CudaTarget::SelectKernels(const Graph& g, int index) const {
   absl::StatusOr<std::vector<KernelVariant>> vs = Variants(g, index, opts_);
@@ -627,8 +812,21 @@ absl::StatusOr<dispatch::Table> LowerDispatch(const Graph& g, const CudaTargetOp
     return absl::FailedPreconditionError("LowerDispatch: the graph has no memory plan for the cuda device");
   }
   t.region_bytes[static_cast<int>(Region::kArena)] = it->second.arena_bytes;
-  // Weights (one slot per GGUF tensor) and KV caches, in value order.
-  std::map<std::string, int64_t> weight_at;
+  // Weights (one slot per GGUF tensor) and KV caches, in value order. A
+  // weight that views part of its tensor (Value::source_offset: phi3's fused
+  // attn_qkv / ffn_up) points into its tensor's slot, which spans every byte
+  // the tensor's views read.
+  std::map<std::string, int64_t> weight_at, weight_end;
+  auto skip_bytes = [&](const Value& val) {
+    return DTypeBytes(val.dtype, val.source_offset).value_or(0);
+  };
+  for (ValueId v = 0; v < nv; ++v) {
+    const Value& val = g.value(v);
+    if (val.producer < 0 && val.storage == ir::Storage::kWeight && val.device == ir::Device::kCuda) {
+      int64_t& end = weight_end[val.source];
+      end = std::max(end, skip_bytes(val) + BytesRule(g, v).b);
+    }
+  }
   int64_t weights = 0, kv = 0;
   env.value.assign(nv, BufRef{});
   for (ValueId v = 0; v < nv; ++v) {
@@ -638,10 +836,12 @@ absl::StatusOr<dispatch::Table> LowerDispatch(const Graph& g, const CudaTargetOp
       auto [wi, fresh] = weight_at.emplace(val.source, weights);
       const int64_t bytes = BytesRule(g, v).b;
       if (fresh) {
-        t.weights.push_back({val.source, weights, bytes});
-        weights += AlignUp(std::max<int64_t>(bytes, 1));
+        const int64_t slot = weight_end.at(val.source);
+        t.weights.push_back({val.source, weights, slot});
+        weights += AlignUp(std::max<int64_t>(slot, 1));
       }
-      env.value[v] = BufRef{Region::kWeights, TExpr::Const(wi->second), TExpr::Const(bytes)};
+      env.value[v] =
+          BufRef{Region::kWeights, TExpr::Const(wi->second + skip_bytes(val)), TExpr::Const(bytes)};
     } else if (val.storage == ir::Storage::kKvCache && val.device == ir::Device::kCuda) {
       const int64_t bytes = BytesRule(g, v).b;
       env.value[v] = BufRef{Region::kKv, TExpr::Const(kv), TExpr::Const(bytes)};

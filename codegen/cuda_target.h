@@ -16,9 +16,20 @@
 //   quantize_q8         quantize_q8     vb_quantize_q8
 //   rms_norm            rms_norm        vb_rms_norm
 //   add / mul / silu    elementwise     vb_add / vb_mul / vb_silu
+//   gelu                elementwise     vb_gelu (the registry's expression, as every elementwise op)
+//   scale               scale           vb_scale
 //   rope                rope            vb_rope
 //   kv_store            kv_store        vb_kv_store_<f16|f32>
-//   attention           attention.split vb_attn_split_<f16|f32>, vb_attn_combine ({chunk} cache rows a block)
+//   attention           attention.flash_decode {n_split} vb_attn_dec_<k>_<v>_hd<N>, vb_attn_dec_combine (T < 16)
+//                       attention.flash_prefill vb_attn_pre_<k>_<v>_hd<N> (T >= 16)
+//                       attention.split vb_attn_split_<f16|f32>, vb_attn_combine ({chunk} cache rows a
+//                       block; head sizes or caches the tensor-core kernels do not serve, or
+//                       flash_attention off, and sliding-window attention)
+//   moe_topk            moe_topk        vb_moe_topk (a thread per token)
+//   moe_weights         moe_weights     vb_moe_weights
+//   matmul_id           matmul_id.float vb_matmul_id_<type>: a warp per (token, slot, row), f32 activations,
+//                                       only the chosen experts' rows read
+//   moe_sum             moe_sum         vb_moe_sum
 //   last_row            last_row        memcpy
 //   copy                io              (none: the step's input/output transfer) or
 //                       copy            memcpy (a copy within the device)
@@ -55,6 +66,10 @@ struct CudaTargetOptions {
   bool cuda_graphs = true;
   // Programmatic dependent launch between kernels (sm_90+).
   bool pdl = true;
+  // Attention on tensor cores (attention_mma.h: flash decoding for T < 16,
+  // flash attention above; f16 operands, needs sm_80+) where it serves the
+  // cache types and head size; false: the scalar split kernels (f32 math).
+  bool flash_attention = true;
 };
 
 class CudaTarget : public passes::KernelTarget {
@@ -62,6 +77,7 @@ class CudaTarget : public passes::KernelTarget {
   explicit CudaTarget(CudaTargetOptions opts = {}) : opts_(opts) {}
   ir::Device device() const override { return ir::Device::kCuda; }
   bool MatvecQ8Supports(DType t) const override;
+  bool FusesQuantize(const ir::Graph& g, const ir::Op& fused, ir::ValueId body_output) const override;
   absl::StatusOr<std::vector<ir::KernelVariant>> SelectKernels(const ir::Graph& g,
                                                                 int index) const override;
   const CudaTargetOptions& options() const { return opts_; }

@@ -53,6 +53,7 @@ absl::StatusOr<Compiled> CompileGraph(ir::Graph graph, const CompileOptions& opt
   target_opts.gemm_min_rows = opts.gemm_min_rows;
   target_opts.gemm_weight_chunk_bytes = opts.gemm_weight_chunk_bytes;
   target_opts.cuda_graphs = opts.cuda_graphs;
+  target_opts.flash_attention = opts.flash_attention;
   target_opts.pdl = opts.pdl;
   target_opts.sm_count = opts.sm_count > 0 ? opts.sm_count : 132;
   std::string arch = opts.arch;
@@ -88,18 +89,19 @@ absl::StatusOr<Compiled> CompileGraph(ir::Graph graph, const CompileOptions& opt
   cpu::SetGraphCpuKernels(graph, opts.cpu_exact ? cpu::CpuKernels::kExact : cpu::CpuKernels::kFast);
 
   const int64_t n_ctx = MetaInt(graph, "n_ctx", 0);
-  DType kv = DType::kF16;
+  // The cache types (lowering names the caches cache_k.<layer> / cache_v.<layer>).
+  DType kv_k = DType::kF16, kv_v = DType::kF16;
   for (const ir::Value& v : graph.values()) {
     if (v.storage == ir::Storage::kKvCache && v.producer < 0) {
-      kv = v.dtype;
-      break;
+      (v.name.rfind("cache_v", 0) == 0 ? kv_v : kv_k) = v.dtype;
     }
   }
   out.options = {
       {"device", out.device},
       {"n_ctx", absl::StrCat(n_ctx)},
       {"max_tokens", absl::StrCat(graph.max_tokens)},
-      {"kv_type", std::string(DTypeName(kv))},
+      {"cache_type_k", std::string(DTypeName(kv_k))},
+      {"cache_type_v", std::string(DTypeName(kv_v))},
       {"all_logits", MetaInt(graph, "all_logits", 0) != 0 ? "1" : "0"},
   };
 #ifdef VIBRANT_WITH_CUDA

@@ -50,6 +50,9 @@ struct CompileOptions {
   int sm_count = 0;
   bool cuda_graphs = true;
   bool pdl = true;
+  // Attention on tensor cores (f16 operands) where the kernels serve the
+  // cache; false: the scalar split kernels (f32 math; not for q8_0 caches).
+  bool flash_attention = true;
   // cuda: compile the kernels with NVRTC (false: the IR and the dispatch
   // table only, for checks that need no binaries).
   bool compile_kernels = true;

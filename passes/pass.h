@@ -33,6 +33,11 @@ class KernelTarget {
   // Whether a matmul over weights of type `t` has kernels on 8-bit
   // activations (q8a, made by quantize_q8).
   virtual bool MatvecQ8Supports(DType t) const = 0;
+  // Whether the kernel of fused op `fused` of `g` can also write its row
+  // `body_output` rounded to 8 bits (a quantize_q8 appended to its body).
+  virtual bool FusesQuantize(const ir::Graph& g, const ir::Op& fused, ir::ValueId body_output) const {
+    return false;
+  }
   // The kernel variants of op `index` of `g` (on this device), covering
   // T = 1..g.max_tokens in order, each with the launches it makes.
   // Unimplemented: no kernel for the op as it is (a fused body the generator

@@ -15,6 +15,7 @@
 #include "passes/assign_devices.h"
 #include "passes/combine_matmuls.h"
 #include "passes/dce.h"
+#include "passes/fold_bias.h"
 #include "passes/fuse_elementwise.h"
 #include "passes/pass.h"
 #include "passes/plan_memory.h"
@@ -131,6 +132,8 @@ Pipeline DefaultPipeline() {
   std::vector<Pass> passes;
   passes.push_back(DeadCodeElimination());
   passes.push_back(AssignDevices());
+  // Biases into the matmuls' epilogues (devices with generated kernels).
+  passes.push_back(FoldBias());
   passes.push_back(FuseElementwise());
   // Kernel choice for devices with generated kernels (no-ops for the cpu):
   // one kernel per group of matmuls sharing an input, explicit 8-bit

@@ -40,7 +40,7 @@ std::vector<std::string> Names(const Pipeline& p) {
 
 TEST(PipelineTest, DefaultPipelineOrder) {
   const std::vector<std::string> names = Names(DefaultPipeline());
-  EXPECT_THAT(names, ElementsAre("dce", "assign-devices", "fuse-elementwise", "combine-matmuls",
+  EXPECT_THAT(names, ElementsAre("dce", "assign-devices", "fold-bias", "fuse-elementwise", "combine-matmuls",
                                  "quantize-activations", "dce", "repack-weights", "select-kernels",
                                  "plan-memory"));
   const Pipeline pipeline = DefaultPipeline();

@@ -34,6 +34,51 @@ absl::StatusOr<int> QuantizeActivationsFor(Graph& g, const KernelTarget& target)
       const ValueId x = op.inputs[0];
       auto it = quantized.find(x);
       if (it == quantized.end()) {
+        // Into the producer's fused body, when its kernel can round the row.
+        const int producer = g.value(x).producer;
+        if (producer >= 0 && g.ops()[producer].kind == OpKind::kFused &&
+            g.ops()[producer].device == target.device()) {
+          // The producer is already in `ops` (it precedes its readers).
+          Op* fused = nullptr;
+          for (Op& o : ops) {
+            for (ValueId out : o.outputs) {
+              if (out == x && o.kind == OpKind::kFused) fused = &o;
+            }
+          }
+          if (fused != nullptr) {
+            size_t k = 0;
+            while (fused->outputs[k] != x) ++k;
+            const ir::ValueId body_out = fused->body->outputs()[k];
+            if (target.FusesQuantize(g, *fused, body_out)) {
+              auto body = std::make_shared<Graph>(*fused->body);
+              Value bq;
+              bq.name = UniqueValueName(*body, body->value(body_out).name + ".q8");
+              bq.dtype = DType::kQ8A;
+              bq.shape = body->value(body_out).shape;
+              bq.device = body->value(body_out).device;
+              const ValueId bqid = body->AddValue(std::move(bq));
+              Op bquant;
+              bquant.kind = OpKind::kQuantizeQ8;
+              bquant.device = fused->device;
+              bquant.inputs = {body_out};
+              bquant.outputs = {bqid};
+              body->AddRawOp(std::move(bquant));
+              body->MarkOutput(bqid);
+              Value q;
+              q.name = UniqueValueName(g, g.value(x).name + ".q8");
+              q.dtype = DType::kQ8A;
+              q.shape = g.value(x).shape;
+              q.device = target.device();
+              const ValueId qid = g.AddValue(std::move(q));
+              fused->outputs.push_back(qid);
+              fused->body = std::move(body);
+              it = quantized.emplace(x, qid).first;
+              ++made;
+            }
+          }
+        }
+      }
+      if (it == quantized.end()) {
         Value q;
         q.name = UniqueValueName(g, g.value(x).name + ".q8");
         q.dtype = DType::kQ8A;

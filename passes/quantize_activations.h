@@ -4,7 +4,10 @@
 // reads the q8a result: a numeric choice (llama.cpp's CUDA backend makes the
 // same one), visible in the IR and defined on the CPU. One quantize_q8 per
 // input value, placed just before its first reader, shared by every matmul
-// that reads it (q, k and v, also when v's weights have another type).
+// that reads it (q, k and v, also when v's weights have another type). When
+// the input is an output of a fused op whose kernel can round it too
+// (KernelTarget::FusesQuantize: the norms, swiglu), the quantize_q8 joins that
+// body instead and the fused op gains the q8a output: no launch of its own.
 // Optional: --disable-pass=quantize-activations keeps f32 activations (the
 // float kernels, which match the CPU reference to rounding).
 #ifndef VIBRANT_PASSES_QUANTIZE_ACTIVATIONS_H_

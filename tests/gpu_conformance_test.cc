@@ -58,21 +58,52 @@ constexpr double kGpuInt8VsCpuTolerance = 0.2;
 // Against llama.cpp: the largest of the CPU conformance tolerances (q5_k_m on
 // qwen2, 0.25); the per-model bounds are the CPU test's business.
 constexpr double kGpuVsLlamaCppBound = 0.25;
+// Mixture-of-experts models: positions where the router's 2nd and 3rd experts
+// nearly tie (tiny-qwen3moe-q4_k_m: two, ../shared/next/ARCHITECTURES.md)
+// flip with the 8-bit activations' rounding, as they do in llama.cpp; up to
+// this many rows per model may exceed the two bounds above, by at most
+// kMoeOutlierMax (the CPU's own outliers against llama.cpp reach 0.223).
+constexpr int kMoeOutlierRows = 2;
+constexpr double kMoeOutlierMax = 0.6;
 
+// Models of ../shared/next (the `models` issue) whose architecture and types
+// the CUDA backend runs; each is added as its GPU kernels land.
+const char* const kNextGpuModels[] = {
+    "tiny-llama-iq4_nl", "tiny-llama-iq4_xs", "tiny-qwen3-f16",   "tiny-qwen3-q4_k_m",
+    "tiny-phi3-f16",     "tiny-phi3-q4_k_m",  "tiny-gemma3-f16",  "tiny-gemma3-q4_k_m",
+    "tiny-qwen3moe-f16", "tiny-qwen3moe-q4_k_m"};
+
+// Reference models as "<name>" (../shared/models) or "next/<name>"
+// (../shared/next/models), with their GGUF present.
 std::vector<std::string> ReferenceModels() {
   std::vector<std::string> out;
   std::error_code ec;
-  const fs::path dir = fs::path(SharedDir()) / "reference";
-  if (!fs::is_directory(dir, ec)) return out;
-  for (const auto& e : fs::directory_iterator(dir, ec)) {
-    const std::string stem = e.path().stem().string();
-    if (e.path().extension() == ".json" &&
-        fs::exists(fs::path(SharedDir()) / "models" / (stem + ".gguf"), ec)) {
-      out.push_back(stem);
+  for (const std::string sub : {"", "next/"}) {
+    const fs::path dir = fs::path(SharedDir()) / (sub + "reference");
+    if (!fs::is_directory(dir, ec)) continue;
+    for (const auto& e : fs::directory_iterator(dir, ec)) {
+      const std::string stem = e.path().stem().string();
+      if (e.path().extension() != ".json" ||
+          !fs::exists(fs::path(SharedDir()) / (sub + "models") / (stem + ".gguf"), ec)) {
+        continue;
+      }
+      if (!sub.empty() && std::find_if(std::begin(kNextGpuModels), std::end(kNextGpuModels),
+                                       [&](const char* m) { return stem == m; }) ==
+                              std::end(kNextGpuModels)) {
+        continue;
+      }
+      out.push_back(sub + stem);
     }
   }
   std::sort(out.begin(), out.end());
   return out;
+}
+
+// "next/tiny-x" -> {"next/", "tiny-x"}.
+std::pair<std::string, std::string> SplitModel(const std::string& m) {
+  const size_t slash = m.rfind('/');
+  if (slash == std::string::npos) return {"", m};
+  return {m.substr(0, slash + 1), m.substr(slash + 1)};
 }
 
 double Sigma(const float* v, size_t n) {
@@ -107,14 +138,15 @@ std::pair<int, double> Top(const float* v, int n) {
 }
 
 // `g` compiled for the GPU (vibrantc compile --device cuda); `float_path`:
-// without the 8-bit activations and the f16 GEMMs (--disable-pass=
-// quantize-activations --gemm-min-rows 0).
+// without the 8-bit activations, the f16 GEMMs and the f16 tensor-core
+// attention (--disable-pass=quantize-activations --gemm-min-rows 0 -fa off).
 absl::StatusOr<compiler::Compiled> CompileCuda(const ir::Graph& g, bool float_path = false) {
   compiler::CompileOptions o;
   o.device = "cuda";
   if (float_path) {
     o.pipeline.disabled.insert("quantize-activations");
     o.gemm_min_rows = 0;
+    o.flash_attention = false;  // the scalar attention kernels (f32 math)
   }
   return compiler::CompileGraph(g, o);
 }
@@ -145,11 +177,12 @@ TEST_P(GpuConformance, MatchesTheCpuBackendAndLlamaCpp) {
     GTEST_SKIP() << "no usable CUDA GPU: " << s.message();
   }
   const std::string model = GetParam();
-  std::ifstream in(SharedDir() + "/reference/" + model + ".json");
+  const auto [sub, name] = SplitModel(model);
+  std::ifstream in(SharedDir() + "/" + sub + "reference/" + name + ".json");
   ASSERT_TRUE(in) << "cannot read the reference for " << model;
   const nlohmann::json ref = nlohmann::json::parse(in);
   Model m;
-  auto file = GgufFile::Open(SharedDir() + "/models/" + model + ".gguf");
+  auto file = GgufFile::Open(SharedDir() + "/" + sub + "models/" + name + ".gguf");
   ASSERT_TRUE(file.ok()) << file.status();
   m.file = *std::move(file);
   LowerOptions opts;
@@ -169,6 +202,8 @@ TEST_P(GpuConformance, MatchesTheCpuBackendAndLlamaCpp) {
   const int n_vocab = ref["n_vocab"];
   double worst_cpu = 0, worst_float = 0, worst_ref = 0;
   int positions = 0, greedy_checked = 0;
+  const bool moe = model.find("moe") != std::string::npos;
+  int over_cpu = 0, over_ref = 0;  // rows above the bounds (MoE outliers)
   for (const auto& c : ref["cases"]) {
     std::vector<int32_t> prompt = c["prompt_tokens"];
     std::vector<int32_t> generated = c["generated"];
@@ -197,7 +232,8 @@ TEST_P(GpuConformance, MatchesTheCpuBackendAndLlamaCpp) {
         const double err = MaxAbsDiff(ar, gr, n_vocab) / sigma;
         worst_cpu = std::max(worst_cpu, err);
         ++positions;
-        EXPECT_LE(err, kGpuInt8VsCpuTolerance) << what << " row " << r;
+        if (err > kGpuInt8VsCpuTolerance) ++over_cpu;
+        EXPECT_LE(err, moe ? kMoeOutlierMax : kGpuInt8VsCpuTolerance) << what << " row " << r;
         auto [ta, margin] = Top(ar, n_vocab);
         if (margin > 10 * err * sigma) {
           ++greedy_checked;
@@ -207,7 +243,8 @@ TEST_P(GpuConformance, MatchesTheCpuBackendAndLlamaCpp) {
           std::vector<float> rr = (*ref_rows)[ref_first + r];
           const double e = MaxAbsDiff(gr, rr.data(), n_vocab) / std::max(Sigma(rr.data(), n_vocab), 1e-6);
           worst_ref = std::max(worst_ref, e);
-          EXPECT_LE(e, kGpuVsLlamaCppBound) << what << " row " << r << " vs llama.cpp";
+          if (e > kGpuVsLlamaCppBound) ++over_ref;
+          EXPECT_LE(e, moe ? kMoeOutlierMax : kGpuVsLlamaCppBound) << what << " row " << r << " vs llama.cpp";
         }
       }
     };
@@ -233,6 +270,8 @@ TEST_P(GpuConformance, MatchesTheCpuBackendAndLlamaCpp) {
       compare_float(sv, *sf);
     }
   }
+  EXPECT_LE(over_cpu, moe ? kMoeOutlierRows : 0) << "rows above " << kGpuInt8VsCpuTolerance << " vs the CPU";
+  EXPECT_LE(over_ref, moe ? kMoeOutlierRows : 0) << "rows above " << kGpuVsLlamaCppBound << " vs llama.cpp";
   std::printf("[ MEASURED ] %s: GPU vs CPU max normalized logit error %.3g (float activations "
               "%.3g) over %d positions (%d greedy tokens checked); GPU vs llama.cpp %.3g\n",
               model.c_str(), worst_cpu, worst_float, positions, greedy_checked, worst_ref);

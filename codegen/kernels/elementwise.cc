@@ -39,6 +39,13 @@ std::string ElementwiseSource() {
                       absl::StrReplaceAll(expr, {{"$x", "v"}}), ";\n  }\n}\n");
     }
   }
+  // scale has an attribute, so it is no registry scalar function: x * s.
+  out += R"CUDA(extern "C" __global__ void vb_scale(const float* x, float* out, i64 n, float s) {
+  for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {
+    out[i] = __fmul_rn(x[i], s);
+  }
+}
+)CUDA";
   return out;
 }
 

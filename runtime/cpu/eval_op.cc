@@ -110,6 +110,32 @@ absl::Status EvalOp(const Graph& g, const Op& op, const std::vector<const uint8_
     case OpKind::kSilu:
       Silu(F(0), E(op.inputs[0]), out);
       return absl::OkStatus();
+    case OpKind::kScale:
+      Scale(F(0), E(op.inputs[0]), static_cast<float>(NumberAttr(op, "scale", 1.0)), out);
+      return absl::OkStatus();
+    case OpKind::kMoeTopK: {
+      const int64_t n_exp = g.value(op.inputs[0]).shape[1];
+      const int64_t k = g.value(op.outputs[0]).shape[1];
+      return MoeTopK(F(0), E(op.inputs[0]) / n_exp, n_exp, k,
+                     reinterpret_cast<int32_t*>(outs[0].data()));
+    }
+    case OpKind::kMoeWeights: {
+      const int64_t n_exp = g.value(op.inputs[0]).shape[1];
+      const int64_t k = g.value(op.inputs[1]).shape[1];
+      return MoeWeights(F(0), E(op.inputs[0]) / n_exp, n_exp, I(1), k, NumberAttr(op, "norm", 0) != 0,
+                        out);
+    }
+    case OpKind::kMatMulId: {
+      const Value& w = g.value(op.inputs[1]);
+      const int64_t k = g.value(op.inputs[2]).shape[1];
+      return MatMulId(pool, F(0), g.value(op.inputs[0]).shape.size() == 3, E(op.inputs[2]) / k, k,
+                      w.shape[2], w.dtype, in[1], w.shape[0], w.shape[1], I(2), out);
+    }
+    case OpKind::kMoeSum: {
+      const Shape& ys = g.value(op.inputs[0]).shape;
+      MoeSum(F(0), F(1), E(op.inputs[1]) / ys[1], ys[1], ys[2], out);
+      return absl::OkStatus();
+    }
     case OpKind::kReshape:
     case OpKind::kCopy:
       std::memcpy(outs[0].data(), in[0], outs[0].size());
@@ -139,8 +165,9 @@ absl::Status EvalOp(const Graph& g, const Op& op, const std::vector<const uint8_
       shape.T = E(op.inputs[0]) / (qs[1] * qs[2]);
       shape.n_head_kv = k.shape[1];
       shape.n_ctx = k.shape[0];
-      return Attention(pool, F(0), in[1], in[2], k.dtype, I(3), shape,
-                            static_cast<float>(NumberAttr(op, "scale", 1.0)), out);
+      shape.window = static_cast<int64_t>(NumberAttr(op, "window", 0));
+      return Attention(pool, F(0), in[1], in[2], k.dtype, g.value(op.inputs[2]).dtype, I(3),
+                       shape, static_cast<float>(NumberAttr(op, "scale", 1.0)), out);
     }
     case OpKind::kLastRow: {
       const int64_t dim = g.value(op.inputs[0]).shape.back();

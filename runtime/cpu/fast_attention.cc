@@ -35,16 +35,19 @@ inline float DotPortable(const float* q, const float* k, int64_t hd) {
   return Reduce8(lane);
 }
 
-// Rows [j0, j0 + n) of KV head kvh of a cache, as f32 rows of hd.
-void CacheRows(const void* cache, DType dtype, int64_t KVH, int64_t hd, int64_t kvh, int64_t j0,
-               int64_t n, float* dst) {
+// Rows [j0, j0 + n) of KV head kvh of a cache, as f32 rows of hd: f16
+// widened exactly, q8_0 as code * d (Dequantize), f32 copied. row_bytes:
+// bytes of one head row of hd elements.
+void CacheRows(const void* cache, DType dtype, int64_t row_bytes, int64_t KVH, int64_t hd,
+               int64_t kvh, int64_t j0, int64_t n, float* dst) {
+  const uint8_t* base = static_cast<const uint8_t*>(cache);
   for (int64_t j = 0; j < n; ++j) {
-    const int64_t off = ((j0 + j) * KVH + kvh) * hd;
-    if (dtype == DType::kF16) {
-      // Exact conversion; DTypeBytes(F16, hd) never fails.
-      (void)Dequantize(DType::kF16, static_cast<const uint16_t*>(cache) + off, hd, dst + j * hd);
+    const uint8_t* row = base + ((j0 + j) * KVH + kvh) * row_bytes;
+    if (dtype == DType::kF32) {
+      std::memcpy(dst + j * hd, row, hd * sizeof(float));
     } else {
-      std::memcpy(dst + j * hd, static_cast<const float*>(cache) + off, hd * sizeof(float));
+      // Cannot fail for the types and sizes AttentionFast checks.
+      (void)Dequantize(dtype, row, hd, dst + j * hd);
     }
   }
 }
@@ -87,10 +90,10 @@ VB_INLINE float Reduce8Avx2(__m256 v) {
   return _mm_cvtss_f32(_mm_add_ss(t, _mm_shuffle_ps(t, t, 1)));
 }
 
-VB_TARGET void CacheRowsAvx2(const void* cache, DType dtype, int64_t KVH, int64_t hd, int64_t kvh,
-                             int64_t j0, int64_t n, float* dst) {
+VB_TARGET void CacheRowsAvx2(const void* cache, DType dtype, int64_t row_bytes, int64_t KVH, int64_t hd,
+                             int64_t kvh, int64_t j0, int64_t n, float* dst) {
   if (dtype != DType::kF16) {
-    CacheRows(cache, dtype, KVH, hd, kvh, j0, n, dst);
+    CacheRows(cache, dtype, row_bytes, KVH, hd, kvh, j0, n, dst);
     return;
   }
   for (int64_t j = 0; j < n; ++j) {
@@ -182,11 +185,23 @@ float FastExpForTesting(float x) { return internal::ExpPortable(x); }
 absl::Status AttentionFast(ThreadPool* pool, const float* q, const void* k, const void* v,
                            DType cache_dtype, const int32_t* positions,
                            const AttentionShape& shape, float scale, float* out) {
-  if (cache_dtype != DType::kF32 && cache_dtype != DType::kF16) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "KV cache dtype ", std::string(DTypeName(cache_dtype)), " is not supported (f32 or f16)"));
-  }
+  return AttentionFast(pool, q, k, v, cache_dtype, cache_dtype, positions, shape, scale, out);
+}
+
+absl::Status AttentionFast(ThreadPool* pool, const float* q, const void* k, const void* v,
+                           DType k_dtype, DType v_dtype, const int32_t* positions,
+                           const AttentionShape& shape, float scale, float* out) {
   const int64_t H = shape.n_head, KVH = shape.n_head_kv, hd = shape.head_dim;
+  for (DType dt : {k_dtype, v_dtype}) {
+    if (dt != DType::kF32 && dt != DType::kF16 && dt != DType::kQ8_0) {
+      return absl::InvalidArgumentError(absl::StrCat("KV cache dtype ", std::string(DTypeName(dt)),
+                                                     " is not supported (f32, f16 or q8_0)"));
+    }
+    if (dt == DType::kQ8_0 && hd % 32 != 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("q8_0 KV cache: rows of ", hd, " elements are not whole blocks of 32"));
+    }
+  }
   if (KVH <= 0 || H % KVH != 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("attention: ", H, " heads are not a multiple of ", KVH, " KV heads"));
@@ -197,6 +212,9 @@ absl::Status AttentionFast(ThreadPool* pool, const float* q, const void* k, cons
                                                 t, " is outside the KV cache [0, ", shape.n_ctx, ")"));
     }
   }
+  // Bytes of one head row; cannot fail for the types and sizes checked above.
+  const int64_t k_row = DTypeBytes(k_dtype, hd).value_or(0);
+  const int64_t v_row = DTypeBytes(v_dtype, hd).value_or(0);
   const int64_t group = H / KVH;
 #ifdef VB_ATTN_X86
   const bool simd = ActiveIsa() >= Isa::kAvx2 && hd % 8 == 0;
@@ -208,17 +226,20 @@ absl::Status AttentionFast(ThreadPool* pool, const float* q, const void* k, cons
     std::vector<HeadState> st(group);
     for (int64_t item = i0; item < i1; ++item) {
       const int64_t t = item / KVH, kvh = item % KVH;
-      const int64_t n = static_cast<int64_t>(positions[t]) + 1;
+      // Rows first .. positions[t]: the whole prefix, or the last `window`.
+      const int64_t first =
+          shape.window > 0 ? std::max<int64_t>(0, positions[t] - shape.window + 1) : 0;
+      const int64_t end = static_cast<int64_t>(positions[t]) + 1;
       std::fill(acc.begin(), acc.end(), 0.0f);
       for (int64_t g = 0; g < group; ++g) {
         st[g] = {-std::numeric_limits<float>::infinity(), 0.0f, acc.data() + g * hd};
       }
-      for (int64_t j0 = 0; j0 < n; j0 += kChunk) {
-        const int64_t rows = std::min<int64_t>(kChunk, n - j0);
+      for (int64_t j0 = first; j0 < end; j0 += kChunk) {
+        const int64_t rows = std::min<int64_t>(kChunk, end - j0);
 #ifdef VB_ATTN_X86
         if (simd) {
-          CacheRowsAvx2(k, cache_dtype, KVH, hd, kvh, j0, rows, kf.data());
-          CacheRowsAvx2(v, cache_dtype, KVH, hd, kvh, j0, rows, vf.data());
+          CacheRowsAvx2(k, k_dtype, k_row, KVH, hd, kvh, j0, rows, kf.data());
+          CacheRowsAvx2(v, v_dtype, v_row, KVH, hd, kvh, j0, rows, vf.data());
           for (int64_t g = 0; g < group; ++g) {
             ChunkAvx2(q + (t * H + kvh * group + g) * hd, kf.data(), vf.data(), rows, hd, scale,
                       s.data(), &st[g]);
@@ -226,8 +247,8 @@ absl::Status AttentionFast(ThreadPool* pool, const float* q, const void* k, cons
           continue;
         }
 #endif
-        CacheRows(k, cache_dtype, KVH, hd, kvh, j0, rows, kf.data());
-        CacheRows(v, cache_dtype, KVH, hd, kvh, j0, rows, vf.data());
+        CacheRows(k, k_dtype, k_row, KVH, hd, kvh, j0, rows, kf.data());
+        CacheRows(v, v_dtype, v_row, KVH, hd, kvh, j0, rows, vf.data());
         for (int64_t g = 0; g < group; ++g) {
           ChunkPortable(q + (t * H + kvh * group + g) * hd, kf.data(), vf.data(), rows, hd, scale,
                         s.data(), &st[g]);

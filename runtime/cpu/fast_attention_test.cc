@@ -16,6 +16,7 @@
 #include "runtime/cpu/dequantize.h"
 #include "runtime/cpu/fast_elementwise.h"
 #include "runtime/cpu/kernels.h"
+#include "runtime/cpu/quantize.h"
 #include "runtime/cpu/thread_pool.h"
 
 namespace vibrant::cpu {
@@ -84,22 +85,22 @@ TEST(FastElementwise, SiluCloseToExactAndIsaIndependent) {
 
 struct Case {
   int64_t T, H, KVH, hd, C;
-  DType cache;
+  DType k_cache;
   int32_t pos0;
+  DType v_cache = DType::kQ8A;  // kQ8A (not a cache type): as k_cache
+  int64_t window = 0;
+  DType v() const { return v_cache == DType::kQ8A ? k_cache : v_cache; }
 };
 
-// Fills a cache of C rows with Gaussian values (f16-rounded for f16).
-std::vector<uint8_t> RandomCache(const Case& c, uint32_t seed) {
+// Fills a cache of C rows of type `t` with Gaussian values.
+std::vector<uint8_t> RandomCache(const Case& c, DType t, uint32_t seed) {
   const int64_t n = c.C * c.KVH * c.hd;
   const std::vector<float> f = Random(n, seed, 1.0f);
-  std::vector<uint8_t> out(n * (c.cache == DType::kF16 ? 2 : 4));
-  for (int64_t i = 0; i < n; ++i) {
-    if (c.cache == DType::kF16) {
-      const uint16_t h = FloatToHalf(f[i]);
-      std::memcpy(out.data() + 2 * i, &h, 2);
-    } else {
-      std::memcpy(out.data() + 4 * i, &f[i], 4);
-    }
+  std::vector<uint8_t> out(DTypeBytes(t, n).value());
+  if (t == DType::kF32) {
+    std::memcpy(out.data(), f.data(), 4 * n);
+  } else {
+    EXPECT_TRUE(Quantize(t, f.data(), n, out.data()).ok());
   }
   return out;
 }
@@ -115,12 +116,13 @@ std::vector<float> RunAttention(bool fast, const Case& c, const std::vector<floa
   s.n_head_kv = c.KVH;
   s.head_dim = c.hd;
   s.n_ctx = c.C;
+  s.window = c.window;
   std::vector<float> out(c.T * c.H * c.hd, -1.0f);
   const float scale = 1.0f / std::sqrt(static_cast<float>(c.hd));
-  absl::Status st = fast ? AttentionFast(pool, q.data(), k.data(), v.data(), c.cache, pos.data(),
-                                         s, scale, out.data())
-                         : Attention(pool, q.data(), k.data(), v.data(), c.cache, pos.data(), s,
-                                     scale, out.data());
+  absl::Status st = fast ? AttentionFast(pool, q.data(), k.data(), v.data(), c.k_cache, c.v(),
+                                         pos.data(), s, scale, out.data())
+                         : Attention(pool, q.data(), k.data(), v.data(), c.k_cache, c.v(), pos.data(),
+                                     s, scale, out.data());
   EXPECT_TRUE(st.ok()) << st;
   return out;
 }
@@ -130,16 +132,21 @@ const Case kCases[] = {
     {9, 8, 2, 128, 200, DType::kF16, 60},   // prefill crossing a chunk boundary
     {5, 4, 4, 12, 40, DType::kF32, 0},      // head_dim not a multiple of 8
     {3, 6, 3, 64, 70, DType::kF32, 64},
+    {4, 8, 2, 64, 300, DType::kQ8_0, 200},                 // q8_0 caches
+    {2, 4, 1, 32, 100, DType::kQ8_0, 90, DType::kF16},     // q8_0 K, f16 V
+    {6, 8, 4, 64, 300, DType::kF16, 100, DType::kQ8A, 70},  // sliding window of 70
+    {1, 4, 2, 64, 300, DType::kF16, 250, DType::kQ8A, 1},   // window of 1 (one row)
 };
 
 // Error against the exact (double) reference: max |fast - exact| over the
 // outputs, whose values are ~0.1-1 (weighted means of N(0, 1) values).
-// Measured with this test: 6.0e-7 (f16 and f32 caches); bounded at 1e-6.
+// Measured with this test: 6.0e-7 (f16, f32 and q8_0 caches, windows);
+// bounded at 1e-6. Both read q8_0 rows as the same floats (code * d).
 TEST(FastAttention, CloseToTheExactReference) {
   double worst = 0;
   for (const Case& c : kCases) {
     const std::vector<float> q = Random(c.T * c.H * c.hd, 1, 1.0f);
-    const std::vector<uint8_t> k = RandomCache(c, 2), v = RandomCache(c, 3);
+    const std::vector<uint8_t> k = RandomCache(c, c.k_cache, 2), v = RandomCache(c, c.v(), 3);
     const std::vector<float> exact = RunAttention(false, c, q, k, v, nullptr);
     const std::vector<float> fast = RunAttention(true, c, q, k, v, nullptr);
     for (size_t i = 0; i < exact.size(); ++i) {
@@ -154,7 +161,7 @@ TEST(FastAttention, BitIdenticalAcrossIsasAndThreads) {
   ThreadPool pool(3);
   for (const Case& c : kCases) {
     const std::vector<float> q = Random(c.T * c.H * c.hd, 4, 1.0f);
-    const std::vector<uint8_t> k = RandomCache(c, 5), v = RandomCache(c, 6);
+    const std::vector<uint8_t> k = RandomCache(c, c.k_cache, 5), v = RandomCache(c, c.v(), 6);
     const Isa before = SetIsaForTesting(Isa::kPortable);
     const std::vector<float> ref = RunAttention(true, c, q, k, v, nullptr);
     SetIsaForTesting(before);

@@ -45,7 +45,9 @@ absl::StatusOr<std::unique_ptr<DeviceMemory>> DeviceMemory::Allocate(const dispa
       return absl::Status(data.status().code(), absl::StrCat("CUDA backend: weight '", s.source, "': ",
                                                              data.status().message()));
     }
-    if (static_cast<int64_t>(data->size()) != s.bytes || (s.bytes > 0 && data->data() == nullptr)) {
+    // The slot holds the bytes the graph's values read from the tensor: all
+    // of it, or (views of part of a tensor, ir::Value::source_offset) a prefix.
+    if (static_cast<int64_t>(data->size()) < s.bytes || (s.bytes > 0 && data->data() == nullptr)) {
       return absl::InvalidArgumentError(absl::StrCat("CUDA backend: weight '", s.source, "' needs ", s.bytes,
                                                      " bytes, the resolver gave ", data->size()));
     }
@@ -77,8 +79,11 @@ void* DeviceMemory::Address(const dispatch::BufRef& b, int64_t T) const {
 }
 
 const uint8_t* DeviceMemory::HostWeight(int64_t offset) const {
-  auto it = host_weights_.find(offset);
-  return it == host_weights_.end() ? nullptr : it->second;
+  // The slot holding `offset` (a view of part of a tensor lies inside its slot).
+  auto it = host_weights_.upper_bound(offset);
+  if (it == host_weights_.begin()) return nullptr;
+  --it;
+  return it->second + (offset - it->first);
 }
 
 }  // namespace vibrant::cuda

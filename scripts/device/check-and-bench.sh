@@ -5,7 +5,8 @@
 #   carry: .devdeps (../shared/device/pack-deps.sh), .devshared (models/ and
 #   reference/ of ../shared), optionally .base (the baseline's sources, e.g.
 #   `git archive <commit> | tar -x -C .base`).
-# Env: TESTS (1), BENCH (1), BASE (.base), REPS (3).
+# Env: TESTS (1), BENCH (1), BASE (.base), REPS (3), LONG (1: decode with a
+# 20480-token plan at a short position and after ~4k tokens of prompt).
 set -o pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/vibrant-out}
@@ -28,7 +29,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | 
 t0=$(date +%s)
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release > "$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
 targets="vibrantc vibrant-run vibrant-bench"
-[ "$TESTS" = 1 ] && targets="$targets cuda_executor_test gpu_conformance_test nvrtc_test kernel_source_test cublaslt_test"
+[ "$TESTS" = 1 ] && targets="$targets cuda_executor_test gpu_conformance_test nvrtc_test kernel_source_test cublaslt_test attention_gpu_test cuda_plan_probe"
 ninja -C build -j16 $targets > "$OUT/build.log" 2>&1 || { grep -E "error" -A6 "$OUT/build.log" | head -60; exit 1; }
 echo "build: $(( $(date +%s) - t0 )) s"
 if [ "$BENCH" = 1 ] && [ -d "$BASE" ]; then
@@ -66,5 +67,22 @@ if [ "$BENCH" = 1 ]; then
     done
   done
   VIBRANT_CUDA_PROFILE=1 build/tools/vibrant-bench/vibrant-bench -m $m --device cuda -p 0 -n 32 -r 1 2>&1 | grep -E "profile|T=1" | head -30 > "$OUT/profile.txt"
+  if [ "${LONG:-1}" = 1 ]; then
+    # A plan for 20480 tokens of context: decode at short positions, then
+    # after a prompt of ~4k tokens (vibrant-run's timing line).
+    yes "the quick brown fox jumps over the lazy dog and then" | head -c 17000 | tr '\n' ' ' > /tmp/long.txt
+    for tree in base new; do
+      b=build/tools/vibrant-bench/vibrant-bench; vc=build/tools/vibrantc/vibrantc; run=build/tools/vibrant-run/vibrant-run
+      if [ $tree = base ]; then b=$BASE/build/tools/vibrant-bench/vibrant-bench; vc=$BASE/build/tools/vibrantc/vibrantc; run=$BASE/build/tools/vibrant-run/vibrant-run; fi
+      [ -x $b ] || continue
+      echo "== $tree: tg128 of a plan for 20480 tokens"
+      $b -m $m --device cuda -p 0 -n 128 -r 3 --ctx-size 20480 2>&1 | grep -E "tg128" | tee -a "$OUT/bench-$tree.txt"
+      if [ -x $run ] && $vc compile $m --device cuda -c 20480 -o /tmp/$tree-20k.plan > /dev/null 2>&1; then
+        echo "== $tree: vibrant-run after a long prompt (plan for 20480)"
+        $run /tmp/$tree-20k.plan -f /tmp/long.txt -n 128 --temp 0 2>&1 >/dev/null | grep -E "prompt:|tok/s" | tail -2 | tee -a "$OUT/bench-$tree.txt"
+      fi
+    done
+  fi
 fi
+( cd "$OUT" && tar czf logs.tgz --exclude=logs.tgz . )
 exit $rc

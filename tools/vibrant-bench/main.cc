@@ -31,6 +31,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "api/version.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/types/span.h"
@@ -91,6 +92,7 @@ constexpr char kUsage[] =
     "  --seed S               seed of the random prompt tokens (default 42)\n"
     "  --json                 one JSON document on stdout instead of a markdown table\n"
     "  --json-out FILE        also write the JSON document to FILE\n"
+    "  --version              print the version and exit\n"
     "  -h, --help             this text\n";
 
 struct Args {
@@ -736,6 +738,12 @@ std::string JsonDocument(const Args& a, const std::vector<RunResult>& runs) {
 }  // namespace vibrant
 
 int main(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    if (std::string(argv[i]) == "--version") {
+      std::printf("%s\n", vibrant::VersionLine("vibrant-bench").c_str());
+      return 0;
+    }
+  }
   vibrant::Args args;
   if (!vibrant::ParseArgs(argc, argv, &args)) return 2;
   if (args.help) {
