@@ -14,7 +14,8 @@
 //    - kQ8x256 for q2_K .. q6_K: the same rounding per block of 256 (as
 //      llama.cpp's q8_K, whose scale is the signed extreme; ours is
 //      symmetric) plus the sums of q over each 16 values.
-//    - kFloat for every other weight type (f32, f16, bf16, q8_K, integers):
+//    - kFloat for every other weight type (f32, f16, bf16, q8_K, iq4_nl,
+//      iq4_xs, integers; llama.cpp rounds x to 8 bits for the iq4 types):
 //      x is used as it is.
 // 2. Each weight block is decoded to small integers u and integer scales
 //    (w = d * (u - o) for q4_0/q5_0/q8_0, d * u + m for q4_1/q5_1, and

@@ -55,8 +55,8 @@ std::vector<uint8_t> RandomWeight(DType t, int64_t N, int64_t K, uint32_t seed) 
 }
 
 int64_t BlockOf(DType t) {
-  if (internal::IsKFamily(t) || t == DType::kQ8_K) return 256;
-  if (internal::IsQ32Family(t)) return 32;
+  if (internal::IsKFamily(t) || t == DType::kQ8_K || t == DType::kIQ4_XS) return 256;
+  if (internal::IsQ32Family(t) || t == DType::kIQ4_NL) return 32;
   return 1;
 }
 
@@ -64,7 +64,7 @@ const DType kAllTypes[] = {DType::kF32,  DType::kF16,  DType::kBF16, DType::kQ4_
                            DType::kQ4_1, DType::kQ5_0, DType::kQ5_1, DType::kQ8_0,
                            DType::kQ2_K, DType::kQ3_K, DType::kQ4_K, DType::kQ5_K,
                            DType::kQ6_K, DType::kQ8_K, DType::kI8,   DType::kI16,
-                           DType::kI32};
+                           DType::kI32,  DType::kIQ4_NL, DType::kIQ4_XS};
 
 std::vector<Isa> AvailableIsas() {
   std::vector<Isa> v = {Isa::kPortable};
