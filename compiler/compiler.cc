@@ -6,8 +6,8 @@
 #include "absl/strings/str_cat.h"
 #include "ir/serialize.h"
 #include "ir/verifier.h"
+#include "codegen/cpu_target.h"
 #include "codegen/cuda_target.h"
-#include "runtime/cpu/kernel_select.h"
 #ifdef VIBRANT_WITH_CUDA
 #include "codegen/kernel_source.h"
 #include "codegen/nvrtc.h"
@@ -72,6 +72,9 @@ absl::StatusOr<Compiled> CompileGraph(ir::Graph graph, const CompileOptions& opt
 #endif
   const codegen::CudaTarget target(target_opts);
   if (out.device == "cuda") ctx.cuda_kernels = &target;
+  // A cpu plan's kernels: fast, or the exact reference ones (--exact).
+  const codegen::CpuTarget cpu_target({.exact = opts.cpu_exact});
+  if (out.device == "cpu") ctx.cpu_kernels = &cpu_target;
   ctx.explain_devices = opts.explain_devices;
   out.before = passes::ComputeGraphStats(graph);
   std::ostringstream discard;
@@ -84,9 +87,6 @@ absl::StatusOr<Compiled> CompileGraph(ir::Graph graph, const CompileOptions& opt
         absl::StrCat("internal error: the compiled graph does not verify: ", v.message()));
   }
   out.after = passes::ComputeGraphStats(graph);
-  // Which kernels the CPU runs; until select-kernels chooses per op for the
-  // CPU too, one choice for the graph.
-  cpu::SetGraphCpuKernels(graph, opts.cpu_exact ? cpu::CpuKernels::kExact : cpu::CpuKernels::kFast);
 
   const int64_t n_ctx = MetaInt(graph, "n_ctx", 0);
   // The cache types (lowering names the caches cache_k.<layer> / cache_v.<layer>).

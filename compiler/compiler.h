@@ -38,8 +38,8 @@ struct CompileOptions {
   // Where IR dumps and pass timings go; null: discarded.
   std::ostream* log = nullptr;
   // CPU ops run the exact reference kernels (f32 activations) instead of the
-  // fast ones (8-bit activations, SIMD): graph.meta["cpu_kernels"]
-  // (runtime/cpu/kernel_select.h).
+  // fast ones (8-bit activations, SIMD): the CPU target's choice in
+  // select-kernels, recorded per op (runtime/cpu/kernel_select.h).
   bool cpu_exact = false;
   // cuda kernel choice (codegen/cuda_target.h): matmuls of at least this many
   // token rows run as cuBLASLt GEMMs (0: never); the GPU's multiprocessor

@@ -47,10 +47,10 @@
 #include "frontends/lower/lower.h"
 #include "frontends/tokenizer/tokenizer.h"
 #include "gtest/gtest.h"
+#include "codegen/cpu_target.h"
 #include "nlohmann/json.hpp"
 #include "passes/pass.h"
 #include "runtime/cpu/executor.h"
-#include "runtime/cpu/kernel_select.h"
 
 namespace vibrant {
 namespace {
@@ -211,11 +211,13 @@ absl::StatusOr<std::unique_ptr<CpuExecutor>> MakeExecutor(const GgufFile& file,
   if (!graph.ok()) return graph.status();
   passes::PassContext ctx;
   ctx.device = passes::DevicePolicy::kCpu;
+  // The CPU target's kernels, fast or exact, as vibrantc compile [--exact].
+  const codegen::CpuTarget target({.exact = !fast});
+  ctx.cpu_kernels = &target;
   std::ostringstream log;
   if (absl::Status s = passes::DefaultPipeline().Run(*graph, ctx, passes::PipelineOptions(), log); !s.ok()) {
     return s;
   }
-  cpu::SetGraphCpuKernels(*graph, fast ? cpu::CpuKernels::kFast : cpu::CpuKernels::kExact);
   const GgufFile* f = &file;
   return CpuExecutor::Create(
       *graph, [f](const std::string& name) -> absl::StatusOr<absl::Span<const uint8_t>> {
@@ -254,6 +256,8 @@ TEST_P(Conformance, MatchesLlamaCpp) {
   opts.n_ctx = 512;  // as the reference run
   auto exec = MakeExecutor(**file, opts, fast);
   ASSERT_TRUE(exec.ok()) << exec.status();
+  EXPECT_EQ((*exec)->KernelSummary().rfind(fast ? "fast kernels" : "exact kernels", 0), 0u)
+      << (*exec)->KernelSummary();
 
   const int n_vocab = ref["n_vocab"];
   const Tolerance tolerance = ToleranceFor(model);

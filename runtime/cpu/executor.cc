@@ -949,10 +949,13 @@ absl::Status CpuExecutor::Impl::Init(WeightResolver& weights) {
   for (const Op& op : g.ops()) {
     if (absl::Status s = CheckOp(g, op, /*in_body=*/false); !s.ok()) return s;
   }
-  // The kernels each op runs with, as the compiler chose them.
-  absl::StatusOr<cpu::CpuKernels> graph_kernels = cpu::GraphCpuKernels(g);
-  if (!graph_kernels.ok()) return graph_kernels.status();
-  for (const Op& op : g.ops()) op_kernels.push_back(cpu::KernelsForOp(g, op, *graph_kernels));
+  // The kernels each op runs with, as the compiler chose them (Op::kernels,
+  // select-kernels with the CPU target).
+  for (const Op& op : g.ops()) {
+    absl::StatusOr<cpu::CpuKernels> k = cpu::KernelsForOp(g, op);
+    if (!k.ok()) return k.status();
+    op_kernels.push_back(*k);
+  }
 
   // Byte size of every value that needs storage of its own; views (reshape
   // outputs, kv_store outputs) share their input's.

@@ -31,6 +31,14 @@ using ir::OpKind;
 using ir::ValueId;
 using ::testing::HasSubstr;
 
+// What select-kernels records with the CPU target (codegen/cpu_target.h),
+// for graphs built or lowered here without the pass pipeline.
+void UseCpuKernels(Graph& g, cpu::CpuKernels k) {
+  for (size_t i = 0; i < g.ops().size(); ++i) {
+    g.mutable_ops()[i].kernels = cpu::CpuVariants(g, g.ops()[i], k);
+  }
+}
+
 std::string Msg(const absl::Status& s) { return std::string(s.message()); }
 
 // ---- a tiny llama, built by hand, with a double-precision reference ----------
@@ -313,7 +321,7 @@ TEST_P(TinyModelTest, FastKernelsCloseToReferenceAndThreadCountIndependent) {
   const TinyConfig c = GetParam();
   const Weights w = MakeWeights(c);
   Graph g = BuildTiny(c);
-  cpu::SetGraphCpuKernels(g, cpu::CpuKernels::kFast);
+  UseCpuKernels(g, cpu::CpuKernels::kFast);
   Reference ref(c, w);
   const std::vector<int32_t> toks = {3, 17, 39, 0, 22, 5, 5, 38};
   std::vector<float> first;  // all logits of the 1-thread run
@@ -429,8 +437,9 @@ TEST(CpuExecutorTest, CreateRejectsInvalidGraphs) {
   EXPECT_FALSE(CpuExecutor::Create(g, w.Resolver()).ok());
 }
 
-// The kernel choice travels in the graph: absent = exact; "fast"; anything
-// else is a clear error at creation.
+// The kernel choice travels in the graph, per op (Op::kernels, as
+// select-kernels records it): none = exact; the fast variants; an unknown or
+// mismatched one is a clear error at creation.
 TEST(CpuExecutorTest, KernelChoiceFromTheGraph) {
   const TinyConfig c = Variant(0, DType::kF32, 8, DType::kQ8_0);
   const Weights w = MakeWeights(c);
@@ -445,7 +454,7 @@ TEST(CpuExecutorTest, KernelChoiceFromTheGraph) {
 
   // Fast: other bits (8-bit activations), close.
   Graph fast = BuildTiny(c);
-  cpu::SetGraphCpuKernels(fast, cpu::CpuKernels::kFast);
+  UseCpuKernels(fast, cpu::CpuKernels::kFast);
   e = MakeExecutor(fast, w);
   ASSERT_NE(e, nullptr);
   o = e->Step(toks, 0);
@@ -453,12 +462,37 @@ TEST(CpuExecutorTest, KernelChoiceFromTheGraph) {
   EXPECT_NE(std::vector<float>(o->begin(), o->end()), want);
   for (size_t i = 0; i < want.size(); ++i) EXPECT_NEAR((*o)[i], want[i], 0.055);
 
-  Graph bad = BuildTiny(c);
-  bad.meta[cpu::kCpuKernelsMetaKey] = std::string("fastest");
-  absl::StatusOr<std::unique_ptr<CpuExecutor>> made = CpuExecutor::Create(bad, w.Resolver());
-  ASSERT_FALSE(made.ok());
-  EXPECT_THAT(Msg(made.status()), HasSubstr("cpu_kernels"));
-  EXPECT_THAT(Msg(made.status()), HasSubstr("fastest"));
+  // Exact variants recorded: the exact bits again.
+  Graph exact_variants = BuildTiny(c);
+  UseCpuKernels(exact_variants, cpu::CpuKernels::kExact);
+  e = MakeExecutor(exact_variants, w);
+  ASSERT_NE(e, nullptr);
+  EXPECT_EQ(e->KernelSummary(), "exact kernels");
+  o = e->Step(toks, 0);
+  ASSERT_TRUE(o.ok());
+  EXPECT_EQ(std::vector<float>(o->begin(), o->end()), want);
+
+  // A variant this build does not have, or one for another weight type (the
+  // q8_0 wq pairs with q8x32 activations), is a named error.
+  for (const char* name : {"cpu.matmul.fastest", "cpu.matmul.q8x256"}) {
+    Graph bad = BuildTiny(c);
+    UseCpuKernels(bad, cpu::CpuKernels::kFast);
+    int matmuls = 0;
+    for (size_t i = 0; i < bad.ops().size(); ++i) {
+      ir::Op& op = bad.mutable_ops()[i];
+      if (op.kind == OpKind::kMatMul && bad.value(op.inputs[1]).dtype == DType::kQ8_0) {
+        ASSERT_EQ(op.kernels.size(), 1u);
+        EXPECT_EQ(op.kernels[0].name, "cpu.matmul.q8x32");
+        op.kernels[0].name = name;
+        ++matmuls;
+      }
+    }
+    ASSERT_GT(matmuls, 0);
+    absl::StatusOr<std::unique_ptr<CpuExecutor>> made = CpuExecutor::Create(bad, w.Resolver());
+    ASSERT_FALSE(made.ok());
+    EXPECT_THAT(Msg(made.status()), HasSubstr(std::string("unknown kernel variant '") + name + "'"));
+    EXPECT_THAT(Msg(made.status()), HasSubstr("'cpu.matmul.exact' or 'cpu.matmul.q8x32'"));
+  }
 }
 
 TEST(CpuExecutorTest, ResetZeroesTheKvCache) {
@@ -679,7 +713,7 @@ TEST_F(RealModelTest, FastKernelsGreedyIndependentOfThreadCount) {
     if (!std::filesystem::exists(path) || c.is_null()) GTEST_SKIP() << name << " absent";
     absl::StatusOr<LoadedModel> m = Load(path, /*all_logits=*/false, 16);
     ASSERT_TRUE(m.ok()) << m.status();
-    cpu::SetGraphCpuKernels(m->graph, cpu::CpuKernels::kFast);
+    UseCpuKernels(m->graph, cpu::CpuKernels::kFast);
     const auto prompt = c["prompt_tokens"].get<std::vector<int32_t>>();
     std::vector<int32_t> first_tokens;
     std::vector<float> first_logits;
