@@ -72,6 +72,7 @@ struct Tolerance {
   // (../shared/next/ARCHITECTURES.md).
   int outliers = 0;
   double outlier_max = 0;
+  int fast_outliers = 0;  // the same allowance for the fast kernels
 };
 // The fast kernels (FastKernels/...: 8-bit activations as llama.cpp's CPU
 // backend, runtime/cpu/fast_matmul.h, f32 flash attention, fast silu)
@@ -106,19 +107,22 @@ constexpr Tolerance kTolerances[] = {
 constexpr Tolerance kNextTolerances[] = {
     // model                exact  fast     exact measured 2026-12  fast measured
     //                                      (max over 3 cases)      2026-12-07
-    {"tiny-llama-iq4_nl",   0.13,  0.13 },   // 0.083  (llama.cpp: q8_0 activations)
-    {"tiny-llama-iq4_xs",   0.20,  0.20 },   // 0.130  (llama.cpp: q8_K activations)
-    {"tiny-qwen3-f16",      0.010, 0.010},   // 0.0062 (llama.cpp: f16 KV cache and f16 activations)
-    {"tiny-qwen3-q4_k_m",   0.14,  0.14 },   // 0.089
-    {"tiny-gemma3-f16",     0.008, 0.008},   // 0.0051
-    {"tiny-gemma3-q4_k_m",  0.17,  0.17 },   // 0.110
-    {"tiny-phi3-f16",       0.009, 0.009},   // 0.0060
-    {"tiny-phi3-q4_k_m",    0.14,  0.14 },   // 0.092
-    {"tiny-qwen3moe-f16",   0.009, 0.009},   // 0.0055
-    // 0.068 at every position but two: prompt 3's positions 70 (0.223) and 77
-    // (0.139), where the router's 2nd and 3rd experts differ by 0.004 / 0.003
-    // in probability and llama.cpp's q8 activations choose the other one.
-    {"tiny-qwen3moe-q4_k_m", 0.10, 0.10, /*outliers=*/2, /*outlier_max=*/0.34},
+    {"tiny-llama-iq4_nl",   0.13,  0.135},   // 0.083  (llama.cpp: q8_0 activations)  0.0904
+    {"tiny-llama-iq4_xs",   0.20,  0.19 },   // 0.130  (llama.cpp: q8_K activations)  0.127
+    {"tiny-qwen3-f16",      0.010, 0.010},   // 0.0062 (llama.cpp: f16 KV cache and   0.00621
+                                             //         f16 activations)
+    {"tiny-qwen3-q4_k_m",   0.14,  0.11 },   // 0.089                                 0.0709
+    {"tiny-gemma3-f16",     0.008, 0.008},   // 0.0051                                0.00511
+    {"tiny-gemma3-q4_k_m",  0.17,  0.15 },   // 0.110                                 0.0984
+    {"tiny-phi3-f16",       0.009, 0.009},   // 0.0060                                0.00595
+    {"tiny-phi3-q4_k_m",    0.14,  0.12 },   // 0.092                                 0.081
+    {"tiny-qwen3moe-f16",   0.009, 0.009},   // 0.0055                                0.00552
+    // Exact kernels: 0.068 at every position but two: prompt 3's positions 70
+    // (0.223) and 77 (0.139), where the router's 2nd and 3rd experts differ by
+    // 0.004 / 0.003 in probability and llama.cpp's q8 activations choose the
+    // other one. The fast kernels round the router's input to 8 bits as
+    // llama.cpp does and choose its experts: 0.0605 everywhere, no outliers.
+    {"tiny-qwen3moe-q4_k_m", 0.10, 0.09, /*outliers=*/2, /*outlier_max=*/0.34, /*fast_outliers=*/0},
 };
 
 Tolerance ToleranceFor(const std::string& model) {
@@ -262,6 +266,7 @@ TEST_P(Conformance, MatchesLlamaCpp) {
   const int n_vocab = ref["n_vocab"];
   const Tolerance tolerance = ToleranceFor(model);
   const double tol = fast ? tolerance.fast_max_err : tolerance.max_err;
+  const int outliers = fast ? tolerance.fast_outliers : tolerance.outliers;
   double worst = 0, worst_abs = 0;
   // Normalized errors of every compared position; those above tol are
   // checked against the outlier allowance at the end.
@@ -287,7 +292,7 @@ TEST_P(Conformance, MatchesLlamaCpp) {
       worst = std::max(worst, e.normalized);
       worst_abs = std::max(worst_abs, e.max_abs);
       errors.push_back(e.normalized);
-      EXPECT_LE(e.normalized, tolerance.outliers > 0 ? tolerance.outlier_max : tol)
+      EXPECT_LE(e.normalized, outliers > 0 ? tolerance.outlier_max : tol)
           << "prompt position " << p;
     }
     // Logits predicting generated[i]: i == 0 from the prompt's last position.
@@ -309,7 +314,7 @@ TEST_P(Conformance, MatchesLlamaCpp) {
         worst = std::max(worst, e.normalized);
         worst_abs = std::max(worst_abs, e.max_abs);
         errors.push_back(e.normalized);
-        EXPECT_LE(e.normalized, tolerance.outliers > 0 ? tolerance.outlier_max : tol)
+        EXPECT_LE(e.normalized, outliers > 0 ? tolerance.outlier_max : tol)
             << "after generated token " << i;
       }
     }
@@ -317,14 +322,12 @@ TEST_P(Conformance, MatchesLlamaCpp) {
   std::sort(errors.begin(), errors.end(), std::greater<double>());
   const int above = static_cast<int>(
       std::count_if(errors.begin(), errors.end(), [&](double e) { return e > tol; }));
-  EXPECT_LE(above, tolerance.outliers) << "positions above the tolerance " << tol;
-  const double rest = errors.size() > static_cast<size_t>(tolerance.outliers)
-                          ? errors[tolerance.outliers]
-                          : 0.0;
+  EXPECT_LE(above, outliers) << "positions above the tolerance " << tol;
+  const double rest = errors.size() > static_cast<size_t>(outliers) ? errors[outliers] : 0.0;
   std::printf("[ MEASURED ] %s (%s kernels): max normalized logit error %.3g (max abs %.3g), tolerance %.3g",
               model.c_str(), fast ? "fast" : "exact", worst, worst_abs, tol);
-  if (tolerance.outliers > 0) {
-    std::printf("; %.3g without the %d largest (allowed up to %.3g)", rest, tolerance.outliers,
+  if (outliers > 0) {
+    std::printf("; %.3g without the %d largest (allowed up to %.3g)", rest, outliers,
                 tolerance.outlier_max);
   }
   std::printf("\n");
