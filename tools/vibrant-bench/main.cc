@@ -85,6 +85,9 @@ constexpr char kUsage[] =
     "  --no-fusion            GGUF only: compile without elementwise fusion\n"
     "                         (--disable-pass=fuse-elementwise)\n"
     "  --no-graphs            CUDA: launch kernels one by one, not as CUDA graphs\n"
+    "  --decode-blocks-per-sm N  GGUF only, CUDA: blocks per multiprocessor of the\n"
+    "                         persistent decode kernel (default 2; 0 = one launch per op,\n"
+    "                         vibrantc compile --decode-schedule ops)\n"
     "  --no-warmup            skip the warm-up run before each test\n"
     "  --mem-bw               CPU: also measure the host's read bandwidth with the same\n"
     "                         thread count (1 GiB, best of 5) and report each tg figure\n"
@@ -107,6 +110,7 @@ struct Args {
   bool fusion = true;
   bool exact = false;
   bool graphs = true;
+  int64_t decode_blocks_per_sm = 2;
   bool warmup = true;
   bool mem_bw = false;
   uint32_t seed = 42;
@@ -180,6 +184,9 @@ bool ParseArgs(int argc, char** argv, Args* a) {
       a->exact = true;
     } else if (f == "--no-graphs") {
       a->graphs = false;
+    } else if (f == "--decode-blocks-per-sm") {
+      if (!int_value(0, &a->decode_blocks_per_sm)) return false;
+      if (a->decode_blocks_per_sm > 32) return UsageError("--decode-blocks-per-sm: at most 32");
     } else if (f == "--no-warmup") {
       a->warmup = false;
     } else if (f == "--mem-bw") {
@@ -534,6 +541,7 @@ absl::Status BenchModel(const Args& a, const std::string& path, std::vector<RunR
     if (!a.fusion) co.pipeline.disabled.insert("fuse-elementwise");
     co.cuda_graphs = a.graphs;
     co.cpu_exact = a.exact;
+    co.decode_blocks_per_sm = static_cast<int>(a.decode_blocks_per_sm);
     absl::StatusOr<compiler::Compiled> c = compiler::CompileGguf(*gguf, co);
     if (!c.ok()) return c.status();
     for (const std::string& note : c->notes) std::fprintf(stderr, "%s\n", note.c_str());
