@@ -238,6 +238,11 @@ struct ConformanceCase {
   bool fast = false;
 };
 
+// How ctest lists a case: "next/tiny-qwen3-f16 (fast kernels)".
+void PrintTo(const ConformanceCase& c, std::ostream* os) {
+  *os << c.model.dir << c.model.name << (c.fast ? " (fast kernels)" : " (exact kernels)");
+}
+
 class Conformance : public ::testing::TestWithParam<ConformanceCase> {};
 
 TEST_P(Conformance, MatchesLlamaCpp) {
