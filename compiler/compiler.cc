@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "ir/serialize.h"
 #include "ir/verifier.h"
+#include "codegen/cpu_target.h"
 #include "codegen/cuda_target.h"
 #ifdef VIBRANT_WITH_CUDA
 #include "codegen/kernel_source.h"
@@ -80,6 +81,9 @@ absl::StatusOr<Compiled> CompileGraph(ir::Graph graph, const CompileOptions& opt
 #endif
   const codegen::CudaTarget target(target_opts);
   if (out.device == "cuda") ctx.cuda_kernels = &target;
+  // A cpu plan's kernels: fast, or the exact reference ones (--exact).
+  const codegen::CpuTarget cpu_target({.exact = opts.cpu_exact});
+  if (out.device == "cpu") ctx.cpu_kernels = &cpu_target;
   ctx.explain_devices = opts.explain_devices;
   ctx.decode_blocks_per_sm = opts.decode_blocks_per_sm;
   out.before = passes::ComputeGraphStats(graph);

@@ -37,6 +37,10 @@ struct CompileOptions {
   bool explain_devices = false;
   // Where IR dumps and pass timings go; null: discarded.
   std::ostream* log = nullptr;
+  // CPU ops run the exact reference kernels (f32 activations) instead of the
+  // fast ones (8-bit activations, SIMD): the CPU target's choice in
+  // select-kernels, recorded per op (runtime/cpu/kernel_select.h).
+  bool cpu_exact = false;
   // cuda kernel choice (codegen/cuda_target.h): matmuls of at least this many
   // token rows run as cuBLASLt GEMMs (0: never); the GPU's multiprocessor
   // count for launch geometry (0: the local GPU's, else 132); decode steps as

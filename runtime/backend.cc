@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "runtime/cpu/thread_pool.h"
 
 namespace vibrant {
 namespace {
@@ -22,7 +23,9 @@ class CpuBackend : public Executor {
                                      const SampleDraw& draw) override {
     return exec_->StepSample(tokens, pos0, draw);
   }
-  std::string Describe() const override { return absl::StrCat("cpu (", threads_, " threads)"); }
+  std::string Describe() const override {
+    return absl::StrCat("cpu (", threads_, " threads, ", exec_->KernelSummary(), ")");
+  }
 
  private:
   std::unique_ptr<CpuExecutor> exec_;
@@ -39,8 +42,7 @@ absl::StatusOr<int32_t> Executor::StepSample(absl::Span<const int32_t>, int32_t,
 absl::StatusOr<std::unique_ptr<Executor>> CreateCpuBackend(const ir::Graph& graph,
                                                            WeightResolver weights,
                                                            CpuExecutorOptions opts) {
-  const int threads =
-      opts.threads > 0 ? opts.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int threads = opts.threads > 0 ? opts.threads : cpu::DefaultThreadCount();
   absl::StatusOr<std::unique_ptr<CpuExecutor>> exec =
       CpuExecutor::Create(graph, std::move(weights), opts);
   if (!exec.ok()) return exec.status();

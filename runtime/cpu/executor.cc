@@ -14,7 +14,12 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "ir/verifier.h"
+#include "runtime/cpu/cpu_features.h"
 #include "runtime/cpu/eval_op.h"
+#include "runtime/cpu/fast_attention.h"
+#include "runtime/cpu/fast_elementwise.h"
+#include "runtime/cpu/fast_matmul.h"
+#include "runtime/cpu/kernel_select.h"
 #include "runtime/cpu/kernels.h"
 #include "runtime/cpu/quantize.h"
 #include "runtime/cpu/thread_pool.h"
@@ -600,7 +605,7 @@ absl::Status CheckStructure(const Graph& g, const char* what) {
 // broadcast operands are whole; positions hold n entries. Every kernel here
 // computes each row from the same rows of its inputs, so a chunk gives the
 // bits the whole-tensor kernel gives for those rows.
-absl::Status RunBodyOp(const Graph& g, const Op& op, const std::vector<uint8_t*>& p, int64_t n,
+absl::Status RunBodyOp(const Graph& g, const Op& op, const std::vector<uint8_t*>& p, bool fast, int64_t n,
                        int64_t row_len) {
   auto F = [&](ValueId v) { return reinterpret_cast<float*>(p[v]); };
   auto num = [&](const char* key, double dflt) { return NumberAttr(op, key, false, dflt).value_or(dflt); };
@@ -627,7 +632,7 @@ absl::Status RunBodyOp(const Graph& g, const Op& op, const std::vector<uint8_t*>
       return absl::OkStatus();
     }
     case OpKind::kSilu:
-      cpu::Silu(F(op.inputs[0]), elems, F(out));
+      (fast ? cpu::SiluFast : cpu::Silu)(F(op.inputs[0]), elems, F(out));
       return absl::OkStatus();
     case OpKind::kRmsNorm: {
       const int64_t D = g.value(op.inputs[0]).shape.back();
@@ -673,12 +678,16 @@ struct CpuExecutor::Impl {
   ValueId sampling = -1, token = -1;  // a graph with a sample op (ir/ops.h)
   int64_t n_vocab = -1;  // -1: unchecked (no embedding reads the tokens)
   int64_t n_ctx = -1;    // -1: no KV cache
+  // Per op of the step graph: exact or fast kernels (kernel_select.h).
+  std::vector<cpu::CpuKernels> op_kernels;
+  // The fast matmul's rounded activations (grown on first use).
+  std::vector<uint8_t> act_scratch;
 
   absl::Status Init(WeightResolver& weights);
   absl::Status BindBody(BoundGraph& outer, int op_index, int depth);
   absl::Status Run(BoundGraph& b, int64_t T);
   absl::Status RunOp(BoundGraph& b, int op_index, int64_t T);
-  absl::Status RunBody(BoundGraph& b, int64_t T);
+  absl::Status RunBody(BoundGraph& b, int64_t T, bool fast);
 };
 
 absl::Status CpuExecutor::Impl::BindBody(BoundGraph& outer, int op_index, int depth) {
@@ -848,7 +857,7 @@ absl::Status CpuExecutor::Impl::BindBody(BoundGraph& outer, int op_index, int de
   return absl::OkStatus();
 }
 
-absl::Status CpuExecutor::Impl::RunBody(BoundGraph& b, int64_t T) {
+absl::Status CpuExecutor::Impl::RunBody(BoundGraph& b, int64_t T, bool fast) {
   const Graph& g = *b.graph;
   const int64_t rows = b.rows == ir::kTokens ? T : b.rows;
   const int64_t n_chunks = (rows + kRowsPerChunk - 1) / kRowsPerChunk;
@@ -870,7 +879,7 @@ absl::Status CpuExecutor::Impl::RunBody(BoundGraph& b, int64_t T) {
       }
       for (const Op& op : g.ops()) {
         if (b.view_of[op.outputs[0]] >= 0) p[op.outputs[0]] = p[b.view_of[op.outputs[0]]];
-        if (absl::Status s = RunBodyOp(g, op, p, n, b.row_len); !s.ok()) return s;
+        if (absl::Status s = RunBodyOp(g, op, p, fast, n, b.row_len); !s.ok()) return s;
       }
     }
     return absl::OkStatus();
@@ -974,6 +983,13 @@ absl::Status CpuExecutor::Impl::Init(WeightResolver& weights) {
   // Every op supported and well-formed.
   for (const Op& op : g.ops()) {
     if (absl::Status s = CheckOp(g, op, /*in_body=*/false); !s.ok()) return s;
+  }
+  // The kernels each op runs with, as the compiler chose them (Op::kernels,
+  // select-kernels with the CPU target).
+  for (const Op& op : g.ops()) {
+    absl::StatusOr<cpu::CpuKernels> k = cpu::KernelsForOp(g, op);
+    if (!k.ok()) return k.status();
+    op_kernels.push_back(*k);
   }
 
   // Byte size of every value that needs storage of its own; views (reshape
@@ -1110,8 +1126,13 @@ absl::Status CpuExecutor::Impl::RunOp(BoundGraph& b, int op_index, int64_t T) {
     }
     case OpKind::kMatMul:
     case OpKind::kMultiMatMul: {
-      // x as floats: a q8a x (quantize_q8's output) is read as its values.
       const ValueId x = op.inputs[0];
+      const size_t n_members = op.kind == OpKind::kMatMul ? 1 : op.outputs.size();
+      const std::vector<int64_t> flags =
+          op.kind == OpKind::kMatMul
+              ? std::vector<int64_t>{op.inputs.size() == 3 ? 1 : 0}
+              : std::get<std::vector<int64_t>>(op.attrs.at("bias"));
+      // x as floats: a q8a x (quantize_q8's output) is read as its values.
       const float* xf = F(x);
       std::vector<float> xq;
       if (g.value(x).dtype == DType::kQ8A) {
@@ -1119,17 +1140,27 @@ absl::Status CpuExecutor::Impl::RunOp(BoundGraph& b, int op_index, int64_t T) {
         if (absl::Status s = DequantizeQ8A(b.ptr[x], E(x), xq.data()); !s.ok()) return s;
         xf = xq.data();
       }
-      const size_t n_members = op.kind == OpKind::kMatMul ? 1 : op.outputs.size();
-      const std::vector<int64_t> flags =
-          op.kind == OpKind::kMatMul
-              ? std::vector<int64_t>{op.inputs.size() == 3 ? 1 : 0}
-              : std::get<std::vector<int64_t>>(op.attrs.at("bias"));
+      const int64_t K = g.value(op.inputs[1]).shape[1];
+      const int64_t T = E(x) / K;
+      if (&b == &main && op_kernels[op_index] == cpu::CpuKernels::kFast) {
+        // The fast kernels: x rounded once per activation format, shared by
+        // the members (cpu::RoundedActivations).
+        std::vector<cpu::MatMulMember> members;
+        size_t bias_at = 1 + n_members;
+        for (size_t m = 0; m < n_members; ++m) {
+          const Value& w = g.value(op.inputs[1 + m]);
+          members.push_back({w.dtype, b.ptr[op.inputs[1 + m]], w.shape[0],
+                             flags[m] != 0 ? F(op.inputs[bias_at++]) : nullptr,
+                             F(op.outputs[m])});
+        }
+        return cpu::MultiMatMulFast(pool.get(), xf, T, K, members, &act_scratch);
+      }
       size_t bias_at = 1 + n_members;
       for (size_t m = 0; m < n_members; ++m) {
         const Value& w = g.value(op.inputs[1 + m]);
-        const int64_t K = w.shape[1], N = w.shape[0];
+        const int64_t N = w.shape[0];
         const float* bias = flags[m] != 0 ? F(op.inputs[bias_at++]) : nullptr;
-        if (absl::Status s = cpu::MatMul(pool.get(), xf, E(x) / K, K, w.dtype, b.ptr[op.inputs[1 + m]],
+        if (absl::Status s = cpu::MatMul(pool.get(), xf, T, K, w.dtype, b.ptr[op.inputs[1 + m]],
                                          N, bias, F(op.outputs[m]));
             !s.ok()) {
           return s;
@@ -1152,7 +1183,8 @@ absl::Status CpuExecutor::Impl::RunOp(BoundGraph& b, int op_index, int64_t T) {
       cpu::Mul(F(op.inputs[0]), E(op.inputs[0]), F(op.inputs[1]), E(op.inputs[1]), F(out));
       return absl::OkStatus();
     case OpKind::kSilu:
-      cpu::Silu(F(op.inputs[0]), E(op.inputs[0]), F(out));
+      (&b == &main && op_kernels[op_index] == cpu::CpuKernels::kFast ? cpu::SiluFast : cpu::Silu)(
+          F(op.inputs[0]), E(op.inputs[0]), F(out));
       return absl::OkStatus();
     case OpKind::kScale:
       cpu::Scale(F(op.inputs[0]), E(op.inputs[0]), static_cast<float>(num("scale", 1.0)), F(out));
@@ -1219,10 +1251,14 @@ absl::Status CpuExecutor::Impl::RunOp(BoundGraph& b, int op_index, int64_t T) {
       shape.n_head_kv = k.shape[1];
       shape.n_ctx = k.shape[0];
       shape.window = static_cast<int64_t>(num("window", 0));
+      const float scale = static_cast<float>(num("scale", 1.0));
+      const DType v_dtype = g.value(op.inputs[2]).dtype;
+      if (&b == &main && op_kernels[op_index] == cpu::CpuKernels::kFast) {
+        return cpu::AttentionFast(pool.get(), F(op.inputs[0]), b.ptr[op.inputs[1]], b.ptr[op.inputs[2]],
+                                  k.dtype, v_dtype, I(op.inputs[3]), shape, scale, F(out));
+      }
       return cpu::Attention(pool.get(), F(op.inputs[0]), b.ptr[op.inputs[1]], b.ptr[op.inputs[2]],
-                            k.dtype, g.value(op.inputs[2]).dtype, I(op.inputs[3]), shape,
-                            static_cast<float>(num("scale", 1.0)),
-                            F(out));
+                            k.dtype, v_dtype, I(op.inputs[3]), shape, scale, F(out));
     }
     case OpKind::kLastRow: {
       const int64_t D = g.value(op.inputs[0]).shape.back();
@@ -1235,7 +1271,8 @@ absl::Status CpuExecutor::Impl::RunOp(BoundGraph& b, int op_index, int64_t T) {
                          reinterpret_cast<int32_t*>(b.ptr[out]));
     }
     case OpKind::kFused: {
-      if (b.body_index[op_index] != kWholeBody) return RunBody(bodies[b.body_index[op_index]], T);
+      const bool fast = &b == &main && op_kernels[op_index] == cpu::CpuKernels::kFast;
+      if (b.body_index[op_index] != kWholeBody) return RunBody(bodies[b.body_index[op_index]], T, fast);
       std::vector<const uint8_t*> in;
       for (ValueId v : op.inputs) in.push_back(b.ptr[v]);
       std::vector<std::vector<uint8_t>> outs;
@@ -1270,7 +1307,7 @@ absl::StatusOr<std::unique_ptr<CpuExecutor>> CpuExecutor::Create(const ir::Graph
   impl->graph = graph;
   if (absl::Status s = impl->Init(weights); !s.ok()) return s;
   int threads = opts.threads;
-  if (threads <= 0) threads = std::max(1u, std::thread::hardware_concurrency());
+  if (threads <= 0) threads = cpu::DefaultThreadCount();
   impl->pool = std::make_unique<cpu::ThreadPool>(threads);
   impl->fused_scratch = Buffer(impl->pool->num_threads() * impl->scratch_slot_bytes);
   if (!impl->fused_scratch.ok()) {
@@ -1339,6 +1376,17 @@ absl::StatusOr<absl::Span<const float>> CpuExecutor::StepWith(absl::Span<const i
   if (absl::Status s = m.Run(m.main, T); !s.ok()) return s;
   return absl::Span<const float>(reinterpret_cast<const float*>(m.main.ptr[m.logits]),
                                  ir::NumElements(m.graph.value(m.logits).shape, T));
+}
+
+std::string CpuExecutor::KernelSummary() const {
+  bool fast = false, exact = false;
+  for (size_t i = 0; i < impl_->op_kernels.size(); ++i) {
+    if (!cpu::HasFastKernel(impl_->graph.ops()[i].kind)) continue;
+    (impl_->op_kernels[i] == cpu::CpuKernels::kFast ? fast : exact) = true;
+  }
+  if (!fast) return "exact kernels";
+  return absl::StrCat(exact ? "fast and exact" : "fast", " kernels (",
+                      cpu::IsaName(cpu::ActiveIsa()), ")");
 }
 
 void CpuExecutor::Reset() {

@@ -20,7 +20,7 @@ using WeightResolver =
     std::function<absl::StatusOr<absl::Span<const uint8_t>>(const std::string& source)>;
 
 struct CpuExecutorOptions {
-  int threads = 0;  // 0 = hardware concurrency
+  int threads = 0;  // 0 = the physical cores this process may use (cpu::DefaultThreadCount)
 };
 
 class CpuExecutor {
@@ -45,6 +45,11 @@ class CpuExecutor {
   // the token id it drew. FailedPrecondition when the graph has no sample op.
   absl::StatusOr<int32_t> StepSample(absl::Span<const int32_t> tokens, int32_t pos0,
                                      const SampleDraw& draw);
+
+  // "fast kernels (avx2)", "exact kernels" or "fast and exact kernels (...)":
+  // what the plan chose for this graph's ops (kernel_select.h) and the
+  // instruction set the fast ones use here.
+  std::string KernelSummary() const;
 
  private:
   absl::StatusOr<absl::Span<const float>> StepWith(absl::Span<const int32_t> tokens, int32_t pos0,

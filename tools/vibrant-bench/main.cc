@@ -62,6 +62,7 @@
 #include "passes/stats.h"
 #include "runtime/backend.h"
 #include "runtime/cpu/executor.h"
+#include "runtime/cpu/thread_pool.h"
 #include "runtime/plan.h"
 
 #include "runtime/sampler.h"
@@ -94,12 +95,14 @@ constexpr char kUsage[] =
     "  -r, --repetitions N    repetitions of each test (default 5)\n"
     "  -d, --n-depth N,...    tokens of context already in the KV cache (random, prefilled\n"
     "                         untimed) before each test (default 0), as llama-bench\n"
-    "  -t, --threads N,...    CPU threads (default: all cores)\n"
+    "  -t, --threads N,...    CPU threads (default: the physical cores)\n"
     "  --device cpu|cuda      backend (default: cpu for a GGUF, the plan's device for a plan)\n"
     "  --ctx-size N           GGUF only: KV cache length (default: the longest test)\n"
     "  --max-tokens N         GGUF only: tokens per step (default: the longest prompt, and\n"
     "                         with -d at least min(512, depth)); longer prompts and the\n"
     "                         depth's context are processed in steps of N\n"
+    "  --exact                GGUF only: CPU ops run the exact reference kernels, not the\n"
+    "                         fast ones (vibrantc compile --exact)\n"
     "  --no-fusion            GGUF only: compile without elementwise fusion\n"
     "                         (--disable-pass=fuse-elementwise)\n"
     "  --no-graphs            CUDA: launch kernels one by one, not as CUDA graphs\n"
@@ -117,6 +120,9 @@ constexpr char kUsage[] =
     "                         GPU time, GB/s and % of the device-to-device copy bandwidth\n"
     "                         measured in the same run; and the step's totals (a\n"
     "                         persistent decode kernel: per task kernel, and as run)\n"
+    "  --mem-bw               CPU: also measure the host's read bandwidth with the same\n"
+    "                         thread count (1 GiB, best of 5) and report each tg figure\n"
+    "                         against it (weight bytes per token / bandwidth = the bound)\n"
     "  --seed S               seed of the random prompt tokens (default 42)\n"
     "  --json                 one JSON document on stdout instead of a markdown table\n"
     "  --json-out FILE        also write the JSON document to FILE\n"
@@ -136,11 +142,13 @@ struct Args {
   int64_t ctx_size = 0;
   int64_t max_tokens = 0;
   bool fusion = true;
+  bool exact = false;
   bool graphs = true;
   int64_t mmq_max_rows = 0;
   int64_t mmq_tile = 0;
   int64_t decode_blocks_per_sm = 2;
   bool warmup = true;
+  bool mem_bw = false;
   uint32_t seed = 42;
   bool json = false;
   std::string json_out;
@@ -214,6 +222,8 @@ bool ParseArgs(int argc, char** argv, Args* a) {
       if (!int_value(1, &a->max_tokens)) return false;
     } else if (f == "--no-fusion") {
       a->fusion = false;
+    } else if (f == "--exact") {
+      a->exact = true;
     } else if (f == "--no-graphs") {
       a->graphs = false;
     } else if (f == "--mmq-max-rows") {
@@ -228,6 +238,8 @@ bool ParseArgs(int argc, char** argv, Args* a) {
       if (a->decode_blocks_per_sm > 32) return UsageError("--decode-blocks-per-sm: at most 32");
     } else if (f == "--no-warmup") {
       a->warmup = false;
+    } else if (f == "--mem-bw") {
+      a->mem_bw = true;
     } else if (f == "--seed") {
       int64_t s;
       if (!int_value(0, &s)) return false;
@@ -247,7 +259,7 @@ bool ParseArgs(int argc, char** argv, Args* a) {
   if (a->models.empty()) return UsageError("no model given (-m MODEL)");
   if (a->roofline && a->device == "cpu") return UsageError("--roofline measures GPU kernels: it needs --device cuda");
   if (a->threads.empty()) {
-    a->threads = {static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))};
+    a->threads = {cpu::DefaultThreadCount()};
   }
   return true;
 }
@@ -431,6 +443,7 @@ struct RunResult {
   std::optional<int64_t> peak_device;
   std::vector<TestResult> tests;
   std::vector<Roofline> roofline;
+  std::optional<double> read_gbps;  // --mem-bw: host read bandwidth, GB/s
 };
 
 std::vector<int32_t> RandomTokens(int64_t n, int64_t n_vocab, uint32_t seed) {
@@ -636,6 +649,40 @@ bool IsPlan(const std::string& path) {
   return in.gcount() == 8 && std::equal(magic, magic + 8, kPlanMagic);
 }
 
+// Host memory read bandwidth with `threads` threads, GB/s: each thread sums
+// its slice of a 1 GiB buffer (8-byte loads, four independent sums); best of
+// 5 passes after one that faults the pages in.
+double MeasureReadBandwidth(int threads) {
+  const size_t bytes = size_t{1} << 30;
+  std::vector<uint64_t> buf(bytes / 8, 1);
+  std::vector<uint64_t> sums(threads);
+  double best = 0;
+  for (int pass = 0; pass < 6; ++pass) {
+    const auto t0 = Clock::now();
+    std::vector<std::thread> th;
+    for (int t = 0; t < threads; ++t) {
+      th.emplace_back([&, t] {
+        const size_t per = buf.size() / threads;
+        const uint64_t* p = buf.data() + t * per;
+        uint64_t a = 0, b = 0, c = 0, d = 0;
+        for (size_t i = 0; i + 4 <= per; i += 4) {
+          a += p[i];
+          b += p[i + 1];
+          c += p[i + 2];
+          d += p[i + 3];
+        }
+        sums[t] = a + b + c + d;
+      });
+    }
+    for (std::thread& t : th) t.join();
+    const double sec = Seconds(Clock::now() - t0);
+    if (pass > 0 && sec > 0) best = std::max(best, static_cast<double>(bytes) / sec / 1e9);
+  }
+  volatile uint64_t sink = 0;
+  for (uint64_t v : sums) sink = sink + v;
+  return best;
+}
+
 // Benchmarks one model at every thread count, appending to `out`.
 absl::Status BenchModel(const Args& a, const std::string& path, std::vector<RunResult>* out) {
   int64_t longest_prompt = 0, longest = 1, deepest = 0;
@@ -668,9 +715,11 @@ absl::Status BenchModel(const Args& a, const std::string& path, std::vector<RunR
                                                      plan_device, "', not '", a.device, "'"));
     }
     device = plan_device;
-    if (a.ctx_size > 0 || a.max_tokens > 0 || !a.fusion || !a.graphs || a.mmq_max_rows > 0 || a.mmq_tile > 0) {
+    if (a.ctx_size > 0 || a.max_tokens > 0 || !a.fusion || !a.graphs || a.mmq_max_rows > 0 || a.mmq_tile > 0 ||
+        a.exact) {
       return absl::InvalidArgumentError(absl::StrCat(
-          path, ": --ctx-size, --max-tokens, --no-fusion, --no-graphs and --mmq-* apply when compiling a GGUF; "
+          path, ": --ctx-size, --max-tokens, --no-fusion, --no-graphs, --mmq-* and --exact apply when "
+                "compiling a GGUF; "
                 "a plan is already compiled (recompile it with vibrantc compile)"));
     }
     absl::StatusOr<std::unique_ptr<GgufFile>> m = plan->OpenModel();
@@ -697,6 +746,7 @@ absl::Status BenchModel(const Args& a, const std::string& path, std::vector<RunR
     co.cuda_graphs = a.graphs;
     co.mmq_max_rows = static_cast<int>(std::min<int64_t>(a.mmq_max_rows, INT32_MAX));
     co.mmq_tile = static_cast<int>(a.mmq_tile);
+    co.cpu_exact = a.exact;
     co.decode_blocks_per_sm = static_cast<int>(a.decode_blocks_per_sm);
     absl::StatusOr<compiler::Compiled> c = compiler::CompileGguf(*gguf, co);
     if (!c.ok()) return c.status();
@@ -750,6 +800,7 @@ absl::Status BenchModel(const Args& a, const std::string& path, std::vector<RunR
 #endif
     }
     r.peak_rss = PeakRssBytes();
+    if (a.mem_bw && device == "cpu") r.read_gbps = MeasureReadBandwidth(threads);
     r.peak_device = backend->device_bytes;
     out->push_back(std::move(r));
   }
@@ -822,7 +873,7 @@ void PrintMarkdown(const std::vector<RunResult>& runs) {
   }
   std::printf("\n");
   for (const RunResult& r : runs) {
-    std::string line = absl::StrCat(r.model.path, " (", r.backend, ", ", r.threads, " threads): ");
+    std::string line = absl::StrCat(r.model.path, " (", r.describe, "): ");
     if (r.compile_s) absl::StrAppend(&line, absl::StrFormat("compile %.3f s, ", *r.compile_s));
     absl::StrAppend(&line, absl::StrFormat("load %.3f s, ", r.load_s));
     absl::StrAppend(&line, "peak host RSS ",
@@ -830,9 +881,16 @@ void PrintMarkdown(const std::vector<RunResult>& runs) {
     if (r.peak_device) absl::StrAppend(&line, ", peak device memory ", SizeString(*r.peak_device));
     for (const TestResult& t : r.tests) {
       if (t.n_gen > 0) {
+        const double gbps = r.model.decode_weight_bytes * t.ts.mean / 1e9;
         absl::StrAppend(&line, absl::StrFormat("; %s reads %s of weights per token = %.1f GB/s",
-                                               t.name, SizeString(r.model.decode_weight_bytes),
-                                               r.model.decode_weight_bytes * t.ts.mean / 1e9));
+                                               t.name, SizeString(r.model.decode_weight_bytes), gbps));
+        if (r.read_gbps && *r.read_gbps > 0) {
+          absl::StrAppend(&line, absl::StrFormat(
+                                     " = %.0f%% of the read bandwidth measured after it (%.1f GB/s, "
+                                     "%d threads: bound %.1f t/s)",
+                                     100.0 * gbps / *r.read_gbps, *r.read_gbps, r.threads,
+                                     *r.read_gbps * 1e9 / r.model.decode_weight_bytes));
+        }
       }
     }
     std::printf("%s\n", line.c_str());
@@ -905,6 +963,7 @@ std::string JsonDocument(const Args& a, const std::vector<RunResult>& runs) {
     j["load_s"] = r.load_s;
     j["peak_host_rss_bytes"] = r.peak_rss >= 0 ? Json(r.peak_rss) : Json(nullptr);
     j["peak_device_bytes"] = r.peak_device ? Json(*r.peak_device) : Json(nullptr);
+    j["host_read_gbps"] = r.read_gbps ? Json(*r.read_gbps) : Json(nullptr);
     Json tests = Json::array();
     for (const TestResult& t : r.tests) {
       std::vector<int64_t> ns;

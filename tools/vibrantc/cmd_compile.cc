@@ -60,6 +60,10 @@ constexpr char kCompileUsage[] =
     "  -fa, --flash-attn on|off  cuda: attention on tensor cores (f16 operands; default on\n"
     "                         where the kernels serve the head size and caches)\n"
     "  --all-logits           output logits for every token of a step, not just the last\n"
+    "  --exact                CPU ops run the exact reference kernels (f32 activations),\n"
+    "                         not the fast ones (8-bit activations, SIMD; the default);\n"
+    "                         select-kernels records the choice per op (cpu.matmul.exact,\n"
+    "                         cpu.matmul.q8x256, ...: --print-ir-after=select-kernels)\n"
     "  --embed-weights        copy the GGUF into the plan (self-contained); by default\n"
     "                         the plan references the GGUF by absolute path and fingerprint\n"
     "passes (passes/pass.h; the default pipeline is [append-sample,] dce, assign-devices,\n"
@@ -85,6 +89,7 @@ struct CompileArgs {
   std::string arch;  // empty: the local GPU's, else sm_90
   LowerOptions lower;
   bool embed_weights = false;
+  bool exact = false;  // --exact: the CPU's exact reference kernels
   bool help = false;
   passes::PipelineOptions pipeline;
   bool explain_devices = false;
@@ -230,6 +235,8 @@ bool ParseCompileArgs(const std::vector<std::string>& args, CompileArgs* out) {
       out->lower.all_logits = true;
     } else if (a == "--embed-weights") {
       out->embed_weights = true;
+    } else if (a == "--exact") {
+      out->exact = true;
     } else if (a == "--print-ir-after-all") {
       out->pipeline.print_after_all = true;
     } else if (a.rfind("--print-ir-after=", 0) == 0) {
@@ -291,6 +298,7 @@ compiler::CompileOptions ToCompileOptions(const CompileArgs& a, const std::strin
   o.pipeline = a.pipeline;
   o.explain_devices = a.explain_devices;
   o.log = &std::cerr;
+  o.cpu_exact = a.exact;
   o.gemm_min_rows = static_cast<int>(std::min<int64_t>(a.gemm_min_rows, INT32_MAX));
   o.mmq_max_rows = static_cast<int>(std::min<int64_t>(a.mmq_max_rows, INT32_MAX));
   o.mmq_tile = static_cast<int>(a.mmq_tile);
