@@ -308,5 +308,61 @@ TEST(PersistentSchedule, LoweringRunsTheStepAsOneLaunchAndKeepsTheOpByOpOnes) {
   EXPECT_TRUE(k.ok()) << k.status().message().substr(0, 4000);
 }
 
+// A step that samples (passes/append_sample): the sampler's two launches
+// stay launches of their own after the persistent kernel (vb_sample_pick's
+// 1,024 threads and both kernels' shared memory would otherwise size every
+// task's block); the module, whose sampler kernels the persistent source
+// re-emits as device functions, still compiles.
+TEST(PersistentSchedule, TheSamplerRunsAfterThePersistentKernel) {
+  auto m = passes::test_models::TinyQwen2();
+  ASSERT_TRUE(m.ok()) << m.status();
+  LowerOptions lo;
+  lo.max_tokens = 8;
+  lo.n_ctx = 128;
+  auto g = (*m)->Lower(lo);
+  ASSERT_TRUE(g.ok()) << g.status();
+  CudaTargetOptions opts;
+  const CudaTarget target(opts);
+  passes::PassContext ctx;
+  ctx.device = passes::DevicePolicy::kCuda;
+  ctx.cuda_supports = [&](const ir::Op& op) { return CheckCudaSupportsOp(*g, op).ok(); };
+  ctx.cuda_kernels = &target;
+  ctx.decode_blocks_per_sm = 2;
+  passes::PipelineConfig config;
+  config.append_sample = true;
+  config.sample_required = true;
+  std::ostringstream log;
+  ASSERT_TRUE(passes::DefaultPipeline(config).Run(*g, ctx, {}, log).ok()) << log.str();
+  std::string src;
+  auto t = LowerDispatch(*g, opts, &src);
+  ASSERT_TRUE(t.ok()) << t.status();
+  g->meta.erase(passes::kDecodeScheduleKey);
+  auto ops = LowerDispatch(*g, opts);
+  ASSERT_TRUE(ops.ok()) << ops.status();
+  auto names = [](const std::vector<const Launch*>& ls) {
+    std::vector<std::string> out;
+    for (const Launch* l : ls) out.push_back(l->name);
+    return out;
+  };
+  EXPECT_THAT(names(dispatch::LaunchesFor(*t, 1)),
+              ElementsAre(kPersistentKernelName, "vb_sample_gather", "vb_sample_pick"));
+  EXPECT_EQ(names(dispatch::LaunchesFor(*t, 1, /*per_op=*/true)), names(dispatch::LaunchesFor(*ops, 1)));
+  for (int64_t T : {2, 8}) {
+    EXPECT_EQ(names(dispatch::LaunchesFor(*t, T)), names(dispatch::LaunchesFor(*ops, T))) << T;
+  }
+  // The kernel's block is the largest task's, not the sampler's 1,024.
+  for (const Launch* l : dispatch::LaunchesFor(*t, 1)) {
+    if (l->name == kPersistentKernelName) {
+      EXPECT_LT(l->block[0], 1024u);
+    }
+  }
+  EXPECT_THAT(src, ::testing::Not(HasSubstr("VBP_RUN_K(vb_sample")));
+  NvrtcOptions nv;
+  nv.arch = "sm_90";
+  bool hit = false;
+  auto k = CompileCuda(ModuleSource(KernelSetForGraph(*g)) + src, kModuleName, nv, &hit);
+  EXPECT_TRUE(k.ok()) << k.status().message().substr(0, 4000);
+}
+
 }  // namespace
 }  // namespace vibrant::codegen

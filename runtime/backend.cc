@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "runtime/cpu/thread_pool.h"
 
 namespace vibrant {
 namespace {
@@ -20,7 +21,14 @@ class CpuBackend : public Executor {
     return exec_->StepBatch(in);
   }
   void Reset() override { exec_->Reset(); }
-  std::string Describe() const override { return absl::StrCat("cpu (", threads_, " threads)"); }
+  bool samples() const override { return exec_->samples(); }
+  absl::StatusOr<int32_t> StepSample(absl::Span<const int32_t> tokens, int32_t pos0,
+                                     const SampleDraw& draw) override {
+    return exec_->StepSample(tokens, pos0, draw);
+  }
+  std::string Describe() const override {
+    return absl::StrCat("cpu (", threads_, " threads, ", exec_->KernelSummary(), ")");
+  }
 
  private:
   std::unique_ptr<CpuExecutor> exec_;
@@ -34,11 +42,15 @@ absl::StatusOr<absl::Span<const float>> Executor::StepBatch(const BatchInputs&) 
       absl::StrCat("continuous batching (paged graphs) is not implemented by the backend ", Describe()));
 }
 
+absl::StatusOr<int32_t> Executor::StepSample(absl::Span<const int32_t>, int32_t, const SampleDraw&) {
+  return absl::FailedPreconditionError(
+      "StepSample: this plan has no sample op (compile it with --gpu-sampling)");
+}
+
 absl::StatusOr<std::unique_ptr<Executor>> CreateCpuBackend(const ir::Graph& graph,
                                                            WeightResolver weights,
                                                            CpuExecutorOptions opts) {
-  const int threads =
-      opts.threads > 0 ? opts.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int threads = opts.threads > 0 ? opts.threads : cpu::DefaultThreadCount();
   absl::StatusOr<std::unique_ptr<CpuExecutor>> exec =
       CpuExecutor::Create(graph, std::move(weights), opts);
   if (!exec.ok()) return exec.status();

@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "ir/graph.h"
+#include "runtime/sampler.h"
 
 namespace vibrant {
 
@@ -30,7 +31,7 @@ struct BatchInputs {
 };
 
 struct CpuExecutorOptions {
-  int threads = 0;  // 0 = hardware concurrency
+  int threads = 0;  // 0 = the physical cores this process may use (cpu::DefaultThreadCount)
 };
 
 class CpuExecutor {
@@ -56,7 +57,22 @@ class CpuExecutor {
   // Forgets the KV cache contents (a new sequence).
   void Reset();
 
+  // Whether the graph has a sample op (passes/append_sample: an input
+  // "sampling" and an output "token"). Step then runs it greedily.
+  bool samples() const;
+  // Runs one step like Step, its sample op drawing with `draw`, and returns
+  // the token id it drew. FailedPrecondition when the graph has no sample op.
+  absl::StatusOr<int32_t> StepSample(absl::Span<const int32_t> tokens, int32_t pos0,
+                                     const SampleDraw& draw);
+
+  // "fast kernels (avx2)", "exact kernels" or "fast and exact kernels (...)":
+  // what the plan chose for this graph's ops (kernel_select.h) and the
+  // instruction set the fast ones use here.
+  std::string KernelSummary() const;
+
  private:
+  absl::StatusOr<absl::Span<const float>> StepWith(absl::Span<const int32_t> tokens, int32_t pos0,
+                                                   const SampleDraw& draw);
   struct Impl;
   explicit CpuExecutor(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;

@@ -130,18 +130,37 @@ absl::Status Launcher::EnqueueInputs(int64_t T) {
             "CUDA backend: input copy");
   }
   if (table_.seq_ids.region != dispatch::Region::kNone) {  // paged plans
-    VB_CUDA(cudaMemcpyAsync(mem_.Address(table_.seq_ids, T), mem_.io_host() + 2 * table_.max_tokens,
-                            T * sizeof(int32_t), cudaMemcpyHostToDevice, stream_),
+    VB_CUDA(cudaMemcpyAsync(mem_.Address(table_.seq_ids, T), mem_.seq_ids_host(), T * sizeof(int32_t),
+                            cudaMemcpyHostToDevice, stream_),
             "CUDA backend: input copy");
-    VB_CUDA(cudaMemcpyAsync(mem_.Address(table_.block_table, T), mem_.io_host() + 3 * table_.max_tokens,
+    VB_CUDA(cudaMemcpyAsync(mem_.Address(table_.block_table, T), mem_.block_table_host(),
                             table_.n_seq * table_.max_blocks * sizeof(int32_t), cudaMemcpyHostToDevice,
                             stream_),
             "CUDA backend: input copy");
   }
+  if (table_.sampling.region != dispatch::Region::kNone) {
+    VB_CUDA(cudaMemcpyAsync(mem_.Address(table_.sampling, T), mem_.sampling_host(), 8 * sizeof(int32_t),
+                            cudaMemcpyHostToDevice, stream_),
+            "CUDA backend: sampling parameters copy");
+  }
   return absl::OkStatus();
 }
 
-absl::Status Launcher::Capture(int64_t T) {
+absl::Status Launcher::EnqueueOutput(int64_t T, Output out) {
+  if (out == Output::kToken) {
+    if (table_.token.region == dispatch::Region::kNone) {
+      return absl::FailedPreconditionError("CUDA backend: the plan has no sample op");
+    }
+    return CudaStatus(cudaMemcpyAsync(mem_.token_host(), mem_.Address(table_.token, T), sizeof(int32_t),
+                                      cudaMemcpyDeviceToHost, stream_),
+                      "CUDA backend: token copy");
+  }
+  return CudaStatus(cudaMemcpyAsync(mem_.logits_host(), mem_.Address(table_.logits, T),
+                                    table_.logits_elems.Eval(T) * sizeof(float), cudaMemcpyDeviceToHost, stream_),
+                    "CUDA backend: logits copy");
+}
+
+absl::Status Launcher::Capture(int64_t T, Output out) {
   VB_CUDA(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal),
           "CUDA backend: beginning a CUDA graph capture");
   const int64_t before = enqueued_;
@@ -150,11 +169,7 @@ absl::Status Launcher::Capture(int64_t T) {
     if (!s.ok()) break;
     s = Enqueue(*l, T);
   }
-  if (s.ok()) {
-    s = CudaStatus(cudaMemcpyAsync(mem_.logits_host(), mem_.Address(table_.logits, T),
-                                   table_.logits_elems.Eval(T) * sizeof(float), cudaMemcpyDeviceToHost, stream_),
-                   "CUDA backend: logits copy");
-  }
+  if (s.ok()) s = EnqueueOutput(T, out);
   cudaGraph_t g = nullptr;
   const cudaError_t end = cudaStreamEndCapture(stream_, &g);
   if (s.ok()) s = CudaStatus(end, "CUDA backend: ending the CUDA graph capture");
@@ -168,25 +183,29 @@ absl::Status Launcher::Capture(int64_t T) {
     cudaGetLastError();
     return s;
   }
-  graphs_[T] = exec;
-  graph_launches_[T] = captured;
+  graphs_[{T, out}] = exec;
+  graph_launches_[{T, out}] = captured;
   return absl::OkStatus();
 }
 
-absl::Status Launcher::RunStep(int64_t T) {
-  if (T <= table_.graph_max_tokens && graph_note_.empty() && !sync_each_op_ && !profile_) {
-    if (graphs_.count(T) == 0) {
-      if (absl::Status s = Capture(T); !s.ok()) graph_note_ = std::string(s.message());
+absl::Status Launcher::RunStep(int64_t T, Output out, std::vector<float>* launch_ms, bool per_op) {
+  const bool timed = profile_ || launch_ms != nullptr;
+  if (T <= table_.graph_max_tokens && graph_note_.empty() && !sync_each_op_ && !timed && !per_op) {
+    const std::pair<int64_t, Output> key{T, out};
+    if (graphs_.count(key) == 0) {
+      if (absl::Status s = Capture(T, out); !s.ok()) graph_note_ = std::string(s.message());
     }
-    auto it = graphs_.find(T);
+    auto it = graphs_.find(key);
     if (it != graphs_.end()) {
-      enqueued_ += graph_launches_[T];
+      enqueued_ += graph_launches_[key];
       return CudaStatus(cudaGraphLaunch(it->second, stream_), "CUDA backend: launching the CUDA graph");
     }
   }
   VB_RETURN_IF_ERROR(EnqueueInputs(T));
-  const std::vector<const Launch*> ls = dispatch::LaunchesFor(table_, T, sync_each_op_ || profile_);
-  if (profile_) {
+  // One launch per op (the persistent decode kernel's tasks as launches of
+  // their own) when each op is synchronized or profiled, or asked for.
+  const std::vector<const Launch*> ls = dispatch::LaunchesFor(table_, T, sync_each_op_ || profile_ || per_op);
+  if (timed) {
     while (events_.size() < 2 * ls.size()) {
       cudaEvent_t e = nullptr;
       VB_CUDA(cudaEventCreate(&e), "CUDA backend: profiling event");
@@ -194,27 +213,29 @@ absl::Status Launcher::RunStep(int64_t T) {
     }
   }
   for (size_t i = 0; i < ls.size(); ++i) {
-    if (profile_) VB_CUDA(cudaEventRecord(events_[2 * i], stream_), "CUDA backend: profiling event");
+    if (timed) VB_CUDA(cudaEventRecord(events_[2 * i], stream_), "CUDA backend: profiling event");
     VB_RETURN_IF_ERROR(Enqueue(*ls[i], T));
-    if (profile_) VB_CUDA(cudaEventRecord(events_[2 * i + 1], stream_), "CUDA backend: profiling event");
+    if (timed) VB_CUDA(cudaEventRecord(events_[2 * i + 1], stream_), "CUDA backend: profiling event");
     if (sync_each_op_) {
       VB_CUDA(cudaStreamSynchronize(stream_),
               absl::StrCat("CUDA backend: ", ls[i]->name, " for op ", OpDesc(graph_, ls[i]->op), " failed"));
     }
   }
-  VB_CUDA(cudaMemcpyAsync(mem_.logits_host(), mem_.Address(table_.logits, T),
-                          table_.logits_elems.Eval(T) * sizeof(float), cudaMemcpyDeviceToHost, stream_),
-          "CUDA backend: logits copy");
-  if (profile_) {
+  VB_RETURN_IF_ERROR(EnqueueOutput(T, out));
+  if (timed) {
     VB_CUDA(cudaStreamSynchronize(stream_), "CUDA backend: profiled step");
+    if (launch_ms != nullptr) launch_ms->assign(ls.size(), 0.0f);
     for (size_t i = 0; i < ls.size(); ++i) {
       float ms = 0;
       cudaEventElapsedTime(&ms, events_[2 * i], events_[2 * i + 1]);
-      ProfileEntry& e = profile_by_kernel_[absl::StrCat(ls[i]->name, T == 1 ? " (T=1)" : " (T>1)")];
-      ++e.calls;
-      e.ms += ms;
+      if (launch_ms != nullptr) (*launch_ms)[i] = ms;
+      if (profile_) {
+        ProfileEntry& e = profile_by_kernel_[absl::StrCat(ls[i]->name, T == 1 ? " (T=1)" : " (T>1)")];
+        ++e.calls;
+        e.ms += ms;
+      }
     }
-    ++profiled_steps_;
+    if (profile_) ++profiled_steps_;
   }
   return absl::OkStatus();
 }

@@ -64,11 +64,14 @@ absl::StatusOr<std::unique_ptr<DeviceMemory>> DeviceMemory::Allocate(const dispa
               absl::StrCat("CUDA backend: clearing the ", dispatch::RegionName(r)));
     }
   }
-  // tokens, positions, and for paged plans seq_ids and the block table.
-  const int64_t io = 3 * t.max_tokens + t.n_seq * t.max_blocks;
-  VB_CUDA(cudaMallocHost(reinterpret_cast<void**>(&m->io_host_), io * sizeof(int32_t)),
+  // tokens [max_tokens], positions [max_tokens], sampling [8], token [1]
+  // (padded to 16), and for paged plans seq_ids [max_tokens] and the block
+  // table [n_seq * max_blocks].
+  m->max_tokens_ = t.max_tokens;
+  const size_t io_bytes = (3 * t.max_tokens + 16 + t.n_seq * t.max_blocks) * sizeof(int32_t);
+  VB_CUDA(cudaMallocHost(reinterpret_cast<void**>(&m->io_host_), io_bytes),
           "CUDA backend: pinned host memory for the step inputs");
-  std::memset(m->io_host_, 0, io * sizeof(int32_t));
+  std::memset(m->io_host_, 0, io_bytes);
   const int64_t logits = std::max<int64_t>(t.logits_elems.Eval(t.max_tokens), 1) * 4;
   VB_CUDA(cudaMallocHost(reinterpret_cast<void**>(&m->logits_host_), static_cast<size_t>(logits)),
           "CUDA backend: pinned host memory for the logits");
