@@ -46,8 +46,13 @@ Launch K(const std::string& name, int64_t grid, uint32_t threads, std::vector<Bu
   return l;
 }
 
-// A module with one kernel that uses shared memory through a helper.
+// A module with one kernel that uses shared memory through a helper (and a
+// helper behind an include guard, which the second copy must define too).
 constexpr char kModule[] = R"(
+#ifndef GUARDED_HELPER
+#define GUARDED_HELPER
+VB_INLINE float guarded(float v) { return v; }
+#endif
 VB_INLINE float helper_with_shared(float v) { __shared__ float s[32]; s[0] = v; return s[0]; }
 VB_INLINE float calls_it(float v) { return helper_with_shared(v) + 1.0f; }
 extern "C" __global__ void __launch_bounds__(128) k_plain(const float* a, float* b, int n) { b[0] = a[0]; }
@@ -133,6 +138,19 @@ TEST(PersistentSchedule, KernelsUsingSharedMemoryRunOneTaskPerBlock) {
   ASSERT_TRUE(p.ok()) << p.status();
   EXPECT_EQ(p->stages[0].subs, 1);
   EXPECT_EQ(p->stages[0].groups, 2);  // at most one group per block
+}
+
+TEST(PersistentSchedule, TheSecondCopyUndefinesIncludeGuards) {
+  dispatch::Table t;
+  t.kernels = {"k_plain"};
+  t.launches = {K("k_plain", 1, 128, {Buf(Region::kArena, 0, 4), Buf(Region::kArena, 4, 4)})};
+  auto p = BuildPersistentSchedule(t, {0}, kModule, 1, 1);
+  ASSERT_TRUE(p.ok()) << p.status();
+  auto src = PersistentSource(kModule, *p);
+  ASSERT_TRUE(src.ok()) << src.status();
+  const size_t undef = src->find("#undef GUARDED_HELPER");
+  ASSERT_NE(undef, std::string::npos);
+  EXPECT_LT(undef, src->find("VB_INLINE float guarded"));
 }
 
 TEST(PersistentSchedule, RejectsWhatCannotBeATask) {

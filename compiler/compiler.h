@@ -59,8 +59,9 @@ struct CompileOptions {
   // cache; false: the scalar split kernels (f32 math; not for q8_0 caches).
   bool flash_attention = true;
   // A step of one token as one persistent kernel with this many blocks per
-  // multiprocessor (passes/schedule_decode.h); 0: one launch per op.
-  int decode_blocks_per_sm = 2;
+  // multiprocessor (passes/schedule_decode.h); 0: one launch per op (the
+  // default while the persistent kernel measures slower: BENCHMARKS.md).
+  int decode_blocks_per_sm = 0;
   // cuda: compile the kernels with NVRTC (false: the IR and the dispatch
   // table only, for checks that need no binaries).
   bool compile_kernels = true;

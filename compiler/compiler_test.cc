@@ -43,7 +43,9 @@ absl::Span<const uint8_t> Bytes(const std::string& s) {
 }
 
 TEST(CompilerCuda, TheTableHoldsExactlyTheIrsLaunches) {
-  auto c = CompileTinyQwen2({});
+  CompileOptions persistent;
+  persistent.decode_blocks_per_sm = 2;  // --decode-schedule persistent
+  auto c = CompileTinyQwen2(persistent);
   ASSERT_TRUE(c.ok()) << c.status();
   ASSERT_TRUE(c->dispatch_table.has_value());
   const dispatch::Table& t = *c->dispatch_table;
@@ -67,10 +69,8 @@ TEST(CompilerCuda, TheTableHoldsExactlyTheIrsLaunches) {
       EXPECT_EQ(plain, from_table) << "T=" << T;
     }
   }
-  // --decode-schedule ops: T = 1 op by op too.
-  CompileOptions ops;
-  ops.decode_blocks_per_sm = 0;
-  auto c_ops = CompileTinyQwen2(ops);
+  // --decode-schedule ops (the default): T = 1 op by op too.
+  auto c_ops = CompileTinyQwen2({});
   ASSERT_TRUE(c_ops.ok()) << c_ops.status();
   EXPECT_EQ(c_ops->graph.meta.count("decode_schedule"), 0u);
   std::vector<std::string> ops_names, per_op_names;

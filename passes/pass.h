@@ -70,7 +70,7 @@ struct PassContext {
   bool explain_devices = false;
   // schedule-decode: blocks per multiprocessor of the persistent decode
   // kernel (0: one launch per op at T = 1).
-  int decode_blocks_per_sm = 2;
+  int decode_blocks_per_sm = 0;
 };
 
 struct Pass {

@@ -390,8 +390,16 @@ TEST_F(CliTest, UsageAndDeviceErrors) {
     // Built with the CUDA backend: NVRTC compiled the kernels (no GPU needed).
     EXPECT_THAT(r.out, HasSubstr("device cuda"));
     EXPECT_THAT(r.out, HasSubstr("kernels for sm_"));
-    // A decode step: the persistent kernel, then the sampler's own launches.
-    EXPECT_THAT(r.out, HasSubstr("as tasks, then vb_sample_gather, vb_sample_pick;"));
+    // A decode step: one launch per op by default; with --decode-schedule
+    // persistent the persistent kernel, then the sampler's own launches.
+    EXPECT_THAT(r.out, ::testing::Not(HasSubstr("persistent kernel")));
+    Result p = Run(kVibrantc, {"compile", model_, "-o", Path("pp.bin"), "--device", "cuda", "--decode-schedule",
+                               "persistent"});
+    EXPECT_EQ(p.exit_code, 0) << p.err;
+    EXPECT_THAT(p.out, HasSubstr("as tasks, then vb_sample_gather, vb_sample_pick;"));
+    EXPECT_EQ(Run(kVibrantc, {"compile", model_, "-o", Path("pp.bin"), "--device", "cuda", "--decode-schedule",
+                              "fast"}).exit_code, 2);
+    fs::remove(Path("pp.bin"));
     Result g = Run(kVibrantRun, {Path("p.bin"), "-p", "Once upon a time", "--temp", "0", "-n", "4"});
     if (g.exit_code != 0) {  // no GPU on this machine: a clear error, not a crash
       EXPECT_EQ(g.exit_code, 1);

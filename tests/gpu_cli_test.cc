@@ -98,7 +98,7 @@ TEST_F(GpuCliTest, BenchRooflineAtTwoDepths) {
     EXPECT_EQ(bytes, rl["step"]["bytes"].get<int64_t>());
     EXPECT_EQ(launches, rl["step"]["launches"].get<int64_t>());
     EXPECT_NEAR(us, rl["step"]["us"].get<double>(), 1e-6 * us + 1e-9);
-    // A persistent decode kernel (the default schedule): the step as run
+    // A persistent decode kernel (--decode-blocks-per-sm): the step as run
     // moves the bytes of its tasks and runs the sampler after the kernel.
     if (rl.contains("as_run")) {
       EXPECT_EQ(rl["as_run"]["step"]["bytes"], rl["step"]["bytes"]);

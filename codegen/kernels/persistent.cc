@@ -486,6 +486,17 @@ absl::StatusOr<std::string> PersistentSource(const std::string& module_source, c
     }
   }
   std::string src = kNamespaceHead;
+  // Include guards of the module's sources (`#ifndef X` + `#define X`) are
+  // defined by the first copy: undefine them so the second copy is whole.
+  for (size_t at = module_source.find("#ifndef "); at != std::string::npos;
+       at = module_source.find("#ifndef ", at + 1)) {
+    const size_t e = module_source.find('\n', at);
+    if (e == std::string::npos) break;
+    const std::string name = module_source.substr(at + 8, e - at - 8);
+    if (module_source.compare(e + 1, 8 + name.size(), "#define " + name) == 0) {
+      absl::StrAppend(&src, "#undef ", name, "\n");
+    }
+  }
   // Tasks are not grids: no programmatic-dependent-launch waits or triggers.
   src += absl::StrReplaceAll(KernelsAsDeviceFunctions(module_source), {{"\n  VB_GRID_DEPENDENCY();", ""}});
   src += kNamespaceTail;

@@ -305,11 +305,14 @@ void CudaExecutor::Reset() {
 std::string CudaExecutor::Describe() const {
   const Impl& m = *impl_;
   std::string out = absl::StrFormat(
-      "cuda: %s (%s), weights %s, KV cache %s, activations %s, scratch %s; kernels from %s; %d launches "
+      "cuda: %s (%s), weights %s, KV cache %s, activations %s, scratch %s; kernels from %s; %s "
       "per decode step%s",
       m.device.name, m.device.arch, HumanBytes(weight_bytes()), HumanBytes(kv_bytes()),
       HumanBytes(arena_bytes()), HumanBytes(scratch_bytes()), m.module->origin(),
-      KernelLaunchesPerStep(1).value_or(0),
+      LaunchesEnqueuedPerStep(1).value_or(0) < KernelLaunchesPerStep(1).value_or(0)
+          ? absl::StrCat(LaunchesEnqueuedPerStep(1).value_or(0), " launches (a persistent kernel running ",
+                         KernelLaunchesPerStep(1).value_or(0), " as tasks)")
+          : absl::StrCat(KernelLaunchesPerStep(1).value_or(0), " launches"),
       m.table.graph_max_tokens >= 1 && m.launcher->graphs_used() ? " as a CUDA graph" : "");
   if (m.table.token.region != dispatch::Region::kNone) absl::StrAppend(&out, "; sampling on the GPU");
   if (m.pdl) absl::StrAppend(&out, " with programmatic dependent launch");
@@ -371,6 +374,18 @@ int64_t CudaExecutor::gemm_calls() const { return impl_->launcher->gemm_calls();
 absl::StatusOr<int> CudaExecutor::KernelLaunchesPerStep(int64_t tokens) const {
   if (tokens < 1 || tokens > impl_->table.max_tokens) {
     return absl::InvalidArgumentError(absl::StrCat("KernelLaunchesPerStep: ", tokens,
+                                                   " tokens; a step takes 1..", impl_->table.max_tokens));
+  }
+  int n = 0;
+  for (const dispatch::Launch* l : dispatch::LaunchesFor(impl_->table, tokens, /*per_op=*/true)) {
+    n += l->kind != dispatch::LaunchKind::kCopy;
+  }
+  return n;
+}
+
+absl::StatusOr<int> CudaExecutor::LaunchesEnqueuedPerStep(int64_t tokens) const {
+  if (tokens < 1 || tokens > impl_->table.max_tokens) {
+    return absl::InvalidArgumentError(absl::StrCat("LaunchesEnqueuedPerStep: ", tokens,
                                                    " tokens; a step takes 1..", impl_->table.max_tokens));
   }
   int n = 0;

@@ -117,9 +117,13 @@ class CudaExecutor : public Executor {
   int64_t scratch_bytes() const;
   // Every allocation of the executor on the GPU.
   int64_t device_bytes() const;
-  // The plan's launches for a step of `tokens` tokens (kernels and GEMMs;
-  // not counting device copies).
+  // The IR's launches for a step of `tokens` tokens (kernels and GEMMs; not
+  // counting device copies), whether launched one by one or run as tasks of
+  // a persistent decode kernel.
   absl::StatusOr<int> KernelLaunchesPerStep(int64_t tokens = 1) const;
+  // What a plain run of such a step enqueues (a persistent decode step: its
+  // one kernel, plus the sampler's launches after it).
+  absl::StatusOr<int> LaunchesEnqueuedPerStep(int64_t tokens = 1) const;
   // Launches actually enqueued so far (kernels and GEMMs; a replayed CUDA
   // graph counts the launches it holds), and the GEMMs among them.
   int64_t launches_enqueued() const;

@@ -110,9 +110,9 @@ constexpr char kUsage[] =
     "                         q4_K/q5_K/q6_K weights on the quantized tensor-core GEMM\n"
     "                         (vibrantc compile's flag; default 0 = cuBLASLt)\n"
     "  --mmq-tile 0|64|128    GGUF only, CUDA: its token rows per block (0: the rule)\n"
-    "  --decode-blocks-per-sm N  GGUF only, CUDA: blocks per multiprocessor of the\n"
-    "                         persistent decode kernel (default 2; 0 = one launch per op,\n"
-    "                         vibrantc compile --decode-schedule ops)\n"
+    "  --decode-blocks-per-sm N  GGUF only, CUDA: decode steps as one persistent kernel\n"
+    "                         with N blocks per multiprocessor (default 0 = one launch\n"
+    "                         per op; vibrantc compile --decode-schedule)\n"
     "  --no-warmup            skip the warm-up run before each test\n"
     "  --tg-logits            tg steps copy the logits back (the host would sample) even\n"
     "                         when the plan samples on the device (default: the token id)\n"
@@ -146,7 +146,7 @@ struct Args {
   bool graphs = true;
   int64_t mmq_max_rows = 0;
   int64_t mmq_tile = 0;
-  int64_t decode_blocks_per_sm = 2;
+  int64_t decode_blocks_per_sm = 0;
   bool warmup = true;
   bool mem_bw = false;
   uint32_t seed = 42;

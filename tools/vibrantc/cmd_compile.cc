@@ -53,10 +53,10 @@ constexpr char kCompileUsage[] =
     "                         runs on the CPU\n"
     "  --no-gpu-sampling      the step returns logits and the host samples\n"
     "  --decode-schedule persistent|ops  cuda: a step of one token as one persistent\n"
-    "                         kernel running the step's launches as tasks (default), or\n"
-    "                         one launch per op (the pass schedule-decode)\n"
+    "                         kernel running the step's launches as tasks, or one launch\n"
+    "                         per op (default: ops; the pass schedule-decode)\n"
     "  --decode-blocks-per-sm N  cuda: the persistent kernel's blocks per multiprocessor\n"
-    "                         (default 2)\n"
+    "                         (default 2; implies --decode-schedule persistent)\n"
     "  -fa, --flash-attn on|off  cuda: attention on tensor cores (f16 operands; default on\n"
     "                         where the kernels serve the head size and caches)\n"
     "  --all-logits           output logits for every token of a step, not just the last\n"
@@ -101,7 +101,7 @@ struct CompileArgs {
   bool cuda_graphs = true;
   std::optional<bool> sample;  // --gpu-sampling / --no-gpu-sampling
   bool flash_attention = true;
-  bool persistent_decode = true;
+  bool persistent_decode = false;
   int64_t decode_blocks_per_sm = 2;
 };
 
@@ -207,6 +207,7 @@ bool ParseCompileArgs(const std::vector<std::string>& args, CompileArgs* out) {
       out->persistent_decode = v == "persistent";
     } else if (a == "--decode-blocks-per-sm") {
       if (!int_value(&out->decode_blocks_per_sm, 1)) return false;
+      out->persistent_decode = true;
       if (out->decode_blocks_per_sm > 32) return usage_error(a + " must be at most 32");
     } else if (a == "-fa" || a == "--flash-attn") {
       std::string v;
