@@ -180,4 +180,7 @@ else
 fi
 
 echo "$passed passed, $failed failed"
+if [ "$failed" -ne 0 ]; then
+  for f in "$work"/server-*.log.err; do echo "---- $f (tail)"; tail -n 20 "$f"; done
+fi
 [ "$failed" -eq 0 ]
