@@ -9,6 +9,7 @@
 #include <deque>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <random>
 #include <utility>
 #include <vector>
@@ -16,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "httplib.h"
+#include "tools/vibrant-server/channel.h"
 #include "tools/vibrant-server/openai.h"
 
 namespace vibrant::server {
@@ -23,36 +25,6 @@ namespace {
 
 using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
-
-// The events of one request, from the engine's thread to the HTTP thread.
-struct Channel {
-  std::mutex mu;
-  std::condition_variable cv;
-  std::deque<BatchEvent> events;
-  bool consumer_gone = false;
-
-  BatchCallback Callback() {
-    return [this](const BatchEvent& e) {
-      std::lock_guard<std::mutex> lock(mu);
-      if (consumer_gone) return false;
-      events.push_back(e);
-      cv.notify_all();
-      return true;
-    };
-  }
-  // Waits for the next event until `until`; false on timeout.
-  bool Next(BatchEvent* out, Clock::time_point until) {
-    std::unique_lock<std::mutex> lock(mu);
-    if (!cv.wait_until(lock, until, [&] { return !events.empty(); })) return false;
-    *out = std::move(events.front());
-    events.pop_front();
-    return true;
-  }
-  void Close() {
-    std::lock_guard<std::mutex> lock(mu);
-    consumer_gone = true;
-  }
-};
 
 std::string FinishReason(const BatchEvent& done) {
   switch (done.stop) {
@@ -352,7 +324,7 @@ void HttpServer::Routes() {
       for (const std::string& st : r.stop) br.stops.push_back({st, false});
       br.top_logprobs = r.top_logprobs;
       br.deadline = deadline;
-      br.on_event = channel->Callback();
+      br.on_event = Channel::Callback(channel);
       absl::StatusOr<uint64_t> id = engine_->Submit(std::move(br));
       if (!id.ok()) return SendError(res, StatusToError(id.status()));
 
