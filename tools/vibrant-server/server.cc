@@ -151,8 +151,13 @@ absl::Status HttpServer::Serve() {
   return absl::OkStatus();
 }
 
-void HttpServer::Stop() {
+void HttpServer::Stop(double drain_seconds) {
   shutting_down_ = true;
+  {
+    std::unique_lock<std::mutex> lock(streams_mu_);
+    streams_cv_.wait_for(lock, std::chrono::duration<double>(drain_seconds),
+                         [&] { return streams_ == 0; });
+  }
   svr_->stop();
 }
 
@@ -434,6 +439,10 @@ void HttpServer::Routes() {
       const bool include_usage = r.include_usage;
       res.set_header("Cache-Control", "no-cache");
       res.set_header("X-Accel-Buffering", "no");
+      {
+        std::lock_guard<std::mutex> lock(streams_mu_);
+        ++streams_;
+      }
       res.set_chunked_content_provider(
           "text/event-stream",
           [=](size_t, httplib::DataSink& sink) mutable {
@@ -534,12 +543,15 @@ void HttpServer::Routes() {
             sink.done();
             return ok;
           },
-          [=](bool success) {
+          [=, this](bool success) {
             // The response ended: a client that left early cancels its sequence.
             if (!success || !st->finished) {
               channel->Close();
               engine->Cancel(seq_id);
             }
+            std::lock_guard<std::mutex> lock(streams_mu_);
+            --streams_;
+            streams_cv_.notify_all();
           });
     };
   };

@@ -17,6 +17,7 @@
 #define VIBRANT_TOOLS_VIBRANT_SERVER_SERVER_H_
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -57,8 +58,12 @@ class HttpServer {
   // Serves until Stop(); returns when every connection has ended.
   absl::Status Serve();
   // Stops accepting; in-flight requests end (the caller shuts the engine
-  // down first so that streams finish).
-  void Stop();
+  // down first so that streams finish). Streams in flight get up to
+  // `drain_seconds` to write their last events first: httplib stops calling
+  // a stream's content provider once it is stopped, which would cut a
+  // stream before the error event that tells its client the server is
+  // shutting down.
+  void Stop(double drain_seconds = 10);
   void set_shutting_down() { shutting_down_ = true; }
 
  private:
@@ -74,6 +79,10 @@ class HttpServer {
   int port_ = -1;
   std::atomic<bool> shutting_down_{false};
   std::atomic<uint64_t> next_id_{1};
+  // Streaming responses not yet ended (their resource releaser not run).
+  std::mutex streams_mu_;
+  std::condition_variable streams_cv_;
+  int64_t streams_ = 0;
 };
 
 // The chat page's HTML (chat.html, embedded at build time).
