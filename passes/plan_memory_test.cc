@@ -403,7 +403,7 @@ TEST(PlanMemoryTest, ExecutorChecksPlanBounds) {
   bad.mutable_value(bad.FindValue("inp_embd")).arena_offset = -1;
   auto e = CpuExecutor::Create(bad, (*m)->Resolver());
   ASSERT_FALSE(e.ok());
-  EXPECT_THAT(std::string(e.status().message()), HasSubstr("memory plan puts 'inp_embd'"));
+  EXPECT_THAT(std::string(e.status().message()), HasSubstr("memory plan: %inp_embd (cpu): no arena offset"));
 }
 
 }  // namespace
