@@ -20,6 +20,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/types/span.h"
 #include "frontends/gguf/gguf.h"
+#include "frontends/io/text.h"
 #include "frontends/tokenizer/tokenizer.h"
 #include "ir/graph.h"
 #include "nlohmann/json.hpp"
@@ -419,7 +420,7 @@ int main(int argc, char** argv) {
   absl::Status st = vibrant::Run(args, &verify_failed);
   if (!st.ok()) {
     std::fflush(stdout);
-    std::fprintf(stderr, "vibrant-run: %s\n", std::string(st.message()).c_str());
+    std::fprintf(stderr, "vibrant-run: %s\n", vibrant::io::EscapeForTerminal(st.message(), true).c_str());
     return verify_failed ? 3 : 1;
   }
   return 0;

@@ -11,6 +11,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "frontends/gguf/gguf.h"
+#include "frontends/io/file.h"
+#include "frontends/io/text.h"
+#include "frontends/tokenizer/tokenizer.h"
 #include "frontends/lower/lower.h"
 #include "passes/pass.h"
 #include "passes/stats.h"
@@ -247,14 +250,14 @@ void PrintPassReport(const ir::Graph& g, const PassReport& r) {
 int CompileShapes(const CompileArgs& a, const std::string& device) {
   absl::StatusOr<TransformerSpec> spec = ParseShapesSpec(a.shapes);
   if (!spec.ok()) {
-    std::fprintf(stderr, "vibrantc compile: %s\n", std::string(spec.status().message()).c_str());
+    std::fprintf(stderr, "vibrantc compile: %s\n", io::EscapeForTerminal(spec.status().message(), true).c_str());
     return 2;
   }
   absl::StatusOr<ir::Graph> graph = LowerShapes(ShapesFromSpec(*spec), a.lower);
   PassReport report;
   absl::Status st = graph.ok() ? RunPasses(*graph, a, device, &report) : graph.status();
   if (!st.ok()) {
-    std::fprintf(stderr, "vibrantc compile: %s\n", std::string(st.message()).c_str());
+    std::fprintf(stderr, "vibrantc compile: %s\n", io::EscapeForTerminal(st.message(), true).c_str());
     return 1;
   }
   std::printf("%s %lld layers, d %lld: %zu ops, %zu values, max_tokens %lld (shapes only, no plan written)\n",
@@ -271,6 +274,17 @@ int64_t MetaInt(const ir::Graph& g, const std::string& key, int64_t dflt) {
   return dflt;
 }
 
+absl::string_view AV(std::string_view s) { return absl::string_view(s.data(), s.size()); }
+
+// The architecture's metadata prefix ("llama"), for messages.
+std::string ArchKey(const ir::Graph& g) {
+  auto it = g.meta.find("arch");
+  if (it != g.meta.end()) {
+    if (const std::string* s = std::get_if<std::string>(&it->second)) return io::EscapeForTerminal(*s);
+  }
+  return "ARCH";
+}
+
 // Bytes of the distinct GGUF tensors the graph reads.
 int64_t WeightBytes(const ir::Graph& g) {
   std::map<std::string, int64_t> by_source;
@@ -285,7 +299,7 @@ int64_t WeightBytes(const ir::Graph& g) {
 }
 
 int Fail(const absl::Status& st) {
-  std::fprintf(stderr, "vibrantc compile: %s\n", std::string(st.message()).c_str());
+  std::fprintf(stderr, "vibrantc compile: %s\n", io::EscapeForTerminal(st.message(), true).c_str());
   return 1;
 }
 
@@ -311,10 +325,27 @@ int RunCompile(const std::vector<std::string>& args) {
 
   if (!a.shapes.empty()) return CompileShapes(a, device);
 
+  // The plan is renamed over -o at the end: never over the model it reads.
+  if (absl::Status st = io::CheckOutputIsNotInput("-o", a.output, {a.model}); !st.ok()) {
+    return Fail(st);
+  }
   absl::StatusOr<std::unique_ptr<GgufFile>> file = GgufFile::Open(a.model);
   if (!file.ok()) return Fail(file.status());
   absl::StatusOr<ir::Graph> graph = LowerGguf(**file, a.lower);
   if (!graph.ok()) return Fail(graph.status());
+  // A context longer than the model was trained for: positions it never saw,
+  // and a KV cache sized by whatever the flag said.
+  if (const int64_t train = MetaInt(*graph, "n_ctx_train", 0), n_ctx = MetaInt(*graph, "n_ctx", 0);
+      train > 0 && n_ctx > train) {
+    return Fail(absl::InvalidArgumentError(absl::StrCat(
+        "--ctx-size ", n_ctx, " exceeds the context the model was trained for (", train,
+        " tokens, ", AV(ArchKey(*graph)), ".context_length in ", a.model, ")")));
+  }
+  // The vocabulary vibrant-run will tokenize with: caught here, not as a
+  // run that prints nothing.
+  if (absl::Status st = ValidateVocabulary(**file, MetaInt(*graph, "n_vocab", -1)); !st.ok()) {
+    return Fail(st);
+  }
   PassReport pass_report;
   if (absl::Status st = RunPasses(*graph, a, device, &pass_report); !st.ok()) return Fail(st);
   if (absl::Status st = ir::Verify(*graph); !st.ok()) {

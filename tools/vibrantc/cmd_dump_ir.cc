@@ -11,6 +11,8 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "frontends/gguf/gguf.h"
+#include "frontends/io/file.h"
+#include "frontends/io/text.h"
 #include "frontends/lower/lower.h"
 #include "ir/graph.h"
 #include "ir/printer.h"
@@ -32,9 +34,9 @@ constexpr char kDumpIrUsage[] =
 absl::StatusOr<ir::Graph> LoadGraph(const std::string& path) {
   char magic[8] = {};
   {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
-    in.read(magic, sizeof(magic));
+    absl::StatusOr<std::string> head = io::ReadFileHead(path, sizeof(magic));
+    if (!head.ok()) return head.status();
+    std::memcpy(magic, head->data(), head->size());
   }
   if (std::memcmp(magic, kPlanMagic, sizeof(kPlanMagic)) == 0) {
     absl::StatusOr<std::unique_ptr<PlanFile>> plan = PlanFile::Open(path);
@@ -77,7 +79,7 @@ int RunDumpIr(const std::vector<std::string>& args) {
   }
   absl::StatusOr<ir::Graph> graph = LoadGraph(path);
   if (!graph.ok()) {
-    std::fprintf(stderr, "vibrantc dump-ir: %s\n", std::string(graph.status().message()).c_str());
+    std::fprintf(stderr, "vibrantc dump-ir: %s\n", vibrant::io::EscapeForTerminal(graph.status().message(), true).c_str());
     return 1;
   }
   if (pipeline.print_after_all || !pipeline.print_after.empty()) {

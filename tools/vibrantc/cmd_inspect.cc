@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "frontends/gguf/gguf.h"
+#include "frontends/io/text.h"
 #include "ir/dtype.h"
 #include "nlohmann/json.hpp"
 #include "tools/vibrantc/commands.h"
@@ -78,10 +79,13 @@ std::string ShapeString(const std::vector<int64_t>& dims) {
   return absl::StrCat("[", absl::StrJoin(dims, ", "), "]");
 }
 
+// Human output goes to a terminal: every string that comes from the file
+// (keys, values, tensor names) is escaped (frontends/io/text.h), so that a
+// crafted name cannot move the cursor or retitle the window.
 void PrintHuman(const GgufFile& f) {
   uint64_t data_bytes = 0;
   for (const GgufTensorInfo& t : f.tensors()) data_bytes += t.bytes;
-  std::printf("file:        %s\n", f.path().c_str());
+  std::printf("file:        %s\n", io::EscapeForTerminal(f.path()).c_str());
   std::printf("version:     %u\n", f.version());
   std::printf("size:        %llu bytes\n", static_cast<unsigned long long>(f.file_size()));
   std::printf("alignment:   %llu\n", static_cast<unsigned long long>(f.alignment()));
@@ -89,32 +93,35 @@ void PrintHuman(const GgufFile& f) {
 
   std::printf("\nmetadata (%zu keys):\n", f.metadata().size());
   size_t key_w = 3, type_w = 4;
-  std::vector<std::string> types;
+  std::vector<std::string> types, keys;
   for (const auto& [key, value] : f.metadata()) {
     types.push_back(TypeLabel(value));
-    key_w = std::max(key_w, key.size());
+    keys.push_back(io::EscapeForTerminal(key));
+    key_w = std::max(key_w, keys.back().size());
     type_w = std::max(type_w, types.back().size());
   }
   std::printf("  %-*s  %-*s  %s\n", static_cast<int>(key_w), "key", static_cast<int>(type_w),
               "type", "value");
   for (size_t i = 0; i < f.metadata().size(); ++i) {
-    const auto& [key, value] = f.metadata()[i];
+    const GgufValue& value = f.metadata()[i].second;
     std::string shown = value.ToString(8);
     if (shown.size() > 200) {
       size_t cut = 197;  // back up to the start of a UTF-8 sequence
       while (cut > 0 && (static_cast<unsigned char>(shown[cut]) & 0xC0) == 0x80) --cut;
       shown = shown.substr(0, cut) + "...";
     }
-    std::printf("  %-*s  %-*s  %s\n", static_cast<int>(key_w), key.c_str(),
-                static_cast<int>(type_w), types[i].c_str(), shown.c_str());
+    std::printf("  %-*s  %-*s  %s\n", static_cast<int>(key_w), keys[i].c_str(),
+                static_cast<int>(type_w), types[i].c_str(), io::EscapeForTerminal(shown).c_str());
   }
 
   std::printf("\ntensors (%zu, %llu bytes of data):\n", f.tensors().size(),
               static_cast<unsigned long long>(data_bytes));
   if (f.tensors().empty()) return;
   size_t name_w = 4, type_col = 4, shape_w = 5, bytes_w = 5;
+  std::vector<std::string> names;
   for (const GgufTensorInfo& t : f.tensors()) {
-    name_w = std::max(name_w, t.name.size());
+    names.push_back(io::EscapeForTerminal(t.name));
+    name_w = std::max(name_w, names.back().size());
     type_col = std::max(type_col, DTypeName(t.type).size());
     shape_w = std::max(shape_w, ShapeString(t.dims).size());
     bytes_w = std::max(bytes_w, absl::StrCat(t.bytes).size());
@@ -122,8 +129,9 @@ void PrintHuman(const GgufFile& f) {
   std::printf("  %-*s  %-*s  %-*s  %*s  %s\n", static_cast<int>(name_w), "name",
               static_cast<int>(type_col), "type", static_cast<int>(shape_w), "shape",
               static_cast<int>(bytes_w), "bytes", "offset");
-  for (const GgufTensorInfo& t : f.tensors()) {
-    std::printf("  %-*s  %-*s  %-*s  %*llu  %llu\n", static_cast<int>(name_w), t.name.c_str(),
+  for (size_t i = 0; i < f.tensors().size(); ++i) {
+    const GgufTensorInfo& t = f.tensors()[i];
+    std::printf("  %-*s  %-*s  %-*s  %*llu  %llu\n", static_cast<int>(name_w), names[i].c_str(),
                 static_cast<int>(type_col), std::string(DTypeName(t.type)).c_str(),
                 static_cast<int>(shape_w), ShapeString(t.dims).c_str(),
                 static_cast<int>(bytes_w), static_cast<unsigned long long>(t.bytes),
@@ -152,8 +160,10 @@ void PrintJson(const GgufFile& f) {
   }
   out["tensors"] = std::move(tensors);
   // Strings in GGUF files are not always valid UTF-8; replace bad bytes
-  // with U+FFFD rather than failing.
-  std::string text = out.dump(-1, ' ', false, Json::error_handler_t::replace);
+  // with U+FFFD rather than failing. ensure_ascii: every non-ASCII character
+  // as \uXXXX, so that C1 controls (U+009B is CSI) cannot reach a terminal
+  // either; parsers read the same strings.
+  std::string text = out.dump(-1, ' ', true, Json::error_handler_t::replace);
   std::fwrite(text.data(), 1, text.size(), stdout);
   std::fputc('\n', stdout);
 }
@@ -185,7 +195,7 @@ int RunInspect(const std::vector<std::string>& args) {
   }
   absl::StatusOr<std::unique_ptr<GgufFile>> f = GgufFile::Open(path);
   if (!f.ok()) {
-    std::fprintf(stderr, "vibrantc inspect: %s\n", std::string(f.status().message()).c_str());
+    std::fprintf(stderr, "vibrantc inspect: %s\n", vibrant::io::EscapeForTerminal(f.status().message(), true).c_str());
     return 1;
   }
   if (json) {
