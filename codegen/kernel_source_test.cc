@@ -7,7 +7,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
-#include "codegen/kernel_bundle.h"
+#include "runtime/kernel_bundle.h"
 #include "codegen/kernels/families.h"
 #include "frontends/gguf/gguf.h"
 #include "frontends/lower/lower.h"

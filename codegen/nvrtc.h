@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "codegen/kernel_bundle.h"
+#include "runtime/kernel_bundle.h"
 
 namespace vibrant::codegen {
 

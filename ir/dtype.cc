@@ -27,6 +27,7 @@ constexpr DTypeInfo kTypes[] = {
     {DType::kI16, "i16", 1, 2, false},
     {DType::kI32, "i32", 1, 4, false},
     {DType::kBF16, "bf16", 1, 2, false},
+    {DType::kQ8A, "q8a", 32, 40, true, /*in_gguf=*/false},  // 32 int8 codes + f32 {d, d*sum}
 };
 
 // ggml's names for every type id it has used, supported or not.
@@ -59,10 +60,17 @@ std::string_view GgmlTypeName(uint32_t id) {
 
 absl::StatusOr<DType> DTypeFromGgmlId(uint32_t id) {
   for (const DTypeInfo& info : kTypes) {
-    if (static_cast<uint32_t>(info.type) == id) return info.type;
+    if (static_cast<uint32_t>(info.type) == id && info.in_gguf) return info.type;
   }
   return absl::UnimplementedError(absl::StrCat(
       "unsupported tensor type ", std::string(GgmlTypeName(id)), " (", id, ")"));
+}
+
+absl::StatusOr<DType> DTypeFromId(uint32_t id) {
+  for (const DTypeInfo& info : kTypes) {
+    if (static_cast<uint32_t>(info.type) == id) return info.type;
+  }
+  return absl::InvalidArgumentError(absl::StrCat("unknown dtype id ", id));
 }
 
 absl::StatusOr<DType> DTypeFromName(std::string_view name) {

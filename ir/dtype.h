@@ -33,6 +33,12 @@ enum class DType : uint32_t {
   kI16 = 25,
   kI32 = 26,
   kBF16 = 30,
+  // Vibrant's own, not a GGUF tensor type: 8-bit activations as the
+  // quantize_q8 op writes them (ir/ops.h) and the 8-bit mat-vec kernels read
+  // them. n elements (rows of K, K % 32 == 0) are laid out as n int8 codes,
+  // then n / 32 pairs of f32 {d, d * sum(codes of the block)}: value i is
+  // codes[i] * d[i / 32]. Same size as 40-byte blocks of 32.
+  kQ8A = 1024,
 };
 
 struct DTypeInfo {
@@ -41,6 +47,7 @@ struct DTypeInfo {
   int64_t block_size;     // elements per block (1 for plain types)
   int64_t block_bytes;    // bytes per block
   bool quantized;
+  bool in_gguf = true;  // a ggml type a GGUF tensor may have (not q8a)
 };
 
 // Every supported type, in id order.
@@ -52,8 +59,11 @@ inline std::string_view DTypeName(DType t) { return GetDTypeInfo(t).name; }
 inline bool IsQuantized(DType t) { return GetDTypeInfo(t).quantized; }
 
 // Maps a ggml type id to a DType. Ids that exist in ggml but are not supported
-// here (IQ2_XXS, Q4_0_4_4, ...) are reported by name and number.
+// here (IQ2_XXS, Q4_0_4_4, ...) are reported by name and number; Vibrant's own
+// activation types (q8a) are not GGUF types.
 absl::StatusOr<DType> DTypeFromGgmlId(uint32_t id);
+// Any DType this build knows (the IR's serialized dtypes), q8a included.
+absl::StatusOr<DType> DTypeFromId(uint32_t id);
 
 // Looks a type up by its name, case-insensitively ("q4_k", "F16", "bf16").
 absl::StatusOr<DType> DTypeFromName(std::string_view name);

@@ -122,6 +122,25 @@ absl::StatusOr<ValueId> Graph::AddOp(OpKind kind, std::vector<ValueId> inputs, s
   return id;
 }
 
+absl::StatusOr<std::vector<ValueId>> Graph::AddMultiOp(OpKind kind, std::vector<ValueId> inputs,
+                                                       std::vector<std::string> out_names,
+                                                       Attrs attrs) {
+  absl::StatusOr<std::vector<Value>> outs = InferOpOutputs(*this, kind, inputs, attrs, out_names);
+  if (!outs.ok()) return outs.status();
+  Op op;
+  op.kind = kind;
+  op.inputs = std::move(inputs);
+  op.attrs = std::move(attrs);
+  std::vector<ValueId> ids;
+  for (Value& v : *outs) {
+    v.producer = static_cast<OpId>(ops_.size());
+    ids.push_back(AddValue(std::move(v)));
+  }
+  op.outputs = ids;
+  ops_.push_back(std::move(op));
+  return ids;
+}
+
 OpId Graph::AddRawOp(Op op) {
   const OpId id = static_cast<OpId>(ops_.size());
   for (ValueId v : op.outputs) {

@@ -81,6 +81,23 @@ using Attrs = std::map<std::string, AttrValue>;
 
 class Graph;
 
+// One kernel variant of an op for a range of token counts, chosen by the
+// select-kernels pass (passes/select_kernels.h) for ops on a device with
+// generated kernels (cuda). `launches` lists, in order, what one step of
+// T in [t_min, t_max] enqueues for the op: kernel names ("vb_mvs_q4_K"),
+// "cublaslt" for a cuBLASLt GEMM, "memcpy" for a device copy. The plan's
+// dispatch table (runtime/dispatch.h) holds exactly these launches with
+// their geometry and arguments, so the final IR names every launch of a step.
+struct KernelVariant {
+  int64_t t_min = 1;
+  int64_t t_max = 1;
+  std::string name;  // the variant ("matvec_q8.multi", "gemm.cublaslt", ...)
+  Attrs params;      // its parameters (e.g. {chunk=64}); codegen reads them
+  std::vector<std::string> launches;
+
+  bool operator==(const KernelVariant&) const = default;
+};
+
 struct Op {
   OpKind kind;
   std::vector<ValueId> inputs;
@@ -91,6 +108,11 @@ struct Op {
   // graph whose inputs are this op's inputs (same order) and whose outputs are
   // this op's outputs. Null otherwise.
   std::shared_ptr<const Graph> body;
+  // The kernels that run the op, by token count (select-kernels); empty for
+  // ops a backend interprets (the CPU) and before the pass. Ranges are
+  // ascending and disjoint and cover 1..max_tokens; an op with no work (a
+  // view) has one variant with no launches.
+  std::vector<KernelVariant> kernels;
 
   int64_t IntAttr(const std::string& key, int64_t dflt = 0) const;
   double FloatAttr(const std::string& key, double dflt = 0) const;
@@ -116,6 +138,10 @@ class Graph {
   // dtype and shape are inferred (ir/ops.h). Fails on a shape/dtype mismatch.
   absl::StatusOr<ValueId> AddOp(OpKind kind, std::vector<ValueId> inputs,
                                 std::string out_name, Attrs attrs = {});
+  // The same for ops with several outputs (multi_matmul), named `out_names`.
+  absl::StatusOr<std::vector<ValueId>> AddMultiOp(OpKind kind, std::vector<ValueId> inputs,
+                                                  std::vector<std::string> out_names,
+                                                  Attrs attrs = {});
   // Appends an op whose outputs were already created with AddValue.
   OpId AddRawOp(Op op);
   // Adds `v` to outputs(); an activation becomes Storage::kOutput.
@@ -151,6 +177,13 @@ class Graph {
 // 128". Not defined for kFused (an error). Used by AddOp and the verifier.
 absl::StatusOr<Value> InferOpOutput(const Graph& g, OpKind kind, const std::vector<ValueId>& inputs,
                                     const Attrs& attrs, const std::string& out_name);
+
+// The same for any op but fused, one value per output: multi_matmul has one
+// per weight. `out_names` gives their names (as many as the op has outputs).
+absl::StatusOr<std::vector<Value>> InferOpOutputs(const Graph& g, OpKind kind,
+                                                  const std::vector<ValueId>& inputs,
+                                                  const Attrs& attrs,
+                                                  const std::vector<std::string>& out_names);
 
 // The step's logits output: the output named "logits", or the only output.
 // It must be f32. Backends use this to find what Step returns.

@@ -20,24 +20,62 @@ absl::string_view SN(Storage s) { return A(StorageName(s)); }
 
 constexpr int kManyInputs = 1 << 16;
 
-// Indexed by OpKind.
+constexpr AttrSpec kRmsNormAttrs[] = {{"eps", AttrType::kFloat, true}};
+constexpr AttrSpec kReshapeAttrs[] = {{"shape", AttrType::kIntList, true}};
+constexpr AttrSpec kRopeAttrs[] = {{"freq_base", AttrType::kFloat, true},
+                                   {"freq_scale", AttrType::kFloat, false},
+                                   {"mode", AttrType::kInt, false},
+                                   {"n_rot", AttrType::kInt, true}};
+constexpr AttrSpec kAttentionAttrs[] = {{"scale", AttrType::kFloat, true}};
+constexpr AttrSpec kMultiMatMulAttrs[] = {{"bias", AttrType::kIntList, true}};
+
+#define VB_ATTRS(a) a, static_cast<int>(std::size(a))
+#define VB_NO_ATTRS nullptr, 0
+
+// The registry, indexed by OpKind: name, inputs, outputs, attributes, fusion
+// role, in-place rule, side effects, elementwise.
 constexpr OpInfo kOps[] = {
-    {OpKind::kEmbedding, "embedding", 2, 2, false},
-    {OpKind::kMatMul, "matmul", 2, 3, false},
-    {OpKind::kRmsNorm, "rms_norm", 1, 1, false},
-    {OpKind::kAdd, "add", 2, 2, true},
-    {OpKind::kMul, "mul", 2, 2, true},
-    {OpKind::kSilu, "silu", 1, 1, true},
-    {OpKind::kReshape, "reshape", 1, 1, false},
-    {OpKind::kRope, "rope", 2, 3, false},
-    {OpKind::kKvStore, "kv_store", 3, 3, false},
-    {OpKind::kAttention, "attention", 4, 4, false},
-    {OpKind::kLastRow, "last_row", 1, 1, false},
-    {OpKind::kCopy, "copy", 1, 1, false},
-    {OpKind::kFused, "fused", 1, kManyInputs, false},
+    {OpKind::kEmbedding, "embedding", 2, 2, 1, VB_NO_ATTRS, FusionRole::kNone, InPlaceRule::kNone,
+     false, false},
+    {OpKind::kMatMul, "matmul", 2, 3, 1, VB_NO_ATTRS, FusionRole::kNone, InPlaceRule::kNone, false,
+     false},
+    {OpKind::kRmsNorm, "rms_norm", 1, 1, 1, VB_ATTRS(kRmsNormAttrs), FusionRole::kRowReduce,
+     InPlaceRule::kNone, false, false},
+    {OpKind::kAdd, "add", 2, 2, 1, VB_NO_ATTRS, FusionRole::kElementwise,
+     InPlaceRule::kReuseDyingInput, false, true},
+    {OpKind::kMul, "mul", 2, 2, 1, VB_NO_ATTRS, FusionRole::kElementwise,
+     InPlaceRule::kReuseDyingInput, false, true},
+    {OpKind::kSilu, "silu", 1, 1, 1, VB_NO_ATTRS, FusionRole::kElementwise,
+     InPlaceRule::kReuseDyingInput, false, true},
+    {OpKind::kReshape, "reshape", 1, 1, 1, VB_ATTRS(kReshapeAttrs), FusionRole::kView,
+     InPlaceRule::kViewOfInput0, false, false},
+    {OpKind::kRope, "rope", 2, 3, 1, VB_ATTRS(kRopeAttrs), FusionRole::kPairRotate,
+     InPlaceRule::kNone, false, false},
+    {OpKind::kKvStore, "kv_store", 3, 3, 1, VB_NO_ATTRS, FusionRole::kNone,
+     InPlaceRule::kUpdatesInput1, true, false},
+    {OpKind::kAttention, "attention", 4, 4, 1, VB_ATTRS(kAttentionAttrs), FusionRole::kNone,
+     InPlaceRule::kNone, false, false},
+    {OpKind::kLastRow, "last_row", 1, 1, 1, VB_NO_ATTRS, FusionRole::kNone, InPlaceRule::kNone, false,
+     false},
+    {OpKind::kCopy, "copy", 1, 1, 1, VB_NO_ATTRS, FusionRole::kNone, InPlaceRule::kNone, false, false},
+    {OpKind::kFused, "fused", 1, kManyInputs, -1, VB_NO_ATTRS, FusionRole::kNone,
+     InPlaceRule::kReuseDyingInput, false, false},
+    {OpKind::kQuantizeQ8, "quantize_q8", 1, 1, 1, VB_NO_ATTRS, FusionRole::kNone, InPlaceRule::kNone,
+     false, false},
+    {OpKind::kMultiMatMul, "multi_matmul", 3, kManyInputs, -1, VB_ATTRS(kMultiMatMulAttrs),
+     FusionRole::kNone, InPlaceRule::kNone, false, false},
 };
+#undef VB_ATTRS
+#undef VB_NO_ATTRS
 constexpr int kNumOps = static_cast<int>(std::size(kOps));
-static_assert(static_cast<int>(OpKind::kFused) + 1 == kNumOps);
+static_assert(static_cast<int>(OpKind::kMultiMatMul) + 1 == kNumOps);
+constexpr bool RegistryInOrder() {
+  for (int i = 0; i < kNumOps; ++i) {
+    if (static_cast<int>(kOps[i].kind) != i) return false;
+  }
+  return true;
+}
+static_assert(RegistryInOrder(), "kOps must be indexed by OpKind");
 
 // Builds "<op> <out>: <msg...>" errors.
 class OpErrors {
@@ -144,6 +182,59 @@ absl::StatusOr<OpKind> OpKindFromName(std::string_view name) {
 
 bool IsValidOpKind(int kind) { return kind >= 0 && kind < kNumOps; }
 
+const AttrSpec* FindAttrSpec(OpKind kind, std::string_view key) {
+  const OpInfo& info = GetOpInfo(kind);
+  for (int i = 0; i < info.num_attrs; ++i) {
+    if (info.attrs[i].key == key) return &info.attrs[i];
+  }
+  return nullptr;
+}
+
+namespace {
+
+std::string AttrKeys(const OpInfo& info) {
+  std::string out;
+  for (int i = 0; i < info.num_attrs; ++i) absl::StrAppend(&out, i ? ", " : "", A(info.attrs[i].key));
+  return out;
+}
+
+// The attributes against the op's schema: no unknown key (a misspelt one
+// would otherwise be replaced by its default), the right type, the required
+// ones present.
+absl::Status CheckAttrs(const OpErrors& err, const OpInfo& info, const Attrs& attrs) {
+  for (const auto& [key, value] : attrs) {
+    const AttrSpec* spec = FindAttrSpec(info.kind, key);
+    if (spec == nullptr) {
+      if (info.num_attrs == 0) return err("unknown attribute '", key, "' (", A(info.name), " takes none)");
+      return err("unknown attribute '", key, "' (", A(info.name), " takes ", AttrKeys(info), ")");
+    }
+    bool ok = false;
+    switch (spec->type) {
+      case AttrType::kInt: ok = std::holds_alternative<int64_t>(value); break;
+      case AttrType::kFloat:
+        ok = std::holds_alternative<double>(value) || std::holds_alternative<int64_t>(value);
+        break;
+      case AttrType::kString: ok = std::holds_alternative<std::string>(value); break;
+      case AttrType::kIntList: ok = std::holds_alternative<std::vector<int64_t>>(value); break;
+    }
+    if (!ok) {
+      static constexpr const char* kTypeNames[] = {"an integer", "a number", "a string",
+                                                   "an integer list"};
+      return err("attribute '", key, "' must be ", kTypeNames[static_cast<int>(spec->type)]);
+    }
+  }
+  for (int i = 0; i < info.num_attrs; ++i) {
+    if (info.attrs[i].required && attrs.count(std::string(info.attrs[i].key)) == 0) {
+      static constexpr const char* kTypeNames[] = {"integer", "float", "string", "integer-list"};
+      return err("missing ", kTypeNames[static_cast<int>(info.attrs[i].type)], " attribute '",
+                 A(info.attrs[i].key), "'");
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<Value> InferOpOutput(const Graph& g, OpKind kind, const std::vector<ValueId>& inputs,
                                     const Attrs& attrs, const std::string& out_name) {
   if (!IsValidOpKind(static_cast<int>(kind))) {
@@ -155,27 +246,15 @@ absl::StatusOr<Value> InferOpOutput(const Graph& g, OpKind kind, const std::vect
   if (kind == OpKind::kFused) {
     return err("fused ops are built with AddRawOp (their outputs come from the body)");
   }
+  if (info.outputs != 1) {
+    return err(A(info.name), " has several outputs (InferOpOutputs)");
+  }
   const int n = static_cast<int>(inputs.size());
   if (n < info.min_inputs || n > info.max_inputs) {
     if (info.min_inputs == info.max_inputs) return err("takes ", info.min_inputs, " inputs, got ", n);
     return err("takes ", info.min_inputs, " to ", info.max_inputs, " inputs, got ", n);
   }
-  // Only the attributes ops.h defines: a misspelt key would otherwise be
-  // silently replaced by its default.
-  std::vector<std::string> allowed;
-  switch (kind) {
-    case OpKind::kRmsNorm: allowed = {"eps"}; break;
-    case OpKind::kReshape: allowed = {"shape"}; break;
-    case OpKind::kRope: allowed = {"freq_base", "freq_scale", "mode", "n_rot"}; break;
-    case OpKind::kAttention: allowed = {"scale"}; break;
-    default: break;
-  }
-  for (const auto& [key, value] : attrs) {
-    if (std::find(allowed.begin(), allowed.end(), key) == allowed.end()) {
-      if (allowed.empty()) return err("unknown attribute '", key, "' (", A(info.name), " takes none)");
-      return err("unknown attribute '", key, "' (", A(info.name), " takes ", absl::StrJoin(allowed, ", "), ")");
-    }
-  }
+  if (absl::Status st = CheckAttrs(err, info, attrs); !st.ok()) return st;
   const int64_t num_values = static_cast<int64_t>(g.values().size());
   std::vector<const Value*> in;
   for (int i = 0; i < n; ++i) {
@@ -208,7 +287,9 @@ absl::StatusOr<Value> InferOpOutput(const Graph& g, OpKind kind, const std::vect
     case OpKind::kMatMul: {
       const Value& x = *in[0];
       const Value& w = *in[1];
-      if (auto s = CheckF32(err, "x", x); !s.ok()) return s;
+      if (x.dtype != DType::kQ8A) {
+        if (auto s = CheckF32(err, "x", x); !s.ok()) return s;
+      }
       if (auto s = CheckRank(err, "x", x, 2, "[T, K]"); !s.ok()) return s;
       if (auto s = CheckRank(err, "weight", w, 2, "[N, K]"); !s.ok()) return s;
       if (!IsStatic(w.shape)) {
@@ -394,10 +475,81 @@ absl::StatusOr<Value> InferOpOutput(const Graph& g, OpKind kind, const std::vect
       out.shape = in[0]->shape;
       break;
     }
+    case OpKind::kQuantizeQ8: {
+      const Value& x = *in[0];
+      if (auto s = CheckF32(err, "x", x); !s.ok()) return s;
+      if (x.shape.empty() || x.shape.back() <= 0 || x.shape.back() % 32 != 0) {
+        return err("x ", Desc(x), ": rows must be whole blocks of 32");
+      }
+      out.dtype = DType::kQ8A;
+      out.shape = x.shape;
+      break;
+    }
     case OpKind::kFused:
+    case OpKind::kMultiMatMul:
       break;  // handled above
   }
   return out;
+}
+
+absl::StatusOr<std::vector<Value>> InferOpOutputs(const Graph& g, OpKind kind,
+                                                  const std::vector<ValueId>& inputs,
+                                                  const Attrs& attrs,
+                                                  const std::vector<std::string>& out_names) {
+  if (!IsValidOpKind(static_cast<int>(kind))) {
+    return absl::InvalidArgumentError(absl::StrCat("invalid op kind ", static_cast<int>(kind)));
+  }
+  const std::string first = out_names.empty() ? std::string("<no output>") : out_names[0];
+  const OpErrors err(kind, first);
+  const OpInfo& info = GetOpInfo(kind);
+  if (info.outputs == 1) {
+    if (out_names.size() != 1) return err("has 1 output, got ", out_names.size(), " names");
+    absl::StatusOr<Value> v = InferOpOutput(g, kind, inputs, attrs, out_names[0]);
+    if (!v.ok()) return v.status();
+    return std::vector<Value>{*std::move(v)};
+  }
+  if (kind != OpKind::kMultiMatMul) {
+    return err(A(info.name), " outputs come from its body (AddRawOp)");
+  }
+  if (absl::Status st = CheckAttrs(err, info, attrs); !st.ok()) return st;
+  const auto& flags = std::get<std::vector<int64_t>>(attrs.at("bias"));
+  const int64_t n = static_cast<int64_t>(flags.size());
+  if (n < 1) return err("bias must list one flag per weight, is empty");
+  int64_t n_bias = 0;
+  for (int64_t f : flags) {
+    if (f != 0 && f != 1) return err("bias flags must be 0 or 1");
+    n_bias += f;
+  }
+  if (static_cast<int64_t>(inputs.size()) != 1 + n + n_bias) {
+    return err("takes x, ", n, " weights and ", n_bias, " biases (", 1 + n + n_bias,
+               " inputs), got ", inputs.size());
+  }
+  if (static_cast<int64_t>(out_names.size()) != n) {
+    return err("has ", n, " outputs (one per weight), got ", out_names.size(), " names");
+  }
+  const int64_t num_values = static_cast<int64_t>(g.values().size());
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    if (inputs[i] < 0 || inputs[i] >= num_values) {
+      return err("input ", i, " is value id ", inputs[i], ", out of range (", num_values, " values)");
+    }
+  }
+  std::vector<Value> outs;
+  int64_t bias_at = 1 + n;
+  for (int64_t i = 0; i < n; ++i) {
+    std::vector<ValueId> mm = {inputs[0], inputs[1 + i]};
+    if (flags[i] != 0) mm.push_back(inputs[bias_at++]);
+    if (g.value(inputs[1 + i]).dtype != g.value(inputs[1]).dtype) {
+      return err("weight ", g.value(inputs[1 + i]).name, " is ", TN(g.value(inputs[1 + i]).dtype),
+                 ", weight ", g.value(inputs[1]).name, " is ", TN(g.value(inputs[1]).dtype),
+                 ": one dtype for all");
+    }
+    absl::StatusOr<Value> v = InferOpOutput(g, OpKind::kMatMul, mm, {}, out_names[i]);
+    if (!v.ok()) {
+      return err("member ", i, ": ", v.status().message());
+    }
+    outs.push_back(*std::move(v));
+  }
+  return outs;
 }
 
 }  // namespace vibrant::ir

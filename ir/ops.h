@@ -91,6 +91,54 @@ enum class OpKind : uint8_t {
   //   mul(rms_norm(x), w); mul(silu(g), u); rope(reshape(add(mm, bias)), pos);
   //   s = add(a, b), mul(rms_norm(s), w) with outputs (s, normalized row).
   kFused,
+  // quantize_q8(x[..., K]) -> q8a of x's shape (K % 32 == 0): x rounded to
+  //   8-bit blocks of 32, as llama.cpp's q8_1 activations: per block
+  //   d = max|x| / 127, code = round(x / d) (0 when d == 0), value = code * d
+  //   (runtime/cpu/quantize.h: RoundActivationsToQ8 is its definition).
+  //   Inserted by passes/quantize_activations for kernels that multiply
+  //   8-bit codes (q8 mat-vec, dp4a); matmul reads a q8a x as its values.
+  kQuantizeQ8,
+  // multi_matmul(x[T, K], w_0[N_0, K], ..., w_{n-1}[N_{n-1}, K], biases...)
+  //   {bias=[b_0, ..., b_{n-1}]} -> out_0[T, N_0], ..., out_{n-1}[T, N_{n-1}]:
+  //   n matmuls (kMatMul) of one x; b_i (0 or 1) says whether w_i has a bias,
+  //   the biases follow the weights in order. All weights have one dtype.
+  //   Made by passes/combine_matmuls (q/k/v, gate/up): one kernel reads x
+  //   once for all of them.
+  kMultiMatMul,
+};
+
+// ---- the op registry ------------------------------------------------------------
+// One entry per OpKind (ir/ops.cc): what the verifier, the passes, the
+// printer/parser/serializer and both backends know of an op besides its
+// semantics above. Adding an op = an OpKind with its semantics here, a
+// registry entry with its output inference in ops.cc, and the backends'
+// kernels (docs/architecture.md, "How to add an op").
+
+enum class AttrType : uint8_t { kInt, kFloat, kString, kIntList };
+
+struct AttrSpec {
+  std::string_view key;
+  AttrType type;  // kFloat also accepts an integer value
+  bool required;
+};
+
+// How an op may take part in a fused body (kFused).
+enum class FusionRole : uint8_t {
+  kNone,         // never in a body
+  kElementwise,  // out[i] from the inputs at i (b of add/mul may broadcast)
+  kRowReduce,    // couples all elements of a row (rms_norm); one per body
+  kPairRotate,   // couples pairs within a head (rope); one per body
+  kView,         // reshape: same elements, no work
+};
+
+// What memory an op's output may share.
+enum class InPlaceRule : uint8_t {
+  kNone,           // memory of its own
+  kReuseDyingInput,  // may take the memory of an input of the same type and
+                     // shape that dies at this op (each element is read
+                     // before it is written: elementwise ops)
+  kViewOfInput0,   // the same bytes as input 0 (reshape)
+  kUpdatesInput1,  // input 1 updated in place (kv_store: aliases the cache)
 };
 
 struct OpInfo {
@@ -98,16 +146,27 @@ struct OpInfo {
   std::string_view name;  // text-format name, e.g. "rms_norm"
   int min_inputs;
   int max_inputs;
-  bool elementwise;  // output[i] depends only on inputs at i (with broadcast):
-                     // add, mul, silu. Not fused (a body may hold a row
-                     // reduction or rope); see kFused for what bodies hold.
+  // Outputs: 1, or -1 when they follow from the op (fused: its body's;
+  // multi_matmul: one per weight).
+  int outputs;
+  const AttrSpec* attrs;  // the attributes it takes (others are errors)
+  int num_attrs;
+  FusionRole fusion;
+  InPlaceRule in_place;
+  bool side_effects;  // kept by dead-code elimination (kv_store)
+  // Shorthand: fusion == kElementwise (add, mul, silu).
+  bool elementwise;
 };
+
+
 
 const OpInfo& GetOpInfo(OpKind kind);
 inline std::string_view OpName(OpKind kind) { return GetOpInfo(kind).name; }
 absl::StatusOr<OpKind> OpKindFromName(std::string_view name);
 // Whether `kind` is the number of an OpKind (for decoders of untrusted data).
 bool IsValidOpKind(int kind);
+// The attribute spec of `key` for `kind`, or null when the op does not take it.
+const AttrSpec* FindAttrSpec(OpKind kind, std::string_view key);
 
 }  // namespace vibrant::ir
 

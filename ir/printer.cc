@@ -66,6 +66,40 @@ std::string KeyText(const std::string& key) {
   return ident ? key : Quote(key);
 }
 
+std::string AttrText(const AttrValue& v);
+
+// "{k=v, ...}" (empty for no attributes).
+std::string AttrsText(const Attrs& attrs) {
+  if (attrs.empty()) return "";
+  std::string line = "{";
+  bool first = true;
+  for (const auto& [key, value] : attrs) {
+    absl::StrAppend(&line, first ? "" : ", ", KeyText(key), "=", AttrText(value));
+    first = false;
+  }
+  return line + "}";
+}
+
+// " kernels[T=1: name {params} -> launch, launch; T=2..8: ...]" (Op::kernels).
+std::string KernelsText(const std::vector<KernelVariant>& ks) {
+  if (ks.empty()) return "";
+  std::string out = " kernels[";
+  for (size_t i = 0; i < ks.size(); ++i) {
+    const KernelVariant& k = ks[i];
+    absl::StrAppend(&out, i ? "; " : "", "T=", k.t_min);
+    if (k.t_max != k.t_min) absl::StrAppend(&out, "..", k.t_max);
+    absl::StrAppend(&out, ": ", KeyText(k.name));
+    if (!k.params.empty()) absl::StrAppend(&out, " ", AttrsText(k.params));
+    if (!k.launches.empty()) {
+      out += " ->";
+      for (size_t j = 0; j < k.launches.size(); ++j) {
+        absl::StrAppend(&out, j ? ", " : " ", KeyText(k.launches[j]));
+      }
+    }
+  }
+  return out + "]";
+}
+
 std::string AttrText(const AttrValue& v) {
   if (const int64_t* i = std::get_if<int64_t>(&v)) return absl::StrCat(*i);
   if (const double* d = std::get_if<double>(&v)) return FormatDouble(*d);
@@ -148,16 +182,9 @@ class Printer {
       absl::StrAppend(&line, " = ", A(name), "(");
       for (size_t k = 0; k < op.inputs.size(); ++k) absl::StrAppend(&line, k ? ", " : "", ref(op.inputs[k]));
       line += ")";
-      if (!op.attrs.empty()) {
-        line += " {";
-        bool first = true;
-        for (const auto& [key, value] : op.attrs) {
-          absl::StrAppend(&line, first ? "" : ", ", KeyText(key), "=", AttrText(value));
-          first = false;
-        }
-        line += "}";
-      }
+      if (!op.attrs.empty()) absl::StrAppend(&line, " ", AttrsText(op.attrs));
       line += DeviceSuffix(op.device);
+      line += KernelsText(op.kernels);
       if (op.body != nullptr && depth < kMaxNesting) {
         absl::StrAppend(out_, line, " {\n");
         Body(*op.body, indent + 2, depth + 1);
@@ -396,30 +423,17 @@ class Parser {
     if (auto s = Expect(')'); !s.ok()) return s;
     SkipSpace();
     if (Peek() == '{' && !LooksLikeBody()) {
-      ++pos_;
-      SkipSpace();
-      if (Peek() != '}') {
-        while (true) {
-          auto key = ParseKey();
-          if (!key.ok()) return key.status();
-          if (auto s = Expect('='); !s.ok()) return s;
-          auto value = ParseAttrValue();
-          if (!value.ok()) return value.status();
-          if (!op.attrs.emplace(*key, *value).second) return Error(absl::StrCat("attribute ", *key, " repeated"));
-          SkipSpace();
-          if (Peek() == ',') {
-            ++pos_;
-            continue;
-          }
-          break;
-        }
-      }
-      if (auto s = Expect('}'); !s.ok()) return s;
+      if (auto s = ParseAttrs(&op.attrs); !s.ok()) return s;
     }
     auto dev = ParseDevice();
     if (!dev.ok()) return dev.status();
     op.device = *dev;
     SkipSpace();
+    if (text_.compare(pos_, 8, "kernels[") == 0) {
+      pos_ += 8;
+      if (auto s = ParseKernels(&op.kernels); !s.ok()) return s;
+      SkipSpace();
+    }
     if (Peek() == '{') {
       if (depth + 1 >= kMaxNesting) return Error("fused bodies nested too deeply");
       ++pos_;
@@ -443,6 +457,79 @@ class Parser {
     }
     g.AddRawOp(std::move(op));
     return absl::OkStatus();
+  }
+
+  // "{key=value, ...}" at '{'.
+  absl::Status ParseAttrs(Attrs* attrs) {
+    ++pos_;
+    SkipSpace();
+    if (Peek() != '}') {
+      while (true) {
+        auto key = ParseKey();
+        if (!key.ok()) return key.status();
+        if (auto s = Expect('='); !s.ok()) return s;
+        auto value = ParseAttrValue();
+        if (!value.ok()) return value.status();
+        if (!attrs->emplace(*key, *value).second) return Error(absl::StrCat("attribute ", *key, " repeated"));
+        SkipSpace();
+        if (Peek() == ',') {
+          ++pos_;
+          continue;
+        }
+        break;
+      }
+    }
+    return Expect('}');
+  }
+
+  // After "kernels[": variants "T=a[..b]: name [{params}] [-> launch, ...]"
+  // separated by ';', then ']'.
+  absl::Status ParseKernels(std::vector<KernelVariant>* out) {
+    while (true) {
+      KernelVariant k;
+      SkipSpace();
+      if (text_.compare(pos_, 2, "T=") != 0) return Error("expected T=<tokens> in kernels[...]");
+      pos_ += 2;
+      auto lo = ParseInt();
+      if (!lo.ok()) return lo.status();
+      k.t_min = k.t_max = *lo;
+      if (text_.compare(pos_, 2, "..") == 0) {
+        pos_ += 2;
+        auto hi = ParseInt();
+        if (!hi.ok()) return hi.status();
+        k.t_max = *hi;
+      }
+      if (auto s = Expect(':'); !s.ok()) return s;
+      auto name = ParseKey();
+      if (!name.ok()) return name.status();
+      k.name = *name;
+      SkipSpace();
+      if (Peek() == '{') {
+        if (auto s = ParseAttrs(&k.params); !s.ok()) return s;
+        SkipSpace();
+      }
+      if (text_.compare(pos_, 2, "->") == 0) {
+        pos_ += 2;
+        while (true) {
+          auto l = ParseKey();
+          if (!l.ok()) return l.status();
+          k.launches.push_back(*l);
+          SkipSpace();
+          if (Peek() == ',') {
+            ++pos_;
+            continue;
+          }
+          break;
+        }
+      }
+      out->push_back(std::move(k));
+      SkipSpace();
+      if (Peek() == ';') {
+        ++pos_;
+        continue;
+      }
+      return Expect(']');
+    }
   }
 
   // After an op's ')', '{' opens attributes unless the brace holds a

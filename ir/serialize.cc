@@ -21,7 +21,8 @@ enum AttrTag : uint8_t { kTagInt = 0, kTagFloat = 1, kTagString = 2, kTagIntList
 // Minimum encoded sizes, to bound counts by the bytes left before allocating.
 constexpr size_t kMinValueBytes = 4 + 4 + 1 + 1 + 4 + 4 + 4 + 8;  // name, dtype, storage, device, rank, source, alias, arena offset
 constexpr size_t kMinMemoryBytes = 1 + 8 + 8;  // device, arena bytes, KV bytes
-constexpr size_t kMinOpBytes = 1 + 1 + 4 + 4 + 4 + 1;         // kind, device, n_in, n_out, n_attrs, has_body
+constexpr size_t kMinOpBytes = 1 + 1 + 4 + 4 + 4 + 1 + 4;     // kind, device, n_in, n_out, n_attrs, has_body, n_kernels
+constexpr size_t kMinKernelBytes = 8 + 8 + 4 + 4 + 4;        // t_min, t_max, name, n_params, n_launches
 constexpr size_t kMinAttrBytes = 4 + 1 + 4;                   // key, tag, smallest payload
 
 class Writer {
@@ -90,6 +91,15 @@ class Writer {
       Attrs(op.attrs);
       U8(op.body != nullptr ? 1 : 0);
       if (op.body != nullptr) Graph(*op.body);
+      Count(op.kernels.size());
+      for (const ir::KernelVariant& k : op.kernels) {
+        I64(k.t_min);
+        I64(k.t_max);
+        Str(k.name);
+        Attrs(k.params);
+        Count(k.launches.size());
+        for (const std::string& l : k.launches) Str(l);
+      }
     }
     Count(g.outputs().size());
     for (ValueId v : g.outputs()) I32(v);
@@ -284,7 +294,7 @@ class Decoder {
       v.name = *std::move(name);
       auto dtype = r_.U32(at);
       if (!dtype.ok()) return dtype.status();
-      auto t = DTypeFromGgmlId(*dtype);
+      auto t = DTypeFromId(*dtype);
       if (!t.ok()) return r_.Error(at, absl::StrCat("dtype: ", t.status().message()));
       v.dtype = *t;
       auto storage = r_.U8(at);
@@ -347,6 +357,30 @@ class Decoder {
         auto body = std::make_shared<Graph>();
         if (auto s = DecodeGraph(*body, absl::StrCat(at, " body: "), depth + 1); !s.ok()) return s;
         op.body = std::move(body);
+      }
+      auto nk = r_.Count(absl::StrCat(at, " kernel count"), kMinKernelBytes);
+      if (!nk.ok()) return nk.status();
+      for (uint32_t k = 0; k < *nk; ++k) {
+        const std::string kat = absl::StrCat(at, " kernel variant ", k);
+        ir::KernelVariant kv;
+        auto t_min = r_.I64(kat);
+        if (!t_min.ok()) return t_min.status();
+        auto t_max = r_.I64(kat);
+        if (!t_max.ok()) return t_max.status();
+        kv.t_min = *t_min;
+        kv.t_max = *t_max;
+        auto name = r_.Str(kat);
+        if (!name.ok()) return name.status();
+        kv.name = *std::move(name);
+        if (auto s = DecodeAttrs(kv.params, kat); !s.ok()) return s;
+        auto nl = r_.Count(absl::StrCat(kat, " launch count"), 4);
+        if (!nl.ok()) return nl.status();
+        for (uint32_t l = 0; l < *nl; ++l) {
+          auto launch = r_.Str(kat);
+          if (!launch.ok()) return launch.status();
+          kv.launches.push_back(*std::move(launch));
+        }
+        op.kernels.push_back(std::move(kv));
       }
       g.AddRawOp(std::move(op));
     }

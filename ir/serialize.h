@@ -21,7 +21,7 @@ namespace vibrant::ir {
 inline constexpr char kGraphMagic[4] = {'V', 'I', 'R', 'G'};
 // Version 2 added memory plans (Value::arena_offset, Graph::memory); version 1
 // graphs are rejected ("unsupported version 1"): recompile the plan.
-inline constexpr uint32_t kGraphFormatVersion = 2;
+inline constexpr uint32_t kGraphFormatVersion = 3;
 
 // Encodes `g` (including fused bodies, meta, devices, aliasing). Value and op
 // ids are preserved exactly; producers are rebuilt on decoding.

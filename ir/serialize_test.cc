@@ -132,9 +132,9 @@ TEST(SerializeTest, HeaderLayout) {
   Graph g;
   g.max_tokens = 3;
   const std::string b = SerializeGraph(g);
-  // magic, version 2, max_tokens 3, 0 meta, 0 values, 0 ops, 0 outputs, 0 memory
+  // magic, version 3, max_tokens 3, 0 meta, 0 values, 0 ops, 0 outputs, 0 memory
   // entries: hand-laid.
-  const std::string want = std::string("VIRG\x02\x00\x00\x00", 8) + std::string("\x03\0\0\0\0\0\0\0", 8) +
+  const std::string want = std::string("VIRG\x03\x00\x00\x00", 8) + std::string("\x03\0\0\0\0\0\0\0", 8) +
                            std::string(20, '\0');
   EXPECT_EQ(b, want);
   auto back = DeserializeGraph(Bytes(b));
@@ -155,7 +155,7 @@ TEST(SerializeTest, NamedErrors) {
     std::string bad = b;
     bad[4] = 9;
     auto r = DeserializeGraph(Bytes(bad));
-    EXPECT_EQ(std::string(r.status().message()), "graph section: unsupported version 9 (this build reads 2)");
+    EXPECT_EQ(std::string(r.status().message()), "graph section: unsupported version 9 (this build reads 3)");
   }
   {
     std::string bad = b + "xy";
@@ -229,11 +229,46 @@ TEST(SerializeTest, MemoryPlanRoundTrip) {
   EXPECT_EQ(SerializeGraph(*back), bytes);
 }
 
+// Op::kernels (select-kernels) survive both encodings, and the verifier holds
+// them to ranges that cover 1..max_tokens in order.
+TEST(SerializeTest, KernelVariantsRoundTrip) {
+  Graph g = Llama2();
+  g.max_tokens = 16;
+  ir::KernelVariant a{1, 1, "matvec.one", {{"tokens", int64_t{1}}}, {"vb_a", "vb_b"}};
+  ir::KernelVariant b{2, 16, "gemm.cublaslt", {}, {"vb_c", "cublaslt", "memcpy"}};
+  g.mutable_ops()[1].kernels = {a, b};
+  g.mutable_ops()[2].kernels = {{1, 16, "view", {}, {}}};
+  ASSERT_TRUE(ir::Verify(g).ok()) << ir::Verify(g);
+  const std::string bytes = SerializeGraph(g);
+  auto back = DeserializeGraph(Bytes(bytes));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->ops()[1].kernels, g.ops()[1].kernels);
+  EXPECT_EQ(back->ops()[2].kernels, g.ops()[2].kernels);
+  EXPECT_EQ(SerializeGraph(*back), bytes);
+  const std::string text = ir::PrintGraph(g);
+  EXPECT_NE(text.find("kernels[T=1: matvec.one {tokens=1} -> vb_a, vb_b; T=2..16: gemm.cublaslt -> "
+                      "vb_c, cublaslt, memcpy]"),
+            std::string::npos)
+      << text;
+  auto parsed = ir::ParseGraph(text);
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(ir::PrintGraph(*parsed), text);
+  // A gap in the ranges, or ranges that stop short of max_tokens, are errors.
+  Graph gap = g;
+  gap.mutable_ops()[1].kernels[1].t_min = 3;
+  EXPECT_NE(ir::Verify(gap).message().find("covers T=3..16, expected T=2.."), std::string::npos)
+      << ir::Verify(gap);
+  Graph short_of = g;
+  short_of.mutable_ops()[1].kernels[1].t_max = 15;
+  EXPECT_NE(ir::Verify(short_of).message().find("end at T=15, not max_tokens 16"), std::string::npos)
+      << ir::Verify(short_of);
+}
+
 TEST(SerializeTest, RejectsVersion1AndBadPlans) {
   std::string b = SerializeGraph(Llama2());
   b[4] = 1;
   auto r = DeserializeGraph(Bytes(b));
-  EXPECT_EQ(std::string(r.status().message()), "graph section: unsupported version 1 (this build reads 2)");
+  EXPECT_EQ(std::string(r.status().message()), "graph section: unsupported version 1 (this build reads 3)");
   // An offset past the arena end is the verifier's error.
   Graph g = PlannedLlama2();
   const ValueId x = g.FindValue("inp_embd");

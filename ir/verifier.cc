@@ -9,6 +9,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "ir/dtype.h"
+#include "ir/fused_body.h"
 #include "ir/graph.h"
 #include "ir/ops.h"
 
@@ -20,7 +21,7 @@ constexpr int64_t kMaxTokensLimit = int64_t{1} << 31;
 
 absl::string_view A(std::string_view s) { return absl::string_view(s.data(), s.size()); }
 
-bool ValidDType(DType t) { return DTypeFromGgmlId(static_cast<uint32_t>(t)).ok(); }
+bool ValidDType(DType t) { return DTypeFromId(static_cast<uint32_t>(t)).ok(); }
 bool ValidStorage(Storage s) { return static_cast<uint8_t>(s) <= static_cast<uint8_t>(Storage::kOutput); }
 bool ValidDevice(Device d) { return static_cast<uint8_t>(d) <= static_cast<uint8_t>(Device::kCuda); }
 
@@ -219,19 +220,50 @@ class Verifier {
         if (auto s = CheckFused(o); !s.ok()) return s;
       } else {
         if (op.body != nullptr) return OpError(o, "only fused ops have a body");
-        if (op.outputs.size() != 1) return OpError(o, "has ", op.outputs.size(), " outputs, expected 1");
-        const ValueId out_id = op.outputs[0];
-        const Value& out = g_.value(out_id);
-        absl::StatusOr<Value> want = InferOpOutput(g_, op.kind, op.inputs, op.attrs, out.name);
+        std::vector<std::string> names;
+        for (ValueId v : op.outputs) names.push_back(g_.value(v).name);
+        absl::StatusOr<std::vector<Value>> want =
+            InferOpOutputs(g_, op.kind, op.inputs, op.attrs, names);
         if (!want.ok()) return absl::InvalidArgumentError(absl::StrCat("op ", o, ": ", want.status().message()));
-        if (out.dtype != want->dtype || out.shape != want->shape) {
-          return OpError(o, "output records ", A(DTypeName(out.dtype)), ShapeToString(out.shape),
-                         " but the op produces ", A(DTypeName(want->dtype)), ShapeToString(want->shape));
+        for (size_t k = 0; k < op.outputs.size(); ++k) {
+          const ValueId out_id = op.outputs[k];
+          const Value& out = g_.value(out_id);
+          const Value& w = (*want)[k];
+          if (out.dtype != w.dtype || out.shape != w.shape) {
+            return OpError(o, "output ", op.outputs.size() > 1 ? absl::StrCat(k, " ") : "", "records ",
+                           A(DTypeName(out.dtype)), ShapeToString(out.shape), " but the op produces ",
+                           A(DTypeName(w.dtype)), ShapeToString(w.shape));
+          }
+          if (auto s = CheckOutputStorage(o, out_id, w); !s.ok()) return s;
         }
-        if (auto s = CheckOutputStorage(o, out_id, *want); !s.ok()) return s;
         if (op.kind == OpKind::kKvStore) overwritten_by[op.inputs[1]] = o;
       }
+      if (auto s = CheckKernels(o); !s.ok()) return s;
       for (ValueId v : op.outputs) defined[v] = true;
+    }
+    return absl::OkStatus();
+  }
+
+  // Op::kernels (select-kernels): ascending, disjoint token ranges that cover
+  // 1..max_tokens, each with a name; launch names non-empty.
+  absl::Status CheckKernels(OpId o) const {
+    const std::vector<KernelVariant>& ks = g_.ops()[o].kernels;
+    if (ks.empty()) return absl::OkStatus();
+    int64_t next = 1;
+    for (size_t i = 0; i < ks.size(); ++i) {
+      const KernelVariant& k = ks[i];
+      if (k.t_min != next || k.t_max < k.t_min) {
+        return OpError(o, "kernel variant ", i, " covers T=", k.t_min, "..", k.t_max, ", expected T=",
+                       next, "..; variants must cover T=1..", max_tokens_, " in order");
+      }
+      if (k.name.empty()) return OpError(o, "kernel variant ", i, " has no name");
+      for (const std::string& l : k.launches) {
+        if (l.empty()) return OpError(o, "kernel variant ", i, " has an unnamed launch");
+      }
+      next = k.t_max + 1;
+    }
+    if (next != max_tokens_ + 1) {
+      return OpError(o, "kernel variants end at T=", next - 1, ", not max_tokens ", max_tokens_);
     }
     return absl::OkStatus();
   }
@@ -309,87 +341,8 @@ class Verifier {
       }
       if (outer.alias_of != -1) return OpError(o, "output ", k, " aliases value ", outer.alias_of);
     }
-    return CheckFusedRows(o, body);
-  }
-
-  // The row rules of ir/ops.h (kFused): N rows of R elements, only row-local
-  // ops, at most one row-coupling op (rms_norm or rope).
-  absl::Status CheckFusedRows(OpId o, const Graph& body) {
-    const Shape& s0 = body.value(body.outputs()[0]).shape;
-    if (s0.empty()) return OpError(o, "output 0 is a scalar; fused outputs are rows [N, ...]");
-    const int64_t rows = s0[0];
-    int64_t row_len = 1;
-    for (size_t d = 1; d < s0.size(); ++d) row_len *= s0[d];
-    const std::string space = absl::StrCat("[", rows == kTokens ? std::string("T") : absl::StrCat(rows),
-                                           " rows of ", row_len, "]");
-    auto is_row = [&](ValueId v) {
-      const Shape& s = body.value(v).shape;
-      if (s.empty() || s[0] != rows) return false;
-      int64_t n = 1;
-      for (size_t d = 1; d < s.size(); ++d) n *= s[d];
-      return n == row_len;
-    };
-    auto is_input = [&](ValueId v) { return body.value(v).producer == -1; };
-    auto bad = [&](size_t b, ValueId v, const char* what) {
-      return OpError(o, "body op ", b, " ", A(OpName(body.ops()[b].kind)), ": %", body.value(v).name, " ",
-                     ShapeToString(body.value(v).shape), " ", what, " (fused op is ", space, ")");
-    };
-    int coupling = -1;
-    for (size_t b = 0; b < body.ops().size(); ++b) {
-      const Op& op = body.ops()[b];
-      const ValueId out = op.outputs[0];
-      switch (op.kind) {
-        case OpKind::kAdd:
-        case OpKind::kMul: {
-          const ValueId a = op.inputs[0], bv = op.inputs[1];
-          if (!is_row(a)) return bad(b, a, "is not a row value");
-          if (body.value(bv).shape == body.value(a).shape) {
-            if (!is_row(bv)) return bad(b, bv, "is not a row value");
-          } else if (!is_input(bv)) {
-            return bad(b, bv, "is broadcast but not a body input");
-          }
-          break;
-        }
-        case OpKind::kSilu:
-        case OpKind::kReshape:
-          if (!is_row(op.inputs[0])) return bad(b, op.inputs[0], "is not a row value");
-          if (!is_row(out)) return bad(b, out, "is not a row value");
-          break;
-        case OpKind::kRmsNorm: {
-          const Shape& s = body.value(op.inputs[0]).shape;
-          if (s.size() != 2 || !is_row(op.inputs[0])) {
-            return bad(b, op.inputs[0], "must be [N, R]: rms_norm reduces over the whole row");
-          }
-          break;
-        }
-        case OpKind::kRope: {
-          if (!is_row(op.inputs[0])) return bad(b, op.inputs[0], "is not a row value");
-          if (!is_input(op.inputs[1])) return bad(b, op.inputs[1], "(positions) must be a body input");
-          if (op.inputs.size() == 3 && !is_input(op.inputs[2])) {
-            return bad(b, op.inputs[2], "(freq_factors) must be a body input");
-          }
-          break;
-        }
-        default:
-          return OpError(o, "body op ", b, " is ", A(OpName(op.kind)),
-                         "; a fused body holds only add, mul, silu, reshape, rms_norm, rope");
-      }
-      if (op.kind == OpKind::kRmsNorm || op.kind == OpKind::kRope) {
-        if (coupling >= 0) {
-          return OpError(o, "body op ", b, " is ", A(OpName(op.kind)), " but body op ", coupling, " is ",
-                         A(OpName(body.ops()[coupling].kind)),
-                         "; a body holds at most one row-coupling op (rms_norm or rope)");
-        }
-        coupling = static_cast<int>(b);
-      }
-    }
-    for (size_t k = 0; k < body.outputs().size(); ++k) {
-      const ValueId v = body.outputs()[k];
-      if (!is_row(v)) {
-        return OpError(o, "body output ", k, " %", body.value(v).name, " ", ShapeToString(body.value(v).shape),
-                       " is not a row value (fused op is ", space, ")");
-      }
-    }
+    absl::StatusOr<FusedBody> fb = AnalyzeFusedBody(op);
+    if (!fb.ok()) return OpError(o, fb.status().message());
     return absl::OkStatus();
   }
 

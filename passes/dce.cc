@@ -14,7 +14,7 @@ using ir::ValueId;
 
 namespace {
 
-bool HasSideEffects(const Op& op) { return op.kind == OpKind::kKvStore; }
+bool HasSideEffects(const Op& op) { return ir::GetOpInfo(op.kind).side_effects; }
 
 }  // namespace
 

@@ -59,7 +59,7 @@ class Uses {
   std::vector<bool> is_output_;
 };
 
-bool IsElementwise(OpKind k) { return k == OpKind::kAdd || k == OpKind::kMul || k == OpKind::kSilu; }
+bool IsElementwise(OpKind k) { return ir::GetOpInfo(k).elementwise; }
 
 // b broadcast over a: a strictly shorter suffix (so a body input, never a row value).
 bool IsBroadcast(const Graph& g, const Op& op) {

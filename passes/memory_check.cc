@@ -23,7 +23,11 @@ using ir::ValueId;
 
 absl::string_view A(std::string_view s) { return absl::string_view(s.data(), s.size()); }
 
-bool IsPureElementwise(OpKind k) { return k == OpKind::kAdd || k == OpKind::kMul || k == OpKind::kSilu; }
+// The registry's in-place rule for plain ops (ir/ops.h: InPlaceRule).
+bool IsPureElementwise(OpKind k) {
+  const ir::OpInfo& info = ir::GetOpInfo(k);
+  return info.in_place == ir::InPlaceRule::kReuseDyingInput && info.elementwise;
+}
 
 }  // namespace
 

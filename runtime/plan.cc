@@ -45,7 +45,7 @@ uint64_t SectionAlignment(uint32_t kind) {
 
 bool IsKnownKind(uint32_t kind) {
   return kind >= static_cast<uint32_t>(PlanSectionKind::kGraph) &&
-         kind <= static_cast<uint32_t>(PlanSectionKind::kKernels);
+         kind <= static_cast<uint32_t>(PlanSectionKind::kDispatch);
 }
 bool IsReservedKind(uint32_t kind) {
   return kind == static_cast<uint32_t>(PlanSectionKind::kMemoryPlan);
@@ -84,6 +84,7 @@ std::string PlanSectionName(uint32_t kind) {
     case PlanSectionKind::kOptions: return "OPTIONS";
     case PlanSectionKind::kMemoryPlan: return "MEMORY_PLAN";
     case PlanSectionKind::kKernels: return "KERNELS";
+    case PlanSectionKind::kDispatch: return "DISPATCH";
   }
   return absl::StrCat("kind ", kind);
 }
@@ -160,6 +161,10 @@ absl::Status WritePlan(const std::string& path, const PlanContents& contents) {
   if (contents.kernels.has_value()) {
     sections.push_back(
         {static_cast<uint32_t>(PlanSectionKind::kKernels), 0, AsBytes(*contents.kernels)});
+  }
+  if (contents.dispatch.has_value()) {
+    sections.push_back(
+        {static_cast<uint32_t>(PlanSectionKind::kDispatch), 0, AsBytes(*contents.dispatch)});
   }
   for (const auto& [kind, flags, bytes] : contents.extra_sections) {
     sections.push_back({kind, flags, AsBytes(bytes)});
@@ -279,7 +284,8 @@ absl::Status PlanFile::Parse() {
   if (version_ != kPlanFormatVersion) {
     return absl::InvalidArgumentError(absl::StrCat(
         name_, ": format version at offset 8 is ", version_, "; this build reads version ",
-        kPlanFormatVersion, " (recompile the plan with this vibrantc)"));
+        kPlanFormatVersion, ": the plan was compiled by ", version_ < kPlanFormatVersion ? "an older" : "a newer",
+        " Vibrant (recompile it with this vibrantc)"));
   }
   const uint32_t count = LoadU32(data_.data() + 12);
   if (count > kPlanMaxSections) {
@@ -403,6 +409,7 @@ absl::Status PlanFile::Parse() {
   const Entry* model_ref = nullptr;
   const Entry* embedded = nullptr;
   const Entry* kernels = nullptr;
+  const Entry* dispatch = nullptr;
   for (const Entry& e : known) {
     switch (static_cast<PlanSectionKind>(e.kind)) {
       case PlanSectionKind::kGraph: graph = &e; break;
@@ -410,6 +417,7 @@ absl::Status PlanFile::Parse() {
       case PlanSectionKind::kModelRef: model_ref = &e; break;
       case PlanSectionKind::kEmbeddedGguf: embedded = &e; break;
       case PlanSectionKind::kKernels: kernels = &e; break;
+      case PlanSectionKind::kDispatch: dispatch = &e; break;
       default: break;
     }
   }
@@ -426,6 +434,7 @@ absl::Status PlanFile::Parse() {
   }
   graph_ = data_.subspan(graph->offset, graph->size);
   if (kernels != nullptr) kernels_ = data_.subspan(kernels->offset, kernels->size);
+  if (dispatch != nullptr) dispatch_ = data_.subspan(dispatch->offset, dispatch->size);
 
   // OPTIONS: "key=value\n" lines.
   {

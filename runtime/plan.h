@@ -31,7 +31,12 @@
 //   KERNELS        compiled GPU kernels (codegen/kernel_bundle.h: CUBIN + PTX
 //                  for one architecture and the hash of their source); plans
 //                  for the cuda device carry it.
+//   DISPATCH       the dispatch table (runtime/dispatch.h): every launch of a
+//                  step of a plan for the cuda device, with its kernel,
+//                  geometry and arguments; cuda plans carry it next to KERNELS.
 //   MEMORY_PLAN    reserved.
+// Format version 2 (this one) added DISPATCH and the graph's kernel variants;
+// plans of version 1 are refused with a request to recompile.
 // A plan has GRAPH and OPTIONS, and exactly one of MODEL_REF and
 // EMBEDDED_GGUF.
 //
@@ -74,7 +79,7 @@ class MappedFile;
 }  // namespace io
 
 inline constexpr char kPlanMagic[8] = {'V', 'B', 'R', 'N', 'T', 'P', 'L', 'N'};
-inline constexpr uint32_t kPlanFormatVersion = 1;
+inline constexpr uint32_t kPlanFormatVersion = 2;
 inline constexpr uint32_t kPlanMaxSections = 256;
 inline constexpr uint64_t kPlanHeaderBytes = 16;
 inline constexpr uint64_t kPlanSectionEntryBytes = 32;
@@ -86,6 +91,7 @@ enum class PlanSectionKind : uint32_t {
   kOptions = 4,
   kMemoryPlan = 5,  // reserved
   kKernels = 6,
+  kDispatch = 7,
 };
 // "GRAPH", "MODEL_REF", ..., or "kind 77" for a kind this build does not know.
 std::string PlanSectionName(uint32_t kind);
@@ -123,6 +129,8 @@ struct PlanContents {
   std::optional<absl::Span<const uint8_t>> embedded_gguf;
   // The KERNELS section's bytes, when the plan carries compiled kernels.
   std::optional<std::string> kernels;
+  // The DISPATCH section's bytes (runtime/dispatch.h: Serialize).
+  std::optional<std::string> dispatch;
   // Extra raw sections (kind, flags, bytes), written after the others. For
   // tests of forward compatibility and for later section kinds.
   std::vector<std::tuple<uint32_t, uint32_t, std::string>> extra_sections;
@@ -162,6 +170,8 @@ class PlanFile {
 
   // The KERNELS section's bytes; empty when the plan has none.
   absl::Span<const uint8_t> kernels() const { return kernels_; }
+  // The DISPATCH section's bytes; empty when the plan has none.
+  absl::Span<const uint8_t> dispatch() const { return dispatch_; }
 
   // Deserializes the GRAPH section and validates it
   // (ValidateExecutableGraph: the memory plan, sizes).
@@ -184,6 +194,7 @@ class PlanFile {
   std::optional<ModelRef> model_ref_;
   std::optional<absl::Span<const uint8_t>> embedded_gguf_;
   absl::Span<const uint8_t> kernels_;
+  absl::Span<const uint8_t> dispatch_;
 };
 
 }  // namespace vibrant

@@ -125,7 +125,7 @@ TEST_F(PlanTest, RoundTripReferenced) {
   // The on-disk layout documented in plan.h.
   std::string file = ReadFile(path);
   EXPECT_EQ(file.substr(0, 8), "VBRNTPLN");
-  EXPECT_EQ(U32At(file, 8), 1u);
+  EXPECT_EQ(U32At(file, 8), 2u);
   std::vector<SectionEntry> table = Table(file);
   ASSERT_EQ(table.size(), 3u);
   for (const SectionEntry& e : table) {
@@ -309,11 +309,31 @@ TEST_F(PlanTest, KernelsSectionRoundTrips) {
 
 TEST_F(PlanTest, UnknownFormatVersion) {
   std::string file = WriteAndRead(ReferencedContents());
-  file[8] = 2;
+  file[8] = 3;
   absl::StatusOr<std::unique_ptr<PlanFile>> p = PlanFile::FromBuffer("plan.bin", Bytes(file));
   ASSERT_FALSE(p.ok());
-  EXPECT_THAT(Msg(p.status()), HasSubstr("plan.bin: format version at offset 8 is 2"));
-  EXPECT_THAT(Msg(p.status()), HasSubstr("reads version 1"));
+  EXPECT_THAT(Msg(p.status()), HasSubstr("plan.bin: format version at offset 8 is 3"));
+  EXPECT_THAT(Msg(p.status()), HasSubstr("reads version 2"));
+  EXPECT_THAT(Msg(p.status()), HasSubstr("a newer Vibrant (recompile it"));
+  // A plan of the first format (before the DISPATCH section) asks for a recompile.
+  file[8] = 1;
+  p = PlanFile::FromBuffer("plan.bin", Bytes(file));
+  ASSERT_FALSE(p.ok());
+  EXPECT_THAT(Msg(p.status()), HasSubstr("compiled by an older Vibrant (recompile it with this vibrantc)"));
+}
+
+TEST_F(PlanTest, DispatchSectionRoundTrip) {
+  PlanContents c = ReferencedContents();
+  std::string file = WriteAndRead(c);
+  absl::StatusOr<std::unique_ptr<PlanFile>> p = PlanFile::FromBuffer("plan.bin", Bytes(file));
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_TRUE((*p)->dispatch().empty());
+  c.dispatch = std::string("VBDT\1\0\0\0table", 13);
+  file = WriteAndRead(c);
+  p = PlanFile::FromBuffer("plan.bin", Bytes(file));
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>((*p)->dispatch().data()), (*p)->dispatch().size()),
+            *c.dispatch);
 }
 
 TEST_F(PlanTest, NotAPlan) {

@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "ir/verifier.h"
 #include "runtime/cpu/kernels.h"
+#include "runtime/cpu/quantize.h"
 #include "runtime/cpu/thread_pool.h"
 #include "runtime/plan_validate.h"
 
@@ -238,7 +239,7 @@ absl::Status CheckOp(const Graph& g, const Op& op, bool in_body) {
       VIBRANT_RETURN_IF_ERROR(n_in(2, 3));
       if (in_body) return err("not allowed in a fused body");
       ValueId x = op.inputs[0], w = op.inputs[1];
-      VIBRANT_RETURN_IF_ERROR(f32_in(x));
+      if (!is(x, DType::kQ8A)) VIBRANT_RETURN_IF_ERROR(f32_in(x));
       VIBRANT_RETURN_IF_ERROR(f32_out());
       const Shape& ws = g.value(w).shape;
       const int64_t K = StaticDim(g, x, -1);
@@ -391,6 +392,29 @@ absl::Status CheckOp(const Graph& g, const Op& op, bool in_body) {
       if (op.body == nullptr) return err("has no body");
       if (op.outputs.empty()) return err("has no outputs");
       return absl::OkStatus();  // the body is checked by the caller
+    }
+    case OpKind::kQuantizeQ8: {
+      VIBRANT_RETURN_IF_ERROR(n_in(1, 1));
+      if (in_body) return err("not allowed in a fused body");
+      VIBRANT_RETURN_IF_ERROR(f32_in(op.inputs[0]));
+      if (!is(op.outputs[0], DType::kQ8A)) return err("output must be q8a");
+      if (StaticDim(g, op.inputs[0], -1) <= 0 || StaticDim(g, op.inputs[0], -1) % 32 != 0) {
+        return err("rows must be whole blocks of 32");
+      }
+      if (!same_count(op.outputs[0], op.inputs[0], 1, 1)) return err("output size != input size");
+      return absl::OkStatus();
+    }
+    case OpKind::kMultiMatMul: {
+      if (in_body) return err("not allowed in a fused body");
+      // Each member is checked as the matmul it is (ir::InferOpOutputs has
+      // already checked the op's structure when the graph verified).
+      absl::StatusOr<std::vector<ir::Value>> outs = [&] {
+        std::vector<std::string> names;
+        for (ValueId v : op.outputs) names.push_back(g.value(v).name);
+        return ir::InferOpOutputs(g, op.kind, op.inputs, op.attrs, names);
+      }();
+      if (!outs.ok()) return err(std::string(outs.status().message()));
+      return absl::OkStatus();
     }
   }
   return err("op kind not supported by the CPU backend");
@@ -972,13 +996,37 @@ absl::Status CpuExecutor::Impl::RunOp(BoundGraph& b, int op_index, int64_t T) {
       return cpu::Embedding(table.dtype, b.ptr[op.inputs[0]], table.shape[0], table.shape[1],
                             I(op.inputs[1]), E(op.inputs[1]), F(out));
     }
-    case OpKind::kMatMul: {
-      const Value& w = g.value(op.inputs[1]);
-      const int64_t K = w.shape[1], N = w.shape[0];
-      const float* bias = op.inputs.size() == 3 ? F(op.inputs[2]) : nullptr;
-      return cpu::MatMul(pool.get(), F(op.inputs[0]), E(op.inputs[0]) / K, K, w.dtype,
-                         b.ptr[op.inputs[1]], N, bias, F(out));
+    case OpKind::kMatMul:
+    case OpKind::kMultiMatMul: {
+      // x as floats: a q8a x (quantize_q8's output) is read as its values.
+      const ValueId x = op.inputs[0];
+      const float* xf = F(x);
+      std::vector<float> xq;
+      if (g.value(x).dtype == DType::kQ8A) {
+        xq.resize(E(x));
+        if (absl::Status s = DequantizeQ8A(b.ptr[x], E(x), xq.data()); !s.ok()) return s;
+        xf = xq.data();
+      }
+      const size_t n_members = op.kind == OpKind::kMatMul ? 1 : op.outputs.size();
+      const std::vector<int64_t> flags =
+          op.kind == OpKind::kMatMul
+              ? std::vector<int64_t>{op.inputs.size() == 3 ? 1 : 0}
+              : std::get<std::vector<int64_t>>(op.attrs.at("bias"));
+      size_t bias_at = 1 + n_members;
+      for (size_t m = 0; m < n_members; ++m) {
+        const Value& w = g.value(op.inputs[1 + m]);
+        const int64_t K = w.shape[1], N = w.shape[0];
+        const float* bias = flags[m] != 0 ? F(op.inputs[bias_at++]) : nullptr;
+        if (absl::Status s = cpu::MatMul(pool.get(), xf, E(x) / K, K, w.dtype, b.ptr[op.inputs[1 + m]],
+                                         N, bias, F(op.outputs[m]));
+            !s.ok()) {
+          return s;
+        }
+      }
+      return absl::OkStatus();
     }
+    case OpKind::kQuantizeQ8:
+      return QuantizeQ8A(F(op.inputs[0]), E(op.inputs[0]), b.ptr[out]);
     case OpKind::kRmsNorm: {
       const int64_t D = g.value(op.inputs[0]).shape.back();
       cpu::RmsNorm(F(op.inputs[0]), E(op.inputs[0]) / D, D, static_cast<float>(num("eps", 0)),

@@ -663,4 +663,42 @@ absl::Status RoundActivationsToQ8(const float* x, int64_t n, float* out) {
   return absl::OkStatus();
 }
 
+absl::Status QuantizeQ8A(const float* x, int64_t n, uint8_t* out) {
+  if (n % 32 != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("QuantizeQ8A: ", n, " values are not whole blocks of 32"));
+  }
+  int8_t* codes = reinterpret_cast<int8_t*>(out);
+  uint8_t* ds = out + n;
+  for (int64_t b = 0; b < n; b += 32) {
+    float amax = 0.0f;
+    for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[b + j]));
+    const float d = amax / 127.0f;
+    int sum = 0;
+    for (int j = 0; j < 32; ++j) {
+      const int q = amax == 0.0f ? 0 : static_cast<int>(std::round(x[b + j] / d));
+      codes[b + j] = static_cast<int8_t>(q);
+      sum += q;
+    }
+    const float pair[2] = {d, d * static_cast<float>(sum)};
+    std::memcpy(ds + (b / 32) * 8, pair, 8);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DequantizeQ8A(const uint8_t* q, int64_t n, float* out) {
+  if (n % 32 != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("DequantizeQ8A: ", n, " values are not whole blocks of 32"));
+  }
+  const int8_t* codes = reinterpret_cast<const int8_t*>(q);
+  const uint8_t* ds = q + n;
+  for (int64_t b = 0; b < n; b += 32) {
+    float d;
+    std::memcpy(&d, ds + (b / 32) * 8, 4);
+    for (int j = 0; j < 32; ++j) out[b + j] = static_cast<float>(codes[b + j]) * d;
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace vibrant

@@ -40,6 +40,13 @@ absl::Status Quantize(DType t, const float* src, int64_t n, void* dst);
 // `n` must be a multiple of 32.
 absl::Status RoundActivationsToQ8(const float* x, int64_t n, float* out);
 
+// The same rounding in the q8a layout (ir/dtype.h, DType::kQ8A): `n` codes,
+// then n / 32 pairs of f32 {d, d * sum of the block's codes}. This is the
+// quantize_q8 op; DequantizeQ8A(QuantizeQ8A(x)) equals RoundActivationsToQ8(x)
+// bit for bit.
+absl::Status QuantizeQ8A(const float* x, int64_t n, uint8_t* out);
+absl::Status DequantizeQ8A(const uint8_t* q, int64_t n, float* out);
+
 // Bytes needed by `n` elements of type `t` (DTypeBytes).
 absl::StatusOr<int64_t> QuantizedBytes(DType t, int64_t n);
 

@@ -339,7 +339,7 @@ absl::Status CudaExecutor::Impl::LoadImage(const std::string& image, const std::
 absl::Status CudaExecutor::Impl::LoadKernels() {
   const std::string source = codegen::ModuleSource(codegen::KernelSetForGraph(graph));
   const uint64_t hash = codegen::HashText(source);
-  if (const codegen::KernelBundle* b = opts.kernels; b != nullptr) {
+  if (const KernelBundle* b = opts.kernels; b != nullptr) {
     if (b->source_hash != hash) {
       kernel_note = "the plan's kernels come from another kernel source (an older or newer "
                     "Vibrant); recompiled them";
@@ -365,7 +365,7 @@ absl::Status CudaExecutor::Impl::LoadKernels() {
   o.arch = device.arch;
   o.cache_dir = opts.kernel_cache_dir;
   bool hit = false;
-  absl::StatusOr<codegen::KernelBundle> b =
+  absl::StatusOr<KernelBundle> b =
       codegen::CompileCuda(source, codegen::kModuleName, o, &hit);
   if (!b.ok()) {
     return absl::Status(b.status().code(), absl::StrCat("CUDA backend: ", b.status().message()));

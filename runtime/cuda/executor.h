@@ -26,7 +26,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
-#include "codegen/kernel_bundle.h"
+#include "runtime/kernel_bundle.h"
 #include "ir/graph.h"
 #include "runtime/backend.h"
 #include "runtime/cpu/executor.h"
@@ -39,7 +39,7 @@ struct CudaExecutorOptions {
   // they were generated from the same source as this build generates for the
   // graph and load on this GPU (CUBIN, else PTX); otherwise the kernels are
   // compiled at load with NVRTC (through the kernel cache). Null: compile.
-  const codegen::KernelBundle* kernels = nullptr;
+  const KernelBundle* kernels = nullptr;
   std::string kernel_cache_dir;  // empty: codegen::DefaultKernelCacheDir()
   // Capture decode steps (T = 1) into a CUDA graph and replay it.
   bool cuda_graphs = true;

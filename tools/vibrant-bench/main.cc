@@ -34,6 +34,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/types/span.h"
+#include "compiler/compiler.h"
 #include "frontends/gguf/gguf.h"
 #include "frontends/io/file.h"
 #include "frontends/io/text.h"
@@ -49,7 +50,7 @@
 #include "runtime/plan.h"
 
 #ifdef VIBRANT_WITH_CUDA
-#include "codegen/kernel_bundle.h"
+#include "runtime/kernel_bundle.h"
 #include "codegen/kernel_source.h"
 #include "codegen/nvrtc.h"
 #include "runtime/cuda/device.h"
@@ -299,32 +300,13 @@ ModelInfo DescribeModel(const GgufFile& f, const std::string& path, const std::s
   return m;
 }
 
-// The compiler's optimization passes (passes::DefaultPipeline), between
-// lowering and verification, as `vibrantc compile` runs them; --no-fusion is
-// its --disable-pass=fuse-elementwise. Pass notes go to stderr.
-absl::Status RunCompilerPasses(ir::Graph& graph, const std::string& device, bool fusion) {
-  passes::PassContext ctx;
-  ctx.device = device == "cuda" ? passes::DevicePolicy::kCuda : passes::DevicePolicy::kCpu;
-#ifdef VIBRANT_WITH_CUDA
-  ctx.cuda_supports = [&graph](const ir::Op& op) {
-    return codegen::CheckCudaSupportsOp(graph, op).ok();
-  };
-#endif
-  passes::PipelineOptions opts;
-  if (!fusion) opts.disabled.insert("fuse-elementwise");
-  std::ostringstream log;  // IR dumps and timings are off; nothing is logged
-  absl::Status s = passes::DefaultPipeline().Run(graph, ctx, opts, log);
-  for (const std::string& note : ctx.notes) std::fprintf(stderr, "%s\n", note.c_str());
-  return s;
-}
-
 // ---- backends -----------------------------------------------------------------
 
 // Kernels compiled ahead of time for the CUDA backend (a plan's KERNELS
 // section, or compiled here with the GGUF); opaque without CUDA.
 struct Kernels {
 #ifdef VIBRANT_WITH_CUDA
-  std::optional<codegen::KernelBundle> bundle;
+  std::optional<KernelBundle> bundle;
 #endif
 };
 
@@ -381,24 +363,6 @@ absl::StatusOr<Backend> CreateBackend(const std::string& device, const ir::Graph
   b.describe = b.exec->Describe();
   return b;
 }
-
-#ifdef VIBRANT_WITH_CUDA
-// The CUDA kernels for `graph`, compiled as `vibrantc compile --device cuda`
-// compiles them (for the GPU present, else the default architecture).
-absl::Status CompileCudaKernels(const ir::Graph& graph, Kernels* out) {
-  for (const ir::Op& op : graph.ops()) {
-    if (absl::Status st = codegen::CheckCudaSupportsOp(graph, op); !st.ok()) return st;
-  }
-  codegen::NvrtcOptions nv;
-  absl::StatusOr<CudaDeviceInfo> dev = QueryCudaDevice(0);
-  nv.arch = dev.ok() ? dev->arch : codegen::kDefaultCudaArch;
-  absl::StatusOr<codegen::KernelBundle> k = codegen::CompileCuda(
-      codegen::ModuleSource(codegen::KernelSetForGraph(graph)), codegen::kModuleName, nv);
-  if (!k.ok()) return k.status();
-  out->bundle = *std::move(k);
-  return absl::OkStatus();
-}
-#endif
 
 // ---- running the tests ----------------------------------------------------------
 
@@ -544,8 +508,8 @@ absl::Status BenchModel(const Args& a, const std::string& path, std::vector<RunR
     info = DescribeModel(*gguf, path, "plan");
 #ifdef VIBRANT_WITH_CUDA
     if (device == "cuda" && !plan->kernels().empty()) {
-      absl::StatusOr<codegen::KernelBundle> b =
-          codegen::ParseKernelBundle(plan->kernels(), path + ": section KERNELS");
+      absl::StatusOr<KernelBundle> b =
+          ParseKernelBundle(plan->kernels(), path + ": section KERNELS");
       if (!b.ok()) return b.status();
       kernels.bundle = *std::move(b);
     }
@@ -555,20 +519,23 @@ absl::Status BenchModel(const Args& a, const std::string& path, std::vector<RunR
     absl::StatusOr<std::unique_ptr<GgufFile>> m = GgufFile::Open(path);
     if (!m.ok()) return m.status();
     gguf = *std::move(m);
-    LowerOptions lo;
-    lo.n_ctx = a.ctx_size > 0 ? a.ctx_size : longest;
-    lo.max_tokens = a.max_tokens > 0 ? a.max_tokens : std::max<int64_t>(1, longest_prompt);
-    absl::StatusOr<ir::Graph> g = LowerGguf(*gguf, lo);
-    if (!g.ok()) return g.status();
-    if (absl::Status s = RunCompilerPasses(*g, device, a.fusion); !s.ok()) return s;
-    if (absl::Status s = ir::Verify(*g); !s.ok()) {
-      return absl::InternalError(absl::StrCat(path, ": the compiled graph does not verify: ",
-                                              s.message()));
-    }
-    graph_bytes = ir::SerializeGraph(*g);
+    compiler::CompileOptions co;
+    co.device = device;
+    co.lower.n_ctx = a.ctx_size > 0 ? a.ctx_size : longest;
+    co.lower.max_tokens = a.max_tokens > 0 ? a.max_tokens : std::max<int64_t>(1, longest_prompt);
+    if (!a.fusion) co.pipeline.disabled.insert("fuse-elementwise");
+    absl::StatusOr<compiler::Compiled> c = compiler::CompileGguf(*gguf, co);
+    if (!c.ok()) return c.status();
+    for (const std::string& note : c->notes) std::fprintf(stderr, "%s\n", note.c_str());
+    graph_bytes = ir::SerializeGraph(c->graph);
 #ifdef VIBRANT_WITH_CUDA
-    if (device == "cuda") {
-      if (absl::Status s = CompileCudaKernels(*g, &kernels); !s.ok()) return s;
+    if (c->kernels) {
+      absl::StatusOr<KernelBundle> b = ParseKernelBundle(
+          absl::Span<const uint8_t>(reinterpret_cast<const uint8_t*>(c->kernels->data()),
+                                    c->kernels->size()),
+          path + ": compiled kernels");
+      if (!b.ok()) return b.status();
+      kernels.bundle = *std::move(b);
     }
 #endif
     compile_s = Seconds(Clock::now() - t0);

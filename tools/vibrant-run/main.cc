@@ -29,7 +29,7 @@
 #include "runtime/plan.h"
 #include "runtime/sampler.h"
 #ifdef VIBRANT_WITH_CUDA
-#include "codegen/kernel_bundle.h"
+#include "runtime/kernel_bundle.h"
 #include "runtime/cuda/executor.h"
 #endif
 
@@ -262,12 +262,12 @@ absl::Status Run(const RunArgs& args, bool* verify_failed) {
     exec = CreateCpuBackend(*graph, std::move(weights), exec_opts);
   }
 #ifdef VIBRANT_WITH_CUDA
-  std::optional<codegen::KernelBundle> bundle;
+  std::optional<KernelBundle> bundle;
   if (device == "cuda") {
     CudaExecutorOptions cuda_opts;
     if (!(*plan)->kernels().empty()) {
-      absl::StatusOr<codegen::KernelBundle> b =
-          codegen::ParseKernelBundle((*plan)->kernels(), args.plan + ": section KERNELS");
+      absl::StatusOr<KernelBundle> b =
+          ParseKernelBundle((*plan)->kernels(), args.plan + ": section KERNELS");
       if (!b.ok()) return b.status();
       bundle = *std::move(b);
       cuda_opts.kernels = &*bundle;

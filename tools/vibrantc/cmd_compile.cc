@@ -15,19 +15,11 @@
 #include "frontends/io/text.h"
 #include "frontends/tokenizer/tokenizer.h"
 #include "frontends/lower/lower.h"
-#include "passes/pass.h"
-#include "passes/stats.h"
+#include "compiler/compiler.h"
 #include "ir/graph.h"
-#include "ir/serialize.h"
-#include "ir/verifier.h"
+#include "passes/stats.h"
 #include "runtime/plan.h"
 #include "tools/vibrantc/commands.h"
-#ifdef VIBRANT_WITH_CUDA
-#include "codegen/kernel_bundle.h"
-#include "codegen/kernel_source.h"
-#include "codegen/nvrtc.h"
-#include "runtime/cuda/device.h"
-#endif
 
 namespace vibrant::cli {
 namespace {
@@ -201,33 +193,26 @@ bool ParseCompileArgs(const std::vector<std::string>& args, CompileArgs* out) {
   return true;
 }
 
-// What the passes did, for the report.
-struct PassReport {
-  passes::GraphStats before, after;
-};
+// The compile options of the library (compiler/compiler.h) for these arguments.
+compiler::CompileOptions ToCompileOptions(const CompileArgs& a, const std::string& device) {
+  compiler::CompileOptions o;
+  o.device = device;
+  o.arch = a.arch;
+  o.lower = a.lower;
+  o.pipeline = a.pipeline;
+  o.explain_devices = a.explain_devices;
+  o.log = &std::cerr;
+  return o;
+}
 
-// The optimization passes (passes/pass.h: DefaultPipeline), between lowering
-// and writing the plan. IR dumps, timings and device explanations go to stderr.
-// `device` is what the plan targets ("cpu" or "cuda"; --device auto is
-// resolved before): the device pass then places each op.
-absl::Status RunPasses(ir::Graph& graph, const CompileArgs& args, const std::string& device,
-                       PassReport* report) {
-  passes::PassContext ctx;
-  ctx.device = device == "cuda" ? passes::DevicePolicy::kCuda : passes::DevicePolicy::kCpu;
-#ifdef VIBRANT_WITH_CUDA
-  ctx.cuda_supports = [&graph](const ir::Op& op) { return codegen::CheckCudaSupportsOp(graph, op).ok(); };
-#endif
-  ctx.explain_devices = args.explain_devices;
-  report->before = passes::ComputeGraphStats(graph);
-  absl::Status s = passes::DefaultPipeline().Run(graph, ctx, args.pipeline, std::cerr);
-  for (const std::string& note : ctx.notes) std::fprintf(stderr, "%s\n", note.c_str());
-  report->after = passes::ComputeGraphStats(graph);
-  return s;
+void PrintNotes(const std::vector<std::string>& notes) {
+  for (const std::string& note : notes) std::fprintf(stderr, "%s\n", note.c_str());
 }
 
 // "pipeline: 167 ops -> 170 ops, 150 kernels per step (+3 copies)" and the
 // memory plan against one slot per activation.
-void PrintPassReport(const ir::Graph& g, const PassReport& r) {
+void PrintPassReport(const compiler::Compiled& r) {
+  const ir::Graph& g = r.graph;
   const passes::GraphStats& a = r.after;
   std::printf("pipeline: %d ops -> %d ops (%d fused); %d kernels per step", r.before.ops, a.ops, a.fused,
               a.kernels);
@@ -253,17 +238,18 @@ int CompileShapes(const CompileArgs& a, const std::string& device) {
     std::fprintf(stderr, "vibrantc compile: %s\n", io::EscapeForTerminal(spec.status().message(), true).c_str());
     return 2;
   }
-  absl::StatusOr<ir::Graph> graph = LowerShapes(ShapesFromSpec(*spec), a.lower);
-  PassReport report;
-  absl::Status st = graph.ok() ? RunPasses(*graph, a, device, &report) : graph.status();
-  if (!st.ok()) {
-    std::fprintf(stderr, "vibrantc compile: %s\n", io::EscapeForTerminal(st.message(), true).c_str());
+  absl::StatusOr<compiler::Compiled> c =
+      compiler::CompileShapes(ShapesFromSpec(*spec), ToCompileOptions(a, device));
+  if (c.ok()) PrintNotes(c->notes);
+  if (!c.ok()) {
+    std::fprintf(stderr, "vibrantc compile: %s\n", io::EscapeForTerminal(c.status().message(), true).c_str());
     return 1;
   }
+  const ir::Graph* graph = &c->graph;
   std::printf("%s %lld layers, d %lld: %zu ops, %zu values, max_tokens %lld (shapes only, no plan written)\n",
               spec->arch.c_str(), static_cast<long long>(spec->n_layer), static_cast<long long>(spec->n_embd),
               graph->ops().size(), graph->values().size(), static_cast<long long>(graph->max_tokens));
-  PrintPassReport(*graph, report);
+  PrintPassReport(*c);
   return 0;
 }
 
@@ -272,17 +258,6 @@ int64_t MetaInt(const ir::Graph& g, const std::string& key, int64_t dflt) {
   if (it == g.meta.end()) return dflt;
   if (const int64_t* v = std::get_if<int64_t>(&it->second)) return *v;
   return dflt;
-}
-
-absl::string_view AV(std::string_view s) { return absl::string_view(s.data(), s.size()); }
-
-// The architecture's metadata prefix ("llama"), for messages.
-std::string ArchKey(const ir::Graph& g) {
-  auto it = g.meta.find("arch");
-  if (it != g.meta.end()) {
-    if (const std::string* s = std::get_if<std::string>(&it->second)) return io::EscapeForTerminal(*s);
-  }
-  return "ARCH";
 }
 
 // Bytes of the distinct GGUF tensors the graph reads.
@@ -331,86 +306,47 @@ int RunCompile(const std::vector<std::string>& args) {
   }
   absl::StatusOr<std::unique_ptr<GgufFile>> file = GgufFile::Open(a.model);
   if (!file.ok()) return Fail(file.status());
-  absl::StatusOr<ir::Graph> graph = LowerGguf(**file, a.lower);
-  if (!graph.ok()) return Fail(graph.status());
-  // A context longer than the model was trained for: positions it never saw,
-  // and a KV cache sized by whatever the flag said.
-  if (const int64_t train = MetaInt(*graph, "n_ctx_train", 0), n_ctx = MetaInt(*graph, "n_ctx", 0);
-      train > 0 && n_ctx > train) {
-    return Fail(absl::InvalidArgumentError(absl::StrCat(
-        "--ctx-size ", n_ctx, " exceeds the context the model was trained for (", train,
-        " tokens, ", AV(ArchKey(*graph)), ".context_length in ", a.model, ")")));
+  // A context longer than the model was trained for: positions it never
+  // saw, and a KV cache as large as the flag says.
+  if (absl::StatusOr<std::string> arch = (*file)->Architecture(); arch.ok() && a.lower.n_ctx > 0) {
+    const std::string key = *arch + ".context_length";
+    absl::StatusOr<int64_t> train = (*file)->GetInt(key);
+    if (train.ok() && *train > 0 && a.lower.n_ctx > *train) {
+      return Fail(absl::InvalidArgumentError(absl::StrCat(
+          "--ctx-size ", a.lower.n_ctx, " exceeds the context the model was trained for (", *train,
+          " tokens, ", key, " in ", a.model, ")")));
+    }
   }
-  // The vocabulary vibrant-run will tokenize with: caught here, not as a
-  // run that prints nothing.
-  if (absl::Status st = ValidateVocabulary(**file, MetaInt(*graph, "n_vocab", -1)); !st.ok()) {
+  absl::StatusOr<compiler::Compiled> c = compiler::CompileGguf(**file, ToCompileOptions(a, device));
+  if (c.ok()) PrintNotes(c->notes);
+  if (!c.ok()) return Fail(c.status());
+  // The vocabulary vibrant-run will tokenize with, against the embedding's
+  // rows: caught here, not as a run that prints nothing.
+  if (absl::Status st = ValidateVocabulary(**file, MetaInt(c->graph, "n_vocab", -1)); !st.ok()) {
     return Fail(st);
   }
-  PassReport pass_report;
-  if (absl::Status st = RunPasses(*graph, a, device, &pass_report); !st.ok()) return Fail(st);
-  if (absl::Status st = ir::Verify(*graph); !st.ok()) {
-    return Fail(absl::InternalError(absl::StrCat(
-        a.model, ": internal error: the compiled graph does not verify: ", st.message())));
+  if (absl::Status st = compiler::WritePlanFile(a.output, *c, **file, a.embed_weights); !st.ok()) {
+    return Fail(st);
   }
-
-  PlanContents contents;
-  contents.graph = ir::SerializeGraph(*graph);
-  const int64_t n_ctx = MetaInt(*graph, "n_ctx", a.lower.n_ctx);
-  contents.options = {
-      {"device", device},
-      {"n_ctx", absl::StrCat(n_ctx)},
-      {"max_tokens", absl::StrCat(graph->max_tokens)},
-      {"kv_type", std::string(DTypeName(a.lower.kv_dtype))},
-      {"all_logits", a.lower.all_logits ? "1" : "0"},
-      {"weights", a.embed_weights ? "embedded" : "referenced"},
-  };
-#ifdef VIBRANT_WITH_CUDA
-  // The CUDA kernels for this graph, compiled now (NVRTC needs no GPU) and
-  // carried in the plan; the runtime recompiles only if they do not fit.
   std::string kernel_note;
-  if (device == "cuda") {
-    for (const ir::Op& op : graph->ops()) {
-      if (absl::Status st = codegen::CheckCudaSupportsOp(*graph, op); !st.ok()) return Fail(st);
-    }
-    std::string arch = a.arch;
-    if (arch.empty()) {
-      absl::StatusOr<CudaDeviceInfo> dev = QueryCudaDevice(0);
-      arch = dev.ok() ? dev->arch : codegen::kDefaultCudaArch;
-    }
-    codegen::NvrtcOptions nv;
-    nv.arch = arch;
-    bool hit = false;
-    absl::StatusOr<codegen::KernelBundle> kernels = codegen::CompileCuda(
-        codegen::ModuleSource(codegen::KernelSetForGraph(*graph)), codegen::kModuleName, nv, &hit);
-    if (!kernels.ok()) return Fail(kernels.status());
-    contents.kernels = codegen::SerializeKernelBundle(*kernels);
-    contents.options.push_back({"arch", arch});
-    kernel_note = absl::StrCat(", kernels for ", arch, " (", kernels->cubin.size(), " B CUBIN + ",
-                               kernels->ptx.size(), " B PTX", hit ? ", from the kernel cache" : "",
+  if (c->kernels) {
+    kernel_note = absl::StrCat(", kernels for ", c->arch, " (", c->cubin_bytes, " B CUBIN + ",
+                               c->ptx_bytes, " B PTX", c->kernels_from_cache ? ", from the kernel cache" : "",
                                ")");
   }
-#else
-  const std::string kernel_note;
-#endif
-  std::string weights_where;
-  if (a.embed_weights) {
-    contents.embedded_gguf = (*file)->bytes();
-    weights_where = "embedded";
-  } else {
+  std::string weights_where = "embedded";
+  if (!a.embed_weights) {
     absl::StatusOr<ModelRef> ref = MakeModelRef(**file);
-    if (!ref.ok()) return Fail(ref.status());
-    weights_where = "referenced from " + ref->path;
-    contents.model_ref = *std::move(ref);
+    weights_where = ref.ok() ? "referenced from " + ref->path : "referenced";
   }
-  if (absl::Status st = WritePlan(a.output, contents); !st.ok()) return Fail(st);
-
+  const ir::Graph& graph = c->graph;
   std::printf("%s: %zu ops, %zu values, %lld weight bytes (%s), device %s, n_ctx %lld, "
               "max_tokens %lld%s\n",
-              a.output.c_str(), graph->ops().size(), graph->values().size(),
-              static_cast<long long>(WeightBytes(*graph)), weights_where.c_str(), device.c_str(),
-              static_cast<long long>(n_ctx), static_cast<long long>(graph->max_tokens),
-              kernel_note.c_str());
-  PrintPassReport(*graph, pass_report);
+              a.output.c_str(), graph.ops().size(), graph.values().size(),
+              static_cast<long long>(WeightBytes(graph)), weights_where.c_str(), device.c_str(),
+              static_cast<long long>(MetaInt(graph, "n_ctx", a.lower.n_ctx)),
+              static_cast<long long>(graph.max_tokens), kernel_note.c_str());
+  PrintPassReport(*c);
   return 0;
 }
 

@@ -1,11 +1,11 @@
-#include "codegen/kernel_bundle.h"
+#include "runtime/kernel_bundle.h"
 
 #include <cstring>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 
-namespace vibrant::codegen {
+namespace vibrant {
 namespace {
 
 constexpr char kMagic[8] = {'V', 'B', 'K', 'E', 'R', 'N', 'E', 'L'};
@@ -88,4 +88,4 @@ absl::StatusOr<KernelBundle> ParseKernelBundle(absl::Span<const uint8_t> data,
   return b;
 }
 
-}  // namespace vibrant::codegen
+}  // namespace vibrant

@@ -6,8 +6,8 @@
 //   char[8] "VBKERNEL" | u32 version (1) | u64 source hash (HashText of the
 //   module source) | then four strings, each u64 length + bytes: arch
 //   ("sm_90"), NVRTC version ("13.0"), CUBIN, PTX.
-#ifndef VIBRANT_CODEGEN_KERNEL_BUNDLE_H_
-#define VIBRANT_CODEGEN_KERNEL_BUNDLE_H_
+#ifndef VIBRANT_RUNTIME_KERNEL_BUNDLE_H_
+#define VIBRANT_RUNTIME_KERNEL_BUNDLE_H_
 
 #include <cstdint>
 #include <string>
@@ -15,7 +15,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 
-namespace vibrant::codegen {
+namespace vibrant {
 
 struct KernelBundle {
   uint64_t source_hash = 0;
@@ -30,6 +30,6 @@ std::string SerializeKernelBundle(const KernelBundle& b);
 absl::StatusOr<KernelBundle> ParseKernelBundle(absl::Span<const uint8_t> data,
                                                const std::string& where);
 
-}  // namespace vibrant::codegen
+}  // namespace vibrant
 
-#endif  // VIBRANT_CODEGEN_KERNEL_BUNDLE_H_
+#endif  // VIBRANT_RUNTIME_KERNEL_BUNDLE_H_

@@ -1,0 +1,68 @@
+// The compiler as a library: GGUF (or shapes, or a hand-built graph) -> IR ->
+// passes -> kernels -> a plan's contents. The one compile driver: vibrantc,
+// vibrant-bench, vibrant-run (-m model.gguf), the benchmarks and the tests all
+// call Compile*, so the pipeline is set up in one place.
+#ifndef VIBRANT_COMPILER_COMPILER_H_
+#define VIBRANT_COMPILER_COMPILER_H_
+
+#include <optional>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "frontends/gguf/gguf.h"
+#include "frontends/lower/lower.h"
+#include "ir/graph.h"
+#include "passes/pass.h"
+#include "passes/stats.h"
+#include "runtime/plan.h"
+
+namespace vibrant::compiler {
+
+struct CompileOptions {
+  // The device the plan targets: "cpu" or "cuda" ("auto" means cpu).
+  std::string device = "cpu";
+  // cuda: the GPU architecture of the plan's kernels ("sm_90"); empty: the
+  // local GPU's, else codegen::kDefaultCudaArch.
+  std::string arch;
+  // Lowering (GGUF and shapes only): context, tokens per step, KV type, logits.
+  LowerOptions lower;
+  // The pass pipeline's switches (--print-ir-after-all, --disable-pass=, ...).
+  passes::PipelineOptions pipeline;
+  bool explain_devices = false;
+  // Where IR dumps and pass timings go; null: discarded.
+  std::ostream* log = nullptr;
+};
+
+// What a compile produces: everything a plan file holds except the weights.
+struct Compiled {
+  ir::Graph graph;          // after the passes, verified
+  std::string device;       // "cpu" or "cuda"
+  PlanOptions options;      // the OPTIONS section
+  // cuda: the KERNELS section (codegen/kernel_bundle.h), serialized.
+  std::optional<std::string> kernels;
+  std::string arch;         // cuda: the architecture compiled for
+  bool kernels_from_cache = false;
+  int64_t cubin_bytes = 0, ptx_bytes = 0;
+  passes::GraphStats before, after;  // around the passes
+  std::vector<std::string> notes;    // pass notes (--explain-devices), in order
+};
+
+// Lowers `file` (LowerGguf) and compiles the graph.
+absl::StatusOr<Compiled> CompileGguf(const GgufFile& file, const CompileOptions& opts);
+// Lowers a model known by its shapes alone (LowerShapes) and compiles it.
+absl::StatusOr<Compiled> CompileShapes(const ModelShapes& shapes, const CompileOptions& opts);
+// Compiles a graph built by hand (tests, micro-benchmarks): the passes, the
+// final verification and, for cuda, the kernels.
+absl::StatusOr<Compiled> CompileGraph(ir::Graph graph, const CompileOptions& opts);
+
+// Writes `compiled` as a plan to `path` (atomically), referencing `weights`
+// by path and fingerprint, or embedding the whole file with `embed_weights`.
+absl::Status WritePlanFile(const std::string& path, const Compiled& compiled,
+                           const GgufFile& weights, bool embed_weights);
+
+}  // namespace vibrant::compiler
+
+#endif  // VIBRANT_COMPILER_COMPILER_H_

@@ -1,0 +1,151 @@
+// The dispatch table: what a plan for a device with generated kernels (cuda)
+// tells its runtime to do, launch by launch. The compiler writes it
+// (codegen/lower_dispatch.h) from the IR after select-kernels, next to the
+// kernels (KERNELS); the runtime executes it and decides nothing: every
+// kernel, grid, argument and buffer offset is here, as a rule in the step's
+// token count T where it depends on it. Serialized as plan.bin's DISPATCH
+// section (format below); every field is validated on load.
+//
+// Memory: five regions, each one device allocation the runtime makes with
+// the size the table gives: kArena (the step's values, planned by
+// plan-memory), kWeights (the GGUF tensors the graph reads, each at the
+// offset `weights` gives), kKv (the KV caches), kScratch (kernels' temporary
+// buffers: attention partials, f16 GEMM operands; each op's starts at 0, ops
+// run one after another), and kNone (a null pointer argument).
+#ifndef VIBRANT_RUNTIME_DISPATCH_H_
+#define VIBRANT_RUNTIME_DISPATCH_H_
+
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+
+namespace vibrant::dispatch {
+
+inline constexpr uint32_t kDispatchFormatVersion = 1;
+
+// An integer rule in the token count T: clamp(ceil(a * T + b) / c), lo, hi)
+// with integer division rounding up (c > 0).
+struct TExpr {
+  int64_t a = 0, b = 0, c = 1;
+  int64_t lo = std::numeric_limits<int64_t>::min();
+  int64_t hi = std::numeric_limits<int64_t>::max();
+
+  static TExpr Const(int64_t v) { return TExpr{0, v, 1}; }
+  // a * T + b
+  static TExpr Linear(int64_t a, int64_t b) { return TExpr{a, b, 1}; }
+  // ceil((a * T + b) / c), clamped to [lo, hi]
+  static TExpr CeilDiv(int64_t a, int64_t b, int64_t c, int64_t lo = 1,
+                       int64_t hi = std::numeric_limits<int64_t>::max()) {
+    return TExpr{a, b, c, lo, hi};
+  }
+  int64_t Eval(int64_t T) const;
+  bool operator==(const TExpr&) const = default;
+};
+
+enum class Region : uint8_t { kNone = 0, kArena = 1, kWeights = 2, kKv = 3, kScratch = 4 };
+inline constexpr int kNumRegions = 5;
+const char* RegionName(Region r);
+
+// Bytes [offset(T), offset(T) + extent(T)) of a region: what a pointer
+// argument may touch (checked against the region's size on load, for every
+// T of the launch's range).
+struct BufRef {
+  Region region = Region::kNone;
+  TExpr offset;
+  TExpr extent;
+  bool operator==(const BufRef&) const = default;
+};
+
+struct Arg {
+  enum class Kind : uint8_t { kPtr = 0, kI32 = 1, kI64 = 2, kF32 = 3 };
+  Kind kind = Kind::kI32;
+  BufRef buf;     // kPtr
+  TExpr value;    // kI32, kI64
+  float f = 0;    // kF32
+  bool operator==(const Arg&) const = default;
+
+  static Arg Ptr(BufRef b) { Arg a; a.kind = Kind::kPtr; a.buf = b; return a; }
+  static Arg I32(TExpr v) { Arg a; a.kind = Kind::kI32; a.value = v; return a; }
+  static Arg I64(TExpr v) { Arg a; a.kind = Kind::kI64; a.value = v; return a; }
+  static Arg F32(float f) { Arg a; a.kind = Kind::kF32; a.f = f; return a; }
+};
+
+enum class LaunchKind : uint8_t {
+  kKernel = 0,  // a kernel of the plan's module
+  kGemm = 1,    // a cuBLASLt GEMM: out[M, N] = a[M, K] . b[N, K]^T, f16 a and b,
+                // f32 out (row-major, leading dims lda, ldb, ldo), f32 accumulation
+  kCopy = 2,    // a device-to-device copy of `bytes` from src to dst
+};
+
+struct Launch {
+  int32_t op = -1;  // the IR op it belongs to (errors, --verify)
+  int64_t t_min = 1, t_max = 1;  // it runs in steps of T in [t_min, t_max]
+  LaunchKind kind = LaunchKind::kKernel;
+  std::string name;  // kernel name, "cublaslt" or "memcpy" (as the IR's Op::kernels)
+  // kKernel
+  int32_t kernel = -1;  // index into Table::kernels
+  TExpr grid[3] = {TExpr::Const(1), TExpr::Const(1), TExpr::Const(1)};
+  uint32_t block[3] = {1, 1, 1};
+  uint32_t smem = 0;
+  std::vector<Arg> args;
+  // kGemm
+  BufRef a, b, out;
+  TExpr m;
+  int64_t n = 0, k = 0, lda = 0, ldb = 0, ldo = 0;
+  // kCopy
+  BufRef dst, src;
+  TExpr bytes;
+  bool operator==(const Launch&) const = default;
+};
+
+// A GGUF tensor uploaded into the weights region.
+struct WeightSlot {
+  std::string source;  // the GGUF tensor name (ir::Value::source)
+  int64_t offset = 0;
+  int64_t bytes = 0;
+  bool operator==(const WeightSlot&) const = default;
+};
+
+struct Table {
+  std::vector<std::string> kernels;  // every kernel a launch names, each once
+  int64_t region_bytes[kNumRegions] = {0, 0, 0, 0, 0};  // kNone's is 0
+  std::vector<WeightSlot> weights;
+  // The step's I/O: the runtime writes T token ids and T positions (i32) to
+  // these arena buffers before the launches and reads `logits_elems(T)` f32
+  // from `logits` after them.
+  BufRef tokens, positions, logits;
+  TExpr logits_elems;
+  int64_t max_tokens = 1;  // 1 <= T <= max_tokens
+  int64_t n_ctx = 0;       // positions must be < n_ctx (0: no KV cache)
+  int64_t n_vocab = 0;     // token ids must be < n_vocab
+  // Execution: steps of T <= graph_max_tokens are captured once as a CUDA
+  // graph and replayed (0: never); programmatic dependent launch (sm_90+).
+  int64_t graph_max_tokens = 1;
+  bool pdl = true;
+  // Per IR value id: where it lives (kNone: nowhere the device holds it).
+  std::vector<BufRef> values;
+  std::vector<Launch> launches;
+  bool operator==(const Table&) const = default;
+};
+
+// Launches of steps with T tokens, in order.
+std::vector<const Launch*> LaunchesFor(const Table& t, int64_t T);
+
+std::string Serialize(const Table& t);
+// Parses and validates (every index, region, range and rule; every buffer
+// inside its region for every T of its launch). Errors read
+// "<where>: launch 12 (vb_rope, op 40) arg 3: arena bytes [..) exceed the region of N bytes".
+absl::StatusOr<Table> Parse(absl::Span<const uint8_t> bytes, const std::string& where);
+// The validation alone (the compiler runs it on what it produced).
+absl::Status Validate(const Table& t, const std::string& where);
+
+// Human-readable listing (vibrantc dump-ir --launches).
+std::string Describe(const Table& t);
+
+}  // namespace vibrant::dispatch
+
+#endif  // VIBRANT_RUNTIME_DISPATCH_H_
