@@ -2,6 +2,7 @@
 // accepted 58 of 58 broken vocabularies, among them ids out of range and a
 // 100-token vocabulary on a 512-row embedding that then printed nothing).
 #include <cstdio>
+#include <filesystem>
 #include <limits>
 #include <string>
 #include <vector>
@@ -130,6 +131,27 @@ TEST(ValidateVocabulary, SizesAndModel) {
   v.scores.clear();
   v.types.clear();
   EXPECT_FALSE(Validate(v, 0).ok());
+}
+
+// Every real vocabulary and model in ../shared passes (skipped without it):
+// the checks refuse broken files, not unusual real ones.
+TEST(ValidateVocabulary, SharedVocabulariesAndModelsPass) {
+  const std::string shared = VIBRANT_SOURCE_DIR "/../shared";
+  int seen = 0;
+  for (const char* sub : {"/tokenizer", "/models"}) {
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(shared + sub, ec)) {
+      if (e.path().extension() != ".gguf") continue;
+      absl::StatusOr<std::unique_ptr<GgufFile>> f = GgufFile::Open(e.path().string());
+      ASSERT_TRUE(f.ok()) << f.status();
+      const GgufTensorInfo* embd = (*f)->FindTensor("token_embd.weight");
+      const int64_t rows = embd != nullptr && embd->dims.size() == 2 ? embd->dims[1] : -1;
+      absl::Status s = ValidateVocabulary(**f, rows);
+      EXPECT_TRUE(s.ok()) << s;
+      ++seen;
+    }
+  }
+  if (seen == 0) GTEST_SKIP() << shared << " has no vocabularies or models";
 }
 
 }  // namespace
