@@ -65,9 +65,6 @@ absl::StatusOr<std::string> TinyModel(const TransformerSpec& spec, bool vocab) {
   }
   std::mt19937 rng(7);
   for (const GgufTensorInfo& t : shapes.tensors) {
-    // Every dtype here has all-bit-patterns-valid f16 blocks scaled small:
-    // fill with small f32 values and let the writer take raw bytes of the
-    // right size for other types.
     absl::StatusOr<int64_t> bytes = DTypeBytes(t.type, t.elements());
     if (!bytes.ok()) return bytes.status();
     std::vector<uint8_t> data(*bytes);
@@ -78,8 +75,9 @@ absl::StatusOr<std::string> TinyModel(const TransformerSpec& spec, bool vocab) {
         std::memcpy(&data[i], &f, 4);
       }
     } else {
-      // f16 and q8_0: 0x2c00 is 1/16 as f16; q8_0 blocks start with their f16
-      // scale, so a repeating small pattern keeps every value finite.
+      // f16 and q8_0 (whose blocks start with an f16 scale): byte pairs
+      // (random low byte, 0x2c) are f16 values near 1/16, so every weight
+      // and every scale is small and finite.
       for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<uint8_t>((i % 2) ? 0x2c : (rng() & 0x3f));
     }
     w.AddTensor(t.name, t.dims, t.type, data);
@@ -113,11 +111,8 @@ absl::StatusOr<std::string> VocabOnly(const GgufFile& src) {
 }
 
 absl::StatusOr<std::string> SyntheticBpeVocab(synth::VocabKind kind, int64_t n) {
-  absl::StatusOr<synth::ByteBpeVocab> v = synth::SyntheticVocab(kind, n);
-  if (!v.ok()) return v.status();
   GgufWriter w;
   w.AddString("general.architecture", "llama");
-  std::string desc;
   absl::StatusOr<std::string> added = synth::AddVocabulary(kind, n, "", w);
   if (!added.ok()) return added.status();
   return w.Serialize();
