@@ -1175,6 +1175,8 @@ absl::StatusOr<absl::Span<const float>> CpuExecutor::Step(absl::Span<const int32
                                  ir::NumElements(m.graph.value(m.logits).shape, T));
 }
 
+int CpuExecutor::num_threads() const { return impl_->pool->num_threads(); }
+
 void CpuExecutor::Reset() {
   for (Buffer& b : impl_->kv_caches) b.Zero();
 }

@@ -47,6 +47,8 @@ class CpuExecutor {
                                                int32_t pos0);
   // Forgets the KV cache contents (a new sequence).
   void Reset();
+  // The threads steps run on, the caller's included.
+  int num_threads() const;
 
  private:
   struct Impl;

@@ -494,6 +494,8 @@ TEST(CpuExecutorTest, ThreadCountIsCappedWithAWarning) {
   ASSERT_TRUE(e.ok()) << e.status();
   ASSERT_FALSE(warnings.empty());
   EXPECT_THAT(warnings[0], HasSubstr("100000 threads requested; using at most 1024"));
+  EXPECT_LE((*e)->num_threads(), 1024);
+  EXPECT_GE((*e)->num_threads(), 1);
   const std::vector<int32_t> ids = {3, 1, 4};
   EXPECT_TRUE((*e)->Step(ids, 0).ok());
 }
