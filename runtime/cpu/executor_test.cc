@@ -674,7 +674,11 @@ TEST_F(RealModelTest, TinyModelsGenerateQuickly) {
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     std::cout << name << ": prefill " << prompt.size() << " + decode " << n - 1 << " tokens in "
               << ms << " ms\n";
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+    EXPECT_LT(ms, 100000);  // sanitized builds (scripts/sanitize.sh) are 5-20x slower
+#else
     EXPECT_LT(ms, 10000);
+#endif
     // Greedy tokens agree with llama.cpp while its top-1 margin is clear of
     // the activation-quantization noise of its quantized dot products.
     for (size_t i = 0; i < want.size() && i < got.size() && margins[i] > 0.5; ++i) {
