@@ -94,6 +94,7 @@
 #include "bench/synth/random_blocks.h"
 #include "benchmark/benchmark.h"
 #include "codegen/kernel_source.h"
+#include "compiler/compiler.h"
 #include "ir/graph.h"
 #include "passes/pass.h"
 #include "runtime/cpu/executor.h"
@@ -479,26 +480,26 @@ Case AttentionCase(const synth::ModelPreset& p, int64_t ctx) {
 
 // ---- running a case -----------------------------------------------------------------
 
-// The compiler's passes, as vibrant-bench runs them, for the cuda device
-// (then every op must have landed on the GPU) or, for --dry_run's CPU
-// execution, the cpu.
-absl::Status RunPasses(Graph& g, passes::DevicePolicy device = passes::DevicePolicy::kCuda) {
-  passes::PassContext ctx;
-  ctx.device = device;
-  ctx.cuda_supports = [&g](const ir::Op& op) { return codegen::CheckCudaSupportsOp(g, op).ok(); };
-  passes::PipelineOptions opts;
-  std::ostringstream log;
-  if (absl::Status s = passes::DefaultPipeline().Run(g, ctx, opts, log); !s.ok()) return s;
-  if (device != passes::DevicePolicy::kCuda) return absl::OkStatus();
-  for (const ir::Op& op : g.ops()) {
+// The case's graph through the compiler (compiler/compiler.h), as
+// vibrant-bench compiles a model, for the cuda device (then every op must
+// have landed on the GPU) or, for --dry_run's CPU execution, the cpu.
+// `kernels`: compile the CUDA kernels too (the dry run checks only the IR and
+// the dispatch table).
+absl::StatusOr<compiler::Compiled> Compile(Graph g, const std::string& device = "cuda", bool kernels = true) {
+  compiler::CompileOptions o;
+  o.device = device;
+  o.compile_kernels = kernels;
+  absl::StatusOr<compiler::Compiled> c = compiler::CompileGraph(std::move(g), o);
+  if (!c.ok() || device != "cuda") return c;
+  for (const ir::Op& op : c->graph.ops()) {
     if (op.kind != OpKind::kCopy && op.device != ir::Device::kCuda) {
-      const std::string out = op.outputs.empty() ? "?" : g.value(op.outputs[0]).name;
+      const std::string out = op.outputs.empty() ? "?" : c->graph.value(op.outputs[0]).name;
       return absl::FailedPreconditionError(
           absl::StrCat("op ", std::string(ir::OpName(op.kind)), " -> ", out,
                        " was not placed on the GPU (the CUDA backend does not support it)"));
     }
   }
-  return absl::OkStatus();
+  return c;
 }
 
 using Clock = std::chrono::steady_clock;
@@ -535,14 +536,15 @@ absl::StatusOr<Prepared*> Prepare(const Case& c) {
     const int reps = baseline ? 0 : c.reps;
     absl::StatusOr<Graph> g = c.build(reps);
     if (!g.ok()) return g.status();
-    if (absl::Status s = RunPasses(*g); !s.ok()) return s;
+    absl::StatusOr<compiler::Compiled> compiled = Compile(*std::move(g));
+    if (!compiled.ok()) return compiled.status();
     if (c.check) {
-      if (absl::Status s = c.check(*g, reps); !s.ok()) return s;
+      if (absl::Status s = c.check(compiled->graph, reps); !s.ok()) return s;
     }
     Graph& kept = baseline ? p->base_graph : p->graph;
-    kept = *std::move(g);
+    kept = compiled->graph;
     absl::StatusOr<std::unique_ptr<CudaExecutor>> e =
-        CudaExecutor::Create(kept, p->weights.Resolver());
+        CudaExecutor::Create(compiler::ToProgram(*compiled), p->weights.Resolver());
     if (!e.ok()) return e.status();
     (baseline ? p->base : p->exec) = *std::move(e);
   }
@@ -697,16 +699,16 @@ int DryRun() {
     absl::Status st = absl::OkStatus();
     for (int reps : {c.reps, 0}) {
       absl::StatusOr<Graph> g = c.build(reps);
-      if (g.ok())
-        st = RunPasses(*g);
-      else
-        st = g.status();
-      if (st.ok() && c.check) st = c.check(*g, reps);
+      absl::StatusOr<compiler::Compiled> compiled =
+          g.ok() ? Compile(*std::move(g), "cuda", /*kernels=*/false) : g.status();
+      st = compiled.status();
+      if (st.ok() && c.check) st = c.check(compiled->graph, reps);
       if (!st.ok()) break;
       if (reps > 0) {
         int fused = 0;
-        for (const ir::Op& op : g->ops()) fused += op.kind == OpKind::kFused;
-        note = absl::StrCat(reps, " reps: ", g->ops().size(), " ops (", fused, " fused)");
+        for (const ir::Op& op : compiled->graph.ops()) fused += op.kind == OpKind::kFused;
+        note = absl::StrCat(reps, " reps: ", compiled->graph.ops().size(), " ops (", fused, " fused), ",
+                            compiled->dispatch_table->launches.size(), " launches");
       }
     }
     const int small = std::min(c.reps, 2);
@@ -722,10 +724,11 @@ int DryRun() {
           st = g.status();
           break;
         }
-        st = RunPasses(*g, passes::DevicePolicy::kCpu);
-        if (st.ok() && c.check) st = c.check(*g, reps);
+        absl::StatusOr<compiler::Compiled> compiled = Compile(*std::move(g), "cpu");
+        st = compiled.status();
+        if (st.ok() && c.check) st = c.check(compiled->graph, reps);
         if (!st.ok()) break;
-        absl::StatusOr<std::unique_ptr<CpuExecutor>> e = CpuExecutor::Create(*g, w.Resolver());
+        absl::StatusOr<std::unique_ptr<CpuExecutor>> e = CpuExecutor::Create(compiled->graph, w.Resolver());
         if (!e.ok()) {
           st = e.status();
           break;

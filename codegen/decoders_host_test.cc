@@ -112,6 +112,8 @@ TEST(GeneratedDecodersOnTheHost, MatchTheCpuReferenceBitForBit) {
   CheckType<W_q5_K>(DType::kQ5_K, {256, 1024});
   CheckType<W_q6_K>(DType::kQ6_K, {256, 1024});
   CheckType<W_q8_K>(DType::kQ8_K, {256, 1024});
+  CheckType<W_iq4_nl>(DType::kIQ4_NL, {32, 512});
+  CheckType<W_iq4_xs>(DType::kIQ4_XS, {256, 1024});
 }
 
 }  // namespace

@@ -11,16 +11,22 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "codegen/kernels/attention_mma.h"
 #include "ir/dtype.h"
 #include "ir/graph.h"
 
 namespace vibrant::codegen {
 
 // What a module must contain beyond the always-present families (rms_norm,
-// add/mul/silu, rope, kv_store, attention).
+// add/mul/silu/gelu/scale, rope, kv_store, attention, the MoE router and sum).
 struct KernelSet {
   std::set<DType> matmul_types;  // weight dtypes of matmul ops
   std::set<DType> embed_types;   // table dtypes of embedding ops
+  std::set<DType> moe_types;     // expert weight dtypes of matmul_id ops
+  // Tensor-core attention kernels (codegen/kernels/attention_mma.h), one
+  // decode and one prefill entry point per (K type, V type, head_dim) of the
+  // graph's attention ops that they support.
+  std::set<AttnConfig> attention;
   // Generated kernels of fused ops (GenerateFused), name -> source; equal
   // bodies share one entry.
   std::map<std::string, std::string> fused;

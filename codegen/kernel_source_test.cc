@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "runtime/kernel_bundle.h"
+#include "codegen/cuda_target.h"
 #include "codegen/kernels/families.h"
 #include "frontends/gguf/gguf.h"
 #include "frontends/lower/lower.h"
@@ -26,7 +27,8 @@ TEST(ModuleSource, AllKernelsHasEveryEntryPoint) {
   const std::string src = ModuleSource(AllKernels());
   for (DType t : {DType::kF32, DType::kF16, DType::kBF16, DType::kQ4_0, DType::kQ4_1,
                   DType::kQ5_0, DType::kQ5_1, DType::kQ8_0, DType::kQ2_K, DType::kQ3_K,
-                  DType::kQ4_K, DType::kQ5_K, DType::kQ6_K, DType::kQ8_K}) {
+                  DType::kQ4_K, DType::kQ5_K, DType::kQ6_K, DType::kQ8_K, DType::kIQ4_NL,
+                  DType::kIQ4_XS}) {
     EXPECT_TRUE(CudaSupportsWeightType(t)) << DTypeName(t);
     EXPECT_THAT(src, HasSubstr(MatmulKernelName(t, 1) + "("));
     EXPECT_THAT(src, HasSubstr(MatmulKernelName(t, 8) + "("));
@@ -35,7 +37,9 @@ TEST(ModuleSource, AllKernelsHasEveryEntryPoint) {
   }
   for (const char* k : {"vb_f32_to_f16(", "vb_rms_norm(", "vb_add(", "vb_mul(", "vb_silu(",
                         "vb_rope(", "vb_kv_store_f16(", "vb_kv_store_f32(", "vb_attn_split_f16(",
-                        "vb_attn_split_f32(", "vb_attn_combine("}) {
+                        "vb_attn_split_f32(", "vb_attn_combine(", "vb_gelu(", "vb_scale(",
+                        "vb_moe_topk(", "vb_moe_weights(", "vb_moe_sum(", "vb_matmul_id_q4_K(",
+                        "vb_matmul_id_iq4_xs("}) {
     EXPECT_THAT(src, HasSubstr(k));
   }
   EXPECT_EQ(MatmulKernelName(DType::kQ4_K, 1), "vb_matmul1_q4_K");
@@ -65,6 +69,37 @@ TEST(ModuleSource, OnlyTheGraphsTypesAreInstantiated) {
             absl::StatusCode::kInvalidArgument)
       << "ops()[0] is an embedding, not a fused op";
   EXPECT_TRUE(set.fused.empty()) << "the lowered graph is not fused yet";
+}
+
+// The tensor-core attention kernels are instantiated for the graph's cache
+// types and head size, and the GPU runs q8_0 caches (vb_kv_store_q8_0 and the
+// tensor-core attention), so every op of such a graph stays on the GPU.
+TEST(ModuleSource, AttentionKernelsFollowTheCacheTypes) {
+  for (DType kt : {DType::kF16, DType::kQ8_0}) {
+    LowerOptions lo;
+    lo.n_ctx = 1024;
+    lo.cache_type_k = kt;
+    auto g = LowerShapes(ShapesFromSpec(passes::test_models::Qwen25_3BSpec()), lo);
+    ASSERT_TRUE(g.ok()) << g.status();
+    const KernelSet set = KernelSetForGraph(*g);
+    EXPECT_EQ(set.attention, (std::set<AttnConfig>{AttnConfig{kt, DType::kF16, 128}}));
+    const std::string src = ModuleSource(set);
+    EXPECT_THAT(src, HasSubstr(AttnDecodeKernelName(AttnConfig{kt, DType::kF16, 128}) + "("));
+    EXPECT_THAT(src, HasSubstr(AttnPrefillKernelName(AttnConfig{kt, DType::kF16, 128}) + "("));
+    int attn = 0, stores = 0;
+    for (const ir::Op& op : g->ops()) {
+      if (op.kind == ir::OpKind::kAttention) {
+        ++attn;
+        EXPECT_TRUE(CudaSupportsOp(*g, op));
+      } else if (op.kind == ir::OpKind::kKvStore) {
+        ++stores;
+        EXPECT_TRUE(CudaSupportsOp(*g, op));  // cache_k.* follow kt, cache_v.* are f16
+      }
+    }
+    EXPECT_EQ(attn, 36);
+    EXPECT_EQ(stores, 72);
+  }
+  EXPECT_EQ(AllKernels().attention.size(), 6u);  // f32, f16, q8_0 for K = V, head_dim 64, 128
 }
 
 // ---- fused kernels ---------------------------------------------------------------
@@ -279,6 +314,37 @@ TEST(KernelSource, EveryKernelFirstWaitsForThePreviousGrid) {
   EXPECT_EQ(WithGridDependency("int x;"), "int x;");
   EXPECT_EQ(WithGridDependency("extern \"C\" __global__ void k(int a) { a = 1; }"),
             "extern \"C\" __global__ void k(int a) {\n  VB_GRID_DEPENDENCY(); a = 1; }");
+}
+
+// Sliding-window attention runs on the scalar kernels (vb_attn_split_*),
+// whose window the tensor-core kernels do not have yet; with a q8_0 cache
+// (which only those read) it is a named error.
+TEST(CudaTargetAttention, WindowTakesTheScalarKernels) {
+  auto build = [](DType cache, int64_t window) {
+    ir::Graph g;
+    g.max_tokens = 32;
+    const ir::ValueId q = g.AddInput("q", DType::kF32, {ir::kTokens, 4, 128});
+    const ir::ValueId pos = g.AddInput("pos", DType::kI32, {ir::kTokens});
+    const ir::ValueId k = g.AddKvCache("k", cache, {256, 2, 128});
+    const ir::ValueId v = g.AddKvCache("v", cache, {256, 2, 128});
+    ir::Attrs a = {{"scale", 0.1}};
+    if (window > 0) a["window"] = window;
+    EXPECT_TRUE(g.AddOp(ir::OpKind::kAttention, {q, k, v, pos}, "attn", a).ok());
+    for (ir::Op& op : g.mutable_ops()) op.device = ir::Device::kCuda;
+    return g;
+  };
+  const CudaTarget target;
+  auto names = [&](const ir::Graph& g) {
+    absl::StatusOr<std::vector<ir::KernelVariant>> vs = target.SelectKernels(g, 0);
+    std::set<std::string> out;
+    if (!vs.ok()) return std::set<std::string>{std::string(vs.status().message())};
+    for (const ir::KernelVariant& v : *vs) out.insert(v.name);
+    return out;
+  };
+  EXPECT_EQ(names(build(DType::kF16, 8)), std::set<std::string>({"attention.split"}));
+  EXPECT_THAT(names(build(DType::kF16, 0)), ::testing::Contains("attention.flash_decode"));
+  EXPECT_THAT(*names(build(DType::kQ8_0, 8)).begin(),
+              HasSubstr("sliding-window attention needs f16 or f32 caches of one type"));
 }
 
 }  // namespace

@@ -31,6 +31,9 @@ struct int4 {
 struct uint4 {
   u32 x, y, z, w;
 };
+struct uint2 {
+  u32 x, y;
+};
 struct float2 {
   float x, y;
 };
@@ -54,6 +57,19 @@ inline u32 __vsub4(u32 a, u32 b) {
   for (int i = 0; i < 4; ++i) {
     const u32 d = ((a >> (8 * i)) - (b >> (8 * i))) & 255u;
     r |= d << (8 * i);
+  }
+  return r;
+}
+
+// CUDA's __byte_perm: bytes 0-3 of x and 4-7 of y; result byte i is the
+// byte selected by bits 4i..4i+2 of s (the selector nibble's top bit is
+// ignored).
+inline u32 __byte_perm(u32 x, u32 y, u32 s) {
+  const uint64_t in = static_cast<uint64_t>(x) | (static_cast<uint64_t>(y) << 32);
+  u32 r = 0;
+  for (int i = 0; i < 4; ++i) {
+    const int sel = (s >> (4 * i)) & 7;
+    r |= static_cast<u32>((in >> (8 * sel)) & 255u) << (8 * i);
   }
   return r;
 }
@@ -169,6 +185,25 @@ TEST(MatvecQ8Host, Q8_0) { CheckType<Q8D_q8_0>(DType::kQ8_0, 96); }
 TEST(MatvecQ8Host, Q4_K) { CheckType<Q8D_q4_K>(DType::kQ4_K, 512); }
 TEST(MatvecQ8Host, Q5_K) { CheckType<Q8D_q5_K>(DType::kQ5_K, 512); }
 TEST(MatvecQ8Host, Q6_K) { CheckType<Q8D_q6_K>(DType::kQ6_K, 512); }
+TEST(MatvecQ8Host, IQ4_NL) { CheckType<Q8D_iq4_nl>(DType::kIQ4_NL, 96); }
+TEST(MatvecQ8Host, IQ4_XS) { CheckType<Q8D_iq4_xs>(DType::kIQ4_XS, 512); }
+
+// The register lookup of IQ4 levels, for every code in every byte position.
+TEST(MatvecQ8Host, IQ4LevelLookup) {
+  const int levels[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                          1,    13,   25,  38,  53,  69,  89,  113};
+  for (int c = 0; c < 16; ++c) EXPECT_EQ(vb_iq4_level(c), levels[c]) << c;
+  for (u32 a = 0; a < 16; ++a) {
+    for (u32 b = 0; b < 16; ++b) {
+      const u32 codes = a | (b << 8) | (((a + 5) & 15) << 16) | (((b + 11) & 15) << 24);
+      const u32 r = vb_iq4_levels4(codes);
+      for (int i = 0; i < 4; ++i) {
+        EXPECT_EQ(static_cast<int>(static_cast<i8>(r >> (8 * i))), levels[(codes >> (8 * i)) & 15])
+            << "codes " << std::hex << codes << " byte " << i;
+      }
+    }
+  }
+}
 
 TEST(MatvecQ8Host, RoundingMatchesTheDefinition) {
   // Hand-computed: amax 127 -> d = 1; 2.5 rounds away from zero to 3.

@@ -131,6 +131,7 @@ std::string AnnotateNvrtcLog(const std::string& log, const std::string& name,
 absl::StatusOr<KernelBundle> CompileCuda(const std::string& source, const std::string& name,
                                          const NvrtcOptions& opts, bool* cache_hit) {
   if (cache_hit != nullptr) *cache_hit = false;
+  if (opts.info_log != nullptr) opts.info_log->clear();
   if (absl::Status s = ValidateCudaArch(opts.arch); !s.ok()) return s;
   std::vector<std::string> options = {"--gpu-architecture=" + opts.arch, "--std=c++17"};
   options.insert(options.end(), opts.extra_options.begin(), opts.extra_options.end());
@@ -178,6 +179,7 @@ absl::StatusOr<KernelBundle> CompileCuda(const std::string& source, const std::s
         "NVRTC could not compile ", name, " for ", opts.arch, " (NVRTC ", version, "): ",
         nvrtcGetErrorString(r), "\n", AnnotateNvrtcLog(log, name, source)));
   }
+  if (opts.info_log != nullptr) *opts.info_log = log;
   KernelBundle b;
   b.source_hash = source_hash;
   b.arch = opts.arch;

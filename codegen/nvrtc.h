@@ -21,6 +21,10 @@ struct NvrtcOptions {
   std::string cache_dir;
   bool use_cache = true;
   std::vector<std::string> extra_options;  // passed to NVRTC as they are
+  // When set, receives NVRTC's log of a successful compile (e.g. ptxas's
+  // register and spill report with extra_options "--ptxas-options=-v"); a
+  // cache hit leaves it empty.
+  std::string* info_log = nullptr;
 };
 
 // "13.0": the NVRTC library this process uses.

@@ -1,5 +1,6 @@
 // NVRTC compiles of every generated kernel. These need libnvrtc but no GPU, so
 // they run in CI.
+#include "codegen/cuda_target.h"
 #include "codegen/nvrtc.h"
 
 #include <algorithm>
@@ -47,14 +48,31 @@ TEST(Nvrtc, CompilesEveryKernelForSm90) {
   }
   for (const char* k : {"vb_f32_to_f16", "vb_rms_norm", "vb_add", "vb_mul", "vb_silu",
                         "vb_rope", "vb_kv_store_f16", "vb_kv_store_f32", "vb_attn_split_f16",
-                        "vb_attn_split_f32", "vb_attn_combine"}) {
+                        "vb_attn_split_f32", "vb_attn_combine", "vb_gelu", "vb_scale", "vb_moe_topk",
+                        "vb_moe_weights", "vb_moe_sum"}) {
     EXPECT_THAT(b->ptx, HasSubstr(std::string(".entry ") + k + "("));
+  }
+  // The router keeps its probabilities in registers (recomputed, not stored).
+  for (const std::string k : {"vb_moe_topk", "vb_moe_weights"}) {
+    const size_t at = b->ptx.find(".entry " + k + "(");
+    ASSERT_NE(at, std::string::npos) << k;
+    const std::string body = b->ptx.substr(at, b->ptx.find("\n}\n", at) - at);
+    EXPECT_EQ(body.find(".local"), std::string::npos) << k << " uses local memory";
   }
   // The weight-streaming kernels keep their decoded blocks in registers: no
   // local-memory arrays (rope's sinf/cosf slow path legitimately has one).
   for (DType t : AllKernels().matmul_types) {
     for (const std::string& k : {MatmulKernelName(t, 1), MatmulKernelName(t, 8),
-                                 EmbeddingKernelName(t), DequantF16KernelName(t)}) {
+                                 EmbeddingKernelName(t), DequantF16KernelName(t), MatmulIdKernelName(t)}) {
+      const size_t at = b->ptx.find(".entry " + k + "(");
+      ASSERT_NE(at, std::string::npos) << k;
+      const size_t end = b->ptx.find("\n}\n", at);
+      const std::string body = b->ptx.substr(at, end - at);
+      EXPECT_EQ(body.find(".local"), std::string::npos) << k << " uses local memory";
+    }
+    if (!MatvecQ8Supports(t)) continue;
+    for (const std::string& k : {MatvecQ8KernelName(t, 1), MatvecQ8KernelName(t, 8),
+                                 MatvecQ8MultiKernelName(t)}) {
       const size_t at = b->ptx.find(".entry " + k + "(");
       ASSERT_NE(at, std::string::npos) << k;
       const size_t end = b->ptx.find("\n}\n", at);
@@ -71,6 +89,8 @@ absl::StatusOr<ir::Graph> CompileForCuda(ir::Graph g) {
   passes::PassContext ctx;
   ctx.device = passes::DevicePolicy::kCuda;
   ctx.cuda_supports = [&g](const ir::Op& op) { return CudaSupportsOp(g, op); };
+  const CudaTarget target;  // the kernel choice too: fused bodies gain their 8-bit outputs
+  ctx.cuda_kernels = &target;
   std::ostringstream log;
   absl::Status s = passes::DefaultPipeline().Run(g, ctx, passes::PipelineOptions(), log);
   if (!s.ok()) return s;
@@ -120,8 +140,11 @@ TEST(NvrtcFused, CompilesQwen25_3BFusedKernels) {
   KernelSet set;
   int fused = 0;
   AddFused(*c, "Qwen2.5-3B", &set, &fused);
-  EXPECT_EQ(fused, 181);
-  EXPECT_EQ(set.fused.size(), 6u);
+  // The norms and swiglu, each also rounding its output to 8 bits where a
+  // mat-vec reads it (quantize-activations); the q/k biases moved into the
+  // mat-vecs (fold-bias), so rope runs alone.
+  EXPECT_EQ(fused, 109);
+  EXPECT_EQ(set.fused.size(), 4u);
   CompileFused(set);
 }
 
@@ -136,6 +159,14 @@ TEST(NvrtcFused, CompilesTheFusedKernelsOfEverySharedModel) {
     }
   }
   if (paths.empty()) GTEST_SKIP() << "no shared models in " << dir.string();
+  // ../shared/next: the new architectures and quant types.
+  const fs::path next = VIBRANT_SOURCE_DIR "/../shared/next/models";
+  if (fs::is_directory(next, ec)) {
+    for (const auto& e : fs::directory_iterator(next, ec)) {
+      const std::string n = e.path().filename().string();
+      if (e.path().extension() == ".gguf") paths.push_back(e.path().string());
+    }
+  }
   std::sort(paths.begin(), paths.end());
   KernelSet set;
   int fused = 0;

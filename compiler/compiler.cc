@@ -6,8 +6,8 @@
 #include "absl/strings/str_cat.h"
 #include "ir/serialize.h"
 #include "ir/verifier.h"
+#include "codegen/cuda_target.h"
 #ifdef VIBRANT_WITH_CUDA
-#include "runtime/kernel_bundle.h"
 #include "codegen/kernel_source.h"
 #include "codegen/nvrtc.h"
 #include "runtime/cuda/device.h"
@@ -48,10 +48,29 @@ absl::StatusOr<Compiled> CompileGraph(ir::Graph graph, const CompileOptions& opt
 
   passes::PassContext ctx;
   ctx.device = out.device == "cuda" ? passes::DevicePolicy::kCuda : passes::DevicePolicy::kCpu;
+  codegen::CudaTargetOptions target_opts;
+  target_opts.gemm_min_rows = opts.gemm_min_rows;
+  target_opts.gemm_weight_chunk_bytes = opts.gemm_weight_chunk_bytes;
+  target_opts.cuda_graphs = opts.cuda_graphs;
+  target_opts.flash_attention = opts.flash_attention;
+  target_opts.pdl = opts.pdl;
+  target_opts.sm_count = opts.sm_count > 0 ? opts.sm_count : 132;
+  std::string arch = opts.arch;
 #ifdef VIBRANT_WITH_CUDA
   const ir::Graph* g = &graph;
   ctx.cuda_supports = [g](const ir::Op& op) { return codegen::CheckCudaSupportsOp(*g, op).ok(); };
+  if (out.device == "cuda" && (arch.empty() || opts.sm_count <= 0)) {
+    // The local GPU, when there is one, sets the defaults.
+    absl::StatusOr<CudaDeviceInfo> dev = QueryCudaDevice(0);
+    if (dev.ok()) {
+      if (arch.empty()) arch = dev->arch;
+      if (opts.sm_count <= 0) target_opts.sm_count = dev->sm_count;
+    }
+  }
+  if (arch.empty()) arch = codegen::kDefaultCudaArch;
 #endif
+  const codegen::CudaTarget target(target_opts);
+  if (out.device == "cuda") ctx.cuda_kernels = &target;
   ctx.explain_devices = opts.explain_devices;
   out.before = passes::ComputeGraphStats(graph);
   std::ostringstream discard;
@@ -66,42 +85,50 @@ absl::StatusOr<Compiled> CompileGraph(ir::Graph graph, const CompileOptions& opt
   out.after = passes::ComputeGraphStats(graph);
 
   const int64_t n_ctx = MetaInt(graph, "n_ctx", 0);
-  DType kv = DType::kF16;
+  // The cache types (lowering names the caches cache_k.<layer> / cache_v.<layer>).
+  DType kv_k = DType::kF16, kv_v = DType::kF16;
   for (const ir::Value& v : graph.values()) {
     if (v.storage == ir::Storage::kKvCache && v.producer < 0) {
-      kv = v.dtype;
-      break;
+      (v.name.rfind("cache_v", 0) == 0 ? kv_v : kv_k) = v.dtype;
     }
   }
   out.options = {
       {"device", out.device},
       {"n_ctx", absl::StrCat(n_ctx)},
       {"max_tokens", absl::StrCat(graph.max_tokens)},
-      {"kv_type", std::string(DTypeName(kv))},
+      {"cache_type_k", std::string(DTypeName(kv_k))},
+      {"cache_type_v", std::string(DTypeName(kv_v))},
       {"all_logits", MetaInt(graph, "all_logits", 0) != 0 ? "1" : "0"},
   };
 #ifdef VIBRANT_WITH_CUDA
   if (out.device == "cuda") {
-    for (const ir::Op& op : graph.ops()) {
-      if (absl::Status st = codegen::CheckCudaSupportsOp(graph, op); !st.ok()) return st;
+    absl::StatusOr<dispatch::Table> table = codegen::LowerDispatch(graph, target_opts);
+    if (!table.ok()) return table.status();
+    const std::string source = codegen::ModuleSource(codegen::KernelSetForGraph(graph));
+    for (const std::string& name : table->kernels) {
+      if (source.find(absl::StrCat(" ", name, "(")) == std::string::npos) {
+        return absl::InternalError(absl::StrCat("the dispatch table launches kernel ", name,
+                                                ", which the generated module does not define"));
+      }
     }
-    std::string arch = opts.arch;
-    if (arch.empty()) {
-      absl::StatusOr<CudaDeviceInfo> dev = QueryCudaDevice(0);
-      arch = dev.ok() ? dev->arch : codegen::kDefaultCudaArch;
+    out.dispatch = dispatch::Serialize(*table);
+    out.arch = arch;
+    out.dispatch_table = *table;
+    out.options.push_back({"arch", arch});
+    if (!opts.compile_kernels) {
+      out.graph = std::move(graph);
+      return out;
     }
     codegen::NvrtcOptions nv;
     nv.arch = arch;
     bool hit = false;
-    absl::StatusOr<KernelBundle> kernels = codegen::CompileCuda(
-        codegen::ModuleSource(codegen::KernelSetForGraph(graph)), codegen::kModuleName, nv, &hit);
+    absl::StatusOr<KernelBundle> kernels = codegen::CompileCuda(source, codegen::kModuleName, nv, &hit);
     if (!kernels.ok()) return kernels.status();
     out.kernels = SerializeKernelBundle(*kernels);
-    out.arch = arch;
     out.kernels_from_cache = hit;
     out.cubin_bytes = static_cast<int64_t>(kernels->cubin.size());
     out.ptx_bytes = static_cast<int64_t>(kernels->ptx.size());
-    out.options.push_back({"arch", arch});
+    out.kernel_bundle = *std::move(kernels);
   }
 #endif
   out.graph = std::move(graph);
@@ -124,6 +151,15 @@ absl::StatusOr<Compiled> CompileShapes(const ModelShapes& shapes, const CompileO
   return CompileGraph(*std::move(graph), opts);
 }
 
+Program ToProgram(const Compiled& compiled) {
+  Program p;
+  p.graph = compiled.graph;
+  p.device = compiled.device;
+  p.dispatch = compiled.dispatch_table;
+  p.kernels = compiled.kernel_bundle;
+  return p;
+}
+
 absl::Status WritePlanFile(const std::string& path, const Compiled& compiled,
                            const GgufFile& weights, bool embed_weights) {
   PlanContents contents;
@@ -131,6 +167,7 @@ absl::Status WritePlanFile(const std::string& path, const Compiled& compiled,
   contents.options = compiled.options;
   contents.options.push_back({"weights", embed_weights ? "embedded" : "referenced"});
   contents.kernels = compiled.kernels;
+  contents.dispatch = compiled.dispatch;
   if (embed_weights) {
     contents.embedded_gguf = weights.bytes();
   } else {

@@ -17,7 +17,10 @@
 #include "ir/graph.h"
 #include "passes/pass.h"
 #include "passes/stats.h"
+#include "runtime/dispatch.h"
+#include "runtime/kernel_bundle.h"
 #include "runtime/plan.h"
+#include "runtime/program.h"
 
 namespace vibrant::compiler {
 
@@ -34,6 +37,21 @@ struct CompileOptions {
   bool explain_devices = false;
   // Where IR dumps and pass timings go; null: discarded.
   std::ostream* log = nullptr;
+  // cuda kernel choice (codegen/cuda_target.h): matmuls of at least this many
+  // token rows run as cuBLASLt GEMMs (0: never); the GPU's multiprocessor
+  // count for launch geometry (0: the local GPU's, else 132); decode steps as
+  // CUDA graphs; programmatic dependent launch.
+  int gemm_min_rows = 32;
+  int64_t gemm_weight_chunk_bytes = int64_t{48} << 20;  // f16 weight rows per GEMM chunk
+  int sm_count = 0;
+  bool cuda_graphs = true;
+  bool pdl = true;
+  // Attention on tensor cores (f16 operands) where the kernels serve the
+  // cache; false: the scalar split kernels (f32 math; not for q8_0 caches).
+  bool flash_attention = true;
+  // cuda: compile the kernels with NVRTC (false: the IR and the dispatch
+  // table only, for checks that need no binaries).
+  bool compile_kernels = true;
 };
 
 // What a compile produces: everything a plan file holds except the weights.
@@ -41,8 +59,12 @@ struct Compiled {
   ir::Graph graph;          // after the passes, verified
   std::string device;       // "cpu" or "cuda"
   PlanOptions options;      // the OPTIONS section
-  // cuda: the KERNELS section (codegen/kernel_bundle.h), serialized.
+  // cuda: the KERNELS section (runtime/kernel_bundle.h) and the DISPATCH
+  // section (runtime/dispatch.h), parsed and serialized.
+  std::optional<KernelBundle> kernel_bundle;
+  std::optional<dispatch::Table> dispatch_table;
   std::optional<std::string> kernels;
+  std::optional<std::string> dispatch;
   std::string arch;         // cuda: the architecture compiled for
   bool kernels_from_cache = false;
   int64_t cubin_bytes = 0, ptx_bytes = 0;
@@ -57,6 +79,9 @@ absl::StatusOr<Compiled> CompileShapes(const ModelShapes& shapes, const CompileO
 // Compiles a graph built by hand (tests, micro-benchmarks): the passes, the
 // final verification and, for cuda, the kernels.
 absl::StatusOr<Compiled> CompileGraph(ir::Graph graph, const CompileOptions& opts);
+
+// What a backend runs (runtime/program.h), without a round trip through a file.
+Program ToProgram(const Compiled& compiled);
 
 // Writes `compiled` as a plan to `path` (atomically), referencing `weights`
 // by path and fingerprint, or embedding the whole file with `embed_weights`.

@@ -8,26 +8,42 @@
 namespace vibrant {
 namespace {
 
-// Block sizes and bytes per block are those of ggml's block_* structs.
+// Block sizes and bytes per block are those of ggml's block_* structs
+// (ggml-common.h); the unsupported ones only let a reader size and skip them.
 constexpr DTypeInfo kTypes[] = {
-    {DType::kF32, "f32", 1, 4, false},
-    {DType::kF16, "f16", 1, 2, false},
-    {DType::kQ4_0, "q4_0", 32, 18, true},    // f16 d; 16 bytes of nibbles
-    {DType::kQ4_1, "q4_1", 32, 20, true},    // f16 d, m; 16 bytes of nibbles
-    {DType::kQ5_0, "q5_0", 32, 22, true},    // f16 d; u32 high bits; 16 bytes
-    {DType::kQ5_1, "q5_1", 32, 24, true},    // f16 d, m; u32 high bits; 16 bytes
-    {DType::kQ8_0, "q8_0", 32, 34, true},    // f16 d; 32 int8
-    {DType::kQ2_K, "q2_K", 256, 84, true},   // 16 scales, 64 qs, f16 d, dmin
-    {DType::kQ3_K, "q3_K", 256, 110, true},  // 32 hmask, 64 qs, 12 scales, f16 d
-    {DType::kQ4_K, "q4_K", 256, 144, true},  // f16 d, dmin; 12 scales; 128 qs
-    {DType::kQ5_K, "q5_K", 256, 176, true},  // f16 d, dmin; 12 scales; 32 qh; 128 qs
-    {DType::kQ6_K, "q6_K", 256, 210, true},  // 128 ql, 64 qh, 16 int8 scales, f16 d
-    {DType::kQ8_K, "q8_K", 256, 292, true},  // f32 d; 256 int8; 16 int16 bsums
-    {DType::kI8, "i8", 1, 1, false},
-    {DType::kI16, "i16", 1, 2, false},
-    {DType::kI32, "i32", 1, 4, false},
-    {DType::kBF16, "bf16", 1, 2, false},
-    {DType::kQ8A, "q8a", 32, 40, true, /*in_gguf=*/false},  // 32 int8 codes + f32 {d, d*sum}
+    {DType::kF32, "f32", 1, 4, false, true},
+    {DType::kF16, "f16", 1, 2, false, true},
+    {DType::kQ4_0, "q4_0", 32, 18, true, true},     // f16 d; 16 bytes of nibbles
+    {DType::kQ4_1, "q4_1", 32, 20, true, true},     // f16 d, m; 16 bytes of nibbles
+    {DType::kQ5_0, "q5_0", 32, 22, true, true},     // f16 d; u32 high bits; 16 bytes
+    {DType::kQ5_1, "q5_1", 32, 24, true, true},     // f16 d, m; u32 high bits; 16 bytes
+    {DType::kQ8_0, "q8_0", 32, 34, true, true},     // f16 d; 32 int8
+    {DType::kQ8_1, "q8_1", 32, 36, true, false},    // f16 d, s; 32 int8
+    {DType::kQ2_K, "q2_K", 256, 84, true, true},    // 16 scales, 64 qs, f16 d, dmin
+    {DType::kQ3_K, "q3_K", 256, 110, true, true},   // 32 hmask, 64 qs, 12 scales, f16 d
+    {DType::kQ4_K, "q4_K", 256, 144, true, true},   // f16 d, dmin; 12 scales; 128 qs
+    {DType::kQ5_K, "q5_K", 256, 176, true, true},   // f16 d, dmin; 12 scales; 32 qh; 128 qs
+    {DType::kQ6_K, "q6_K", 256, 210, true, true},   // 128 ql, 64 qh, 16 int8 scales, f16 d
+    {DType::kQ8_K, "q8_K", 256, 292, true, true},   // f32 d; 256 int8; 16 int16 bsums
+    {DType::kIQ2_XXS, "iq2_xxs", 256, 66, true, false},  // f16 d; u16 qs[32]
+    {DType::kIQ2_XS, "iq2_xs", 256, 74, true, false},    // f16 d; u16 qs[32]; scales[8]
+    {DType::kIQ3_XXS, "iq3_xxs", 256, 98, true, false},  // f16 d; qs[96]
+    {DType::kIQ1_S, "iq1_s", 256, 50, true, false},      // f16 d; qs[32]; u16 qh[8]
+    {DType::kIQ4_NL, "iq4_nl", 32, 18, true, true},      // f16 d; 16 bytes of nibbles
+    {DType::kIQ3_S, "iq3_s", 256, 110, true, false},     // f16 d; qs[64]; qh[8]; signs[32]; scales[4]
+    {DType::kIQ2_S, "iq2_s", 256, 82, true, false},      // f16 d; qs[64]; qh[8]; scales[8]
+    {DType::kIQ4_XS, "iq4_xs", 256, 136, true, true},    // f16 d; u16 scales_h; scales_l[4]; qs[128]
+    {DType::kI8, "i8", 1, 1, false, true},
+    {DType::kI16, "i16", 1, 2, false, true},
+    {DType::kI32, "i32", 1, 4, false, true},
+    {DType::kI64, "i64", 1, 8, false, false},
+    {DType::kF64, "f64", 1, 8, false, false},
+    {DType::kIQ1_M, "iq1_m", 256, 56, true, false},      // qs[32]; qh[16]; scales[8]
+    {DType::kBF16, "bf16", 1, 2, false, true},
+    {DType::kTQ1_0, "tq1_0", 256, 54, true, false},      // qs[48]; qh[4]; f16 d
+    {DType::kTQ2_0, "tq2_0", 256, 66, true, false},      // qs[64]; f16 d
+    {DType::kMXFP4, "mxfp4", 32, 17, true, false},       // e8m0 e; 16 bytes of fp4 pairs
+    {DType::kQ8A, "q8a", 32, 40, true, true, /*in_gguf=*/false},  // 32 int8 codes + f32 {d, d*sum}
 };
 
 // ggml's names for every type id it has used, supported or not.
@@ -62,8 +78,31 @@ absl::StatusOr<DType> DTypeFromGgmlId(uint32_t id) {
   for (const DTypeInfo& info : kTypes) {
     if (static_cast<uint32_t>(info.type) == id && info.in_gguf) return info.type;
   }
-  return absl::UnimplementedError(absl::StrCat(
-      "unsupported tensor type ", std::string(GgmlTypeName(id)), " (", id, ")"));
+  if (GgmlTypeName(id) == "unknown") {
+    return absl::UnimplementedError(absl::StrCat("unsupported tensor type unknown (", id, ")"));
+  }
+  return absl::UnimplementedError(absl::StrCat("unsupported tensor type ",
+                                               std::string(GgmlTypeName(id)), " (", id,
+                                               "): removed from ggml, no block layout"));
+}
+
+std::string SupportedDTypeNames() {
+  std::string out;
+  for (const DTypeInfo& info : kTypes) {
+    if (!info.supported || !info.in_gguf) continue;
+    if (!out.empty()) out += ", ";
+    out += std::string(info.name);
+  }
+  return out;
+}
+
+absl::Status CheckSupported(DType t) {
+  const DTypeInfo& info = GetDTypeInfo(t);
+  if (info.type == t && info.supported) return absl::OkStatus();
+  return absl::UnimplementedError(
+      absl::StrCat("tensor type ", std::string(GgmlTypeName(static_cast<uint32_t>(t))), " (",
+                   static_cast<uint32_t>(t), ") is not supported (supported: ",
+                   SupportedDTypeNames(), ")"));
 }
 
 absl::StatusOr<DType> DTypeFromId(uint32_t id) {

@@ -74,7 +74,7 @@ absl::StatusOr<FusedBody> AnalyzeFusedBody(const Op& op) {
     if (r == FusionRole::kNone || bop.outputs.size() != 1) {
       return absl::InvalidArgumentError(absl::StrCat(
           "body op ", b, " is ", A(OpName(bop.kind)),
-          "; a fused body holds only elementwise ops, reshape, rms_norm and rope"));
+          "; a fused body holds only elementwise ops, reshape, rms_norm, rope and quantize_q8"));
     }
     const ValueId out = bop.outputs[0];
     switch (r) {
@@ -112,6 +112,20 @@ absl::StatusOr<FusedBody> AnalyzeFusedBody(const Op& op) {
           if (!is_input(bop.inputs[2])) return bad(b, bop.inputs[2], "(freq_factors) must be a body input");
           if (absl::Status s = role(b, bop.inputs[2], FusedBody::Input::kConstant); !s.ok()) return s;
         }
+        break;
+      }
+      case FusionRole::kBlockQuantize: {
+        if (absl::Status s = row(b, bop.inputs[0]); !s.ok()) return s;
+        if (fb.row_elems % 32 != 0) return bad(b, bop.inputs[0], "rows are not whole blocks of 32");
+        if (!is_row(out)) return bad(b, out, "is not a row value");
+        bool is_output = false;
+        for (ValueId o : body.outputs()) is_output |= o == out;
+        for (const Op& other : body.ops()) {
+          for (ValueId in : other.inputs) {
+            if (in == out) return bad(b, out, "is read inside the body (a quantized row leaves it)");
+          }
+        }
+        if (!is_output) return bad(b, out, "is not a body output");
         break;
       }
       case FusionRole::kNone:

@@ -88,13 +88,15 @@ ValueId Graph::AddInput(std::string name, DType dtype, Shape shape) {
   return AddValue(std::move(v));
 }
 
-ValueId Graph::AddWeight(std::string name, DType dtype, Shape shape, std::string source) {
+ValueId Graph::AddWeight(std::string name, DType dtype, Shape shape, std::string source,
+                         int64_t source_offset) {
   Value v;
   v.name = std::move(name);
   v.dtype = dtype;
   v.shape = std::move(shape);
   v.storage = Storage::kWeight;
   v.source = std::move(source);
+  v.source_offset = source_offset;
   return AddValue(std::move(v));
 }
 

@@ -57,6 +57,13 @@ struct Value {
   Storage storage = Storage::kActivation;
   Device device = Device::kUnassigned;
   std::string source;  // weights: GGUF tensor name
+  // Weights: where the value starts in its GGUF tensor, in elements (a whole
+  // number of the value's rows): the value is the tensor's elements
+  // [source_offset, source_offset + elements) (backends check that they lie
+  // inside the tensor). Lets one tensor feed several weights without a copy
+  // (phi3's fused attn_qkv split into q, k and v; its ffn_up into gate and
+  // up). 0 for every other value.
+  int64_t source_offset = 0;
   OpId producer = -1;  // -1 for inputs, weights, KV caches
   // For ops that update storage in place (KvStore), the value whose storage
   // this one shares; -1 otherwise.
@@ -132,7 +139,9 @@ class Graph {
   ValueId AddValue(Value v);
   // Declares a graph input / weight / KV cache (no producer).
   ValueId AddInput(std::string name, DType dtype, Shape shape);
-  ValueId AddWeight(std::string name, DType dtype, Shape shape, std::string source);
+  // `source_offset`: see Value::source_offset (a view of part of the tensor).
+  ValueId AddWeight(std::string name, DType dtype, Shape shape, std::string source,
+                    int64_t source_offset = 0);
   ValueId AddKvCache(std::string name, DType dtype, Shape shape);
   // Appends an op producing one new activation value named `out_name`, whose
   // dtype and shape are inferred (ir/ops.h). Fails on a shape/dtype mismatch.

@@ -213,5 +213,70 @@ TEST_F(LayerTest, RawOpAndReindex) {
   EXPECT_EQ(g.FindValue("y"), -1);
 }
 
+// The ops of the new architectures: inferred shapes and named errors.
+TEST(NewOpsTest, ScaleGeluWindowAndMoeShapes) {
+  Graph g;
+  g.max_tokens = 8;
+  const ValueId x = g.AddInput("x", DType::kF32, {kTokens, 64});
+  auto scaled = g.AddOp(OpKind::kScale, {x}, "xs", {{"scale", 16.0}});
+  ASSERT_TRUE(scaled.ok()) << scaled.status();
+  EXPECT_EQ(g.value(*scaled).shape, Shape({kTokens, 64}));
+  EXPECT_THAT(Msg(g.AddOp(OpKind::kScale, {x}, "bad", {}).status()),
+              HasSubstr("missing float attribute 'scale'"));
+  auto ge = g.AddOp(OpKind::kGelu, {x}, "xg");
+  ASSERT_TRUE(ge.ok());
+  EXPECT_TRUE(GetOpInfo(OpKind::kGelu).elementwise);
+  EXPECT_FALSE(GetOpInfo(OpKind::kScale).elementwise);  // an attribute: its own kernels
+  EXPECT_NE(GetOpInfo(OpKind::kGelu).scalar.unary, nullptr);
+
+  // Router: logits [T, 4] -> ids i32 [T, 2], weights f32 [T, 2].
+  const ValueId router = g.AddWeight("router", DType::kF32, {4, 64}, "r");
+  const ValueId logits = *g.AddOp(OpKind::kMatMul, {x, router}, "logits");
+  auto ids = g.AddOp(OpKind::kMoeTopK, {logits}, "ids", {{"k", int64_t{2}}});
+  ASSERT_TRUE(ids.ok()) << ids.status();
+  EXPECT_EQ(g.value(*ids).dtype, DType::kI32);
+  EXPECT_EQ(g.value(*ids).shape, Shape({kTokens, 2}));
+  EXPECT_THAT(Msg(g.AddOp(OpKind::kMoeTopK, {logits}, "bad", {{"k", int64_t{5}}}).status()),
+              HasSubstr("k must be in [1, 4] (the experts), is 5"));
+  auto w = g.AddOp(OpKind::kMoeWeights, {logits, *ids}, "w", {{"norm", int64_t{1}}});
+  ASSERT_TRUE(w.ok()) << w.status();
+  EXPECT_EQ(g.value(*w).dtype, DType::kF32);
+  EXPECT_EQ(g.value(*w).shape, Shape({kTokens, 2}));
+  EXPECT_THAT(Msg(g.AddOp(OpKind::kMoeWeights, {logits, *ids}, "bad", {{"norm", int64_t{2}}}).status()),
+              HasSubstr("norm must be 0 or 1"));
+
+  // Experts [E=4, N=32, K=64] on x [T, 64] -> [T, 2, 32]; down [4, 64, 32] on [T, 2, 32].
+  const ValueId up = g.AddWeight("up", DType::kQ8_0, {4, 32, 64}, "up");
+  const ValueId down = g.AddWeight("down", DType::kQ8_0, {4, 64, 32}, "down");
+  auto h = g.AddOp(OpKind::kMatMulId, {x, up, *ids}, "h");
+  ASSERT_TRUE(h.ok()) << h.status();
+  EXPECT_EQ(g.value(*h).shape, Shape({kTokens, 2, 32}));
+  auto y = g.AddOp(OpKind::kMatMulId, {*h, down, *ids}, "y");
+  ASSERT_TRUE(y.ok()) << y.status();
+  EXPECT_EQ(g.value(*y).shape, Shape({kTokens, 2, 64}));
+  EXPECT_THAT(Msg(g.AddOp(OpKind::kMatMulId, {x, down, *ids}, "bad").status()),
+              HasSubstr("must be [rows of ids, K]"));
+  auto out = g.AddOp(OpKind::kMoeSum, {*y, *w}, "out");
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(g.value(*out).shape, Shape({kTokens, 64}));
+  EXPECT_THAT(Msg(g.AddOp(OpKind::kMoeSum, {*y, logits}, "bad").status()),
+              HasSubstr("must be [T, k] of y"));
+}
+
+TEST(NewOpsTest, AttentionWindowAttribute) {
+  Graph g;
+  g.max_tokens = 4;
+  const ValueId q = g.AddInput("q", DType::kF32, {kTokens, 2, 8});
+  const ValueId pos = g.AddInput("pos", DType::kI32, {kTokens});
+  const ValueId k = g.AddKvCache("k", DType::kF16, {16, 1, 8});
+  const ValueId v = g.AddKvCache("v", DType::kF16, {16, 1, 8});
+  EXPECT_TRUE(g.AddOp(OpKind::kAttention, {q, k, v, pos}, "a", {{"scale", 0.5}, {"window", int64_t{4}}}).ok());
+  EXPECT_THAT(Msg(g.AddOp(OpKind::kAttention, {q, k, v, pos}, "b", {{"scale", 0.5}, {"window", int64_t{-1}}})
+                      .status()),
+              HasSubstr("window must be >= 0"));
+  EXPECT_THAT(Msg(g.AddOp(OpKind::kAttention, {q, k, v, pos}, "c", {{"scale", 0.5}, {"window", 2.5}}).status()),
+              HasSubstr("attribute 'window' must be an integer"));
+}
+
 }  // namespace
 }  // namespace vibrant::ir

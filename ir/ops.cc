@@ -26,8 +26,23 @@ constexpr AttrSpec kRopeAttrs[] = {{"freq_base", AttrType::kFloat, true},
                                    {"freq_scale", AttrType::kFloat, false},
                                    {"mode", AttrType::kInt, false},
                                    {"n_rot", AttrType::kInt, true}};
-constexpr AttrSpec kAttentionAttrs[] = {{"scale", AttrType::kFloat, true}};
+constexpr AttrSpec kAttentionAttrs[] = {{"scale", AttrType::kFloat, true},
+                                        {"window", AttrType::kInt, false}};
+constexpr AttrSpec kScaleAttrs[] = {{"scale", AttrType::kFloat, true}};
+constexpr AttrSpec kMoeTopKAttrs[] = {{"k", AttrType::kInt, true}};
+constexpr AttrSpec kMoeWeightsAttrs[] = {{"norm", AttrType::kInt, true}};
 constexpr AttrSpec kMultiMatMulAttrs[] = {{"bias", AttrType::kIntList, true}};
+
+// Scalar semantics of the elementwise ops (OpInfo::scalar). silu is ggml's
+// x / (1 + e^-x).
+float AddFn(float a, float b) { return a + b; }
+float MulFn(float a, float b) { return a * b; }
+float SiluFn(float x) { return x / (1.0f + expf(-x)); }
+// gelu, tanh approximation, in ggml_gelu_f32's float operations (left to
+// right): 0.5f*x*(1.0f + tanhf(SQRT_2_OVER_PI*x*(1.0f + GELU_COEF_A*x*x))).
+float GeluFn(float x) {
+  return 0.5f * x * (1.0f + tanhf(0.79788456080286535587989211986876f * x * (1.0f + 0.044715f * x * x)));
+}
 
 #define VB_ATTRS(a) a, static_cast<int>(std::size(a))
 #define VB_NO_ATTRS nullptr, 0
@@ -42,11 +57,11 @@ constexpr OpInfo kOps[] = {
     {OpKind::kRmsNorm, "rms_norm", 1, 1, 1, VB_ATTRS(kRmsNormAttrs), FusionRole::kRowReduce,
      InPlaceRule::kNone, false, false},
     {OpKind::kAdd, "add", 2, 2, 1, VB_NO_ATTRS, FusionRole::kElementwise,
-     InPlaceRule::kReuseDyingInput, false, true},
+     InPlaceRule::kReuseDyingInput, false, true, {nullptr, AddFn, "__fadd_rn($a, $b)"}},
     {OpKind::kMul, "mul", 2, 2, 1, VB_NO_ATTRS, FusionRole::kElementwise,
-     InPlaceRule::kReuseDyingInput, false, true},
+     InPlaceRule::kReuseDyingInput, false, true, {nullptr, MulFn, "__fmul_rn($a, $b)"}},
     {OpKind::kSilu, "silu", 1, 1, 1, VB_NO_ATTRS, FusionRole::kElementwise,
-     InPlaceRule::kReuseDyingInput, false, true},
+     InPlaceRule::kReuseDyingInput, false, true, {SiluFn, nullptr, "$x / __fadd_rn(1.0f, expf(-$x))"}},
     {OpKind::kReshape, "reshape", 1, 1, 1, VB_ATTRS(kReshapeAttrs), FusionRole::kView,
      InPlaceRule::kViewOfInput0, false, false},
     {OpKind::kRope, "rope", 2, 3, 1, VB_ATTRS(kRopeAttrs), FusionRole::kPairRotate,
@@ -60,15 +75,33 @@ constexpr OpInfo kOps[] = {
     {OpKind::kCopy, "copy", 1, 1, 1, VB_NO_ATTRS, FusionRole::kNone, InPlaceRule::kNone, false, false},
     {OpKind::kFused, "fused", 1, kManyInputs, -1, VB_NO_ATTRS, FusionRole::kNone,
      InPlaceRule::kReuseDyingInput, false, false},
-    {OpKind::kQuantizeQ8, "quantize_q8", 1, 1, 1, VB_NO_ATTRS, FusionRole::kNone, InPlaceRule::kNone,
-     false, false},
+    {OpKind::kQuantizeQ8, "quantize_q8", 1, 1, 1, VB_NO_ATTRS, FusionRole::kBlockQuantize,
+     InPlaceRule::kNone, false, false},
     {OpKind::kMultiMatMul, "multi_matmul", 3, kManyInputs, -1, VB_ATTRS(kMultiMatMulAttrs),
      FusionRole::kNone, InPlaceRule::kNone, false, false},
+    // scale has an attribute, which a ScalarFn cannot carry: not elementwise
+    // in the registry's sense (its own kernels; never in a fused body).
+    {OpKind::kScale, "scale", 1, 1, 1, VB_ATTRS(kScaleAttrs), FusionRole::kNone,
+     InPlaceRule::kReuseDyingInput, false, false},
+    {OpKind::kGelu, "gelu", 1, 1, 1, VB_NO_ATTRS, FusionRole::kElementwise,
+     InPlaceRule::kReuseDyingInput, false, true,
+     {GeluFn, nullptr,
+      "__fmul_rn(__fmul_rn(0.5f, $x), __fadd_rn(1.0f, tanhf(__fmul_rn(__fmul_rn("
+      "0.79788456080286535587989211986876f, $x), __fadd_rn(1.0f, __fmul_rn(__fmul_rn(0.044715f, $x), "
+      "$x))))))"}},
+    {OpKind::kMoeTopK, "moe_topk", 1, 1, 1, VB_ATTRS(kMoeTopKAttrs), FusionRole::kNone,
+     InPlaceRule::kNone, false, false},
+    {OpKind::kMoeWeights, "moe_weights", 2, 2, 1, VB_ATTRS(kMoeWeightsAttrs), FusionRole::kNone,
+     InPlaceRule::kNone, false, false},
+    {OpKind::kMatMulId, "matmul_id", 3, 3, 1, VB_NO_ATTRS, FusionRole::kNone, InPlaceRule::kNone,
+     false, false},
+    {OpKind::kMoeSum, "moe_sum", 2, 2, 1, VB_NO_ATTRS, FusionRole::kNone, InPlaceRule::kNone,
+     false, false},
 };
 #undef VB_ATTRS
 #undef VB_NO_ATTRS
 constexpr int kNumOps = static_cast<int>(std::size(kOps));
-static_assert(static_cast<int>(OpKind::kMultiMatMul) + 1 == kNumOps);
+static_assert(static_cast<int>(OpKind::kMoeSum) + 1 == kNumOps);
 constexpr bool RegistryInOrder() {
   for (int i = 0; i < kNumOps; ++i) {
     if (static_cast<int>(kOps[i].kind) != i) return false;
@@ -417,8 +450,12 @@ absl::StatusOr<Value> InferOpOutput(const Graph& g, OpKind kind, const std::vect
       if (cache.storage != Storage::kKvCache) {
         return err("cache ", cache.name, " must be a KV cache, is ", SN(cache.storage));
       }
-      if (cache.dtype != DType::kF16 && cache.dtype != DType::kF32) {
-        return err("cache ", cache.name, " must be f16 or f32, is ", TN(cache.dtype));
+      if (cache.dtype != DType::kF16 && cache.dtype != DType::kF32 && cache.dtype != DType::kQ8_0) {
+        return err("cache ", cache.name, " must be f16, f32 or q8_0, is ", TN(cache.dtype));
+      }
+      if (cache.dtype == DType::kQ8_0 && cache.shape[2] % 32 != 0) {
+        return err("cache ", cache.name, " is q8_0 but its head_dim ", cache.shape[2],
+                   " is not a multiple of 32");
       }
       if (!IsStatic(cache.shape)) {
         return err("cache ", cache.name, " must have a static shape, has ", ShapeToString(cache.shape));
@@ -442,8 +479,13 @@ absl::StatusOr<Value> InferOpOutput(const Graph& g, OpKind kind, const std::vect
       if (auto s = CheckRank(err, "k", k, 3, "[C, KVH, hd]"); !s.ok()) return s;
       if (auto s = CheckRank(err, "v", v, 3, "[C, KVH, hd]"); !s.ok()) return s;
       for (const Value* kv : {&k, &v}) {
-        if (kv->dtype != DType::kF16 && kv->dtype != DType::kF32) {
-          return err(kv == &k ? "k " : "v ", kv->name, " must be f16 or f32, is ", TN(kv->dtype));
+        if (kv->dtype != DType::kF16 && kv->dtype != DType::kF32 && kv->dtype != DType::kQ8_0) {
+          return err(kv == &k ? "k " : "v ", kv->name, " must be f16, f32 or q8_0, is ",
+                     TN(kv->dtype));
+        }
+        if (kv->dtype == DType::kQ8_0 && kv->shape[2] % 32 != 0) {
+          return err(kv == &k ? "k " : "v ", kv->name, " is q8_0 but its head_dim ", kv->shape[2],
+                     " is not a multiple of 32");
         }
         if (!IsStatic(kv->shape)) {
           return err(kv == &k ? "k " : "v ", kv->name, " must have a static shape, has ",
@@ -460,7 +502,92 @@ absl::StatusOr<Value> InferOpOutput(const Graph& g, OpKind kind, const std::vect
       if (auto s = CheckPositions(err, *in[3], q.shape[0], "q"); !s.ok()) return s;
       auto scale = FloatAttrChecked(err, attrs, "scale", true, 0);
       if (!scale.ok()) return scale.status();
+      auto window = IntAttrChecked(err, attrs, "window", false, 0);
+      if (!window.ok()) return window.status();
+      if (*window < 0) return err("window must be >= 0 (0: none), is ", *window);
       out.shape = q.shape;
+      break;
+    }
+    case OpKind::kScale:
+    case OpKind::kGelu: {
+      if (auto s = CheckF32(err, "x", *in[0]); !s.ok()) return s;
+      if (kind == OpKind::kScale) {
+        auto scale = FloatAttrChecked(err, attrs, "scale", true, 0);
+        if (!scale.ok()) return scale.status();
+      }
+      out.shape = in[0]->shape;
+      break;
+    }
+    case OpKind::kMoeTopK: {
+      const Value& logits = *in[0];
+      if (auto s = CheckF32(err, "logits", logits); !s.ok()) return s;
+      if (auto s = CheckRank(err, "logits", logits, 2, "[T, E]"); !s.ok()) return s;
+      if (logits.shape[1] <= 0) return err("logits ", Desc(logits), " must have a static expert count");
+      auto k = IntAttrChecked(err, attrs, "k", true, 0);
+      if (!k.ok()) return k.status();
+      if (*k < 1 || *k > logits.shape[1]) {
+        return err("k must be in [1, ", logits.shape[1], "] (the experts), is ", *k);
+      }
+      out.dtype = DType::kI32;
+      out.shape = {logits.shape[0], *k};
+      break;
+    }
+    case OpKind::kMoeWeights: {
+      const Value& logits = *in[0];
+      const Value& ids = *in[1];
+      if (auto s = CheckF32(err, "logits", logits); !s.ok()) return s;
+      if (auto s = CheckRank(err, "logits", logits, 2, "[T, E]"); !s.ok()) return s;
+      if (ids.dtype != DType::kI32) return err("ids ", ids.name, " must be i32, is ", TN(ids.dtype));
+      if (auto s = CheckRank(err, "ids", ids, 2, "[T, k]"); !s.ok()) return s;
+      if (ids.shape[0] != logits.shape[0] || ids.shape[1] <= 0 || ids.shape[1] > logits.shape[1]) {
+        return err("ids ", Desc(ids), " must be [rows of logits, k <= E] for logits ", Desc(logits));
+      }
+      auto norm = IntAttrChecked(err, attrs, "norm", true, 0);
+      if (!norm.ok()) return norm.status();
+      if (*norm != 0 && *norm != 1) return err("norm must be 0 or 1, is ", *norm);
+      out.shape = ids.shape;
+      break;
+    }
+    case OpKind::kMatMulId: {
+      const Value& x = *in[0];
+      const Value& w = *in[1];
+      const Value& ids = *in[2];
+      if (auto s = CheckF32(err, "x", x); !s.ok()) return s;
+      if (auto s = CheckRank(err, "weight", w, 3, "[E, N, K]"); !s.ok()) return s;
+      if (!IsStatic(w.shape)) {
+        return err("weight ", w.name, " must have a static shape, has ", ShapeToString(w.shape));
+      }
+      if (auto s = CheckWholeBlocks(err, w, w.shape[2]); !s.ok()) return s;
+      if (ids.dtype != DType::kI32) return err("ids ", ids.name, " must be i32, is ", TN(ids.dtype));
+      if (auto s = CheckRank(err, "ids", ids, 2, "[T, k]"); !s.ok()) return s;
+      if (ids.shape[1] <= 0) return err("ids ", Desc(ids), " must have a static k");
+      if (x.shape.size() == 2) {
+        if (x.shape[0] != ids.shape[0] || x.shape[1] != w.shape[2]) {
+          return err("x ", Desc(x), " must be [rows of ids, K] for ids ", Desc(ids), " and weight ",
+                     Desc(w));
+        }
+      } else if (x.shape.size() == 3) {
+        if (x.shape[0] != ids.shape[0] || x.shape[1] != ids.shape[1] || x.shape[2] != w.shape[2]) {
+          return err("x ", Desc(x), " must be [rows of ids, k, K] for ids ", Desc(ids), " and weight ",
+                     Desc(w));
+        }
+      } else {
+        return err("x ", Desc(x), " must have rank 2 [T, K] or 3 [T, k, K]");
+      }
+      out.shape = {ids.shape[0], ids.shape[1], w.shape[1]};
+      break;
+    }
+    case OpKind::kMoeSum: {
+      const Value& y = *in[0];
+      const Value& w = *in[1];
+      if (auto s = CheckF32(err, "y", y); !s.ok()) return s;
+      if (auto s = CheckF32(err, "w", w); !s.ok()) return s;
+      if (auto s = CheckRank(err, "y", y, 3, "[T, k, D]"); !s.ok()) return s;
+      if (auto s = CheckRank(err, "w", w, 2, "[T, k]"); !s.ok()) return s;
+      if (w.shape[0] != y.shape[0] || w.shape[1] != y.shape[1] || y.shape[2] <= 0) {
+        return err("w ", Desc(w), " must be [T, k] of y ", Desc(y));
+      }
+      out.shape = {y.shape[0], y.shape[2]};
       break;
     }
     case OpKind::kLastRow: {

@@ -44,14 +44,26 @@ enum class OpKind : uint8_t {
   //   Dims past n_rot pass through.
   kRope,
   // kv_store(src[T, KVH, hd], cache[C, KVH, hd], positions[T] i32) -> cache'
-  //   cache[positions[t], :, :] = convert(src[t]) (to the cache dtype, f16 or
-  //   f32). The output aliases the cache (Value::alias_of); later readers use
+  //   cache[positions[t], :, :] = convert(src[t]) to the cache dtype:
+  //   f32: copy; f16: round to nearest even;
+  //   q8_0 (llama.cpp's --cache-type-k/-v q8_0; hd % 32 == 0): each head row
+  //     in blocks of 32 along head_dim (GGUF q8_0 blocks: f16 d, 32 int8
+  //     codes), rounded as ggml's quantize_row_q8_0_ref: amax = max |x|,
+  //     d = amax / 127, id = d != 0 ? 1 / d : 0, code = roundf(x * id) (half
+  //     away from zero), d stored as f16 (nearest even); a block holding a
+  //     non-finite value stores d = NaN and codes 0 (it reads back as NaN).
+  //   The output aliases the cache (Value::alias_of); later readers use
   //   the output so the order is explicit. positions[t] >= C is an error.
   kKvStore,
   // attention(q[T, H, hd], k[C, KVH, hd], v[C, KVH, hd], positions[T] i32)
-  //   {scale} -> [T, H, hd]. GQA: head h reads KV head h / (H / KVH).
-  //   Causal: query t attends cache rows 0..positions[t] inclusive.
+  //   {scale [, window]} -> [T, H, hd]. GQA: head h reads KV head h / (H / KVH).
+  //   Causal: query t attends cache rows 0..positions[t] inclusive; with
+  //   window W > 0 (sliding-window attention, gemma3's local layers) only
+  //   rows j with positions[t] - j < W (the last W positions, itself
+  //   included). window 0 or absent: no window.
   //   out[t,h] = softmax_j(scale * q[t,h] . k[j,kvh]) weighted sum of v[j,kvh].
+  //   k and v are each f32, f16 or q8_0 (they may differ; same shape) and are
+  //   read as their dequantized values (q8_0: code * d, a float product).
   kAttention,
   // last_row(x[T, D]) -> [1, D]: the last token's row (logits of the last
   //   position only, for generation).
@@ -87,6 +99,9 @@ enum class OpKind : uint8_t {
   //   pure elementwise, one row reduction (compute the norm's input, reduce
   //   the row, finish), or one rotation of pairs. Body outputs are row values;
   //   intermediates a body does not output need no memory outside the kernel.
+  //     quantize_q8(x): x a row value of whole 32-element blocks; its q8a
+  //       output is a body output and no body op reads it (codegen rounds a
+  //       block with one warp as it writes the row).
   //   Patterns the fusion pass forms (passes/fuse_elementwise.h):
   //   mul(rms_norm(x), w); mul(silu(g), u); rope(reshape(add(mm, bias)), pos);
   //   s = add(a, b), mul(rms_norm(s), w) with outputs (s, normalized row).
@@ -105,6 +120,38 @@ enum class OpKind : uint8_t {
   //   Made by passes/combine_matmuls (q/k/v, gate/up): one kernel reads x
   //   once for all of them.
   kMultiMatMul,
+  // scale(x) {scale} -> x's shape: out = x * (float)scale (gemma3 multiplies
+  //   the embedding by sqrt(n_embd)). Elementwise in meaning, but its
+  //   attribute keeps it out of the registry's scalar functions and of fused
+  //   bodies (its own kernels).
+  kScale,
+  // gelu(x) -> x's shape: GELU with the tanh approximation, in ggml's float
+  //   operations: 0.5f*x*(1.0f + tanhf(0.7978845608f*x*(1.0f + 0.044715f*x*x)))
+  //   (ir/ops.cc: GeluFn, its registry scalar function). gemma3's FFN is
+  //   gelu(gate) * up. Elementwise.
+  kGelu,
+  // Mixture of experts (qwen3moe), as llama.cpp's build_moe_ffn with softmax
+  // gating: the router's probabilities p[t] = softmax(logits[t]) over the E
+  // experts (runtime/cpu/kernels.h: MoeSoftmax gives the float operations),
+  // the k experts of largest p per token, each expert's FFN on the token,
+  // and their sum weighted by p (renormalized over the k).
+  // moe_topk(logits[T, E]) {k} -> i32 [T, k]: per token the k experts of
+  //   largest p, in decreasing p; equal p: the lower expert first. 1 <= k <= E.
+  kMoeTopK,
+  // moe_weights(logits[T, E], ids[T, k] i32) {norm} -> f32 [T, k]:
+  //   w[t, j] = p[t, ids[t, j]]; norm = 1: then divided by the float sum
+  //   of w[t, 0..k-1] (j ascending). An id outside [0, E) is a runtime error.
+  kMoeWeights,
+  // matmul_id(x[T, K] or x[T, k, K], w[E, N, K] any dtype, ids[T, k] i32)
+  //   -> [T, k, N]: out[t, j, :] = matmul of x[t] (rank 2: the same row for
+  //   every j) or x[t, j] (rank 3) with expert ids[t, j]'s matrix w[e]
+  //   (each element as matmul computes it: DotRow of the dequantized row).
+  //   Only the chosen experts' rows are read. An id outside [0, E) is a
+  //   runtime error.
+  kMatMulId,
+  // moe_sum(y[T, k, D], w[T, k]) -> [T, D]: out[t] = w[t, 0] * y[t, 0] +
+  //   w[t, 1] * y[t, 1] + ... (float, j ascending, each product rounded).
+  kMoeSum,
 };
 
 // ---- the op registry ------------------------------------------------------------
@@ -129,6 +176,8 @@ enum class FusionRole : uint8_t {
   kRowReduce,    // couples all elements of a row (rms_norm); one per body
   kPairRotate,   // couples pairs within a head (rope); one per body
   kView,         // reshape: same elements, no work
+  kBlockQuantize,  // quantize_q8: rounds each 32-element block of a row; its
+                   // q8a output leaves the body (rows of whole blocks)
 };
 
 // What memory an op's output may share.
@@ -139,6 +188,17 @@ enum class InPlaceRule : uint8_t {
                      // before it is written: elementwise ops)
   kViewOfInput0,   // the same bytes as input 0 (reshape)
   kUpdatesInput1,  // input 1 updated in place (kv_store: aliases the cache)
+};
+
+// An elementwise op's value, element by element, defined once: the CPU
+// backend applies `unary` / `binary` (b broadcast over a), and codegen uses
+// `cuda`, an expression in $x (unary) or $a and $b (binary) with the same
+// float operations (no contraction: __fadd_rn / __fmul_rn), so the GPU gives
+// the CPU's bits.
+struct ScalarFn {
+  float (*unary)(float) = nullptr;
+  float (*binary)(float, float) = nullptr;
+  std::string_view cuda;
 };
 
 struct OpInfo {
@@ -156,6 +216,8 @@ struct OpInfo {
   bool side_effects;  // kept by dead-code elimination (kv_store)
   // Shorthand: fusion == kElementwise (add, mul, silu).
   bool elementwise;
+  // Elementwise ops: their scalar function (others: empty).
+  ScalarFn scalar = {};
 };
 
 

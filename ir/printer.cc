@@ -160,7 +160,8 @@ class Printer {
           absl::StrAppend(out_, pad, "input ", ref(i), " : ", type(v), "\n");
           break;
         case Storage::kWeight:
-          absl::StrAppend(out_, pad, "weight ", ref(i), " : ", type(v), " = gguf(", Quote(v.source), ")\n");
+          absl::StrAppend(out_, pad, "weight ", ref(i), " : ", type(v), " = gguf(", Quote(v.source),
+                          v.source_offset != 0 ? absl::StrCat(", offset=", v.source_offset) : "", ")\n");
           break;
         case Storage::kKvCache:
           absl::StrAppend(out_, pad, "kv ", ref(i), " : ", type(v), "\n");
@@ -260,6 +261,15 @@ class Parser {
           auto src = ParseString();
           if (!src.ok()) return src.status();
           v.source = *src;
+          SkipSpace();
+          if (pos_ < text_.size() && text_[pos_] == ',') {
+            ++pos_;
+            if (auto s = ExpectWord("offset"); !s.ok()) return s;
+            if (auto s = Expect('='); !s.ok()) return s;
+            auto off = ParseInt();
+            if (!off.ok()) return off.status();
+            v.source_offset = *off;
+          }
           if (auto s = Expect(')'); !s.ok()) return s;
         }
         if (auto s = Define(g, scope, std::move(v)); !s.ok()) return s;

@@ -19,7 +19,7 @@ constexpr uint32_t kMaxRank = 16;
 enum AttrTag : uint8_t { kTagInt = 0, kTagFloat = 1, kTagString = 2, kTagIntList = 3 };
 
 // Minimum encoded sizes, to bound counts by the bytes left before allocating.
-constexpr size_t kMinValueBytes = 4 + 4 + 1 + 1 + 4 + 4 + 4 + 8;  // name, dtype, storage, device, rank, source, alias, arena offset
+constexpr size_t kMinValueBytes = 4 + 4 + 1 + 1 + 4 + 4 + 8 + 4 + 8;  // name, dtype, storage, device, rank, source, source offset, alias, arena offset
 constexpr size_t kMinMemoryBytes = 1 + 8 + 8;  // device, arena bytes, KV bytes
 constexpr size_t kMinOpBytes = 1 + 1 + 4 + 4 + 4 + 1 + 4;     // kind, device, n_in, n_out, n_attrs, has_body, n_kernels
 constexpr size_t kMinKernelBytes = 8 + 8 + 4 + 4 + 4;        // t_min, t_max, name, n_params, n_launches
@@ -77,6 +77,7 @@ class Writer {
       Count(v.shape.size());
       for (int64_t d : v.shape) I64(d);
       Str(v.source);
+      I64(v.source_offset);
       I32(v.alias_of);
       I64(v.arena_offset);
     }
@@ -315,6 +316,9 @@ class Decoder {
       auto source = r_.Str(at);
       if (!source.ok()) return source.status();
       v.source = *std::move(source);
+      auto source_offset = r_.I64(absl::StrCat(at, " source offset"));
+      if (!source_offset.ok()) return source_offset.status();
+      v.source_offset = *source_offset;
       auto alias = r_.Id(absl::StrCat(at, " alias"), n_values, -1);
       if (!alias.ok()) return alias.status();
       v.alias_of = *alias;

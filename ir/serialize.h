@@ -19,9 +19,10 @@
 namespace vibrant::ir {
 
 inline constexpr char kGraphMagic[4] = {'V', 'I', 'R', 'G'};
-// Version 2 added memory plans (Value::arena_offset, Graph::memory); version 1
-// graphs are rejected ("unsupported version 1"): recompile the plan.
-inline constexpr uint32_t kGraphFormatVersion = 3;
+// Version 2 added memory plans (Value::arena_offset, Graph::memory); version 4
+// weight views (Value::source_offset); older graphs are rejected ("unsupported
+// version 3"): recompile the plan.
+inline constexpr uint32_t kGraphFormatVersion = 4;
 
 // Encodes `g` (including fused bodies, meta, devices, aliasing). Value and op
 // ids are preserved exactly; producers are rebuilt on decoding.

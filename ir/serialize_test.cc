@@ -114,6 +114,7 @@ TEST(SerializeTest, RoundTrip) {
     EXPECT_EQ(a.storage, b.storage);
     EXPECT_EQ(a.device, b.device);
     EXPECT_EQ(a.source, b.source);
+    EXPECT_EQ(a.source_offset, b.source_offset);
     EXPECT_EQ(a.producer, b.producer);
     EXPECT_EQ(a.alias_of, b.alias_of);
   }
@@ -128,13 +129,47 @@ TEST(SerializeTest, RoundTrip) {
   EXPECT_EQ(SerializeGraph(*back), bytes);
 }
 
+// A weight that is a view of part of its GGUF tensor (phi3's fused attn_qkv)
+// keeps its offset through both encodings; the verifier refuses offsets that
+// are not whole rows or sit on a non-weight.
+TEST(SerializeTest, WeightViewsRoundTrip) {
+  Graph g;
+  g.max_tokens = 4;
+  const ValueId x = g.AddInput("x", DType::kF32, {kTokens, 64});
+  const ValueId q = g.AddWeight("q_w", DType::kQ8_0, {32, 64}, "qkv.weight", 0);
+  const ValueId k = g.AddWeight("k_w", DType::kQ8_0, {16, 64}, "qkv.weight", 32 * 64);
+  g.MarkOutput(*g.AddOp(OpKind::kMatMul, {x, q}, "q"));
+  g.MarkOutput(*g.AddOp(OpKind::kMatMul, {x, k}, "k"));
+  ASSERT_TRUE(Verify(g).ok()) << Verify(g);
+  auto back = DeserializeGraph(Bytes(SerializeGraph(g)));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->value(k).source_offset, 32 * 64);
+  EXPECT_EQ(back->value(q).source_offset, 0);
+  const std::string text = PrintGraph(g);
+  EXPECT_NE(text.find("gguf(\"qkv.weight\", offset=2048)"), std::string::npos) << text;
+  auto parsed = ParseGraph(text);
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->value(k).source_offset, 32 * 64);
+  EXPECT_EQ(PrintGraph(*parsed), text);
+
+  Graph bad = g;
+  bad.mutable_value(k).source_offset = 100;  // not a whole row of 64
+  EXPECT_NE(std::string(Verify(bad).message()).find("source offset 100 is not a whole number of rows"),
+            std::string::npos)
+      << Verify(bad);
+  Graph bad2 = g;
+  bad2.mutable_value(x).source_offset = 64;
+  EXPECT_NE(std::string(Verify(bad2).message()).find("source offset 64 on a input"), std::string::npos)
+      << Verify(bad2);
+}
+
 TEST(SerializeTest, HeaderLayout) {
   Graph g;
   g.max_tokens = 3;
   const std::string b = SerializeGraph(g);
-  // magic, version 3, max_tokens 3, 0 meta, 0 values, 0 ops, 0 outputs, 0 memory
+  // magic, version 4, max_tokens 3, 0 meta, 0 values, 0 ops, 0 outputs, 0 memory
   // entries: hand-laid.
-  const std::string want = std::string("VIRG\x03\x00\x00\x00", 8) + std::string("\x03\0\0\0\0\0\0\0", 8) +
+  const std::string want = std::string("VIRG\x04\x00\x00\x00", 8) + std::string("\x03\0\0\0\0\0\0\0", 8) +
                            std::string(20, '\0');
   EXPECT_EQ(b, want);
   auto back = DeserializeGraph(Bytes(b));
@@ -155,7 +190,7 @@ TEST(SerializeTest, NamedErrors) {
     std::string bad = b;
     bad[4] = 9;
     auto r = DeserializeGraph(Bytes(bad));
-    EXPECT_EQ(std::string(r.status().message()), "graph section: unsupported version 9 (this build reads 3)");
+    EXPECT_EQ(std::string(r.status().message()), "graph section: unsupported version 9 (this build reads 4)");
   }
   {
     std::string bad = b + "xy";
@@ -268,7 +303,7 @@ TEST(SerializeTest, RejectsVersion1AndBadPlans) {
   std::string b = SerializeGraph(Llama2());
   b[4] = 1;
   auto r = DeserializeGraph(Bytes(b));
-  EXPECT_EQ(std::string(r.status().message()), "graph section: unsupported version 1 (this build reads 3)");
+  EXPECT_EQ(std::string(r.status().message()), "graph section: unsupported version 1 (this build reads 4)");
   // An offset past the arena end is the verifier's error.
   Graph g = PlannedLlama2();
   const ValueId x = g.FindValue("inp_embd");

@@ -21,7 +21,9 @@ constexpr int64_t kMaxTokensLimit = int64_t{1} << 31;
 
 absl::string_view A(std::string_view s) { return absl::string_view(s.data(), s.size()); }
 
-bool ValidDType(DType t) { return DTypeFromId(static_cast<uint32_t>(t)).ok(); }
+// A type this build knows that Vibrant computes with (a plan naming iq2_xxs
+// was not made by this compiler: refused before any backend sees it).
+bool ValidDType(DType t) { return DTypeFromId(static_cast<uint32_t>(t)).ok() && IsSupported(t); }
 bool ValidStorage(Storage s) { return static_cast<uint8_t>(s) <= static_cast<uint8_t>(Storage::kOutput); }
 bool ValidDevice(Device d) { return static_cast<uint8_t>(d) <= static_cast<uint8_t>(Device::kCuda); }
 
@@ -72,7 +74,10 @@ class Verifier {
       if (v.name.empty()) return ValueError(i, "empty name");
       auto [it, inserted] = names.emplace(v.name, i);
       if (!inserted) return ValueError(i, "duplicate name (also value ", it->second, ")");
-      if (!ValidDType(v.dtype)) return ValueError(i, "invalid dtype ", static_cast<uint32_t>(v.dtype));
+      if (!ValidDType(v.dtype)) {
+        return ValueError(i, "invalid dtype ", static_cast<uint32_t>(v.dtype), " (",
+                          A(GgmlTypeName(static_cast<uint32_t>(v.dtype))), ")");
+      }
       if (!ValidStorage(v.storage)) return ValueError(i, "invalid storage ", static_cast<int>(v.storage));
       if (!ValidDevice(v.device)) return ValueError(i, "invalid device ", static_cast<int>(v.device));
       const bool persistent = v.storage == Storage::kWeight || v.storage == Storage::kKvCache;
@@ -100,6 +105,17 @@ class Verifier {
       if (v.storage == Storage::kWeight && v.source.empty()) return ValueError(i, "weight without a source");
       if (v.storage != Storage::kWeight && !v.source.empty()) {
         return ValueError(i, "source \"", v.source, "\" on a ", A(StorageName(v.storage)));
+      }
+      if (v.source_offset != 0) {
+        if (v.storage != Storage::kWeight) {
+          return ValueError(i, "source offset ", v.source_offset, " on a ", A(StorageName(v.storage)));
+        }
+        const int64_t row = v.shape.empty() ? 1 : v.shape.back();
+        if (v.source_offset < 0 || row <= 0 || v.source_offset % row != 0 ||
+            v.source_offset > (int64_t{1} << 62)) {
+          return ValueError(i, "source offset ", v.source_offset, " is not a whole number of rows of ",
+                            row);
+        }
       }
       if (v.producer < -1 || v.producer >= static_cast<int64_t>(g_.ops().size())) {
         return ValueError(i, "producer ", v.producer, " out of range (", g_.ops().size(), " ops)");
@@ -173,8 +189,8 @@ class Verifier {
           if (v.shape.size() != 3) {
             return ValueError(i, "KV cache must have rank 3 [C, KVH, hd], has ", ShapeToString(v.shape));
           }
-          if (v.dtype != DType::kF16 && v.dtype != DType::kF32) {
-            return ValueError(i, "KV cache must be f16 or f32, is ", A(DTypeName(v.dtype)));
+          if (v.dtype != DType::kF16 && v.dtype != DType::kF32 && v.dtype != DType::kQ8_0) {
+            return ValueError(i, "KV cache must be f16, f32 or q8_0, is ", A(DTypeName(v.dtype)));
           }
         }
         continue;

@@ -17,14 +17,14 @@ struct Fixture {
   Graph g;
   ValueId tokens, positions, embd, wq, norm_w, cache_k, x, n, nw, q, q3, qr, ck, att, flat, out;
 
-  Fixture() {
+  explicit Fixture(DType cache_dtype = DType::kF16, int64_t hd = 32) {
     g.max_tokens = 16;
     tokens = g.AddInput("tokens", DType::kI32, {kTokens});
     positions = g.AddInput("positions", DType::kI32, {kTokens});
     embd = g.AddWeight("token_embd.weight", DType::kQ8_0, {100, 64}, "token_embd.weight");
     wq = g.AddWeight("wq", DType::kF32, {64, 64}, "blk.0.attn_q.weight");
     norm_w = g.AddWeight("norm_w", DType::kF32, {64}, "blk.0.attn_norm.weight");
-    cache_k = g.AddKvCache("cache_k.0", DType::kF16, {32, 2, 32});
+    cache_k = g.AddKvCache("cache_k.0", cache_dtype, {32, 2, hd});
     x = *g.AddOp(OpKind::kEmbedding, {embd, tokens}, "x");                        // op 0
     n = *g.AddOp(OpKind::kRmsNorm, {x}, "n", {{"eps", 1e-6}});                     // op 1
     nw = *g.AddOp(OpKind::kMul, {n, norm_w}, "nw");                                // op 2
@@ -175,7 +175,10 @@ TEST(VerifierTest, ValueFields) {
   EXPECT_EQ(VerifyMsg(a.g), "value 2 %token_embd.weight: shape [100, 48]: rows are not whole q8_0 blocks of 32");
   Fixture b;
   b.g.mutable_value(b.x).dtype = static_cast<DType>(77);
-  EXPECT_EQ(VerifyMsg(b.g), "value 6 %x: invalid dtype 77");
+  EXPECT_EQ(VerifyMsg(b.g), "value 6 %x: invalid dtype 77 (unknown)");
+  Fixture b2;  // a ggml type with a block layout that Vibrant does not compute with
+  b2.g.mutable_value(b2.wq).dtype = DType::kIQ2_XXS;
+  EXPECT_EQ(VerifyMsg(b2.g), "value 3 %wq: invalid dtype 16 (iq2_xxs)");
   Fixture c;
   c.g.max_tokens = 0;
   EXPECT_EQ(VerifyMsg(c.g), "max_tokens is 0, must be in [1, 2147483648]");
@@ -183,8 +186,19 @@ TEST(VerifierTest, ValueFields) {
   d.g.mutable_value(d.norm_w).shape = {int64_t{1} << 62, 4};
   EXPECT_EQ(VerifyMsg(d.g), "value 4 %norm_w: shape [4611686018427387904, 4] is too large");
   Fixture e;
-  e.g.mutable_value(e.cache_k).dtype = DType::kQ8_0;
-  EXPECT_THAT(VerifyMsg(e.g), HasSubstr("%cache_k.0: KV cache must be f16 or f32"));
+  e.g.mutable_value(e.cache_k).dtype = DType::kQ4_0;
+  EXPECT_THAT(VerifyMsg(e.g), HasSubstr("%cache_k.0: KV cache must be f16, f32 or q8_0, is q4_0"));
+  Fixture h;
+  h.g.mutable_value(h.cache_k).dtype = DType::kQ8_0;
+  h.g.mutable_value(h.cache_k).shape = {32, 4, 16};
+  EXPECT_THAT(VerifyMsg(h.g), HasSubstr("%cache_k.0: shape [32, 4, 16]: rows are not whole q8_0 blocks of 32"));
+}
+
+// llama.cpp's --cache-type-k/-v q8_0: blocks of 32 along head_dim.
+TEST(VerifierTest, AcceptsQ8_0KvCache) {
+  Fixture f(DType::kQ8_0);
+  EXPECT_EQ(VerifyMsg(f.g), "OK");
+  EXPECT_EQ(f.g.value(f.ck).dtype, DType::kQ8_0);
 }
 
 TEST(VerifierTest, KvAliasing) {

@@ -536,7 +536,7 @@ TEST(FuseElementwiseTest, VerifierRejectsMalformedBodies) {
     ValueId w = b->AddInput("w", DType::kF32, {8, 8});
     b->MarkOutput(Must(b->AddOp(OpKind::kMatMul, {x, w}, "m")));
     EXPECT_THAT(VerifyFused(b), HasSubstr("body op 0 is matmul; a fused body holds only elementwise ops, "
-                                          "reshape, rms_norm and rope"));
+                                          "reshape, rms_norm, rope and quantize_q8"));
   }
   {  // rms_norm and rope in one body
     auto b = NewBody();

@@ -17,6 +17,7 @@
 #include "gtest/gtest.h"
 #include "ir/graph.h"
 #include "ir/printer.h"
+#include "codegen/cuda_target.h"
 #include "passes/pass.h"
 #include "passes/test_models.h"
 
@@ -84,7 +85,7 @@ void ExpectGolden(const std::string& file, const std::string& text) {
 
 struct Config {
   // In file names: "" (device cpu, no fusion), ".fused" (device cpu),
-  // ".cuda" (a fake CUDA backend implementing every op; fusion on).
+  // ".cuda" (every op on the GPU, the CUDA target's kernels; fusion on).
   const char* suffix;
   DevicePolicy policy;
   bool fuse;
@@ -101,7 +102,13 @@ void CheckGoldens(const test_models::TestModel& m, const Config& c) {
   if (c.suffix[0] == '\0') ExpectGolden(absl::StrCat(m.name, ".0-lowered.ir"), ir::PrintGraph(*g));
   PassContext ctx;
   ctx.device = c.policy;
-  if (c.policy != DevicePolicy::kCpu) ctx.cuda_supports = [](const ir::Op&) { return true; };
+  // The CUDA kernels' target (codegen/cuda_target.h) for the cuda pipeline:
+  // combine-matmuls, quantize-activations and select-kernels show in its goldens.
+  const codegen::CudaTarget cuda_target;
+  if (c.policy != DevicePolicy::kCpu) {
+    ctx.cuda_supports = [](const ir::Op&) { return true; };
+    ctx.cuda_kernels = &cuda_target;
+  }
   PipelineOptions opts;
   opts.print_after_all = true;
   if (!c.fuse) opts.disabled.insert("fuse-elementwise");

@@ -15,11 +15,36 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "ir/graph.h"
 
 namespace vibrant::passes {
 
 enum class DevicePolicy { kCpu, kCuda, kAuto };
+
+// What a device with generated kernels offers the passes that choose them
+// (combine-matmuls, quantize-activations, select-kernels). The CUDA target is
+// codegen's (codegen/cuda_target.h); passes see only this interface.
+class KernelTarget {
+ public:
+  virtual ~KernelTarget() = default;
+  // The device whose ops this target's kernels run.
+  virtual ir::Device device() const = 0;
+  // Whether a matmul over weights of type `t` has kernels on 8-bit
+  // activations (q8a, made by quantize_q8).
+  virtual bool MatvecQ8Supports(DType t) const = 0;
+  // Whether the kernel of fused op `fused` of `g` can also write its row
+  // `body_output` rounded to 8 bits (a quantize_q8 appended to its body).
+  virtual bool FusesQuantize(const ir::Graph& g, const ir::Op& fused, ir::ValueId body_output) const {
+    return false;
+  }
+  // The kernel variants of op `index` of `g` (on this device), covering
+  // T = 1..g.max_tokens in order, each with the launches it makes.
+  // Unimplemented: no kernel for the op as it is (a fused body the generator
+  // does not handle; select-kernels then inlines the body).
+  virtual absl::StatusOr<std::vector<ir::KernelVariant>> SelectKernels(const ir::Graph& g,
+                                                                        int index) const = 0;
+};
 
 // What passes may consult besides the graph.
 struct PassContext {
@@ -27,6 +52,9 @@ struct PassContext {
   // Whether the CUDA backend implements an op (set by the driver when the
   // CUDA backend is built; null means "no CUDA backend").
   std::function<bool(const ir::Op&)> cuda_supports;
+  // The CUDA kernels' target (null: no CUDA backend, or a cpu plan): the
+  // passes that pick kernels consult it.
+  const KernelTarget* cuda_kernels = nullptr;
   // Human-readable notes passes want to report (e.g. --explain-devices).
   std::vector<std::string> notes;
   bool explain_devices = false;

@@ -13,11 +13,15 @@
 #include "ir/printer.h"
 #include "ir/verifier.h"
 #include "passes/assign_devices.h"
+#include "passes/combine_matmuls.h"
 #include "passes/dce.h"
+#include "passes/fold_bias.h"
 #include "passes/fuse_elementwise.h"
 #include "passes/pass.h"
 #include "passes/plan_memory.h"
+#include "passes/quantize_activations.h"
 #include "passes/repack_weights.h"
+#include "passes/select_kernels.h"
 
 namespace vibrant::passes {
 namespace {
@@ -128,13 +132,23 @@ Pipeline DefaultPipeline() {
   std::vector<Pass> passes;
   passes.push_back(DeadCodeElimination());
   passes.push_back(AssignDevices());
+  // Biases into the matmuls' epilogues (devices with generated kernels).
+  passes.push_back(FoldBias());
   passes.push_back(FuseElementwise());
+  // Kernel choice for devices with generated kernels (no-ops for the cpu):
+  // one kernel per group of matmuls sharing an input, explicit 8-bit
+  // activations where the kernels multiply codes.
+  passes.push_back(CombineMatmuls());
+  passes.push_back(QuantizeActivations());
   // Whatever device assignment and fusion left unused.
   passes.push_back(DeadCodeElimination());
   // The slot for weight re-layout: after devices and fusion are final (a
   // repacked layout depends on the device and the kernel that reads it),
   // before memory planning (weights are not in the arena).
   passes.push_back(RepackWeights());
+  // Every op's kernels by token count (the launches of a step), then memory
+  // for the values those kernels read and write.
+  passes.push_back(SelectKernels());
   passes.push_back(PlanMemory());
   return Pipeline(std::move(passes));
 }

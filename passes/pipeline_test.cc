@@ -40,10 +40,13 @@ std::vector<std::string> Names(const Pipeline& p) {
 
 TEST(PipelineTest, DefaultPipelineOrder) {
   const std::vector<std::string> names = Names(DefaultPipeline());
-  EXPECT_THAT(names, ElementsAre("dce", "assign-devices", "fuse-elementwise", "dce", "repack-weights", "plan-memory"));
+  EXPECT_THAT(names, ElementsAre("dce", "assign-devices", "fold-bias", "fuse-elementwise", "combine-matmuls",
+                                 "quantize-activations", "dce", "repack-weights", "select-kernels",
+                                 "plan-memory"));
   const Pipeline pipeline = DefaultPipeline();
   for (const Pass& p : pipeline.passes()) {
-    const bool optional = p.name != "assign-devices" && p.name != "plan-memory";
+    const bool optional =
+        p.name != "assign-devices" && p.name != "plan-memory" && p.name != "select-kernels";
     EXPECT_EQ(p.optional, optional) << p.name;
   }
 }

@@ -411,6 +411,8 @@ absl::Status Validate(const Table& t, const std::string& where) {
   }
   for (const auto& [b, name] : {std::pair{&t.tokens, "tokens"}, std::pair{&t.positions, "positions"},
                                 std::pair{&t.logits, "logits"}}) {
+    // A graph may read no positions (then the runtime copies none).
+    if (b == &t.positions && b->region == Region::kNone) continue;
     if (b->region != Region::kArena) return err(absl::StrCat(name, " must be an arena buffer"));
     if (absl::Status s = check_buf(*b, 1, t.max_tokens, name); !s.ok()) return s;
   }
@@ -420,7 +422,8 @@ absl::Status Validate(const Table& t, const std::string& where) {
       return err(absl::StrCat("logits: ", t.logits_elems.Eval(T), " floats at T=", T,
                               " exceed the logits buffer"));
     }
-    if (t.tokens.extent.Eval(T) < 4 * T || t.positions.extent.Eval(T) < 4 * T) {
+    if (t.tokens.extent.Eval(T) < 4 * T ||
+        (t.positions.region != Region::kNone && t.positions.extent.Eval(T) < 4 * T)) {
       return err(absl::StrCat("tokens/positions buffers hold fewer than T=", T, " entries"));
     }
   }

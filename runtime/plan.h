@@ -24,7 +24,7 @@
 // Sections:
 //   GRAPH          ir::SerializeGraph of the graph after the compiler's passes.
 //   OPTIONS        the compile options as "key=value\n" lines (device,
-//                  max_tokens, n_ctx, kv_type, all_logits, weights).
+//                  max_tokens, n_ctx, cache_type_k, cache_type_v, all_logits, weights).
 //   MODEL_REF      where the weights are: u64 file size, u64 fingerprint,
 //                  u32 path length, the absolute path (UTF-8, no terminator).
 //   EMBEDDED_GGUF  the whole GGUF file, byte for byte.

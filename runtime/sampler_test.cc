@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <limits>
+#include <string>
 #include <vector>
 
 #include "gmock/gmock.h"
@@ -175,6 +176,124 @@ TEST(SamplerTest, NonFiniteLogitsAreNeverPicked) {
   EXPECT_FALSE(s.Sample({nan, nan}).ok());
   EXPECT_FALSE(greedy.Sample({nan, nan}).ok());
   EXPECT_FALSE(s.Sample({}).ok());
+}
+
+TEST(SamplerTest, PenaltyDefaultsAreLlamaCppsAndOff) {
+  SamplerParams p;
+  EXPECT_EQ(p.repeat_last_n, 64);
+  EXPECT_FLOAT_EQ(p.repeat_penalty, 1.0f);
+  EXPECT_FLOAT_EQ(p.frequency_penalty, 0.0f);
+  EXPECT_FLOAT_EQ(p.presence_penalty, 0.0f);
+  Sampler s = *Sampler::Create(p);
+  EXPECT_FALSE(s.modifies_logits());
+  s.Accept(1);
+  EXPECT_TRUE(s.History().empty());  // nothing to remember when every penalty is off
+}
+
+// Worked by hand from llama.cpp's rule: a seen token's logit is divided by the
+// repeat penalty when positive, multiplied when <= 0, then lowered by
+// count * frequency + presence.
+TEST(SamplerTest, PenaltiesFollowLlamaCppsFormula) {
+  SamplerParams p;
+  p.temp = 0.0f;
+  p.repeat_penalty = 2.0f;
+  p.frequency_penalty = 0.5f;
+  p.presence_penalty = 0.25f;
+  Sampler s = *Sampler::Create(p);
+  for (int32_t t : {1, 2, 2, 3, 3, 3}) s.Accept(t);
+  const std::vector<float> logits = {1.0f, 4.0f, -1.0f, 0.0f, 2.0f};
+  const std::vector<float> got = s.Penalized(logits);
+  ASSERT_EQ(got.size(), 5u);
+  EXPECT_FLOAT_EQ(got[0], 1.0f);                       // never seen
+  EXPECT_FLOAT_EQ(got[1], 4.0f / 2 - 1 * 0.5f - 0.25f);  // 1.25
+  EXPECT_FLOAT_EQ(got[2], -1.0f * 2 - 2 * 0.5f - 0.25f); // -3.25
+  EXPECT_FLOAT_EQ(got[3], 0.0f * 2 - 3 * 0.5f - 0.25f);  // -1.75 (0 counts as <= 0)
+  EXPECT_FLOAT_EQ(got[4], 2.0f);
+  // Greedy picks from the penalized row: 4 (now 2.0) beats 1 (now 1.25).
+  EXPECT_EQ(*s.Sample(logits), 4);
+}
+
+TEST(SamplerTest, RepeatLastNKeepsOnlyTheNewestTokens) {
+  SamplerParams p;
+  p.temp = 0.0f;
+  p.repeat_last_n = 2;
+  p.presence_penalty = 10.0f;
+  Sampler s = *Sampler::Create(p);
+  for (int32_t t : {0, 1, 2}) s.Accept(t);
+  EXPECT_THAT(s.History(), ElementsAre(1, 2));
+  const std::vector<float> got = s.Penalized({5.0f, 5.0f, 5.0f});
+  EXPECT_FLOAT_EQ(got[0], 5.0f);  // fell out of the window
+  EXPECT_FLOAT_EQ(got[1], -5.0f);
+  EXPECT_FLOAT_EQ(got[2], -5.0f);
+  EXPECT_EQ(*s.Sample({5.0f, 5.0f, 5.0f}), 0);
+  s.ResetHistory();
+  EXPECT_TRUE(s.History().empty());
+
+  // 0 turns every penalty off; -1 keeps the whole history.
+  p.repeat_last_n = 0;
+  Sampler off = *Sampler::Create(p);
+  off.Accept(0);
+  EXPECT_FLOAT_EQ(off.Penalized({5.0f})[0], 5.0f);
+  p.repeat_last_n = -1;
+  Sampler all = *Sampler::Create(p);
+  for (int i = 0; i < 1000; ++i) all.Accept(i % 3);
+  EXPECT_EQ(all.History().size(), 1000u);
+  // Presence is charged once however often the token was seen.
+  EXPECT_FLOAT_EQ(all.Penalized({5.0f, 5.0f, 5.0f, 5.0f})[0], -5.0f);
+  EXPECT_FLOAT_EQ(all.Penalized({5.0f, 5.0f, 5.0f, 5.0f})[3], 5.0f);
+}
+
+TEST(SamplerTest, PenaltiesApplyBeforeTheFilters) {
+  // Token 0 leads by far, but it was seen: with a frequency penalty of 3 it
+  // drops below token 1, so top-k 1 keeps token 1.
+  SamplerParams p;
+  p.temp = 1.0f;
+  p.top_k = 1;
+  p.frequency_penalty = 3.0f;
+  Sampler s = *Sampler::Create(p);
+  s.Accept(0);
+  EXPECT_THAT(Ids(*s.Distribution({4.0f, 2.0f, 0.0f})), ElementsAre(1));
+  for (int i = 0; i < 20; ++i) EXPECT_EQ(*s.Sample({4.0f, 2.0f, 0.0f}), 1);
+}
+
+TEST(SamplerTest, LogitBiasBansTokens) {
+  const float inf = std::numeric_limits<float>::infinity();
+  SamplerParams p;
+  p.temp = 0.0f;
+  p.logit_bias = {{2, -inf}, {0, 1.5f}};
+  Sampler s = *Sampler::Create(p);
+  EXPECT_TRUE(s.modifies_logits());
+  EXPECT_EQ(*s.Sample({1.0f, 2.0f, 9.0f}), 0);  // 2 banned; 1 + 1.5 = 2.5 > 2
+  p.temp = 1.0f;
+  p.top_k = 0;
+  p.top_p = 1.0f;
+  p.min_p = 0.0f;
+  Sampler r = *Sampler::Create(p);
+  for (int i = 0; i < 200; ++i) ASSERT_NE(*r.Sample({1.0f, 2.0f, 9.0f}), 2);
+  // A bias for an id beyond the row is ignored (vocabularies differ).
+  p.logit_bias = {{7, -inf}};
+  EXPECT_EQ(Sampler::Create(p)->Penalized({1.0f}).size(), 1u);
+}
+
+TEST(SamplerTest, RejectsPenaltiesOutOfRange) {
+  SamplerParams p;
+  p.top_k = -3;
+  EXPECT_THAT(std::string(Sampler::Create(p).status().message()), ::testing::HasSubstr("top-k -3"));
+  p = {};
+  p.repeat_last_n = -2;
+  EXPECT_FALSE(Sampler::Create(p).ok());
+  p = {};
+  p.repeat_penalty = 0.0f;
+  EXPECT_FALSE(Sampler::Create(p).ok());
+  p = {};
+  p.frequency_penalty = std::numeric_limits<float>::infinity();
+  EXPECT_FALSE(Sampler::Create(p).ok());
+  p = {};
+  p.presence_penalty = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_FALSE(Sampler::Create(p).ok());
+  p = {};
+  p.logit_bias = {{-1, 0.0f}};
+  EXPECT_FALSE(Sampler::Create(p).ok());
 }
 
 TEST(SamplerTest, RejectsParametersOutOfRange) {

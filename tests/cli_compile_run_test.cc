@@ -154,8 +154,9 @@ TEST_F(CliTest, StreamedTextMatchesLlamaCppAndTimingsGoToStderr) {
   // Only the continuation: the prompt is not echoed.
   EXPECT_EQ(r.out, ref.text);
   EXPECT_TRUE(std::regex_search(
-      r.err, std::regex("prompt: 5 tokens, [0-9.]+ tok/s \\| generation: 32 tokens, "
-                        "[0-9.]+ tok/s")))
+      r.err, std::regex("(^|\n)load: [0-9.]+ ms \\| prompt: 5 tokens, [0-9.]+ ms, [0-9.]+ tok/s \\| "
+                        "generation: 32 tokens, [0-9.]+ ms, [0-9.]+ ms/token, [0-9.]+ tok/s \\| "
+                        "total: [0-9.]+ ms \\| stop: n_predict\n")))
       << r.err;
 
   // The same prompt from a file (one trailing newline dropped).
@@ -172,6 +173,49 @@ TEST_F(CliTest, ChunkedPrefillGivesTheSameTokens) {
   Result r = Run(kVibrantRun, {plan, "-p", "Once upon a time", "--temp", "0", "-n", "32", "--json"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(ParseJson(r).ids, ref.generated);
+}
+
+// llama.cpp's --cache-type-k / --cache-type-v: each cache its own type, recorded in the IR.
+TEST_F(CliTest, CacheTypesForKAndV) {
+  std::string plan = Compile("plan.bin", {"-ctk", "f32", "--cache-type-v", "f16"});
+  Result r = Run(kVibrantc, {"dump-ir", plan});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("kv %cache_k.0 : f32["));
+  EXPECT_THAT(r.out, HasSubstr("kv %cache_v.0 : f16["));
+  r = Run(kVibrantRun, {plan, "-p", "Once upon a time", "--temp", "0", "-n", "8", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(ParseJson(r).ids.size(), 8u);
+  // q8_0 blocks run along head_dim, and stories260K's heads have 8 dims.
+  r = Run(kVibrantc, {"compile", model_, "-o", Path("q8.bin"), "--cache-type-k", "q8_0"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("cache_type_k q8_0 needs a head_dim that is a multiple of 32; "
+                               "this model's is 8"));
+  EXPECT_FALSE(fs::exists(Path("q8.bin")));
+  r = Run(kVibrantc, {"compile", model_, "-o", Path("q8.bin"), "-ctv", "q4_0"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("-ctv must be f16, f32 or q8_0, not 'q4_0'"));
+}
+
+// q8_0 caches on a model with 128-dim heads: half of f16's KV bytes plus the
+// scales (34 / 64), and generation runs.
+TEST_F(CliTest, Q8_0CachesRun) {
+  const std::string qwen = VIBRANT_SOURCE_DIR "/../shared/models/tiny-qwen2-f16.gguf";
+  if (!fs::exists(qwen)) GTEST_SKIP() << qwen << " not found";
+  auto kv_bytes = [](const std::string& out) -> long long {
+    std::smatch m;
+    const std::regex re("KV caches ([0-9]+) bytes");
+    return std::regex_search(out, m, re) ? std::stoll(m[1]) : -1;
+  };
+  Result f16 = Run(kVibrantc, {"compile", qwen, "-o", Path("f16.bin"), "-c", "256"});
+  ASSERT_EQ(f16.exit_code, 0) << f16.err;
+  Result q8 = Run(kVibrantc, {"compile", qwen, "-o", Path("q8.bin"), "-c", "256", "--kv-type", "q8_0"});
+  ASSERT_EQ(q8.exit_code, 0) << q8.err;
+  ASSERT_GT(kv_bytes(f16.out), 0) << f16.out;
+  EXPECT_EQ(kv_bytes(q8.out) * 64, kv_bytes(f16.out) * 34) << q8.out;
+  Result r = Run(kVibrantRun, {Path("q8.bin"), "-p", "Once upon a time", "--temp", "0", "-n", "8",
+                               "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(ParseJson(r).ids.size(), 8u);
 }
 
 TEST_F(CliTest, SeededSamplingIsReproducible) {
@@ -252,7 +296,7 @@ TEST_F(CliTest, PromptLongerThanTheContextIsAClearError) {
   for (int i = 0; i < 10; ++i) prompt += "Once upon a time there was a girl. ";
   Result r = Run(kVibrantRun, {plan, "-p", prompt, "--temp", "0"});
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_THAT(r.err, HasSubstr("longer than the plan's context of 16 tokens"));
+  EXPECT_THAT(r.err, HasSubstr("longer than the context of 16 tokens (use a larger -c/--ctx-size"));
   EXPECT_EQ(r.out, "");
 
   // A short prompt stops when the context is full.

@@ -7,10 +7,13 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "frontends/gguf/gguf.h"
+#include "frontends/gguf/gguf_writer.h"
 #include "gmock/gmock.h"
 #include "tests/cli_util.h"
 #include "gtest/gtest.h"
@@ -144,6 +147,56 @@ TEST(CliInspect, BadFileIsAnErrorNamingTheFile) {
   EXPECT_THAT(missing.err, HasSubstr("/nonexistent/model.gguf"));
 }
 
+// stories260K with blk.0.ffn_up.weight re-typed as mxfp4 (32-element blocks
+// of 17 bytes, zeros): a valid GGUF of a type Vibrant does not compute with.
+std::string WriteModelWithUnsupportedType() {
+  const std::string path = vibrant::testing_util::ProcessTempDir() + "/mxfp4.gguf";
+  auto src = GgufFile::Open(VIBRANT_SOURCE_DIR "/tests/data/stories260K.gguf");
+  EXPECT_TRUE(src.ok()) << src.status();
+  if (!src.ok()) return path;
+  GgufWriter w;
+  for (const auto& [key, value] : (*src)->metadata()) w.AddMetadata(key, value);
+  for (const GgufTensorInfo& t : (*src)->tensors()) {
+    if (t.name == "blk.0.ffn_up.weight") {
+      const int64_t bytes = *DTypeBytes(DType::kMXFP4, t.elements());
+      w.AddTensor(t.name, t.dims, DType::kMXFP4, std::vector<uint8_t>(bytes, 0));
+    } else {
+      w.AddTensor(t.name, t.dims, t.type, (*src)->TensorData(t));
+    }
+  }
+  absl::Status s = w.WriteFile(path);
+  EXPECT_TRUE(s.ok()) << s;
+  return path;
+}
+
+TEST(CliInspect, DescribesUnsupportedTypesAndCompileRefusesThem) {
+  const std::string path = WriteModelWithUnsupportedType();
+  Result r = RunVibrantc({"inspect", path});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("mxfp4"));
+  EXPECT_THAT(r.out, HasSubstr("types: f32 47, mxfp4 1"));
+  EXPECT_THAT(r.out, HasSubstr("not supported by Vibrant: mxfp4 (39, 1 tensor)"));
+
+  Result j = RunVibrantc({"inspect", path, "--json"});
+  ASSERT_EQ(j.exit_code, 0) << j.err;
+  nlohmann::json js = nlohmann::json::parse(j.out, nullptr, false);
+  ASSERT_FALSE(js.is_discarded());
+  EXPECT_EQ(js["types"]["mxfp4"], 1);
+  EXPECT_EQ(js["types"]["f32"], 47);
+  EXPECT_EQ(js["unsupported_types"], nlohmann::json::array({"mxfp4"}));
+
+  // The bundled model's types are all supported.
+  Result ok = RunVibrantc({"inspect", VIBRANT_SOURCE_DIR "/tests/data/stories260K.gguf", "--json"});
+  nlohmann::json jok = nlohmann::json::parse(ok.out, nullptr, false);
+  EXPECT_EQ(jok["unsupported_types"], nlohmann::json::array());
+
+  const std::string plan = vibrant::testing_util::ProcessTempDir() + "/mxfp4.plan";
+  Result c = RunVibrantc({"compile", path, "-o", plan});
+  EXPECT_EQ(c.exit_code, 1);
+  EXPECT_THAT(c.err, HasSubstr("tensor blk.0.ffn_up.weight: tensor type mxfp4 (39) is not supported"));
+  EXPECT_FALSE(std::filesystem::exists(plan));
+}
+
 TEST(CliInspect, UsageErrors) {
   EXPECT_EQ(RunVibrantc({"inspect"}).exit_code, 2);
   Result r = RunVibrantc({"inspect", "a.gguf", "--frobnicate"});
@@ -151,6 +204,92 @@ TEST(CliInspect, UsageErrors) {
   EXPECT_THAT(r.err, HasSubstr("--frobnicate"));
   EXPECT_EQ(RunVibrantc({"inspect", "a.gguf", "b.gguf"}).exit_code, 2);
   EXPECT_EQ(RunVibrantc({"inspect", "--help"}).exit_code, 0);
+}
+
+}  // namespace
+}  // namespace vibrant
+
+namespace vibrant {
+namespace {
+
+// What llama.cpp's loader prints, for stories260K: its parameters worked out
+// by hand from its shapes (dim 64, FFN 172, 5 layers, 8 heads / 4 KV heads of
+// 8, vocab 512): embeddings and output 2 x 32768, per layer q 4096, k 2048,
+// v 2048, o 4096, gate/up/down 3 x 11008, two norms 128, final norm 64.
+TEST(CliInspect, ModelSummaryAsLlamaCppPrintsIt) {
+  const int64_t per_layer = 4096 + 2048 + 2048 + 4096 + 3 * 11008 + 128;
+  const int64_t params = 2 * 32768 + 5 * per_layer + 64;
+  ASSERT_EQ(params, 292800);
+  const std::string path = VIBRANT_SOURCE_DIR "/tests/data/stories260K.gguf";
+  Result r = RunVibrantc({"inspect", path});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("file type:   all F32 (guessed)\n"));  // no general.file_type
+  EXPECT_THAT(r.out, HasSubstr("params:      292.80 K (292800)\n"));
+  EXPECT_THAT(r.out, HasSubstr("tensor data: 1.12 MiB (32.00 BPW)\n"));  // 292800 * 4 bytes
+  EXPECT_THAT(r.out, HasSubstr("tensor types: 48 f32\n"));
+  EXPECT_THAT(r.out, HasSubstr("vocab type:  SPM, 512 tokens\n"));
+  EXPECT_THAT(r.out, HasSubstr("BOS token:   1 '<s>'\n"));
+  EXPECT_THAT(r.out, HasSubstr("EOS token:   2 '</s>'\n"));
+  EXPECT_THAT(r.out, HasSubstr("chat template: none\n"));
+  r = RunVibrantc({"inspect", path, "--json"});
+  nlohmann::json s = nlohmann::json::parse(r.out)["summary"];
+  EXPECT_EQ(s["params"], params);
+  EXPECT_EQ(s["tensor_bytes"], params * 4);
+  EXPECT_DOUBLE_EQ(s["bits_per_weight"].get<double>(), 32.0);
+  EXPECT_EQ(s["special_tokens"]["BOS"]["text"], "<s>");
+  EXPECT_EQ(s["vocab_type"], "SPM");
+}
+
+// A quantized mix: the file type from general.file_type, types counted
+// against the reader.
+TEST(CliInspect, ModelSummaryOfAQuantizedModel) {
+  const std::string path = VIBRANT_SOURCE_DIR "/../shared/models/tiny-qwen2-q4_k_m.gguf";
+  if (!std::filesystem::exists(path)) GTEST_SKIP() << path << " is absent";
+  absl::StatusOr<std::unique_ptr<vibrant::GgufFile>> f = vibrant::GgufFile::Open(path);
+  ASSERT_TRUE(f.ok());
+  std::map<std::string, int> types;
+  double elements = 0, bytes = 0;
+  for (const vibrant::GgufTensorInfo& t : (*f)->tensors()) {
+    ++types[std::string(vibrant::DTypeName(t.type))];
+    elements += t.elements();
+    bytes += t.bytes;
+  }
+  Result r = RunVibrantc({"inspect", path, "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  nlohmann::json s = nlohmann::json::parse(r.out)["summary"];
+  EXPECT_EQ(s["file_type"], "Q4_K - Medium");  // llama_ftype 15
+  EXPECT_EQ(s["file_type_id"], 15);
+  for (const auto& [t, n] : types) EXPECT_EQ(s["tensor_types"][t], n) << t;
+  EXPECT_DOUBLE_EQ(s["bits_per_weight"].get<double>(), bytes * 8 / elements);
+  EXPECT_EQ(s["vocab_type"], "SPM");
+}
+
+TEST(CliInspect, APlanIsDescribed) {
+  const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / ("cli_inspect_plan_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const std::string model = (dir / "m.gguf").string(), plan = (dir / "p.bin").string();
+  std::filesystem::copy_file(VIBRANT_SOURCE_DIR "/tests/data/stories260K.gguf", model);
+  Result c = RunVibrantc({"compile", model, "-o", plan, "--ctx-size", "96", "--max-tokens", "32"});
+  ASSERT_EQ(c.exit_code, 0) << c.err;
+  Result r = RunVibrantc({"inspect", plan});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("plan:        " + plan));
+  EXPECT_THAT(r.out, HasSubstr("device=cpu, n_ctx=96, max_tokens=32"));
+  EXPECT_THAT(r.out, HasSubstr(std::filesystem::canonical(model).string()));
+  EXPECT_THAT(r.out, HasSubstr("): ok\n"));
+  EXPECT_THAT(r.out, HasSubstr("graph:       llama, 5 layers, d 64, vocab 512, n_ctx 96:"));
+  r = RunVibrantc({"inspect", plan, "--json"});
+  nlohmann::json j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["options"]["n_ctx"], "96");
+  EXPECT_EQ(j["graph"]["max_tokens"], 32);
+  EXPECT_EQ(j["graph"]["n_layer"], 5);
+  // The model it references is gone: said, not a failure.
+  std::filesystem::remove(model);
+  r = RunVibrantc({"inspect", plan});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("cannot be found"));
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

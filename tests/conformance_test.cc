@@ -37,6 +37,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <sstream>
 #include <string>
@@ -63,6 +64,11 @@ const std::string kShared = VIBRANT_SOURCE_DIR "/../shared";
 struct Tolerance {
   const char* model;
   double max_err;  // max |diff| / sigma(reference logits) at any position
+  // Positions allowed above max_err (up to outlier_max): MoE models whose
+  // router nearly ties between two experts at a position, where llama.cpp's
+  // 8-bit activations pick the other expert (../shared/next/ARCHITECTURES.md).
+  int outliers = 0;
+  double outlier_max = 0;
 };
 constexpr Tolerance kTolerances[] = {
     // model               tolerance   measured 2026-11-25 (max over 3 cases)
@@ -85,22 +91,75 @@ constexpr Tolerance kTolerances[] = {
     {"tiny-qwen2-q8_0",     0.14},   // 0.092
 };
 
-double ToleranceFor(const std::string& model) {
+// ../shared/next: models of the `models` issue (new architectures and quant
+// types), same layout and JSON format. Only those listed here run: each is
+// added as its architecture or type lands, with its measured tolerance.
+constexpr Tolerance kNextTolerances[] = {
+    // model               tolerance   measured 2026-12 (max over 3 cases)
+    {"tiny-llama-iq4_nl",   0.13},   // 0.083  (llama.cpp: q8_0 activations)
+    {"tiny-llama-iq4_xs",   0.20},   // 0.130  (llama.cpp: q8_K activations)
+    {"tiny-qwen3-f16",      0.010},  // 0.0062 (llama.cpp: f16 KV cache and f16 activations)
+    {"tiny-qwen3-q4_k_m",   0.14},   // 0.089
+    {"tiny-gemma3-f16",     0.008},  // 0.0051
+    {"tiny-gemma3-q4_k_m",  0.17},   // 0.110
+    {"tiny-phi3-f16",       0.009},  // 0.0060
+    {"tiny-phi3-q4_k_m",    0.14},   // 0.092
+    {"tiny-qwen3moe-f16",   0.009},  // 0.0055
+    // 0.068 at every position but two: prompt 3's positions 70 (0.223) and 77
+    // (0.139), where the router's 2nd and 3rd experts differ by 0.004 / 0.003
+    // in probability and llama.cpp's q8 activations choose the other one.
+    {"tiny-qwen3moe-q4_k_m", 0.10, /*outliers=*/2, /*outlier_max=*/0.34},
+};
+
+Tolerance ToleranceFor(const std::string& model) {
   for (const Tolerance& t : kTolerances) {
-    if (model == t.model) return t.max_err;
+    if (model == t.model) return t;
   }
-  return 0.05;
+  for (const Tolerance& t : kNextTolerances) {
+    if (model == t.model) return t;
+  }
+  return {"", 0.05};
+}
+
+// A model of ../shared: its directory ("" or "next/") and name.
+struct SharedModel {
+  std::string dir;
+  std::string name;
+};
+
+std::vector<SharedModel> ModelsIn(const std::string& sub) {
+  std::vector<SharedModel> out;
+  fs::path dir = fs::path(kShared) / sub / "reference";
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return out;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    if (e.path().extension() == ".json") out.push_back({sub, e.path().stem().string()});
+  }
+  std::sort(out.begin(), out.end(),
+            [](const SharedModel& a, const SharedModel& b) { return a.name < b.name; });
+  return out;
 }
 
 std::vector<std::string> ReferenceModels() {
   std::vector<std::string> out;
-  fs::path dir = fs::path(kShared) / "reference";
-  std::error_code ec;
-  if (!fs::is_directory(dir, ec)) return out;
-  for (const auto& e : fs::directory_iterator(dir)) {
-    if (e.path().extension() == ".json") out.push_back(e.path().stem().string());
+  for (const SharedModel& m : ModelsIn("")) out.push_back(m.name);
+  return out;
+}
+
+bool NextLanded(const std::string& name) {
+  for (const Tolerance& t : kNextTolerances) {
+    if (name == t.model) return true;
   }
-  std::sort(out.begin(), out.end());
+  return false;
+}
+
+// Every model of ../shared/reference, and those of ../shared/next/reference
+// whose architecture and types have landed.
+std::vector<SharedModel> ConformanceModels() {
+  std::vector<SharedModel> out = ModelsIn("");
+  for (const SharedModel& m : ModelsIn("next/")) {
+    if (NextLanded(m.name)) out.push_back(m);
+  }
   return out;
 }
 
@@ -154,12 +213,12 @@ absl::StatusOr<std::unique_ptr<CpuExecutor>> MakeExecutor(const GgufFile& file,
       });
 }
 
-class Conformance : public ::testing::TestWithParam<std::string> {};
+class Conformance : public ::testing::TestWithParam<SharedModel> {};
 
 TEST_P(Conformance, MatchesLlamaCpp) {
-  const std::string model = GetParam();
-  const std::string gguf_path = kShared + "/models/" + model + ".gguf";
-  std::ifstream in(kShared + "/reference/" + model + ".json");
+  const std::string model = GetParam().name;
+  const std::string gguf_path = kShared + "/" + GetParam().dir + "models/" + model + ".gguf";
+  std::ifstream in(kShared + "/" + GetParam().dir + "reference/" + model + ".json");
   ASSERT_TRUE(in) << "cannot read the reference for " << model;
   nlohmann::json ref = nlohmann::json::parse(in);
 
@@ -176,8 +235,12 @@ TEST_P(Conformance, MatchesLlamaCpp) {
   ASSERT_TRUE(exec.ok()) << exec.status();
 
   const int n_vocab = ref["n_vocab"];
-  const double tol = ToleranceFor(model);
+  const Tolerance tolerance = ToleranceFor(model);
+  const double tol = tolerance.max_err;
   double worst = 0, worst_abs = 0;
+  // Normalized errors of every compared position; those above tol are
+  // checked against the outlier allowance at the end.
+  std::vector<double> errors;
   for (const auto& c : ref["cases"]) {
     const std::string prompt = c["prompt"];
     std::vector<int32_t> prompt_tokens = c["prompt_tokens"];
@@ -198,7 +261,9 @@ TEST_P(Conformance, MatchesLlamaCpp) {
       PositionError e = Compare(logits->data() + p * n_vocab, r);
       worst = std::max(worst, e.normalized);
       worst_abs = std::max(worst_abs, e.max_abs);
-      EXPECT_LE(e.normalized, tol) << "prompt position " << p;
+      errors.push_back(e.normalized);
+      EXPECT_LE(e.normalized, tolerance.outliers > 0 ? tolerance.outlier_max : tol)
+          << "prompt position " << p;
     }
     // Logits predicting generated[i]: i == 0 from the prompt's last position.
     std::vector<float> last(logits->end() - n_vocab, logits->end());
@@ -218,18 +283,32 @@ TEST_P(Conformance, MatchesLlamaCpp) {
         PositionError e = Compare(last.data(), r);
         worst = std::max(worst, e.normalized);
         worst_abs = std::max(worst_abs, e.max_abs);
-        EXPECT_LE(e.normalized, tol) << "after generated token " << i;
+        errors.push_back(e.normalized);
+        EXPECT_LE(e.normalized, tolerance.outliers > 0 ? tolerance.outlier_max : tol)
+            << "after generated token " << i;
       }
     }
   }
-  std::printf("[ MEASURED ] %s: max normalized logit error %.3g (max abs %.3g), tolerance %.3g\n",
+  std::sort(errors.begin(), errors.end(), std::greater<double>());
+  const int above = static_cast<int>(
+      std::count_if(errors.begin(), errors.end(), [&](double e) { return e > tol; }));
+  EXPECT_LE(above, tolerance.outliers) << "positions above the tolerance " << tol;
+  const double rest = errors.size() > static_cast<size_t>(tolerance.outliers)
+                          ? errors[tolerance.outliers]
+                          : 0.0;
+  std::printf("[ MEASURED ] %s: max normalized logit error %.3g (max abs %.3g), tolerance %.3g",
               model.c_str(), worst, worst_abs, tol);
+  if (tolerance.outliers > 0) {
+    std::printf("; %.3g without the %d largest (allowed up to %.3g)", rest, tolerance.outliers,
+                tolerance.outlier_max);
+  }
+  std::printf("\n");
 }
 
 INSTANTIATE_TEST_SUITE_P(SharedReference, Conformance,
-                         ::testing::ValuesIn(ReferenceModels()),
+                         ::testing::ValuesIn(ConformanceModels()),
                          [](const auto& info) {
-                           std::string n = info.param;
+                           std::string n = info.param.dir + info.param.name;
                            for (char& ch : n) if (!isalnum(static_cast<unsigned char>(ch))) ch = '_';
                            return n;
                          });
@@ -278,11 +357,96 @@ TEST(ConformanceText, Stories260KGreedyTextEqualsReference) {
   }
 }
 
+// q8_0 KV caches (vibrantc compile --cache-type-k/-v q8_0): the reference's
+// logits (llama.cpp, f16 caches) within a tolerance that adds the q8_0
+// rounding of K and V to the model's own (kTolerances). Teacher-forced, as
+// above; the extra error was measured with this test (max over the 3 cases,
+// this machine, 2026-12-07): tiny-qwen2-f16 (head_dim 128) 0.0665,
+// tiny-llama-q8_0 (head_dim 64) 0.107, where f16 caches give 0.0101 and 0.0817;
+// tolerances about 1.5x.
+struct KvQ8Case {
+  const char* model;
+  double tolerance;
+};
+class ConformanceQ8Kv : public ::testing::TestWithParam<KvQ8Case> {};
+
+TEST_P(ConformanceQ8Kv, StaysCloseToLlamaCpp) {
+  const std::string model = GetParam().model;
+  const std::string gguf_path = kShared + "/models/" + model + ".gguf";
+  std::ifstream in(kShared + "/reference/" + model + ".json");
+  if (!in) GTEST_SKIP() << "no reference for " << model << " in ../shared";
+  nlohmann::json ref = nlohmann::json::parse(in);
+  auto file = GgufFile::Open(gguf_path);
+  ASSERT_TRUE(file.ok()) << file.status();
+  const int n_vocab = ref["n_vocab"];
+  double worst[2] = {0, 0};  // f16 caches, q8_0 caches
+  for (int q8 = 0; q8 < 2; ++q8) {
+    LowerOptions opts;
+    opts.all_logits = true;
+    opts.max_tokens = 128;
+    opts.n_ctx = 512;
+    if (q8) opts.cache_type_k = opts.cache_type_v = DType::kQ8_0;
+    auto exec = MakeExecutor(**file, opts);
+    ASSERT_TRUE(exec.ok()) << exec.status();
+    for (const auto& c : ref["cases"]) {
+      std::vector<int32_t> prompt_tokens = c["prompt_tokens"];
+      std::vector<int32_t> generated = c["generated"];
+      (*exec)->Reset();
+      auto logits = (*exec)->Step(prompt_tokens, 0);
+      ASSERT_TRUE(logits.ok()) << logits.status();
+      for (size_t p = 0; p < prompt_tokens.size(); ++p) {
+        std::vector<float> r = c["prompt_logits"][p];
+        worst[q8] = std::max(worst[q8], Compare(logits->data() + p * n_vocab, r).normalized);
+      }
+      for (size_t i = 0; i < c["generated_logits"].size(); ++i) {
+        auto step =
+            (*exec)->Step({&generated[i], 1}, static_cast<int32_t>(prompt_tokens.size() + i));
+        ASSERT_TRUE(step.ok()) << step.status();
+        std::vector<float> r = c["generated_logits"][i];
+        worst[q8] = std::max(worst[q8], Compare(step->data(), r).normalized);
+      }
+    }
+  }
+  std::printf("[ MEASURED ] %s: max normalized logit error, f16 KV %.3g, q8_0 KV %.3g "
+              "(tolerance %.3g)\n",
+              model.c_str(), worst[0], worst[1], GetParam().tolerance);
+  EXPECT_LE(worst[1], GetParam().tolerance);
+  EXPECT_NE(worst[0], worst[1]) << "the q8_0 caches made no difference: were they used?";
+}
+
+INSTANTIATE_TEST_SUITE_P(SharedReference, ConformanceQ8Kv,
+                         ::testing::Values(KvQ8Case{"tiny-qwen2-f16", 0.10},
+                                           KvQ8Case{"tiny-llama-q8_0", 0.16}),
+                         [](const auto& info) {
+                           std::string n = info.param.model;
+                           for (char& ch : n) if (!isalnum(static_cast<unsigned char>(ch))) ch = '_';
+                           return n;
+                         });
+
 TEST(ConformanceData, SharedReferencePresent) {
   if (ReferenceModels().empty()) {
     GTEST_SKIP() << "../shared/reference not found: llama.cpp conformance not run";
   }
   EXPECT_EQ(ReferenceModels().size(), 17u);
+}
+
+// Every model of ../shared/next has landed (the issue's done-when).
+TEST(ConformanceData, EveryNextModelRuns) {
+  const std::vector<SharedModel> next = ModelsIn("next/");
+  if (next.empty()) GTEST_SKIP() << "../shared/next/reference not found";
+  for (const SharedModel& m : next) EXPECT_TRUE(NextLanded(m.name)) << m.name;
+}
+
+// Every model listed in kNextTolerances is present in ../shared/next (a
+// misspelt entry would silently test nothing).
+TEST(ConformanceData, LandedNextModelsPresent) {
+  const std::vector<SharedModel> next = ModelsIn("next/");
+  if (next.empty()) GTEST_SKIP() << "../shared/next/reference not found";
+  for (const Tolerance& t : kNextTolerances) {
+    EXPECT_TRUE(std::any_of(next.begin(), next.end(),
+                            [&](const SharedModel& m) { return m.name == t.model; }))
+        << t.model;
+  }
 }
 
 }  // namespace

@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "compiler/compiler.h"
 #include "frontends/gguf/gguf.h"
 #include "frontends/lower/lower.h"
 #include "frontends/tokenizer/tokenizer.h"
@@ -57,21 +58,52 @@ constexpr double kGpuInt8VsCpuTolerance = 0.2;
 // Against llama.cpp: the largest of the CPU conformance tolerances (q5_k_m on
 // qwen2, 0.25); the per-model bounds are the CPU test's business.
 constexpr double kGpuVsLlamaCppBound = 0.25;
+// Mixture-of-experts models: positions where the router's 2nd and 3rd experts
+// nearly tie (tiny-qwen3moe-q4_k_m: two, ../shared/next/ARCHITECTURES.md)
+// flip with the 8-bit activations' rounding, as they do in llama.cpp; up to
+// this many rows per model may exceed the two bounds above, by at most
+// kMoeOutlierMax (the CPU's own outliers against llama.cpp reach 0.223).
+constexpr int kMoeOutlierRows = 2;
+constexpr double kMoeOutlierMax = 0.6;
 
+// Models of ../shared/next (the `models` issue) whose architecture and types
+// the CUDA backend runs; each is added as its GPU kernels land.
+const char* const kNextGpuModels[] = {
+    "tiny-llama-iq4_nl", "tiny-llama-iq4_xs", "tiny-qwen3-f16",   "tiny-qwen3-q4_k_m",
+    "tiny-phi3-f16",     "tiny-phi3-q4_k_m",  "tiny-gemma3-f16",  "tiny-gemma3-q4_k_m",
+    "tiny-qwen3moe-f16", "tiny-qwen3moe-q4_k_m"};
+
+// Reference models as "<name>" (../shared/models) or "next/<name>"
+// (../shared/next/models), with their GGUF present.
 std::vector<std::string> ReferenceModels() {
   std::vector<std::string> out;
   std::error_code ec;
-  const fs::path dir = fs::path(SharedDir()) / "reference";
-  if (!fs::is_directory(dir, ec)) return out;
-  for (const auto& e : fs::directory_iterator(dir, ec)) {
-    const std::string stem = e.path().stem().string();
-    if (e.path().extension() == ".json" &&
-        fs::exists(fs::path(SharedDir()) / "models" / (stem + ".gguf"), ec)) {
-      out.push_back(stem);
+  for (const std::string sub : {"", "next/"}) {
+    const fs::path dir = fs::path(SharedDir()) / (sub + "reference");
+    if (!fs::is_directory(dir, ec)) continue;
+    for (const auto& e : fs::directory_iterator(dir, ec)) {
+      const std::string stem = e.path().stem().string();
+      if (e.path().extension() != ".json" ||
+          !fs::exists(fs::path(SharedDir()) / (sub + "models") / (stem + ".gguf"), ec)) {
+        continue;
+      }
+      if (!sub.empty() && std::find_if(std::begin(kNextGpuModels), std::end(kNextGpuModels),
+                                       [&](const char* m) { return stem == m; }) ==
+                              std::end(kNextGpuModels)) {
+        continue;
+      }
+      out.push_back(sub + stem);
     }
   }
   std::sort(out.begin(), out.end());
   return out;
+}
+
+// "next/tiny-x" -> {"next/", "tiny-x"}.
+std::pair<std::string, std::string> SplitModel(const std::string& m) {
+  const size_t slash = m.rfind('/');
+  if (slash == std::string::npos) return {"", m};
+  return {m.substr(0, slash + 1), m.substr(slash + 1)};
 }
 
 double Sigma(const float* v, size_t n) {
@@ -105,6 +137,26 @@ std::pair<int, double> Top(const float* v, int n) {
   return {best, v[best] - second};
 }
 
+// `g` compiled for the GPU (vibrantc compile --device cuda); `float_path`:
+// without the 8-bit activations, the f16 GEMMs and the f16 tensor-core
+// attention (--disable-pass=quantize-activations --gemm-min-rows 0 -fa off).
+absl::StatusOr<compiler::Compiled> CompileCuda(const ir::Graph& g, bool float_path = false) {
+  compiler::CompileOptions o;
+  o.device = "cuda";
+  if (float_path) {
+    o.pipeline.disabled.insert("quantize-activations");
+    o.gemm_min_rows = 0;
+    o.flash_attention = false;  // the scalar attention kernels (f32 math)
+  }
+  return compiler::CompileGraph(g, o);
+}
+
+absl::StatusOr<std::unique_ptr<CudaExecutor>> Gpu(const ir::Graph& g, WeightResolver w, bool float_path = false) {
+  absl::StatusOr<compiler::Compiled> c = CompileCuda(g, float_path);
+  if (!c.ok()) return c.status();
+  return CudaExecutor::Create(compiler::ToProgram(*c), std::move(w));
+}
+
 struct Model {
   std::unique_ptr<GgufFile> file;
   ir::Graph graph;
@@ -125,11 +177,12 @@ TEST_P(GpuConformance, MatchesTheCpuBackendAndLlamaCpp) {
     GTEST_SKIP() << "no usable CUDA GPU: " << s.message();
   }
   const std::string model = GetParam();
-  std::ifstream in(SharedDir() + "/reference/" + model + ".json");
+  const auto [sub, name] = SplitModel(model);
+  std::ifstream in(SharedDir() + "/" + sub + "reference/" + name + ".json");
   ASSERT_TRUE(in) << "cannot read the reference for " << model;
   const nlohmann::json ref = nlohmann::json::parse(in);
   Model m;
-  auto file = GgufFile::Open(SharedDir() + "/models/" + model + ".gguf");
+  auto file = GgufFile::Open(SharedDir() + "/" + sub + "models/" + name + ".gguf");
   ASSERT_TRUE(file.ok()) << file.status();
   m.file = *std::move(file);
   LowerOptions opts;
@@ -141,17 +194,16 @@ TEST_P(GpuConformance, MatchesTheCpuBackendAndLlamaCpp) {
   m.graph = *std::move(graph);
   auto cpu = CpuExecutor::Create(m.graph, m.Resolver());
   ASSERT_TRUE(cpu.ok()) << cpu.status();
-  auto gpu = CudaExecutor::Create(m.graph, m.Resolver());
+  auto gpu = Gpu(m.graph, m.Resolver());
   ASSERT_TRUE(gpu.ok()) << gpu.status();
-  CudaExecutorOptions float_opts;  // float activations, no f16 GEMM operands
-  float_opts.int8_activations = false;
-  float_opts.gemm_min_rows = 0;
-  auto gpu_float = CudaExecutor::Create(m.graph, m.Resolver(), float_opts);
+  auto gpu_float = Gpu(m.graph, m.Resolver(), /*float_path=*/true);  // float activations, no f16 GEMMs
   ASSERT_TRUE(gpu_float.ok()) << gpu_float.status();
 
   const int n_vocab = ref["n_vocab"];
   double worst_cpu = 0, worst_float = 0, worst_ref = 0;
   int positions = 0, greedy_checked = 0;
+  const bool moe = model.find("moe") != std::string::npos;
+  int over_cpu = 0, over_ref = 0;  // rows above the bounds (MoE outliers)
   for (const auto& c : ref["cases"]) {
     std::vector<int32_t> prompt = c["prompt_tokens"];
     std::vector<int32_t> generated = c["generated"];
@@ -180,7 +232,8 @@ TEST_P(GpuConformance, MatchesTheCpuBackendAndLlamaCpp) {
         const double err = MaxAbsDiff(ar, gr, n_vocab) / sigma;
         worst_cpu = std::max(worst_cpu, err);
         ++positions;
-        EXPECT_LE(err, kGpuInt8VsCpuTolerance) << what << " row " << r;
+        if (err > kGpuInt8VsCpuTolerance) ++over_cpu;
+        EXPECT_LE(err, moe ? kMoeOutlierMax : kGpuInt8VsCpuTolerance) << what << " row " << r;
         auto [ta, margin] = Top(ar, n_vocab);
         if (margin > 10 * err * sigma) {
           ++greedy_checked;
@@ -190,7 +243,8 @@ TEST_P(GpuConformance, MatchesTheCpuBackendAndLlamaCpp) {
           std::vector<float> rr = (*ref_rows)[ref_first + r];
           const double e = MaxAbsDiff(gr, rr.data(), n_vocab) / std::max(Sigma(rr.data(), n_vocab), 1e-6);
           worst_ref = std::max(worst_ref, e);
-          EXPECT_LE(e, kGpuVsLlamaCppBound) << what << " row " << r << " vs llama.cpp";
+          if (e > kGpuVsLlamaCppBound) ++over_ref;
+          EXPECT_LE(e, moe ? kMoeOutlierMax : kGpuVsLlamaCppBound) << what << " row " << r << " vs llama.cpp";
         }
       }
     };
@@ -216,6 +270,8 @@ TEST_P(GpuConformance, MatchesTheCpuBackendAndLlamaCpp) {
       compare_float(sv, *sf);
     }
   }
+  EXPECT_LE(over_cpu, moe ? kMoeOutlierRows : 0) << "rows above " << kGpuInt8VsCpuTolerance << " vs the CPU";
+  EXPECT_LE(over_ref, moe ? kMoeOutlierRows : 0) << "rows above " << kGpuVsLlamaCppBound << " vs llama.cpp";
   std::printf("[ MEASURED ] %s: GPU vs CPU max normalized logit error %.3g (float activations "
               "%.3g) over %d positions (%d greedy tokens checked); GPU vs llama.cpp %.3g\n",
               model.c_str(), worst_cpu, worst_float, positions, greedy_checked, worst_ref);
@@ -239,11 +295,12 @@ TEST(GpuConformanceSetup, SharedModelsArePresent) {
   }
 }
 
-// The compiler's pass pipeline for cuda (fusion, device assignment with its
-// host<->device copies, the memory plan) in front of the CUDA executor: the
-// logits equal the CPU's on the unoptimized graph, and the executor runs in
-// the planned arena.
-TEST(GpuConformancePipeline, CompiledGraphsMatchTheCpu) {
+// The launches of a decode step, counted from the final IR (each op's
+// kernels[...] variant for T = 1, its launches other than device copies),
+// equal the launches the CUDA executor records while it runs such steps,
+// with the CUDA graph replayed and without it; the logits equal the CPU's on
+// the unoptimized graph.
+TEST(GpuConformancePipeline, DecodeLaunchesEqualTheFinalIr) {
   if (absl::Status s = CudaDeviceAvailable(); !s.ok()) {
     GTEST_SKIP() << "no usable CUDA GPU: " << s.message();
   }
@@ -264,42 +321,52 @@ TEST(GpuConformancePipeline, CompiledGraphsMatchTheCpu) {
     auto graph = LowerGguf(*m.file, opts);
     ASSERT_TRUE(graph.ok()) << graph.status();
     m.graph = *graph;
-    ir::Graph compiled = *std::move(graph);
-    passes::PassContext ctx;
-    ctx.device = passes::DevicePolicy::kCuda;
-    ctx.cuda_supports = [&compiled](const ir::Op& op) {
-      return codegen::CudaSupportsOp(compiled, op);
-    };
-    std::ostringstream log;
-    ASSERT_TRUE(passes::DefaultPipeline().Run(compiled, ctx, passes::PipelineOptions{}, log).ok())
-        << log.str();
-    int fused = 0;
-    for (const ir::Op& op : compiled.ops()) fused += op.kind == ir::OpKind::kFused;
+    auto compiled = CompileCuda(m.graph);
+    ASSERT_TRUE(compiled.ok()) << compiled.status();
+    int from_ir = 0, fused = 0;
+    for (const ir::Op& op : compiled->graph.ops()) {
+      fused += op.kind == ir::OpKind::kFused;
+      for (const ir::KernelVariant& k : op.kernels) {
+        if (k.t_min > 1) continue;
+        for (const std::string& l : k.launches) from_ir += l != "memcpy";
+      }
+    }
     EXPECT_GT(fused, 0) << "the pipeline fused nothing: this test would not cover fused ops";
     auto cpu = CpuExecutor::Create(m.graph, m.Resolver());
     ASSERT_TRUE(cpu.ok()) << cpu.status();
-    auto gpu = CudaExecutor::Create(compiled, m.Resolver());
-    ASSERT_TRUE(gpu.ok()) << gpu.status();
-    EXPECT_THAT((*gpu)->Describe(), ::testing::HasSubstr("(memory plan)"));
-    std::printf("[ INFO ] %s: %d fused ops; %s\n", path.c_str(), fused, (*gpu)->Describe().c_str());
-    std::vector<int32_t> prompt = {1, 15, 100, 7, 300, 22, 9};
-    double worst = 0;
-    for (int step = 0; step < 12; ++step) {
-      std::vector<int32_t> ids = step == 0 ? prompt : std::vector<int32_t>{(37 * step) % 500};
-      const int32_t pos = step == 0 ? 0 : static_cast<int32_t>(prompt.size()) + step - 1;
-      auto a = (*cpu)->Step(ids, pos);
-      ASSERT_TRUE(a.ok()) << a.status();
-      std::vector<float> av(a->begin(), a->end());
-      auto g = (*gpu)->Step(ids, pos);
-      ASSERT_TRUE(g.ok()) << g.status();
-      ASSERT_EQ(av.size(), g->size());
-      const double err = MaxAbsDiff(av.data(), g->data(), av.size()) /
-                         std::max(Sigma(av.data(), av.size()), 1e-6);
-      worst = std::max(worst, err);
-      EXPECT_LE(err, kGpuInt8VsCpuTolerance) << "step " << step;
+    for (bool graphs : {true, false}) {
+      SCOPED_TRACE(graphs ? "CUDA graph" : "plain launches");
+      compiler::Compiled c = *compiled;
+      if (!graphs) c.dispatch_table->graph_max_tokens = 0;
+      auto gpu = CudaExecutor::Create(compiler::ToProgram(c), m.Resolver());
+      ASSERT_TRUE(gpu.ok()) << gpu.status();
+      EXPECT_EQ(*(*gpu)->KernelLaunchesPerStep(1), from_ir);
+      std::printf("[ INFO ] %s: %d fused ops, %d launches per decode step in the IR; %s\n", path.c_str(),
+                  fused, from_ir, (*gpu)->Describe().c_str());
+      (*cpu)->Reset();
+      std::vector<int32_t> prompt = {1, 15, 100, 7, 300, 22, 9};
+      double worst = 0;
+      for (int step = 0; step < 12; ++step) {
+        std::vector<int32_t> ids = step == 0 ? prompt : std::vector<int32_t>{(37 * step) % 500};
+        const int32_t pos = step == 0 ? 0 : static_cast<int32_t>(prompt.size()) + step - 1;
+        auto a = (*cpu)->Step(ids, pos);
+        ASSERT_TRUE(a.ok()) << a.status();
+        std::vector<float> av(a->begin(), a->end());
+        const int64_t before = (*gpu)->launches_enqueued();
+        auto g = (*gpu)->Step(ids, pos);
+        ASSERT_TRUE(g.ok()) << g.status();
+        if (step > 0) {
+          EXPECT_EQ((*gpu)->launches_enqueued() - before, from_ir) << "decode step " << step;
+        }
+        ASSERT_EQ(av.size(), g->size());
+        const double err = MaxAbsDiff(av.data(), g->data(), av.size()) /
+                           std::max(Sigma(av.data(), av.size()), 1e-6);
+        worst = std::max(worst, err);
+        EXPECT_LE(err, kGpuInt8VsCpuTolerance) << "step " << step;
+      }
+      std::printf("[ MEASURED ] pipeline %s: GPU (compiled graph) vs CPU max normalized error %.3g\n",
+                  fs::path(path).stem().c_str(), worst);
     }
-    std::printf("[ MEASURED ] pipeline %s: GPU (compiled graph) vs CPU max normalized error %.3g\n",
-                fs::path(path).stem().c_str(), worst);
   }
 }
 
@@ -323,7 +390,7 @@ TEST(GpuConformanceText, Stories260KGreedyTextEqualsReference) {
   auto graph = LowerGguf(*m.file, opts);
   ASSERT_TRUE(graph.ok()) << graph.status();
   m.graph = *std::move(graph);
-  auto gpu = CudaExecutor::Create(m.graph, m.Resolver());
+  auto gpu = Gpu(m.graph, m.Resolver());
   ASSERT_TRUE(gpu.ok()) << gpu.status();
   const int n_vocab = ref["n_vocab"];
   int cases = 0;

@@ -12,7 +12,8 @@ namespace vibrant::synth {
 namespace {
 
 // Numbers from each model's config.json on Hugging Face (checked against the
-// published files; Qwen2.5: Qwen/Qwen2.5-{0.5B,3B}, Llama: meta-llama/...).
+// published files; Qwen2.5: Qwen/Qwen2.5-{0.5B,3B}, Llama: meta-llama/...,
+// Qwen3: Qwen/Qwen3-{8B,30B-A3B}, Gemma 3: google/gemma-3-4b-it's text_config).
 constexpr ModelPreset kPresets[] = {
     {
         .name = "qwen2.5-0.5b",
@@ -108,6 +109,82 @@ constexpr ModelPreset kPresets[] = {
         .vocab_size_key = true,
         .vocab = VocabKind::kLlama3,
     },
+    {
+        .name = "qwen3-8b",
+        .source = "Qwen/Qwen3-8B",
+        .arch = "qwen3",
+        .n_layer = 36,
+        .n_embd = 4096,
+        .n_head = 32,
+        .n_head_kv = 8,
+        .head_dim = 128,
+        .n_ff = 12288,
+        .n_vocab = 151936,
+        .n_ctx_train = 40960,
+        .tied_embeddings = false,
+        .qkv_bias = false,
+        .rope_freq_base = 1000000.0,
+        .rms_eps = 1e-6,
+        .llama3_rope = {},
+        .head_dim_keys = true,  // "head_dim": 128 (Qwen3Model writes key/value_length)
+        .rope_dim_key = false,
+        .vocab_size_key = false,
+        .vocab = VocabKind::kQwen2,
+        .qk_norm = true,
+    },
+    {
+        // The text model of Gemma 3 4B (text_config of google/gemma-3-4b-it;
+        // the GGUF holds no vision tower).
+        .name = "gemma3-4b",
+        .source = "google/gemma-3-4b-it",
+        .arch = "gemma3",
+        .n_layer = 34,
+        .n_embd = 2560,
+        .n_head = 8,
+        .n_head_kv = 4,
+        .head_dim = 256,
+        .n_ff = 10240,
+        .n_vocab = 262208,
+        .n_ctx_train = 131072,
+        .tied_embeddings = true,
+        .qkv_bias = false,
+        .rope_freq_base = 1000000.0,  // global layers; local layers: 10000 (rope_local_base_freq)
+        .rms_eps = 1e-6,
+        .llama3_rope = {},
+        .head_dim_keys = true,
+        .rope_dim_key = false,
+        .vocab_size_key = false,
+        .vocab = VocabKind::kGemma3,
+        .qk_norm = true,
+        .sliding_window = 1024,
+        .rope_scaling_linear = 8.0,
+    },
+    {
+        .name = "qwen3-30b-a3b",
+        .source = "Qwen/Qwen3-30B-A3B",
+        .arch = "qwen3moe",
+        .n_layer = 48,
+        .n_embd = 2048,
+        .n_head = 32,
+        .n_head_kv = 4,
+        .head_dim = 128,
+        .n_ff = 6144,
+        .n_vocab = 151936,
+        .n_ctx_train = 40960,
+        .tied_embeddings = false,
+        .qkv_bias = false,
+        .rope_freq_base = 1000000.0,
+        .rms_eps = 1e-6,
+        .llama3_rope = {},
+        .head_dim_keys = true,
+        .rope_dim_key = false,
+        .vocab_size_key = false,
+        .vocab = VocabKind::kQwen2,
+        .qk_norm = true,
+        .n_expert = 128,
+        .n_expert_used = 8,
+        .n_ff_exp = 768,
+    },
 };
 
 int LayerOf(const std::string& name) {
@@ -149,10 +226,26 @@ std::vector<TensorDesc> PresetTensors(const ModelPreset& p, int64_t n_layer) {
     t.push_back({b + "attn_q.weight", {p.n_embd, q_dim}});
     if (p.qkv_bias) t.push_back({b + "attn_v.bias", {kv_dim}});
     t.push_back({b + "attn_v.weight", {p.n_embd, kv_dim}});
-    t.push_back({b + "ffn_down.weight", {p.n_ff, p.n_embd}});
-    t.push_back({b + "ffn_gate.weight", {p.n_embd, p.n_ff}});
+    if (p.qk_norm) {
+      t.push_back({b + "attn_k_norm.weight", {p.head_dim}});
+      t.push_back({b + "attn_q_norm.weight", {p.head_dim}});
+    }
+    if (p.arch == "gemma3") {
+      t.push_back({b + "post_attention_norm.weight", {p.n_embd}});
+      t.push_back({b + "post_ffw_norm.weight", {p.n_embd}});
+    }
+    if (p.n_expert > 0) {
+      // Stacked experts: ggml dims {K, N, n_expert}.
+      t.push_back({b + "ffn_down_exps.weight", {p.n_ff_exp, p.n_embd, p.n_expert}});
+      t.push_back({b + "ffn_gate_exps.weight", {p.n_embd, p.n_ff_exp, p.n_expert}});
+      t.push_back({b + "ffn_gate_inp.weight", {p.n_embd, p.n_expert}});
+      t.push_back({b + "ffn_up_exps.weight", {p.n_embd, p.n_ff_exp, p.n_expert}});
+    } else {
+      t.push_back({b + "ffn_down.weight", {p.n_ff, p.n_embd}});
+      t.push_back({b + "ffn_gate.weight", {p.n_embd, p.n_ff}});
+      t.push_back({b + "ffn_up.weight", {p.n_embd, p.n_ff}});
+    }
     t.push_back({b + "ffn_norm.weight", {p.n_embd}});
-    t.push_back({b + "ffn_up.weight", {p.n_embd, p.n_ff}});
   }
   // Already in weight_name_comparer order by construction; sorting makes
   // that a checked property rather than a promise.

@@ -19,8 +19,9 @@
 namespace vibrant::synth {
 
 enum class VocabKind {
-  kQwen2,   // Qwen2/2.5 byte-level BPE (151643 regular tokens + specials)
+  kQwen2,   // Qwen2/2.5 and Qwen3 byte-level BPE (151643 regular tokens + specials)
   kLlama3,  // Llama 3 byte-level BPE (128000 regular tokens + 256 specials)
+  kGemma3,  // Gemma 3 SentencePiece (262144 pieces, <pad> <eos> <bos> <unk> first)
 };
 
 // Llama 3 "rope_type: llama3" frequency scaling. convert_hf_to_gguf.py turns
@@ -58,6 +59,19 @@ struct ModelPreset {
   // convert_hf_to_gguf.py writes <arch>.vocab_size (LlamaModel does).
   bool vocab_size_key;
   VocabKind vocab;
+  // qwen3, gemma3, qwen3moe: per-head RMSNorm of q and k before RoPE
+  // (attn_q_norm / attn_k_norm, [head_dim]).
+  bool qk_norm = false;
+  // qwen3moe: experts per layer (num_experts), experts per token
+  // (num_experts_per_tok) and the expert FFN width (moe_intermediate_size);
+  // n_ff is then the unused dense width the config also states. 0: dense.
+  int64_t n_expert = 0;
+  int64_t n_expert_used = 0;
+  int64_t n_ff_exp = 0;
+  // gemma3: sliding-window attention window (sliding_window; 0: none) and
+  // linear rope scaling of the global layers (rope_scaling.factor; 0: none).
+  int64_t sliding_window = 0;
+  double rope_scaling_linear = 0;
 };
 
 // All presets, in a fixed order.

@@ -80,17 +80,22 @@ const FileTypeInfo* FileTypeFromLlamaFtype(uint32_t id) {
 // non-Falcon, non-70B) llama/qwen2 models without an importance matrix:
 //
 //  * Only tensors of 2+ dims whose name ends in "weight" and that are not
-//    "*_norm.weight" are quantized; the rest keep their F16-conversion type.
+//    "*_norm.weight" or a MoE router ("ffn_gate_inp.weight", which the F16
+//    conversion writes in F32) are quantized; the rest keep their
+//    F16-conversion type.
 //  * F16 files: every quantizable tensor is F16 (nothing to quantize).
 //  * output.weight, and token_embd.weight when the model has no
 //    output.weight (tied embeddings): Q8_0 when the row length is not a
 //    multiple of the base type's block, else Q8_0 stays Q8_0 and any other
 //    base becomes Q6_K. (So Q4_0 files have a Q6_K output.)
 //  * Untied token_embd.weight keeps the base type.
-//  * attn_v.weight in Q4_K_M / Q5_K_M: Q6_K when use_more_bits(i, n), where
-//    i counts the attn_v tensors seen so far and n is their total.
-//  * ffn_down.weight in Q4_K_M / Q5_K_M: Q6_K when use_more_bits(i, n_layer),
-//    i counting the ffn_down tensors seen so far.
+//  * attn_v.weight (and the fused attn_qkv.weight of phi3, which llama.cpp
+//    counts and treats as attn_v) in Q4_K_M / Q5_K_M: Q6_K when
+//    use_more_bits(i, n), where i counts the attn_v/attn_qkv tensors seen so
+//    far and n is their total.
+//  * ffn_down.weight (and the stacked experts ffn_down_exps.weight, one per
+//    layer) in Q4_K_M / Q5_K_M: Q6_K when use_more_bits(i, n_layer), i
+//    counting the ffn_down tensors seen so far.
 //      use_more_bits(i, n) = i < n/8 || i >= 7*n/8 || (i - n/8) % 3 == 2
 //    (integer division): the first and last eighth of the layers and every
 //    third layer in between.
@@ -123,7 +128,7 @@ absl::StatusOr<std::vector<DType>> QuantMix(FileType ft, absl::Span<const Tensor
   int64_t n_attn_v = 0;
   for (const TensorDesc& t : tensors) {
     if (t.name == "output.weight") tied = false;
-    if (Contains(t.name, "attn_v.weight")) ++n_attn_v;
+    if (Contains(t.name, "attn_v.weight") || Contains(t.name, "attn_qkv.weight")) ++n_attn_v;
   }
 
   std::vector<DType> out(tensors.size(), DType::kF32);
@@ -131,10 +136,11 @@ absl::StatusOr<std::vector<DType>> QuantMix(FileType ft, absl::Span<const Tensor
   for (size_t idx : order) {
     const TensorDesc& t = tensors[idx];
     const int nd = NDims(t.dims);
-    const DType source = nd >= 2 ? DType::kF16 : DType::kF32;
+    const bool router = Contains(t.name, "ffn_gate_inp.weight");
+    const DType source = nd >= 2 && !router ? DType::kF16 : DType::kF32;
     const bool quantizable = nd >= 2 && t.name.size() >= 6 &&
                              t.name.compare(t.name.size() - 6, 6, "weight") == 0 &&
-                             !Contains(t.name, "_norm.weight");
+                             !Contains(t.name, "_norm.weight") && !router;
     if (!quantizable) {
       out[idx] = source;
       continue;
@@ -155,7 +161,7 @@ absl::StatusOr<std::vector<DType>> QuantMix(FileType ft, absl::Span<const Tensor
       }
     } else if (is_token_embd) {
       // keeps the base type
-    } else if (Contains(t.name, "attn_v.weight")) {
+    } else if (Contains(t.name, "attn_v.weight") || Contains(t.name, "attn_qkv.weight")) {
       if (mix_m && use_more_bits(i_attn_v, n_attn_v)) type = DType::kQ6_K;
       ++i_attn_v;
     } else if (Contains(t.name, "ffn_down")) {

@@ -34,10 +34,11 @@ const FileTypeInfo* FileTypeFromLlamaFtype(uint32_t id);
 
 // The type of each tensor of `tensors` (same order) in a file of type `ft`,
 // as llama-quantize (without an importance matrix, no overrides) chooses it
-// when quantizing the F16 conversion of a dense model of `n_layer` layers
+// when quantizing the F16 conversion of a model of `n_layer` layers
 // (llama_tensor_get_type in llama.cpp's src/llama-quant.cpp). In that F16
-// conversion 2-D weights are F16 and 1-D tensors (norms, biases, rope_freqs)
-// F32; 1-D tensors are never quantized, so they stay F32 in every type.
+// conversion 2-D and 3-D weights are F16 and 1-D tensors (norms, biases,
+// rope_freqs) and MoE routers (ffn_gate_inp) F32; those are never quantized,
+// so they stay F32 in every type.
 // `tensors` may be in any order: the per-layer counters advance in
 // llama-quantize's visiting order, which this function reproduces. Fails
 // where llama-quantize does: a row length that no fallback type divides.

@@ -32,8 +32,13 @@ const std::map<int64_t, std::set<int64_t>> kMoreBitsLayers = {
     {24, {0, 1, 2, 5, 8, 11, 14, 17, 20, 21, 22, 23}},
     // n=32 (Llama-3.1-8B): n/8=4, 7n/8=28; 6, 9, ..., 27.
     {32, {0, 1, 2, 3, 6, 9, 12, 15, 18, 21, 24, 27, 28, 29, 30, 31}},
-    // n=36 (Qwen2.5-3B): n/8=4, 7n/8=31; 6, 9, ..., 30.
+    // n=36 (Qwen2.5-3B, Qwen3-8B): n/8=4, 7n/8=31; 6, 9, ..., 30.
     {36, {0, 1, 2, 3, 6, 9, 12, 15, 18, 21, 24, 27, 30, 31, 32, 33, 34, 35}},
+    // n=34 (Gemma-3-4B): n/8=4, 7n/8=29; 6, 9, ..., 27.
+    {34, {0, 1, 2, 3, 6, 9, 12, 15, 18, 21, 24, 27, 29, 30, 31, 32, 33}},
+    // n=48 (Qwen3-30B-A3B): n/8=6, 7n/8=42; 8, 11, ..., 41.
+    {48, {0, 1, 2, 3, 4, 5, 8, 11, 14, 17, 20, 23, 26, 29, 32, 35, 38, 41, 42, 43, 44, 45, 46,
+          47}},
 };
 
 int LayerOf(const std::string& name) {
@@ -50,6 +55,7 @@ bool EndsWith(const std::string& s, const std::string& suffix) {
 // out directly from the rule in llama-quant.cpp, case by case.
 DType Expected(FileType ft, const ModelPreset& p, const TensorDesc& t, int64_t n_layer) {
   if (t.dims.size() == 1) return DType::kF32;  // norms, biases, rope_freqs
+  if (EndsWith(t.name, "ffn_gate_inp.weight")) return DType::kF32;  // MoE router: never quantized
   const int64_t cols = t.dims[0];
   auto fits = [cols](DType d) { return cols % GetDTypeInfo(d).block_size == 0; };
   // Shape fallbacks of tensor_type_fallback.
@@ -76,7 +82,9 @@ DType Expected(FileType ft, const ModelPreset& p, const TensorDesc& t, int64_t n
     case FileType::kQ5_K_M: {
       const DType base = ft == FileType::kQ4_K_M ? DType::kQ4_K : DType::kQ5_K;
       if (output) return fits(base) ? DType::kQ6_K : DType::kQ8_0;
-      if ((EndsWith(t.name, "attn_v.weight") || EndsWith(t.name, "ffn_down.weight")) && more_bits) {
+      if ((EndsWith(t.name, "attn_v.weight") || EndsWith(t.name, "ffn_down.weight") ||
+           EndsWith(t.name, "ffn_down_exps.weight")) &&
+          more_bits) {
         return fallback(DType::kQ6_K);
       }
       return fallback(base);
@@ -179,7 +187,14 @@ TEST(QuantMix, MatchesLlamaQuantizeOutputs) {
   std::error_code ec;
   if (!std::filesystem::is_directory(dir, ec)) GTEST_SKIP() << dir << " is absent";
   int checked = 0;
-  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+  std::vector<std::filesystem::directory_entry> files;
+  for (const char* d : {"/../shared/models", "/../shared/next/models"}) {
+    for (const auto& e :
+         std::filesystem::directory_iterator(std::string(VIBRANT_SOURCE_DIR) + d, ec)) {
+      files.push_back(e);
+    }
+  }
+  for (const auto& e : files) {
     if (e.path().extension() != ".gguf") continue;
     absl::StatusOr<std::unique_ptr<GgufFile>> f = GgufFile::Open(e.path().string());
     ASSERT_TRUE(f.ok()) << f.status();
@@ -200,7 +215,10 @@ TEST(QuantMix, MatchesLlamaQuantizeOutputs) {
     }
     ++checked;
   }
-  EXPECT_GE(checked, 8);  // tiny-llama x4, tiny-qwen2 x5 at the time of writing
+  // tiny-llama x4, tiny-qwen2 x5, and (../shared/next) the Q4_K_M files of
+  // qwen3, gemma3, phi3 (fused attn_qkv) and qwen3moe (router, stacked experts
+  // with fallbacks) at the time of writing.
+  EXPECT_GE(checked, 8);
 }
 
 }  // namespace

@@ -61,6 +61,18 @@ absl::StatusOr<SynthReport> SynthesizeModel(const SynthOptions& opts, const std:
     w.AddUint32(a + ".attention.key_length", static_cast<uint32_t>(p.head_dim));
     w.AddUint32(a + ".attention.value_length", static_cast<uint32_t>(p.head_dim));
   }
+  if (p.n_expert > 0) {
+    w.AddUint32(a + ".expert_count", static_cast<uint32_t>(p.n_expert));
+    w.AddUint32(a + ".expert_used_count", static_cast<uint32_t>(p.n_expert_used));
+    w.AddUint32(a + ".expert_feed_forward_length", static_cast<uint32_t>(p.n_ff_exp));
+  }
+  if (p.sliding_window > 0) {
+    w.AddUint32(a + ".attention.sliding_window", static_cast<uint32_t>(p.sliding_window));
+  }
+  if (p.rope_scaling_linear > 0) {
+    w.AddString(a + ".rope.scaling.type", "linear");
+    w.AddFloat32(a + ".rope.scaling.factor", static_cast<float>(p.rope_scaling_linear));
+  }
   w.AddUint32("general.file_type", ft.llama_ftype);
   if (p.vocab_size_key) w.AddUint32(a + ".vocab_size", static_cast<uint32_t>(shape.n_vocab));
   if (p.rope_dim_key) w.AddUint32(a + ".rope.dimension_count", static_cast<uint32_t>(p.head_dim));

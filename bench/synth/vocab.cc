@@ -1,6 +1,7 @@
 #include "bench/synth/vocab.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
@@ -106,6 +107,65 @@ GgufArray Int32Array(const std::vector<int32_t>& v) {
 }
 
 }  // namespace
+
+absl::StatusOr<SpmVocab> SyntheticSpmVocab(int64_t n_vocab) {
+  constexpr int32_t kSpmNormal = 1, kSpmUnknown = 2, kSpmControl = 3, kSpmUnused = 5, kSpmByte = 6;
+  // "▁" (U+2581) and the printable ASCII characters but the space, which
+  // SentencePiece writes as "▁".
+  std::vector<std::string> chars = {"\xE2\x96\x81"};
+  for (int c = '!'; c <= '~'; ++c) chars.emplace_back(1, static_cast<char>(c));
+  const int64_t n_fixed = 4 + 256;
+  const int64_t n_chars = static_cast<int64_t>(chars.size());
+  if (n_vocab < n_fixed + n_chars) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "synthetic SentencePiece vocabulary: ", n_vocab, " tokens is fewer than the ",
+        n_fixed + n_chars, " specials, bytes and single characters"));
+  }
+  // Gemma 3's tokenizer has 262144 pieces; its embedding has 262208 rows.
+  const int64_t n_pieces = std::min<int64_t>(n_vocab, 262144);
+  SpmVocab v;
+  v.tokens.reserve(n_vocab);
+  auto add = [&v](std::string t, float score, int32_t type) {
+    v.tokens.push_back(std::move(t));
+    v.scores.push_back(score);
+    v.types.push_back(type);
+  };
+  add("<pad>", 0, kSpmControl);
+  add("<eos>", 0, kSpmControl);
+  add("<bos>", 0, kSpmControl);
+  add("<unk>", 0, kSpmUnknown);
+  v.pad_id = 0;
+  v.eos_id = 1;
+  v.bos_id = 2;
+  v.unk_id = 3;
+  for (int b = 0; b < 256; ++b) {
+    char hex[8];
+    std::snprintf(hex, sizeof(hex), "<0x%02X>", b);
+    add(hex, 0, kSpmByte);
+  }
+  // Pieces of 1, 2 then 3 characters; every prefix of a piece is a piece, so
+  // the tokenizer can build each from its characters.
+  auto remaining = [&] { return n_pieces - static_cast<int64_t>(v.tokens.size()); };
+  for (const std::string& c : chars) {
+    add(c, -static_cast<float>(v.tokens.size()), kSpmNormal);
+  }
+  for (int64_t i = 0; i < n_chars && remaining() > 0; ++i) {
+    for (int64_t j = 0; j < n_chars && remaining() > 0; ++j) {
+      add(chars[i] + chars[j], -static_cast<float>(v.tokens.size()), kSpmNormal);
+    }
+  }
+  for (int64_t i = 0; i < n_chars && remaining() > 0; ++i) {
+    for (int64_t j = 0; j < n_chars && remaining() > 0; ++j) {
+      for (int64_t k = 0; k < n_chars && remaining() > 0; ++k) {
+        add(chars[i] + chars[j] + chars[k], -static_cast<float>(v.tokens.size()), kSpmNormal);
+      }
+    }
+  }
+  while (static_cast<int64_t>(v.tokens.size()) < n_vocab) {
+    add(absl::StrCat("<unused", v.tokens.size(), ">"), 0, kSpmUnused);
+  }
+  return v;
+}
 
 absl::StatusOr<ByteBpeVocab> SyntheticVocab(VocabKind kind, int64_t n_vocab) {
   const std::vector<Special> specials = SpecialTokens(kind);
@@ -214,6 +274,23 @@ absl::StatusOr<std::string> AddVocabulary(VocabKind kind, int64_t n_vocab,
                         n_vocab, ")");
   }
 
+  if (kind == VocabKind::kGemma3) {
+    absl::StatusOr<SpmVocab> v = SyntheticSpmVocab(n_vocab);
+    if (!v.ok()) return v.status();
+    w.AddString("tokenizer.ggml.model", "llama");
+    w.AddString("tokenizer.ggml.pre", "default");
+    w.AddStringArray("tokenizer.ggml.tokens", v->tokens);
+    w.AddFloat32Array("tokenizer.ggml.scores", v->scores);
+    w.AddArray("tokenizer.ggml.token_type", Int32Array(v->types));
+    w.AddUint32("tokenizer.ggml.bos_token_id", static_cast<uint32_t>(v->bos_id));
+    w.AddUint32("tokenizer.ggml.eos_token_id", static_cast<uint32_t>(v->eos_id));
+    w.AddUint32("tokenizer.ggml.unknown_token_id", static_cast<uint32_t>(v->unk_id));
+    w.AddUint32("tokenizer.ggml.padding_token_id", static_cast<uint32_t>(v->pad_id));
+    w.AddBool("tokenizer.ggml.add_bos_token", true);
+    w.AddBool("tokenizer.ggml.add_eos_token", false);
+    return absl::StrCat("synthetic SentencePiece vocabulary (", v->tokens.size(),
+                        " tokens; not the trained one)");
+  }
   absl::StatusOr<ByteBpeVocab> v = SyntheticVocab(kind, n_vocab);
   if (!v.ok()) return v.status();
   w.AddString("tokenizer.ggml.model", "gpt2");

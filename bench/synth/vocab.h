@@ -1,5 +1,6 @@
 // Tokenizer metadata (tokenizer.ggml.*) for synthetic models.
 //
+// Gemma 3 presets get a synthetic SentencePiece vocabulary (SyntheticSpmVocab).
 // Qwen presets use the real Qwen2 vocabulary when a vocabulary-only GGUF of it
 // is available (../shared/tokenizer/ggml-vocab-qwen2.gguf), padded with
 // "[PAD<id>]" tokens of type UNUSED up to the preset's vocab_size as
@@ -37,6 +38,22 @@ struct ByteBpeVocab {
 // smaller n_vocab (test models) keeps the special tokens and drops regular
 // ones; it must leave room for the 256 byte tokens.
 absl::StatusOr<ByteBpeVocab> SyntheticVocab(VocabKind kind, int64_t n_vocab);
+
+// A SentencePiece ("llama" tokenizer model) vocabulary.
+struct SpmVocab {
+  std::vector<std::string> tokens;
+  std::vector<float> scores;
+  std::vector<int32_t> types;  // 1 normal, 2 unknown, 3 control, 5 unused, 6 byte
+  int64_t bos_id = -1, eos_id = -1, unk_id = -1, pad_id = -1;
+};
+
+// The synthetic SentencePiece vocabulary of Gemma 3 (kind kGemma3) with
+// `n_vocab` tokens: <pad> <eos> <bos> <unk> at Gemma's ids 0..3, the 256
+// byte-fallback tokens "<0xXX>", then pieces made of "▁" and printable ASCII
+// (single characters, then pairs, then triples) with decreasing scores, then
+// "<unusedN>" (type unused) up to n_vocab. n_vocab must leave room for the
+// specials, the bytes and the 96 single-character pieces.
+absl::StatusOr<SpmVocab> SyntheticSpmVocab(int64_t n_vocab);
 
 // Adds tokenizer.ggml.* for a `n_vocab`-token vocabulary of `kind` to `w`.
 // For kQwen2, a non-empty `qwen2_vocab_gguf` names the vocabulary-only GGUF

@@ -28,7 +28,7 @@ template <bool F16>
 VB_INLINE void vb_attn_split_impl(const float* __restrict__ q, const void* __restrict__ k,
                                   const void* __restrict__ v, const int* __restrict__ pos,
                                   float* __restrict__ part, int H, int KVH, int hd, int n_ctx,
-                                  float scale, int n_split, int chunk) {
+                                  float scale, int n_split, int chunk, int window) {
   __shared__ float q_sh[VB_ATTN_MAX_HD];
   __shared__ float e_sh[VB_ATTN_CHUNK];
   __shared__ float red[32];
@@ -39,8 +39,10 @@ VB_INLINE void vb_attn_split_impl(const float* __restrict__ q, const void* __res
   float* pp = part + ((i64)r * n_split + split) * (hd + 2);
   int n = pos[t] + 1;
   if (n > n_ctx) n = n_ctx;
-  const int j0 = split * chunk;  // chunk <= VB_ATTN_CHUNK
+  int j0 = split * chunk;  // chunk <= VB_ATTN_CHUNK
   const int j1 = n < j0 + chunk ? n : j0 + chunk;
+  // Sliding window: only rows j > pos - window are visible.
+  if (window > 0 && n - window > j0) j0 = n - window;
   if (j0 >= j1) {  // the whole block: nothing of this chunk is visible
     for (int d = threadIdx.x; d < hd + 2; d += blockDim.x) pp[d] = d == 0 ? VB_NEG_INF : 0.0f;
     return;
@@ -119,14 +121,14 @@ VB_INLINE void vb_attn_split_impl(const float* __restrict__ q, const void* __res
 extern "C" __global__ void vb_attn_split_f16(const float* q, const void* k, const void* v,
                                              const int* pos, float* part, int H, int KVH, int hd,
                                              int n_ctx, float scale, int n_split,
-                                             int chunk) {
-  vb_attn_split_impl<true>(q, k, v, pos, part, H, KVH, hd, n_ctx, scale, n_split, chunk);
+                                             int chunk, int window) {
+  vb_attn_split_impl<true>(q, k, v, pos, part, H, KVH, hd, n_ctx, scale, n_split, chunk, window);
 }
 extern "C" __global__ void vb_attn_split_f32(const float* q, const void* k, const void* v,
                                              const int* pos, float* part, int H, int KVH, int hd,
                                              int n_ctx, float scale, int n_split,
-                                             int chunk) {
-  vb_attn_split_impl<false>(q, k, v, pos, part, H, KVH, hd, n_ctx, scale, n_split, chunk);
+                                             int chunk, int window) {
+  vb_attn_split_impl<false>(q, k, v, pos, part, H, KVH, hd, n_ctx, scale, n_split, chunk, window);
 }
 
 // out[r, d] = sum_s acc_s[d] * exp(m_s - M) / sum_s sum_s * exp(m_s - M)

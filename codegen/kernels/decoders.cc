@@ -276,6 +276,65 @@ struct W_q8_K {
   }
 };
 )CUDA"},
+    // IQ4_NL: Q4_0's nibble placement; a code is an index into 16 non-linear
+    // levels (ggml's kvalues_iq4nl), kept as int8 in four words so that no
+    // table lives in memory. vb_iq4_level is shared with IQ4_XS (guarded).
+    {DType::kIQ4_NL, R"CUDA(
+#ifndef VB_IQ4_LEVELS
+#define VB_IQ4_LEVELS
+#define VB_IQ4_L0 0xBFAD9881u
+#define VB_IQ4_L1 0xF6EADDCFu
+#define VB_IQ4_L2 0x26190D01u
+#define VB_IQ4_L3 0x71594535u
+// Level c (0..15): -127 -104 -83 -65 -49 -35 -22 -10 1 13 25 38 53 69 89 113.
+VB_INLINE int vb_iq4_level(int c) {
+  const u32 w = c < 8 ? (c < 4 ? VB_IQ4_L0 : VB_IQ4_L1) : (c < 12 ? VB_IQ4_L2 : VB_IQ4_L3);
+  return (int)(i8)(u8)(w >> (8 * (c & 3)));
+}
+#endif
+struct W_iq4_nl {
+  enum { QK = 32, BYTES = 18, PLAIN = 0 };
+  static VB_INLINE void deq8(const u8* row, int g, int K, float* v) {
+    const u8* b = row + (g >> 2) * 18;
+    const int j = g & 3;
+    const float d = vb_half_at(b);
+    const u8* qs = b + 2 + 8 * (j & 1);
+    const int sh = 4 * (j >> 1);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) v[e] = __fmul_rn(d, (float)vb_iq4_level((qs[e] >> sh) & 15));
+  }
+};
+)CUDA"},
+    // IQ4_XS: 8 sub-blocks of 32 (qs[16s..16s+15], Q4_0's nibble placement)
+    // with 6-bit scales ls (low 4 bits in scales_l, high 2 in scales_h):
+    // x = (d * (ls - 32)) * level.
+    {DType::kIQ4_XS, R"CUDA(
+#ifndef VB_IQ4_LEVELS
+#define VB_IQ4_LEVELS
+#define VB_IQ4_L0 0xBFAD9881u
+#define VB_IQ4_L1 0xF6EADDCFu
+#define VB_IQ4_L2 0x26190D01u
+#define VB_IQ4_L3 0x71594535u
+VB_INLINE int vb_iq4_level(int c) {
+  const u32 w = c < 8 ? (c < 4 ? VB_IQ4_L0 : VB_IQ4_L1) : (c < 12 ? VB_IQ4_L2 : VB_IQ4_L3);
+  return (int)(i8)(u8)(w >> (8 * (c & 3)));
+}
+#endif
+struct W_iq4_xs {
+  enum { QK = 256, BYTES = 136, PLAIN = 0 };
+  static VB_INLINE void deq8(const u8* row, int g, int K, float* v) {
+    const u8* b = row + (g >> 5) * 136;
+    const int i0 = 8 * (g & 31);
+    const int s = i0 >> 5, e0 = i0 & 31;
+    const int ls = ((b[4 + (s >> 1)] >> (4 * (s & 1))) & 15) | (((vb_ld16(b + 2) >> (2 * s)) & 3) << 4);
+    const float dl = __fmul_rn(vb_half_at(b), (float)(ls - 32));
+    const u8* qs = b + 8 + 16 * s + (e0 & 15);
+    const int sh = e0 < 16 ? 0 : 4;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) v[e] = __fmul_rn(dl, (float)vb_iq4_level((qs[e] >> sh) & 15));
+  }
+};
+)CUDA"},
 };
 
 const Decoder* FindDecoder(DType t) {

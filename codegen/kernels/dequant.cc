@@ -57,6 +57,18 @@ extern "C" __global__ void __launch_bounds__($THREADS) vb_f32_to_f16(const float
   const i64 stride = (i64)gridDim.x * blockDim.x;
   for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) out[i] = vb_f2h(x[i]);
 }
+
+// q8a (8-bit activations: codes qx[n], then {d, d * sum} per 32) -> f16 of
+// the values code * d, grid-stride over n elements: the GEMM operand of a
+// matmul whose input quantize_q8 rounded.
+extern "C" __global__ void __launch_bounds__($THREADS) vb_q8a_to_f16(const i8* __restrict__ qx,
+                                                              const float2* __restrict__ ds,
+                                                              u16* __restrict__ out, i64 n) {
+  const i64 stride = (i64)gridDim.x * blockDim.x;
+  for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+    out[i] = vb_f2h(__fmul_rn((float)qx[i], ds[i >> 5].x));
+  }
+}
 )CUDA";
   absl::StrReplaceAll({{"$THREADS", absl::StrCat(kDequantThreads)}}, &out);
   for (DType t : types) {

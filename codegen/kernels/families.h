@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "ir/dtype.h"
+#include "ir/ops.h"
 
 namespace vibrant::codegen {
 
@@ -31,7 +32,7 @@ std::string PreludeSource();
 // which decodes elements 8g .. 8g+7 of a row of K elements (plain types:
 // elements at or past K read as 0; quantized rows are whole blocks).
 // Types: f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0, q2_K, q3_K, q4_K,
-// q5_K, q6_K, q8_K.
+// q5_K, q6_K, q8_K, iq4_nl, iq4_xs.
 std::string DecodersSource(const std::vector<DType>& types);
 // Whether the CUDA backend can read weights of type `t`.
 bool CudaSupportsWeightType(DType t);
@@ -63,7 +64,8 @@ std::string MatmulKernelName(DType t, int tokens_per_pass);
 //     ds, const float* bias or null, float* out, int K, int N, int T): TT = 1
 //     or 8 tokens per pass; grid (ceil(N / (kMatvecQ8Threads / 32)),
 //     ceil(T / TT)), block kMatvecQ8Threads; one warp per output row.
-// For the weight types where MatvecQ8Supports (q4_0, q4_1, q5_0, q5_1, q8_0, q4_K, q5_K, q6_K).
+// For the weight types where MatvecQ8Supports (q4_0, q4_1, q5_0, q5_1, q8_0, q4_K, q5_K, q6_K,
+// iq4_nl, iq4_xs).
 std::string MatvecQ8Source(const std::vector<DType>& types);
 // Only the per-type dot products (`struct Q8D_<tag>`) and their helpers, for
 // the host test that compiles them as C++.
@@ -85,7 +87,9 @@ inline constexpr int kQuantizeQ8Threads = 256;
 //       to f16 (nearest even) into out[rows, K], row-major (row r of the
 //       chunk at out + r * K; 16-byte stores when K % 8 == 0);
 //   vb_f32_to_f16(const float* x, u16* out, i64 n): n elements, rounded to
-//       nearest even (|x| > 65504 becomes inf, as any f16 GEMM input).
+//       nearest even (|x| > 65504 becomes inf, as any f16 GEMM input);
+//   vb_q8a_to_f16(const i8* qx, const float2* ds, u16* out, i64 n): the
+//       values of n q8a elements (code * d), rounded to f16.
 // Both grid-stride, block kDequantThreads.
 std::string DequantSource(const std::vector<DType>& types);
 inline constexpr int kDequantThreads = 256;
@@ -98,16 +102,35 @@ std::string EmbeddingSource(const std::vector<DType>& types);
 inline constexpr int kEmbedThreads = 256;
 std::string EmbeddingKernelName(DType t);
 
+// Mixture of experts (moe.cc):
+//   vb_moe_topk(const float* logits, int* ids, int E, int k, int T) and
+//   vb_moe_weights(const float* logits, const int* ids, float* w, int E, int k,
+//       int T, int norm): one thread per token, grid ceil(T / kMoeRouterThreads);
+//   vb_moe_sum(const float* y, const float* w, float* out, int k, int D, i64 n = T * D):
+//       grid-stride, block kElementwiseThreads;
+//   vb_matmul_id_<tag>(const u8* w, i64 row_bytes, i64 expert_bytes, const float* x,
+//       int x_per_slot, const int* ids, float* out, int K, int N, int k, int E):
+//       grid (ceil(N / (kMatmulIdThreads / 32)), T * k), block kMatmulIdThreads.
+// MoeRouterSource(): only the router's device functions, for the host test.
+std::string MoeSource(const std::vector<DType>& types);
+std::string MoeRouterSource();
+std::string MatmulIdKernelName(DType t);
+inline constexpr int kMoeRouterThreads = 64;
+inline constexpr int kMatmulIdThreads = 128;
+
 // rms_norm: vb_rms_norm(const float* x, float* out, int D, float eps):
 // grid = rows, block kNormThreads. Sum of float squares in double, as the CPU.
 std::string NormSource();
 inline constexpr int kNormThreads = 256;
 
-// add / mul (suffix broadcast) and silu, grid-stride:
-//   vb_add(const float* a, const float* b, float* out, i64 n, i64 nb)
-//   vb_mul(...same...)
-//   vb_silu(const float* x, float* out, i64 n)
+// Every elementwise op of the registry (ir/ops.h: OpInfo::scalar), grid-stride:
+//   binary (add, mul): vb_<op>(const float* a, const float* b, float* out, i64 n, i64 nb)
+//     (b broadcast: b[i % nb]);
+//   unary (silu, gelu): vb_<op>(const float* x, float* out, i64 n);
+// and scale (an attribute, so not a registry scalar function):
+//   vb_scale(const float* x, float* out, i64 n, float s).
 std::string ElementwiseSource();
+std::string ElementwiseKernelName(ir::OpKind kind);
 inline constexpr int kElementwiseThreads = 256;
 
 // rope: vb_rope(const float* x, const int* pos, const float* freq_factors or
@@ -120,18 +143,26 @@ inline constexpr int kRopeThreads = 64;
 // kv_store: vb_kv_store_f16 / vb_kv_store_f32(const float* src, const int*
 // pos, void* cache, i64 T, int row, int n_ctx): grid-stride over T * row. A
 // position outside [0, n_ctx) is skipped (the runtime checks them first).
+// vb_kv_store_q8_0 (same arguments; row % 32 == 0): one warp per q8_0 block,
+// grid-stride over T * row / 32 blocks (so grid = ceil(T * row / 32 /
+// (kKvStoreThreads / 32)) covers them all in one pass); bit-identical to
+// cpu::KvStore.
 std::string KvStoreSource();
 inline constexpr int kKvStoreThreads = 256;
 
-// attention (split over the context, "flash decoding"):
+// attention (split over the context, "flash decoding"; scalar f32 math, any
+// head_dim <= 256, f16/f32 caches; the tensor-core kernels for head_dim 64 and
+// 128 and f16/q8_0/f32 caches are in attention_mma.h):
 //   vb_attn_split_<f16|f32>(const float* q, const void* k, const void* v,
 //       const int* pos, float* part, int H, int KVH, int hd, int n_ctx,
-//       float scale, int n_split, int chunk)
+//       float scale, int n_split, int chunk, int window)
 //     grid (T * H, n_split), block kAttnThreads. Block (r, s) covers cache
 //     rows [s * chunk, (s+1) * chunk) (chunk <= kAttnChunk; the runtime uses
 //     kAttnDecodeChunk for one-token steps) ∩ [0, pos[t]] and writes
 //     part[(r * n_split + s) * (hd + 2) + ...] = {max score, sum of exp,
 //     unnormalized output[hd]}; a block past pos[t] writes {-inf, 0, 0...}.
+//     window > 0 (sliding-window attention): rows at or before
+//     pos[t] - window are not visible either (0: no window).
 //   vb_attn_combine(const float* part, float* out, int hd, int n_split)
 //     grid (T * H), block kAttnThreads: merges the splits.
 // Supports head_dim <= kAttnMaxHeadDim.

@@ -20,6 +20,7 @@
 // Shapes and attributes are compile-time constants of the kernel; value
 // names are not in the text, so the bodies of different layers give the same
 // text and therefore the same name, vb_fused_<FNV-1a 64 of the text>.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -35,6 +36,7 @@
 #include "absl/strings/str_replace.h"
 #include "codegen/kernel_source.h"
 #include "codegen/kernels/families.h"
+#include "ir/fused_body.h"
 
 namespace vibrant::codegen {
 namespace {
@@ -100,145 +102,87 @@ class FusedGen {
     return r == R_;
   }
 
-  absl::Status Classify(ValueId v, InClass c) {
-    const int i = input_of_[v];
-    if (i < 0) return absl::OkStatus();
-    if (cls_[i] != InClass::kUnused && cls_[i] != c) return Unsupported("a body input used two ways");
-    cls_[i] = c;
-    return absl::OkStatus();
-  }
-
-  absl::Status Row(ValueId v) {
-    if (!IsRowShape(v)) return Unsupported(absl::StrCat("operand '", val(v).name, "' is not a row value"));
-    return Classify(v, InClass::kRow);
-  }
-
+  // The body's structure comes from ir::AnalyzeFusedBody (the one reading of
+  // the row rules, shared with the verifier and the CPU); what is checked
+  // here is what this generator needs besides: f32 rows, constants that tile
+  // the row, the coupling op's attributes, quantized rows of whole blocks.
   absl::Status Analyze() {
     if (op_.kind != OpKind::kFused || op_.body == nullptr) {
       return absl::InvalidArgumentError("codegen: not a fused op with a body");
     }
-    body_ = op_.body.get();
+    absl::StatusOr<ir::FusedBody> fb = ir::AnalyzeFusedBody(op_);
+    if (!fb.ok()) return Unsupported(std::string(fb.status().message()));
+    body_ = fb->body;
     const Graph& b = *body_;
-    const size_t nv = b.values().size();
-    producer_.assign(nv, -1);
-    for (size_t i = 0; i < b.ops().size(); ++i) {
-      const Op& bop = b.ops()[i];
-      if (bop.outputs.size() != 1) return Unsupported("a body op with several outputs");
-      for (ValueId v : bop.inputs) {
-        if (v < 0 || v >= static_cast<ValueId>(nv)) return Unsupported("a bad value id");
-      }
-      if (bop.outputs[0] < 0 || bop.outputs[0] >= static_cast<ValueId>(nv)) {
-        return Unsupported("a bad value id");
-      }
-      producer_[bop.outputs[0]] = static_cast<int>(i);
-    }
-    input_of_.assign(nv, -1);
-    for (ValueId v = 0; v < static_cast<ValueId>(nv); ++v) {
-      if (producer_[v] < 0) {
-        input_of_[v] = static_cast<int>(inputs_.size());
-        inputs_.push_back(v);
-      }
-    }
-    if (inputs_.size() != op_.inputs.size() || b.outputs().size() != op_.outputs.size() ||
-        b.outputs().empty() || b.ops().empty()) {
+    producer_ = fb->producer;
+    inputs_ = fb->inputs;
+    input_of_.assign(b.values().size(), -1);
+    for (size_t i = 0; i < inputs_.size(); ++i) input_of_[inputs_[i]] = static_cast<int>(i);
+    if (inputs_.size() != op_.inputs.size() || b.outputs().size() != op_.outputs.size() || b.ops().empty()) {
       return Unsupported("the body's inputs/outputs do not match the op's");
     }
-    cls_.assign(inputs_.size(), InClass::kUnused);
+    cls_.clear();
+    for (ir::FusedBody::Input r : fb->input_roles) {
+      cls_.push_back(r == ir::FusedBody::Input::kRow        ? InClass::kRow
+                     : r == ir::FusedBody::Input::kConstant ? InClass::kConst
+                     : r == ir::FusedBody::Input::kPerRow   ? InClass::kPerRow
+                                                            : InClass::kUnused);
+    }
     const_elems_.assign(inputs_.size(), 0);
-    const Shape& s0 = val(b.outputs()[0]).shape;
-    if (s0.empty()) return Unsupported("a scalar output");
-    N_ = s0[0];
-    R_ = 1;
-    for (size_t i = 1; i < s0.size(); ++i) {
-      if (s0[i] <= 0) return Unsupported("a dynamic inner dim");
-      R_ *= s0[i];
-    }
+    N_ = fb->rows;
+    R_ = fb->row_elems;
+    coupling_ = fb->coupling_op;
     if (R_ <= 0 || R_ > (int64_t{1} << 30)) return Unsupported("row length out of range");
-    for (size_t i = 0; i < b.ops().size(); ++i) {
-      const Op& bop = b.ops()[i];
-      const ValueId out = bop.outputs[0];
-      if (!IsRowShape(out)) return Unsupported("a body value that is not a row value");
-      switch (bop.kind) {
-        case OpKind::kAdd:
-        case OpKind::kMul: {
-          if (bop.inputs.size() != 2) return Unsupported("add/mul arity");
-          if (absl::Status s = Row(bop.inputs[0]); !s.ok()) return s;
-          const ValueId bb = bop.inputs[1];
-          if (val(bb).shape.size() < val(bop.inputs[0]).shape.size()) {
-            const int in = input_of_[bb];
-            if (in < 0 || val(bb).dtype != DType::kF32) return Unsupported("a broadcast operand that is not an f32 body input");
-            int64_t n = 1;
-            for (int64_t d : val(bb).shape) {
-              if (d <= 0) return Unsupported("a broadcast operand with a dynamic dim");
-              n *= d;
-            }
-            if (n <= 0 || R_ % n != 0) return Unsupported("a broadcast operand that does not tile the row");
-            if (absl::Status s = Classify(bb, InClass::kConst); !s.ok()) return s;
-            const_elems_[in] = n;
-          } else if (absl::Status s = Row(bb); !s.ok()) {
-            return s;
-          }
-          break;
-        }
-        case OpKind::kSilu:
-        case OpKind::kReshape:
-          if (bop.inputs.size() != 1) return Unsupported("silu/reshape arity");
-          if (absl::Status s = Row(bop.inputs[0]); !s.ok()) return s;
-          break;
-        case OpKind::kRmsNorm: {
-          if (coupling_ >= 0) return Unsupported("two row-coupling ops");
-          coupling_ = static_cast<int>(i);
-          if (bop.inputs.size() != 1) return Unsupported("rms_norm arity");
-          if (absl::Status s = Row(bop.inputs[0]); !s.ok()) return s;
-          if (val(bop.inputs[0]).shape.size() != 2) return Unsupported("rms_norm over part of a row");
-          eps_ = static_cast<float>(bop.FloatAttr("eps", 0));
-          break;
-        }
-        case OpKind::kRope: {
-          if (coupling_ >= 0) return Unsupported("two row-coupling ops");
-          coupling_ = static_cast<int>(i);
-          if (bop.inputs.size() != 2 && bop.inputs.size() != 3) return Unsupported("rope arity");
-          if (absl::Status s = Row(bop.inputs[0]); !s.ok()) return s;
-          const Shape& xs = val(bop.inputs[0]).shape;
-          if (xs.size() != 3) return Unsupported("rope input is not [N, H, hd]");
-          H_ = xs[1];
-          hd_ = xs[2];
-          mode_ = static_cast<int>(bop.IntAttr("mode", 0));
-          n_rot_ = bop.IntAttr("n_rot", 0);
-          if ((mode_ != 0 && mode_ != 2) || n_rot_ <= 0 || n_rot_ % 2 != 0 || n_rot_ > hd_) {
-            return Unsupported("rope mode / n_rot");
-          }
-          const float freq_base = static_cast<float>(bop.FloatAttr("freq_base", 10000.0));
-          theta_scale_ = powf(freq_base, -2.0f / static_cast<float>(n_rot_));  // as the executor
-          freq_scale_ = static_cast<float>(bop.FloatAttr("freq_scale", 1.0));
-          const ValueId pos = bop.inputs[1];
-          if (input_of_[pos] < 0 || val(pos).dtype != DType::kI32 || val(pos).shape != Shape{N_}) {
-            return Unsupported("rope positions are not an i32[N] body input");
-          }
-          if (absl::Status s = Classify(pos, InClass::kPerRow); !s.ok()) return s;
-          if (bop.inputs.size() == 3) {
-            const ValueId ff = bop.inputs[2];
-            const int in = input_of_[ff];
-            if (in < 0 || val(ff).dtype != DType::kF32 ||
-                ir::NumElements(val(ff).shape, 1) < n_rot_ / 2) {
-              return Unsupported("rope frequency factors are not an f32 body input");
-            }
-            for (int64_t d : val(ff).shape) {
-              if (d <= 0) return Unsupported("rope frequency factors with a dynamic dim");
-            }
-            if (absl::Status s = Classify(ff, InClass::kConst); !s.ok()) return s;
-            const_elems_[in] = ir::NumElements(val(ff).shape, 1);
-            ff_input_ = in;
-          }
-          break;
-        }
-        default:
-          return Unsupported(absl::StrCat("op ", std::string(ir::OpName(bop.kind)), " in a body"));
+    // A constant input's element count (it repeats along the row).
+    auto constant = [&](ValueId v) -> absl::Status {
+      int64_t n = 1;
+      for (int64_t d : val(v).shape) {
+        if (d <= 0) return Unsupported("a constant operand with a dynamic dim");
+        n *= d;
       }
-    }
-    for (ValueId o : b.outputs()) {
-      if (o < 0 || o >= static_cast<ValueId>(nv) || producer_[o] < 0) {
-        return Unsupported("a body output that no body op defines");
+      if (val(v).dtype != DType::kF32) return Unsupported("a constant operand that is not f32");
+      const_elems_[input_of_[v]] = n;
+      return absl::OkStatus();
+    };
+    for (const Op& bop : b.ops()) {
+      const ValueId out = bop.outputs[0];
+      if (bop.kind == OpKind::kQuantizeQ8) {  // rounded as the row is written
+        quant_src_[out] = bop.inputs[0];
+        continue;
+      }
+      if (!IsRowShape(out)) return Unsupported("a body value that is not an f32 row value");
+      const ir::OpInfo& info = ir::GetOpInfo(bop.kind);
+      if (info.elementwise && info.scalar.binary != nullptr) {
+        const ValueId bb = bop.inputs[1];
+        if (val(bb).shape != val(bop.inputs[0]).shape) {  // broadcast: a constant that tiles the row
+          if (absl::Status s = constant(bb); !s.ok()) return s;
+          if (R_ % const_elems_[input_of_[bb]] != 0) return Unsupported("a broadcast operand that does not tile the row");
+        }
+      } else if (bop.kind == OpKind::kRmsNorm) {
+        eps_ = static_cast<float>(bop.FloatAttr("eps", 0));
+      } else if (bop.kind == OpKind::kRope) {
+        const Shape& xs = val(bop.inputs[0]).shape;
+        if (xs.size() != 3) return Unsupported("rope input is not [N, H, hd]");
+        H_ = xs[1];
+        hd_ = xs[2];
+        mode_ = static_cast<int>(bop.IntAttr("mode", 0));
+        n_rot_ = bop.IntAttr("n_rot", 0);
+        if ((mode_ != 0 && mode_ != 2) || n_rot_ <= 0 || n_rot_ % 2 != 0 || n_rot_ > hd_) {
+          return Unsupported("rope mode / n_rot");
+        }
+        const float freq_base = static_cast<float>(bop.FloatAttr("freq_base", 10000.0));
+        theta_scale_ = powf(freq_base, -2.0f / static_cast<float>(n_rot_));  // as the executor
+        freq_scale_ = static_cast<float>(bop.FloatAttr("freq_scale", 1.0));
+        const ValueId pos = bop.inputs[1];
+        if (val(pos).dtype != DType::kI32 || val(pos).shape != Shape{N_}) {
+          return Unsupported("rope positions are not an i32[N] body input");
+        }
+        if (bop.inputs.size() == 3) {
+          const ValueId ff = bop.inputs[2];
+          if (absl::Status s = constant(ff); !s.ok()) return s;
+          if (const_elems_[input_of_[ff]] < n_rot_ / 2) return Unsupported("too few rope frequency factors");
+          ff_input_ = input_of_[ff];
+        }
       }
     }
     for (size_t i = 0; i < inputs_.size(); ++i) {
@@ -246,6 +190,9 @@ class FusedGen {
       if (cls_[i] != InClass::kUnused && val(inputs_[i]).dtype != want) {
         return Unsupported("an input of an unexpected dtype");
       }
+    }
+    if (!quant_src_.empty() && coupling_ >= 0 && b.ops()[coupling_].kind == OpKind::kRope) {
+      return Unsupported("a quantized output of a rope body");
     }
     if (coupling_ < 0) {
       shape_ = FusedKernel::Shape::kElementwise;
@@ -307,14 +254,15 @@ class FusedGen {
       if (given.count(v)) {
         expr = given.at(v);
       } else {
-        switch (bop.kind) {
-          case OpKind::kAdd: expr = absl::StrCat("__fadd_rn(", arg(0), ", ", arg(1), ")"); break;
-          case OpKind::kMul: expr = absl::StrCat("__fmul_rn(", arg(0), ", ", arg(1), ")"); break;
-          case OpKind::kSilu:
-            expr = absl::StrCat(arg(0), " / __fadd_rn(1.0f, expf(-", arg(0), "))");
-            break;
-          case OpKind::kReshape: expr = arg(0); break;
-          default: expr = "VB_FUSED_INTERNAL_ERROR"; break;  // never: couplings are given
+        const ir::ScalarFn& fn = ir::GetOpInfo(bop.kind).scalar;
+        if (bop.kind == OpKind::kReshape) {
+          expr = arg(0);
+        } else if (!fn.cuda.empty()) {  // an elementwise op: the registry's expression
+          const std::string text(fn.cuda.data(), fn.cuda.size());
+          expr = fn.binary != nullptr ? absl::StrReplaceAll(text, {{"$a", arg(0)}, {"$b", arg(1)}})
+                                      : absl::StrReplaceAll(text, {{"$x", arg(0)}});
+        } else {
+          expr = "VB_FUSED_INTERNAL_ERROR";  // never: couplings are given
         }
       }
       absl::StrAppend(&out, ind, "const float ", name, " = ", expr, ";\n");
@@ -323,14 +271,28 @@ class FusedGen {
     return out;
   }
 
+  // The values the writes need (a quantized output needs its source row).
   std::set<ValueId> Outputs() const {
-    return std::set<ValueId>(body_->outputs().begin(), body_->outputs().end());
+    std::set<ValueId> out;
+    for (ValueId v : body_->outputs()) {
+      auto q = quant_src_.find(v);
+      out.insert(q == quant_src_.end() ? v : q->second);
+    }
+    return out;
   }
 
   std::string Writes(const std::string& sfx, const std::string& at) const {
     std::string out;
     for (size_t j = 0; j < body_->outputs().size(); ++j) {
-      absl::StrAppend(&out, "      out", j, "[", at, "] = ", Var(body_->outputs()[j], sfx), ";\n");
+      const ValueId v = body_->outputs()[j];
+      auto q = quant_src_.find(v);
+      if (q != quant_src_.end()) {
+        // q8a: the codes, then {d, d*sum} per block after all rows' codes.
+        absl::StrAppend(&out, "      vb_q8a_store(", Var(q->second, sfx), ", out", j, ", (float2*)(out", j,
+                        " + rows * (i64)", R_, "), ", at, ");\n");
+      } else {
+        absl::StrAppend(&out, "      out", j, "[", at, "] = ", Var(v, sfx), ";\n");
+      }
     }
     return out;
   }
@@ -365,7 +327,9 @@ class FusedGen {
                       : cls_[i] == InClass::kConst ? "const float* __restrict__" : "const float*";
       absl::StrAppend(&s, t, " in", i, ", ");
     }
-    for (size_t j = 0; j < body_->outputs().size(); ++j) absl::StrAppend(&s, "float* out", j, ", ");
+    for (size_t j = 0; j < body_->outputs().size(); ++j) {
+      absl::StrAppend(&s, quant_src_.count(body_->outputs()[j]) ? "i8* out" : "float* out", j, ", ");
+    }
     absl::StrAppend(&s, "i64 rows)");
     return s;
   }
@@ -480,6 +444,7 @@ class FusedGen {
   int mode_ = 0;
   float theta_scale_ = 1, freq_scale_ = 1;
   int ff_input_ = -1;
+  std::map<ValueId, ValueId> quant_src_;  // quantize_q8 output -> the row it rounds
   FusedKernel::Shape shape_ = FusedKernel::Shape::kElementwise;
   int threads_ = kElementwiseThreads;
 };

@@ -287,6 +287,64 @@ struct Q8D_q6_K {
   }
 };
 )CUDA"},
+    // IQ4_NL: as Q4_0, each code replaced by its int8 level (vb_iq4_levels4).
+    {DType::kIQ4_NL, R"CUDA(
+struct Q8D_iq4_nl {
+  enum { QK = 32, BYTES = 18, TPB = 1 };
+  template <int TT>
+  static VB_INLINE void dot(const u8* b, int sub, const i8* xq, const float2* xd, int K, int nt,
+                            float* acc) {
+    const float d = vb_half_at(b);
+    u32 lo[4], hi[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const u32 q = vb_ld32_a2(b + 2 + 4 * i);
+      lo[i] = vb_iq4_levels4(q & 0x0F0F0F0Fu);
+      hi[i] = vb_iq4_levels4((q >> 4) & 0x0F0F0F0Fu);
+    }
+#pragma unroll
+    for (int tt = 0; tt < TT; ++tt) {
+      if (tt < nt) {
+        const i8* x = xq + (i64)tt * K;
+        const int s = vb_dot16(hi, *(const int4*)(x + 16), vb_dot16(lo, *(const int4*)x, 0));
+        acc[tt] += d * xd[(i64)tt * (K >> 5)].x * (float)s;
+      }
+    }
+  }
+};
+)CUDA"},
+    // IQ4_XS (136-byte blocks: 8-byte aligned): lane sub = sub-block s of 32
+    // elements, codes qs[16s .. 16s+15] (two 8-byte loads), scale
+    // d * (ls - 32) with ls's low 4 bits in scales_l and high 2 in scales_h.
+    {DType::kIQ4_XS, R"CUDA(
+struct Q8D_iq4_xs {
+  enum { QK = 256, BYTES = 136, TPB = 8 };
+  template <int TT>
+  static VB_INLINE void dot(const u8* b, int sub, const i8* xq, const float2* xd, int K, int nt,
+                            float* acc) {
+    const uint2 h = *(const uint2*)b;  // d | scales_h | scales_l[4]
+    const uint2 c0 = *(const uint2*)(b + 8 + 16 * sub);
+    const uint2 c1 = *(const uint2*)(b + 16 + 16 * sub);
+    const int ls = (int)((h.y >> (4 * sub)) & 15u) | (int)(((h.x >> (16 + 2 * sub)) & 3u) << 4);
+    const float dl = vb_h2f((u16)(h.x & 0xffffu)) * (float)(ls - 32);
+    const u32 q[4] = {c0.x, c0.y, c1.x, c1.y};
+    u32 lo[4], hi[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      lo[i] = vb_iq4_levels4(q[i] & 0x0F0F0F0Fu);
+      hi[i] = vb_iq4_levels4((q[i] >> 4) & 0x0F0F0F0Fu);
+    }
+#pragma unroll
+    for (int tt = 0; tt < TT; ++tt) {
+      if (tt < nt) {
+        const i8* x = xq + (i64)tt * K + 32 * sub;
+        const int s = vb_dot16(hi, *(const int4*)(x + 16), vb_dot16(lo, *(const int4*)x, 0));
+        acc[tt] += dl * xd[(i64)tt * (K >> 5) + sub].x * (float)s;
+      }
+    }
+  }
+};
+)CUDA"},
 };
 
 const DotSource* FindDot(DType t) {
@@ -337,6 +395,29 @@ VB_INLINE void vb_k4_scale_min(u32 w0, u32 w1, u32 w2, int j, int* sc, int* mn) 
     *sc = (a & 15) | ((vb_k4_byte(w0, w1, w2, j - 4) >> 6) << 4);
     *mn = (a >> 4) | ((vb_k4_byte(w0, w1, w2, j) >> 6) << 4);
   }
+}
+// IQ4_NL / IQ4_XS: the 16 int8 levels, four per word (also defined by the
+// decoders when they are in the same module).
+#ifndef VB_IQ4_LEVELS
+#define VB_IQ4_LEVELS
+#define VB_IQ4_L0 0xBFAD9881u
+#define VB_IQ4_L1 0xF6EADDCFu
+#define VB_IQ4_L2 0x26190D01u
+#define VB_IQ4_L3 0x71594535u
+VB_INLINE int vb_iq4_level(int c) {
+  const u32 w = c < 8 ? (c < 4 ? VB_IQ4_L0 : VB_IQ4_L1) : (c < 12 ? VB_IQ4_L2 : VB_IQ4_L3);
+  return (int)(i8)(u8)(w >> (8 * (c & 3)));
+}
+#endif
+// Four codes (one per byte, 0..15) -> their four int8 levels, in registers:
+// the codes' low 3 bits select from levels 0..7 and from 8..15 (two byte
+// permutes over the level words), bit 3 picks between the two.
+VB_INLINE u32 vb_iq4_levels4(u32 codes) {
+  u32 c = (codes | (codes >> 4)) & 0x00FF00FFu;
+  c = (c | (c >> 8)) & 0xFFFFu;  // code of byte i in nibble i
+  const u32 lo = __byte_perm(VB_IQ4_L0, VB_IQ4_L1, c & 0x7777u);
+  const u32 hi = __byte_perm(VB_IQ4_L2, VB_IQ4_L3, c & 0x7777u);
+  return __byte_perm(lo, hi, 0x3210u | ((c >> 1) & 0x4444u));
 }
 )CUDA";
   for (DType t : types) {

@@ -63,6 +63,21 @@ VB_INLINE float vb_warp_max(float v) {
   return v;
 }
 
+// Rounds a value of a q8a row (quantize_q8) as it is written: called by all
+// 32 lanes of a warp for the 32 consecutive elements i (i % 32 == lane) of
+// one block: d = amax / 127, code = round(v / d), and lane 0 writes the
+// block's {d, d * sum(codes)} (vb_q8_block's arithmetic).
+VB_INLINE void vb_q8a_store(float v, i8* __restrict__ qx, float2* __restrict__ ds, i64 i) {
+  const float amax = vb_warp_max(fabsf(v));
+  const float d = __fdiv_rn(amax, 127.0f);
+  const int q = amax == 0.0f ? 0 : (int)roundf(__fdiv_rn(v, d));
+  qx[i] = (i8)q;
+  int s = q;
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+  if ((i & 31) == 0) ds[i >> 5] = make_float2(d, __fmul_rn(d, (float)s));
+}
+
 // Block-wide reductions for blocks of up to 1024 threads (a multiple of 32).
 // Every thread gets the result. `scratch` holds 32 entries.
 VB_INLINE float vb_block_sum(float v, float* scratch) {

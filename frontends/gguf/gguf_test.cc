@@ -550,16 +550,28 @@ TEST(GgufReaderErrors, RowNotAWholeNumberOfBlocks) {
             "q4_0's block size 32 (tensor 'w')");
 }
 
+TEST(GgufReader, ReadsTypesVibrantDoesNotComputeWith) {
+  // A valid file of any ggml type with a block layout is readable (vibrantc
+  // inspect describes it); lowering refuses the unsupported types by name.
+  Bytes iq;
+  iq.Header(3, 1, 0).Info("w", {512, 2}, 16, 0).PadTo(32).Zeros(4 * 66);  // iq2_xxs: 66 B / 256
+  absl::StatusOr<std::unique_ptr<GgufFile>> f = Parse(iq);
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_EQ((*f)->tensors()[0].type, DType::kIQ2_XXS);
+  EXPECT_EQ((*f)->tensors()[0].bytes, 4u * 66);
+  EXPECT_FALSE(IsSupported((*f)->tensors()[0].type));
+}
+
 TEST(GgufReaderErrors, UnsupportedTensorTypes) {
   // One dim: type at 45.
-  Bytes iq;
-  iq.Header(3, 1, 0).Info("w", {256}, 16, 0).PadTo(32).Zeros(256);
-  absl::StatusOr<std::unique_ptr<GgufFile>> f = Parse(iq);
+  Bytes removed;
+  removed.Header(3, 1, 0).Info("w", {256}, 31, 0).PadTo(32).Zeros(256);
+  absl::StatusOr<std::unique_ptr<GgufFile>> f = Parse(removed);
   ASSERT_FALSE(f.ok());
   EXPECT_EQ(f.status().code(), absl::StatusCode::kUnimplemented);
   EXPECT_EQ(f.status().message(),
-            "m.gguf: tensor_infos[0].type at offset 45: unsupported tensor type iq2_xxs (16) "
-            "(tensor 'w')");
+            "m.gguf: tensor_infos[0].type at offset 45: unsupported tensor type q4_0_4_4 (31): "
+            "removed from ggml, no block layout (tensor 'w')");
   Bytes unk;
   unk.Header(3, 1, 0).Info("w", {256}, 999, 0).PadTo(32).Zeros(256);
   EXPECT_EQ(ErrorOf(unk),

@@ -64,6 +64,23 @@ struct Hparams {
   double rope_freq_base = 10000.0;
   double rope_freq_scale = 1.0;
   double rms_eps = 0;
+  // What the architecture adds to the llama block (see Build).
+  bool qkv_bias = false;     // qwen2: attn_{q,k,v}.bias
+  bool qk_norm = false;      // qwen3, qwen3moe, gemma3: per-head rms_norm of q and k
+  bool post_norms = false;   // gemma3: post_attention_norm, post_ffw_norm
+  bool embd_scale = false;   // gemma3: embeddings times sqrt(n_embd)
+  bool gelu = false;         // gemma3: gelu(gate) * up instead of silu(gate) * up
+  double attn_scale = 0;     // softmax scale (1/sqrt(head_dim) unless the arch says)
+  // qwen3moe: experts per layer, used per token, expert FFN width.
+  int64_t n_expert = 0;
+  int64_t n_expert_used = 0;
+  int64_t n_ff_exp = 0;
+  // gemma3 sliding-window layers: window, pattern (layer l is local iff
+  // l % pattern < pattern - 1), their rope base; global layers use
+  // rope_freq_base / rope_freq_scale.
+  int64_t swa_window = 0;
+  int64_t swa_pattern = 0;
+  double rope_freq_base_swa = 10000.0;
 };
 
 // What a tensor is used as; decides which dtypes are acceptable.
@@ -200,29 +217,44 @@ class Lowerer {
     absl::StatusOr<std::string_view> arch = arch_v->AsString();
     if (!arch.ok()) return KeyError("general.architecture", arch.status().message());
     hp_.arch = std::string(*arch);
-    if (hp_.arch == "llama") {
-      hp_.rope_mode = 0;
-    } else if (hp_.arch == "qwen2") {
-      hp_.rope_mode = 2;
-    } else {
+    const std::string& a = hp_.arch;
+    if (a != "llama" && a != "qwen2" && a != "qwen3" && a != "qwen3moe" && a != "gemma3" &&
+        a != "phi3") {
       return Error(absl::StrCat("unsupported architecture '", hp_.arch,
-                                "' (supported: llama, qwen2)"));
+                                "' (supported: llama, qwen2, qwen3, qwen3moe, gemma3, phi3)"));
     }
+    // RoPE: "normal" for llama, NEOX (rotate halves) for the others.
+    hp_.rope_mode = a == "llama" ? 0 : 2;
+    hp_.qkv_bias = a == "qwen2";
+    hp_.qk_norm = a == "qwen3" || a == "qwen3moe" || a == "gemma3";
+    hp_.post_norms = hp_.embd_scale = hp_.gelu = a == "gemma3";
 
-    // Mixture-of-experts llama variants (Mixtral) share the architecture name.
-    if (const GgufValue* ec = file_.Find(Key("expert_count")); ec != nullptr) {
+    if (a == "qwen3moe") {
+      ASSIGN_OR_RETURN(hp_.n_expert, IntKey(Key("expert_count"), std::nullopt));
+      ASSIGN_OR_RETURN(hp_.n_expert_used, IntKey(Key("expert_used_count"), std::nullopt));
+      ASSIGN_OR_RETURN(hp_.n_ff_exp, IntKey(Key("expert_feed_forward_length"), std::nullopt));
+      if (hp_.n_expert_used > hp_.n_expert) {
+        return KeyError(Key("expert_used_count"),
+                        absl::StrCat(hp_.n_expert_used, " exceeds ", Key("expert_count"), " = ",
+                                     hp_.n_expert));
+      }
+    } else if (const GgufValue* ec = file_.Find(Key("expert_count")); ec != nullptr) {
+      // Mixture-of-experts variants of the dense architectures (Mixtral is
+      // "llama" with experts) are not supported.
       absl::StatusOr<int64_t> n = ec->AsInt();
       if (!n.ok()) return KeyError(Key("expert_count"), n.status().message());
       if (*n != 0) {
         return KeyError(Key("expert_count"),
-                        absl::StrCat(*n, ": mixture-of-experts models are not supported"));
+                        absl::StrCat(*n, ": mixture-of-experts ", a, " models are not supported"));
       }
     }
 
     ASSIGN_OR_RETURN(hp_.n_ctx_train, IntKey(Key("context_length"), std::nullopt));
     ASSIGN_OR_RETURN(hp_.n_embd, IntKey(Key("embedding_length"), std::nullopt));
     ASSIGN_OR_RETURN(hp_.n_layer, IntKey(Key("block_count"), std::nullopt));
-    ASSIGN_OR_RETURN(hp_.n_ff, IntKey(Key("feed_forward_length"), std::nullopt));
+    // qwen3moe files state a dense width too, which the graph does not use.
+    ASSIGN_OR_RETURN(hp_.n_ff, IntKey(Key("feed_forward_length"),
+                                      a == "qwen3moe" ? std::optional<int64_t>(1) : std::nullopt));
     ASSIGN_OR_RETURN(hp_.n_head, IntKey(Key("attention.head_count"), std::nullopt));
     ASSIGN_OR_RETURN(hp_.n_head_kv, IntKey(Key("attention.head_count_kv"), hp_.n_head));
     if (hp_.n_head % hp_.n_head_kv != 0) {
@@ -285,6 +317,22 @@ class Lowerer {
       hp_.rope_freq_scale = 1.0 / factor;
     }
 
+    // Attention scale: 1/sqrt(head_dim); Gemma 3 27B (62 layers) uses
+    // 1/sqrt(n_embd / n_head) (query_pre_attn_scalar), as llama.cpp decides
+    // by the layer count.
+    hp_.attn_scale = 1.0 / std::sqrt(static_cast<double>(hp_.head_dim));
+    if (a == "gemma3" && hp_.n_layer == 62) {
+      hp_.attn_scale = 1.0 / std::sqrt(static_cast<double>(hp_.n_embd / hp_.n_head));
+    }
+    if (a == "gemma3") {
+      // Local (sliding-window) layers: l % pattern < pattern - 1; llama.cpp's
+      // default pattern is 6 (five local layers, then a global one) and the
+      // local rope base 10000, unscaled.
+      ASSIGN_OR_RETURN(hp_.swa_window, IntKey(Key("attention.sliding_window"), std::nullopt));
+      ASSIGN_OR_RETURN(hp_.swa_pattern, IntKey(Key("attention.sliding_window_pattern"), 6));
+      ASSIGN_OR_RETURN(hp_.rope_freq_base_swa, FloatKey(Key("rope.freq_base_swa"), 10000.0));
+    }
+
     // The vocabulary size is token_embd.weight's row count.
     const GgufTensorInfo* embd = file_.FindTensor("token_embd.weight");
     if (embd == nullptr) return Error("tensor token_embd.weight: missing");
@@ -310,10 +358,16 @@ class Lowerer {
       return Error(absl::StrCat("LowerOptions.n_ctx ", opts_.n_ctx, " is out of range [0, ",
                                 kMaxDim, "]"));
     }
-    if (opts_.kv_dtype != DType::kF16 && opts_.kv_dtype != DType::kF32) {
-      return Error(absl::StrCat("LowerOptions.kv_dtype ",
-                                std::string(DTypeName(opts_.kv_dtype)),
-                                " is not supported (supported: f16, f32)"));
+    for (const auto& [name, t] : {std::pair{"cache_type_k", opts_.cache_type_k},
+                                  std::pair{"cache_type_v", opts_.cache_type_v}}) {
+      if (t != DType::kF16 && t != DType::kF32 && t != DType::kQ8_0) {
+        return Error(absl::StrCat("LowerOptions.", name, " ", std::string(DTypeName(t)),
+                                  " is not supported (supported: f16, f32, q8_0)"));
+      }
+      if (t == DType::kQ8_0 && hp_.head_dim % 32 != 0) {
+        return Error(absl::StrCat("LowerOptions.", name, " q8_0 needs a head_dim that is a ",
+                                  "multiple of 32; this model's is ", hp_.head_dim));
+      }
     }
     return absl::OkStatus();
   }
@@ -324,9 +378,22 @@ class Lowerer {
   absl::StatusOr<ValueId> Weight(const std::string& name, std::vector<int64_t> ggml_dims,
                                  TensorRole role, bool required = true) {
     if (ValueId id = g_.FindValue(name); id >= 0) return id;
+    const GgufTensorInfo* t = nullptr;
+    ASSIGN_OR_RETURN(t, CheckTensor(name, ggml_dims, role, required));
+    if (t == nullptr) return -1;
+    // ggml dims [K, N] are the IR matrix [N, K].
+    ir::Shape shape(ggml_dims.rbegin(), ggml_dims.rend());
+    return g_.AddWeight(name, t->type, std::move(shape), name);
+  }
+
+  // Checks the tensor `name` against the expected ggml dims and role and
+  // marks it used; null when it is absent and !required.
+  absl::StatusOr<const GgufTensorInfo*> CheckTensor(const std::string& name,
+                                                    const std::vector<int64_t>& ggml_dims,
+                                                    TensorRole role, bool required) {
     const GgufTensorInfo* t = file_.FindTensor(name);
     if (t == nullptr) {
-      if (!required) return -1;
+      if (!required) return nullptr;
       return Error(absl::StrCat("tensor ", name, ": missing (required by the ", hp_.arch,
                                 " graph, expected shape ", DimsToString(ggml_dims), ")"));
     }
@@ -341,6 +408,9 @@ class Lowerer {
                                   std::string(info.name)));
       }
     } else {
+      if (absl::Status s = CheckSupported(t->type); !s.ok()) {
+        return absl::Status(s.code(), absl::StrCat(file_.path(), ": tensor ", name, ": ", s.message()));
+      }
       if (t->type == DType::kI8 || t->type == DType::kI16 || t->type == DType::kI32 ||
           t->type == DType::kQ8_K) {
         return Error(absl::StrCat("tensor ", name, ": type ", std::string(info.name),
@@ -353,9 +423,7 @@ class Lowerer {
       }
     }
     used_.insert(name);
-    // ggml dims [K, N] are the IR matrix [N, K].
-    ir::Shape shape(ggml_dims.rbegin(), ggml_dims.rend());
-    return g_.AddWeight(name, t->type, std::move(shape), name);
+    return t;
   }
 
   absl::StatusOr<ValueId> Op(OpKind kind, std::vector<ValueId> inputs, const std::string& name,
@@ -391,11 +459,59 @@ class Lowerer {
     return Op(OpKind::kMul, {y, w}, out_name);
   }
 
+  // Rows [row0, row0 + rows) of the 2-D tensor `tensor` (ggml dims {k,
+  // total_rows}) as the weight value `value_name`: a view, not a copy
+  // (ir/graph.h, Value::source_offset). phi3's fused attn_qkv and ffn_up.
+  absl::StatusOr<ValueId> WeightRows(const std::string& tensor, int64_t k, int64_t total_rows,
+                                     int64_t row0, int64_t rows, const std::string& value_name) {
+    const GgufTensorInfo* t = nullptr;
+    ASSIGN_OR_RETURN(t, CheckTensor(tensor, {k, total_rows}, TensorRole::kMatrix, true));
+    return g_.AddWeight(value_name, t->type, {rows, k}, tensor, row0 * k);
+  }
+
+  // rms_norm over the last dim of x[T, H, hd] times a per-head weight [hd]
+  // (qwen3 / gemma3 q and k norms).
+  absl::StatusOr<ValueId> HeadNorm(ValueId x, const std::string& weight, const std::string& out_name) {
+    ValueId w, y;
+    ASSIGN_OR_RETURN(w, Weight(weight, {hp_.head_dim}, TensorRole::kVector));
+    ASSIGN_OR_RETURN(y, Op(OpKind::kRmsNorm, {x}, out_name + "_rms",
+                           {{"eps", AttrValue(hp_.rms_eps)}}));
+    return Op(OpKind::kMul, {y, w}, out_name);
+  }
+
+  // Whether layer l of a gemma3 model is a local (sliding-window) one.
+  bool IsSwaLayer(int64_t l) const {
+    return hp_.swa_window > 0 && l % hp_.swa_pattern < hp_.swa_pattern - 1;
+  }
+
+  // The mixture-of-experts FFN of qwen3moe (ir/ops.h): router logits, the
+  // top-k experts and their renormalized weights, gate/up/down of the chosen
+  // experts (matmul_id), their weighted sum.
+  absl::StatusOr<ValueId> MoeFfn(ValueId f, const std::string& blk, const std::string& L) {
+    const int64_t D = hp_.n_embd, E = hp_.n_expert, F = hp_.n_ff_exp;
+    ValueId router, logits, ids, weights, gate_w, up_w, down_w, gate, up, act, y;
+    ASSIGN_OR_RETURN(router, Weight(blk + "ffn_gate_inp.weight", {D, E}, TensorRole::kMatrix));
+    ASSIGN_OR_RETURN(gate_w, Weight(blk + "ffn_gate_exps.weight", {D, F, E}, TensorRole::kMatrix));
+    ASSIGN_OR_RETURN(up_w, Weight(blk + "ffn_up_exps.weight", {D, F, E}, TensorRole::kMatrix));
+    ASSIGN_OR_RETURN(down_w, Weight(blk + "ffn_down_exps.weight", {F, D, E}, TensorRole::kMatrix));
+    ASSIGN_OR_RETURN(logits, Op(OpKind::kMatMul, {f, router}, "ffn_moe_logits" + L));
+    ASSIGN_OR_RETURN(ids, Op(OpKind::kMoeTopK, {logits}, "ffn_moe_topk" + L,
+                             {{"k", AttrValue(hp_.n_expert_used)}}));
+    ASSIGN_OR_RETURN(weights, Op(OpKind::kMoeWeights, {logits, ids}, "ffn_moe_weights" + L,
+                                 {{"norm", AttrValue(int64_t{1})}}));
+    ASSIGN_OR_RETURN(gate, Op(OpKind::kMatMulId, {f, gate_w, ids}, "ffn_moe_gate" + L));
+    ASSIGN_OR_RETURN(up, Op(OpKind::kMatMulId, {f, up_w, ids}, "ffn_moe_up" + L));
+    ASSIGN_OR_RETURN(gate, Op(OpKind::kSilu, {gate}, "ffn_moe_silu" + L));
+    ASSIGN_OR_RETURN(act, Op(OpKind::kMul, {gate, up}, "ffn_moe_act" + L));
+    ASSIGN_OR_RETURN(y, Op(OpKind::kMatMulId, {act, down_w, ids}, "ffn_moe_down" + L));
+    return Op(OpKind::kMoeSum, {y, weights}, "ffn_moe_out" + L);
+  }
+
   using AttrValue = ir::AttrValue;
 
   absl::Status Build() {
     const int64_t D = hp_.n_embd, H = hp_.n_head, KVH = hp_.n_head_kv, hd = hp_.head_dim;
-    const bool qkv_bias = hp_.arch == "qwen2";
+    const std::string& arch = hp_.arch;
 
     g_.max_tokens = std::min(opts_.max_tokens, n_ctx_);
     Attrs& m = g_.meta;
@@ -415,6 +531,16 @@ class Lowerer {
     m["rope_freq_scale"] = hp_.rope_freq_scale;
     m["rms_eps"] = hp_.rms_eps;
     m["all_logits"] = int64_t{opts_.all_logits ? 1 : 0};
+    if (hp_.n_expert > 0) {
+      m["n_expert"] = hp_.n_expert;
+      m["n_expert_used"] = hp_.n_expert_used;
+      m["n_ff_exp"] = hp_.n_ff_exp;
+    }
+    if (hp_.swa_window > 0) {
+      m["swa_window"] = hp_.swa_window;
+      m["swa_pattern"] = hp_.swa_pattern;
+      m["rope_freq_base_swa"] = hp_.rope_freq_base_swa;
+    }
 
     const ValueId tokens = g_.AddInput("tokens", DType::kI32, {kTokens});
     const ValueId positions = g_.AddInput("positions", DType::kI32, {kTokens});
@@ -422,35 +548,63 @@ class Lowerer {
     ValueId tok_embd, inp;
     ASSIGN_OR_RETURN(tok_embd, Weight("token_embd.weight", {D, hp_.n_vocab}, TensorRole::kMatrix));
     ASSIGN_OR_RETURN(inp, Op(OpKind::kEmbedding, {tok_embd, tokens}, "inp_embd"));
+    if (hp_.embd_scale) {
+      // ggml_scale(inpL, sqrtf(n_embd)): the float square root.
+      const float s = std::sqrt(static_cast<float>(D));
+      ASSIGN_OR_RETURN(inp, Op(OpKind::kScale, {inp}, "inp_scaled",
+                               {{"scale", AttrValue(static_cast<double>(s))}}));
+    }
 
     // llama 3.1's long-context frequency factors, shared by all layers.
     ValueId freq_factors;
     ASSIGN_OR_RETURN(freq_factors, Weight("rope_freqs.weight", {hp_.rope_dim / 2},
                                           TensorRole::kVector, /*required=*/false));
 
-    const Attrs rope_attrs = {{"mode", AttrValue(hp_.rope_mode)},
-                              {"n_rot", AttrValue(hp_.rope_dim)},
-                              {"freq_base", AttrValue(hp_.rope_freq_base)},
-                              {"freq_scale", AttrValue(hp_.rope_freq_scale)}};
-    const Attrs attn_attrs = {{"scale", AttrValue(1.0 / std::sqrt(static_cast<double>(hd)))}};
-
     for (int64_t l = 0; l < hp_.n_layer; ++l) {
       const std::string L = absl::StrCat(".", l);
       const std::string blk = absl::StrCat("blk.", l, ".");
+      const bool swa = IsSwaLayer(l);
+      // gemma3's local layers have their own rope base and no scaling.
+      const Attrs rope_attrs = {
+          {"mode", AttrValue(hp_.rope_mode)},
+          {"n_rot", AttrValue(hp_.rope_dim)},
+          {"freq_base", AttrValue(swa ? hp_.rope_freq_base_swa : hp_.rope_freq_base)},
+          {"freq_scale", AttrValue(swa ? 1.0 : hp_.rope_freq_scale)}};
+      Attrs attn_attrs = {{"scale", AttrValue(hp_.attn_scale)}};
+      if (swa) attn_attrs["window"] = AttrValue(hp_.swa_window);
 
       ValueId x;
       ASSIGN_OR_RETURN(x, Norm(inp, blk + "attn_norm.weight", "attn_norm" + L));
 
       ValueId q, k, v;
-      ASSIGN_OR_RETURN(q, Linear(x, blk + "attn_q", D, H * hd, "q" + L, qkv_bias));
-      ASSIGN_OR_RETURN(k, Linear(x, blk + "attn_k", D, KVH * hd, "k" + L, qkv_bias));
-      ASSIGN_OR_RETURN(v, Linear(x, blk + "attn_v", D, KVH * hd, "v" + L, qkv_bias));
+      if (arch == "phi3" && file_.FindTensor(blk + "attn_qkv.weight") != nullptr) {
+        // One fused projection; q, k and v are row views of its weight, so
+        // they stay three matmuls (combined again into one launch by the
+        // passes) and nothing is copied.
+        const std::string t = blk + "attn_qkv.weight";
+        const int64_t n = (H + 2 * KVH) * hd;
+        ValueId wq, wk, wv;
+        ASSIGN_OR_RETURN(wq, WeightRows(t, D, n, 0, H * hd, t + ".q"));
+        ASSIGN_OR_RETURN(wk, WeightRows(t, D, n, H * hd, KVH * hd, t + ".k"));
+        ASSIGN_OR_RETURN(wv, WeightRows(t, D, n, (H + KVH) * hd, KVH * hd, t + ".v"));
+        ASSIGN_OR_RETURN(q, Op(OpKind::kMatMul, {x, wq}, "q" + L));
+        ASSIGN_OR_RETURN(k, Op(OpKind::kMatMul, {x, wk}, "k" + L));
+        ASSIGN_OR_RETURN(v, Op(OpKind::kMatMul, {x, wv}, "v" + L));
+      } else {
+        ASSIGN_OR_RETURN(q, Linear(x, blk + "attn_q", D, H * hd, "q" + L, hp_.qkv_bias));
+        ASSIGN_OR_RETURN(k, Linear(x, blk + "attn_k", D, KVH * hd, "k" + L, hp_.qkv_bias));
+        ASSIGN_OR_RETURN(v, Linear(x, blk + "attn_v", D, KVH * hd, "v" + L, hp_.qkv_bias));
+      }
       ASSIGN_OR_RETURN(q, Op(OpKind::kReshape, {q}, "q_heads" + L,
                              {{"shape", AttrValue(std::vector<int64_t>{kTokens, H, hd})}}));
       ASSIGN_OR_RETURN(k, Op(OpKind::kReshape, {k}, "k_heads" + L,
                              {{"shape", AttrValue(std::vector<int64_t>{kTokens, KVH, hd})}}));
       ASSIGN_OR_RETURN(v, Op(OpKind::kReshape, {v}, "v_heads" + L,
                              {{"shape", AttrValue(std::vector<int64_t>{kTokens, KVH, hd})}}));
+      if (hp_.qk_norm) {
+        ASSIGN_OR_RETURN(q, HeadNorm(q, blk + "attn_q_norm.weight", "q_norm" + L));
+        ASSIGN_OR_RETURN(k, HeadNorm(k, blk + "attn_k_norm.weight", "k_norm" + L));
+      }
 
       std::vector<ValueId> rope_q = {q, positions}, rope_k = {k, positions};
       if (freq_factors >= 0) {
@@ -460,8 +614,8 @@ class Lowerer {
       ASSIGN_OR_RETURN(q, Op(OpKind::kRope, rope_q, "q_rope" + L, rope_attrs));
       ASSIGN_OR_RETURN(k, Op(OpKind::kRope, rope_k, "k_rope" + L, rope_attrs));
 
-      const ValueId cache_k = g_.AddKvCache("cache_k" + L, opts_.kv_dtype, {n_ctx_, KVH, hd});
-      const ValueId cache_v = g_.AddKvCache("cache_v" + L, opts_.kv_dtype, {n_ctx_, KVH, hd});
+      const ValueId cache_k = g_.AddKvCache("cache_k" + L, opts_.cache_type_k, {n_ctx_, KVH, hd});
+      const ValueId cache_v = g_.AddKvCache("cache_v" + L, opts_.cache_type_v, {n_ctx_, KVH, hd});
       ValueId kc, vc;
       ASSIGN_OR_RETURN(kc, Op(OpKind::kKvStore, {k, cache_k, positions}, "k_cache" + L));
       ASSIGN_OR_RETURN(vc, Op(OpKind::kKvStore, {v, cache_v, positions}, "v_cache" + L));
@@ -476,17 +630,43 @@ class Lowerer {
                                 {{"shape", AttrValue(std::vector<int64_t>{kTokens, H * hd})}}));
       ASSIGN_OR_RETURN(attn, Linear(attn, blk + "attn_output", H * hd, D, "attn_out" + L,
                                     /*bias_required=*/false));
+      if (hp_.post_norms) {
+        ASSIGN_OR_RETURN(attn, Norm(attn, blk + "post_attention_norm.weight", "attn_post_norm" + L));
+      }
       ValueId ffn_inp;
       ASSIGN_OR_RETURN(ffn_inp, Op(OpKind::kAdd, {attn, inp}, "ffn_inp" + L));
 
-      ValueId f, gate, up, act, down;
+      ValueId f, ffn_out;
       ASSIGN_OR_RETURN(f, Norm(ffn_inp, blk + "ffn_norm.weight", "ffn_norm" + L));
-      ASSIGN_OR_RETURN(gate, Linear(f, blk + "ffn_gate", D, hp_.n_ff, "ffn_gate" + L, false));
-      ASSIGN_OR_RETURN(up, Linear(f, blk + "ffn_up", D, hp_.n_ff, "ffn_up" + L, false));
-      ASSIGN_OR_RETURN(gate, Op(OpKind::kSilu, {gate}, "ffn_silu" + L));
-      ASSIGN_OR_RETURN(act, Op(OpKind::kMul, {gate, up}, "ffn_act" + L));
-      ASSIGN_OR_RETURN(down, Linear(act, blk + "ffn_down", hp_.n_ff, D, "ffn_out" + L, false));
-      ASSIGN_OR_RETURN(inp, Op(OpKind::kAdd, {down, ffn_inp}, "l_out" + L));
+      if (hp_.n_expert > 0) {
+        ASSIGN_OR_RETURN(ffn_out, MoeFfn(f, blk, L));
+      } else {
+        ValueId gate, up, act;
+        const int64_t F = hp_.n_ff;
+        if (arch == "phi3" && file_.FindTensor(blk + "ffn_gate.weight") == nullptr) {
+          // ffn_up holds gate (rows 0..F-1) and up (rows F..2F-1): two views.
+          const std::string t = blk + "ffn_up.weight";
+          ValueId wg, wu;
+          ASSIGN_OR_RETURN(wg, WeightRows(t, D, 2 * F, 0, F, t + ".gate"));
+          ASSIGN_OR_RETURN(wu, WeightRows(t, D, 2 * F, F, F, t + ".up"));
+          ASSIGN_OR_RETURN(gate, Op(OpKind::kMatMul, {f, wg}, "ffn_gate" + L));
+          ASSIGN_OR_RETURN(up, Op(OpKind::kMatMul, {f, wu}, "ffn_up" + L));
+        } else {
+          ASSIGN_OR_RETURN(gate, Linear(f, blk + "ffn_gate", D, F, "ffn_gate" + L, false));
+          ASSIGN_OR_RETURN(up, Linear(f, blk + "ffn_up", D, F, "ffn_up" + L, false));
+        }
+        if (hp_.gelu) {
+          ASSIGN_OR_RETURN(gate, Op(OpKind::kGelu, {gate}, "ffn_gelu" + L));
+        } else {
+          ASSIGN_OR_RETURN(gate, Op(OpKind::kSilu, {gate}, "ffn_silu" + L));
+        }
+        ASSIGN_OR_RETURN(act, Op(OpKind::kMul, {gate, up}, "ffn_act" + L));
+        ASSIGN_OR_RETURN(ffn_out, Linear(act, blk + "ffn_down", F, D, "ffn_out" + L, false));
+      }
+      if (hp_.post_norms) {
+        ASSIGN_OR_RETURN(ffn_out, Norm(ffn_out, blk + "post_ffw_norm.weight", "ffn_post_norm" + L));
+      }
+      ASSIGN_OR_RETURN(inp, Op(OpKind::kAdd, {ffn_out, ffn_inp}, "l_out" + L));
     }
 
     ValueId cur, out_w, logits;

@@ -20,8 +20,11 @@ struct LowerOptions {
   int64_t max_tokens = 512;
   // KV cache length in tokens; 0 = min(the model's context_length, 4096).
   int64_t n_ctx = 0;
-  // KV cache element type: f16 (as llama.cpp) or f32.
-  DType kv_dtype = DType::kF16;
+  // KV cache element types, K and V apart (llama.cpp's --cache-type-k /
+  // --cache-type-v): f16 (the default, as llama.cpp), f32, or q8_0 (blocks of
+  // 32 along head_dim, half of f16's bytes; needs head_dim % 32 == 0).
+  DType cache_type_k = DType::kF16;
+  DType cache_type_v = DType::kF16;
   // true: logits for every token of a step ([T, vocab]); false: for the last
   // token only ([1, vocab]), which is what generation needs.
   bool all_logits = false;

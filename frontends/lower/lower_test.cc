@@ -426,7 +426,7 @@ void CheckModel(const GgufFile& f, const Graph& g, const LowerOptions& opts) {
       const ir::Value* c = FindVal(g, kind + std::to_string(l));
       ASSERT_NE(c, nullptr) << kind << l;
       EXPECT_EQ(c->storage, ir::Storage::kKvCache);
-      EXPECT_EQ(c->dtype, opts.kv_dtype);
+      EXPECT_EQ(c->dtype, kind[6] == 'k' ? opts.cache_type_k : opts.cache_type_v);
       EXPECT_EQ(c->shape, ir::Shape({n_ctx, n_head_kv, hd}));
     }
   }
@@ -523,7 +523,8 @@ TEST(LowerRealTest, TinyLlamaQuantizedAllLogits) {
   ASSERT_TRUE(f.ok()) << f.status();
   LowerOptions opts;
   opts.all_logits = true;
-  opts.kv_dtype = DType::kF32;
+  opts.cache_type_k = DType::kF32;
+  opts.cache_type_v = DType::kF32;
   opts.n_ctx = 300;
   opts.max_tokens = 64;
   absl::StatusOr<Graph> g = LowerGguf(**f, opts);
@@ -555,6 +556,111 @@ TEST(LowerRealTest, TinyQwen2) {
   EXPECT_EQ(qb->kind, OpKind::kAdd);
   EXPECT_EQ(g->value(qb->inputs[1]).name, "blk.0.attn_q.bias");
   EXPECT_EQ(FindVal(*g, "q_heads.0")->shape, ir::Shape({kTokens, 4, 128}));
+}
+
+// The architectures of ../shared/next (hyperparameters from its
+// ARCHITECTURES.md): what each adds to the llama block, checked on the graph.
+absl::StatusOr<Graph> LowerNext(const std::string& name, std::unique_ptr<GgufFile>* keep) {
+  const std::string path = std::string(VIBRANT_SOURCE_DIR) + "/../shared/next/models/" + name;
+  if (!std::filesystem::exists(path)) return absl::NotFoundError(path);
+  absl::StatusOr<std::unique_ptr<GgufFile>> f = GgufFile::Open(path);
+  if (!f.ok()) return f.status();
+  *keep = *std::move(f);
+  LowerOptions opts;
+  opts.all_logits = true;
+  opts.max_tokens = 32;
+  opts.n_ctx = 128;
+  absl::StatusOr<Graph> g = LowerGguf(**keep, opts);
+  if (g.ok()) EXPECT_TRUE(ir::Verify(*g).ok()) << ir::Verify(*g);
+  return g;
+}
+
+#define LOWER_NEXT_OR_SKIP(var, name)                                             \
+  std::unique_ptr<GgufFile> var##_file;                                           \
+  absl::StatusOr<Graph> var = LowerNext(name, &var##_file);                       \
+  if (var.status().code() == absl::StatusCode::kNotFound) GTEST_SKIP() << name;   \
+  ASSERT_TRUE(var.ok()) << var.status()
+
+TEST(LowerNextTest, Qwen3HeadNormsBeforeRope) {
+  LOWER_NEXT_OR_SKIP(g, "tiny-qwen3-f16.gguf");
+  // 4 heads of 128 (q width 512 != d_model 256), q and k normed per head.
+  EXPECT_EQ(MetaInt(*g, "head_dim"), 128);
+  EXPECT_EQ(FindVal(*g, "blk.0.attn_q.weight")->shape, ir::Shape({512, 256}));
+  const ir::Op* qn = FindProducer(*g, "q_norm.0");
+  ASSERT_NE(qn, nullptr);
+  EXPECT_EQ(qn->kind, OpKind::kMul);
+  EXPECT_EQ(g->value(qn->inputs[1]).name, "blk.0.attn_q_norm.weight");
+  const ir::Op* rms = FindProducer(*g, "q_norm.0_rms");
+  EXPECT_EQ(g->value(rms->inputs[0]).shape, ir::Shape({kTokens, 4, 128}));  // over head_dim
+  EXPECT_EQ(g->value(FindProducer(*g, "q_rope.0")->inputs[0]).name, "q_norm.0");
+  EXPECT_EQ(g->value(FindProducer(*g, "k_rope.1")->inputs[0]).name, "k_norm.1");
+  EXPECT_EQ(MetaInt(*g, "rope_mode"), 2);
+  EXPECT_DOUBLE_EQ(FindProducer(*g, "attn.0")->FloatAttr("scale"), 1.0 / std::sqrt(128.0));
+}
+
+TEST(LowerNextTest, Gemma3WindowsRopeBasesNormsAndGelu) {
+  LOWER_NEXT_OR_SKIP(g, "tiny-gemma3-f16.gguf");
+  // Embedding times sqrt(256) = 16.
+  const ir::Op* sc = FindProducer(*g, "inp_scaled");
+  ASSERT_NE(sc, nullptr);
+  EXPECT_EQ(sc->FloatAttr("scale"), 16.0);
+  // Pattern 2: layer 0 local (window 8, base 1e4), layer 1 global (base 1e6).
+  EXPECT_EQ(FindProducer(*g, "attn.0")->IntAttr("window"), 8);
+  EXPECT_EQ(FindProducer(*g, "attn.1")->attrs.count("window"), 0u);
+  EXPECT_EQ(FindProducer(*g, "q_rope.0")->FloatAttr("freq_base"), 10000.0);
+  EXPECT_EQ(FindProducer(*g, "k_rope.1")->FloatAttr("freq_base"), 1e6);
+  // Four norms per layer plus q/k norms; gelu(gate) * up; tied output.
+  for (const char* v : {"attn_norm.1", "attn_post_norm.1", "ffn_norm.1", "ffn_post_norm.1",
+                        "q_norm.1", "k_norm.1"}) {
+    EXPECT_NE(FindProducer(*g, v), nullptr) << v;
+  }
+  EXPECT_EQ(FindProducer(*g, "ffn_gelu.0")->kind, OpKind::kGelu);
+  EXPECT_EQ(FindProducer(*g, "ffn_silu.0"), nullptr);
+  EXPECT_EQ(g->value(FindProducer(*g, "l_out.0")->inputs[0]).name, "ffn_post_norm.0");
+  EXPECT_EQ(g->value(FindProducer(*g, "logits")->inputs[1]).name, "token_embd.weight");
+  EXPECT_DOUBLE_EQ(FindProducer(*g, "attn.1")->FloatAttr("scale"), 1.0 / std::sqrt(128.0));
+}
+
+TEST(LowerNextTest, Phi3SplitsFusedWeightsByViews) {
+  LOWER_NEXT_OR_SKIP(g, "tiny-phi3-q4_k_m.gguf");
+  // attn_qkv [512 x 256]: q rows 0-255, k 256-383, v 384-511; ffn_up
+  // [1536 x 256]: gate rows 0-767, up 768-1535. Offsets in elements.
+  struct View { const char* name; int64_t rows, offset; };
+  for (const View& v : {View{"blk.1.attn_qkv.weight.q", 256, 0},
+                        View{"blk.1.attn_qkv.weight.k", 128, 256 * 256},
+                        View{"blk.1.attn_qkv.weight.v", 128, 384 * 256},
+                        View{"blk.0.ffn_up.weight.gate", 768, 0},
+                        View{"blk.0.ffn_up.weight.up", 768, 768 * 256}}) {
+    const ir::Value* w = FindVal(*g, v.name);
+    ASSERT_NE(w, nullptr) << v.name;
+    EXPECT_EQ(w->shape, ir::Shape({v.rows, 256})) << v.name;
+    EXPECT_EQ(w->source_offset, v.offset) << v.name;
+    EXPECT_EQ(w->storage, ir::Storage::kWeight);
+  }
+  EXPECT_EQ(FindVal(*g, "blk.1.attn_qkv.weight.q")->source, "blk.1.attn_qkv.weight");
+  EXPECT_EQ(FindVal(*g, "blk.1.attn_qkv.weight.q")->dtype, DType::kQ6_K);  // layer 1's mix
+  EXPECT_EQ(FindVal(*g, "blk.1.attn_qkv.weight"), nullptr);  // no whole-tensor value
+  EXPECT_EQ(g->value(FindProducer(*g, "ffn_silu.0")->inputs[0]).name, "ffn_gate.0");
+}
+
+TEST(LowerNextTest, Qwen3MoeRouterAndExperts) {
+  LOWER_NEXT_OR_SKIP(g, "tiny-qwen3moe-q4_k_m.gguf");
+  std::map<OpKind, int> n = CountOps(*g);
+  EXPECT_EQ(n[OpKind::kMoeTopK], 2);
+  EXPECT_EQ(n[OpKind::kMoeWeights], 2);
+  EXPECT_EQ(n[OpKind::kMatMulId], 6);
+  EXPECT_EQ(n[OpKind::kMoeSum], 2);
+  EXPECT_EQ(FindProducer(*g, "ffn_moe_topk.0")->IntAttr("k"), 2);
+  EXPECT_EQ(FindProducer(*g, "ffn_moe_weights.0")->IntAttr("norm"), 1);
+  EXPECT_EQ(FindVal(*g, "ffn_moe_topk.0")->shape, ir::Shape({kTokens, 2}));
+  // Stacked experts [E, N, K]; layer 1's down experts fell back to q8_0.
+  EXPECT_EQ(FindVal(*g, "blk.0.ffn_gate_exps.weight")->shape, ir::Shape({4, 128, 256}));
+  EXPECT_EQ(FindVal(*g, "blk.1.ffn_down_exps.weight")->shape, ir::Shape({4, 256, 128}));
+  EXPECT_EQ(FindVal(*g, "blk.1.ffn_down_exps.weight")->dtype, DType::kQ8_0);
+  EXPECT_EQ(FindVal(*g, "blk.0.ffn_down_exps.weight")->dtype, DType::kQ5_0);
+  EXPECT_EQ(FindVal(*g, "blk.0.ffn_gate_inp.weight")->dtype, DType::kF32);
+  EXPECT_EQ(FindVal(*g, "ffn_moe_down.0")->shape, ir::Shape({kTokens, 2, 256}));
+  EXPECT_EQ(MetaInt(*g, "n_expert"), 4);
 }
 
 // ---------------------------------------------------------------------------
@@ -612,7 +718,7 @@ TEST(LowerSyntheticTest, UnsupportedArchitecture) {
   std::unique_ptr<GgufFile> f;
   absl::StatusOr<Graph> g = LowerSpec(t, f);
   ASSERT_FALSE(g.ok());
-  EXPECT_EQ(g.status().message(), "m.gguf: unsupported architecture 'mamba' (supported: llama, qwen2)");
+  EXPECT_EQ(g.status().message(), "m.gguf: unsupported architecture 'mamba' (supported: llama, qwen2, qwen3, qwen3moe, gemma3, phi3)");
 }
 
 TEST(LowerSyntheticTest, MissingTensor) {
@@ -680,6 +786,76 @@ TEST(LowerSyntheticTest, IntegerWeightMatrixIsAnError) {
   ASSERT_FALSE(g.ok());
   EXPECT_THAT(g.status().message(),
               HasSubstr("m.gguf: tensor blk.1.attn_v.weight: type i32 is not supported"));
+}
+
+TEST(LowerSyntheticTest, UnsupportedQuantTypeIsANamedError) {
+  Spec s;
+  s.n_embd = 256;
+  TestGguf t;
+  FillModel(s, t);
+  t.Tensor("blk.1.ffn_up.weight", {256, 96}, DType::kIQ2_XXS);
+  std::unique_ptr<GgufFile> f;
+  absl::StatusOr<Graph> g = LowerSpec(t, f);
+  ASSERT_FALSE(g.ok());
+  EXPECT_EQ(g.status().code(), absl::StatusCode::kUnimplemented);
+  EXPECT_THAT(g.status().message(),
+              HasSubstr("m.gguf: tensor blk.1.ffn_up.weight: tensor type iq2_xxs (16) is not "
+                        "supported (supported: f32, f16, q4_0"));
+}
+
+TEST(LowerSyntheticTest, IQ4WeightsLower) {
+  Spec s;
+  s.n_embd = 256;
+  TestGguf t;
+  FillModel(s, t);
+  t.Tensor("blk.0.attn_q.weight", {256, 256}, DType::kIQ4_XS);
+  t.Tensor("blk.1.ffn_gate.weight", {256, 96}, DType::kIQ4_NL);
+  std::unique_ptr<GgufFile> f;
+  absl::StatusOr<Graph> g = LowerSpec(t, f);
+  ASSERT_TRUE(g.ok()) << g.status();
+  EXPECT_EQ(FindVal(*g, "blk.0.attn_q.weight")->dtype, DType::kIQ4_XS);
+  EXPECT_EQ(FindVal(*g, "blk.1.ffn_gate.weight")->dtype, DType::kIQ4_NL);
+}
+
+// gemma3 as converted files state it (no pattern or local-base keys): llama.cpp's
+// defaults give five local layers then a global one; the linear rope scaling
+// (Gemma 3 4B: factor 8) applies to the global layers only.
+TEST(LowerSyntheticTest, Gemma3DefaultPatternAndGlobalRopeScaling) {
+  Spec sp;
+  sp.arch = "gemma3";
+  sp.n_layer = 7;
+  sp.tied = true;
+  TestGguf t;
+  FillModel(sp, t);
+  t.U32("gemma3.attention.sliding_window", 512);
+  t.F32("gemma3.rope.freq_base", 1e6f);
+  t.Str("gemma3.rope.scaling.type", "linear");
+  t.F32("gemma3.rope.scaling.factor", 8.0f);
+  for (int l = 0; l < sp.n_layer; ++l) {
+    const std::string b = "blk." + std::to_string(l) + ".";
+    t.Tensor(b + "attn_q_norm.weight", {16});
+    t.Tensor(b + "attn_k_norm.weight", {16});
+    t.Tensor(b + "post_attention_norm.weight", {64});
+    t.Tensor(b + "post_ffw_norm.weight", {64});
+  }
+  std::unique_ptr<GgufFile> f;
+  absl::StatusOr<Graph> g = LowerSpec(t, f);
+  ASSERT_TRUE(g.ok()) << g.status();
+  for (int l = 0; l < sp.n_layer; ++l) {
+    const bool global = l == 5;  // l % 6 == 5
+    const ir::Op* rope = FindProducer(*g, "q_rope." + std::to_string(l));
+    const ir::Op* attn = FindProducer(*g, "attn." + std::to_string(l));
+    EXPECT_EQ(rope->FloatAttr("freq_base"), global ? 1e6 : 10000.0) << l;
+    EXPECT_EQ(rope->FloatAttr("freq_scale"), global ? 0.125 : 1.0) << l;
+    EXPECT_EQ(attn->IntAttr("window", 0), global ? 0 : 512) << l;
+  }
+  // Missing sliding_window is a named error.
+  TestGguf t2;
+  FillModel(sp, t2);
+  std::unique_ptr<GgufFile> f2;
+  absl::StatusOr<Graph> g2 = LowerSpec(t2, f2);
+  ASSERT_FALSE(g2.ok());
+  EXPECT_THAT(g2.status().message(), HasSubstr("metadata gemma3.attention.sliding_window: missing"));
 }
 
 TEST(LowerSyntheticTest, UnusedTensorIsAnError) {
@@ -798,15 +974,42 @@ TEST(LowerSyntheticTest, ExplicitHeadDim) {
   EXPECT_EQ(FindVal(*g, "cache_k.0")->shape, ir::Shape({256, 2, 32}));  // context_length 256
 }
 
+// llama.cpp's --cache-type-k q8_0 --cache-type-v f16: the two caches of a
+// layer get their own types, and the graph verifies.
+TEST(LowerSyntheticTest, Q8_0KvCache) {
+  TestGguf t;
+  Spec s;
+  s.n_embd = 128;  // head_dim 32
+  FillModel(s, t);
+  std::unique_ptr<GgufFile> f;
+  LowerOptions opts;
+  opts.cache_type_k = DType::kQ8_0;
+  absl::StatusOr<Graph> g = LowerSpec(t, f, opts);
+  ASSERT_TRUE(g.ok()) << g.status();
+  for (int l = 0; l < 2; ++l) {
+    EXPECT_EQ(FindVal(*g, "cache_k." + std::to_string(l))->dtype, DType::kQ8_0);
+    EXPECT_EQ(FindVal(*g, "cache_v." + std::to_string(l))->dtype, DType::kF16);
+  }
+  EXPECT_TRUE(ir::Verify(*g).ok()) << ir::Verify(*g);
+}
+
 TEST(LowerSyntheticTest, BadOptions) {
   TestGguf t;
   FillModel(Spec(), t);
   std::unique_ptr<GgufFile> f;
   LowerOptions opts;
-  opts.kv_dtype = DType::kQ8_0;
+  opts.cache_type_v = DType::kQ4_0;
   absl::StatusOr<Graph> g = LowerSpec(t, f, opts);
   ASSERT_FALSE(g.ok());
-  EXPECT_THAT(g.status().message(), HasSubstr("kv_dtype"));
+  EXPECT_THAT(g.status().message(),
+              HasSubstr("LowerOptions.cache_type_v q4_0 is not supported (supported: f16, f32, q8_0)"));
+  opts = LowerOptions();
+  opts.cache_type_k = DType::kQ8_0;  // Spec(): head_dim 64 / 4 = 16
+  g = LowerSpec(t, f, opts);
+  ASSERT_FALSE(g.ok());
+  EXPECT_THAT(g.status().message(),
+              HasSubstr("LowerOptions.cache_type_k q8_0 needs a head_dim that is a multiple of 32; "
+                        "this model's is 16"));
   opts = LowerOptions();
   opts.max_tokens = 0;
   g = LowerSpec(t, f, opts);

@@ -2,6 +2,7 @@
 
 #include <bit>
 #include <cstring>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 
@@ -297,6 +298,36 @@ VIBRANT_DECODE void DecodeQ8_K(const uint8_t* __restrict b, float* __restrict y)
   for (int j = 0; j < kQK; ++j) y[j] = d * static_cast<float>(qs[j]);
 }
 
+// The 16 non-linear levels of IQ4_NL and IQ4_XS (ggml's kvalues_iq4nl).
+constexpr int8_t kIQ4Values[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                   1,    13,   25,  38,  53,  69,  89,  113};
+
+VIBRANT_DECODE void DecodeIQ4_NL(const uint8_t* __restrict b, float* __restrict y) {
+  const float d = Half(b);
+  const uint8_t* qs = b + 2;
+  for (int j = 0; j < 16; ++j) {
+    y[j] = d * static_cast<float>(kIQ4Values[qs[j] & 0x0f]);
+    y[j + 16] = d * static_cast<float>(kIQ4Values[qs[j] >> 4]);
+  }
+}
+
+VIBRANT_DECODE void DecodeIQ4_XS(const uint8_t* __restrict b, float* __restrict y) {
+  const float d = Half(b);
+  const uint16_t scales_h = Load16(b + 2);
+  const uint8_t* scales_l = b + 4;
+  const uint8_t* qs = b + 8;
+  for (int s = 0; s < 8; ++s) {
+    const int ls = ((scales_l[s / 2] >> (4 * (s % 2))) & 0x0f) | (((scales_h >> (2 * s)) & 3) << 4);
+    const float dl = d * static_cast<float>(ls - 32);
+    const uint8_t* q = qs + 16 * s;
+    float* out = y + 32 * s;
+    for (int j = 0; j < 16; ++j) {
+      out[j] = dl * static_cast<float>(kIQ4Values[q[j] & 0x0f]);
+      out[j + 16] = dl * static_cast<float>(kIQ4Values[q[j] >> 4]);
+    }
+  }
+}
+
 using BlockDecoder = void (*)(const uint8_t*, float*);
 
 // The decoder of a quantized type, or null for plain types.
@@ -313,6 +344,8 @@ BlockDecoder DecoderFor(DType t) {
     case DType::kQ5_K: return DecodeQ5_K;
     case DType::kQ6_K: return DecodeQ6_K;
     case DType::kQ8_K: return DecodeQ8_K;
+    case DType::kIQ4_NL: return DecodeIQ4_NL;
+    case DType::kIQ4_XS: return DecodeIQ4_XS;
     default: return nullptr;
   }
 }
@@ -450,6 +483,8 @@ double DotRowIsa(DType t, const uint8_t* p, const float* x, int64_t n) {
     case DType::kQ5_K: return DotBlocks<kAvx2, kQK, DecodeQ5_K, 176>(p, x, n / kQK);
     case DType::kQ6_K: return DotBlocks<kAvx2, kQK, DecodeQ6_K, 210>(p, x, n / kQK);
     case DType::kQ8_K: return DotBlocks<kAvx2, kQK, DecodeQ8_K, 292>(p, x, n / kQK);
+    case DType::kIQ4_NL: return DotBlocks<kAvx2, 32, DecodeIQ4_NL, 18>(p, x, n / 32);
+    case DType::kIQ4_XS: return DotBlocks<kAvx2, kQK, DecodeIQ4_XS, 136>(p, x, n / kQK);
     case DType::kF32:
     case DType::kF16:
     case DType::kBF16:
@@ -457,8 +492,10 @@ double DotRowIsa(DType t, const uint8_t* p, const float* x, int64_t n) {
     case DType::kI16:
     case DType::kI32:
       return kAvx2 ? DotPlainAvx2(t, p, x, n) : DotPlainBaseline(t, p, x, n);
+    default:
+      break;  // unsupported types: callers check IsSupported (the verifier does)
   }
-  return 0.0;
+  return std::numeric_limits<double>::quiet_NaN();
 }
 
 }  // namespace
@@ -506,9 +543,10 @@ uint16_t FloatToBF16(float f) {
 
 absl::Status Dequantize(DType t, const void* src, int64_t n, float* dst) {
   const DTypeInfo& info = GetDTypeInfo(t);
-  if (info.type != t) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("Dequantize: unsupported type id ", static_cast<uint32_t>(t)));
+  if (info.type != t || !info.supported) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "Dequantize: unsupported type ", std::string(GgmlTypeName(static_cast<uint32_t>(t))), " (",
+        static_cast<uint32_t>(t), ")"));
   }
   if (n < 0 || n % info.block_size != 0) {
     return absl::InvalidArgumentError(absl::StrCat(

@@ -18,6 +18,14 @@
 //   Q5_K  (256, 176 B): f16 d, dmin | scales[12] | qh[32] | qs[128]
 //   Q6_K  (256, 210 B): ql[128] | qh[64] | i8 scales[16] | f16 d
 //   Q8_K  (256, 292 B): f32 d | i8 qs[256] | i16 bsums[16] (bsums unused here)
+//   IQ4_NL (32 el, 18 B): f16 d | u8 qs[16]            x = d*kv[nib]
+//   IQ4_XS (256, 136 B): f16 d | u16 scales_h | u8 scales_l[4] | qs[128]
+//     kv = {-127,-104,-83,-65,-49,-35,-22,-10,1,13,25,38,53,69,89,113} (ggml's
+//     kvalues_iq4nl), nibbles placed as Q4_0's (per 32 elements: element j < 16
+//     the low nibble of qs[j], j + 16 its high nibble). IQ4_XS: sub-block s
+//     (32 elements, qs[16s..16s+15]) has the 6-bit scale
+//     ls = (scales_l[s/2] >> 4*(s%2)) & 15 | ((scales_h >> 2s) & 3) << 4 and
+//     x = (d*(ls-32))*kv[nib].
 // The exact bit placement of each K-quant is documented in dequantize.cc.
 #ifndef VIBRANT_RUNTIME_CPU_DEQUANTIZE_H_
 #define VIBRANT_RUNTIME_CPU_DEQUANTIZE_H_
@@ -40,7 +48,8 @@ uint16_t FloatToBF16(float f);
 
 // Writes `n` floats decoded from `src`, which holds n elements of type `t`
 // (a whole number of blocks). Works for every DType with a block layout
-// (F32, F16, BF16, I8/I16/I32 converted, and all quantized types). The values
+// (F32, F16, BF16, I8/I16/I32 converted, and all supported quantized types;
+// an unsupported type (IsSupported) is an error). The values
 // are bit-identical to ggml's dequantize_row_* (each element is computed with
 // the same float operations in the same order).
 absl::Status Dequantize(DType t, const void* src, int64_t n, float* dst);
@@ -60,7 +69,8 @@ absl::Status Dequantize(DType t, const void* src, int64_t n, float* dst);
 // the total is rounded to float once.
 //
 // On x86-64 CPUs with AVX2 the loops run in an AVX2-compiled copy; both
-// copies compute bit-identical results (no FMA).
+// copies compute bit-identical results (no FMA). An unsupported type gives
+// NaN (callers check IsSupported; the verifier refuses such graphs).
 float DotRow(DType t, const void* row, const float* x, int64_t n);
 
 // DotRow restricted to the baseline-ISA code path (tests compare the two).

@@ -61,6 +61,10 @@ std::vector<float> Decode(DType t, const Bytes& b, int64_t n) {
 // ---- element-by-element definitions of each format, written from the spec
 // (element index -> value), independently of the block-loop decoders --------
 
+// ggml's kvalues_iq4nl, the 16 levels of IQ4_NL / IQ4_XS.
+constexpr int kSpecIQ4[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                              1,    13,   25,  38,  53,  69,  89,  113};
+
 float SpecElement(DType t, const uint8_t* b, int i) {
   switch (t) {
     case DType::kQ4_0: {
@@ -140,6 +144,20 @@ float SpecElement(DType t, const uint8_t* b, int i) {
       std::memcpy(&d, b, 4);
       return d * static_cast<float>(static_cast<int8_t>(b[4 + i]));
     }
+    case DType::kIQ4_NL: {
+      const int byte = b[2 + i % 16];
+      const int nib = i < 16 ? (byte & 15) : (byte >> 4);
+      return SpecHalfAt(b) * static_cast<float>(kSpecIQ4[nib]);
+    }
+    case DType::kIQ4_XS: {
+      const int s = i / 32, e = i % 32;
+      const int low = (b[4 + s / 2] >> (4 * (s % 2))) & 15;
+      const int high = ((b[2] | (b[3] << 8)) >> (2 * s)) & 3;
+      const int byte = b[8 + 16 * s + e % 16];
+      const int nib = e < 16 ? (byte & 15) : (byte >> 4);
+      return (SpecHalfAt(b) * static_cast<float>((low | (high << 4)) - 32)) *
+             static_cast<float>(kSpecIQ4[nib]);
+    }
     default:
       ADD_FAILURE() << "no spec for type";
       return 0;
@@ -150,6 +168,7 @@ float SpecElement(DType t, const uint8_t* b, int i) {
 std::vector<int> HalfFields(DType t) {
   switch (t) {
     case DType::kQ4_0: case DType::kQ5_0: case DType::kQ8_0: return {0};
+    case DType::kIQ4_NL: case DType::kIQ4_XS: return {0};
     case DType::kQ4_1: case DType::kQ5_1: return {0, 2};
     case DType::kQ2_K: return {80, 82};
     case DType::kQ3_K: return {108};
@@ -161,7 +180,8 @@ std::vector<int> HalfFields(DType t) {
 
 const DType kQuantTypes[] = {DType::kQ4_0, DType::kQ4_1, DType::kQ5_0, DType::kQ5_1,
                              DType::kQ8_0, DType::kQ2_K, DType::kQ3_K, DType::kQ4_K,
-                             DType::kQ5_K, DType::kQ6_K, DType::kQ8_K};
+                             DType::kQ5_K, DType::kQ6_K, DType::kQ8_K, DType::kIQ4_NL,
+                             DType::kIQ4_XS};
 
 // Random bytes with finite, moderately sized scale fields.
 Bytes RandomBlocks(DType t, int64_t nblocks, std::mt19937& rng) {
@@ -376,6 +396,45 @@ TEST(FormatTest, Q8_KFloatScale) {
   EXPECT_EQ(y[0], -64.0f);
   EXPECT_EQ(y[128], 0.0f);
   EXPECT_EQ(y[255], 63.5f);
+}
+
+TEST(FormatTest, IQ4_NLLevelsAndNibbleOrder) {
+  Bytes b(18);
+  Put16(b, 0, kHalfHalf);
+  for (int j = 0; j < 16; ++j) b[2 + j] = static_cast<uint8_t>(j | ((15 - j) << 4));
+  const auto y = Decode(DType::kIQ4_NL, b, 32);
+  // Low nibbles are elements 0..15, high nibbles 16..31; x = 0.5 * level.
+  EXPECT_EQ(y[0], -63.5f);   // level 0: -127
+  EXPECT_EQ(y[7], -5.0f);    // level 7: -10
+  EXPECT_EQ(y[8], 0.5f);     // level 8: 1
+  EXPECT_EQ(y[15], 56.5f);   // level 15: 113
+  EXPECT_EQ(y[16], 56.5f);   // high nibble of qs[0] = 15
+  EXPECT_EQ(y[31], -63.5f);  // high nibble of qs[15] = 0
+}
+
+TEST(FormatTest, IQ4_XSSixBitScales) {
+  Bytes b(136, 0);
+  Put16(b, 0, kHalfQuarter);
+  // Sub-block scales ls: s0 = 33 (low 1, high 2), s1 = 0 (low 0, high 0),
+  // s7 = 63 (low 15, high 3), the others 32 (low 0, high 2): x = 0.25*(ls-32)*level.
+  uint16_t scales_h = 0;
+  const int ls[8] = {33, 0, 32, 32, 32, 32, 32, 63};
+  for (int s = 0; s < 8; ++s) {
+    b[4 + s / 2] |= static_cast<uint8_t>((ls[s] & 15) << (4 * (s % 2)));
+    scales_h |= static_cast<uint16_t>((ls[s] >> 4) << (2 * s));
+  }
+  Put16(b, 2, scales_h);
+  for (int s = 0; s < 8; ++s) {
+    for (int j = 0; j < 16; ++j) b[8 + 16 * s + j] = static_cast<uint8_t>(15 | (j << 4));
+  }
+  const auto y = Decode(DType::kIQ4_XS, b, 256);
+  EXPECT_EQ(y[0], 0.25f * 113);          // s0: ls - 32 = 1, level 15
+  EXPECT_EQ(y[16], 0.25f * -127);        // s0, high nibble 0
+  EXPECT_EQ(y[17], 0.25f * -104);        // s0, high nibble 1
+  EXPECT_EQ(y[32], -8.0f * 113);         // s1: ls - 32 = -32
+  EXPECT_EQ(y[64], 0.0f);                // s2: ls - 32 = 0
+  EXPECT_EQ(y[224], 0.25f * 31 * 113);   // s7: ls - 32 = 31
+  EXPECT_EQ(y[255], 0.25f * 31 * 113);   // s7, high nibble 15
 }
 
 // ---- random blocks against the element-wise definitions ------------------------------
@@ -876,6 +935,47 @@ TEST(QuantizerVsLlamaCppTest, MatchesLlamaCppOnTheLlamaModels) {
     }
   }
   EXPECT_GT(checked, 0);
+}
+
+// tiny-llama-iq4_nl / iq4_xs (../shared/next) were made by llama-quantize
+// (no importance matrix) from tiny-llama-bf16.gguf, so quantizing the bf16
+// weights must reproduce llama.cpp's blocks byte for byte: every IQ4 tensor,
+// and the other types llama-quantize chose for some tensors.
+TEST(QuantizerVsLlamaCppTest, ReproducesLlamaCppIQ4BlocksFromTheBf16Master) {
+  const std::string ref_path = ModelsDir() + "/tiny-llama-bf16.gguf";
+  const std::string next = std::string(VIBRANT_SOURCE_DIR) + "/../shared/next/models";
+  if (!std::filesystem::exists(ref_path) || !std::filesystem::exists(next)) {
+    GTEST_SKIP() << ref_path << " or " << next << " not found";
+  }
+  const auto ref = OpenModel(ref_path);
+  ASSERT_NE(ref, nullptr);
+  std::map<DType, std::pair<int64_t, int64_t>> same_total;
+  for (const char* name : {"tiny-llama-iq4_nl.gguf", "tiny-llama-iq4_xs.gguf"}) {
+    const std::string file = next + "/" + name;
+    if (!std::filesystem::exists(file)) continue;
+    const auto q = OpenModel(file);
+    ASSERT_NE(q, nullptr);
+    for (const TensorPair& p : Pairs(*ref, *q)) {
+      const DTypeInfo& info = GetDTypeInfo(p.type);
+      Bytes mine(*QuantizedBytes(p.type, p.n));
+      ASSERT_TRUE(Quantize(p.type, p.master.data(), p.n, mine.data()).ok());
+      const int64_t nb = p.n / info.block_size;
+      int64_t same = 0;
+      for (int64_t b = 0; b < nb; ++b) {
+        same += std::memcmp(mine.data() + b * info.block_bytes, p.blocks + b * info.block_bytes,
+                            info.block_bytes) == 0;
+      }
+      EXPECT_EQ(same, nb) << name << " " << p.name << " (" << info.name << ")";
+      same_total[p.type].first += same;
+      same_total[p.type].second += nb;
+    }
+  }
+  EXPECT_TRUE(same_total.count(DType::kIQ4_NL));
+  EXPECT_TRUE(same_total.count(DType::kIQ4_XS));
+  for (const auto& [type, st] : same_total) {
+    std::cout << "  " << DTypeName(type) << ": " << st.first << "/" << st.second
+              << " blocks identical to llama.cpp's\n";
+  }
 }
 
 }  // namespace

@@ -16,6 +16,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "ir/verifier.h"
+#include "runtime/cpu/eval_op.h"
 #include "runtime/cpu/kernels.h"
 #include "runtime/cpu/quantize.h"
 #include "runtime/cpu/thread_pool.h"
@@ -218,7 +219,15 @@ absl::Status CheckOp(const Graph& g, const Op& op, bool in_body) {
     if (!_s.ok()) return _s;              \
   } while (0)
 
-  switch (op.kind) {
+  const ir::ScalarFn& scalar = ir::GetOpInfo(op.kind).scalar;
+  if (ir::GetOpInfo(op.kind).elementwise && scalar.unary != nullptr) {  // unary elementwise
+    VIBRANT_RETURN_IF_ERROR(n_in(1, 1));
+    VIBRANT_RETURN_IF_ERROR(f32_in(op.inputs[0]));
+    VIBRANT_RETURN_IF_ERROR(f32_out());
+    if (!same_count(op.outputs[0], op.inputs[0], 1, 1)) return err("output size != input size");
+    return absl::OkStatus();
+  }
+  switch (ir::GetOpInfo(op.kind).elementwise && scalar.binary != nullptr ? OpKind::kAdd : op.kind) {
     case OpKind::kEmbedding: {
       VIBRANT_RETURN_IF_ERROR(n_in(2, 2));
       if (in_body) return err("not allowed in a fused body");
@@ -261,7 +270,8 @@ absl::Status CheckOp(const Graph& g, const Op& op, bool in_body) {
       return absl::OkStatus();
     }
     case OpKind::kRmsNorm:
-    case OpKind::kSilu: {
+    case OpKind::kSilu:
+    case OpKind::kScale: {
       VIBRANT_RETURN_IF_ERROR(n_in(1, 1));
       VIBRANT_RETURN_IF_ERROR(f32_in(op.inputs[0]));
       VIBRANT_RETURN_IF_ERROR(f32_out());
@@ -270,6 +280,77 @@ absl::Status CheckOp(const Graph& g, const Op& op, bool in_body) {
         if (StaticDim(g, op.inputs[0], -1) <= 0) return err("last dim must be static");
         absl::StatusOr<double> eps = NumberAttr(op, "eps", true, 0);
         if (!eps.ok()) return eps.status();
+      }
+      if (op.kind == OpKind::kScale) {
+        absl::StatusOr<double> sc = NumberAttr(op, "scale", true, 0);
+        if (!sc.ok()) return sc.status();
+      }
+      return absl::OkStatus();
+    }
+    case OpKind::kMoeTopK:
+    case OpKind::kMoeWeights: {
+      const bool topk = op.kind == OpKind::kMoeTopK;
+      VIBRANT_RETURN_IF_ERROR(topk ? n_in(1, 1) : n_in(2, 2));
+      if (in_body) return err("not allowed in a fused body");
+      const ValueId logits = op.inputs[0];
+      VIBRANT_RETURN_IF_ERROR(f32_in(logits));
+      const int64_t E = StaticDim(g, logits, 1);
+      if (g.value(logits).shape.size() != 2 || E <= 0) return err("logits must be [T, E]");
+      const ValueId ids = topk ? op.outputs[0] : op.inputs[1];
+      if (!is(ids, DType::kI32)) return err("ids must be i32");
+      const int64_t k = StaticDim(g, ids, 1);
+      if (g.value(ids).shape.size() != 2 || k <= 0 || k > E) return err("ids must be [T, k], k <= E");
+      if (!same_count(ids, logits, k, E)) return err("ids must have the rows of logits");
+      if (topk) {
+        absl::StatusOr<double> ka = NumberAttr(op, "k", true, 0);
+        if (!ka.ok()) return ka.status();
+        if (static_cast<int64_t>(*ka) != k) return err("attribute k differs from the output's k");
+      } else {
+        VIBRANT_RETURN_IF_ERROR(f32_out());
+        if (!same_count(op.outputs[0], ids, 1, 1)) return err("output must be [T, k]");
+        absl::StatusOr<double> norm = NumberAttr(op, "norm", true, 0);
+        if (!norm.ok()) return norm.status();
+      }
+      return absl::OkStatus();
+    }
+    case OpKind::kMatMulId: {
+      VIBRANT_RETURN_IF_ERROR(n_in(3, 3));
+      if (in_body) return err("not allowed in a fused body");
+      const ValueId x = op.inputs[0], w = op.inputs[1], ids = op.inputs[2];
+      VIBRANT_RETURN_IF_ERROR(f32_in(x));
+      VIBRANT_RETURN_IF_ERROR(f32_out());
+      const Shape& ws = g.value(w).shape;
+      if (ws.size() != 3 || IsTokens(ws[0]) || IsTokens(ws[1]) || IsTokens(ws[2]) || ws[0] <= 0 ||
+          ws[1] <= 0 || ws[2] <= 0) {
+        return err("weight must be a static [E, N, K]");
+      }
+      if (!DTypeBytes(g.value(w).dtype, ws[2]).ok()) return err("weight rows are not whole blocks");
+      if (!is(ids, DType::kI32) || g.value(ids).shape.size() != 2) return err("ids must be i32 [T, k]");
+      const int64_t k = StaticDim(g, ids, 1), K = StaticDim(g, x, -1);
+      if (k <= 0 || K != ws[2]) return err("x's rows must be K long and ids [T, k]");
+      const size_t xr = g.value(x).shape.size();
+      if ((xr != 2 && xr != 3) || !same_count(x, ids, (xr == 2 ? 1 : k) * K, k)) {
+        return err("x must be [T, K] or [T, k, K] with the rows of ids");
+      }
+      if (!same_count(op.outputs[0], ids, ws[1], 1) || StaticDim(g, op.outputs[0], -1) != ws[1]) {
+        return err("output must be [T, k, N]");
+      }
+      return absl::OkStatus();
+    }
+    case OpKind::kMoeSum: {
+      VIBRANT_RETURN_IF_ERROR(n_in(2, 2));
+      if (in_body) return err("not allowed in a fused body");
+      const ValueId y = op.inputs[0], w = op.inputs[1];
+      VIBRANT_RETURN_IF_ERROR(f32_in(y));
+      VIBRANT_RETURN_IF_ERROR(f32_in(w));
+      VIBRANT_RETURN_IF_ERROR(f32_out());
+      const int64_t k = StaticDim(g, y, 1), D = StaticDim(g, y, 2);
+      if (g.value(y).shape.size() != 3 || k <= 0 || D <= 0) return err("y must be [T, k, D]");
+      if (g.value(w).shape.size() != 2 || StaticDim(g, w, 1) != k || !same_count(y, w, D, 1)) {
+        return err("w must be [T, k] of y");
+      }
+      if (!same_count(op.outputs[0], y, 1, k) || StaticDim(g, op.outputs[0], -1) != D) {
+        return err("output must be [T, D]");
       }
       return absl::OkStatus();
     }
@@ -338,7 +419,9 @@ absl::Status CheckOp(const Graph& g, const Op& op, bool in_body) {
       VIBRANT_RETURN_IF_ERROR(f32_in(src));
       if (!is(pos, DType::kI32)) return err("positions must be i32");
       const Value& c = g.value(cache);
-      if (c.dtype != DType::kF16 && c.dtype != DType::kF32) return err("cache must be f16 or f32");
+      if (c.dtype != DType::kF16 && c.dtype != DType::kF32 && c.dtype != DType::kQ8_0) {
+        return err("cache must be f16, f32 or q8_0");
+      }
       if (c.shape.size() != 3 || StaticDim(g, cache, 0) <= 0 || StaticDim(g, cache, 1) <= 0 ||
           StaticDim(g, cache, 2) <= 0) {
         return err("cache must be a static [C, KVH, hd]");
@@ -360,10 +443,13 @@ absl::Status CheckOp(const Graph& g, const Op& op, bool in_body) {
       VIBRANT_RETURN_IF_ERROR(f32_out());
       if (!is(pos, DType::kI32)) return err("positions must be i32");
       const Value& kv = g.value(k);
-      if (kv.dtype != DType::kF16 && kv.dtype != DType::kF32) return err("K must be f16 or f32");
-      if (g.value(v).dtype != kv.dtype || g.value(v).shape != kv.shape) {
-        return err("K and V must have the same dtype and shape");
+      for (ValueId c : {k, v}) {
+        const DType t = g.value(c).dtype;
+        if (t != DType::kF16 && t != DType::kF32 && t != DType::kQ8_0) {
+          return err(c == k ? "K must be f16, f32 or q8_0" : "V must be f16, f32 or q8_0");
+        }
       }
+      if (g.value(v).shape != kv.shape) return err("K and V must have the same shape");
       const int64_t C = StaticDim(g, k, 0), KVH = StaticDim(g, k, 1), hd = StaticDim(g, k, 2);
       const int64_t H = StaticDim(g, q, 1);
       if (kv.shape.size() != 3 || C <= 0 || KVH <= 0 || hd <= 0) return err("K must be [C, KVH, hd]");
@@ -375,6 +461,9 @@ absl::Status CheckOp(const Graph& g, const Op& op, bool in_body) {
       if (!same_count(op.outputs[0], q, 1, 1)) return err("output size != q size");
       absl::StatusOr<double> sc = NumberAttr(op, "scale", true, 0);
       if (!sc.ok()) return sc.status();
+      absl::StatusOr<double> window = NumberAttr(op, "window", false, 0);
+      if (!window.ok()) return window.status();
+      if (*window < 0) return err("window must be >= 0");
       return absl::OkStatus();
     }
     case OpKind::kLastRow: {
@@ -442,6 +531,9 @@ struct BoundGraph {
   std::vector<int64_t> scratch_off;  // -1: not in scratch
   std::vector<ValueId> view_of;      // reshape views: the viewed value, else -1
 };
+
+// BoundGraph::body_index of a fused op whose body runs whole (cpu::EvalOp).
+constexpr int kWholeBody = -2;
 
 // Rows of a fused body evaluated together (bounds the scratch per thread).
 constexpr int64_t kRowsPerChunk = 8;
@@ -523,6 +615,18 @@ absl::Status RunBodyOp(const Graph& g, const Op& op, const std::vector<uint8_t*>
   auto num = [&](const char* key, double dflt) { return NumberAttr(op, key, false, dflt).value_or(dflt); };
   const ValueId out = op.outputs[0];
   const int64_t elems = n * row_len;
+  if (const ir::OpInfo& info = ir::GetOpInfo(op.kind);
+      info.elementwise && op.kind != OpKind::kAdd && op.kind != OpKind::kMul && op.kind != OpKind::kSilu) {
+    // Other elementwise ops: the registry's scalar function.
+    if (info.scalar.unary != nullptr) {
+      cpu::Unary(info.scalar.unary, F(op.inputs[0]), elems, F(out));
+    } else {
+      const ValueId a = op.inputs[0], b = op.inputs[1];
+      const int64_t n_b = g.value(b).shape == g.value(a).shape ? elems : Elems(g, b, 1);
+      cpu::Binary(info.scalar.binary, F(a), elems, F(b), n_b, F(out));
+    }
+    return absl::OkStatus();
+  }
   switch (op.kind) {
     case OpKind::kAdd:
     case OpKind::kMul: {
@@ -669,7 +773,12 @@ absl::Status CpuExecutor::Impl::BindBody(BoundGraph& outer, int op_index, int de
     const Op& bop = body.ops()[i];
     if (absl::Status s = CheckOp(body, bop, /*in_body=*/true); !s.ok()) return s;
     absl::Status s;
-    switch (bop.kind) {
+    // Every registry elementwise op reads its operands as add/mul (binary) or
+    // silu (unary) do.
+    const ir::OpInfo& info = ir::GetOpInfo(bop.kind);
+    const OpKind role_of =
+        !info.elementwise ? bop.kind : info.scalar.binary != nullptr ? OpKind::kAdd : OpKind::kSilu;
+    switch (role_of) {
       case OpKind::kAdd:
       case OpKind::kMul:
         s = assign(bop.inputs[0], kRow);
@@ -901,11 +1010,16 @@ absl::Status CpuExecutor::Impl::Init(WeightResolver& weights, const CpuExecutorO
                               absl::StrCat("CPU backend: weight '", val.name, "' (source '",
                                            val.source, "'): ", std::string(data.status().message())));
         }
-        if (static_cast<int64_t>(data->size()) != *nb) {
+        // A view of part of the tensor (Value::source_offset) or all of it.
+        absl::StatusOr<int64_t> skip = DTypeBytes(val.dtype, val.source_offset);
+        if (!skip.ok() || *skip < 0 ||
+            static_cast<int64_t>(data->size()) - *skip < *nb) {
           return absl::InvalidArgumentError(absl::StrCat(
-              "CPU backend: weight ", ValueDesc(g, v), " (source '", val.source, "') needs ", *nb,
-              " bytes, the resolver gave ", data->size()));
+              "CPU backend: weight ", ValueDesc(g, v), " (source '", val.source, "'",
+              val.source_offset != 0 ? absl::StrCat(" from element ", val.source_offset) : "",
+              ") needs ", *nb, " bytes, the resolver gave ", data->size()));
         }
+        *data = data->subspan(static_cast<size_t>(skip.value_or(0)), static_cast<size_t>(*nb));
         if (*nb > 0 && data->data() == nullptr) {
           return absl::InvalidArgumentError(
               absl::StrCat("CPU backend: weight '", val.name, "' resolved to null"));
@@ -969,7 +1083,16 @@ absl::Status CpuExecutor::Impl::Init(WeightResolver& weights, const CpuExecutorO
   }
   // Fused bodies.
   for (size_t i = 0; i < g.ops().size(); ++i) {
-    if (g.ops()[i].kind != OpKind::kFused) continue;
+    const Op& op = g.ops()[i];
+    if (op.kind != OpKind::kFused) continue;
+    // A body that rounds a row to 8 bits (quantize_q8, cuda plans) runs
+    // whole, op by op (cpu::EvalOp): its q8a layout is not per row.
+    bool whole = false;
+    for (const Op& bop : op.body->ops()) whole |= bop.kind == OpKind::kQuantizeQ8;
+    if (whole) {
+      main.body_index[i] = kWholeBody;
+      continue;
+    }
     if (absl::Status s = BindBody(main, static_cast<int>(i), 1); !s.ok()) return s;
   }
   // The vocabulary bound for token ids: rows of the tables the tokens index.
@@ -990,6 +1113,16 @@ absl::Status CpuExecutor::Impl::RunOp(BoundGraph& b, int op_index, int64_t T) {
   auto E = [&](ValueId v) { return ir::NumElements(g.value(v).shape, T); };
   auto num = [&](const char* key, double dflt) { return NumberAttr(op, key, false, dflt).value_or(dflt); };
   const ValueId out = op.outputs.empty() ? -1 : op.outputs[0];
+  if (const ir::OpInfo& info = ir::GetOpInfo(op.kind);
+      info.elementwise && op.kind != OpKind::kAdd && op.kind != OpKind::kMul && op.kind != OpKind::kSilu) {
+    // Other elementwise ops: the registry's scalar function.
+    if (info.scalar.unary != nullptr) {
+      cpu::Unary(info.scalar.unary, F(op.inputs[0]), E(op.inputs[0]), F(out));
+    } else {
+      cpu::Binary(info.scalar.binary, F(op.inputs[0]), E(op.inputs[0]), F(op.inputs[1]), E(op.inputs[1]), F(out));
+    }
+    return absl::OkStatus();
+  }
   switch (op.kind) {
     case OpKind::kEmbedding: {
       const Value& table = g.value(op.inputs[0]);
@@ -1042,6 +1175,33 @@ absl::Status CpuExecutor::Impl::RunOp(BoundGraph& b, int op_index, int64_t T) {
     case OpKind::kSilu:
       cpu::Silu(F(op.inputs[0]), E(op.inputs[0]), F(out));
       return absl::OkStatus();
+    case OpKind::kScale:
+      cpu::Scale(F(op.inputs[0]), E(op.inputs[0]), static_cast<float>(num("scale", 1.0)), F(out));
+      return absl::OkStatus();
+    case OpKind::kMoeTopK: {
+      const int64_t E_ = g.value(op.inputs[0]).shape[1];
+      const int64_t k = g.value(out).shape[1];
+      return cpu::MoeTopK(F(op.inputs[0]), E(op.inputs[0]) / E_, E_, k,
+                          reinterpret_cast<int32_t*>(b.ptr[out]));
+    }
+    case OpKind::kMoeWeights: {
+      const int64_t E_ = g.value(op.inputs[0]).shape[1];
+      const int64_t k = g.value(op.inputs[1]).shape[1];
+      return cpu::MoeWeights(F(op.inputs[0]), E(op.inputs[0]) / E_, E_, I(op.inputs[1]), k,
+                             num("norm", 0) != 0, F(out));
+    }
+    case OpKind::kMatMulId: {
+      const Value& w = g.value(op.inputs[1]);
+      const int64_t k = g.value(op.inputs[2]).shape[1];
+      return cpu::MatMulId(pool.get(), F(op.inputs[0]), g.value(op.inputs[0]).shape.size() == 3,
+                           E(op.inputs[2]) / k, k, w.shape[2], w.dtype, b.ptr[op.inputs[1]],
+                           w.shape[0], w.shape[1], I(op.inputs[2]), F(out));
+    }
+    case OpKind::kMoeSum: {
+      const Shape& ys = g.value(op.inputs[0]).shape;
+      cpu::MoeSum(F(op.inputs[0]), F(op.inputs[1]), E(op.inputs[1]) / ys[1], ys[1], ys[2], F(out));
+      return absl::OkStatus();
+    }
     case OpKind::kReshape:
       // A view; inside a fused body a reshape that is a body output is copied.
       if (b.ptr[out] != b.ptr[op.inputs[0]]) {
@@ -1079,8 +1239,10 @@ absl::Status CpuExecutor::Impl::RunOp(BoundGraph& b, int op_index, int64_t T) {
       shape.T = E(op.inputs[0]) / (qs[1] * qs[2]);
       shape.n_head_kv = k.shape[1];
       shape.n_ctx = k.shape[0];
+      shape.window = static_cast<int64_t>(num("window", 0));
       return cpu::Attention(pool.get(), F(op.inputs[0]), b.ptr[op.inputs[1]], b.ptr[op.inputs[2]],
-                            k.dtype, I(op.inputs[3]), shape, static_cast<float>(num("scale", 1.0)),
+                            k.dtype, g.value(op.inputs[2]).dtype, I(op.inputs[3]), shape,
+                            static_cast<float>(num("scale", 1.0)),
                             F(out));
     }
     case OpKind::kLastRow: {
@@ -1088,8 +1250,16 @@ absl::Status CpuExecutor::Impl::RunOp(BoundGraph& b, int op_index, int64_t T) {
       cpu::LastRow(F(op.inputs[0]), E(op.inputs[0]) / D, D, F(out));
       return absl::OkStatus();
     }
-    case OpKind::kFused:
-      return RunBody(bodies[b.body_index[op_index]], T);
+    case OpKind::kFused: {
+      if (b.body_index[op_index] != kWholeBody) return RunBody(bodies[b.body_index[op_index]], T);
+      std::vector<const uint8_t*> in;
+      for (ValueId v : op.inputs) in.push_back(b.ptr[v]);
+      std::vector<std::vector<uint8_t>> outs;
+      for (ValueId v : op.outputs) outs.emplace_back(DTypeBytes(g.value(v).dtype, E(v)).value_or(0));
+      if (absl::Status s = cpu::EvalOp(g, op, in, outs, T, pool.get()); !s.ok()) return s;
+      for (size_t j = 0; j < outs.size(); ++j) std::memcpy(b.ptr[op.outputs[j]], outs[j].data(), outs[j].size());
+      return absl::OkStatus();
+    }
   }
   return absl::InternalError("unreachable op kind");
 }

@@ -13,12 +13,39 @@
 namespace vibrant::cpu {
 namespace {
 
-absl::Status CheckCacheDtype(DType dtype) {
-  if (dtype != DType::kF32 && dtype != DType::kF16) {
+absl::Status CheckCacheDtype(DType dtype, int64_t head_dim) {
+  if (dtype != DType::kF32 && dtype != DType::kF16 && dtype != DType::kQ8_0) {
+    return absl::InvalidArgumentError(absl::StrCat("KV cache dtype ", std::string(DTypeName(dtype)),
+                                                   " is not supported (f32, f16 or q8_0)"));
+  }
+  if (dtype == DType::kQ8_0 && head_dim % 32 != 0) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "KV cache dtype ", std::string(DTypeName(dtype)), " is not supported (f32 or f16)"));
+        "q8_0 KV cache: rows of ", head_dim, " elements are not whole blocks of 32"));
   }
   return absl::OkStatus();
+}
+
+// ggml's quantize_row_q8_0_ref for one block of 32 (ir/ops.h, kv_store): a
+// block with a non-finite value stores d = NaN and codes 0.
+void StoreQ8_0Block(const float* x, uint8_t* b) {
+  float amax = 0.0f;
+  bool finite = true;
+  for (int j = 0; j < 32; ++j) {
+    finite = finite && std::isfinite(x[j]);
+    amax = std::max(amax, std::fabs(x[j]));
+  }
+  int8_t* qs = reinterpret_cast<int8_t*>(b + 2);
+  if (!finite) {
+    const uint16_t nan = 0x7e00;
+    std::memcpy(b, &nan, 2);
+    std::memset(qs, 0, 32);
+    return;
+  }
+  const float d = amax / 127.0f;
+  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  const uint16_t h = FloatToHalf(d);
+  std::memcpy(b, &h, 2);
+  for (int j = 0; j < 32; ++j) qs[j] = static_cast<int8_t>(std::round(x[j] * id));
 }
 
 absl::Status CheckPositions(const int32_t* positions, int64_t T, int64_t n_ctx,
@@ -105,8 +132,140 @@ void Mul(const float* a, int64_t n_a, const float* b, int64_t n_b, float* out) {
   }
 }
 
+void Unary(float (*f)(float), const float* x, int64_t n, float* out) {
+  for (int64_t i = 0; i < n; ++i) out[i] = f(x[i]);
+}
+
+void Binary(float (*f)(float, float), const float* a, int64_t n_a, const float* b, int64_t n_b, float* out) {
+  for (int64_t i0 = 0; i0 < n_a; i0 += n_b) {
+    for (int64_t j = 0; j < n_b; ++j) out[i0 + j] = f(a[i0 + j], b[j]);
+  }
+}
+
 void Silu(const float* x, int64_t n, float* out) {
   for (int64_t i = 0; i < n; ++i) out[i] = x[i] / (1.0f + expf(-x[i]));
+}
+
+void Scale(const float* x, int64_t n, float s, float* out) {
+  for (int64_t i = 0; i < n; ++i) out[i] = x[i] * s;
+}
+
+
+void MoeSoftmax(const float* logits, int64_t E, float* p) {
+  float m = -INFINITY;
+  for (int64_t i = 0; i < E; ++i) m = std::max(m, logits[i]);
+  double sum = 0.0;
+  for (int64_t i = 0; i < E; ++i) {
+    p[i] = expf(logits[i] - m);
+    sum += static_cast<double>(p[i]);
+  }
+  const float inv = static_cast<float>(1.0 / sum);
+  for (int64_t i = 0; i < E; ++i) p[i] *= inv;
+}
+
+absl::Status MoeTopK(const float* logits, int64_t T, int64_t E, int64_t k, int32_t* ids) {
+  if (k < 1 || k > E) {
+    return absl::InvalidArgumentError(absl::StrCat("moe_topk: k ", k, " is not in [1, ", E, "]"));
+  }
+  std::vector<float> p(E);
+  std::vector<int32_t> order(E);
+  for (int64_t t = 0; t < T; ++t) {
+    MoeSoftmax(logits + t * E, E, p.data());
+    for (int64_t i = 0; i < E; ++i) order[i] = static_cast<int32_t>(i);
+    // Decreasing p; equal p: lower expert first (a strict weak order, so the
+    // result does not depend on the sort algorithm).
+    std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int32_t a, int32_t b) {
+      return p[a] > p[b] || (p[a] == p[b] && a < b);
+    });
+    std::copy(order.begin(), order.begin() + k, ids + t * k);
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+absl::Status CheckExpertIds(const int32_t* ids, int64_t n, int64_t E, const char* what) {
+  for (int64_t i = 0; i < n; ++i) {
+    if (ids[i] < 0 || ids[i] >= E) {
+      return absl::InvalidArgumentError(absl::StrCat(what, ": expert id ", ids[i], " at slot ", i,
+                                                     " is outside [0, ", E, ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+}  // namespace
+
+absl::Status MoeWeights(const float* logits, int64_t T, int64_t E, const int32_t* ids, int64_t k,
+                        bool norm, float* w) {
+  if (absl::Status s = CheckExpertIds(ids, T * k, E, "moe_weights"); !s.ok()) return s;
+  std::vector<float> p(E);
+  for (int64_t t = 0; t < T; ++t) {
+    MoeSoftmax(logits + t * E, E, p.data());
+    float* wt = w + t * k;
+    double sum = 0.0;
+    for (int64_t j = 0; j < k; ++j) {
+      wt[j] = p[ids[t * k + j]];
+      sum += static_cast<double>(wt[j]);
+    }
+    if (norm) {
+      const float s = static_cast<float>(sum);
+      for (int64_t j = 0; j < k; ++j) wt[j] = wt[j] / s;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<std::vector<int64_t>>> GroupByExpert(const int32_t* ids, int64_t T,
+                                                                int64_t k, int64_t E) {
+  if (absl::Status s = CheckExpertIds(ids, T * k, E, "matmul_id"); !s.ok()) return s;
+  std::vector<std::vector<int64_t>> groups(E);
+  for (int64_t i = 0; i < T * k; ++i) groups[ids[i]].push_back(i);
+  return groups;
+}
+
+absl::Status MatMulId(ThreadPool* pool, const float* x, bool x_per_slot, int64_t T, int64_t k,
+                      int64_t K, DType wtype, const void* w, int64_t E, int64_t N,
+                      const int32_t* ids, float* out) {
+  absl::StatusOr<std::vector<std::vector<int64_t>>> groups = GroupByExpert(ids, T, k, E);
+  if (!groups.ok()) return groups.status();
+  absl::StatusOr<int64_t> row_bytes = DTypeBytes(wtype, K);
+  if (!row_bytes.ok()) return row_bytes.status();
+  const uint8_t* wb = static_cast<const uint8_t*>(w);
+  std::vector<float> xs, ys;
+  for (int64_t e = 0; e < E; ++e) {
+    const std::vector<int64_t>& slots = (*groups)[e];
+    if (slots.empty()) continue;  // an unused expert is not read
+    const int64_t n = static_cast<int64_t>(slots.size());
+    xs.resize(n * K);
+    ys.resize(n * N);
+    for (int64_t r = 0; r < n; ++r) {
+      const int64_t src = x_per_slot ? slots[r] : slots[r] / k;
+      std::memcpy(xs.data() + r * K, x + src * K, K * sizeof(float));
+    }
+    if (absl::Status s = MatMul(pool, xs.data(), n, K, wtype, wb + e * N * *row_bytes, N, nullptr,
+                                ys.data());
+        !s.ok()) {
+      return s;
+    }
+    for (int64_t r = 0; r < n; ++r) {
+      std::memcpy(out + slots[r] * N, ys.data() + r * N, N * sizeof(float));
+    }
+  }
+  return absl::OkStatus();
+}
+
+void MoeSum(const float* y, const float* w, int64_t T, int64_t k, int64_t D, float* out) {
+  for (int64_t t = 0; t < T; ++t) {
+    float* o = out + t * D;
+    for (int64_t j = 0; j < k; ++j) {
+      const float wj = w[t * k + j];
+      const float* yj = y + (t * k + j) * D;
+      if (j == 0) {
+        for (int64_t d = 0; d < D; ++d) o[d] = yj[d] * wj;
+      } else {
+        for (int64_t d = 0; d < D; ++d) o[d] = o[d] + yj[d] * wj;
+      }
+    }
+  }
 }
 
 // The rotation angle. ops.h defines it as p * freq_scale * base^(-2i/n_rot) /
@@ -164,16 +323,19 @@ absl::Status Rope(const float* x, int64_t T, int64_t H, int64_t hd, const int32_
 
 absl::Status KvStore(const float* src, int64_t T, int64_t row, const int32_t* positions,
                      DType cache_dtype, void* cache, int64_t n_ctx) {
-  if (absl::Status s = CheckCacheDtype(cache_dtype); !s.ok()) return s;
+  if (absl::Status s = CheckCacheDtype(cache_dtype, row); !s.ok()) return s;
   if (absl::Status s = CheckPositions(positions, T, n_ctx, "kv_store"); !s.ok()) return s;
   for (int64_t t = 0; t < T; ++t) {
     const float* s = src + t * row;
     const int64_t p = positions[t];
     if (cache_dtype == DType::kF32) {
       std::memcpy(static_cast<float*>(cache) + p * row, s, row * sizeof(float));
-    } else {
+    } else if (cache_dtype == DType::kF16) {
       uint16_t* d = static_cast<uint16_t*>(cache) + p * row;
       for (int64_t i = 0; i < row; ++i) d[i] = FloatToHalf(s[i]);
+    } else {
+      uint8_t* d = static_cast<uint8_t*>(cache) + p * (row / 32) * 34;
+      for (int64_t b = 0; b < row / 32; ++b) StoreQ8_0Block(s + 32 * b, d + 34 * b);
     }
   }
   return absl::OkStatus();
@@ -182,8 +344,15 @@ absl::Status KvStore(const float* src, int64_t T, int64_t row, const int32_t* po
 absl::Status Attention(ThreadPool* pool, const float* q, const void* k, const void* v,
                        DType cache_dtype, const int32_t* positions, const AttentionShape& shape,
                        float scale, float* out) {
-  if (absl::Status s = CheckCacheDtype(cache_dtype); !s.ok()) return s;
+  return Attention(pool, q, k, v, cache_dtype, cache_dtype, positions, shape, scale, out);
+}
+
+absl::Status Attention(ThreadPool* pool, const float* q, const void* k, const void* v,
+                       DType k_dtype, DType v_dtype, const int32_t* positions,
+                       const AttentionShape& shape, float scale, float* out) {
   const int64_t H = shape.n_head, KVH = shape.n_head_kv, hd = shape.head_dim;
+  if (absl::Status s = CheckCacheDtype(k_dtype, hd); !s.ok()) return s;
+  if (absl::Status s = CheckCacheDtype(v_dtype, hd); !s.ok()) return s;
   if (KVH <= 0 || H % KVH != 0) {
     return absl::InvalidArgumentError(absl::StrCat("attention: ", H,
                                                    " heads are not a multiple of ", KVH,
@@ -193,7 +362,10 @@ absl::Status Attention(ThreadPool* pool, const float* q, const void* k, const vo
     return s;
   }
   const int64_t group = H / KVH;
-  const int64_t elem = cache_dtype == DType::kF16 ? 2 : 4;
+  // Bytes of one head row (hd elements) of each cache; DTypeBytes cannot fail
+  // for the types and head sizes checked above.
+  const int64_t k_row = DTypeBytes(k_dtype, hd).value_or(0);
+  const int64_t v_row = DTypeBytes(v_dtype, hd).value_or(0);
   const uint8_t* kb = static_cast<const uint8_t*>(k);
   const uint8_t* vb = static_cast<const uint8_t*>(v);
   // One work item per (token, KV head): the rows 0..positions[t] of that KV
@@ -203,20 +375,19 @@ absl::Status Attention(ThreadPool* pool, const float* q, const void* k, const vo
     std::vector<double> acc(hd);
     for (int64_t item = i0; item < i1; ++item) {
       const int64_t t = item / KVH, kvh = item % KVH;
-      const int64_t n = static_cast<int64_t>(positions[t]) + 1;
+      // Rows j0 .. positions[t]: the whole prefix, or the last `window`.
+      const int64_t j0 =
+          shape.window > 0 ? std::max<int64_t>(0, positions[t] - shape.window + 1) : 0;
+      const int64_t n = static_cast<int64_t>(positions[t]) + 1 - j0;
       kf.resize(n * hd);
       vf.resize(n * hd);
       e.resize(n);
       for (int64_t j = 0; j < n; ++j) {
-        const int64_t off = (j * KVH + kvh) * hd;
-        if (cache_dtype == DType::kF16) {
-          // Exact f16 -> f32 conversion; DTypeBytes(F16, hd) never fails.
-          (void)Dequantize(DType::kF16, kb + off * elem, hd, kf.data() + j * hd);
-          (void)Dequantize(DType::kF16, vb + off * elem, hd, vf.data() + j * hd);
-        } else {
-          std::memcpy(kf.data() + j * hd, kb + off * elem, hd * sizeof(float));
-          std::memcpy(vf.data() + j * hd, vb + off * elem, hd * sizeof(float));
-        }
+        const int64_t r = (j0 + j) * KVH + kvh;  // head row r of the cache
+        // f16: exact widening; q8_0: code * d (float); f32: a copy. Cannot
+        // fail for the types and sizes checked above.
+        (void)Dequantize(k_dtype, kb + r * k_row, hd, kf.data() + j * hd);
+        (void)Dequantize(v_dtype, vb + r * v_row, hd, vf.data() + j * hd);
       }
       for (int64_t h = kvh * group; h < (kvh + 1) * group; ++h) {
         const float* qr = q + (t * H + h) * hd;

@@ -2,6 +2,7 @@
 // here, on random inputs, plus hand-computed cases.
 #include "runtime/cpu/kernels.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstring>
@@ -10,6 +11,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "ir/ops.h"
 #include "runtime/cpu/dequantize.h"
 #include "runtime/cpu/quantize.h"
 #include "runtime/cpu/thread_pool.h"
@@ -358,7 +360,59 @@ TEST(KvStoreTest, PositionOutOfRangeWritesNothing) {
     for (float v : cache) EXPECT_EQ(v, 0.0f);
   }
   std::vector<int32_t> pos = {0};
-  EXPECT_FALSE(KvStore(src.data(), 1, row, pos.data(), DType::kQ8_0, cache.data(), C).ok());
+  EXPECT_THAT(KvStore(src.data(), 1, row, pos.data(), DType::kQ4_0, cache.data(), C).message(),
+              testing::HasSubstr("q4_0 is not supported"));
+  EXPECT_THAT(KvStore(src.data(), 1, row, pos.data(), DType::kQ8_0, cache.data(), C).message(),
+              testing::HasSubstr("rows of 2 elements are not whole blocks of 32"));
+}
+
+// q8_0 caches (llama.cpp's --cache-type-k/v q8_0): ggml's rounding, by hand.
+TEST(KvStoreTest, Q8_0HandComputed) {
+  // amax = 127, so d = 1 exactly (0x3C00) and codes = roundf(x): halves away
+  // from zero.
+  std::vector<float> src(64, 0.0f);
+  const float vals[] = {127.0f, -2.5f, 2.5f, 0.49f, -0.5f, -127.0f, 1.5f, 100.2f};
+  for (int i = 0; i < 8; ++i) src[i] = vals[i];
+  // Second block all zeros: d = 0, codes 0.
+  std::vector<uint8_t> cache(3 * 2 * 34, 0xAB);
+  std::vector<int32_t> pos = {2};
+  ASSERT_TRUE(KvStore(src.data(), 1, 64, pos.data(), DType::kQ8_0, cache.data(), 3).ok());
+  const uint8_t* b = cache.data() + 2 * 68;
+  EXPECT_EQ(b[0] | (b[1] << 8), 0x3C00);
+  const int8_t want[] = {127, -3, 3, 0, -1, -127, 2, 100};
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(static_cast<int8_t>(b[2 + i]), want[i]) << i;
+  for (int i = 8; i < 32; ++i) EXPECT_EQ(b[2 + i], 0) << i;
+  EXPECT_EQ(b[34] | (b[35] << 8), 0);
+  for (int i = 0; i < 32; ++i) EXPECT_EQ(b[36 + i], 0) << i;
+  for (int i = 0; i < 2 * 68; ++i) ASSERT_EQ(cache[i], 0xAB) << "row 0/1 written at byte " << i;
+}
+
+// The same bytes as the reference quantizer (quantize.h, checked against
+// llama-quantize's output in dequantize_test), and a block with a non-finite
+// value stores d = NaN with codes 0 while its neighbours are unaffected.
+TEST(KvStoreTest, Q8_0MatchesQuantizeAndNonFinite) {
+  const int64_t C = 5, row = 2 * 64;  // KVH 2, hd 64
+  std::vector<float> src = Random(2 * row, 7, -3.0f, 3.0f);
+  std::vector<int32_t> pos = {3, 0};
+  std::vector<uint8_t> cache(C * row / 32 * 34, 0);
+  ASSERT_TRUE(KvStore(src.data(), 2, row, pos.data(), DType::kQ8_0, cache.data(), C).ok());
+  std::vector<uint8_t> want(2 * row / 32 * 34);
+  ASSERT_TRUE(Quantize(DType::kQ8_0, src.data(), 2 * row, want.data()).ok());
+  const int64_t rb = row / 32 * 34;
+  EXPECT_EQ(0, std::memcmp(cache.data() + 3 * rb, want.data(), rb));
+  EXPECT_EQ(0, std::memcmp(cache.data(), want.data() + rb, rb));
+  src[40] = INFINITY;  // block 1 of token 0
+  src[row + 5] = NAN;  // block 0 of token 1
+  ASSERT_TRUE(KvStore(src.data(), 2, row, pos.data(), DType::kQ8_0, cache.data(), C).ok());
+  const uint8_t* r3 = cache.data() + 3 * rb;
+  EXPECT_EQ(r3[34] | (r3[35] << 8), 0x7e00);
+  for (int i = 0; i < 32; ++i) EXPECT_EQ(r3[36 + i], 0);
+  EXPECT_EQ(0, std::memcmp(r3, want.data(), 34));  // block 0 unchanged
+  EXPECT_EQ(0, std::memcmp(r3 + 68, want.data() + 68, rb - 68));
+  EXPECT_EQ(cache[0] | (cache[1] << 8), 0x7e00);
+  std::vector<float> back(32);
+  ASSERT_TRUE(Dequantize(DType::kQ8_0, r3 + 34, 32, back.data()).ok());
+  for (float x : back) EXPECT_TRUE(std::isnan(x));
 }
 
 // ---- attention -----------------------------------------------------------------
@@ -394,11 +448,21 @@ std::vector<float> AttentionReference(const std::vector<float>& q, const std::ve
   return out;
 }
 
-class AttentionTest : public testing::TestWithParam<DType> {};
+// The cache as `t` holds `x` (KVH * hd rows; q8_0 in blocks along them), and
+// `x` replaced by the values it reads back.
+std::vector<uint8_t> StoreAs(DType t, std::vector<float>& x) {
+  const int64_t n = static_cast<int64_t>(x.size());
+  std::vector<uint8_t> bytes(DTypeBytes(t, n).value());
+  EXPECT_TRUE(Quantize(t, x.data(), n, bytes.data()).ok());
+  EXPECT_TRUE(Dequantize(t, bytes.data(), n, x.data()).ok());
+  return bytes;
+}
+
+class AttentionTest : public testing::TestWithParam<std::pair<DType, DType>> {};
 
 TEST_P(AttentionTest, GqaCausalPrefillAtOffset) {
-  const DType ct = GetParam();
-  const int64_t H = 4, KVH = 2, hd = 16, C = 12;
+  const auto [kt, vt] = GetParam();
+  const int64_t H = 4, KVH = 2, hd = 32, C = 12;
   // A prefill of 3 tokens at positions 5..7 after 5 cached ones.
   std::vector<int32_t> pos = {5, 6, 7};
   const int64_t T = pos.size();
@@ -407,27 +471,14 @@ TEST_P(AttentionTest, GqaCausalPrefillAtOffset) {
   std::vector<float> v = Random(C * KVH * hd, 16);
   // Rows past position 7 hold huge values: reading them would show.
   for (int64_t i = 8 * KVH * hd; i < C * KVH * hd; ++i) k[i] = v[i] = 1e4f;
-  std::vector<uint8_t> kc, vc;
-  if (ct == DType::kF16) {
-    // The reference reads the values the f16 cache holds.
-    std::vector<uint16_t> k16(k.size()), v16(v.size());
-    for (size_t i = 0; i < k.size(); ++i) {
-      k16[i] = FloatToHalf(k[i]);
-      v16[i] = FloatToHalf(v[i]);
-      k[i] = HalfToFloat(k16[i]);
-      v[i] = HalfToFloat(v16[i]);
-    }
-    kc.assign(reinterpret_cast<uint8_t*>(k16.data()), reinterpret_cast<uint8_t*>(k16.data() + k16.size()));
-    vc.assign(reinterpret_cast<uint8_t*>(v16.data()), reinterpret_cast<uint8_t*>(v16.data() + v16.size()));
-  } else {
-    kc.assign(reinterpret_cast<uint8_t*>(k.data()), reinterpret_cast<uint8_t*>(k.data() + k.size()));
-    vc.assign(reinterpret_cast<uint8_t*>(v.data()), reinterpret_cast<uint8_t*>(v.data() + v.size()));
-  }
+  // The reference reads the values the caches hold (f16: rounded; q8_0:
+  // code * d).
+  std::vector<uint8_t> kc = StoreAs(kt, k), vc = StoreAs(vt, v);
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   AttentionShape shape{T, H, KVH, hd, C};
   ThreadPool pool(3);
   std::vector<float> out(T * H * hd);
-  ASSERT_TRUE(Attention(&pool, q.data(), kc.data(), vc.data(), ct, pos.data(), shape, scale,
+  ASSERT_TRUE(Attention(&pool, q.data(), kc.data(), vc.data(), kt, vt, pos.data(), shape, scale,
                         out.data())
                   .ok());
   std::vector<float> ref = AttentionReference(q, k, v, pos, H, KVH, hd, scale);
@@ -436,23 +487,35 @@ TEST_P(AttentionTest, GqaCausalPrefillAtOffset) {
   // Single-token decode of the last row, single-threaded: the same bits.
   std::vector<float> one(H * hd);
   AttentionShape shape1{1, H, KVH, hd, C};
-  ASSERT_TRUE(Attention(nullptr, q.data() + 2 * H * hd, kc.data(), vc.data(), ct, pos.data() + 2,
-                        shape1, scale, one.data())
+  ASSERT_TRUE(Attention(nullptr, q.data() + 2 * H * hd, kc.data(), vc.data(), kt, vt,
+                        pos.data() + 2, shape1, scale, one.data())
                   .ok());
   for (int64_t i = 0; i < H * hd; ++i) ASSERT_EQ(one[i], out[2 * H * hd + i]);
 
   // Position past the cache.
   std::vector<int32_t> bad = {static_cast<int32_t>(C)};
-  EXPECT_EQ(Attention(nullptr, q.data(), kc.data(), vc.data(), ct, bad.data(), shape1, scale,
+  EXPECT_EQ(Attention(nullptr, q.data(), kc.data(), vc.data(), kt, vt, bad.data(), shape1, scale,
                       one.data())
                 .code(),
             absl::StatusCode::kOutOfRange);
+  // q8_0 rows must be whole blocks.
+  if (kt == DType::kQ8_0) {
+    AttentionShape odd{1, 2, 1, 48, C};
+    EXPECT_THAT(Attention(nullptr, q.data(), kc.data(), vc.data(), kt, vt, pos.data(), odd, scale,
+                          one.data())
+                    .message(),
+                testing::HasSubstr("rows of 48 elements are not whole blocks of 32"));
+  }
 }
 
-INSTANTIATE_TEST_SUITE_P(CacheTypes, AttentionTest, testing::Values(DType::kF32, DType::kF16),
-                         [](const testing::TestParamInfo<DType>& i) {
-                           return std::string(DTypeName(i.param));
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    CacheTypes, AttentionTest,
+    testing::Values(std::pair{DType::kF32, DType::kF32}, std::pair{DType::kF16, DType::kF16},
+                    std::pair{DType::kQ8_0, DType::kQ8_0}, std::pair{DType::kQ8_0, DType::kF16},
+                    std::pair{DType::kF16, DType::kQ8_0}),
+    [](const testing::TestParamInfo<std::pair<DType, DType>>& i) {
+      return "k_" + std::string(DTypeName(i.param.first)) + "_v_" + std::string(DTypeName(i.param.second));
+    });
 
 TEST(AttentionHandTest, PositionZeroReturnsFirstValue) {
   // Attending to one row gives that row's value exactly.
@@ -472,6 +535,231 @@ TEST(AttentionHandTest, PositionZeroReturnsFirstValue) {
                   .ok());
   EXPECT_EQ(out[0], 2.0f);
   EXPECT_EQ(out[1], 4.0f);
+}
+
+// ---- sliding-window attention ---------------------------------------------------
+
+// The reference with a window: query t sees rows j with pos[t] - W < j <= pos[t].
+std::vector<float> WindowReference(const std::vector<float>& q, const std::vector<float>& k,
+                                   const std::vector<float>& v, const std::vector<int32_t>& pos,
+                                   int64_t H, int64_t KVH, int64_t hd, double scale, int64_t W) {
+  const int64_t T = pos.size();
+  std::vector<float> out(T * H * hd);
+  for (int64_t t = 0; t < T; ++t) {
+    for (int64_t h = 0; h < H; ++h) {
+      const int64_t kvh = h / (H / KVH);
+      std::vector<double> w;
+      std::vector<int64_t> rows;
+      for (int64_t j = 0; j <= pos[t]; ++j) {
+        if (pos[t] - j >= W) continue;  // masked iff p - p_k >= W (llama.cpp's SWA)
+        double dot = 0;
+        for (int64_t d = 0; d < hd; ++d) {
+          dot += static_cast<double>(q[(t * H + h) * hd + d]) * k[(j * KVH + kvh) * hd + d];
+        }
+        w.push_back(dot * scale);
+        rows.push_back(j);
+      }
+      const double m = *std::max_element(w.begin(), w.end());
+      double sum = 0;
+      for (double& e : w) sum += (e = std::exp(e - m));
+      for (int64_t d = 0; d < hd; ++d) {
+        double acc = 0;
+        for (size_t i = 0; i < rows.size(); ++i) acc += w[i] * v[(rows[i] * KVH + kvh) * hd + d];
+        out[(t * H + h) * hd + d] = static_cast<float>(acc / sum);
+      }
+    }
+  }
+  return out;
+}
+
+TEST(AttentionWindowTest, OnlyTheLastWindowRowsAreRead) {
+  const int64_t H = 4, KVH = 1, hd = 8, C = 24, W = 5;
+  // Positions before and after the window's first full use (p < W - 1).
+  std::vector<int32_t> pos = {0, 3, 4, 9, 10, 17};
+  const int64_t T = pos.size();
+  std::vector<float> q = Random(T * H * hd, 40, -2.0f, 2.0f);
+  std::vector<float> k = Random(C * KVH * hd, 41, -2.0f, 2.0f);
+  std::vector<float> v = Random(C * KVH * hd, 42);
+  const float scale = 0.3f;
+  AttentionShape shape{T, H, KVH, hd, C};
+  shape.window = W;
+  ThreadPool pool(2);
+  std::vector<float> out(T * H * hd);
+  ASSERT_TRUE(Attention(&pool, q.data(), k.data(), v.data(), DType::kF32, pos.data(), shape, scale,
+                        out.data())
+                  .ok());
+  const std::vector<float> ref = WindowReference(q, k, v, pos, H, KVH, hd, scale, W);
+  for (size_t i = 0; i < out.size(); ++i) ASSERT_NEAR(out[i], ref[i], 2e-6) << i;
+  // The window matters: without it, position 17 reads rows 0..12 too.
+  std::vector<float> full(T * H * hd);
+  shape.window = 0;
+  ASSERT_TRUE(Attention(&pool, q.data(), k.data(), v.data(), DType::kF32, pos.data(), shape, scale,
+                        full.data())
+                  .ok());
+  EXPECT_GT(std::fabs(full[5 * H * hd] - out[5 * H * hd]), 1e-3);
+  // Rows before the window are never read: poisoning them changes nothing.
+  std::vector<float> k2 = k, v2 = v;
+  for (int64_t j = 0; j <= 17 - W; ++j) {
+    for (int64_t d = 0; d < hd; ++d) k2[j * hd + d] = v2[j * hd + d] = NAN;
+  }
+  std::vector<float> last(H * hd);
+  AttentionShape one{1, H, KVH, hd, C};
+  one.window = W;
+  ASSERT_TRUE(Attention(nullptr, q.data() + 5 * H * hd, k2.data(), v2.data(), DType::kF32,
+                        pos.data() + 5, one, scale, last.data())
+                  .ok());
+  for (int64_t i = 0; i < H * hd; ++i) ASSERT_EQ(last[i], out[5 * H * hd + i]) << i;
+}
+
+// ---- scale, gelu ---------------------------------------------------------------------
+
+TEST(ElementwiseTest, ScaleIsOneMultiply) {
+  std::vector<float> x = {1.5f, -2.0f, 0.0f, 3e38f}, out(4);
+  Scale(x.data(), 4, 16.0f, out.data());
+  EXPECT_THAT(out, testing::ElementsAre(24.0f, -32.0f, 0.0f, INFINITY));
+  Scale(x.data(), 4, 0.5f, x.data());  // in place
+  EXPECT_THAT(x, testing::ElementsAre(0.75f, -1.0f, 0.0f, 1.5e38f));
+}
+
+TEST(ElementwiseTest, GeluTanhApproximation) {
+  // gelu is defined by its registry scalar function (ir/ops.cc), applied by Unary.
+  float (*gelu)(float) = ir::GetOpInfo(ir::OpKind::kGelu).scalar.unary;
+  ASSERT_NE(gelu, nullptr);
+  // Hand values of 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))):
+  // gelu(1) = 0.8411920, gelu(-1) = -0.1588080, gelu(2) = 1.9545977, gelu(0) = 0.
+  std::vector<float> x = {0.0f, 1.0f, -1.0f, 2.0f}, out(4);
+  Unary(gelu, x.data(), 4, out.data());
+  EXPECT_EQ(out[0], 0.0f);
+  EXPECT_NEAR(out[1], 0.8411920f, 1e-6);
+  EXPECT_NEAR(out[2], -0.1588080f, 1e-6);
+  EXPECT_NEAR(out[3], 1.9545977f, 1e-6);
+  // Against the double formula on random inputs: a few float ulps.
+  std::vector<float> r = Random(1000, 43, -8.0f, 8.0f), g(1000);
+  Unary(gelu, r.data(), 1000, g.data());
+  for (int i = 0; i < 1000; ++i) {
+    const double v = r[i];
+    const double want = 0.5 * v * (1 + std::tanh(std::sqrt(2 / M_PI) * (v + 0.044715 * v * v * v)));
+    ASSERT_NEAR(g[i], want, 4e-7 * std::max(1.0, std::fabs(want))) << r[i];
+  }
+}
+
+// ---- mixture of experts: router, grouping, expert matmul, weighted sum ------------
+
+TEST(MoeRouterTest, SoftmaxTopKAndRenormalizedWeights) {
+  // One token, 4 experts with logits 1, 3, 2, 0: p = e^l / sum.
+  const std::vector<float> logits = {1, 3, 2, 0};
+  std::vector<float> p(4);
+  MoeSoftmax(logits.data(), 4, p.data());
+  const double z = std::exp(1.0) + std::exp(3.0) + std::exp(2.0) + 1.0;
+  for (int i = 0; i < 4; ++i) EXPECT_NEAR(p[i], std::exp(logits[i]) / z, 1e-7);
+  std::vector<int32_t> ids(2);
+  ASSERT_TRUE(MoeTopK(logits.data(), 1, 4, 2, ids.data()).ok());
+  EXPECT_THAT(ids, testing::ElementsAre(1, 2));
+  std::vector<float> w(2);
+  ASSERT_TRUE(MoeWeights(logits.data(), 1, 4, ids.data(), 2, /*norm=*/true, w.data()).ok());
+  // Renormalized over the two: e^3 / (e^3 + e^2) and e^2 / (e^3 + e^2).
+  EXPECT_NEAR(w[0], std::exp(3.0) / (std::exp(3.0) + std::exp(2.0)), 1e-7);
+  EXPECT_NEAR(w[1], std::exp(2.0) / (std::exp(3.0) + std::exp(2.0)), 1e-7);
+  ASSERT_TRUE(MoeWeights(logits.data(), 1, 4, ids.data(), 2, /*norm=*/false, w.data()).ok());
+  EXPECT_NEAR(w[0], std::exp(3.0) / z, 1e-7);
+  EXPECT_NEAR(w[1], std::exp(2.0) / z, 1e-7);
+}
+
+TEST(MoeRouterTest, TiesGoToTheLowerExpert) {
+  // Token 0: all equal -> 0, 1, 2. Token 1: experts 3 and 1 tie for first,
+  // 0 and 2 tie for third -> 1, 3, 0.
+  const std::vector<float> logits = {0.5f, 0.5f, 0.5f, 0.5f, /**/ 1.0f, 2.0f, 1.0f, 2.0f};
+  std::vector<int32_t> ids(6);
+  ASSERT_TRUE(MoeTopK(logits.data(), 2, 4, 3, ids.data()).ok());
+  EXPECT_THAT(ids, testing::ElementsAre(0, 1, 2, 1, 3, 0));
+  std::vector<float> w(6);
+  ASSERT_TRUE(MoeWeights(logits.data(), 2, 4, ids.data(), 3, true, w.data()).ok());
+  for (int j = 0; j < 3; ++j) EXPECT_NEAR(w[j], 1.0f / 3, 1e-7);
+  EXPECT_EQ(w[3], w[4]);  // the tied pair gets the same weight
+}
+
+TEST(MoeRouterTest, ErrorsAndKEqualsE) {
+  const std::vector<float> logits = {3, 1, 2};
+  std::vector<int32_t> ids(3);
+  ASSERT_TRUE(MoeTopK(logits.data(), 1, 3, 3, ids.data()).ok());  // every expert chosen
+  EXPECT_THAT(ids, testing::ElementsAre(0, 2, 1));
+  EXPECT_FALSE(MoeTopK(logits.data(), 1, 3, 4, ids.data()).ok());
+  EXPECT_FALSE(MoeTopK(logits.data(), 1, 3, 0, ids.data()).ok());
+  std::vector<int32_t> bad = {0, 3};
+  std::vector<float> w(2);
+  absl::Status s = MoeWeights(logits.data(), 1, 3, bad.data(), 2, true, w.data());
+  EXPECT_THAT(std::string(s.message()), testing::HasSubstr("expert id 3 at slot 1"));
+}
+
+TEST(MoeGroupingTest, HandBuiltCases) {
+  // Every expert chosen: 3 tokens x 2 slots over 4 experts.
+  const std::vector<int32_t> every = {0, 3, 1, 2, 3, 0};
+  auto g = GroupByExpert(every.data(), 3, 2, 4);
+  ASSERT_TRUE(g.ok());
+  EXPECT_THAT((*g)[0], testing::ElementsAre(0, 5));
+  EXPECT_THAT((*g)[1], testing::ElementsAre(2));
+  EXPECT_THAT((*g)[2], testing::ElementsAre(3));
+  EXPECT_THAT((*g)[3], testing::ElementsAre(1, 4));
+  // One expert chosen by all tokens (slot 0), the others by none or one.
+  const std::vector<int32_t> one = {2, 0, 2, 1, 2, 0, 2, 3};
+  g = GroupByExpert(one.data(), 4, 2, 5);
+  ASSERT_TRUE(g.ok());
+  EXPECT_THAT((*g)[2], testing::ElementsAre(0, 2, 4, 6));
+  EXPECT_THAT((*g)[0], testing::ElementsAre(1, 5));
+  EXPECT_TRUE((*g)[4].empty());
+  // Out of range.
+  const std::vector<int32_t> bad = {0, -1};
+  EXPECT_FALSE(GroupByExpert(bad.data(), 1, 2, 4).ok());
+}
+
+// matmul_id against each slot's DotRow with its expert's row, directly.
+void CheckMatMulId(DType wt, const std::vector<int32_t>& ids, int64_t T, int64_t k, bool per_slot) {
+  SCOPED_TRACE(testing::Message() << DTypeName(wt) << " per_slot=" << per_slot);
+  const int64_t E = 4, N = 6, K = 64;
+  const std::vector<float> wf = Random(E * N * K, 50);
+  const int64_t row_bytes = *DTypeBytes(wt, K);
+  std::vector<uint8_t> w(E * N * row_bytes);
+  ASSERT_TRUE(Quantize(wt, wf.data(), E * N * K, w.data()).ok());
+  const std::vector<float> x = Random((per_slot ? T * k : T) * K, 51);
+  std::vector<float> out(T * k * N, NAN);
+  ThreadPool pool(2);
+  ASSERT_TRUE(MatMulId(&pool, x.data(), per_slot, T, k, K, wt, w.data(), E, N, ids.data(),
+                       out.data())
+                  .ok());
+  for (int64_t t = 0; t < T; ++t) {
+    for (int64_t j = 0; j < k; ++j) {
+      const int64_t e = ids[t * k + j];
+      const float* xr = x.data() + (per_slot ? t * k + j : t) * K;
+      for (int64_t n = 0; n < N; ++n) {
+        const float want = DotRow(wt, w.data() + (e * N + n) * row_bytes, xr, K);
+        ASSERT_EQ(out[(t * k + j) * N + n], want) << "t " << t << " j " << j << " n " << n;
+      }
+    }
+  }
+}
+
+TEST(MatMulIdTest, EqualsPerSlotDotRows) {
+  // Every expert used; one expert used by every token; a token choosing
+  // the same expert in both slots cannot happen (top-k) but works.
+  for (DType wt : {DType::kF32, DType::kQ8_0, DType::kQ5_0, DType::kIQ4_NL}) {
+    CheckMatMulId(wt, {0, 3, 1, 2, 3, 0}, 3, 2, false);
+    CheckMatMulId(wt, {2, 0, 2, 1, 2, 3, 2, 2}, 4, 2, true);
+  }
+  std::vector<float> x(64), out(6);
+  std::vector<float> w(4 * 6 * 64);
+  std::vector<int32_t> bad = {4};
+  EXPECT_FALSE(MatMulId(nullptr, x.data(), false, 1, 1, 64, DType::kF32, w.data(), 4, 6, bad.data(),
+                        out.data())
+                   .ok());
+}
+
+TEST(MoeSumTest, WeightedSumInSlotOrder) {
+  // T = 2, k = 2, D = 3.
+  const std::vector<float> y = {1, 2, 3, 10, 20, 30, /**/ -1, 0, 1, 4, 4, 4};
+  const std::vector<float> w = {0.5f, 0.25f, 2.0f, 0.125f};
+  std::vector<float> out(6);
+  MoeSum(y.data(), w.data(), 2, 2, 3, out.data());
+  EXPECT_THAT(out, testing::ElementsAre(3.0f, 6.0f, 9.0f, -1.5f, 0.5f, 2.5f));
 }
 
 }  // namespace

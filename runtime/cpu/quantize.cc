@@ -576,6 +576,123 @@ void EncodeQ8_K(const float* x, uint8_t* b) {
   std::memcpy(b + 260, bsums, sizeof(bsums));
 }
 
+// ---- IQ4_NL / IQ4_XS (after ggml's quantize_row_iq4_nl_impl, without an
+// importance matrix: weights x^2, 7 scale trials either side) -----------------
+
+constexpr int8_t kIQ4Values[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                   1,    13,   25,  38,  53,  69,  89,  113};
+
+// Index of the level nearest to v (ties to the lower level), by bisection.
+inline int NearestIQ4Level(float v) {
+  if (v <= kIQ4Values[0]) return 0;
+  if (v >= kIQ4Values[15]) return 15;
+  int lo = 0, hi = 15;
+  while (hi - lo > 1) {
+    const int mid = (lo + hi) / 2;
+    if (v < kIQ4Values[mid]) {
+      hi = mid;
+    } else {
+      lo = mid;
+    }
+  }
+  return v - kIQ4Values[hi - 1] < kIQ4Values[hi] - v ? hi - 1 : hi;
+}
+
+// The scale of one 32-element block: start from d = max / -127 (the extreme
+// value on the level -127), fit d by weighted least squares for the levels it
+// gives, then try the 15 inverse scales (k - 127) / max, k = -7..7, keeping
+// the one with the best sumqx^2 / sumq2. Returns the scale (0 for an all-zero
+// block); L receives the levels of the first fit (not used by the callers,
+// which requantize with the final scale, as ggml does).
+float FitIQ4Scale(const float* x, uint8_t* L) {
+  constexpr int kTries = 7;
+  float weight[32];
+  for (int j = 0; j < 32; ++j) weight[j] = x[j] * x[j];
+  float amax, max;
+  SignedAbsMax(x, 32, &amax, &max);
+  if (amax < kGroupMaxEps) return 0.0f;
+  float d = -max / kIQ4Values[0];
+  float id = 1 / d;
+  float sumqx = 0, sumq2 = 0;
+  for (int j = 0; j < 32; ++j) {
+    const int l = NearestIQ4Level(id * x[j]);
+    L[j] = static_cast<uint8_t>(l);
+    const float q = kIQ4Values[l];
+    const float w = weight[j];
+    sumqx += w * q * x[j];
+    sumq2 += w * q * q;
+  }
+  d = sumqx / sumq2;
+  float best = d * sumqx;
+  for (int itry = -kTries; itry <= kTries; ++itry) {
+    id = static_cast<float>(itry + kIQ4Values[0]) / max;
+    sumqx = sumq2 = 0;
+    for (int j = 0; j < 32; ++j) {
+      const int l = NearestIQ4Level(id * x[j]);
+      const float q = kIQ4Values[l];
+      const float w = weight[j];
+      sumqx += w * q * x[j];
+      sumq2 += w * q * q;
+    }
+    if (sumq2 > 0 && sumqx * sumqx > best * sumq2) {
+      d = sumqx / sumq2;
+      best = d * sumqx;
+    }
+  }
+  return d;
+}
+
+// Packs 32 levels as Q4_0 places nibbles.
+inline void PackIQ4(const uint8_t* L, uint8_t* qs) {
+  for (int j = 0; j < 16; ++j) qs[j] = static_cast<uint8_t>(L[j] | (L[16 + j] << 4));
+}
+
+void EncodeIQ4_NL(const float* x, uint8_t* b) {
+  uint8_t L[32];
+  const float scale = FitIQ4Scale(x, L);
+  Store16(b, FloatToHalf(scale));
+  const float id = scale != 0.0f ? 1 / scale : 0.0f;
+  for (int j = 0; j < 32; ++j) L[j] = static_cast<uint8_t>(NearestIQ4Level(id * x[j]));
+  PackIQ4(L, b + 2);
+}
+
+void EncodeIQ4_XS(const float* x, uint8_t* b) {
+  uint8_t L[kQK];
+  float scales[8];
+  float max_scale = 0, amax_scale = 0;
+  for (int ib = 0; ib < 8; ++ib) {
+    scales[ib] = FitIQ4Scale(x + 32 * ib, L + 32 * ib);
+    const float a = std::fabs(scales[ib]);
+    if (a > amax_scale) {
+      amax_scale = a;
+      max_scale = scales[ib];
+    }
+  }
+  // 6-bit signed sub-block scales l in [-32, 31] times a super-block d.
+  const float d = -max_scale / 32;
+  Store16(b, FloatToHalf(d));
+  const float id = d != 0.0f ? 1 / d : 0.0f;
+  uint16_t scales_h = 0;
+  uint8_t* scales_l = b + 4;
+  for (int ib = 0; ib < 8; ++ib) {
+    int l = std::clamp(NearestInt(id * scales[ib]), -32, 31);
+    const float dl = d * l;
+    const float idl = dl != 0.0f ? 1 / dl : 0.0f;
+    for (int j = 0; j < 32; ++j) {
+      L[32 * ib + j] = static_cast<uint8_t>(NearestIQ4Level(idl * x[32 * ib + j]));
+    }
+    l += 32;
+    if (ib % 2 == 0) {
+      scales_l[ib / 2] = static_cast<uint8_t>(l & 0x0f);
+    } else {
+      scales_l[ib / 2] |= static_cast<uint8_t>((l & 0x0f) << 4);
+    }
+    scales_h |= static_cast<uint16_t>((l >> 4) << (2 * ib));
+  }
+  Store16(b + 2, scales_h);
+  for (int ib = 0; ib < 8; ++ib) PackIQ4(L + 32 * ib, b + 8 + 16 * ib);
+}
+
 using BlockEncoder = void (*)(const float*, uint8_t*);
 
 BlockEncoder EncoderFor(DType t) {
@@ -591,6 +708,8 @@ BlockEncoder EncoderFor(DType t) {
     case DType::kQ5_K: return EncodeQ5_K;
     case DType::kQ6_K: return EncodeQ6_K;
     case DType::kQ8_K: return EncodeQ8_K;
+    case DType::kIQ4_NL: return EncodeIQ4_NL;
+    case DType::kIQ4_XS: return EncodeIQ4_XS;
     default: return nullptr;
   }
 }
@@ -601,9 +720,10 @@ absl::StatusOr<int64_t> QuantizedBytes(DType t, int64_t n) { return DTypeBytes(t
 
 absl::Status Quantize(DType t, const float* src, int64_t n, void* dst) {
   const DTypeInfo& info = GetDTypeInfo(t);
-  if (info.type != t) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("Quantize: unsupported type id ", static_cast<uint32_t>(t)));
+  if (info.type != t || !info.supported) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "Quantize: unsupported type ", std::string(GgmlTypeName(static_cast<uint32_t>(t))), " (",
+        static_cast<uint32_t>(t), ")"));
   }
   if (n < 0 || n % info.block_size != 0) {
     return absl::InvalidArgumentError(absl::StrCat(

@@ -26,7 +26,9 @@ namespace vibrant {
 
 // Encodes `n` floats of `src` as type `t` into `dst`, which must hold
 // QuantizedBytes(t, n) bytes. Supports F32 (copy), F16, BF16, Q4_0, Q4_1,
-// Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K and Q8_K. Fails when `n` is
+// Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K, IQ4_NL and IQ4_XS
+// (ggml's quantize_iq4_nl / quantize_iq4_xs without an importance matrix).
+// Fails for the unsupported types and when `n` is
 // not a whole number of blocks, for the integer types, and (for the quantized
 // types) when an input value is not finite, naming the element.
 absl::Status Quantize(DType t, const float* src, int64_t n, void* dst);

@@ -31,10 +31,13 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "api/version.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/types/span.h"
 #include "compiler/compiler.h"
+#include "runtime/backends.h"
+#include "runtime/program.h"
 #include "frontends/gguf/gguf.h"
 #include "frontends/io/file.h"
 #include "frontends/io/text.h"
@@ -85,6 +88,7 @@ constexpr char kUsage[] =
     "  --seed S               seed of the random prompt tokens (default 42)\n"
     "  --json                 one JSON document on stdout instead of a markdown table\n"
     "  --json-out FILE        also write the JSON document to FILE\n"
+    "  --version              print the version and exit\n"
     "  -h, --help             this text\n";
 
 struct Args {
@@ -302,64 +306,27 @@ ModelInfo DescribeModel(const GgufFile& f, const std::string& path, const std::s
 
 // ---- backends -----------------------------------------------------------------
 
-// Kernels compiled ahead of time for the CUDA backend (a plan's KERNELS
-// section, or compiled here with the GGUF); opaque without CUDA.
-struct Kernels {
-#ifdef VIBRANT_WITH_CUDA
-  std::optional<KernelBundle> bundle;
-#endif
-};
-
 struct Backend {
   std::string name;  // "CPU", "CUDA"
   std::unique_ptr<Executor> exec;
   std::string describe;  // Executor::Describe()
-  // Device memory the backend allocated (weights, KV caches, arena: all of
-  // it is allocated at creation, so this is also the peak); empty on the host.
+  // Device memory the backend allocated (weights, KV caches, arena, scratch:
+  // all of it is allocated at creation, so this is also the peak); empty on
+  // the host.
   std::optional<int64_t> device_bytes;
 };
 
-absl::StatusOr<Backend> CreateBackend(const std::string& device, const ir::Graph& graph,
-                                      const GgufFile& weights_file, int threads, bool graphs,
-                                      const Kernels& kernels) {
-  const GgufFile* file = &weights_file;
-  WeightResolver resolver =
-      [file](const std::string& source) -> absl::StatusOr<absl::Span<const uint8_t>> {
-    const GgufTensorInfo* t = file->FindTensor(source);
-    if (t == nullptr) {
-      return absl::NotFoundError(
-          absl::StrCat(file->path(), ": no tensor '", source, "', which the graph reads"));
-    }
-    return file->TensorData(*t);
-  };
+absl::StatusOr<Backend> MakeBackend(const Program& program, const GgufFile& weights_file, int threads) {
   Backend b;
-  if (device == "cpu") {
-    CpuExecutorOptions o;
-    o.threads = threads;
-    absl::StatusOr<std::unique_ptr<Executor>> exec = CreateCpuBackend(graph, std::move(resolver), o);
-    if (!exec.ok()) return exec.status();
-    b.name = "CPU";
-    b.exec = *std::move(exec);
-  } else {
+  BackendOptions o;
+  o.threads = threads;
+  absl::StatusOr<std::unique_ptr<Executor>> exec = CreateBackend(program, GgufWeights(weights_file), o);
+  if (!exec.ok()) return exec.status();
+  b.name = program.device == "cuda" ? "CUDA" : "CPU";
+  b.exec = *std::move(exec);
 #ifdef VIBRANT_WITH_CUDA
-    CudaExecutorOptions o;
-    o.cuda_graphs = graphs;
-    if (kernels.bundle) o.kernels = &*kernels.bundle;
-    absl::StatusOr<std::unique_ptr<CudaExecutor>> exec =
-        CudaExecutor::Create(graph, std::move(resolver), o);
-    if (!exec.ok()) return exec.status();
-    b.name = "CUDA";
-    b.device_bytes = (*exec)->weight_bytes() + (*exec)->kv_bytes() + (*exec)->arena_bytes() +
-                     (*exec)->scratch_bytes();
-    b.exec = *std::move(exec);
-#else
-    (void)graphs;
-    (void)kernels;
-    return absl::UnimplementedError(absl::StrCat(
-        "device '", device, "': this build of vibrant-bench has no CUDA backend (the CUDA "
-        "toolkit was not found at configure time)"));
+  if (auto* c = dynamic_cast<CudaExecutor*>(b.exec.get()); c != nullptr) b.device_bytes = c->device_bytes();
 #endif
-  }
   b.describe = b.exec->Describe();
   return b;
 }
@@ -480,11 +447,10 @@ absl::Status BenchModel(const Args& a, const std::string& path, std::vector<RunR
   ResetPeakRss();
   std::unique_ptr<PlanFile> plan;
   std::unique_ptr<GgufFile> gguf;
-  std::string graph_bytes;  // the compiled graph, serialized as in a plan
+  std::optional<Program> program;  // what the backends run
   std::optional<double> compile_s;
   std::string device = a.device.empty() ? "cpu" : a.device;
   ModelInfo info;
-  Kernels kernels;
 
   const auto t_load0 = Clock::now();
   if (IsPlan(path)) {
@@ -497,23 +463,18 @@ absl::Status BenchModel(const Args& a, const std::string& path, std::vector<RunR
                                                      plan_device, "', not '", a.device, "'"));
     }
     device = plan_device;
-    if (a.ctx_size > 0 || a.max_tokens > 0 || !a.fusion) {
+    if (a.ctx_size > 0 || a.max_tokens > 0 || !a.fusion || !a.graphs) {
       return absl::InvalidArgumentError(absl::StrCat(
-          path, ": --ctx-size, --max-tokens and --no-fusion apply when compiling a GGUF; "
+          path, ": --ctx-size, --max-tokens, --no-fusion and --no-graphs apply when compiling a GGUF; "
                 "a plan is already compiled (recompile it with vibrantc compile)"));
     }
     absl::StatusOr<std::unique_ptr<GgufFile>> m = plan->OpenModel();
     if (!m.ok()) return m.status();
     gguf = *std::move(m);
     info = DescribeModel(*gguf, path, "plan");
-#ifdef VIBRANT_WITH_CUDA
-    if (device == "cuda" && !plan->kernels().empty()) {
-      absl::StatusOr<KernelBundle> b =
-          ParseKernelBundle(plan->kernels(), path + ": section KERNELS");
-      if (!b.ok()) return b.status();
-      kernels.bundle = *std::move(b);
-    }
-#endif
+    absl::StatusOr<Program> prog = LoadProgram(*plan);
+    if (!prog.ok()) return prog.status();
+    program = *std::move(prog);
   } else {
     const auto t0 = Clock::now();
     absl::StatusOr<std::unique_ptr<GgufFile>> m = GgufFile::Open(path);
@@ -524,20 +485,11 @@ absl::Status BenchModel(const Args& a, const std::string& path, std::vector<RunR
     co.lower.n_ctx = a.ctx_size > 0 ? a.ctx_size : longest;
     co.lower.max_tokens = a.max_tokens > 0 ? a.max_tokens : std::max<int64_t>(1, longest_prompt);
     if (!a.fusion) co.pipeline.disabled.insert("fuse-elementwise");
+    co.cuda_graphs = a.graphs;
     absl::StatusOr<compiler::Compiled> c = compiler::CompileGguf(*gguf, co);
     if (!c.ok()) return c.status();
     for (const std::string& note : c->notes) std::fprintf(stderr, "%s\n", note.c_str());
-    graph_bytes = ir::SerializeGraph(c->graph);
-#ifdef VIBRANT_WITH_CUDA
-    if (c->kernels) {
-      absl::StatusOr<KernelBundle> b = ParseKernelBundle(
-          absl::Span<const uint8_t>(reinterpret_cast<const uint8_t*>(c->kernels->data()),
-                                    c->kernels->size()),
-          path + ": compiled kernels");
-      if (!b.ok()) return b.status();
-      kernels.bundle = *std::move(b);
-    }
-#endif
+    program = compiler::ToProgram(*c);
     compile_s = Seconds(Clock::now() - t0);
     info = DescribeModel(*gguf, path, "gguf");
   }
@@ -550,14 +502,8 @@ absl::Status BenchModel(const Args& a, const std::string& path, std::vector<RunR
     r.threads = threads;
     r.compile_s = compile_s;
     const auto t0 = Clock::now();
-    absl::StatusOr<ir::Graph> graph =
-        plan != nullptr
-            ? plan->LoadGraph()
-            : ir::DeserializeGraph(absl::Span<const uint8_t>(
-                  reinterpret_cast<const uint8_t*>(graph_bytes.data()), graph_bytes.size()));
-    if (!graph.ok()) return graph.status();
-    absl::StatusOr<Backend> backend =
-        CreateBackend(device, *graph, *gguf, threads, a.graphs, kernels);
+    const ir::Graph* graph = &program->graph;
+    absl::StatusOr<Backend> backend = MakeBackend(*program, *gguf, threads);
     if (!backend.ok()) return backend.status();
     r.load_s = Seconds(Clock::now() - t0) + open_s;
     r.backend = backend->name;
@@ -735,6 +681,12 @@ std::string JsonDocument(const Args& a, const std::vector<RunResult>& runs) {
 }  // namespace vibrant
 
 int main(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    if (std::string(argv[i]) == "--version") {
+      std::printf("%s\n", vibrant::VersionLine("vibrant-bench").c_str());
+      return 0;
+    }
+  }
   vibrant::Args args;
   if (!vibrant::ParseArgs(argc, argv, &args)) return 2;
   if (args.help) {

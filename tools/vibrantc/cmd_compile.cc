@@ -1,4 +1,6 @@
 // vibrantc compile: GGUF -> IR -> passes -> verified graph -> plan.bin.
+#include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <iostream>
 #include <map>
@@ -18,6 +20,7 @@
 #include "compiler/compiler.h"
 #include "ir/graph.h"
 #include "passes/stats.h"
+#include "runtime/dispatch.h"
 #include "runtime/plan.h"
 #include "tools/vibrantc/commands.h"
 
@@ -34,12 +37,21 @@ constexpr char kCompileUsage[] =
     "  --ctx-size N           KV cache length in tokens (default: min(the model's, 4096))\n"
     "  --max-tokens N         tokens per step; longer prompts are prefilled in chunks\n"
     "                         of N (default 512)\n"
-    "  --kv-type f16|f32      KV cache element type (default f16, as llama.cpp)\n"
+    "  --kv-type T            KV cache element type of K and V: f16 (default, as\n"
+    "                         llama.cpp), f32 or q8_0 (half of f16's bytes)\n"
+    "  --cache-type-k T, -ctk T   the K cache's type alone (as llama.cpp's flag)\n"
+    "  --cache-type-v T, -ctv T   the V cache's type alone\n"
+    "  --gemm-min-rows N      cuda: matmuls of at least N token rows run as cuBLASLt GEMMs\n"
+    "                         (default 32; 0 = never, the plan then needs no libcublasLt)\n"
+    "  --no-cuda-graphs       cuda: launch decode steps kernel by kernel, not as a CUDA graph\n"
+    "  -fa, --flash-attn on|off  cuda: attention on tensor cores (f16 operands; default on\n"
+    "                         where the kernels serve the head size and caches)\n"
     "  --all-logits           output logits for every token of a step, not just the last\n"
     "  --embed-weights        copy the GGUF into the plan (self-contained); by default\n"
     "                         the plan references the GGUF by absolute path and fingerprint\n"
     "passes (passes/pass.h; the default pipeline is dce, assign-devices,\n"
-    "fuse-elementwise, dce, repack-weights, plan-memory):\n"
+    "fuse-elementwise, combine-matmuls, quantize-activations, dce, repack-weights,\n"
+    "select-kernels, plan-memory):\n"
     "  --print-ir-after-all   print the IR after every pass (to stderr)\n"
     "  --print-ir-after=PASS  print the IR after PASS (repeatable)\n"
     "  --time-passes          print each pass's time (to stderr)\n"
@@ -63,6 +75,9 @@ struct CompileArgs {
   passes::PipelineOptions pipeline;
   bool explain_devices = false;
   std::string shapes;  // --shapes SPEC
+  int64_t gemm_min_rows = 32;
+  bool cuda_graphs = true;
+  bool flash_attention = true;
 };
 
 // --shapes SPEC: "arch=qwen2,n_layer=36,..." (see the usage).
@@ -143,16 +158,33 @@ bool ParseCompileArgs(const std::vector<std::string>& args, CompileArgs* out) {
       if (!int_value(&out->lower.n_ctx, 0)) return false;
     } else if (a == "--max-tokens") {
       if (!int_value(&out->lower.max_tokens, 1)) return false;
-    } else if (a == "--kv-type") {
+    } else if (a == "--gemm-min-rows") {
+      if (!int_value(&out->gemm_min_rows, 0)) return false;
+    } else if (a == "--no-cuda-graphs") {
+      out->cuda_graphs = false;
+    } else if (a == "-fa" || a == "--flash-attn") {
+      std::string v;
+      if (!value(&v)) return usage_error(a + " needs on or off");
+      if (v != "on" && v != "off") return usage_error(a + " must be on or off, not '" + v + "'");
+      out->flash_attention = v == "on";
+    } else if (a == "--kv-type" || a == "--cache-type-k" || a == "-ctk" || a == "--cache-type-v" ||
+               a == "-ctv") {
       std::string t;
       if (!value(&t)) return usage_error(a + " needs a value");
+      DType dt;
       if (t == "f16") {
-        out->lower.kv_dtype = DType::kF16;
+        dt = DType::kF16;
       } else if (t == "f32") {
-        out->lower.kv_dtype = DType::kF32;
+        dt = DType::kF32;
+      } else if (t == "q8_0") {
+        dt = DType::kQ8_0;
       } else {
-        return usage_error("--kv-type must be f16 or f32, not '" + t + "'");
+        return usage_error(a + " must be f16, f32 or q8_0, not '" + t + "'");
       }
+      const bool k = a != "--cache-type-v" && a != "-ctv";
+      const bool v = a != "--cache-type-k" && a != "-ctk";
+      if (k) out->lower.cache_type_k = dt;
+      if (v) out->lower.cache_type_v = dt;
     } else if (a == "--all-logits") {
       out->lower.all_logits = true;
     } else if (a == "--embed-weights") {
@@ -202,6 +234,9 @@ compiler::CompileOptions ToCompileOptions(const CompileArgs& a, const std::strin
   o.pipeline = a.pipeline;
   o.explain_devices = a.explain_devices;
   o.log = &std::cerr;
+  o.gemm_min_rows = static_cast<int>(std::min<int64_t>(a.gemm_min_rows, INT32_MAX));
+  o.cuda_graphs = a.cuda_graphs;
+  o.flash_attention = a.flash_attention;
   return o;
 }
 
@@ -218,6 +253,21 @@ void PrintPassReport(const compiler::Compiled& r) {
               a.kernels);
   if (a.copies > 0) std::printf(" (+%d copies)", a.copies);
   std::printf("\n");
+  if (r.dispatch_table) {
+    // The plan's launches (the IR's kernels[...] lists): what a step enqueues.
+    auto count = [&](int64_t T) {
+      int kernels = 0, gemms = 0, copies = 0;
+      for (const dispatch::Launch* l : dispatch::LaunchesFor(*r.dispatch_table, T)) {
+        kernels += l->kind == dispatch::LaunchKind::kKernel;
+        gemms += l->kind == dispatch::LaunchKind::kGemm;
+        copies += l->kind == dispatch::LaunchKind::kCopy;
+      }
+      return absl::StrCat(kernels, " kernels", gemms ? absl::StrCat(" + ", gemms, " cuBLASLt GEMMs") : "",
+                          copies ? absl::StrCat(" + ", copies, " device copies") : "");
+    };
+    std::printf("launches: decode step (T=1) %s; T=%lld %s\n", count(1).c_str(),
+                static_cast<long long>(g.max_tokens), count(g.max_tokens).c_str());
+  }
   if (g.memory.empty()) return;
   std::string per_device;
   for (const auto& [device, mem] : g.memory) {
@@ -260,13 +310,16 @@ int64_t MetaInt(const ir::Graph& g, const std::string& key, int64_t dflt) {
   return dflt;
 }
 
-// Bytes of the distinct GGUF tensors the graph reads.
+// Bytes of the distinct GGUF tensors the graph reads (views of one tensor,
+// Value::source_offset, count up to the furthest byte they read).
 int64_t WeightBytes(const ir::Graph& g) {
   std::map<std::string, int64_t> by_source;
   for (const ir::Value& v : g.values()) {
     if (v.storage != ir::Storage::kWeight) continue;
     absl::StatusOr<int64_t> bytes = DTypeBytes(v.dtype, ir::NumElements(v.shape, 1));
-    by_source[v.source] = bytes.ok() ? *bytes : 0;
+    absl::StatusOr<int64_t> skip = DTypeBytes(v.dtype, v.source_offset);
+    const int64_t end = bytes.ok() && skip.ok() ? *bytes + *skip : 0;
+    by_source[v.source] = std::max(by_source[v.source], end);
   }
   int64_t total = 0;
   for (const auto& [source, bytes] : by_source) total += bytes;

@@ -16,41 +16,26 @@
 #include "frontends/lower/lower.h"
 #include "ir/graph.h"
 #include "ir/printer.h"
-#include "passes/pass.h"
+#include "compiler/compiler.h"
+#include "runtime/dispatch.h"
 #include "runtime/plan.h"
+#include "runtime/program.h"
 #include "tools/vibrantc/commands.h"
 
 namespace vibrant::cli {
 namespace {
 
 constexpr char kDumpIrUsage[] =
-    "usage: vibrantc dump-ir MODEL.gguf|PLAN [--after=PASS | --after-all]\n"
+    "usage: vibrantc dump-ir MODEL.gguf|PLAN [--after=PASS | --after-all] [--device cpu|cuda]\n"
+    "                        [--launches]\n"
     "  prints the IR graph: a GGUF lowered with the default compile options, or the\n"
     "  graph stored in a plan (after the compiler's passes)\n"
-    "  --after=PASS   a GGUF: run the default pass pipeline (device cpu) and print\n"
-    "                 the IR after PASS (repeatable; a pass that runs twice prints twice)\n"
-    "  --after-all    a GGUF: print the IR after every pass\n";
-
-absl::StatusOr<ir::Graph> LoadGraph(const std::string& path) {
-  char magic[8] = {};
-  {
-    absl::StatusOr<std::string> head = io::ReadFileHead(path, sizeof(magic));
-    if (!head.ok()) return head.status();
-    std::memcpy(magic, head->data(), head->size());
-  }
-  if (std::memcmp(magic, kPlanMagic, sizeof(kPlanMagic)) == 0) {
-    absl::StatusOr<std::unique_ptr<PlanFile>> plan = PlanFile::Open(path);
-    if (!plan.ok()) return plan.status();
-    return (*plan)->LoadGraph();
-  }
-  if (std::memcmp(magic, "GGUF", 4) == 0) {
-    absl::StatusOr<std::unique_ptr<GgufFile>> file = GgufFile::Open(path);
-    if (!file.ok()) return file.status();
-    return LowerGguf(**file, LowerOptions());
-  }
-  return absl::InvalidArgumentError(
-      absl::StrCat(path, ": neither a GGUF model nor a Vibrant plan (magic at offset 0)"));
-}
+    "  --after=PASS   a GGUF: compile it (vibrantc compile's pipeline, for --device,\n"
+    "                 default cpu) and print the IR after PASS (repeatable; a pass\n"
+    "                 that runs twice prints twice)\n"
+    "  --after-all    a GGUF: print the IR after every pass\n"
+    "  --launches     a cuda plan (or a GGUF with --device cuda): print its dispatch\n"
+    "                 table, every launch with its kernel, grid and arguments\n";
 
 }  // namespace
 
@@ -60,12 +45,18 @@ int RunDumpIr(const std::vector<std::string>& args) {
     return 0;
   }
   std::string path;
-  passes::PipelineOptions pipeline;
-  for (const std::string& a : args) {
+  compiler::CompileOptions opts;
+  bool launches = false;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
     if (a == "--after-all") {
-      pipeline.print_after_all = true;
+      opts.pipeline.print_after_all = true;
     } else if (a.rfind("--after=", 0) == 0) {
-      pipeline.print_after.insert(a.substr(std::string("--after=").size()));
+      opts.pipeline.print_after.insert(a.substr(std::string("--after=").size()));
+    } else if (a == "--device" && i + 1 < args.size()) {
+      opts.device = args[++i];
+    } else if (a == "--launches") {
+      launches = true;
     } else if (path.empty() && !a.empty() && a[0] != '-') {
       path = a;
     } else {
@@ -77,29 +68,65 @@ int RunDumpIr(const std::vector<std::string>& args) {
     std::fputs(kDumpIrUsage, stderr);
     return 2;
   }
-  absl::StatusOr<ir::Graph> graph = LoadGraph(path);
-  if (!graph.ok()) {
-    std::fprintf(stderr, "vibrantc dump-ir: %s\n", vibrant::io::EscapeForTerminal(graph.status().message(), true).c_str());
+  auto fail = [](const absl::Status& st) {
+    std::string msg(st.message());
+    if (msg.rfind("--print-ir-after=", 0) == 0) msg = "--after=" + msg.substr(17);  // this command's flag
+    std::fprintf(stderr, "vibrantc dump-ir: %s\n", io::EscapeForTerminal(msg, true).c_str());
     return 1;
+  };
+  char magic[8] = {};
+  {
+    // Regular files only (a FIFO would block): frontends/io/file.h.
+    absl::StatusOr<std::string> head = io::ReadFileHead(path, sizeof(magic));
+    if (!head.ok()) return fail(head.status());
+    std::memcpy(magic, head->data(), head->size());
   }
-  if (pipeline.print_after_all || !pipeline.print_after.empty()) {
-    // The dumps are the output; the final graph is the last one of them.
-    passes::PassContext ctx;
-    ctx.device = passes::DevicePolicy::kCpu;
-    std::ostringstream log;
-    absl::Status st = passes::DefaultPipeline().Run(*graph, ctx, pipeline, log);
-    const std::string text = log.str();
-    std::fwrite(text.data(), 1, text.size(), stdout);
-    if (!st.ok()) {
-      std::string msg(st.message());
-      if (msg.rfind("--print-ir-after=", 0) == 0) msg = "--after=" + msg.substr(17);  // this command's flag
-      std::fprintf(stderr, "vibrantc dump-ir: %s\n", msg.c_str());
-      return 1;
+  if (std::memcmp(magic, kPlanMagic, sizeof(kPlanMagic)) == 0) {
+    absl::StatusOr<std::unique_ptr<PlanFile>> plan = PlanFile::Open(path);
+    if (!plan.ok()) return fail(plan.status());
+    absl::StatusOr<Program> program = LoadProgram(**plan);
+    if (!program.ok()) return fail(program.status());
+    std::string text = ir::PrintGraph(program->graph);
+    if (launches) {
+      if (!program->dispatch) return fail(absl::InvalidArgumentError(absl::StrCat(path, ": a cpu plan has no launches")));
+      text = dispatch::Describe(*program->dispatch);
     }
+    std::fwrite(text.data(), 1, text.size(), stdout);
     return 0;
   }
-  std::string text = ir::PrintGraph(*graph);
+  if (std::memcmp(magic, "GGUF", 4) != 0) {
+    return fail(absl::InvalidArgumentError(
+        absl::StrCat(path, ": neither a GGUF model nor a Vibrant plan (magic at offset 0)")));
+  }
+  absl::StatusOr<std::unique_ptr<GgufFile>> file = GgufFile::Open(path);
+  if (!file.ok()) return fail(file.status());
+  const bool compile = opts.pipeline.print_after_all || !opts.pipeline.print_after.empty() || launches;
+  if (!compile) {
+    absl::StatusOr<ir::Graph> graph = LowerGguf(**file, LowerOptions());
+    if (!graph.ok()) return fail(graph.status());
+    std::string text = ir::PrintGraph(*graph);
+    std::fwrite(text.data(), 1, text.size(), stdout);
+    return 0;
+  }
+  // The dumps are the output; the final graph is the last one of them.
+  std::ostringstream log;
+  opts.log = &log;
+  opts.compile_kernels = false;  // the IR and the launches need no binaries
+  absl::StatusOr<compiler::Compiled> c = compiler::CompileGguf(**file, opts);
+  std::string text = log.str();
+  if (c.ok() && launches) {
+    if (!c->dispatch_table) return fail(absl::InvalidArgumentError("--launches: compile with --device cuda"));
+    text += dispatch::Describe(*c->dispatch_table);
+  }
   std::fwrite(text.data(), 1, text.size(), stdout);
+  if (!c.ok()) {
+    // The pipeline's errors carry the file name first: report them as they are.
+    absl::Status st = c.status();
+    const std::string prefix = path + ": ";
+    std::string msg(st.message());
+    if (msg.rfind(prefix, 0) == 0) msg = msg.substr(prefix.size());
+    return fail(absl::Status(st.code(), msg));
+  }
   return 0;
 }
 

@@ -22,10 +22,14 @@ namespace {
 std::string Usage() {
   std::vector<std::string> presets, types;
   for (const synth::ModelPreset& p : synth::AllPresets()) {
-    presets.push_back(absl::StrFormat("    %-14s %s: %d layers, d_model %d, %d/%d heads, FFN %d, "
+    const std::string ffn =
+        p.n_expert > 0 ? absl::StrFormat("%d experts (%d per token) of FFN %d", p.n_expert,
+                                         p.n_expert_used, p.n_ff_exp)
+                       : absl::StrFormat("FFN %d", p.n_ff);
+    presets.push_back(absl::StrFormat("    %-14s %s: %d layers, d_model %d, %d/%d heads, %s, "
                                       "vocab %d%s",
                                       std::string(p.name), std::string(p.source), p.n_layer,
-                                      p.n_embd, p.n_head, p.n_head_kv, p.n_ff, p.n_vocab,
+                                      p.n_embd, p.n_head, p.n_head_kv, ffn, p.n_vocab,
                                       p.tied_embeddings ? ", tied" : ""));
   }
   for (const synth::FileTypeInfo& t : synth::AllFileTypes()) types.emplace_back(t.name);

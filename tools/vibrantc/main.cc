@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "api/version.h"
 #include "tools/vibrantc/commands.h"
 
 namespace {
@@ -21,7 +22,8 @@ constexpr Command kCommands[] = {
      "tokenize MODEL.gguf TEXT|--file F [--no-bos] [--json]   token ids"},
     {"compile", vibrant::cli::RunCompile,
      "compile MODEL.gguf -o PLAN [--device cpu|cuda|auto] [--ctx-size N] [--max-tokens N]\n"
-     "          [--kv-type f16|f32] [--all-logits] [--embed-weights]   compile a plan"},
+     "          [--kv-type f16|f32|q8_0] [--cache-type-k T] [--cache-type-v T] [--all-logits]\n"
+     "          [--embed-weights]   compile a plan"},
     {"dump-ir", vibrant::cli::RunDumpIr,
      "dump-ir MODEL.gguf|PLAN              the IR graph, as text"},
     {"synth", vibrant::cli::RunSynth,
@@ -30,7 +32,7 @@ constexpr Command kCommands[] = {
 };
 
 void Usage(FILE* out) {
-  std::fprintf(out, "usage: vibrantc COMMAND [ARGS]\n\ncommands:\n");
+  std::fprintf(out, "usage: vibrantc COMMAND [ARGS] | --version\n\ncommands:\n");
   for (const Command& c : kCommands) std::fprintf(out, "  %s\n", c.help);
 }
 
@@ -42,6 +44,10 @@ int main(int argc, char** argv) {
     return 2;
   }
   std::string name = argv[1];
+  if (name == "--version" || name == "version") {
+    std::printf("%s\n", vibrant::VersionLine("vibrantc").c_str());
+    return 0;
+  }
   if (name == "-h" || name == "--help" || name == "help") {
     Usage(stdout);
     return 0;

@@ -1,0 +1,368 @@
+#include "api/model.h"
+
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "api/plan_cache.h"
+#include "compiler/compiler.h"
+#include "frontends/lower/lower.h"
+#include "ir/serialize.h"
+#include "runtime/cpu/executor.h"
+#include "runtime/backends.h"
+#ifdef VIBRANT_WITH_CUDA
+#include "codegen/nvrtc.h"
+#include "runtime/cuda/device.h"
+#endif
+
+namespace vibrant {
+
+namespace {
+
+absl::string_view AV(std::string_view s) { return absl::string_view(s.data(), s.size()); }
+
+int64_t MetaInt(const ir::Graph& g, const std::string& key) {
+  auto it = g.meta.find(key);
+  if (it == g.meta.end()) return -1;
+  if (const int64_t* v = std::get_if<int64_t>(&it->second)) return *v;
+  return -1;
+}
+
+std::string Bytes(int64_t b) {
+  if (b >= (int64_t{1} << 30)) return absl::StrFormat("%.1f GiB", b / double(int64_t{1} << 30));
+  if (b >= (int64_t{1} << 20)) return absl::StrFormat("%.1f MiB", b / double(int64_t{1} << 20));
+  return absl::StrCat(b, " B");
+}
+
+// Bytes of the distinct GGUF tensors a graph reads, and of its KV caches.
+void GraphBytes(const ir::Graph& g, int64_t* weights, int64_t* kv) {
+  std::map<std::string, int64_t> by_source;
+  *kv = 0;
+  for (const ir::Value& v : g.values()) {
+    absl::StatusOr<int64_t> bytes = DTypeBytes(v.dtype, ir::NumElements(v.shape, 1));
+    const int64_t n = bytes.ok() ? *bytes : 0;
+    if (v.storage == ir::Storage::kWeight) by_source[v.source] = n;
+    if (v.storage == ir::Storage::kKvCache) *kv += n;
+  }
+  *weights = 0;
+  for (const auto& [source, n] : by_source) *weights += n;
+}
+
+// The one place this library compiles (the compile library of every tool).
+absl::StatusOr<compiler::Compiled> CompileForRun(const GgufFile& gguf, const std::string& device,
+                                                 const std::string& arch, const LowerOptions& lower) {
+  compiler::CompileOptions co;
+  co.device = device;
+  co.arch = arch;
+  co.lower = lower;
+  return compiler::CompileGguf(gguf, co);
+}
+
+// The GPU architecture the compiler targets on this machine ("" for cpu).
+std::string LocalArch(const std::string& device) {
+#ifdef VIBRANT_WITH_CUDA
+  if (device == "cuda") {
+    absl::StatusOr<CudaDeviceInfo> dev = QueryCudaDevice(0);
+    return dev.ok() ? dev->arch : std::string(codegen::kDefaultCudaArch);
+  }
+#endif
+  return "";
+}
+
+// Whether the GPU can take `gguf` compiled with `lower`; `why` says why not,
+// or what it found. Always false without the CUDA backend.
+bool GpuFits(const GgufFile& gguf, const LowerOptions& lower, std::string* why) {
+#ifndef VIBRANT_WITH_CUDA
+  *why = "this build has no CUDA backend";
+  return false;
+#else
+  absl::StatusOr<CudaDeviceInfo> dev = QueryCudaDevice(0);
+  if (!dev.ok()) {
+    std::string msg(dev.status().message());
+    const size_t hint = msg.find("; use --device cpu");
+    if (hint != std::string::npos) msg.erase(hint);
+    *why = msg;
+    return false;
+  }
+  absl::StatusOr<ir::Graph> g = LowerGguf(gguf, lower);
+  if (!g.ok()) {
+    *why = std::string(g.status().message());
+    return false;
+  }
+  int64_t weights = 0, kv = 0;
+  GraphBytes(*g, &weights, &kv);
+  // Activations, the prefill GEMM scratch and CUDA's own needs: a margin.
+  const int64_t need = weights + kv + (int64_t{512} << 20);
+  const bool fits = need <= dev->free_bytes;
+  *why = absl::StrCat(dev->name, ": the model needs about ", Bytes(need), ", ",
+                      Bytes(dev->free_bytes), " free");
+  return fits;
+#endif
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> SniffModelFile(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) {
+    const int err = errno;
+    return absl::NotFoundError(absl::StrCat(path, ": cannot open (", std::strerror(err), ")"));
+  }
+  if (S_ISDIR(st.st_mode)) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": is a directory, not a model"));
+  }
+  std::ifstream in(path, std::ios::binary);
+  char magic[8] = {};
+  if (!in) return absl::PermissionDeniedError(absl::StrCat(path, ": cannot open for reading"));
+  in.read(magic, sizeof(magic));
+  const std::streamsize got = in.gcount();
+  if (got >= 4 && std::memcmp(magic, "GGUF", 4) == 0) return std::string("GGUF");
+  if (got == 8 && std::memcmp(magic, kPlanMagic, 8) == 0) return std::string("plan");
+  return absl::InvalidArgumentError(
+      absl::StrCat(path, ": neither a GGUF model nor a Vibrant plan (it starts with neither "
+                         "\"GGUF\" nor \"VBRNTPLN\")"));
+}
+
+Model::~Model() = default;
+
+absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& path, const ModelOptions& opts) {
+  if (opts.device != "auto" && opts.device != "cpu" && opts.device != "cuda") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("device must be auto, cpu or cuda, not '", opts.device, "'"));
+  }
+  if (opts.n_ctx < 0 || opts.max_tokens < 0) {
+    return absl::InvalidArgumentError("the context and step sizes must be >= 0 (0 = default)");
+  }
+#ifndef VIBRANT_WITH_CUDA
+  if (opts.device == "cuda") {
+    return absl::UnimplementedError(
+        "this build has no CUDA backend (no CUDA toolkit was found when it was configured); use "
+        "--device cpu");
+  }
+#endif
+  const auto t0 = std::chrono::steady_clock::now();
+  std::unique_ptr<Model> m(new Model());
+  m->path_ = path;
+  m->log_ = opts.log;
+  if (absl::Status s = m->Init(path, opts); !s.ok()) return s;
+  m->load_seconds_ =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return m;
+}
+
+absl::Status Model::Init(const std::string& path, const ModelOptions& opts) {
+  absl::StatusOr<std::string> kind = SniffModelFile(path);
+  if (!kind.ok()) return kind.status();
+  if (*kind == "plan") {
+    bool redo = false;
+    if (absl::Status s = LoadPlanFile(path, opts, &redo); !s.ok() || !redo) return s;
+    return absl::OkStatus();
+  }
+  absl::StatusOr<std::unique_ptr<GgufFile>> gguf = GgufFile::Open(path);
+  if (!gguf.ok()) return gguf.status();
+  return CompileFromGguf(*std::move(gguf), opts, KvTypes{}, /*gguf_is_embedded=*/false);
+}
+
+absl::Status Model::LoadPlanFile(const std::string& plan_path, const ModelOptions& opts, bool* redo) {
+  absl::StatusOr<std::unique_ptr<PlanFile>> plan = PlanFile::Open(plan_path);
+  if (!plan.ok()) return plan.status();
+  const std::string plan_device = (*plan)->Option("device", "cpu");
+  if (plan_device != "cpu" && plan_device != "cuda") {
+    return absl::UnimplementedError(absl::StrCat(
+        plan_path, ": compiled for device '", plan_device, "', which this build does not know"));
+  }
+  int64_t plan_ctx = 0, plan_max = 0;
+  (void)absl::SimpleAtoi((*plan)->Option("n_ctx", "0"), &plan_ctx);
+  (void)absl::SimpleAtoi((*plan)->Option("max_tokens", "0"), &plan_max);
+  // The KV cache types (older plans: one "kv_type" for both).
+  const std::string kv_both = (*plan)->Option("kv_type", "f16");
+  absl::StatusOr<DType> kv_k = DTypeFromName((*plan)->Option("cache_type_k", kv_both));
+  absl::StatusOr<DType> kv_v = DTypeFromName((*plan)->Option("cache_type_v", kv_both));
+  const KvTypes kv_type = {kv_k.ok() ? *kv_k : DType::kF16, kv_v.ok() ? *kv_v : DType::kF16};
+
+  // What the options ask for that the plan is not.
+  std::string device = opts.device == "auto" ? plan_device : opts.device;
+  std::string reason;
+  if (device != plan_device) {
+    reason = absl::StrCat("it is compiled for ", plan_device, ", --device asks for ", device);
+  }
+#ifdef VIBRANT_WITH_CUDA
+  if (opts.device == "auto" && plan_device == "cuda") {
+    absl::StatusOr<CudaDeviceInfo> dev = QueryCudaDevice(0);
+    if (!dev.ok()) {
+      device = "cpu";
+      reason = absl::StrCat("it is compiled for cuda and there is no usable GPU (",
+                            dev.status().message(), ")");
+    }
+  }
+#else
+  if (opts.device == "auto" && plan_device == "cuda") {
+    device = "cpu";
+    reason = "it is compiled for cuda and this build has no CUDA backend";
+  }
+#endif
+  if (opts.n_ctx != 0 && opts.n_ctx != plan_ctx) {
+    absl::StrAppend(&reason, reason.empty() ? "" : "; ", "its context is ", plan_ctx,
+                    " tokens, -c asks for ", opts.n_ctx);
+  }
+  if (opts.max_tokens != 0 && opts.max_tokens != plan_max) {
+    absl::StrAppend(&reason, reason.empty() ? "" : "; ", "its step size is ", plan_max,
+                    " tokens, -b asks for ", opts.max_tokens);
+  }
+  if (reason.empty()) {
+    device_ = plan_device;
+    plan_path_ = plan_path;
+    return UsePlan(*std::move(plan));
+  }
+  // Compile the plan's model again with what was asked.
+  *redo = true;
+  absl::StatusOr<std::unique_ptr<GgufFile>> gguf = (*plan)->OpenModel();
+  if (!gguf.ok()) return gguf.status();
+  const bool embedded = (*plan)->embedded_gguf().has_value();
+  if (log_) log_(absl::StrCat(plan_path, ": ", reason, "; compiling its model again"));
+  ModelOptions o = opts;
+  o.device = device;
+  if (o.n_ctx == 0) o.n_ctx = plan_ctx;
+  if (o.max_tokens == 0) o.max_tokens = plan_max;
+  if (embedded) outer_plan_ = *std::move(plan);  // the GGUF lives in its mapping
+  return CompileFromGguf(*std::move(gguf), o, kv_type, embedded);
+}
+
+absl::Status Model::CompileFromGguf(std::unique_ptr<GgufFile> gguf, const ModelOptions& opts,
+                                    KvTypes kv_type, bool gguf_is_embedded) {
+  LowerOptions lower;
+  lower.n_ctx = opts.n_ctx;
+  if (opts.max_tokens > 0) lower.max_tokens = opts.max_tokens;
+  lower.cache_type_k = kv_type.k;
+  lower.cache_type_v = kv_type.v;
+
+  std::string device = opts.device;
+  if (device == "auto") {
+    std::string why;
+    device = GpuFits(*gguf, lower, &why) ? "cuda" : "cpu";
+    if (log_) log_(absl::StrCat("device auto: ", device, " (", why, ")"));
+  }
+  const std::string arch = LocalArch(device);
+
+  // The plan cache (not for a GGUF embedded in a plan: it has no path to refer to).
+  std::string cache_file;
+  if (opts.use_plan_cache && !gguf_is_embedded) {
+    absl::StatusOr<std::string> dir =
+        opts.plan_cache_dir.empty() ? DefaultPlanCacheDir() : absl::StatusOr<std::string>(opts.plan_cache_dir);
+    std::error_code ec;
+    if (dir.ok()) std::filesystem::create_directories(*dir, ec);
+    absl::StatusOr<ModelRef> ref = MakeModelRef(*gguf);
+    if (!dir.ok() || ec || !ref.ok()) {
+      if (log_) {
+        log_(absl::StrCat("plan cache: not used (",
+                          !dir.ok() ? std::string(dir.status().message())
+                          : ec      ? absl::StrCat(*dir, ": ", ec.message())
+                                    : std::string(ref.status().message()),
+                          "); compiling in memory"));
+      }
+    } else {
+      PlanCacheKey key;
+      key.gguf_path = ref->path;
+      key.gguf_size = ref->size;
+      key.gguf_fingerprint = ref->fingerprint;
+      key.device = device;
+      key.arch = arch;
+      key.n_ctx = lower.n_ctx;
+      key.max_tokens = lower.max_tokens;
+      key.kv_type = absl::StrCat(std::string(DTypeName(kv_type.k)), "/", std::string(DTypeName(kv_type.v)));
+      cache_file = (std::filesystem::path(*dir) / PlanCacheFileName(key)).string();
+    }
+  }
+
+  if (!cache_file.empty() && std::filesystem::exists(cache_file)) {
+    absl::StatusOr<std::unique_ptr<PlanFile>> plan = PlanFile::Open(cache_file);
+    absl::Status used = plan.ok() ? UsePlan(*std::move(plan)) : plan.status();
+    if (used.ok()) {
+      device_ = device;
+      plan_path_ = cache_file;
+      from_cache_ = true;
+      if (log_) log_(absl::StrCat("plan cache: using ", cache_file));
+      return absl::OkStatus();
+    }
+    if (log_) log_(absl::StrCat("plan cache: ", used.message(), "; compiling again"));
+  }
+
+  const auto t0 = std::chrono::steady_clock::now();
+  absl::StatusOr<compiler::Compiled> compiled = CompileForRun(*gguf, device, arch, lower);
+  if (!compiled.ok()) return compiled.status();
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  compiled_now_ = true;
+  device_ = device;
+  if (!cache_file.empty()) {
+    absl::Status w = compiler::WritePlanFile(cache_file, *compiled, *gguf, /*embed_weights=*/false);
+    if (w.ok()) {
+      absl::StatusOr<std::unique_ptr<PlanFile>> plan = PlanFile::Open(cache_file);
+      if (!plan.ok()) return plan.status();
+      if (log_) {
+        log_(absl::StrCat("compiled ", gguf->path(), " for ", device, " in ",
+                          absl::StrFormat("%.0f", ms), " ms into the plan cache: ", cache_file));
+      }
+      plan_path_ = cache_file;
+      return UsePlan(*std::move(plan));
+    }
+    if (log_) log_(absl::StrCat("plan cache: cannot write (", w.message(), "); running in memory"));
+  } else if (log_) {
+    log_(absl::StrCat("compiled ", gguf->path(), " for ", device, " in ",
+                      absl::StrFormat("%.0f", ms), " ms (in memory, not cached)"));
+  }
+  program_ = compiler::ToProgram(*compiled);
+  gguf_ = std::move(gguf);
+  return Finish();
+}
+
+absl::Status Model::UsePlan(std::unique_ptr<PlanFile> plan) {
+  absl::StatusOr<Program> program = LoadProgram(*plan);
+  if (!program.ok()) return program.status();
+  absl::StatusOr<std::unique_ptr<GgufFile>> gguf = plan->OpenModel();
+  if (!gguf.ok()) return gguf.status();
+  program_ = *std::move(program);
+  gguf_ = *std::move(gguf);
+  plan_ = std::move(plan);
+  return Finish();
+}
+
+absl::Status Model::Finish() {
+  const ir::Graph& graph = program_.graph;
+  n_ctx_ = MetaInt(graph, "n_ctx");
+  n_vocab_ = MetaInt(graph, "n_vocab");
+  if (n_ctx_ < 1 || n_vocab_ < 1 || graph.max_tokens < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        plan_path_.empty() ? path_ : plan_path_,
+        ": section GRAPH: the graph lacks n_ctx/n_vocab/max_tokens (n_ctx ", n_ctx_,
+        ", n_vocab ", n_vocab_, ", max_tokens ", graph.max_tokens, ")"));
+  }
+  absl::StatusOr<std::unique_ptr<Tokenizer>> tok = Tokenizer::FromGguf(*gguf_);
+  if (!tok.ok()) return tok.status();
+  tokenizer_ = *std::move(tok);
+  return absl::OkStatus();
+}
+
+std::string Model::chat_template_text() const {
+  const GgufValue* v = gguf_->Find("tokenizer.chat_template");
+  if (v == nullptr) return "";
+  absl::StatusOr<std::string_view> s = v->AsString();
+  return s.ok() ? std::string(*s) : "";
+}
+
+absl::StatusOr<std::unique_ptr<Executor>> Model::CreateExecutor(int threads) const {
+  BackendOptions o;
+  o.threads = threads;
+  return CreateBackend(program_, GgufWeights(*gguf_), o);
+}
+
+}  // namespace vibrant

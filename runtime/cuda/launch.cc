@@ -1,0 +1,230 @@
+// Enqueueing the dispatch table's launches (runtime/cuda/internal.h: Launcher).
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "runtime/cuda/internal.h"
+
+namespace vibrant::cuda {
+
+using dispatch::Arg;
+using dispatch::Launch;
+using dispatch::LaunchKind;
+
+std::string OpDesc(const ir::Graph& g, int op_index) {
+  if (op_index < 0 || op_index >= static_cast<int>(g.ops().size())) return absl::StrCat("#", op_index);
+  const ir::Op& op = g.ops()[op_index];
+  std::string out = absl::StrCat("#", op_index, " ", std::string(ir::OpName(op.kind)));
+  if (!op.outputs.empty()) {
+    const ir::Value& v = g.value(op.outputs[0]);
+    absl::StrAppend(&out, " -> '", v.name, "' ", std::string(DTypeName(v.dtype)), ir::ShapeToString(v.shape));
+  }
+  return out;
+}
+
+Launcher::Launcher(const ir::Graph& graph, const dispatch::Table& table, const DeviceMemory& mem,
+                   const KernelModule& module, RowMajorGemm* gemm, cudaStream_t stream, bool pdl,
+                   bool sync_each_op, bool profile)
+    : graph_(graph),
+      table_(table),
+      mem_(mem),
+      module_(module),
+      gemm_(gemm),
+      stream_(stream),
+      pdl_(pdl),
+      sync_each_op_(sync_each_op),
+      profile_(profile) {}
+
+Launcher::~Launcher() {
+  if (profile_) PrintProfile();
+  for (auto& [T, exec] : graphs_) cudaGraphExecDestroy(exec);
+  for (cudaEvent_t e : events_) cudaEventDestroy(e);
+}
+
+absl::Status Launcher::Enqueue(const Launch& l, int64_t T) {
+  const std::string what = absl::StrCat(l.name, " for op ", OpDesc(graph_, l.op));
+  switch (l.kind) {
+    case LaunchKind::kCopy:
+      return CudaStatus(cudaMemcpyAsync(mem_.Address(l.dst, T), mem_.Address(l.src, T),
+                                        static_cast<size_t>(l.bytes.Eval(T)), cudaMemcpyDeviceToDevice, stream_),
+                        absl::StrCat("CUDA backend: ", what));
+    case LaunchKind::kGemm: {
+      if (gemm_ == nullptr) return absl::InternalError("CUDA backend: a GEMM launch without cuBLASLt");
+      GemmShape s;
+      s.M = l.m.Eval(T);
+      s.N = l.n;
+      s.K = l.k;
+      s.lda = l.lda;
+      s.ldb = l.ldb;
+      s.ldo = l.ldo;
+      ++enqueued_;
+      ++gemm_calls_;
+      absl::Status st = gemm_->Run(s, mem_.Address(l.a, T), mem_.Address(l.b, T), nullptr,
+                                   static_cast<float*>(mem_.Address(l.out, T)), stream_);
+      if (!st.ok()) return absl::Status(st.code(), absl::StrCat("CUDA backend: ", what, ": ", st.message()));
+      return absl::OkStatus();
+    }
+    case LaunchKind::kKernel:
+      break;
+  }
+  std::vector<uint64_t> slots(l.args.size());
+  std::vector<void*> argp(l.args.size());
+  for (size_t i = 0; i < l.args.size(); ++i) {
+    const Arg& a = l.args[i];
+    uint64_t slot = 0;
+    switch (a.kind) {
+      case Arg::Kind::kPtr: {
+        void* p = mem_.Address(a.buf, T);
+        std::memcpy(&slot, &p, sizeof(p));
+        break;
+      }
+      case Arg::Kind::kI32: {
+        const int32_t v = static_cast<int32_t>(a.value.Eval(T));
+        std::memcpy(&slot, &v, 4);
+        break;
+      }
+      case Arg::Kind::kI64: {
+        const int64_t v = a.value.Eval(T);
+        std::memcpy(&slot, &v, 8);
+        break;
+      }
+      case Arg::Kind::kF32:
+        std::memcpy(&slot, &a.f, 4);
+        break;
+    }
+    slots[i] = slot;
+  }
+  for (size_t i = 0; i < slots.size(); ++i) argp[i] = &slots[i];
+  const dim3 grid(static_cast<unsigned>(l.grid[0].Eval(T)), static_cast<unsigned>(l.grid[1].Eval(T)),
+                  static_cast<unsigned>(l.grid[2].Eval(T)));
+  const dim3 block(l.block[0], l.block[1], l.block[2]);
+  const void* fn = reinterpret_cast<const void*>(module_.kernel(l.kernel));
+  ++enqueued_;
+  if (pdl_) {
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = l.smem;
+    cfg.stream = stream_;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    return CudaStatus(cudaLaunchKernelExC(&cfg, fn, argp.data()), absl::StrCat("CUDA backend: launching ", what));
+  }
+  return CudaStatus(cudaLaunchKernel(fn, grid, block, argp.data(), l.smem, stream_),
+                    absl::StrCat("CUDA backend: launching ", what));
+}
+
+absl::Status Launcher::Capture(int64_t T) {
+  VB_CUDA(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal),
+          "CUDA backend: beginning a CUDA graph capture");
+  const int64_t before = enqueued_;
+  const dispatch::BufRef& tok = table_.tokens;
+  absl::Status s = CudaStatus(cudaMemcpyAsync(mem_.Address(tok, T), mem_.io_host(), T * sizeof(int32_t),
+                                              cudaMemcpyHostToDevice, stream_),
+                              "CUDA backend: input copy");
+  if (s.ok() && table_.positions.region != dispatch::Region::kNone) {
+    s = CudaStatus(cudaMemcpyAsync(mem_.Address(table_.positions, T), mem_.io_host() + table_.max_tokens,
+                                   T * sizeof(int32_t), cudaMemcpyHostToDevice, stream_),
+                   "CUDA backend: input copy");
+  }
+  for (const Launch* l : dispatch::LaunchesFor(table_, T)) {
+    if (!s.ok()) break;
+    s = Enqueue(*l, T);
+  }
+  if (s.ok()) {
+    s = CudaStatus(cudaMemcpyAsync(mem_.logits_host(), mem_.Address(table_.logits, T),
+                                   table_.logits_elems.Eval(T) * sizeof(float), cudaMemcpyDeviceToHost, stream_),
+                   "CUDA backend: logits copy");
+  }
+  cudaGraph_t g = nullptr;
+  const cudaError_t end = cudaStreamEndCapture(stream_, &g);
+  if (s.ok()) s = CudaStatus(end, "CUDA backend: ending the CUDA graph capture");
+  cudaGraphExec_t exec = nullptr;
+  if (s.ok()) s = CudaStatus(cudaGraphInstantiate(&exec, g, 0), "CUDA backend: instantiating the CUDA graph");
+  if (g != nullptr) cudaGraphDestroy(g);
+  // The launches were recorded, not run: the counters count replays.
+  const int64_t captured = enqueued_ - before;
+  enqueued_ = before;
+  if (!s.ok()) {
+    cudaGetLastError();
+    return s;
+  }
+  graphs_[T] = exec;
+  graph_launches_[T] = captured;
+  return absl::OkStatus();
+}
+
+absl::Status Launcher::RunStep(int64_t T) {
+  if (T <= table_.graph_max_tokens && graph_note_.empty() && !sync_each_op_ && !profile_) {
+    if (graphs_.count(T) == 0) {
+      if (absl::Status s = Capture(T); !s.ok()) graph_note_ = std::string(s.message());
+    }
+    auto it = graphs_.find(T);
+    if (it != graphs_.end()) {
+      enqueued_ += graph_launches_[T];
+      return CudaStatus(cudaGraphLaunch(it->second, stream_), "CUDA backend: launching the CUDA graph");
+    }
+  }
+  VB_CUDA(cudaMemcpyAsync(mem_.Address(table_.tokens, T), mem_.io_host(), T * sizeof(int32_t),
+                          cudaMemcpyHostToDevice, stream_),
+          "CUDA backend: input copy");
+  if (table_.positions.region != dispatch::Region::kNone) {
+    VB_CUDA(cudaMemcpyAsync(mem_.Address(table_.positions, T), mem_.io_host() + table_.max_tokens,
+                            T * sizeof(int32_t), cudaMemcpyHostToDevice, stream_),
+            "CUDA backend: input copy");
+  }
+  const std::vector<const Launch*> ls = dispatch::LaunchesFor(table_, T);
+  if (profile_) {
+    while (events_.size() < 2 * ls.size()) {
+      cudaEvent_t e = nullptr;
+      VB_CUDA(cudaEventCreate(&e), "CUDA backend: profiling event");
+      events_.push_back(e);
+    }
+  }
+  for (size_t i = 0; i < ls.size(); ++i) {
+    if (profile_) VB_CUDA(cudaEventRecord(events_[2 * i], stream_), "CUDA backend: profiling event");
+    VB_RETURN_IF_ERROR(Enqueue(*ls[i], T));
+    if (profile_) VB_CUDA(cudaEventRecord(events_[2 * i + 1], stream_), "CUDA backend: profiling event");
+    if (sync_each_op_) {
+      VB_CUDA(cudaStreamSynchronize(stream_),
+              absl::StrCat("CUDA backend: ", ls[i]->name, " for op ", OpDesc(graph_, ls[i]->op), " failed"));
+    }
+  }
+  VB_CUDA(cudaMemcpyAsync(mem_.logits_host(), mem_.Address(table_.logits, T),
+                          table_.logits_elems.Eval(T) * sizeof(float), cudaMemcpyDeviceToHost, stream_),
+          "CUDA backend: logits copy");
+  if (profile_) {
+    VB_CUDA(cudaStreamSynchronize(stream_), "CUDA backend: profiled step");
+    for (size_t i = 0; i < ls.size(); ++i) {
+      float ms = 0;
+      cudaEventElapsedTime(&ms, events_[2 * i], events_[2 * i + 1]);
+      ProfileEntry& e = profile_by_kernel_[absl::StrCat(ls[i]->name, T == 1 ? " (T=1)" : " (T>1)")];
+      ++e.calls;
+      e.ms += ms;
+    }
+    ++profiled_steps_;
+  }
+  return absl::OkStatus();
+}
+
+void Launcher::PrintProfile() const {
+  std::vector<std::pair<std::string, ProfileEntry>> rows(profile_by_kernel_.begin(), profile_by_kernel_.end());
+  std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.second.ms > b.second.ms; });
+  double total = 0;
+  for (const auto& r : rows) total += r.second.ms;
+  std::fprintf(stderr, "vibrant cuda profile: %lld steps, %.3f ms of kernels (direct launches)\n",
+               static_cast<long long>(profiled_steps_), total);
+  for (const auto& [name, e] : rows) {
+    std::fprintf(stderr, "  %-34s %7lld calls %10.3f ms %5.1f%% %9.2f us/call\n", name.c_str(),
+                 static_cast<long long>(e.calls), e.ms, total > 0 ? 100 * e.ms / total : 0.0,
+                 1000 * e.ms / std::max<int64_t>(e.calls, 1));
+  }
+}
+
+}  // namespace vibrant::cuda
