@@ -35,7 +35,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   lower.max_tokens = 1 + size % 8;
   lower.n_ctx = size % 3 == 0 ? 0 : 16;
   lower.all_logits = size % 2 == 0;
-  lower.kv_dtype = size % 5 == 0 ? vibrant::DType::kF32 : vibrant::DType::kF16;
+  // Cache types as --cache-type-k/-v give them (q8_0 needs head_dim % 32 == 0).
+  constexpr vibrant::DType kCache[] = {vibrant::DType::kF16, vibrant::DType::kF32, vibrant::DType::kQ8_0};
+  lower.cache_type_k = kCache[size % 5 % 3];
+  lower.cache_type_v = kCache[size % 7 % 3];
   absl::StatusOr<vibrant::ir::Graph> g = vibrant::LowerGguf(**f, lower);
   if (!g.ok()) {
     Check(!g.status().message().empty(), "errors have a message");
