@@ -16,6 +16,8 @@
 #              (long local runs: VIBRANT_FUZZ_VOCAB_DIR=../shared/tokenizer)
 #                                                             frontends/tokenizer/tokenizer_fuzzer.cc
 #   lower      lowering and the compile pipeline              frontends/lower/lower_fuzzer.cc
+#   chat       chat template recognition (tokenizer.chat_template) and
+#              rendering                                      frontends/chat/chat_template_fuzzer.cc
 #
 # Seeds: the committed tests/fuzz/seeds/TARGET/, plus fresh ones written by
 # tests/fuzz/fuzz_seeds and frontends/gguf/gguf_fuzz_seeds at every run.
@@ -31,7 +33,7 @@ build=${FUZZ_BUILD_DIR:-$root/build-fuzz}
 jobs=${FUZZ_BUILD_JOBS:-2}
 cc=${FUZZ_CC:-clang}
 cxx=${FUZZ_CXX:-clang++}
-all_targets=(gguf plan ir_text ir_binary tokenizer lower)
+all_targets=(gguf plan ir_text ir_binary tokenizer lower chat)
 
 if [ "$target" = all ]; then
   targets=("${all_targets[@]}")
@@ -56,13 +58,19 @@ cmake -S "$root" -B "$build" -G Ninja \
   -DVIBRANT_FUZZ=ON -DVIBRANT_BUILD_TESTS=OFF -DVIBRANT_BUILD_BENCH=OFF -DVIBRANT_CUDA=OFF \
   >"$build/configure.log" 2>&1 || { cat "$build/configure.log" >&2; exit 1; }
 fuzzers=()
-for t in "${targets[@]}"; do fuzzers+=("${t}_fuzzer"); done
+for t in "${targets[@]}"; do
+  case "$t" in
+    chat) fuzzers+=(chat_template_fuzzer) ;;
+    *) fuzzers+=("${t}_fuzzer") ;;
+  esac
+done
 ninja -C "$build" -j"$jobs" "${fuzzers[@]}" fuzz_seeds gguf_fuzz_seeds
 
 # Fresh seeds every run (the committed ones may predate a format change).
 fresh="$build/seeds"
 rm -rf "$fresh"
-mkdir -p "$fresh/gguf" "$fresh/plan" "$fresh/ir_text" "$fresh/ir_binary" "$fresh/tokenizer" "$fresh/lower"
+mkdir -p "$fresh/gguf" "$fresh/plan" "$fresh/ir_text" "$fresh/ir_binary" "$fresh/tokenizer" "$fresh/lower" \
+  "$fresh/chat"
 "$build/tests/fuzz/fuzz_seeds" "$fresh"
 model="$root/tests/data/stories260K.gguf"
 "$build/frontends/gguf/gguf_fuzz_seeds" "$fresh/gguf" "$model"
@@ -75,6 +83,7 @@ binary_of() {
     ir_binary) echo "$build/ir/ir_binary_fuzzer" ;;
     tokenizer) echo "$build/frontends/tokenizer/tokenizer_fuzzer" ;;
     lower) echo "$build/frontends/lower/lower_fuzzer" ;;
+    chat) echo "$build/frontends/chat/chat_template_fuzzer" ;;
   esac
 }
 
@@ -94,8 +103,11 @@ for t in "${targets[@]}"; do
   fi
   echo "fuzz.sh: fuzzing $t for $what" >&2
   set +e
+  # cuda plans (their DISPATCH sections) reach 200 KB; other inputs stay small.
+  max_len=131072
+  [ "$t" = plan ] && max_len=262144
   "$(binary_of "$t")" "$corpus" "${seed_dirs[@]}" "${limit[@]}" \
-    -max_len=131072 -rss_limit_mb=2048 -timeout=20 -print_final_stats=1 \
+    -max_len="$max_len" -rss_limit_mb=2048 -timeout=20 -print_final_stats=1 \
     -artifact_prefix="$artifacts/" 2>"$build/fuzz-$t.log"
   rc=$?
   set -e
