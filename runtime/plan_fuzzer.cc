@@ -27,6 +27,7 @@
 #include "runtime/plan.h"
 #include "runtime/plan_edit.h"
 #include "runtime/plan_validate.h"
+#include "runtime/program.h"
 
 extern "C" size_t LLVMFuzzerMutate(uint8_t* data, size_t size, size_t max_size);
 
@@ -112,6 +113,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (!(*plan)->dispatch().empty()) {
     absl::StatusOr<vibrant::dispatch::Table> t = vibrant::dispatch::Parse((*plan)->dispatch(), "fuzz.plan");
     Check(t.ok() || !t.status().message().empty(), "dispatch errors have a message");
+    // What the CUDA backend loads: graph, DISPATCH and KERNELS, cross-checked.
+    absl::StatusOr<vibrant::Program> program = vibrant::LoadProgram(**plan);
+    Check(program.ok() || !program.status().message().empty(), "program errors have a message");
+    if (program.ok() && program->dispatch.has_value()) {
+      Check(program->dispatch->values.size() == program->graph.values().size(),
+            "a loaded program's table describes every value");
+    }
   }
   absl::StatusOr<vibrant::ir::Graph> graph = (*plan)->LoadGraph();
   if (!graph.ok()) return 0;

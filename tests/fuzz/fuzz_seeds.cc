@@ -3,8 +3,10 @@
 //
 //   fuzz_seeds OUT_DIR
 //
-// OUT_DIR/lower/      tiny llama and qwen2 GGUFs (f32, f16, q8_0 matrices)
-// OUT_DIR/plan/       plans compiled from them, the GGUF embedded
+// OUT_DIR/lower/      tiny llama, qwen2, qwen3, gemma3, phi3 and qwen3moe GGUFs
+//                     (f32, f16, q8_0 matrices)
+// OUT_DIR/plan/       plans compiled from them, the GGUF embedded; in a build
+//                     with CUDA also cuda plans (DISPATCH; a stand-in KERNELS)
 // OUT_DIR/ir_binary/  their graphs, serialized, before and after the passes
 // OUT_DIR/ir_text/    the same graphs as text
 // OUT_DIR/tokenizer/  a selector byte, a flags byte, then text; and 0xFF then
@@ -27,6 +29,7 @@
 #include "frontends/lower/lower.h"
 #include "ir/printer.h"
 #include "ir/serialize.h"
+#include "runtime/kernel_bundle.h"
 
 namespace vibrant {
 namespace {
@@ -41,17 +44,16 @@ bool WriteBytes(const std::string& path, const std::string& bytes) {
   return std::fclose(f) == 0 && ok;
 }
 
-// A GGUF of `spec` with small random weights and, when `vocab`, a
-// SentencePiece vocabulary of spec.n_vocab tokens.
-absl::StatusOr<std::string> TinyModel(const TransformerSpec& spec, bool vocab) {
-  const ModelShapes shapes = ShapesFromSpec(spec);
+// A GGUF of `shapes` with small random weights and, when `vocab`, a
+// SentencePiece vocabulary of n_vocab tokens.
+absl::StatusOr<std::string> TinyModel(const ModelShapes& shapes, int64_t n_vocab, bool vocab) {
   GgufWriter w;
   for (const auto& [key, value] : shapes.metadata) w.AddMetadata(key, value);
   if (vocab) {
     std::vector<std::string> tokens = {"<unk>", "<s>", "</s>"};
     std::vector<float> scores = {0, 0, 0};
     std::vector<int32_t> types = {2, 3, 3};
-    while (static_cast<int64_t>(tokens.size()) < spec.n_vocab) {
+    while (static_cast<int64_t>(tokens.size()) < n_vocab) {
       tokens.push_back(absl::StrCat("\xE2\x96\x81t", tokens.size()));
       scores.push_back(-static_cast<float>(tokens.size()));
       types.push_back(1);
@@ -89,7 +91,7 @@ TransformerSpec Spec(const std::string& arch, DType type) {
   TransformerSpec s;
   s.name = "seed";
   s.arch = arch;
-  s.n_layer = 1;
+  s.n_layer = arch == "gemma3" ? 2 : 1;  // gemma3: a local and a global layer
   s.n_embd = 32;
   s.n_head = 2;
   s.n_head_kv = 1;
@@ -97,9 +99,84 @@ TransformerSpec Spec(const std::string& arch, DType type) {
   s.n_vocab = 32;
   s.n_ctx_train = 64;
   s.qkv_bias = arch == "qwen2";
-  s.tied_embeddings = arch == "qwen2";
+  s.tied_embeddings = arch == "qwen2" || arch == "gemma3";
   s.matrix_type = type;
   return s;
+}
+
+GgufTensorInfo Tensor(std::string name, std::vector<int64_t> dims, DType type) {
+  GgufTensorInfo t;
+  t.name = std::move(name);
+  t.dims = std::move(dims);
+  t.type = type;
+  int64_t n = 1;
+  for (int64_t d : t.dims) n *= d;
+  t.bytes = static_cast<uint64_t>(DTypeBytes(type, n).value_or(0));
+  return t;
+}
+
+// The tensors and keys the newer architectures add to (or replace in) the
+// llama-shaped table ShapesFromSpec writes under their name, as
+// llama.cpp's converter writes them (frontends/lower/lower.cc reads them):
+// qwen3 q/k head norms; gemma3 those plus post-norms and a sliding window
+// (pattern 2: layer 0 local, layer 1 global); phi3 the fused attn_qkv and
+// gate+up in ffn_up (weight views, GRAPH format 4); qwen3moe head norms and
+// 4 experts, 2 used (moe_topk, moe_weights, matmul_id, moe_sum).
+ModelShapes ShapesFor(const TransformerSpec& spec) {
+  ModelShapes m = ShapesFromSpec(spec);
+  const std::string& a = spec.arch;
+  if (a == "llama" || a == "qwen2") return m;
+  const int64_t D = spec.n_embd, hd = D / spec.n_head, F = spec.n_ff, E = 4;
+  const int64_t q = spec.n_head * hd, kv = spec.n_head_kv * hd;
+  const DType mat = spec.matrix_type;
+  auto u32 = [&](const std::string& key, int64_t v) {
+    m.metadata.emplace_back(a + "." + key, GgufValue::Uint(GgufType::kUint32, static_cast<uint64_t>(v)));
+  };
+  std::vector<GgufTensorInfo> out;
+  for (GgufTensorInfo& t : m.tensors) {
+    const std::string& n = t.name;
+    auto ends = [&](const std::string& suffix) {
+      return n.size() >= suffix.size() && n.compare(n.size() - suffix.size(), suffix.size(), suffix) == 0;
+    };
+    const std::string blk = n.substr(0, n.find('.', 4) + 1);  // "blk.L."
+    if (a == "phi3" && (ends("attn_k.weight") || ends("attn_v.weight") || ends("ffn_gate.weight"))) continue;
+    if (a == "phi3" && ends("attn_q.weight")) {
+      out.push_back(Tensor(blk + "attn_qkv.weight", {D, q + 2 * kv}, mat));
+      continue;
+    }
+    if (a == "phi3" && ends("ffn_up.weight")) {
+      out.push_back(Tensor(blk + "ffn_up.weight", {D, 2 * F}, mat));
+      continue;
+    }
+    if (a == "qwen3moe" && (ends("ffn_gate.weight") || ends("ffn_up.weight"))) continue;
+    if (a == "qwen3moe" && ends("ffn_down.weight")) {
+      out.push_back(Tensor(blk + "ffn_gate_inp.weight", {D, E}, DType::kF32));
+      out.push_back(Tensor(blk + "ffn_gate_exps.weight", {D, F, E}, mat));
+      out.push_back(Tensor(blk + "ffn_up_exps.weight", {D, F, E}, mat));
+      out.push_back(Tensor(blk + "ffn_down_exps.weight", {F, D, E}, mat));
+      continue;
+    }
+    out.push_back(t);
+    if (ends("attn_norm.weight") && a != "phi3") {
+      out.push_back(Tensor(blk + "attn_q_norm.weight", {hd}, DType::kF32));
+      out.push_back(Tensor(blk + "attn_k_norm.weight", {hd}, DType::kF32));
+    }
+    if (a == "gemma3" && ends("attn_norm.weight")) {
+      out.push_back(Tensor(blk + "post_attention_norm.weight", {D}, DType::kF32));
+      out.push_back(Tensor(blk + "post_ffw_norm.weight", {D}, DType::kF32));
+    }
+  }
+  m.tensors = std::move(out);
+  if (a == "gemma3") {
+    u32("attention.sliding_window", 2);
+    u32("attention.sliding_window_pattern", 2);
+  }
+  if (a == "qwen3moe") {
+    u32("expert_count", E);
+    u32("expert_used_count", 2);
+    u32("expert_feed_forward_length", F);
+  }
+  return m;
 }
 
 absl::StatusOr<std::string> VocabOnly(const GgufFile& src) {
@@ -132,8 +209,13 @@ int Main(int argc, char** argv) {
   for (const auto& [arch, type, name] :
        std::vector<std::tuple<std::string, DType, std::string>>{{"llama", DType::kF32, "llama-f32"},
                                                                 {"llama", DType::kQ8_0, "llama-q8_0"},
-                                                                {"qwen2", DType::kF16, "qwen2-f16"}}) {
-    absl::StatusOr<std::string> gguf = TinyModel(Spec(arch, type), arch == "llama");
+                                                                {"qwen2", DType::kF16, "qwen2-f16"},
+                                                                {"qwen3", DType::kF16, "qwen3-f16"},
+                                                                {"gemma3", DType::kF32, "gemma3-f32"},
+                                                                {"phi3", DType::kQ8_0, "phi3-q8_0"},
+                                                                {"qwen3moe", DType::kF16, "qwen3moe-f16"}}) {
+    const TransformerSpec spec = Spec(arch, type);
+    absl::StatusOr<std::string> gguf = TinyModel(ShapesFor(spec), spec.n_vocab, arch == "llama");
     if (!gguf.ok()) {
       fail(name, gguf.status());
       continue;
@@ -168,6 +250,29 @@ int Main(int argc, char** argv) {
                                                  /*embed_weights=*/true);
         !s.ok()) {
       fail(name, s);
+    }
+    // A cuda plan (in a build with CUDA: the committed seeds have them) for
+    // the DISPATCH parser and LoadProgram's cross-checks: the dispatch table
+    // as compiled, with a stand-in KERNELS section (CUBIN and PTX are opaque
+    // to the host; the real ones are megabytes).
+    co.device = "cuda";
+    co.arch = "sm_90";
+    co.sm_count = 132;
+    co.compile_kernels = false;
+    absl::StatusOr<compiler::Compiled> cu = compiler::CompileGguf(**file, co);
+    if (cu.ok() && cu->dispatch.has_value()) {
+      KernelBundle stand_in;
+      stand_in.arch = "sm_90";
+      stand_in.nvrtc_version = "0.0";
+      stand_in.cubin = "cubin";
+      stand_in.ptx = "ptx";
+      cu->kernels = SerializeKernelBundle(stand_in);
+      ok &= WriteBytes(absl::StrCat(dir, "/ir_binary/", name, ".cuda.bin"), ir::SerializeGraph(cu->graph));
+      if (absl::Status s = compiler::WritePlanFile(absl::StrCat(dir, "/plan/", name, ".cuda.plan"), *cu, **file,
+                                                   /*embed_weights=*/true);
+          !s.ok()) {
+        fail(absl::StrCat(name, " (cuda)"), s);
+      }
     }
   }
 
