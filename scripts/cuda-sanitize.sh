@@ -10,9 +10,12 @@
 #   run:         carry [".devdeps"], command: bash scripts/cuda-sanitize.sh
 #
 # Environment: TOOLS (memcheck racecheck initcheck), FILTER (a gtest filter for
-# cuda_executor_test, default all), CONFORMANCE (the gpu_conformance_test
-# filter, default the bundled stories260K only: every shared model under
-# memcheck takes long), BUILD (build-sanitize).
+# cuda_executor_test, default all), ATTENTION (the attention_gpu_test filter,
+# default all: the tensor-core kernels' shared memory under racecheck),
+# CONFORMANCE (the gpu_conformance_test filter, default the bundled
+# stories260K plus the q4_k_m phi3 (weight views), qwen3moe (matmul_id) and
+# gemma3 (sliding window) models when ../shared/next is there: every shared
+# model under memcheck takes long), BUILD (build-sanitize).
 #
 # Kernels are 10-100x slower under the tools; the CUDA graph and programmatic
 # dependent launch paths are exercised as they are (VIBRANT_CUDA_PDL=0
@@ -25,7 +28,8 @@ mkdir -p "$OUT"
 B=${BUILD:-build-sanitize}
 TOOLS=${TOOLS:-memcheck racecheck initcheck}
 FILTER=${FILTER:-*}
-CONFORMANCE=${CONFORMANCE:-*stories260K*}
+ATTENTION=${ATTENTION:-*}
+CONFORMANCE=${CONFORMANCE:-*stories260K*:*phi3_q4_k_m*:*qwen3moe_q4_k_m*:*gemma3_q4_k_m*}
 CS=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
 if [ ! -x "$CS" ]; then
   echo "cuda-sanitize: compute-sanitizer not found (it ships with the CUDA toolkit)" >&2
@@ -37,7 +41,7 @@ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/gpu
 t0=$(date +%s)
 cmake -S . -B $B -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DVIBRANT_BUILD_BENCH=OFF \
   > "$OUT/sanitize-cmake.log" 2>&1 || { tail -40 "$OUT/sanitize-cmake.log"; exit 1; }
-ninja -C $B -j16 vibrantc vibrant-run cuda_executor_test gpu_conformance_test cublaslt_test \
+ninja -C $B -j16 vibrantc vibrant-run cuda_executor_test gpu_conformance_test cublaslt_test attention_gpu_test \
   > "$OUT/sanitize-build.log" 2>&1 || { grep -E "error" -A6 "$OUT/sanitize-build.log" | head -60; exit 1; }
 echo "build: $(( $(date +%s) - t0 )) s"
 
@@ -69,6 +73,7 @@ for tool in $TOOLS; do
   run executor "$tool" $B/runtime/cuda/cuda_executor_test --gtest_filter="$FILTER"
   [ "$tool" = initcheck ] && continue
   run cublaslt "$tool" $B/runtime/cuda/cublaslt_test
+  run attention "$tool" $B/codegen/attention_gpu_test --gtest_filter="$ATTENTION"
   run conformance "$tool" $B/tests/gpu_conformance_test --gtest_filter="$CONFORMANCE"
   run stories "$tool" $B/tools/vibrant-run/vibrant-run /tmp/sanitize-s.plan -p "Once upon a time" \
     -n 16 --temp 0
