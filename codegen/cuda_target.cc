@@ -5,6 +5,7 @@
 #include <map>
 #include <string>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -12,6 +13,8 @@
 #include "codegen/kernel_source.h"
 #include "codegen/kernels/attention_mma.h"
 #include "codegen/kernels/families.h"
+#include "codegen/kernels/persistent.h"
+#include "passes/schedule_decode.h"
 
 namespace vibrant::codegen {
 namespace {
@@ -799,7 +802,71 @@ absl::StatusOr<std::vector<KernelVariant>> CudaTarget::SelectKernels(const Graph
   return vs;
 }
 
-absl::StatusOr<dispatch::Table> LowerDispatch(const Graph& g, const CudaTargetOptions& opts) {
+namespace {
+
+// The launches of T = 1 as one persistent kernel (see LowerDispatch).
+absl::Status SchedulePersistent(const Graph& g, const CudaTargetOptions& opts, dispatch::Table& t,
+                                std::string* persistent_source) {
+  auto bps = g.meta.find(passes::kDecodeBlocksPerSmKey);
+  const int64_t blocks_per_sm =
+      bps != g.meta.end() && std::holds_alternative<int64_t>(bps->second) ? std::get<int64_t>(bps->second) : 0;
+  std::vector<int> step;
+  for (int i = 0; i < static_cast<int>(t.launches.size()); ++i) {
+    if (t.launches[i].t_min <= 1 && 1 <= t.launches[i].t_max) step.push_back(i);
+  }
+  const std::string module = ModuleSource(KernelSetForGraph(g));
+  absl::StatusOr<PersistentSchedule> p =
+      BuildPersistentSchedule(t, step, module, opts.sm_count, static_cast<int>(blocks_per_sm));
+  if (!p.ok()) return p.status();
+  if (persistent_source != nullptr) {
+    absl::StatusOr<std::string> src = PersistentSource(module, *p);
+    if (!src.ok()) return src.status();
+    *persistent_source = *std::move(src);
+  }
+  // The op-by-op launches of T = 1 stay for --verify and profiling.
+  std::vector<Launch> out;
+  for (Launch& l : t.launches) {
+    if (l.t_min <= 1 && 1 <= l.t_max) {
+      if (l.t_max > 1) {
+        Launch rest = l;
+        rest.t_min = 2;
+        l.t_max = 1;
+        l.runs_in = dispatch::RunsIn::kPerOpOnly;
+        out.push_back(std::move(l));
+        out.push_back(std::move(rest));
+        continue;
+      }
+      l.runs_in = dispatch::RunsIn::kPerOpOnly;
+    }
+    out.push_back(std::move(l));
+  }
+  Launch k;
+  k.op = 0;  // the last op of the step (errors name it)
+  for (const Launch& l : out) {
+    if (l.runs_in == dispatch::RunsIn::kPerOpOnly) k.op = l.op;
+  }
+  k.t_min = k.t_max = 1;
+  k.runs_in = dispatch::RunsIn::kScheduledOnly;
+  k.kind = LaunchKind::kKernel;
+  k.name = kPersistentKernelName;
+  k.kernel = static_cast<int>(t.kernels.size());
+  t.kernels.push_back(k.name);
+  k.grid[0] = TExpr::Const(p->blocks);
+  k.block[0] = static_cast<uint32_t>(p->threads);
+  t.region_bytes[static_cast<int>(Region::kState)] = PersistentStateBytes(*p);
+  for (Region r : {Region::kArena, Region::kWeights, Region::kKv, Region::kScratch, Region::kState}) {
+    const int64_t bytes = t.region_bytes[static_cast<int>(r)];
+    k.args.push_back(Arg::Ptr(bytes > 0 ? BufRef{r, TExpr::Const(0), TExpr::Const(bytes)} : BufRef{}));
+  }
+  out.push_back(std::move(k));
+  t.launches = std::move(out);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<dispatch::Table> LowerDispatch(const Graph& g, const CudaTargetOptions& opts,
+                                              std::string* persistent_source) {
   dispatch::Table t;
   t.max_tokens = g.max_tokens;
   t.graph_max_tokens = opts.cuda_graphs ? 1 : 0;
@@ -887,6 +954,10 @@ absl::StatusOr<dispatch::Table> LowerDispatch(const Graph& g, const CudaTargetOp
   }
   t.region_bytes[static_cast<int>(Region::kScratch)] = AlignUp(env.scratch_need);
   t.kernels = env.kernels;
+  auto sched = g.meta.find(passes::kDecodeScheduleKey);
+  if (sched != g.meta.end() && sched->second == ir::AttrValue(std::string("persistent"))) {
+    if (absl::Status s = SchedulePersistent(g, opts, t, persistent_source); !s.ok()) return s;
+  }
   t.values = env.value;
   // The step's I/O: the device buffers the host inputs are copied into, and
   // the one the logits are copied from.

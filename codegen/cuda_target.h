@@ -91,7 +91,12 @@ class CudaTarget : public passes::KernelTarget {
 // each op's variants as launches (exactly the IR's kernels[...] lists; a
 // mismatch is an internal error). Every op must be on the cuda device except
 // the step inputs' and logits' transfers.
-absl::StatusOr<dispatch::Table> LowerDispatch(const ir::Graph& g, const CudaTargetOptions& opts);
+// With the graph's meta decode_schedule="persistent" (passes/schedule_decode.h)
+// the launches of T = 1 become tasks of one persistent kernel
+// (codegen/kernels/persistent.h), whose source, to be appended to the
+// module's, goes to `persistent_source` when given.
+absl::StatusOr<dispatch::Table> LowerDispatch(const ir::Graph& g, const CudaTargetOptions& opts,
+                                              std::string* persistent_source = nullptr);
 
 }  // namespace vibrant::codegen
 

@@ -72,6 +72,7 @@ absl::StatusOr<Compiled> CompileGraph(ir::Graph graph, const CompileOptions& opt
   const codegen::CudaTarget target(target_opts);
   if (out.device == "cuda") ctx.cuda_kernels = &target;
   ctx.explain_devices = opts.explain_devices;
+  ctx.decode_blocks_per_sm = opts.decode_blocks_per_sm;
   out.before = passes::ComputeGraphStats(graph);
   std::ostringstream discard;
   std::ostream& log = opts.log != nullptr ? *opts.log : discard;
@@ -102,15 +103,17 @@ absl::StatusOr<Compiled> CompileGraph(ir::Graph graph, const CompileOptions& opt
   };
 #ifdef VIBRANT_WITH_CUDA
   if (out.device == "cuda") {
-    absl::StatusOr<dispatch::Table> table = codegen::LowerDispatch(graph, target_opts);
+    std::string persistent;
+    absl::StatusOr<dispatch::Table> table = codegen::LowerDispatch(graph, target_opts, &persistent);
     if (!table.ok()) return table.status();
-    const std::string source = codegen::ModuleSource(codegen::KernelSetForGraph(graph));
+    const std::string source = codegen::ModuleSource(codegen::KernelSetForGraph(graph)) + persistent;
     for (const std::string& name : table->kernels) {
       if (source.find(absl::StrCat(" ", name, "(")) == std::string::npos) {
         return absl::InternalError(absl::StrCat("the dispatch table launches kernel ", name,
                                                 ", which the generated module does not define"));
       }
     }
+    out.kernel_source = source;
     out.dispatch = dispatch::Serialize(*table);
     out.arch = arch;
     out.dispatch_table = *table;

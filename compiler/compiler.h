@@ -49,6 +49,9 @@ struct CompileOptions {
   // Attention on tensor cores (f16 operands) where the kernels serve the
   // cache; false: the scalar split kernels (f32 math; not for q8_0 caches).
   bool flash_attention = true;
+  // A step of one token as one persistent kernel with this many blocks per
+  // multiprocessor (passes/schedule_decode.h); 0: one launch per op.
+  int decode_blocks_per_sm = 2;
   // cuda: compile the kernels with NVRTC (false: the IR and the dispatch
   // table only, for checks that need no binaries).
   bool compile_kernels = true;
@@ -67,6 +70,7 @@ struct Compiled {
   std::optional<std::string> dispatch;
   std::string arch;         // cuda: the architecture compiled for
   bool kernels_from_cache = false;
+  std::string kernel_source;  // cuda: the module's CUDA C++ (vibrantc compile --emit-cuda)
   int64_t cubin_bytes = 0, ptx_bytes = 0;
   passes::GraphStats before, after;  // around the passes
   std::vector<std::string> notes;    // pass notes (--explain-devices), in order

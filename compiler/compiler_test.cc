@@ -51,9 +51,28 @@ TEST(CompilerCuda, TheTableHoldsExactlyTheIrsLaunches) {
         if (k.t_min <= T && T <= k.t_max) from_ir.insert(from_ir.end(), k.launches.begin(), k.launches.end());
       }
     }
-    for (const dispatch::Launch* l : dispatch::LaunchesFor(t, T)) from_table.push_back(l->name);
+    // Per op; a plain run of T = 1 is the persistent kernel (schedule-decode)
+    // whose tasks are exactly these launches.
+    for (const dispatch::Launch* l : dispatch::LaunchesFor(t, T, /*per_op=*/true)) from_table.push_back(l->name);
     EXPECT_EQ(from_ir, from_table) << "T=" << T;
+    std::vector<std::string> plain;
+    for (const dispatch::Launch* l : dispatch::LaunchesFor(t, T)) plain.push_back(l->name);
+    if (T == 1) {
+      EXPECT_EQ(plain, std::vector<std::string>{"vb_decode_step"});
+    } else {
+      EXPECT_EQ(plain, from_table) << "T=" << T;
+    }
   }
+  // --decode-schedule ops: T = 1 op by op too.
+  CompileOptions ops;
+  ops.decode_blocks_per_sm = 0;
+  auto c_ops = CompileTinyQwen2(ops);
+  ASSERT_TRUE(c_ops.ok()) << c_ops.status();
+  EXPECT_EQ(c_ops->graph.meta.count("decode_schedule"), 0u);
+  std::vector<std::string> ops_names, per_op_names;
+  for (const dispatch::Launch* l : dispatch::LaunchesFor(*c_ops->dispatch_table, 1)) ops_names.push_back(l->name);
+  for (const dispatch::Launch* l : dispatch::LaunchesFor(t, 1, true)) per_op_names.push_back(l->name);
+  EXPECT_EQ(ops_names, per_op_names);
   // cuBLASLt GEMMs from 32 rows, none at decode.
   bool gemm_at_32 = false, gemm_at_1 = false;
   for (const dispatch::Launch* l : dispatch::LaunchesFor(t, 32)) gemm_at_32 |= l->kind == dispatch::LaunchKind::kGemm;
@@ -82,7 +101,7 @@ TEST(CompilerCuda, TheTableRoundTripsAndEveryTruncationIsAnError) {
   std::string version = bytes;
   version[4] = 9;
   auto r = dispatch::Parse(Bytes(version), "plan.bin: section DISPATCH");
-  EXPECT_THAT(std::string(r.status().message()), HasSubstr("dispatch table format 9, this runtime reads 1: recompile"));
+  EXPECT_THAT(std::string(r.status().message()), HasSubstr("dispatch table format 9, this runtime reads 2: recompile"));
 }
 
 TEST(CompilerCuda, BuffersOutsideTheirRegionAreRejected) {

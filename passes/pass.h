@@ -58,6 +58,9 @@ struct PassContext {
   // Human-readable notes passes want to report (e.g. --explain-devices).
   std::vector<std::string> notes;
   bool explain_devices = false;
+  // schedule-decode: blocks per multiprocessor of the persistent decode
+  // kernel (0: one launch per op at T = 1).
+  int decode_blocks_per_sm = 2;
 };
 
 struct Pass {

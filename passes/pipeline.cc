@@ -21,6 +21,7 @@
 #include "passes/plan_memory.h"
 #include "passes/quantize_activations.h"
 #include "passes/repack_weights.h"
+#include "passes/schedule_decode.h"
 #include "passes/select_kernels.h"
 
 namespace vibrant::passes {
@@ -150,6 +151,8 @@ Pipeline DefaultPipeline() {
   // for the values those kernels read and write.
   passes.push_back(SelectKernels());
   passes.push_back(PlanMemory());
+  // How a step of one token runs: one persistent kernel, or op by op.
+  passes.push_back(ScheduleDecode());
   return Pipeline(std::move(passes));
 }
 

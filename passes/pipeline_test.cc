@@ -42,7 +42,7 @@ TEST(PipelineTest, DefaultPipelineOrder) {
   const std::vector<std::string> names = Names(DefaultPipeline());
   EXPECT_THAT(names, ElementsAre("dce", "assign-devices", "fold-bias", "fuse-elementwise", "combine-matmuls",
                                  "quantize-activations", "dce", "repack-weights", "select-kernels",
-                                 "plan-memory"));
+                                 "plan-memory", "schedule-decode"));
   const Pipeline pipeline = DefaultPipeline();
   for (const Pass& p : pipeline.passes()) {
     const bool optional =
@@ -61,7 +61,7 @@ TEST(PipelineTest, DisablingUnknownOrRequiredPassesIsAnError) {
   absl::Status s = DefaultPipeline().Run(*g, ctx, opts, log);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(s.message()), HasSubstr("--disable-pass=fusion: no such pass (passes: dce, assign-devices, "));
-  EXPECT_THAT(std::string(s.message()), HasSubstr("plan-memory)"));
+  EXPECT_THAT(std::string(s.message()), HasSubstr("plan-memory, schedule-decode)"));
   opts.disabled = {"plan-memory"};
   s = DefaultPipeline().Run(*g, ctx, opts, log);
   EXPECT_THAT(std::string(s.message()), HasSubstr("--disable-pass=plan-memory: pass plan-memory is required"));
@@ -121,7 +121,7 @@ TEST(PipelineTest, PrintAfterAllAndTimePasses) {
   EXPECT_THAT(text, HasSubstr("// pass timing"));
   EXPECT_THAT(text, ::testing::ContainsRegex("//   total +[0-9]+\\.[0-9]{3}"));
   // The last dump is the final graph.
-  const size_t last = text.rfind("// IR after plan-memory");
+  const size_t last = text.rfind("// IR after schedule-decode");
   ASSERT_NE(last, std::string::npos);
   const size_t timing = text.find("// pass timing");
   EXPECT_EQ(text.substr(text.find('\n', last) + 1, timing - text.find('\n', last) - 1), ir::PrintGraph(*g));

@@ -186,14 +186,16 @@ const char* RegionName(Region r) {
     case Region::kWeights: return "weights";
     case Region::kKv: return "kv";
     case Region::kScratch: return "scratch";
+    case Region::kState: return "state";
   }
   return "?";
 }
 
-std::vector<const Launch*> LaunchesFor(const Table& t, int64_t T) {
+std::vector<const Launch*> LaunchesFor(const Table& t, int64_t T, bool per_op) {
   std::vector<const Launch*> out;
+  const RunsIn skip = per_op ? RunsIn::kScheduledOnly : RunsIn::kPerOpOnly;
   for (const Launch& l : t.launches) {
-    if (l.t_min <= T && T <= l.t_max) out.push_back(&l);
+    if (l.t_min <= T && T <= l.t_max && l.runs_in != skip) out.push_back(&l);
   }
   return out;
 }
@@ -227,6 +229,7 @@ std::string Serialize(const Table& t) {
     w.I32(l.op);
     w.I64(l.t_min);
     w.I64(l.t_max);
+    w.U8(static_cast<uint8_t>(l.runs_in));
     w.U8(static_cast<uint8_t>(l.kind));
     w.Str(l.name);
     w.I32(l.kernel);
@@ -312,6 +315,12 @@ absl::StatusOr<Table> Parse(absl::Span<const uint8_t> bytes, const std::string& 
     l.op = static_cast<int32_t>(op);
     VB_ASSIGN(l.t_min, r.I64());
     VB_ASSIGN(l.t_max, r.I64());
+    uint8_t runs_in;
+    VB_ASSIGN(runs_in, r.U8());
+    if (runs_in > static_cast<uint8_t>(RunsIn::kPerOpOnly)) {
+      return r.Error(absl::StrCat("launch ", i, ": invalid runs_in ", static_cast<int>(runs_in)));
+    }
+    l.runs_in = static_cast<RunsIn>(runs_in);
     uint8_t kind;
     VB_ASSIGN(kind, r.U8());
     if (kind > static_cast<uint8_t>(LaunchKind::kCopy)) {
@@ -517,9 +526,9 @@ absl::Status Validate(const Table& t, const std::string& where) {
 std::string Describe(const Table& t) {
   std::string out = absl::StrFormat(
       "dispatch: %d launches (%d kernels), max_tokens %d, arena %d B, weights %d B, kv %d B, "
-      "scratch %d B; CUDA graph for T <= %d%s\n",
+      "scratch %d B, state %d B; CUDA graph for T <= %d%s\n",
       t.launches.size(), t.kernels.size(), t.max_tokens, t.region_bytes[1], t.region_bytes[2],
-      t.region_bytes[3], t.region_bytes[4], t.graph_max_tokens,
+      t.region_bytes[3], t.region_bytes[4], t.region_bytes[5], t.graph_max_tokens,
       t.pdl ? ", programmatic dependent launch" : "");
   absl::StrAppend(&out, "  in: tokens ", BufText(t.tokens), ", positions ", BufText(t.positions),
                   "; out: logits ", BufText(t.logits), " (", ExprText(t.logits_elems), " floats)\n");
@@ -528,6 +537,8 @@ std::string Describe(const Table& t) {
     std::string range = l.t_min == l.t_max ? absl::StrCat("T=", l.t_min)
                                            : absl::StrCat("T=", l.t_min, "..", l.t_max);
     absl::StrAppend(&out, "  #", i, " op ", l.op, " ", range, " ");
+    if (l.runs_in == RunsIn::kScheduledOnly) out += "[scheduled] ";
+    if (l.runs_in == RunsIn::kPerOpOnly) out += "[per-op only] ";
     switch (l.kind) {
       case LaunchKind::kKernel: {
         absl::StrAppend(&out, l.name, " grid(", ExprText(l.grid[0]), ", ", ExprText(l.grid[1]), ", ",

@@ -11,7 +11,9 @@
 // plan-memory), kWeights (the GGUF tensors the graph reads, each at the
 // offset `weights` gives), kKv (the KV caches), kScratch (kernels' temporary
 // buffers: attention partials, f16 GEMM operands; each op's starts at 0, ops
-// run one after another), and kNone (a null pointer argument).
+// run one after another), kState (state that lives across steps, zeroed once
+// when the runtime allocates it: the persistent decode kernel's task
+// counters), and kNone (a null pointer argument).
 #ifndef VIBRANT_RUNTIME_DISPATCH_H_
 #define VIBRANT_RUNTIME_DISPATCH_H_
 
@@ -25,7 +27,7 @@
 
 namespace vibrant::dispatch {
 
-inline constexpr uint32_t kDispatchFormatVersion = 1;
+inline constexpr uint32_t kDispatchFormatVersion = 2;
 
 // An integer rule in the token count T: clamp(ceil(a * T + b) / c), lo, hi)
 // with integer division rounding up (c > 0).
@@ -46,8 +48,8 @@ struct TExpr {
   bool operator==(const TExpr&) const = default;
 };
 
-enum class Region : uint8_t { kNone = 0, kArena = 1, kWeights = 2, kKv = 3, kScratch = 4 };
-inline constexpr int kNumRegions = 5;
+enum class Region : uint8_t { kNone = 0, kArena = 1, kWeights = 2, kKv = 3, kScratch = 4, kState = 5 };
+inline constexpr int kNumRegions = 6;
 const char* RegionName(Region r);
 
 // Bytes [offset(T), offset(T) + extent(T)) of a region: what a pointer
@@ -81,9 +83,20 @@ enum class LaunchKind : uint8_t {
   kCopy = 2,    // a device-to-device copy of `bytes` from src to dst
 };
 
+// Which runs of a step include a launch. A persistent decode kernel
+// (codegen/kernels/persistent.h) replaces the op-by-op launches of its steps;
+// those stay in the table for runs that need one launch per op (--verify,
+// profiling), marked kPerOpOnly.
+enum class RunsIn : uint8_t {
+  kAlways = 0,
+  kScheduledOnly = 1,  // the persistent kernel: plain runs (CUDA graph replays)
+  kPerOpOnly = 2,      // the launches it replaces: --verify and profiling runs
+};
+
 struct Launch {
   int32_t op = -1;  // the IR op it belongs to (errors, --verify)
   int64_t t_min = 1, t_max = 1;  // it runs in steps of T in [t_min, t_max]
+  RunsIn runs_in = RunsIn::kAlways;
   LaunchKind kind = LaunchKind::kKernel;
   std::string name;  // kernel name, "cublaslt" or "memcpy" (as the IR's Op::kernels)
   // kKernel
@@ -112,7 +125,7 @@ struct WeightSlot {
 
 struct Table {
   std::vector<std::string> kernels;  // every kernel a launch names, each once
-  int64_t region_bytes[kNumRegions] = {0, 0, 0, 0, 0};  // kNone's is 0
+  int64_t region_bytes[kNumRegions] = {0, 0, 0, 0, 0, 0};  // kNone's is 0
   std::vector<WeightSlot> weights;
   // The step's I/O: the runtime writes T token ids and T positions (i32) to
   // these arena buffers before the launches and reads `logits_elems(T)` f32
@@ -132,8 +145,9 @@ struct Table {
   bool operator==(const Table&) const = default;
 };
 
-// Launches of steps with T tokens, in order.
-std::vector<const Launch*> LaunchesFor(const Table& t, int64_t T);
+// Launches of steps with T tokens, in order: those of plain runs, or with
+// `per_op`, one launch per op (a persistent kernel's op-by-op equivalent).
+std::vector<const Launch*> LaunchesFor(const Table& t, int64_t T, bool per_op = false);
 
 std::string Serialize(const Table& t);
 // Parses and validates (every index, region, range and rule; every buffer

@@ -39,7 +39,7 @@ TEST(CliPasses, ReportsOpsKernelsAndArena) {
 TEST(CliPasses, PrintsIrAfterAPass) {
   auto r = RunBinary(kVibrantc, {"compile", kModel, "-o", Plan(), "--print-ir-after=plan-memory"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  const std::string header = "// IR after plan-memory (pass 10 of 10)\n";
+  const std::string header = "// IR after plan-memory (pass 10 of 11)\n";
   ASSERT_EQ(r.err.rfind(header, 0), 0u) << r.err.substr(0, 200);
   auto g = ir::ParseGraph(r.err.substr(header.size()));
   ASSERT_TRUE(g.ok()) << g.status();
@@ -63,7 +63,7 @@ TEST(CliPasses, BadPassNamesAreErrors) {
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.err, HasSubstr("--disable-pass=fusion: no such pass (passes: dce, assign-devices, "
                                "fold-bias, fuse-elementwise, combine-matmuls, quantize-activations, "
-                               "repack-weights, select-kernels, plan-memory)"));
+                               "repack-weights, select-kernels, plan-memory, schedule-decode)"));
   r = RunBinary(kVibrantc, {"compile", kModel, "-o", Plan(), "--disable-pass=assign-devices"});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.err, HasSubstr("pass assign-devices is required"));

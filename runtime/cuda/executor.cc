@@ -123,6 +123,24 @@ absl::StatusOr<std::unique_ptr<CudaExecutor>> CudaExecutor::Create(const Program
       KernelModule::Load(*program.kernels, m.table.kernels, m.device);
   if (!module.ok()) return module.status();
   m.module = *std::move(module);
+  // A persistent kernel's blocks wait for each other's tasks: all of them
+  // must be resident at once, or the step would never finish.
+  for (const dispatch::Launch& l : m.table.launches) {
+    if (l.runs_in != dispatch::RunsIn::kScheduledOnly || l.kind != dispatch::LaunchKind::kKernel) continue;
+    const int threads = static_cast<int>(l.block[0] * l.block[1] * l.block[2]);
+    int per_sm = 0;
+    VB_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+                &per_sm, reinterpret_cast<const void*>(m.module->kernel(l.kernel)), threads, l.smem),
+            absl::StrCat("CUDA backend: occupancy of ", l.name));
+    const int64_t blocks = l.grid[0].Eval(1) * l.grid[1].Eval(1) * l.grid[2].Eval(1);
+    if (static_cast<int64_t>(per_sm) * m.device.sm_count < blocks) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "CUDA backend: the plan's persistent decode kernel ", l.name, " needs ", blocks,
+          " resident blocks of ", threads, " threads; ", m.device.name, " holds ", per_sm, " per SM x ",
+          m.device.sm_count, " SMs. Recompile the plan on this GPU, with a smaller --decode-blocks-per-sm, "
+          "or with --decode-schedule ops"));
+    }
+  }
   bool uses_gemm = false;
   for (const dispatch::Launch& l : m.table.launches) uses_gemm |= l.kind == dispatch::LaunchKind::kGemm;
   if (uses_gemm) {

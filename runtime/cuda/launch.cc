@@ -179,7 +179,7 @@ absl::Status Launcher::RunStep(int64_t T) {
                             T * sizeof(int32_t), cudaMemcpyHostToDevice, stream_),
             "CUDA backend: input copy");
   }
-  const std::vector<const Launch*> ls = dispatch::LaunchesFor(table_, T);
+  const std::vector<const Launch*> ls = dispatch::LaunchesFor(table_, T, sync_each_op_ || profile_);
   if (profile_) {
     while (events_.size() < 2 * ls.size()) {
       cudaEvent_t e = nullptr;

@@ -58,7 +58,7 @@ absl::StatusOr<std::unique_ptr<DeviceMemory>> DeviceMemory::Allocate(const dispa
     }
     m->host_weights_[s.offset] = data->data();
   }
-  for (Region r : {Region::kKv, Region::kArena}) {
+  for (Region r : {Region::kKv, Region::kArena, Region::kState}) {
     if (m->bytes(r) > 0) {
       VB_CUDA(cudaMemset(m->base(r), 0, static_cast<size_t>(m->bytes(r))),
               absl::StrCat("CUDA backend: clearing the ", dispatch::RegionName(r)));

@@ -34,7 +34,7 @@ absl::Status VerifyOps(const ir::Graph& g, const dispatch::Table& table, const D
                        VerifyReport* report) {
   cpu::ThreadPool pool(static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
   std::vector<std::vector<const dispatch::Launch*>> by_op(g.ops().size());
-  for (const dispatch::Launch* l : dispatch::LaunchesFor(table, T)) by_op[l->op].push_back(l);
+  for (const dispatch::Launch* l : dispatch::LaunchesFor(table, T, /*per_op=*/true)) by_op[l->op].push_back(l);
   auto bytes_at = [&](ir::ValueId v) {
     return DTypeBytes(g.value(v).dtype, ir::NumElements(g.value(v).shape, T)).value_or(0);
   };

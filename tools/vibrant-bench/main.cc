@@ -84,6 +84,9 @@ constexpr char kUsage[] =
     "  --no-fusion            GGUF only: compile without elementwise fusion\n"
     "                         (--disable-pass=fuse-elementwise)\n"
     "  --no-graphs            CUDA: launch kernels one by one, not as CUDA graphs\n"
+    "  --decode-blocks-per-sm N  GGUF only, CUDA: blocks per multiprocessor of the\n"
+    "                         persistent decode kernel (default 2; 0 = one launch per op,\n"
+    "                         vibrantc compile --decode-schedule ops)\n"
     "  --no-warmup            skip the warm-up run before each test\n"
     "  --seed S               seed of the random prompt tokens (default 42)\n"
     "  --json                 one JSON document on stdout instead of a markdown table\n"
@@ -102,6 +105,7 @@ struct Args {
   int64_t max_tokens = 0;
   bool fusion = true;
   bool graphs = true;
+  int64_t decode_blocks_per_sm = 2;
   bool warmup = true;
   uint32_t seed = 42;
   bool json = false;
@@ -172,6 +176,9 @@ bool ParseArgs(int argc, char** argv, Args* a) {
       a->fusion = false;
     } else if (f == "--no-graphs") {
       a->graphs = false;
+    } else if (f == "--decode-blocks-per-sm") {
+      if (!int_value(0, &a->decode_blocks_per_sm)) return false;
+      if (a->decode_blocks_per_sm > 32) return UsageError("--decode-blocks-per-sm: at most 32");
     } else if (f == "--no-warmup") {
       a->warmup = false;
     } else if (f == "--seed") {
@@ -486,6 +493,7 @@ absl::Status BenchModel(const Args& a, const std::string& path, std::vector<RunR
     co.lower.max_tokens = a.max_tokens > 0 ? a.max_tokens : std::max<int64_t>(1, longest_prompt);
     if (!a.fusion) co.pipeline.disabled.insert("fuse-elementwise");
     co.cuda_graphs = a.graphs;
+    co.decode_blocks_per_sm = static_cast<int>(a.decode_blocks_per_sm);
     absl::StatusOr<compiler::Compiled> c = compiler::CompileGguf(*gguf, co);
     if (!c.ok()) return c.status();
     for (const std::string& note : c->notes) std::fprintf(stderr, "%s\n", note.c_str());

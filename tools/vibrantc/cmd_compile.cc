@@ -44,6 +44,11 @@ constexpr char kCompileUsage[] =
     "  --gemm-min-rows N      cuda: matmuls of at least N token rows run as cuBLASLt GEMMs\n"
     "                         (default 32; 0 = never, the plan then needs no libcublasLt)\n"
     "  --no-cuda-graphs       cuda: launch decode steps kernel by kernel, not as a CUDA graph\n"
+    "  --decode-schedule persistent|ops  cuda: a step of one token as one persistent\n"
+    "                         kernel running the step's launches as tasks (default), or\n"
+    "                         one launch per op (the pass schedule-decode)\n"
+    "  --decode-blocks-per-sm N  cuda: the persistent kernel's blocks per multiprocessor\n"
+    "                         (default 2)\n"
     "  -fa, --flash-attn on|off  cuda: attention on tensor cores (f16 operands; default on\n"
     "                         where the kernels serve the head size and caches)\n"
     "  --all-logits           output logits for every token of a step, not just the last\n"
@@ -57,6 +62,7 @@ constexpr char kCompileUsage[] =
     "  --time-passes          print each pass's time (to stderr)\n"
     "  --disable-pass=PASS    skip an optional pass (repeatable)\n"
     "  --explain-devices      say which device runs each op and why (to stderr)\n"
+    "  --emit-cuda FILE       cuda: also write the generated kernels' CUDA C++ to FILE\n"
     "  --no-verify-each       do not verify the IR after every pass\n"
     "  --shapes SPEC          compile a model from its shapes alone, without a GGUF or\n"
     "                         weights, and report; writes no plan. SPEC: key=value,...\n"
@@ -74,10 +80,13 @@ struct CompileArgs {
   bool help = false;
   passes::PipelineOptions pipeline;
   bool explain_devices = false;
+  std::string emit_cuda;  // --emit-cuda FILE
   std::string shapes;  // --shapes SPEC
   int64_t gemm_min_rows = 32;
   bool cuda_graphs = true;
   bool flash_attention = true;
+  bool persistent_decode = true;
+  int64_t decode_blocks_per_sm = 2;
 };
 
 // --shapes SPEC: "arch=qwen2,n_layer=36,..." (see the usage).
@@ -162,6 +171,16 @@ bool ParseCompileArgs(const std::vector<std::string>& args, CompileArgs* out) {
       if (!int_value(&out->gemm_min_rows, 0)) return false;
     } else if (a == "--no-cuda-graphs") {
       out->cuda_graphs = false;
+    } else if (a == "--decode-schedule") {
+      std::string v;
+      if (!value(&v)) return usage_error(a + " needs persistent or ops");
+      if (v != "persistent" && v != "ops") {
+        return usage_error(a + " must be persistent or ops, not '" + v + "'");
+      }
+      out->persistent_decode = v == "persistent";
+    } else if (a == "--decode-blocks-per-sm") {
+      if (!int_value(&out->decode_blocks_per_sm, 1)) return false;
+      if (out->decode_blocks_per_sm > 32) return usage_error(a + " must be at most 32");
     } else if (a == "-fa" || a == "--flash-attn") {
       std::string v;
       if (!value(&v)) return usage_error(a + " needs on or off");
@@ -197,6 +216,8 @@ bool ParseCompileArgs(const std::vector<std::string>& args, CompileArgs* out) {
       out->pipeline.time_passes = true;
     } else if (a.rfind("--disable-pass=", 0) == 0) {
       out->pipeline.disabled.insert(a.substr(std::string("--disable-pass=").size()));
+    } else if (a == "--emit-cuda") {
+      if (!value(&out->emit_cuda)) return usage_error(a + " needs a file");
     } else if (a == "--explain-devices") {
       out->explain_devices = true;
     } else if (a == "--no-verify-each") {
@@ -225,6 +246,20 @@ bool ParseCompileArgs(const std::vector<std::string>& args, CompileArgs* out) {
   return true;
 }
 
+// Writes `text` to `path` through a temporary file and a rename (no
+// half-written file on failure).
+absl::Status WriteFileAtomically(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  std::FILE* f = std::fopen(tmp.c_str(), "wb");
+  if (f == nullptr) return absl::InvalidArgumentError(absl::StrCat(path, ": cannot create ", tmp));
+  const bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();
+  if (std::fclose(f) != 0 || !ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::remove(tmp.c_str());
+    return absl::InternalError(absl::StrCat(path, ": write failed"));
+  }
+  return absl::OkStatus();
+}
+
 // The compile options of the library (compiler/compiler.h) for these arguments.
 compiler::CompileOptions ToCompileOptions(const CompileArgs& a, const std::string& device) {
   compiler::CompileOptions o;
@@ -237,6 +272,8 @@ compiler::CompileOptions ToCompileOptions(const CompileArgs& a, const std::strin
   o.gemm_min_rows = static_cast<int>(std::min<int64_t>(a.gemm_min_rows, INT32_MAX));
   o.cuda_graphs = a.cuda_graphs;
   o.flash_attention = a.flash_attention;
+  o.decode_blocks_per_sm =
+      a.persistent_decode ? static_cast<int>(std::min<int64_t>(a.decode_blocks_per_sm, 32)) : 0;
   return o;
 }
 
@@ -255,9 +292,9 @@ void PrintPassReport(const compiler::Compiled& r) {
   std::printf("\n");
   if (r.dispatch_table) {
     // The plan's launches (the IR's kernels[...] lists): what a step enqueues.
-    auto count = [&](int64_t T) {
+    auto count = [&](int64_t T, bool per_op = false) {
       int kernels = 0, gemms = 0, copies = 0;
-      for (const dispatch::Launch* l : dispatch::LaunchesFor(*r.dispatch_table, T)) {
+      for (const dispatch::Launch* l : dispatch::LaunchesFor(*r.dispatch_table, T, per_op)) {
         kernels += l->kind == dispatch::LaunchKind::kKernel;
         gemms += l->kind == dispatch::LaunchKind::kGemm;
         copies += l->kind == dispatch::LaunchKind::kCopy;
@@ -265,7 +302,14 @@ void PrintPassReport(const compiler::Compiled& r) {
       return absl::StrCat(kernels, " kernels", gemms ? absl::StrCat(" + ", gemms, " cuBLASLt GEMMs") : "",
                           copies ? absl::StrCat(" + ", copies, " device copies") : "");
     };
-    std::printf("launches: decode step (T=1) %s; T=%lld %s\n", count(1).c_str(),
+    std::string decode = count(1);
+    for (const dispatch::Launch& l : r.dispatch_table->launches) {
+      if (l.runs_in == dispatch::RunsIn::kScheduledOnly) {
+        decode = absl::StrCat("1 persistent kernel (", l.name, ", ", l.grid[0].Eval(1), " blocks x ", l.block[0],
+                              " threads) running ", count(1, true), " as tasks");
+      }
+    }
+    std::printf("launches: decode step (T=1) %s; T=%lld %s\n", decode.c_str(),
                 static_cast<long long>(g.max_tokens), count(g.max_tokens).c_str());
   }
   if (g.memory.empty()) return;
@@ -380,6 +424,10 @@ int RunCompile(const std::vector<std::string>& args) {
   }
   if (absl::Status st = compiler::WritePlanFile(a.output, *c, **file, a.embed_weights); !st.ok()) {
     return Fail(st);
+  }
+  if (!a.emit_cuda.empty()) {
+    if (c->kernel_source.empty()) return Fail(absl::InvalidArgumentError("--emit-cuda: a cpu plan has no kernels"));
+    if (absl::Status st = WriteFileAtomically(a.emit_cuda, c->kernel_source); !st.ok()) return Fail(st);
   }
   std::string kernel_note;
   if (c->kernels) {

@@ -1,0 +1,45 @@
+#!/bin/bash
+# One device call: the persistent decode kernel (schedule-decode) against the
+# op-by-op schedule. Builds the tools (Release), then for stories260K and a
+# synthesized Qwen2.5-0.5B: greedy text of both schedules (must be equal);
+# then tg128 of Qwen2.5-3B Q4_K_M for --decode-blocks-per-sm 0 (op by op),
+# 1, 2, 3, 4. Logs under $OUT. carry: .devdeps.
+# Env: MODELS (qwen2.5-3b), BPS ("0 1 2 3 4"), REPS (3).
+set -o pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-/tmp/vibrant-out}
+mkdir -p "$OUT"
+source .devdeps/setup.sh
+for f in .devdeps/libpcre2*.deb; do [ -f "$f" ] && dpkg -x "$f" /opt/devdeps; done
+for pc in /opt/devdeps/usr/lib/x86_64-linux-gnu/pkgconfig/libpcre2-*.pc; do
+  [ -f "$pc" ] && sed -i "s#^prefix=.*#prefix=/opt/devdeps/usr#" "$pc"
+done
+export PKG_CONFIG_PATH=/opt/devdeps/usr/lib/x86_64-linux-gnu/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
+t0=$(date +%s)
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release > "$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
+ninja -C build -j16 vibrantc vibrant-run vibrant-bench ${EXTRA_TARGETS:-} > "$OUT/build.log" 2>&1 || { grep -E "error" -A6 "$OUT/build.log" | head -60; exit 1; }
+echo "build: $(( $(date +%s) - t0 )) s"
+vc=build/tools/vibrantc/vibrantc; run=build/tools/vibrant-run/vibrant-run; b=build/tools/vibrant-bench/vibrant-bench
+check() {  # name model [compile flags]
+  local name=$1 m=$2; shift 2
+  for s in ops persistent; do
+    timeout 300 $vc compile $m --device cuda --decode-schedule $s "$@" -o /tmp/$name-$s.plan > "$OUT/$name-$s.compile.txt" 2>&1 || { echo "$name $s: compile failed"; tail -5 "$OUT/$name-$s.compile.txt"; }
+    timeout 60 $run /tmp/$name-$s.plan -p "Once upon a time" -n 48 --temp 0 > /tmp/$name-$s.txt 2> /tmp/$name-$s.err
+    echo "$name $s: rc=$? $(tail -c 300 /tmp/$name-$s.err | tr '\n' ' ' | tail -c 200)"
+  done
+  if cmp -s /tmp/$name-ops.txt /tmp/$name-persistent.txt; then echo "$name: SAME text"; else echo "$name: DIFFERENT text"; head -c 300 /tmp/$name-ops.txt; echo; head -c 300 /tmp/$name-persistent.txt; echo; fi
+}
+check stories tests/data/stories260K.gguf
+$vc synth --preset qwen2.5-0.5b --type q4_k_m -o /tmp/q05.gguf > /dev/null 2>&1 || echo "synth 0.5b failed"
+check q05 /tmp/q05.gguf
+grep -E "persistent|decode_step|ptxas|registers" "$OUT"/*persistent.compile.txt | head -5
+for preset in ${MODELS:-qwen2.5-3b}; do
+  m=/tmp/$preset.gguf
+  $vc synth --preset $preset --type q4_k_m -o $m > /dev/null 2>&1 || { echo "synth $preset failed"; continue; }
+  check $preset $m
+  for bps in ${BPS:-0 1 2 3 4}; do
+    echo "== $preset --decode-blocks-per-sm $bps"
+    timeout 120 $b -m $m --device cuda -p 0 -n 128 -r ${REPS:-3} --decode-blocks-per-sm $bps 2>&1 | grep -E "^\||rror" | tail -2 | tee -a "$OUT/bench.txt"
+  done
+done
