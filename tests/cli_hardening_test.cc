@@ -306,6 +306,11 @@ TEST_F(HardeningTest, FileStringsAreEscapedOnTheTerminal) {
     EXPECT_FALSE(HasEscapeByte(r.err)) << args[0] << ": " << r.err;
     EXPECT_THAT(r.err, HasSubstr("\\x1b]0;pwned\\x07")) << args[0];
   }
+  // vibrant-run compiles a GGUF itself (the plan cache): its error too.
+  r = RunCmd(kVibrantRun, {Path("arch.gguf"), "-p", "hi", "--plan-cache", Path("cache")});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_FALSE(HasEscapeByte(r.err)) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("\\x1b]0;pwned\\x07"));
 }
 
 // Finding 5: general.alignment = 1 left f32 weights misaligned and the
