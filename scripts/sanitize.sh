@@ -7,6 +7,8 @@
 #   scripts/sanitize.sh                      # build-asan, the whole suite
 #   SANITIZE_TESTS='cli_|runtime' scripts/sanitize.sh   # a ctest -R subset
 #   SANITIZE_EXCLUDE='gpu' scripts/sanitize.sh          # a ctest -E filter
+#   SANITIZE_TARGETS='cli_hardening_test plan_validate_test' SANITIZE_TESTS='cli_hardening|runtime' \
+#     scripts/sanitize.sh                    # build only these targets (a quick local run)
 #
 # The suite under the sanitizers is slower than the plain one (ASan's checks,
 # no vectorized kernels' speed), so the build uses -O1 and ctest gets a
@@ -30,7 +32,8 @@ cmake -S . -B "$build" -G Ninja \
   -DVIBRANT_BUILD_BENCH=OFF \
   ${CMAKE_CXX_COMPILER_LAUNCHER:+-DCMAKE_CXX_COMPILER_LAUNCHER=$CMAKE_CXX_COMPILER_LAUNCHER} \
   >"$build/configure.log" 2>&1 || { cat "$build/configure.log" >&2; exit 1; }
-cmake --build "$build" -j "$jobs"
+# shellcheck disable=SC2086
+cmake --build "$build" -j "$jobs" ${SANITIZE_TARGETS:+--target $SANITIZE_TARGETS}
 t1=$(date +%s)
 echo "sanitize.sh: build $((t1 - t0)) s" >&2
 
