@@ -1,6 +1,8 @@
 // CPU mat-vec (decode) throughput at the real matrix shapes of the synth
-// presets: one weight matrix times one vector, row by row with DotRow (the
-// CPU backend's inner kernel), on one thread.
+// presets: one weight matrix times one vector, on one thread: row by row with
+// DotRow (the exact reference kernel), and through the fast matmul
+// (fast_matmul.h) at 1 token (BM_MatVecFast) and at 64 tokens (BM_GemmFast64,
+// the prefill path: items_per_second = multiply-adds per second).
 //
 // Names: BM_MatVec/<preset>/<matrix>/<type>, e.g.
 //   BM_MatVec/qwen2.5-3b/ffn_down/q4_K
@@ -25,6 +27,7 @@
 #include "bench/synth/random_blocks.h"
 #include "benchmark/benchmark.h"
 #include "runtime/cpu/dequantize.h"
+#include "runtime/cpu/fast_matmul.h"
 
 namespace vibrant {
 namespace {
@@ -46,30 +49,43 @@ std::vector<Matrix> Matrices(const synth::ModelPreset& p) {
   };
 }
 
-void MatVec(benchmark::State& state, DType t, Matrix m) {
+// kind: "exact" = DotRow per row (the reference MatMul's inner loop), "fast" =
+// the fast matmul (runtime/cpu/fast_matmul.h) at T tokens, one thread, the
+// activation rounding included.
+void MatVec(benchmark::State& state, DType t, Matrix m, const std::string& kind, int64_t T) {
   const int64_t row_bytes = *DTypeBytes(t, m.cols);
   std::vector<uint8_t> w(static_cast<size_t>(row_bytes * m.rows));
   if (!synth::FillRandom(t, 1, 0.02f, 0.0f, absl::MakeSpan(w)).ok()) {
     state.SkipWithError("FillRandom failed");
     return;
   }
-  std::vector<float> x(m.cols);
+  std::vector<float> x(m.cols * T);
   if (!synth::FillRandom(DType::kF32, 2, 1.0f, 0.0f,
                          absl::MakeSpan(reinterpret_cast<uint8_t*>(x.data()), x.size() * 4))
            .ok()) {
     state.SkipWithError("FillRandom failed");
     return;
   }
-  std::vector<float> y(m.rows);
+  std::vector<float> y(m.rows * T);
+  std::vector<uint8_t> scratch;
   for (auto _ : state) {
-    for (int64_t r = 0; r < m.rows; ++r) {
-      y[r] = DotRow(t, w.data() + r * row_bytes, x.data(), m.cols);
+    if (kind == "fast") {
+      absl::Status s = cpu::MatMulFast(nullptr, x.data(), T, m.cols, t, w.data(), m.rows, nullptr,
+                                       y.data(), &scratch);
+      if (!s.ok()) {
+        state.SkipWithError(std::string(s.message()).c_str());
+        return;
+      }
+    } else {
+      for (int64_t r = 0; r < m.rows; ++r) {
+        y[r] = DotRow(t, w.data() + r * row_bytes, x.data(), m.cols);
+      }
     }
     benchmark::DoNotOptimize(y.data());
     benchmark::ClobberMemory();
   }
   state.SetBytesProcessed(state.iterations() * row_bytes * m.rows);
-  state.SetItemsProcessed(state.iterations() * m.cols * m.rows);
+  state.SetItemsProcessed(state.iterations() * m.cols * m.rows * T);
   state.counters["MiB"] = static_cast<double>(row_bytes * m.rows) / (1 << 20);
 }
 
@@ -84,7 +100,21 @@ const bool kRegistered = [] {
             absl::StrCat("BM_MatVec/", std::string(p.name), "/", m.name, "/",
                          std::string(DTypeName(t)))
                 .c_str(),
-            [t, m](benchmark::State& s) { MatVec(s, t, m); })
+            [t, m](benchmark::State& s) { MatVec(s, t, m, "exact", 1); })
+            ->Unit(benchmark::kMillisecond)
+            ->UseRealTime();
+        benchmark::RegisterBenchmark(
+            absl::StrCat("BM_MatVecFast/", std::string(p.name), "/", m.name, "/",
+                         std::string(DTypeName(t)))
+                .c_str(),
+            [t, m](benchmark::State& s) { MatVec(s, t, m, "fast", 1); })
+            ->Unit(benchmark::kMillisecond)
+            ->UseRealTime();
+        benchmark::RegisterBenchmark(
+            absl::StrCat("BM_GemmFast64/", std::string(p.name), "/", m.name, "/",
+                         std::string(DTypeName(t)))
+                .c_str(),
+            [t, m](benchmark::State& s) { MatVec(s, t, m, "fast", 64); })
             ->Unit(benchmark::kMillisecond)
             ->UseRealTime();
       }

@@ -56,6 +56,13 @@
 //     kernel; reading N bias floats is noise next to the weights).
 //   BM_Prefill/<preset>/<matrix>/q4_K/T:512   one matmul of 512 tokens
 //     (R = 1; the baseline holds the 512-row embedding).
+//   BM_PrefillGemm/qwen2.5-3b/<matrix>/<type>/T:<T>/<path>   the same one
+//     matmul through a chosen GEMM path: cublaslt (dequantized f16 chunks +
+//     cuBLASLt), mmq (the quantized tensor-core GEMM, kernels/mmq.cc, with
+//     the compiler's tile rule), mmq64 / mmq128 (forced tile); matrices
+//     attn_q, attn_kv, ffn_up, ffn_down; q4_K and q6_K at T = 512 and 2048,
+//     q8_0, q5_K, q4_0 for ffn_up at T = 512. TFLOP/s = 2 T N K / op time
+//     (the op includes quantize_q8 and the f16 copy of x, as in a model).
 //   BM_ResidualRmsNorm/D:2048/T:{1,512}   R times s = add(s, n);
 //     n = mul(rms_norm(s), w): the fusion pass's residual-norm pattern, one
 //     fused op per repetition (checked); bytes 4*T*D*4 + D*4.
@@ -214,6 +221,10 @@ struct Case {
   std::function<absl::Status(HostWeights&, int reps)> weights;
   // Checks the graph after the pass pipeline (e.g. what fusion formed).
   std::function<absl::Status(const Graph&, int reps)> check;
+  // Compile options of the case (compiler::CompileOptions): the quantized
+  // tensor-core GEMM up to this many rows (0: cuBLASLt), its tile (0: rule).
+  int mmq_max_rows = 0;
+  int mmq_tile = 0;
 };
 
 // What one case measured, for the summary tables printed at the end.
@@ -342,6 +353,38 @@ Case PrefillCase(const synth::ModelPreset& p, const Matrix& m, DType t, int64_t 
     if (absl::Status s = w.Add("embd", DType::kF32, 4 * m.cols, 1, 1.0f); !s.ok()) return s;
     if (reps == 0) return absl::OkStatus();
     return w.Add("w", t, m.rows * m.cols, 2, 0.02f);
+  };
+  return c;
+}
+
+// The prefill matmul of PrefillCase through one GEMM path: "cublaslt"
+// (dequantized f16 weight chunks + cuBLASLt), "mmq" (the quantized
+// tensor-core GEMM with the compiler's tile rule), "mmq64" / "mmq128" (a
+// forced tile). The check makes sure the compiler chose that path.
+Case PrefillGemmCase(const synth::ModelPreset& p, const Matrix& m, DType t, int64_t T, const std::string& path) {
+  Case c = PrefillCase(p, m, t, T);
+  c.name = absl::StrCat("BM_PrefillGemm/", std::string(p.name), "/", m.name, "/", std::string(DTypeName(t)),
+                        "/T:", T, "/", path);
+  if (path != "cublaslt") {
+    c.mmq_max_rows = static_cast<int>(T);
+    c.mmq_tile = path == "mmq64" ? 64 : path == "mmq128" ? 128 : 0;
+  }
+  const bool want_mmq = path != "cublaslt";
+  c.check = [want_mmq, T](const Graph& g, int reps) -> absl::Status {
+    if (reps == 0) return absl::OkStatus();
+    for (const ir::Op& op : g.ops()) {
+      for (const ir::KernelVariant& v : op.kernels) {
+        if (v.t_min <= T && T <= v.t_max && v.name.rfind("gemm.", 0) == 0) {
+          if ((v.name == "gemm.mmq") != want_mmq) {
+            return absl::InternalError(absl::StrCat("the matmul runs ", v.name, " at T=", T));
+          }
+          return absl::OkStatus();
+        }
+      }
+    }
+    bool any = false;
+    for (const ir::Op& op : g.ops()) any |= !op.kernels.empty();
+    return any ? absl::InternalError("no GEMM variant at this T") : absl::OkStatus();  // cpu: no kernels
   };
   return c;
 }
@@ -485,10 +528,15 @@ Case AttentionCase(const synth::ModelPreset& p, int64_t ctx) {
 // have landed on the GPU) or, for --dry_run's CPU execution, the cpu.
 // `kernels`: compile the CUDA kernels too (the dry run checks only the IR and
 // the dispatch table).
-absl::StatusOr<compiler::Compiled> Compile(Graph g, const std::string& device = "cuda", bool kernels = true) {
+absl::StatusOr<compiler::Compiled> Compile(Graph g, const std::string& device = "cuda", bool kernels = true,
+                                           const Case* for_case = nullptr) {
   compiler::CompileOptions o;
   o.device = device;
   o.compile_kernels = kernels;
+  if (for_case != nullptr) {
+    o.mmq_max_rows = for_case->mmq_max_rows;
+    o.mmq_tile = for_case->mmq_tile;
+  }
   absl::StatusOr<compiler::Compiled> c = compiler::CompileGraph(std::move(g), o);
   if (!c.ok() || device != "cuda") return c;
   for (const ir::Op& op : c->graph.ops()) {
@@ -536,7 +584,7 @@ absl::StatusOr<Prepared*> Prepare(const Case& c) {
     const int reps = baseline ? 0 : c.reps;
     absl::StatusOr<Graph> g = c.build(reps);
     if (!g.ok()) return g.status();
-    absl::StatusOr<compiler::Compiled> compiled = Compile(*std::move(g));
+    absl::StatusOr<compiler::Compiled> compiled = Compile(*std::move(g), "cuda", true, &c);
     if (!compiled.ok()) return compiled.status();
     if (c.check) {
       if (absl::Status s = c.check(compiled->graph, reps); !s.ok()) return s;
@@ -674,6 +722,26 @@ absl::Status RegisterAll() {
     if (!m.ok()) return m.status();
     cases.push_back(PrefillCase(*q3, *m, DType::kQ4_K, 512));
   }
+  // GEMM paths side by side at the 3B's shapes: cuBLASLt on dequantized
+  // chunks vs the quantized tensor-core GEMM (rule tile, forced tiles).
+  for (const char* name : {"attn_q", "attn_kv", "ffn_up", "ffn_down"}) {
+    absl::StatusOr<Matrix> m = PresetMatrix(*q3, name);
+    if (!m.ok()) return m.status();
+    for (DType t : {DType::kQ4_K, DType::kQ6_K}) {
+      for (int64_t T : {512, 2048}) {
+        for (const char* path : {"cublaslt", "mmq", "mmq64", "mmq128"}) {
+          cases.push_back(PrefillGemmCase(*q3, *m, t, T, path));
+        }
+      }
+    }
+  }
+  {
+    absl::StatusOr<Matrix> m = PresetMatrix(*q3, "ffn_up");
+    if (!m.ok()) return m.status();
+    for (DType t : {DType::kQ8_0, DType::kQ5_K, DType::kQ4_0}) {
+      for (const char* path : {"cublaslt", "mmq"}) cases.push_back(PrefillGemmCase(*q3, *m, t, 512, path));
+    }
+  }
   for (int64_t T : {1, 512}) cases.push_back(ResidualNormCase(q3->n_embd, T, q3->rms_eps));
   for (int64_t T : {1, 512}) cases.push_back(SwigluCase(q3->n_ff, T));
   for (int64_t ctx : {1024, 4096, 16384}) cases.push_back(AttentionCase(*q3, ctx));
@@ -700,7 +768,7 @@ int DryRun() {
     for (int reps : {c.reps, 0}) {
       absl::StatusOr<Graph> g = c.build(reps);
       absl::StatusOr<compiler::Compiled> compiled =
-          g.ok() ? Compile(*std::move(g), "cuda", /*kernels=*/false) : g.status();
+          g.ok() ? Compile(*std::move(g), "cuda", /*kernels=*/false, &c) : g.status();
       st = compiled.status();
       if (st.ok() && c.check) st = c.check(compiled->graph, reps);
       if (!st.ok()) break;

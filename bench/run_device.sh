@@ -2,7 +2,8 @@
 # The benchmark on the GPU machine, in one command: builds Vibrant (Release),
 # synthesizes Qwen2.5-3B Q4_K_M there (nothing large travels), compiles it,
 # and prints vibrant-bench's pp/tg table for the CPU backend (short tests) and
-# the CUDA backend (pp512 / tg128, when this build has it), then a per-kernel
+# the CUDA backend (pp512 / tg128, when this build has it; variants: default,
+# mmq = --mmq-max-rows 65536, no-fusion, no-graphs), then a per-kernel
 # profile of one CUDA run and the card's device-to-device copy bandwidth, then
 # the kernel micro-benchmarks (bench/cuda_kernels_benchmark: mat-vec per type,
 # prefill matmul, fused elementwise, decode attention; JSON in $RESULTS).
@@ -94,9 +95,10 @@ else
 fi
 
 log "vibrant-bench, CUDA: -p $CUDA_P -n $CUDA_N -r $REPS"
-for variant in default no-fusion no-graphs; do
+for variant in default mmq no-fusion no-graphs; do
   flags=()
   case $variant in
+    mmq) flags=(--mmq-max-rows 65536) ;;  # prefill on the quantized tensor-core GEMM
     no-fusion) flags=(--no-fusion) ;;
     no-graphs) flags=(--no-graphs) ;;
   esac

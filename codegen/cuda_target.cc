@@ -187,6 +187,8 @@ class Lowering {
   absl::Status MatvecQ8();
   absl::Status MatmulFloat();
   absl::Status Gemm();
+  absl::Status Mmq();
+  BufRef F16Activations(TExpr rows, int64_t K);
   absl::Status Fused();
   absl::Status Attention();
   absl::Status FlashDecode();
@@ -283,6 +285,67 @@ absl::Status Lowering::MatmulFloat() {
   return absl::OkStatus();
 }
 
+// The matmul's input x [rows, K] (f32 or q8a) rounded to f16 into scratch
+// [0, rows * K * 2): the GEMMs' activation operand.
+BufRef Lowering::F16Activations(TExpr rows, int64_t K) {
+  const ValueId x = op_.inputs[0];
+  const BufRef x16 = env_.Scratch(0, Mul(rows, K * 2));
+  const TExpr n = Mul(rows, K);
+  if (g_.value(x).dtype == DType::kQ8A) {
+    Launch& c = Kernel("vb_q8a_to_f16", GridFor(n, kDequantThreads), kDequantThreads);
+    c.args = {Arg::Ptr(env_.Sub(x, TExpr::Const(0), n)), Arg::Ptr(env_.Sub(x, n, Div(n, 4))), Arg::Ptr(x16),
+              Arg::I64(n)};
+  } else {
+    Launch& c = Kernel("vb_f32_to_f16", GridFor(n, kDequantThreads), kDequantThreads);
+    c.args = {Arg::Ptr(V(x)), Arg::Ptr(x16), Arg::I64(n)};
+  }
+  return x16;
+}
+
+// out = x . w^T (+ bias) on tensor cores with the weights decoded from their
+// blocks in shared memory (kernels/mmq.cc): x rounded to f16 once into
+// scratch, then one vb_mmq launch per three weights (their bias fused).
+absl::Status Lowering::Mmq() {
+  const ValueId x = op_.inputs[0];
+  const Value& w0 = g_.value(op_.inputs[1]);
+  const int64_t K = w0.shape[1];
+  const int64_t bm = IntParam(v_, "bm", 0);
+  if (bm != 64 && bm != 128) return Unsupported(absl::StrCat("mmq tile of ", bm, " rows"));
+  if (!MmqSupports(w0.dtype) || K % 32 != 0) {
+    return Unsupported(absl::StrCat("no quantized GEMM for ", std::string(DTypeName(w0.dtype)), " rows of ", K));
+  }
+  const TExpr rows = Div(ElemsRule(g_, x), K);
+  const int64_t row_bytes = DTypeBytes(w0.dtype, K).value_or(0);
+  const BufRef x16 = F16Activations(rows, K);
+  const std::vector<Member> ms = Members();
+  for (size_t first = 0; first < ms.size(); first += 3) {
+    int64_t tiles = 0;
+    for (size_t s = first; s < std::min(ms.size(), first + 3); ++s) {
+      const Value& w = g_.value(ms[s].w);
+      if (w.dtype != w0.dtype || w.shape[1] != K) return Unsupported("members of different types or rows");
+      if (w.shape[0] > INT32_MAX / 2) return Unsupported(absl::StrCat(w.shape[0], " rows"));
+      tiles += (w.shape[0] + kMmqBn - 1) / kMmqBn;
+    }
+    if (tiles > 65535) return Unsupported(absl::StrCat(tiles, " weight tiles exceed a grid's 65535"));
+    Launch& l = Kernel(MmqKernelName(w0.dtype, static_cast<int>(bm)), CeilDiv(rows, bm, 1, INT32_MAX),
+                       kMmqThreads, TExpr::Const(tiles));
+    l.smem = static_cast<uint32_t>(MmqSharedBytes(static_cast<int>(bm)));
+    l.args = {Arg::Ptr(x16), Arg::I32(rows), Arg::I32(TExpr::Const(K)), Arg::I64(TExpr::Const(row_bytes))};
+    for (size_t s = first; s < first + 3; ++s) {
+      if (s < ms.size()) {
+        l.args.push_back(Arg::Ptr(V(ms[s].w)));
+        l.args.push_back(Arg::Ptr(ms[s].bias >= 0 ? V(ms[s].bias) : Null()));
+        l.args.push_back(Arg::Ptr(V(ms[s].out)));
+        l.args.push_back(Arg::I32(TExpr::Const(g_.value(ms[s].w).shape[0])));
+      } else {
+        l.args.insert(l.args.end(), {Arg::Ptr(Null()), Arg::Ptr(Null()), Arg::Ptr(Null()),
+                                     Arg::I32(TExpr::Const(0))});
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
 // out = x . w^T (+ bias) as cuBLASLt GEMMs: x rounded to f16 once into
 // scratch [0, T*K*2), then per weight and chunk of rows: the rows decoded to
 // f16 into scratch after x, and one GEMM into the chunk's output columns.
@@ -295,16 +358,7 @@ absl::Status Lowering::Gemm() {
     return Unsupported(absl::StrCat("gemm chunk of ", chunk_rows, " rows"));
   }
   const int64_t x16_bytes = AlignUp(rows.Eval(g_.max_tokens) * K * 2);
-  const BufRef x16 = env_.Scratch(0, Mul(rows, K * 2));
-  const TExpr n = Mul(rows, K);
-  if (g_.value(x).dtype == DType::kQ8A) {
-    Launch& c = Kernel("vb_q8a_to_f16", GridFor(n, kDequantThreads), kDequantThreads);
-    c.args = {Arg::Ptr(env_.Sub(x, TExpr::Const(0), n)), Arg::Ptr(env_.Sub(x, n, Div(n, 4))), Arg::Ptr(x16),
-              Arg::I64(n)};
-  } else {
-    Launch& c = Kernel("vb_f32_to_f16", GridFor(n, kDequantThreads), kDequantThreads);
-    c.args = {Arg::Ptr(V(x)), Arg::Ptr(x16), Arg::I64(n)};
-  }
+  const BufRef x16 = F16Activations(rows, K);
   for (const Member& m : Members()) {
     const Value& w = g_.value(m.w);
     const int64_t N = w.shape[0];
@@ -445,6 +499,7 @@ absl::Status Lowering::Run() {
   if (n == "matvec_q8") return MatvecQ8();
   if (n == "matmul.float") return MatmulFloat();
   if (n == "gemm.cublaslt") return Gemm();
+  if (n == "gemm.mmq") return Mmq();
   if (n == "fused") return Fused();
   if (n == "attention.split") return Attention();
   if (n == "attention.flash_decode") return FlashDecode();
@@ -596,7 +651,55 @@ absl::Status Lowering::Run() {
     Copy(V(o), V(op_.inputs[0]), BytesRule(g_, o));
     return absl::OkStatus();
   }
+  if (n == "sample") {
+    // The last row of the logits [rows, nv]: bytes [(rows - 1) * nv * 4, + nv * 4).
+    const int64_t nv = g_.value(op_.inputs[0]).shape[1];
+    const TExpr rows = Div(ElemsRule(g_, op_.inputs[0]), nv);
+    const BufRef row =
+        env_.Sub(op_.inputs[0], TExpr::Linear(rows.a * nv * 4, (rows.b - 1) * nv * 4), TExpr::Const(nv * 4));
+    const int64_t blocks = SampleGatherBlocks(nv);
+    const int64_t chunk = (nv + blocks - 1) / blocks;
+    const BufRef part = env_.Scratch(0, TExpr::Const(SampleScratchBytes(nv)));
+    Launch& gather = Kernel("vb_sample_gather", TExpr::Const(blocks), kSampleGatherThreads);
+    gather.args = {Arg::Ptr(row), Arg::Ptr(V(op_.inputs[1])), Arg::Ptr(part), Arg::I32(TExpr::Const(nv)),
+                   Arg::I32(TExpr::Const(chunk))};
+    Launch& pick = Kernel("vb_sample_pick", TExpr::Const(1), kSamplePickThreads);
+    pick.args = {Arg::Ptr(row), Arg::Ptr(V(op_.inputs[1])), Arg::Ptr(part), Arg::Ptr(V(o)),
+                 Arg::I32(TExpr::Const(nv)), Arg::I32(TExpr::Const(blocks))};
+    return absl::OkStatus();
+  }
   return Unsupported(absl::StrCat("no kernel variant '", n, "'"));
+}
+
+// Whether a matmul-like op can run gemm.mmq (its weight type, row length).
+bool MmqServes(const Graph& g, const Op& op) {
+  const Value& w = g.value(op.inputs[1]);
+  return w.shape.size() == 2 && MmqSupports(w.dtype) && w.shape[1] % 32 == 0;
+}
+
+// Weight tiles of one gemm.mmq launch (the op's members in launches of 3, on
+// average).
+int64_t MmqTilesPerLaunch(const Graph& g, const Op& op) {
+  int64_t tiles = 0, members = 0;
+  for (size_t i = 1; i < op.inputs.size(); ++i) {
+    const Value& w = g.value(op.inputs[i]);
+    if (w.shape.size() == 2 && w.storage == ir::Storage::kWeight) {
+      tiles += (w.shape[0] + kMmqBn - 1) / kMmqBn;
+      ++members;
+    }
+  }
+  const int64_t launches = std::max<int64_t>(1, (members + 2) / 3);
+  return std::max<int64_t>(1, tiles / launches);
+}
+
+// The first row count from which the rule gives gemm.mmq 128-row blocks: the
+// 128-row grid has at least 2 blocks per multiprocessor (ceil(T / 128) *
+// tiles >= 2 * sm_count); below, 64-row blocks (two resident per
+// multiprocessor) fill the GPU better.
+int64_t MmqTile128From(const Graph& g, const Op& op, const CudaTargetOptions& o) {
+  const int64_t tiles = MmqTilesPerLaunch(g, op);
+  const int64_t m_blocks = (2 * static_cast<int64_t>(std::max(o.sm_count, 1)) + tiles - 1) / tiles;
+  return 128 * (m_blocks - 1) + 1;
 }
 
 // The variant of a matmul-like op for `rows` token rows.
@@ -606,6 +709,14 @@ KernelVariant MatmulVariant(const Graph& g, const Op& op, const CudaTargetOption
   if (rows == 1) {
     v.name = q8 ? "matvec_q8.multi" : "matmul.float";
     if (!q8) v.params["tokens"] = int64_t{1};
+    return v;
+  }
+  if (o.gemm_min_rows > 0 && rows >= std::max(o.gemm_min_rows, 2) && rows <= o.mmq_max_rows &&
+      MmqServes(g, op)) {
+    v.name = "gemm.mmq";
+    v.params["bm"] = int64_t{o.mmq_tile == 64 || o.mmq_tile == 128 ? o.mmq_tile
+                             : rows >= MmqTile128From(g, op, o)   ? 128
+                                                                   : 64};
     return v;
   }
   if (o.gemm_min_rows > 0 && rows >= std::max(o.gemm_min_rows, 2)) {
@@ -651,9 +762,18 @@ absl::StatusOr<std::vector<KernelVariant>> Variants(const Graph& g, int index, c
         v.t_max = max_t;
         return std::vector<KernelVariant>{v};
       }
-      // rows = T: the kernels change at 2 rows and at gemm_min_rows.
+      // rows = T: the kernels change at 2 rows and at gemm_min_rows; gemm.mmq
+      // changes its tile at MmqTile128From and ends after mmq_max_rows.
       std::vector<int64_t> starts = {1, 2};
       if (o.gemm_min_rows > 2) starts.push_back(o.gemm_min_rows);
+      const int64_t gemm_from = std::max(o.gemm_min_rows, 2);
+      if (o.gemm_min_rows > 0 && o.mmq_max_rows >= gemm_from && MmqServes(g, op)) {
+        const int64_t t128 = MmqTile128From(g, op, o);
+        if (o.mmq_tile == 0 && t128 > gemm_from && t128 <= o.mmq_max_rows) starts.push_back(t128);
+        starts.push_back(int64_t{o.mmq_max_rows} + 1);
+      }
+      std::sort(starts.begin(), starts.end());
+      starts.erase(std::unique(starts.begin(), starts.end()), starts.end());
       std::vector<KernelVariant> out;
       for (size_t k = 0; k < starts.size() && starts[k] <= max_t; ++k) {
         KernelVariant v = MatmulVariant(g, op, o, starts[k]);
@@ -748,6 +868,7 @@ absl::StatusOr<std::vector<KernelVariant>> Variants(const Graph& g, int index, c
     case OpKind::kMoeWeights: return one("moe_weights");
     case OpKind::kMoeSum: return one("moe_sum");
     case OpKind::kMatMulId: return one("matmul_id.float");
+    case OpKind::kSample: return one("sample");
     case OpKind::kCopy: {
       // The step's inputs arrive and its logits leave by the runtime's own
       // transfers: copies between the host and the device are no launches.
@@ -810,11 +931,33 @@ absl::Status SchedulePersistent(const Graph& g, const CudaTargetOptions& opts, d
   auto bps = g.meta.find(passes::kDecodeBlocksPerSmKey);
   const int64_t blocks_per_sm =
       bps != g.meta.end() && std::holds_alternative<int64_t>(bps->second) ? std::get<int64_t>(bps->second) : 0;
+  // The sample op's launches stay launches of their own, after the kernel:
+  // vb_sample_pick runs 1,024 threads and both keep candidates in up to
+  // 32 KB of shared memory, which as tasks would set the persistent kernel's
+  // block size and shared memory for every other task.
+  auto outside = [&](const Launch& l) {
+    return l.op >= 0 && l.op < static_cast<int>(g.ops().size()) && g.ops()[l.op].kind == OpKind::kSample;
+  };
   std::vector<int> step;
+  bool after_outside = false;
   for (int i = 0; i < static_cast<int>(t.launches.size()); ++i) {
-    if (t.launches[i].t_min <= 1 && 1 <= t.launches[i].t_max) step.push_back(i);
+    if (!(t.launches[i].t_min <= 1 && 1 <= t.launches[i].t_max)) continue;
+    if (outside(t.launches[i])) {
+      after_outside = true;
+      continue;
+    }
+    if (after_outside) {
+      return absl::InternalError(absl::StrCat("persistent decode: launch ", t.launches[i].name,
+                                              " follows the sample op's launches"));
+    }
+    step.push_back(i);
   }
-  const std::string module = ModuleSource(KernelSetForGraph(g));
+  // The kernels the step's tasks come from. The quantized GEMM (kernels/
+  // mmq.cc) runs only from gemm_min_rows >= 2 rows, never at T = 1, and its
+  // dynamic shared memory is what tasks cannot use: it stays out.
+  KernelSet tasks = KernelSetForGraph(g);
+  tasks.mmq_types.clear();
+  const std::string module = ModuleSource(tasks);
   absl::StatusOr<PersistentSchedule> p =
       BuildPersistentSchedule(t, step, module, opts.sm_count, static_cast<int>(blocks_per_sm));
   if (!p.ok()) return p.status();
@@ -825,7 +968,12 @@ absl::Status SchedulePersistent(const Graph& g, const CudaTargetOptions& opts, d
   }
   // The op-by-op launches of T = 1 stay for --verify and profiling.
   std::vector<Launch> out;
+  std::vector<Launch> after;  // the sample op's, which run after the kernel
   for (Launch& l : t.launches) {
+    if (outside(l)) {
+      after.push_back(std::move(l));
+      continue;
+    }
     if (l.t_min <= 1 && 1 <= l.t_max) {
       if (l.t_max > 1) {
         Launch rest = l;
@@ -859,6 +1007,7 @@ absl::Status SchedulePersistent(const Graph& g, const CudaTargetOptions& opts, d
     k.args.push_back(Arg::Ptr(bytes > 0 ? BufRef{r, TExpr::Const(0), TExpr::Const(bytes)} : BufRef{}));
   }
   out.push_back(std::move(k));
+  for (Launch& l : after) out.push_back(std::move(l));
   t.launches = std::move(out);
   return absl::OkStatus();
 }
@@ -988,6 +1137,20 @@ absl::StatusOr<dispatch::Table> LowerDispatch(const Graph& g, const CudaTargetOp
   }
   t.logits = env.value[src];
   t.logits_elems = ElemsRule(g, src);
+  // A step that samples: its parameters in, the token out (each made on the
+  // device, like the logits).
+  const ValueId token = g.FindValue("token");
+  if (token >= 0 && g.value(token).storage == ir::Storage::kOutput) {
+    ValueId tsrc = token;
+    if (g.value(tsrc).producer >= 0 && g.ops()[g.value(tsrc).producer].kind == OpKind::kCopy &&
+        g.value(tsrc).device != ir::Device::kCuda) {
+      tsrc = g.ops()[g.value(tsrc).producer].inputs[0];
+    }
+    absl::StatusOr<BufRef> sampling = device_side("sampling");
+    if (!sampling.ok()) return sampling.status();
+    t.token = env.value[tsrc];
+    t.sampling = *sampling;
+  }
   // The vocabulary: rows of the tables that the tokens index.
   for (const Op& op : g.ops()) {
     if (op.kind != OpKind::kEmbedding) continue;

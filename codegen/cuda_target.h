@@ -13,6 +13,8 @@
 //                       matmul.float    vb_matmul{1,8}_<type> per weight: f32 activations
 //                       gemm.cublaslt   x -> f16, then per weight and chunk of `chunk_rows` rows:
 //                                       vb_dequant_f16_<type>, cublaslt (+ vb_add for a bias)
+//                       gemm.mmq {bm}   x -> f16, then vb_mmq_<type>_m<bm> per 3 weights: weights
+//                                       decoded into shared memory, mma.sync, bias fused
 //   quantize_q8         quantize_q8     vb_quantize_q8
 //   rms_norm            rms_norm        vb_rms_norm
 //   add / mul / silu    elementwise     vb_add / vb_mul / vb_silu
@@ -31,6 +33,7 @@
 //                                       only the chosen experts' rows read
 //   moe_sum             moe_sum         vb_moe_sum
 //   last_row            last_row        memcpy
+//   sample              sample          vb_sample_gather, vb_sample_pick (codegen/kernels/sample.cc)
 //   copy                io              (none: the step's input/output transfer) or
 //                       copy            memcpy (a copy within the device)
 //   reshape             view            (none)
@@ -38,7 +41,9 @@
 // Matmuls choose by the rows of their input (T, or a static count after
 // last_row): 1 row -> matvec_q8.multi (8-bit) or matmul.float {tokens=1};
 // 2 .. gemm_min_rows-1 -> matvec_q8 / matmul.float {tokens=8}; more ->
-// gemm.cublaslt when gemm_min_rows > 0.
+// gemm.cublaslt when gemm_min_rows > 0, except gemm.mmq up to mmq_max_rows
+// rows for the weight types it serves (bm 64, or 128 from the row count
+// where the 128-row grid fills the GPU twice; mmq_tile forces one).
 #ifndef VIBRANT_CODEGEN_CUDA_TARGET_H_
 #define VIBRANT_CODEGEN_CUDA_TARGET_H_
 
@@ -60,6 +65,15 @@ struct CudaTargetOptions {
   // Matmuls of at least this many token rows run as cuBLASLt GEMMs on f16
   // operands (0: never; the plan then needs no libcublasLt).
   int gemm_min_rows = 32;
+  // Matmuls of gemm_min_rows .. mmq_max_rows token rows whose weight type
+  // has the tensor-core GEMM on quantized weights (kernels/mmq.cc:
+  // MmqSupports: q4_0, q8_0, q4_K, q5_K, q6_K; K % 32 == 0) run it (variant
+  // gemm.mmq: no dequantized weight copy, no cuBLASLt); more rows, and other
+  // types, keep gemm.cublaslt. 0: never.
+  int mmq_max_rows = 0;
+  // Token rows per gemm.mmq block, 64 or 128; 0: the rule (128 when the
+  // 128-row grid has at least two blocks per multiprocessor, else 64).
+  int mmq_tile = 0;
   // The f16 weight chunk of a GEMM (bytes of scratch); at least 64 rows.
   int64_t gemm_weight_chunk_bytes = int64_t{48} << 20;
   // Steps of T = 1 are captured once as a CUDA graph and replayed.

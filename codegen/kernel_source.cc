@@ -1,5 +1,6 @@
 #include "codegen/kernel_source.h"
 
+#include <cstdint>
 #include <string>
 #include <utility>
 #include <vector>
@@ -18,6 +19,9 @@ void Collect(const Graph& g, KernelSet* set) {
   for (const Op& op : g.ops()) {
     if ((op.kind == OpKind::kMatMul || op.kind == OpKind::kMultiMatMul) && op.inputs.size() >= 2) {
       set->matmul_types.insert(g.value(op.inputs[1]).dtype);
+      for (const ir::KernelVariant& v : op.kernels) {
+        if (v.name == "gemm.mmq") set->mmq_types.insert(g.value(op.inputs[1]).dtype);
+      }
     } else if (op.kind == OpKind::kAttention && op.inputs.size() == 4) {
       const ir::Value& k = g.value(op.inputs[1]);
       const ir::Value& v = g.value(op.inputs[2]);
@@ -28,6 +32,8 @@ void Collect(const Graph& g, KernelSet* set) {
       set->embed_types.insert(g.value(op.inputs[0]).dtype);
     } else if (op.kind == OpKind::kMatMulId && op.inputs.size() >= 2) {
       set->moe_types.insert(g.value(op.inputs[1]).dtype);
+    } else if (op.kind == OpKind::kSample) {
+      set->sample = true;
     } else if (op.kind == OpKind::kFused && op.body != nullptr) {
       Collect(*op.body, set);
       absl::StatusOr<FusedKernel> k = GenerateFused(g, op);
@@ -55,6 +61,7 @@ KernelSet KernelSetForGraph(const Graph& graph) {
 
 KernelSet AllKernels() {
   KernelSet set;
+  set.sample = true;
   int n = 0;
   const DTypeInfo* all = AllDTypes(&n);
   for (int i = 0; i < n; ++i) {
@@ -62,6 +69,7 @@ KernelSet AllKernels() {
       set.matmul_types.insert(all[i].type);
       set.embed_types.insert(all[i].type);
       set.moe_types.insert(all[i].type);
+      if (MmqSupports(all[i].type)) set.mmq_types.insert(all[i].type);
     }
   }
   // The cache types vibrantc compile offers, K and V alike (mixed pairs such
@@ -95,6 +103,9 @@ std::string ModuleSource(const KernelSet& set) {
   absl::StrAppend(&src, "// ---- f16 operands for the prefill GEMM\n",
                   DequantSource(std::vector<DType>(set.matmul_types.begin(),
                                                    set.matmul_types.end())));
+  if (!set.mmq_types.empty()) {
+    absl::StrAppend(&src, MmqSource(std::vector<DType>(set.mmq_types.begin(), set.mmq_types.end())));
+  }
   absl::StrAppend(&src, "// ---- embedding\n",
                   EmbeddingSource(std::vector<DType>(set.embed_types.begin(),
                                                      set.embed_types.end())));
@@ -109,6 +120,7 @@ std::string ModuleSource(const KernelSet& set) {
     absl::StrAppend(&src, AttentionMmaSource(std::vector<AttnConfig>(set.attention.begin(),
                                                                       set.attention.end())));
   }
+  if (set.sample) absl::StrAppend(&src, "// ---- sample\n", SampleSource());
   if (!set.fused.empty()) {
     absl::StrAppend(&src, "// ---- fused ops (one kernel per distinct body)\n");
     for (const auto& [name, text] : set.fused) absl::StrAppend(&src, text);
@@ -195,6 +207,14 @@ absl::Status CheckCudaSupportsOp(const Graph& g, const Op& op) {
                                         " is not supported"));
       }
       return absl::OkStatus();
+    case OpKind::kSample: {
+      if (op.inputs.size() != 2) return unsupported("takes 2 inputs");
+      const ir::Value& logits = g.value(op.inputs[0]);
+      if (logits.shape.size() != 2 || logits.shape[1] <= 0 || logits.shape[1] > INT32_MAX / 2) {
+        return unsupported("logits must be [R, V] with V < 2^30");
+      }
+      return absl::OkStatus();
+    }
     case OpKind::kQuantizeQ8:
     case OpKind::kMoeTopK:
     case OpKind::kMoeWeights:

@@ -23,6 +23,9 @@ struct KernelSet {
   std::set<DType> matmul_types;  // weight dtypes of matmul ops
   std::set<DType> embed_types;   // table dtypes of embedding ops
   std::set<DType> moe_types;     // expert weight dtypes of matmul_id ops
+  // Weight dtypes of matmuls that select-kernels gave the tensor-core GEMM
+  // on quantized weights (variant gemm.mmq; kernels/mmq.cc).
+  std::set<DType> mmq_types;
   // Tensor-core attention kernels (codegen/kernels/attention_mma.h), one
   // decode and one prefill entry point per (K type, V type, head_dim) of the
   // graph's attention ops that they support.
@@ -30,6 +33,8 @@ struct KernelSet {
   // Generated kernels of fused ops (GenerateFused), name -> source; equal
   // bodies share one entry.
   std::map<std::string, std::string> fused;
+  // The sampler (a sample op in the graph).
+  bool sample = false;
 };
 
 // The kernels `graph` needs (fused bodies included; one generated kernel per

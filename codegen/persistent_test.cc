@@ -46,8 +46,13 @@ Launch K(const std::string& name, int64_t grid, uint32_t threads, std::vector<Bu
   return l;
 }
 
-// A module with one kernel that uses shared memory through a helper.
+// A module with one kernel that uses shared memory through a helper (and a
+// helper behind an include guard, which the second copy must define too).
 constexpr char kModule[] = R"(
+#ifndef GUARDED_HELPER
+#define GUARDED_HELPER
+VB_INLINE float guarded(float v) { return v; }
+#endif
 VB_INLINE float helper_with_shared(float v) { __shared__ float s[32]; s[0] = v; return s[0]; }
 VB_INLINE float calls_it(float v) { return helper_with_shared(v) + 1.0f; }
 extern "C" __global__ void __launch_bounds__(128) k_plain(const float* a, float* b, int n) { b[0] = a[0]; }
@@ -133,6 +138,19 @@ TEST(PersistentSchedule, KernelsUsingSharedMemoryRunOneTaskPerBlock) {
   ASSERT_TRUE(p.ok()) << p.status();
   EXPECT_EQ(p->stages[0].subs, 1);
   EXPECT_EQ(p->stages[0].groups, 2);  // at most one group per block
+}
+
+TEST(PersistentSchedule, TheSecondCopyUndefinesIncludeGuards) {
+  dispatch::Table t;
+  t.kernels = {"k_plain"};
+  t.launches = {K("k_plain", 1, 128, {Buf(Region::kArena, 0, 4), Buf(Region::kArena, 4, 4)})};
+  auto p = BuildPersistentSchedule(t, {0}, kModule, 1, 1);
+  ASSERT_TRUE(p.ok()) << p.status();
+  auto src = PersistentSource(kModule, *p);
+  ASSERT_TRUE(src.ok()) << src.status();
+  const size_t undef = src->find("#undef GUARDED_HELPER");
+  ASSERT_NE(undef, std::string::npos);
+  EXPECT_LT(undef, src->find("VB_INLINE float guarded"));
 }
 
 TEST(PersistentSchedule, RejectsWhatCannotBeATask) {
@@ -301,6 +319,62 @@ TEST(PersistentSchedule, LoweringRunsTheStepAsOneLaunchAndKeepsTheOpByOpOnes) {
   EXPECT_TRUE(back.ok()) << back.status();
   EXPECT_THAT(src, HasSubstr(std::string(" ") + kPersistentKernelName + "("));
   // NVRTC compiles the module with the persistent kernel.
+  NvrtcOptions nv;
+  nv.arch = "sm_90";
+  bool hit = false;
+  auto k = CompileCuda(ModuleSource(KernelSetForGraph(*g)) + src, kModuleName, nv, &hit);
+  EXPECT_TRUE(k.ok()) << k.status().message().substr(0, 4000);
+}
+
+// A step that samples (passes/append_sample): the sampler's two launches
+// stay launches of their own after the persistent kernel (vb_sample_pick's
+// 1,024 threads and both kernels' shared memory would otherwise size every
+// task's block); the module, whose sampler kernels the persistent source
+// re-emits as device functions, still compiles.
+TEST(PersistentSchedule, TheSamplerRunsAfterThePersistentKernel) {
+  auto m = passes::test_models::TinyQwen2();
+  ASSERT_TRUE(m.ok()) << m.status();
+  LowerOptions lo;
+  lo.max_tokens = 8;
+  lo.n_ctx = 128;
+  auto g = (*m)->Lower(lo);
+  ASSERT_TRUE(g.ok()) << g.status();
+  CudaTargetOptions opts;
+  const CudaTarget target(opts);
+  passes::PassContext ctx;
+  ctx.device = passes::DevicePolicy::kCuda;
+  ctx.cuda_supports = [&](const ir::Op& op) { return CheckCudaSupportsOp(*g, op).ok(); };
+  ctx.cuda_kernels = &target;
+  ctx.decode_blocks_per_sm = 2;
+  passes::PipelineConfig config;
+  config.append_sample = true;
+  config.sample_required = true;
+  std::ostringstream log;
+  ASSERT_TRUE(passes::DefaultPipeline(config).Run(*g, ctx, {}, log).ok()) << log.str();
+  std::string src;
+  auto t = LowerDispatch(*g, opts, &src);
+  ASSERT_TRUE(t.ok()) << t.status();
+  g->meta.erase(passes::kDecodeScheduleKey);
+  auto ops = LowerDispatch(*g, opts);
+  ASSERT_TRUE(ops.ok()) << ops.status();
+  auto names = [](const std::vector<const Launch*>& ls) {
+    std::vector<std::string> out;
+    for (const Launch* l : ls) out.push_back(l->name);
+    return out;
+  };
+  EXPECT_THAT(names(dispatch::LaunchesFor(*t, 1)),
+              ElementsAre(kPersistentKernelName, "vb_sample_gather", "vb_sample_pick"));
+  EXPECT_EQ(names(dispatch::LaunchesFor(*t, 1, /*per_op=*/true)), names(dispatch::LaunchesFor(*ops, 1)));
+  for (int64_t T : {2, 8}) {
+    EXPECT_EQ(names(dispatch::LaunchesFor(*t, T)), names(dispatch::LaunchesFor(*ops, T))) << T;
+  }
+  // The kernel's block is the largest task's, not the sampler's 1,024.
+  for (const Launch* l : dispatch::LaunchesFor(*t, 1)) {
+    if (l->name == kPersistentKernelName) {
+      EXPECT_LT(l->block[0], 1024u);
+    }
+  }
+  EXPECT_THAT(src, ::testing::Not(HasSubstr("VBP_RUN_K(vb_sample")));
   NvrtcOptions nv;
   nv.arch = "sm_90";
   bool hit = false;

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "ir/serialize.h"
 #include "ir/verifier.h"
+#include "codegen/cpu_target.h"
 #include "codegen/cuda_target.h"
 #ifdef VIBRANT_WITH_CUDA
 #include "codegen/kernel_source.h"
@@ -50,6 +51,15 @@ absl::StatusOr<Compiled> CompileGraph(ir::Graph graph, const CompileOptions& opt
   ctx.device = out.device == "cuda" ? passes::DevicePolicy::kCuda : passes::DevicePolicy::kCpu;
   codegen::CudaTargetOptions target_opts;
   target_opts.gemm_min_rows = opts.gemm_min_rows;
+  if (opts.mmq_tile != 0 && opts.mmq_tile != 64 && opts.mmq_tile != 128) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--mmq-tile must be 0 (the rule), 64 or 128, not ", opts.mmq_tile));
+  }
+  if (opts.mmq_max_rows < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("--mmq-max-rows must be >= 0, not ", opts.mmq_max_rows));
+  }
+  target_opts.mmq_max_rows = opts.mmq_max_rows;
+  target_opts.mmq_tile = opts.mmq_tile;
   target_opts.gemm_weight_chunk_bytes = opts.gemm_weight_chunk_bytes;
   target_opts.cuda_graphs = opts.cuda_graphs;
   target_opts.flash_attention = opts.flash_attention;
@@ -71,12 +81,22 @@ absl::StatusOr<Compiled> CompileGraph(ir::Graph graph, const CompileOptions& opt
 #endif
   const codegen::CudaTarget target(target_opts);
   if (out.device == "cuda") ctx.cuda_kernels = &target;
+  // A cpu plan's kernels: fast, or the exact reference ones (--exact).
+  const codegen::CpuTarget cpu_target({.exact = opts.cpu_exact});
+  if (out.device == "cpu") ctx.cpu_kernels = &cpu_target;
   ctx.explain_devices = opts.explain_devices;
   ctx.decode_blocks_per_sm = opts.decode_blocks_per_sm;
   out.before = passes::ComputeGraphStats(graph);
   std::ostringstream discard;
   std::ostream& log = opts.log != nullptr ? *opts.log : discard;
-  absl::Status s = passes::DefaultPipeline().Run(graph, ctx, opts.pipeline, log);
+  // Sampling in the step: on a GPU only a token id then comes back per step
+  // instead of the row of logits, and the host sampler's sort of the
+  // vocabulary is gone. A cpu plan gains nothing (the host samples either
+  // way), so it is off there unless asked for.
+  passes::PipelineConfig pipeline_config;
+  pipeline_config.append_sample = opts.sample.value_or(out.device == "cuda");
+  pipeline_config.sample_required = opts.sample.value_or(false);
+  absl::Status s = passes::DefaultPipeline(pipeline_config).Run(graph, ctx, opts.pipeline, log);
   out.notes = std::move(ctx.notes);
   if (!s.ok()) return s;
   if (absl::Status v = ir::Verify(graph); !v.ok()) {
@@ -100,6 +120,7 @@ absl::StatusOr<Compiled> CompileGraph(ir::Graph graph, const CompileOptions& opt
       {"cache_type_k", std::string(DTypeName(kv_k))},
       {"cache_type_v", std::string(DTypeName(kv_v))},
       {"all_logits", MetaInt(graph, "all_logits", 0) != 0 ? "1" : "0"},
+      {"sample", graph.FindValue("token") >= 0 && graph.FindValue("sampling") >= 0 ? "1" : "0"},
   };
 #ifdef VIBRANT_WITH_CUDA
   if (out.device == "cuda") {

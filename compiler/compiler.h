@@ -37,11 +37,20 @@ struct CompileOptions {
   bool explain_devices = false;
   // Where IR dumps and pass timings go; null: discarded.
   std::ostream* log = nullptr;
+  // CPU ops run the exact reference kernels (f32 activations) instead of the
+  // fast ones (8-bit activations, SIMD): the CPU target's choice in
+  // select-kernels, recorded per op (runtime/cpu/kernel_select.h).
+  bool cpu_exact = false;
   // cuda kernel choice (codegen/cuda_target.h): matmuls of at least this many
   // token rows run as cuBLASLt GEMMs (0: never); the GPU's multiprocessor
   // count for launch geometry (0: the local GPU's, else 132); decode steps as
   // CUDA graphs; programmatic dependent launch.
   int gemm_min_rows = 32;
+  // Matmuls of gemm_min_rows .. mmq_max_rows rows on the tensor-core GEMM on
+  // quantized weights where it serves the type (codegen/cuda_target.h; 0:
+  // never), with mmq_tile token rows per block (64, 128; 0: the rule).
+  int mmq_max_rows = 0;
+  int mmq_tile = 0;
   int64_t gemm_weight_chunk_bytes = int64_t{48} << 20;  // f16 weight rows per GEMM chunk
   int sm_count = 0;
   bool cuda_graphs = true;
@@ -50,11 +59,18 @@ struct CompileOptions {
   // cache; false: the scalar split kernels (f32 math; not for q8_0 caches).
   bool flash_attention = true;
   // A step of one token as one persistent kernel with this many blocks per
-  // multiprocessor (passes/schedule_decode.h); 0: one launch per op.
-  int decode_blocks_per_sm = 2;
+  // multiprocessor (passes/schedule_decode.h); 0: one launch per op (the
+  // default while the persistent kernel measures slower: BENCHMARKS.md).
+  int decode_blocks_per_sm = 0;
   // cuda: compile the kernels with NVRTC (false: the IR and the dispatch
   // table only, for checks that need no binaries).
   bool compile_kernels = true;
+  // The step draws its next token itself (passes/append_sample: the sample
+  // op; vibrantc compile --gpu-sampling / --no-gpu-sampling). Unset: on for
+  // cuda plans of a model step (meta n_vocab, logits [rows, n_vocab]; any
+  // other graph is left as it is), off for cpu plans; true: any graph with
+  // [rows, V] logits, and an error for one without.
+  std::optional<bool> sample;
 };
 
 // What a compile produces: everything a plan file holds except the weights.

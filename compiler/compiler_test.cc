@@ -9,8 +9,10 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "ir/printer.h"
 #include "ir/serialize.h"
 #include "passes/test_models.h"
 #include "runtime/dispatch.h"
@@ -40,7 +42,9 @@ absl::Span<const uint8_t> Bytes(const std::string& s) {
 }
 
 TEST(CompilerCuda, TheTableHoldsExactlyTheIrsLaunches) {
-  auto c = CompileTinyQwen2({});
+  CompileOptions persistent;
+  persistent.decode_blocks_per_sm = 2;  // --decode-schedule persistent
+  auto c = CompileTinyQwen2(persistent);
   ASSERT_TRUE(c.ok()) << c.status();
   ASSERT_TRUE(c->dispatch_table.has_value());
   const dispatch::Table& t = *c->dispatch_table;
@@ -52,21 +56,20 @@ TEST(CompilerCuda, TheTableHoldsExactlyTheIrsLaunches) {
       }
     }
     // Per op; a plain run of T = 1 is the persistent kernel (schedule-decode)
-    // whose tasks are exactly these launches.
+    // whose tasks are exactly these launches but the sampler's, which run
+    // after it (a cuda plan samples by default).
     for (const dispatch::Launch* l : dispatch::LaunchesFor(t, T, /*per_op=*/true)) from_table.push_back(l->name);
     EXPECT_EQ(from_ir, from_table) << "T=" << T;
     std::vector<std::string> plain;
     for (const dispatch::Launch* l : dispatch::LaunchesFor(t, T)) plain.push_back(l->name);
     if (T == 1) {
-      EXPECT_EQ(plain, std::vector<std::string>{"vb_decode_step"});
+      EXPECT_EQ(plain, (std::vector<std::string>{"vb_decode_step", "vb_sample_gather", "vb_sample_pick"}));
     } else {
       EXPECT_EQ(plain, from_table) << "T=" << T;
     }
   }
-  // --decode-schedule ops: T = 1 op by op too.
-  CompileOptions ops;
-  ops.decode_blocks_per_sm = 0;
-  auto c_ops = CompileTinyQwen2(ops);
+  // --decode-schedule ops (the default): T = 1 op by op too.
+  auto c_ops = CompileTinyQwen2({});
   ASSERT_TRUE(c_ops.ok()) << c_ops.status();
   EXPECT_EQ(c_ops->graph.meta.count("decode_schedule"), 0u);
   std::vector<std::string> ops_names, per_op_names;
@@ -101,7 +104,75 @@ TEST(CompilerCuda, TheTableRoundTripsAndEveryTruncationIsAnError) {
   std::string version = bytes;
   version[4] = 9;
   auto r = dispatch::Parse(Bytes(version), "plan.bin: section DISPATCH");
-  EXPECT_THAT(std::string(r.status().message()), HasSubstr("dispatch table format 9, this runtime reads 2: recompile"));
+  EXPECT_THAT(std::string(r.status().message()),
+              HasSubstr(absl::StrCat("dispatch table format 9, this runtime reads ", dispatch::kDispatchFormatVersion,
+                                     ": recompile")));
+}
+
+// Sampling in the step (passes/append_sample): on by default for cuda plans,
+// off for cpu plans, either way on request; the table names its buffers.
+TEST(CompilerCuda, CudaPlansSampleOnTheGpuByDefault) {
+  auto c = CompileTinyQwen2({});
+  ASSERT_TRUE(c.ok()) << c.status();
+  const dispatch::Table& t = *c->dispatch_table;
+  EXPECT_EQ(t.sampling.region, dispatch::Region::kArena);
+  EXPECT_EQ(t.token.region, dispatch::Region::kArena);
+  EXPECT_EQ(t.sampling.extent.Eval(1), 32);
+  EXPECT_EQ(t.token.extent.Eval(1), 4);
+  bool option = false;
+  for (const auto& [k, v] : c->options) option |= k == "sample" && v == "1";
+  EXPECT_TRUE(option);
+  // The sample op's two launches run at every T.
+  for (int64_t T : {int64_t{1}, int64_t{64}}) {
+    std::vector<std::string> names;
+    for (const dispatch::Launch* l : dispatch::LaunchesFor(t, T)) names.push_back(l->name);
+    ASSERT_GE(names.size(), 2u);
+    EXPECT_EQ(names[names.size() - 2], "vb_sample_gather") << "T=" << T;
+    EXPECT_EQ(names.back(), "vb_sample_pick") << "T=" << T;
+  }
+  EXPECT_THAT(dispatch::Describe(t), HasSubstr("sampling: params"));
+
+  CompileOptions off;
+  off.sample = false;
+  auto c2 = CompileTinyQwen2(off);
+  ASSERT_TRUE(c2.ok()) << c2.status();
+  EXPECT_EQ(c2->dispatch_table->token.region, dispatch::Region::kNone);
+  EXPECT_EQ(c2->graph.FindValue("token"), -1);
+  EXPECT_LT(c2->dispatch_table->launches.size(), t.launches.size());
+}
+
+TEST(CompilerCuda, TheSampleBuffersAreChecked) {
+  auto c = CompileTinyQwen2({});
+  ASSERT_TRUE(c.ok()) << c.status();
+  dispatch::Table t = *c->dispatch_table;
+  t.token = dispatch::BufRef{};
+  EXPECT_THAT(std::string(dispatch::Validate(t, "d").message()), HasSubstr("both buffers"));
+  t = *c->dispatch_table;
+  t.sampling.extent = dispatch::TExpr::Const(16);
+  EXPECT_THAT(std::string(dispatch::Validate(t, "d").message()), HasSubstr("at least 32 bytes"));
+  t = *c->dispatch_table;
+  t.token.offset = dispatch::TExpr::Linear(4, 0);
+  EXPECT_THAT(std::string(dispatch::Validate(t, "d").message()), HasSubstr("token: a fixed buffer"));
+  t = *c->dispatch_table;
+  t.token.offset = dispatch::TExpr::Const(t.region_bytes[static_cast<int>(dispatch::Region::kArena)]);
+  EXPECT_THAT(std::string(dispatch::Validate(t, "d").message()), HasSubstr("exceed the region"));
+}
+
+TEST(Compiler, CpuPlansSampleOnlyWhenAsked) {
+  auto m = passes::test_models::TinyQwen2();
+  ASSERT_TRUE(m.ok()) << m.status();
+  CompileOptions o;
+  o.device = "cpu";
+  auto plain = CompileGguf(*(*m)->file, o);
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_EQ(plain->graph.FindValue("token"), -1);
+  o.sample = true;
+  auto sampled = CompileGguf(*(*m)->file, o);
+  ASSERT_TRUE(sampled.ok()) << sampled.status();
+  const ir::ValueId token = sampled->graph.FindValue("token");
+  ASSERT_GE(token, 0);
+  EXPECT_EQ(sampled->graph.ops()[sampled->graph.value(token).producer].kind, ir::OpKind::kSample);
+  EXPECT_EQ(sampled->graph.ops()[sampled->graph.value(token).producer].device, ir::Device::kCpu);
 }
 
 TEST(CompilerCuda, BuffersOutsideTheirRegionAreRejected) {
@@ -158,5 +229,151 @@ TEST(CompilerCuda, PlansWithoutADispatchTableAskToRecompile) {
   EXPECT_THAT(std::string(p.status().message()), HasSubstr("a cuda plan without a DISPATCH section (recompile it"));
 }
 
+
+// x [T, K] = embedding(tokens), then `weights` matmuls of x (combined into
+// one multi_matmul when they share a type) summed into the logits' input.
+ir::Graph MatmulGraph(DType t, const std::vector<int64_t>& rows, int64_t K, int64_t max_tokens) {
+  ir::Graph g;
+  g.max_tokens = max_tokens;
+  const ir::ValueId tokens = g.AddInput("tokens", DType::kI32, {ir::kTokens});
+  const ir::ValueId x =
+      *g.AddOp(ir::OpKind::kEmbedding, {g.AddWeight("e", DType::kF32, {4, K}, "e"), tokens}, "x");
+  ir::ValueId sum = -1;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const std::string w = "w" + std::to_string(i);
+    ir::ValueId y = *g.AddOp(ir::OpKind::kMatMul, {x, g.AddWeight(w, t, {rows[i], K}, w)}, "y" + w);
+    ir::ValueId last = *g.AddOp(ir::OpKind::kLastRow, {y}, "last" + w);
+    ir::ValueId head = *g.AddOp(ir::OpKind::kReshape, {last}, "head" + w,
+                                {{"shape", std::vector<int64_t>{rows[i] / 64, 64}}});
+    ir::ValueId l = *g.AddOp(ir::OpKind::kLastRow, {head}, "l" + w);
+    sum = sum < 0 ? l : *g.AddOp(ir::OpKind::kAdd, {sum, l}, "s" + w);
+  }
+  g.MarkOutput(*g.AddOp(ir::OpKind::kScale, {sum}, "logits", {{"scale", 1.0}}));
+  return g;
+}
+
+const ir::Op* FirstMatmul(const ir::Graph& g) {
+  for (const ir::Op& op : g.ops()) {
+    if (op.kind == ir::OpKind::kMatMul || op.kind == ir::OpKind::kMultiMatMul) return &op;
+  }
+  return nullptr;
+}
+
+// --mmq-max-rows: the quantized tensor-core GEMM from gemm_min_rows to that
+// many rows (64-row blocks, then 128 from where that grid fills the GPU
+// twice), cuBLASLt above; its launches read the weights as stored.
+TEST(CompilerCuda, MmqVariantsByTokenRangeAndType) {
+  CompileOptions o;
+  o.device = "cuda";
+  o.compile_kernels = false;
+  o.sm_count = 132;
+  o.mmq_max_rows = 3000;
+  auto c = CompileGraph(MatmulGraph(DType::kQ4_K, {2048}, 2048, 4096), o);
+  ASSERT_TRUE(c.ok()) << c.status();
+  const ir::Op* mm = FirstMatmul(c->graph);
+  ASSERT_NE(mm, nullptr);
+  // 16 weight tiles of 128 rows: the 128-row grid has 2 * 132 blocks from
+  // ceil(T / 128) >= 17, i.e. T >= 2049.
+  struct Want {
+    int64_t lo, hi;
+    std::string name;
+    int64_t bm;
+  };
+  const std::vector<Want> want = {{1, 1, "matvec_q8.multi", 0},
+                                  {2, 31, "matvec_q8", 0},
+                                  {32, 2048, "gemm.mmq", 64},
+                                  {2049, 3000, "gemm.mmq", 128},
+                                  {3001, 4096, "gemm.cublaslt", 0}};
+  ASSERT_EQ(mm->kernels.size(), want.size()) << ir::PrintGraph(c->graph);
+  for (size_t i = 0; i < want.size(); ++i) {
+    const ir::KernelVariant& v = mm->kernels[i];
+    EXPECT_EQ(v.t_min, want[i].lo);
+    EXPECT_EQ(v.t_max, want[i].hi);
+    EXPECT_EQ(v.name, want[i].name);
+    if (want[i].bm > 0) {
+      EXPECT_EQ(std::get<int64_t>(v.params.at("bm")), want[i].bm);
+      EXPECT_EQ(v.launches, (std::vector<std::string>{"vb_q8a_to_f16", "vb_mmq_q4_K_m" + std::to_string(want[i].bm)}));
+    }
+  }
+  EXPECT_THAT(ir::PrintGraph(c->graph), HasSubstr("T=32..2048: gemm.mmq {bm=64} -> vb_q8a_to_f16, vb_mmq_q4_K_m64"));
+  // T = 512: the launch's grid, shared memory and arguments; no cuBLASLt.
+  const dispatch::Table& t = *c->dispatch_table;
+  int mmq = 0;
+  for (const dispatch::Launch* l : dispatch::LaunchesFor(t, 512)) {
+    EXPECT_NE(l->kind, dispatch::LaunchKind::kGemm);
+    if (l->name != "vb_mmq_q4_K_m64") continue;
+    ++mmq;
+    EXPECT_EQ(l->grid[0].Eval(512), 8);
+    EXPECT_EQ(l->grid[1].Eval(512), 16);
+    EXPECT_EQ(l->block[0], 256u);
+    EXPECT_EQ(l->smem, 2u * 72 * (3 * 64 + 2 * 128));
+    ASSERT_EQ(l->args.size(), 16u);
+    EXPECT_EQ(l->args[1].value.Eval(512), 512);                       // T
+    EXPECT_EQ(l->args[2].value.Eval(512), 2048);                      // K
+    EXPECT_EQ(l->args[3].value.Eval(512), 2048 / 256 * 144);          // row bytes
+    EXPECT_EQ(l->args[4].buf.region, dispatch::Region::kWeights);     // w0 as stored
+    EXPECT_EQ(l->args[4].buf.extent.Eval(512), 2048 * 2048 / 256 * 144);
+    EXPECT_EQ(l->args[5].buf.region, dispatch::Region::kNone);        // no bias
+    EXPECT_EQ(l->args[7].value.Eval(512), 2048);                      // n0
+    EXPECT_EQ(l->args[11].value.Eval(512), 0);                        // unused members
+    EXPECT_EQ(l->args[15].value.Eval(512), 0);
+  }
+  EXPECT_EQ(mmq, 1);
+  bool gemm_at_4096 = false;
+  for (const dispatch::Launch* l : dispatch::LaunchesFor(t, 4096)) gemm_at_4096 |= l->kind == dispatch::LaunchKind::kGemm;
+  EXPECT_TRUE(gemm_at_4096);
+
+  // A forced tile; one launch for three weights of a type (q, k, v shapes).
+  o.mmq_tile = 128;
+  auto c2 = CompileGraph(MatmulGraph(DType::kQ6_K, {2048, 256, 256}, 2048, 512), o);
+  ASSERT_TRUE(c2.ok()) << c2.status();
+  const ir::Op* mm2 = FirstMatmul(c2->graph);
+  ASSERT_NE(mm2, nullptr);
+  EXPECT_EQ(mm2->kind, ir::OpKind::kMultiMatMul);
+  ASSERT_EQ(mm2->kernels.size(), 3u);
+  EXPECT_EQ(mm2->kernels[2].name, "gemm.mmq");
+  EXPECT_EQ(mm2->kernels[2].launches, (std::vector<std::string>{"vb_q8a_to_f16", "vb_mmq_q6_K_m128"}));
+  for (const dispatch::Launch* l : dispatch::LaunchesFor(*c2->dispatch_table, 300)) {
+    if (l->name == "vb_mmq_q6_K_m128") EXPECT_EQ(l->grid[1].Eval(300), 16 + 2 + 2);
+  }
+
+  // Types without the kernel keep cuBLASLt; --mmq-max-rows 0 is today's plan.
+  o.mmq_tile = 0;
+  auto c3 = CompileGraph(MatmulGraph(DType::kF16, {256}, 2048, 512), o);
+  ASSERT_TRUE(c3.ok()) << c3.status();
+  EXPECT_EQ(FirstMatmul(c3->graph)->kernels.back().name, "gemm.cublaslt");
+  o.mmq_max_rows = 0;
+  auto c4 = CompileGraph(MatmulGraph(DType::kQ4_K, {2048}, 2048, 512), o);
+  ASSERT_TRUE(c4.ok()) << c4.status();
+  EXPECT_EQ(FirstMatmul(c4->graph)->kernels.back().name, "gemm.cublaslt");
+  for (const ir::Op& op : c4->graph.ops()) {
+    for (const ir::KernelVariant& v : op.kernels) EXPECT_NE(v.name, "gemm.mmq");
+  }
+  // A bad tile is a named error.
+  o.mmq_tile = 96;
+  auto bad = CompileGraph(MatmulGraph(DType::kQ4_K, {2048}, 2048, 512), o);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(std::string(bad.status().message()), HasSubstr("--mmq-tile must be 0 (the rule), 64 or 128"));
+}
+
+// With kernels: the module holds the quantized GEMM's entry points exactly
+// when a matmul chose it.
+TEST(CompilerCuda, MmqKernelsAreCompiledOnlyWhenChosen) {
+#ifndef VIBRANT_WITH_CUDA
+  GTEST_SKIP() << "built without the CUDA backend (no NVRTC)";
+#endif
+  CompileOptions o;
+  o.device = "cuda";
+  o.arch = "sm_90";
+  o.mmq_max_rows = 4096;
+  auto c = CompileGraph(MatmulGraph(DType::kQ4_K, {256}, 256, 64), o);
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_TRUE(c->kernel_bundle.has_value());
+  EXPECT_THAT(c->kernel_bundle->ptx, HasSubstr(".entry vb_mmq_q4_K_m64("));
+  o.mmq_max_rows = 0;
+  auto c2 = CompileGraph(MatmulGraph(DType::kQ4_K, {256}, 256, 64), o);
+  ASSERT_TRUE(c2.ok()) << c2.status();
+  EXPECT_THAT(c2->kernel_bundle->ptx, ::testing::Not(HasSubstr("vb_mmq_")));
+}
 }  // namespace
 }  // namespace vibrant::compiler

@@ -115,8 +115,9 @@ struct Op {
   // graph whose inputs are this op's inputs (same order) and whose outputs are
   // this op's outputs. Null otherwise.
   std::shared_ptr<const Graph> body;
-  // The kernels that run the op, by token count (select-kernels); empty for
-  // ops a backend interprets (the CPU) and before the pass. Ranges are
+  // The kernels that run the op, by token count (select-kernels); empty
+  // before the pass and for cpu ops with only one CPU kernel (the CPU's
+  // variants have no launches: runtime/cpu/kernel_select.h). Ranges are
   // ascending and disjoint and cover 1..max_tokens; an op with no work (a
   // view) has one variant with no launches.
   std::vector<KernelVariant> kernels;

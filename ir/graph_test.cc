@@ -39,6 +39,31 @@ TEST(OpsTest, NamesRoundTrip) {
   EXPECT_EQ(DeviceName(Device::kCuda), "cuda");
 }
 
+// sample(logits[R, V] f32, params i32[8]) -> i32[1] (ir/ops.h).
+TEST(OpsTest, SampleInfersOneTokenId) {
+  Graph g;
+  g.max_tokens = 8;
+  const ValueId logits = g.AddInput("logits", DType::kF32, {kTokens, 100});
+  const ValueId params = g.AddInput("sampling", DType::kI32, {8});
+  absl::StatusOr<ValueId> token = g.AddOp(OpKind::kSample, {logits, params}, "token");
+  ASSERT_TRUE(token.ok()) << token.status();
+  EXPECT_EQ(g.value(*token).dtype, DType::kI32);
+  EXPECT_EQ(g.value(*token).shape, Shape{1});
+  EXPECT_EQ(OpName(OpKind::kSample), "sample");
+  EXPECT_EQ(*OpKindFromName("sample"), OpKind::kSample);
+  EXPECT_FALSE(GetOpInfo(OpKind::kSample).side_effects);
+  // Wrong operands are errors that name them.
+  const ValueId ids = g.AddInput("ids", DType::kI32, {kTokens, 100});
+  EXPECT_THAT(Msg(g.AddOp(OpKind::kSample, {ids, params}, "t2").status()), HasSubstr("logits"));
+  const ValueId flat = g.AddInput("flat", DType::kF32, {100});
+  EXPECT_THAT(Msg(g.AddOp(OpKind::kSample, {flat, params}, "t3").status()), HasSubstr("[R, V]"));
+  const ValueId p7 = g.AddInput("p7", DType::kI32, {7});
+  EXPECT_THAT(Msg(g.AddOp(OpKind::kSample, {logits, p7}, "t4").status()), HasSubstr("i32[8]"));
+  const ValueId pf = g.AddInput("pf", DType::kF32, {8});
+  EXPECT_THAT(Msg(g.AddOp(OpKind::kSample, {logits, pf}, "t5").status()), HasSubstr("i32[8]"));
+  EXPECT_FALSE(g.AddOp(OpKind::kSample, {logits}, "t6").ok());
+}
+
 TEST(OpTest, AttrGetters) {
   Op op;
   op.attrs = {{"i", int64_t{3}}, {"f", 0.5}, {"s", std::string("x")}, {"l", std::vector<int64_t>{1}}};

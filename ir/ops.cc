@@ -97,11 +97,13 @@ constexpr OpInfo kOps[] = {
      false, false},
     {OpKind::kMoeSum, "moe_sum", 2, 2, 1, VB_NO_ATTRS, FusionRole::kNone, InPlaceRule::kNone,
      false, false},
+    {OpKind::kSample, "sample", 2, 2, 1, VB_NO_ATTRS, FusionRole::kNone, InPlaceRule::kNone, false,
+     false},
 };
 #undef VB_ATTRS
 #undef VB_NO_ATTRS
 constexpr int kNumOps = static_cast<int>(std::size(kOps));
-static_assert(static_cast<int>(OpKind::kMoeSum) + 1 == kNumOps);
+static_assert(static_cast<int>(OpKind::kSample) + 1 == kNumOps);
 constexpr bool RegistryInOrder() {
   for (int i = 0; i < kNumOps; ++i) {
     if (static_cast<int>(kOps[i].kind) != i) return false;
@@ -610,6 +612,19 @@ absl::StatusOr<Value> InferOpOutput(const Graph& g, OpKind kind, const std::vect
       }
       out.dtype = DType::kQ8A;
       out.shape = x.shape;
+      break;
+    }
+    case OpKind::kSample: {
+      const Value& logits = *in[0];
+      const Value& params = *in[1];
+      if (auto s = CheckF32(err, "logits", logits); !s.ok()) return s;
+      if (auto s = CheckRank(err, "logits", logits, 2, "[R, V]"); !s.ok()) return s;
+      if (logits.shape[1] <= 0) return err("logits ", Desc(logits), " must have a static row length");
+      if (params.dtype != DType::kI32 || params.shape != Shape{8}) {
+        return err("params ", Desc(params), " must be i32[8]");
+      }
+      out.dtype = DType::kI32;
+      out.shape = {1};
       break;
     }
     case OpKind::kFused:

@@ -152,6 +152,18 @@ enum class OpKind : uint8_t {
   // moe_sum(y[T, k, D], w[T, k]) -> [T, D]: out[t] = w[t, 0] * y[t, 0] +
   //   w[t, 1] * y[t, 1] + ... (float, j ascending, each product rounded).
   kMoeSum,
+  // sample(logits[R, V] f32, params[8] i32) -> i32[1]: the next token, drawn
+  //   from the last row of logits by llama.cpp's sampler chain as
+  //   runtime/sampler.h defines it (greedy when temp <= 0; else top-k ->
+  //   top-p -> min-p -> temperature -> one counter-based draw). params are the
+  //   draw's parameters packed as runtime/sampler.h's PackSampleParams:
+  //   [0] temp (f32 bits) [1] top_k [2] top_p (f32 bits) [3] min_p (f32 bits)
+  //   [4] seed [5] draw index low word [6] high word [7] 0. NaN and infinite
+  //   logits are never drawn; a row without a finite logit gives -1.
+  //   Its CPU reference is runtime/sampler.h's SampleToken. Appended by
+  //   passes/append_sample (vibrantc compile --gpu-sampling): the step then
+  //   returns the token id, not the whole row.
+  kSample,
 };
 
 // ---- the op registry ------------------------------------------------------------

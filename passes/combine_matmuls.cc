@@ -78,9 +78,10 @@ Pass CombineMatmuls() {
   p.name = "combine-matmuls";
   p.optional = true;
   p.run = [](Graph& g, PassContext& ctx) -> absl::Status {
-    if (ctx.cuda_kernels == nullptr) return absl::OkStatus();
-    absl::StatusOr<int> n = CombineMatmulsOn(g, ctx.cuda_kernels->device());
-    if (!n.ok()) return n.status();
+    for (const KernelTarget* t : ctx.kernel_targets()) {
+      absl::StatusOr<int> n = CombineMatmulsOn(g, t->device());
+      if (!n.ok()) return n.status();
+    }
     return absl::OkStatus();
   };
   return p;

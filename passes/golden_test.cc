@@ -17,6 +17,7 @@
 #include "gtest/gtest.h"
 #include "ir/graph.h"
 #include "ir/printer.h"
+#include "codegen/cpu_target.h"
 #include "codegen/cuda_target.h"
 #include "passes/pass.h"
 #include "passes/test_models.h"
@@ -84,7 +85,8 @@ void ExpectGolden(const std::string& file, const std::string& text) {
 }
 
 struct Config {
-  // In file names: "" (device cpu, no fusion), ".fused" (device cpu),
+  // In file names: "" (device cpu, no fusion), ".fused" (device cpu; both
+  // with the CPU target's fast kernels),
   // ".cuda" (every op on the GPU, the CUDA target's kernels; fusion on).
   const char* suffix;
   DevicePolicy policy;
@@ -109,6 +111,10 @@ void CheckGoldens(const test_models::TestModel& m, const Config& c) {
     ctx.cuda_supports = [](const ir::Op&) { return true; };
     ctx.cuda_kernels = &cuda_target;
   }
+  // The CPU target (fast kernels) for cpu plans, as vibrantc compile: its
+  // combine-matmuls and select-kernels show in their goldens.
+  const codegen::CpuTarget cpu_target;
+  if (c.policy == DevicePolicy::kCpu) ctx.cpu_kernels = &cpu_target;
   PipelineOptions opts;
   opts.print_after_all = true;
   if (!c.fuse) opts.disabled.insert("fuse-elementwise");

@@ -150,6 +150,17 @@ absl::Status CheckMemoryPlan(const Graph& g) {
     for (ValueId in : g.ops()[i].inputs) last[root[in]] = std::max(last[root[in]], i);
   }
   for (ValueId o : g.outputs()) last[root[o]] = nops;
+  // The step's transfers (`copy` between a step input or graph output and
+  // its device-side value, kernels "io") are not launches: the runtime
+  // writes every input before the first launch and reads every output after
+  // the last, so the device side of each is live for the whole step.
+  for (int i = 0; i < nops; ++i) {
+    const Op& op = g.ops()[i];
+    if (op.kind != OpKind::kCopy) continue;
+    const ValueId src = op.inputs[0], dst = op.outputs[0];
+    if (g.value(src).storage == Storage::kInput && producer[src] < 0) first[root[dst]] = -1;
+    if (g.value(dst).storage == Storage::kOutput) last[root[src]] = nops;
+  }
 
   // b took a's storage in place at op first[b].
   auto in_place = [&](ValueId a, ValueId b) {

@@ -55,12 +55,22 @@ struct PassContext {
   // The CUDA kernels' target (null: no CUDA backend, or a cpu plan): the
   // passes that pick kernels consult it.
   const KernelTarget* cuda_kernels = nullptr;
+  // The CPU kernels' target (codegen/cpu_target.h; null: cpu ops get no
+  // kernel variants and run the exact reference kernels).
+  const KernelTarget* cpu_kernels = nullptr;
+  // The targets set above, CUDA first.
+  std::vector<const KernelTarget*> kernel_targets() const {
+    std::vector<const KernelTarget*> out;
+    if (cuda_kernels != nullptr) out.push_back(cuda_kernels);
+    if (cpu_kernels != nullptr) out.push_back(cpu_kernels);
+    return out;
+  }
   // Human-readable notes passes want to report (e.g. --explain-devices).
   std::vector<std::string> notes;
   bool explain_devices = false;
   // schedule-decode: blocks per multiprocessor of the persistent decode
   // kernel (0: one launch per op at T = 1).
-  int decode_blocks_per_sm = 2;
+  int decode_blocks_per_sm = 0;
 };
 
 struct Pass {
@@ -90,8 +100,17 @@ class Pipeline {
   std::vector<Pass> passes_;
 };
 
+// What a compile adds to the default pipeline.
+struct PipelineConfig {
+  // append-sample first (passes/append_sample.h): the step draws its next
+  // token itself. `sample_required`: a graph it cannot sample is an error
+  // (else it is left as it is).
+  bool append_sample = false;
+  bool sample_required = false;
+};
+
 // The default compilation pipeline, in order.
-Pipeline DefaultPipeline();
+Pipeline DefaultPipeline(const PipelineConfig& config = {});
 
 }  // namespace vibrant::passes
 

@@ -12,6 +12,7 @@
 #include "absl/strings/str_join.h"
 #include "ir/printer.h"
 #include "ir/verifier.h"
+#include "passes/append_sample.h"
 #include "passes/assign_devices.h"
 #include "passes/combine_matmuls.h"
 #include "passes/dce.h"
@@ -129,8 +130,11 @@ absl::Status Pipeline::Run(ir::Graph& graph, PassContext& ctx, const PipelineOpt
   return absl::OkStatus();
 }
 
-Pipeline DefaultPipeline() {
+Pipeline DefaultPipeline(const PipelineConfig& config) {
   std::vector<Pass> passes;
+  // The step's own sampler, before devices are assigned (the op goes where
+  // the logits are made).
+  if (config.append_sample) passes.push_back(AppendSample(config.sample_required));
   passes.push_back(DeadCodeElimination());
   passes.push_back(AssignDevices());
   // Biases into the matmuls' epilogues (devices with generated kernels).

@@ -108,8 +108,10 @@ Pass QuantizeActivations() {
   p.name = "quantize-activations";
   p.optional = true;
   p.run = [](Graph& g, PassContext& ctx) -> absl::Status {
-    if (ctx.cuda_kernels == nullptr) return absl::OkStatus();
-    return QuantizeActivationsFor(g, *ctx.cuda_kernels).status();
+    for (const KernelTarget* t : ctx.kernel_targets()) {
+      if (absl::Status s = QuantizeActivationsFor(g, *t).status(); !s.ok()) return s;
+    }
+    return absl::OkStatus();
   };
   return p;
 }

@@ -77,8 +77,10 @@ Pass SelectKernels() {
   p.name = "select-kernels";
   p.optional = false;
   p.run = [](Graph& g, PassContext& ctx) -> absl::Status {
-    if (ctx.cuda_kernels == nullptr) return absl::OkStatus();
-    return SelectKernelsFor(g, *ctx.cuda_kernels, &ctx.notes);
+    for (const KernelTarget* t : ctx.kernel_targets()) {
+      if (absl::Status s = SelectKernelsFor(g, *t, &ctx.notes); !s.ok()) return s;
+    }
+    return absl::OkStatus();
   };
   return p;
 }

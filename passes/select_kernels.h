@@ -6,7 +6,9 @@
 // whose body it cannot generate is inlined back into its ops here, visibly,
 // instead of falling back at run time. After this pass the IR names every
 // launch of a step, and codegen lowers exactly these into the plan's
-// dispatch table. A no-op without a kernel target (cpu plans).
+// dispatch table. The CPU target (codegen/cpu_target.h) records the CPU
+// backend's variant per cpu op (fast or exact kernels), which its executor
+// runs. A no-op without a kernel target.
 #ifndef VIBRANT_PASSES_SELECT_KERNELS_H_
 #define VIBRANT_PASSES_SELECT_KERNELS_H_
 

@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "runtime/cpu/thread_pool.h"
 
 namespace vibrant {
 namespace {
@@ -15,9 +16,14 @@ class CpuBackend : public Executor {
     return exec_->Step(tokens, pos0);
   }
   void Reset() override { exec_->Reset(); }
+  bool samples() const override { return exec_->samples(); }
+  absl::StatusOr<int32_t> StepSample(absl::Span<const int32_t> tokens, int32_t pos0,
+                                     const SampleDraw& draw) override {
+    return exec_->StepSample(tokens, pos0, draw);
+  }
   // The threads the executor runs with (fewer than asked when capped).
   std::string Describe() const override {
-    return absl::StrCat("cpu (", exec_->num_threads(), " threads)");
+    return absl::StrCat("cpu (", exec_->num_threads(), " threads, ", exec_->KernelSummary(), ")");
   }
 
  private:
@@ -25,6 +31,11 @@ class CpuBackend : public Executor {
 };
 
 }  // namespace
+
+absl::StatusOr<int32_t> Executor::StepSample(absl::Span<const int32_t>, int32_t, const SampleDraw&) {
+  return absl::FailedPreconditionError(
+      "StepSample: this plan has no sample op (compile it with --gpu-sampling)");
+}
 
 absl::StatusOr<std::unique_ptr<Executor>> CreateCpuBackend(const ir::Graph& graph,
                                                            WeightResolver weights,

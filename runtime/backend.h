@@ -11,6 +11,7 @@
 #include "absl/types/span.h"
 #include "ir/graph.h"
 #include "runtime/cpu/executor.h"
+#include "runtime/sampler.h"
 
 namespace vibrant {
 
@@ -24,6 +25,16 @@ class Executor {
                                                        int32_t pos0) = 0;
   // Forgets the KV cache (a new sequence).
   virtual void Reset() = 0;
+  // Whether the program picks the next token itself: it has a `sample` op
+  // (ir/ops.h; vibrantc compile --gpu-sampling, the default for cuda plans).
+  virtual bool samples() const { return false; }
+  // Runs one step like Step, its sample op drawing from the last row of
+  // logits with `draw` (Sampler::NextDraw: the same draw the host sampler
+  // would make), and returns the token id. Only the id leaves the device.
+  // FailedPrecondition when !samples(); an error when the row has no finite
+  // logit.
+  virtual absl::StatusOr<int32_t> StepSample(absl::Span<const int32_t> tokens, int32_t pos0,
+                                             const SampleDraw& draw);
   // One line for logs: the backend, its device and memory.
   virtual std::string Describe() const = 0;
 };

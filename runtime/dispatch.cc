@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 #include <set>
+#include <tuple>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -217,6 +218,8 @@ std::string Serialize(const Table& t) {
   w.Buf(t.positions);
   w.Buf(t.logits);
   w.Expr(t.logits_elems);
+  w.Buf(t.sampling);
+  w.Buf(t.token);
   w.I64(t.max_tokens);
   w.I64(t.n_ctx);
   w.I64(t.n_vocab);
@@ -294,6 +297,8 @@ absl::StatusOr<Table> Parse(absl::Span<const uint8_t> bytes, const std::string& 
   VB_ASSIGN(t.positions, r.Buf());
   VB_ASSIGN(t.logits, r.Buf());
   VB_ASSIGN(t.logits_elems, r.Expr());
+  VB_ASSIGN(t.sampling, r.Buf());
+  VB_ASSIGN(t.token, r.Buf());
   VB_ASSIGN(t.max_tokens, r.I64());
   VB_ASSIGN(t.n_ctx, r.I64());
   VB_ASSIGN(t.n_vocab, r.I64());
@@ -425,6 +430,20 @@ absl::Status Validate(const Table& t, const std::string& where) {
     if (b->region != Region::kArena) return err(absl::StrCat(name, " must be an arena buffer"));
     if (absl::Status s = check_buf(*b, 1, t.max_tokens, name); !s.ok()) return s;
   }
+  // The sample op's I/O: both or neither; 32 bytes of parameters in, one i32
+  // out, each fixed (no T in it).
+  if ((t.sampling.region == Region::kNone) != (t.token.region == Region::kNone)) {
+    return err("sampling and token: a plan that samples has both buffers");
+  }
+  for (const auto& [b, name, bytes] : {std::tuple{&t.sampling, "sampling", int64_t{32}},
+                                       std::tuple{&t.token, "token", int64_t{4}}}) {
+    if (b->region == Region::kNone) continue;
+    if (b->region != Region::kArena) return err(absl::StrCat(name, " must be an arena buffer"));
+    if (b->offset.a != 0 || b->extent.a != 0 || b->extent.Eval(1) < bytes) {
+      return err(absl::StrCat(name, ": a fixed buffer of at least ", bytes, " bytes"));
+    }
+    if (absl::Status s = check_buf(*b, 1, t.max_tokens, name); !s.ok()) return s;
+  }
   if (!expr_ok(t.logits_elems)) return err("logits: invalid rule");
   for (int64_t T : {int64_t{1}, t.max_tokens}) {
     if (t.logits_elems.Eval(T) < 0 || t.logits_elems.Eval(T) * 4 > t.logits.extent.Eval(T)) {
@@ -531,7 +550,11 @@ std::string Describe(const Table& t) {
       t.region_bytes[3], t.region_bytes[4], t.region_bytes[5], t.graph_max_tokens,
       t.pdl ? ", programmatic dependent launch" : "");
   absl::StrAppend(&out, "  in: tokens ", BufText(t.tokens), ", positions ", BufText(t.positions),
-                  "; out: logits ", BufText(t.logits), " (", ExprText(t.logits_elems), " floats)\n");
+                  "; out: logits ", BufText(t.logits), " (", ExprText(t.logits_elems), " floats)");
+  if (t.token.region != Region::kNone) {
+    absl::StrAppend(&out, "; sampling: params ", BufText(t.sampling), " in, token ", BufText(t.token), " out");
+  }
+  out += "\n";
   for (size_t i = 0; i < t.launches.size(); ++i) {
     const Launch& l = t.launches[i];
     std::string range = l.t_min == l.t_max ? absl::StrCat("T=", l.t_min)

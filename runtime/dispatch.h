@@ -27,7 +27,9 @@
 
 namespace vibrant::dispatch {
 
-inline constexpr uint32_t kDispatchFormatVersion = 2;
+// 3: the persistent decode kernel's state region and RunsIn (2), the sample
+// op's I/O (Table::sampling, Table::token).
+inline constexpr uint32_t kDispatchFormatVersion = 3;
 
 // An integer rule in the token count T: clamp(ceil(a * T + b) / c), lo, hi)
 // with integer division rounding up (c > 0).
@@ -132,6 +134,11 @@ struct Table {
   // from `logits` after them.
   BufRef tokens, positions, logits;
   TExpr logits_elems;
+  // A plan that samples (ir/ops.h: sample): the runtime writes the draw's 8
+  // i32 parameters (runtime/sampler.h: PackSampleParams) to `sampling` before
+  // every step's launches, and after a step that asks for the token reads
+  // one i32 from `token` instead of the logits. Both kNone otherwise.
+  BufRef sampling, token;
   int64_t max_tokens = 1;  // 1 <= T <= max_tokens
   int64_t n_ctx = 0;       // positions must be < n_ctx (0: no KV cache)
   int64_t n_vocab = 0;     // token ids must be < n_vocab

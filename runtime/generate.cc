@@ -158,8 +158,21 @@ absl::StatusOr<GenerateResult> Session::Generate(absl::Span<const int32_t> token
     for (size_t i = from; i < tokens.size(); ++i) sampler_.Accept(tokens[i]);
   }
 
+  // The plan draws the next token itself (a sample op: only the id leaves the
+  // device) unless the host must change the logits first (a bias, such as
+  // --ignore-eos's ban, or a penalty) or a replaced step (--verify) returns
+  // logits: then the host samples from the logits. Both make the same draws.
+  const bool device_samples = exec_->samples() && !sampler_.modifies_logits() && !step_;
+  // A step that also gives the next token.
+  auto step_token = [&](absl::Span<const int32_t> ids, int32_t pos0, bool decode) -> absl::StatusOr<int32_t> {
+    if (device_samples) return exec_->StepSample(ids, pos0, sampler_.NextDraw());
+    absl::StatusOr<absl::Span<const float>> logits = Step(ids, pos0, decode);
+    if (!logits.ok()) return logits.status();
+    return sampler_.Sample(*logits);
+  };
+
   const auto t0 = std::chrono::steady_clock::now();
-  absl::Span<const float> logits;
+  absl::StatusOr<int32_t> id = -1;
   for (size_t done = reuse; done < tokens.size();) {
     if (cancelled()) {
       r.prefill_seconds = Seconds(std::chrono::steady_clock::now() - t0);
@@ -167,10 +180,15 @@ absl::StatusOr<GenerateResult> Session::Generate(absl::Span<const int32_t> token
       return r;
     }
     const size_t n = std::min<size_t>(tokens.size() - done, static_cast<size_t>(max_tokens_));
-    absl::StatusOr<absl::Span<const float>> out =
-        Step(tokens.subspan(done, n), static_cast<int32_t>(done), /*decode=*/false);
-    if (!out.ok()) return out.status();
-    logits = *out;
+    // The last chunk's step gives the first token (unless none is wanted).
+    if (done + n == tokens.size() && opts.n_predict != 0) {
+      id = step_token(tokens.subspan(done, n), static_cast<int32_t>(done), /*decode=*/false);
+      if (!id.ok()) return id.status();
+    } else {
+      absl::StatusOr<absl::Span<const float>> out =
+          Step(tokens.subspan(done, n), static_cast<int32_t>(done), /*decode=*/false);
+      if (!out.ok()) return out.status();
+    }
     cached_.insert(cached_.end(), tokens.begin() + done, tokens.begin() + done + n);
     r.n_prefilled += static_cast<int64_t>(n);
     done += n;
@@ -192,8 +210,6 @@ absl::StatusOr<GenerateResult> Session::Generate(absl::Span<const int32_t> token
 
   while (true) {
     if (opts.n_predict >= 0 && r.n_generated >= opts.n_predict) return finish(StopReason::kNPredict);
-    absl::StatusOr<int32_t> id = sampler_.Sample(logits);
-    if (!id.ok()) return id.status();
     if (!opts.ignore_eos && tokenizer_->IsEndOfGeneration(*id)) {
       return finish(StopReason::kEndOfGeneration);
     }
@@ -215,11 +231,9 @@ absl::StatusOr<GenerateResult> Session::Generate(absl::Span<const int32_t> token
     const int64_t pos = static_cast<int64_t>(cached_.size());
     if (pos >= n_ctx_) return finish(StopReason::kContextFull);
     const int32_t next[1] = {*id};
-    absl::StatusOr<absl::Span<const float>> out =
-        Step(absl::Span<const int32_t>(next, 1), static_cast<int32_t>(pos), /*decode=*/true);
-    if (!out.ok()) return out.status();
-    logits = *out;
-    cached_.push_back(*id);
+    id = step_token(absl::Span<const int32_t>(next, 1), static_cast<int32_t>(pos), /*decode=*/true);
+    if (!id.ok()) return id.status();
+    cached_.push_back(next[0]);
   }
 }
 

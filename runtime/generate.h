@@ -25,6 +25,14 @@
 // Penalties: before generating, the sampler's history is reset to the last
 // repeat_last_n tokens of the prompt (llama-cli accepts the prompt into the
 // penalty window), then every generated token is accepted.
+//
+// Where tokens are drawn: a program that samples (Executor::samples(): the
+// sample op, vibrantc compile --gpu-sampling, the default for cuda plans)
+// draws each token where the logits are and returns only its id
+// (Executor::StepSample with Sampler::NextDraw); with a logit bias
+// (--ignore-eos) or a penalty, or a replaced step (set_step), the step
+// returns the logits and the host samples. The draws are the same either way
+// (runtime/sampler.h: counter-based).
 #ifndef VIBRANT_RUNTIME_GENERATE_H_
 #define VIBRANT_RUNTIME_GENERATE_H_
 

@@ -1,5 +1,6 @@
 #include "runtime/generate.h"
 
+#include <algorithm>
 #include <atomic>
 #include <memory>
 #include <string>
@@ -85,6 +86,15 @@ class GenerateTest : public ::testing::Test {
   static SamplerParams Greedy() {
     SamplerParams p;
     p.temp = 0.0f;
+    return p;
+  }
+  static SamplerParams Chain(float temp, int32_t top_k, float top_p, float min_p, uint32_t seed) {
+    SamplerParams p;
+    p.temp = temp;
+    p.top_k = top_k;
+    p.top_p = top_p;
+    p.min_p = min_p;
+    p.seed = seed;
     return p;
   }
 
@@ -249,6 +259,85 @@ TEST_F(GenerateTest, StopStringEndsGenerationAndIsNotShown) {
   o.stops = {{stop, true}};
   r = s->Generate(prompt, o, nullptr);
   EXPECT_EQ(r->text, full.substr(0, at + stop.size()));
+}
+
+// A program that samples (Executor::samples()): StepSample draws from the
+// step's logits with the draw it is given, as the sample op does; the logits
+// are spread (a hash per token) so that seeded draws vary.
+class FakeSamplingExecutor : public FakeExecutor {
+ public:
+  absl::StatusOr<absl::Span<const float>> Step(absl::Span<const int32_t> tokens, int32_t pos0) override {
+    absl::StatusOr<absl::Span<const float>> out = FakeExecutor::Step(tokens, pos0);
+    if (!out.ok()) return out;
+    const int64_t last = pos0 + static_cast<int64_t>(tokens.size()) - 1;
+    for (int i = 3; i < kVocab; ++i) {
+      logits[i] = std::max(logits[i], static_cast<float>((Next(kv, last, -1) * 7919u + i * 104729u) % 997) / 250.0f);
+    }
+    return absl::Span<const float>(logits);
+  }
+  bool samples() const override { return sampling; }
+  absl::StatusOr<int32_t> StepSample(absl::Span<const int32_t> tokens, int32_t pos0, const SampleDraw& d) override {
+    draws.push_back(d);
+    absl::StatusOr<absl::Span<const float>> l = Step(tokens, pos0);
+    if (!l.ok()) return l.status();
+    return SampleToken(*l, d);
+  }
+  bool sampling = true;
+  std::vector<SampleDraw> draws;
+};
+
+// The loop asks a program that samples for the token (the host sampler's
+// next draw), and gets the tokens the host would have drawn from the logits.
+TEST_F(GenerateTest, AProgramThatSamplesDrawsTheHostsTokens) {
+  for (const SamplerParams& p : {Greedy(), Chain(2.0f, 40, 1.0f, 0.0f, 77), Chain(0.7f, 0, 0.9f, 0.0f, 5)}) {
+    FakeSamplingExecutor device, host;
+    host.sampling = false;
+    Session a(&device, tok_.get(), 64, 4, kVocab, *Sampler::Create(p));
+    Session b(&host, tok_.get(), 64, 4, kVocab, *Sampler::Create(p));
+    const std::vector<int32_t> prompt = {1, 10, 20, 30, 40, 50};
+    GenerateOptions o;
+    o.n_predict = 12;
+    absl::StatusOr<GenerateResult> ra = a.Generate(prompt, o, nullptr);
+    absl::StatusOr<GenerateResult> rb = b.Generate(prompt, o, nullptr);
+    ASSERT_TRUE(ra.ok() && rb.ok()) << ra.status() << rb.status();
+    EXPECT_EQ(ra->tokens, rb->tokens) << "temp " << p.temp;
+    EXPECT_EQ(ra->n_generated, 12);
+    // One draw per generated token (the first from the prompt's last chunk),
+    // numbered from 0; the host sampler's steps drew none.
+    ASSERT_EQ(device.draws.size(), 12u);
+    for (size_t i = 0; i < device.draws.size(); ++i) {
+      EXPECT_EQ(device.draws[i].n, i);
+      EXPECT_EQ(device.draws[i].temp, p.temp);
+      EXPECT_EQ(device.draws[i].top_k, p.top_k);
+    }
+    EXPECT_TRUE(host.draws.empty());
+    // The same steps: prefill 4 + 2, then one per token but the last.
+    ASSERT_EQ(device.calls.size(), host.calls.size());
+    // A second request continues the draw count.
+    device.draws.clear();
+    ra = a.Generate(prompt, o, nullptr);
+    ASSERT_TRUE(ra.ok());
+    ASSERT_FALSE(device.draws.empty());
+    EXPECT_EQ(device.draws[0].n, 12u);
+  }
+}
+
+// A bias (--ignore-eos's ban) or a penalty changes the logits first: the
+// host samples, from the logits.
+TEST_F(GenerateTest, ABiasOrAPenaltySamplesOnTheHost) {
+  FakeSamplingExecutor device;
+  Session s(&device, tok_.get(), 64, 4, kVocab, *Sampler::Create(Greedy()));
+  GenerateOptions o;
+  o.n_predict = 4;
+  o.ignore_eos = true;
+  ASSERT_TRUE(s.Generate(std::vector<int32_t>{1, 10, 20}, o, nullptr).ok());
+  EXPECT_TRUE(device.draws.empty());
+  SamplerParams p = Greedy();
+  p.repeat_penalty = 1.3f;
+  Session t(&device, tok_.get(), 64, 4, kVocab, *Sampler::Create(p));
+  o.ignore_eos = false;
+  ASSERT_TRUE(t.Generate(std::vector<int32_t>{1, 10, 20}, o, nullptr).ok());
+  EXPECT_TRUE(device.draws.empty());
 }
 
 TEST(StopMatcherTest, HoldsBackPossibleStartsAndReleasesThem) {

@@ -2,6 +2,8 @@
 
 #include <cmath>
 #include <limits>
+#include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -309,6 +311,124 @@ TEST(SamplerTest, RejectsParametersOutOfRange) {
   p = {};
   p.temp = std::numeric_limits<float>::quiet_NaN();
   EXPECT_FALSE(Sampler::Create(p).ok());
+}
+
+
+// The generator is Philox4x32-10 as published: the known-answer vectors of
+// Random123 (tests/kat_vectors, "philox4x32 10" lines), which cuRAND's
+// Philox shares.
+TEST(SampleGeneratorTest, PhiloxMatchesRandom123KnownAnswers) {
+  using W4 = std::array<uint32_t, 4>;
+  EXPECT_EQ(Philox4x32_10({0, 0, 0, 0}, {0, 0}), (W4{0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8}));
+  EXPECT_EQ(Philox4x32_10({0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff}, {0xffffffff, 0xffffffff}),
+            (W4{0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd}));
+  EXPECT_EQ(Philox4x32_10({0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344}, {0xa4093822, 0x299f31d0}),
+            (W4{0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1}));
+}
+
+TEST(SampleGeneratorTest, UniformIsTheFirst53BitsOfDrawNOfSeed) {
+  // Draw 5 of seed 7 is Philox({5, 0, 0, 0}, {7, 0}); draw 2^32 + 3 puts the
+  // high word in counter word 1.
+  for (auto [seed, n] : {std::pair<uint32_t, uint64_t>{7, 5}, {123456789, (uint64_t{1} << 32) + 3}}) {
+    const auto x = Philox4x32_10({static_cast<uint32_t>(n), static_cast<uint32_t>(n >> 32), 0, 0}, {seed, 0});
+    const double want = static_cast<double>((static_cast<uint64_t>(x[0]) << 21) | (x[1] >> 11)) / 9007199254740992.0;
+    EXPECT_EQ(SampleUniform(seed, n), want);
+  }
+  EXPECT_NE(SampleUniform(1, 0), SampleUniform(2, 0));
+  EXPECT_NE(SampleUniform(1, 0), SampleUniform(1, 1));
+}
+
+// 200,000 numbers of one seed in 100 equal bins: chi-squared with 99 degrees
+// of freedom has mean 99 and standard deviation 14; 160 is its 99.99th
+// percentile (P(chi2 > 160) = 1.01e-4, from the regularized incomplete gamma
+// function), so a correct generator fails with p ~ 1e-4. The
+// mean of U(0, 1) over n draws has standard deviation 1 / sqrt(12 n) = 6.5e-4.
+TEST(SampleGeneratorTest, UniformIsUniform) {
+  constexpr int kBins = 100, kN = 200000;
+  std::vector<int> bins(kBins);
+  double sum = 0;
+  std::set<double> distinct;
+  for (int i = 0; i < kN; ++i) {
+    const double u = SampleUniform(2024, i);
+    ASSERT_GE(u, 0.0);
+    ASSERT_LT(u, 1.0);
+    sum += u;
+    ++bins[static_cast<int>(u * kBins)];
+    if (i < 1000) distinct.insert(u);
+  }
+  EXPECT_NEAR(sum / kN, 0.5, 0.003);
+  double chi2 = 0;
+  const double expected = static_cast<double>(kN) / kBins;
+  for (int b : bins) chi2 += (b - expected) * (b - expected) / expected;
+  EXPECT_LT(chi2, 160.0);
+  EXPECT_EQ(distinct.size(), 1000u);
+}
+
+TEST(SampleGeneratorTest, ParamsPackAndUnpack) {
+  SampleDraw d;
+  d.temp = 0.7f;
+  d.top_k = 40;
+  d.top_p = 0.95f;
+  d.min_p = 0.05f;
+  d.seed = 0xFFFFFFFEu;
+  d.n = (uint64_t{3} << 32) | 0x89abcdefu;
+  const std::array<int32_t, kSampleParamWords> w = PackSampleParams(d);
+  EXPECT_EQ(w[1], 40);
+  EXPECT_EQ(static_cast<uint32_t>(w[4]), 0xFFFFFFFEu);
+  EXPECT_EQ(static_cast<uint32_t>(w[5]), 0x89abcdefu);
+  EXPECT_EQ(w[6], 3);
+  EXPECT_EQ(w[7], 0);
+  const SampleDraw back = UnpackSampleParams(w);
+  EXPECT_EQ(back.temp, d.temp);
+  EXPECT_EQ(back.top_k, d.top_k);
+  EXPECT_EQ(back.top_p, d.top_p);
+  EXPECT_EQ(back.min_p, d.min_p);
+  EXPECT_EQ(back.seed, d.seed);
+  EXPECT_EQ(back.n, d.n);
+}
+
+TEST(SampleGeneratorTest, PickTakesTheFirstCandidateWhoseCumulativeMassExceedsU) {
+  const std::vector<TokenProb> d = {{7, 0.5f}, {3, 0.25f}, {9, 0.25f}};
+  EXPECT_EQ(PickCandidate(d, 0.0), 7);
+  EXPECT_EQ(PickCandidate(d, 0.4999), 7);
+  EXPECT_EQ(PickCandidate(d, 0.5), 3);  // u * P < 0.5 fails at 0.5 exactly
+  EXPECT_EQ(PickCandidate(d, 0.7499), 3);
+  EXPECT_EQ(PickCandidate(d, 0.75), 9);
+  EXPECT_EQ(PickCandidate(d, 0.9999999), 9);
+  // Unnormalized masses are scaled by their sum.
+  EXPECT_EQ(PickCandidate({{1, 2.0f}, {2, 2.0f}}, 0.49), 1);
+  EXPECT_EQ(PickCandidate({{1, 2.0f}, {2, 2.0f}}, 0.51), 2);
+}
+
+// What a device that samples gets (NextDraw) draws exactly what Sample would
+// have drawn, step after step.
+TEST(SamplerTest, NextDrawDrawsWhatSampleWould) {
+  std::vector<float> logits(100);
+  for (int i = 0; i < 100; ++i) logits[i] = std::cos(i * 1.3f) * 3.0f;
+  Sampler host = Make(0.9f, 20, 0.9f, 0.02f, 77);
+  Sampler device = Make(0.9f, 20, 0.9f, 0.02f, 77);
+  for (int step = 0; step < 200; ++step) {
+    const SampleDraw d = device.NextDraw();
+    EXPECT_EQ(d.n, static_cast<uint64_t>(step));
+    EXPECT_EQ(d.seed, 77u);
+    ASSERT_EQ(*SampleToken(logits, d), *host.Sample(logits)) << "step " << step;
+  }
+  EXPECT_EQ(host.draws(), 200u);
+  EXPECT_EQ(device.draws(), 200u);
+}
+
+TEST(SamplerTest, SampleTokenRejectsParametersOutOfRange) {
+  const std::vector<float> logits = {1.0f, 2.0f};
+  SampleDraw d;
+  d.temp = 1.0f;
+  d.top_p = 0.0f;
+  EXPECT_FALSE(SampleToken(logits, d).ok());
+  d.top_p = 1.0f;
+  d.min_p = 2.0f;
+  EXPECT_FALSE(SampleToken(logits, d).ok());
+  d.min_p = 0.0f;
+  d.temp = std::numeric_limits<float>::infinity();
+  EXPECT_FALSE(SampleToken(logits, d).ok());
 }
 
 }  // namespace

@@ -26,6 +26,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 const std::string kVibrantc = VIBRANT_BINARY_DIR "/tools/vibrantc/vibrantc";
 const std::string kVibrantRun = VIBRANT_BINARY_DIR "/tools/vibrant-run/vibrant-run";
@@ -235,6 +236,36 @@ TEST_F(CliTest, SeededSamplingIsReproducible) {
   for (int id : ja.ids) EXPECT_TRUE(id >= 0 && id < 512) << id;
 }
 
+// A plan that samples in the step (vibrantc compile --gpu-sampling; on a cpu
+// plan the op runs on the CPU) generates exactly what the host sampler does
+// from the logits: the op's reference is the host sampler's own code, and both
+// draw number n of the seed for token n.
+TEST_F(CliTest, SamplingInThePlanGeneratesTheSameTokens) {
+  const std::string host = Compile("host.bin", {"--no-gpu-sampling"});
+  const std::string step = Compile("step.bin", {"--gpu-sampling"});
+  Result ir = Run(kVibrantc, {"dump-ir", step});
+  ASSERT_EQ(ir.exit_code, 0) << ir.err;
+  EXPECT_THAT(ir.out, HasSubstr("= sample(%logits, %sampling)"));
+  Result no_ir = Run(kVibrantc, {"dump-ir", host});
+  EXPECT_THAT(no_ir.out, Not(HasSubstr("sample(")));
+  for (const std::vector<std::string>& sampling :
+       {std::vector<std::string>{"--temp", "0"}, std::vector<std::string>{"--temp", "1.0", "--seed", "11"},
+        std::vector<std::string>{"--seed", "5"},  // llama.cpp's defaults: top-k 40, top-p 0.95, min-p 0.05, temp 0.8
+        std::vector<std::string>{"--temp", "1.5", "--top-k", "0", "--top-p", "0.9", "--min-p", "0", "--seed", "3"}}) {
+    std::vector<std::string> args = {"", "-p", "Once upon a time", "-n", "40", "--json", "-t", "1"};
+    args.insert(args.end(), sampling.begin(), sampling.end());
+    args[0] = host;
+    Result a = Run(kVibrantRun, args);
+    args[0] = step;
+    Result b = Run(kVibrantRun, args);
+    ASSERT_EQ(a.exit_code, 0) << a.err;
+    ASSERT_EQ(b.exit_code, 0) << b.err;
+    JsonRun ja = ParseJson(a), jb = ParseJson(b);
+    EXPECT_FALSE(ja.ids.empty());
+    EXPECT_EQ(ja.ids, jb.ids) << sampling[1];
+  }
+}
+
 TEST_F(CliTest, DumpIrOfModelAndPlan) {
   std::string plan = Compile("plan.bin");
   Result g = Run(kVibrantc, {"dump-ir", model_});
@@ -359,6 +390,16 @@ TEST_F(CliTest, UsageAndDeviceErrors) {
     // Built with the CUDA backend: NVRTC compiled the kernels (no GPU needed).
     EXPECT_THAT(r.out, HasSubstr("device cuda"));
     EXPECT_THAT(r.out, HasSubstr("kernels for sm_"));
+    // A decode step: one launch per op by default; with --decode-schedule
+    // persistent the persistent kernel, then the sampler's own launches.
+    EXPECT_THAT(r.out, ::testing::Not(HasSubstr("persistent kernel")));
+    Result p = Run(kVibrantc, {"compile", model_, "-o", Path("pp.bin"), "--device", "cuda", "--decode-schedule",
+                               "persistent"});
+    EXPECT_EQ(p.exit_code, 0) << p.err;
+    EXPECT_THAT(p.out, HasSubstr("as tasks, then vb_sample_gather, vb_sample_pick;"));
+    EXPECT_EQ(Run(kVibrantc, {"compile", model_, "-o", Path("pp.bin"), "--device", "cuda", "--decode-schedule",
+                              "fast"}).exit_code, 2);
+    fs::remove(Path("pp.bin"));
     Result g = Run(kVibrantRun, {Path("p.bin"), "-p", "Once upon a time", "--temp", "0", "-n", "4"});
     if (g.exit_code != 0) {  // no GPU on this machine: a clear error, not a crash
       EXPECT_EQ(g.exit_code, 1);

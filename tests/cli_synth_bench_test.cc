@@ -147,6 +147,78 @@ TEST_F(SynthBenchTest, BenchMarkdownFromPlan) {
   EXPECT_THAT(too_long.err, HasSubstr("--ctx-size"));
 }
 
+// -d N (llama-bench's depth): each test after N tokens of context; the
+// compiled context holds the depth and the test.
+TEST_F(SynthBenchTest, BenchAtDepth) {
+  const CliResult r = RunBinary(kBench, {"-m", *model_, "-p", "4", "-n", "2", "-d", "0,12", "-r", "1", "-t", "2",
+                                         "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const nlohmann::json j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["params"]["n_depth"], nlohmann::json::array({0, 12}));
+  const nlohmann::json& run = j["runs"][0];
+  EXPECT_GE(run["n_ctx"].get<int64_t>(), 12 + 4);
+  ASSERT_EQ(run["tests"].size(), 4u);
+  const char* names[] = {"pp4", "tg2", "pp4 @ d12", "tg2 @ d12"};
+  const int depths[] = {0, 0, 12, 12};
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(run["tests"][i]["test"], names[i]);
+    EXPECT_EQ(run["tests"][i]["n_depth"], depths[i]);
+    EXPECT_GT(run["tests"][i]["avg_ts"].get<double>(), 0.0);
+  }
+  // A cpu plan returns logits; one compiled with the sampler returns the token.
+  EXPECT_EQ(run["tests"][1]["tg_output"], "logits");
+  const std::string plan = *dir_ + "/sampling.plan";
+  CliResult c = RunBinary(kVibrantc, {"compile", *model_, "-o", plan, "--ctx-size", "32", "--max-tokens", "4",
+                                      "--gpu-sampling"});
+  ASSERT_EQ(c.exit_code, 0) << c.err;
+  CliResult t = RunBinary(kBench, {"-m", plan, "-p", "0", "-n", "3", "-d", "20", "-r", "1", "-t", "1", "--json"});
+  ASSERT_EQ(t.exit_code, 0) << t.err;
+  EXPECT_EQ(nlohmann::json::parse(t.out)["runs"][0]["tests"][0]["tg_output"], "token");
+  EXPECT_EQ(nlohmann::json::parse(t.out)["runs"][0]["tests"][0]["test"], "tg3 @ d20");
+  t = RunBinary(kBench, {"-m", plan, "-p", "0", "-n", "3", "-r", "1", "-t", "1", "--tg-logits", "--json"});
+  ASSERT_EQ(t.exit_code, 0) << t.err;
+  EXPECT_EQ(nlohmann::json::parse(t.out)["runs"][0]["tests"][0]["tg_output"], "logits");
+  // The plan's context (32) cannot hold 30 tokens of depth and a 3-token test.
+  t = RunBinary(kBench, {"-m", plan, "-p", "0", "-n", "3", "-d", "30", "-r", "1"});
+  EXPECT_EQ(t.exit_code, 1);
+  EXPECT_THAT(t.err, HasSubstr("33 tokens of context (with its depth)"));
+  CliResult bad = RunBinary(kBench, {"-m", plan, "-d", "x"});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_THAT(bad.err, HasSubstr("-d: 'x' is not a list of integers >= 0"));
+  bad = RunBinary(kBench, {"-m", plan, "--n-depth", "4,-1"});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_THAT(bad.err, HasSubstr("--n-depth: '4,-1'"));
+  EXPECT_EQ(RunBinary(kBench, {"-m", plan, "-d"}).exit_code, 2);
+  // --roofline profiles GPU launches: refused for the CPU before any test
+  // runs (no table on stdout).
+  bad = RunBinary(kBench, {"-m", *model_, "--device", "cpu", "--roofline"});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_THAT(bad.err, HasSubstr("--roofline measures GPU kernels"));
+  bad = RunBinary(kBench, {"-m", *model_, "-p", "0", "-n", "1", "--roofline"});  // a GGUF: cpu by default
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_THAT(bad.err, HasSubstr("add --device cuda"));
+  EXPECT_EQ(bad.out, "");
+  bad = RunBinary(kBench, {"-m", plan, "-p", "0", "-n", "1", "--roofline"});  // a cpu plan
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_THAT(bad.err, HasSubstr("compile the plan with --device cuda"));
+}
+
+// With -d and no prompt test, a GGUF is compiled for steps of min(512,
+// depth) tokens, so that the depth is prefilled in batches (as llama-bench's
+// -ub 512), not one token at a time; --max-tokens overrides.
+TEST_F(SynthBenchTest, DepthIsPrefilledInBatches) {
+  CliResult r = RunBinary(kBench, {"-m", *model_, "-p", "0", "-n", "1", "-d", "40", "-r", "1", "-t", "2", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["runs"][0]["max_tokens"], 40);
+  r = RunBinary(kBench, {"-m", *model_, "-p", "0", "-n", "1", "-d", "40", "-r", "1", "-t", "2", "--max-tokens", "8",
+                         "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["runs"][0]["max_tokens"], 8);
+  r = RunBinary(kBench, {"-m", *model_, "-p", "16", "-n", "0", "-r", "1", "-t", "2", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["runs"][0]["max_tokens"], 16);
+}
+
 TEST_F(SynthBenchTest, UsageErrors) {
   EXPECT_EQ(RunBinary(kBench, {}).exit_code, 2);
   EXPECT_EQ(RunBinary(kBench, {"-m", *model_, "-p", "x"}).exit_code, 2);

@@ -12,6 +12,7 @@
 // source tree; tests skip, saying why, without it or without a GPU.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -32,6 +33,7 @@
 #include "runtime/cpu/executor.h"
 #include "runtime/cuda/device.h"
 #include "runtime/cuda/executor.h"
+#include "runtime/dispatch.h"
 
 namespace vibrant {
 namespace {
@@ -140,9 +142,12 @@ std::pair<int, double> Top(const float* v, int n) {
 // `g` compiled for the GPU (vibrantc compile --device cuda); `float_path`:
 // without the 8-bit activations, the f16 GEMMs and the f16 tensor-core
 // attention (--disable-pass=quantize-activations --gemm-min-rows 0 -fa off).
-absl::StatusOr<compiler::Compiled> CompileCuda(const ir::Graph& g, bool float_path = false) {
+absl::StatusOr<compiler::Compiled> CompileCuda(const ir::Graph& g, bool float_path = false,
+                                               int mmq_max_rows = 0, int decode_blocks_per_sm = -1) {
   compiler::CompileOptions o;
   o.device = "cuda";
+  o.mmq_max_rows = mmq_max_rows;
+  if (decode_blocks_per_sm >= 0) o.decode_blocks_per_sm = decode_blocks_per_sm;
   if (float_path) {
     o.pipeline.disabled.insert("quantize-activations");
     o.gemm_min_rows = 0;
@@ -151,8 +156,13 @@ absl::StatusOr<compiler::Compiled> CompileCuda(const ir::Graph& g, bool float_pa
   return compiler::CompileGraph(g, o);
 }
 
-absl::StatusOr<std::unique_ptr<CudaExecutor>> Gpu(const ir::Graph& g, WeightResolver w, bool float_path = false) {
-  absl::StatusOr<compiler::Compiled> c = CompileCuda(g, float_path);
+absl::StatusOr<std::unique_ptr<CudaExecutor>> Gpu(const ir::Graph& g, WeightResolver w, bool float_path = false,
+                                                  int mmq_max_rows = 0, int* mmq_launches = nullptr) {
+  absl::StatusOr<compiler::Compiled> c = CompileCuda(g, float_path, mmq_max_rows);
+  if (c.ok() && mmq_launches != nullptr) {
+    *mmq_launches = 0;
+    for (const dispatch::Launch& l : c->dispatch_table->launches) *mmq_launches += l.name.rfind("vb_mmq_", 0) == 0;
+  }
   if (!c.ok()) return c.status();
   return CudaExecutor::Create(compiler::ToProgram(*c), std::move(w));
 }
@@ -278,6 +288,134 @@ TEST_P(GpuConformance, MatchesTheCpuBackendAndLlamaCpp) {
   std::printf("[ INFO ] %s\n", (*gpu)->Describe().c_str());
 }
 
+// The quantized tensor-core GEMM (--mmq-max-rows, variant gemm.mmq) in a
+// whole model: a 100-token prefill (the reference prompts' tokens, repeated)
+// with the GEMM against the default plan (cuBLASLt on dequantized f16
+// weights: the same f16 operands, so only f32 summation order and the 8-bit
+// rounding of activations that sit on a rounding boundary differ) and
+// against the CPU (the int8 path's bound). Models without a weight type the
+// GEMM serves (f16, bf16, f32, iq4) have no vb_mmq launch and are skipped.
+constexpr double kMmqVsCublasLtTolerance = 0.05;
+
+// The persistent decode kernel (schedule-decode) runs the op-by-op launches'
+// code as tasks: its logits must equal theirs bit for bit at every step. A
+// missing dependency or a shared-memory clash shows as a difference, maybe
+// not every time: the sequence runs three times.
+TEST_P(GpuConformance, PersistentDecodeEqualsOpByOpBitForBit) {
+  if (absl::Status s = CudaDeviceAvailable(); !s.ok()) {
+    GTEST_SKIP() << "no usable CUDA GPU: " << s.message();
+  }
+  const std::string model = GetParam();
+  const auto [sub, name] = SplitModel(model);
+  Model m;
+  auto file = GgufFile::Open(SharedDir() + "/" + sub + "models/" + name + ".gguf");
+  ASSERT_TRUE(file.ok()) << file.status();
+  m.file = *std::move(file);
+  LowerOptions opts;
+  opts.max_tokens = 16;
+  opts.n_ctx = 512;
+  auto graph = LowerGguf(*m.file, opts);
+  ASSERT_TRUE(graph.ok()) << graph.status();
+  m.graph = *std::move(graph);
+  auto ops_c = CompileCuda(m.graph, false, 0, /*decode_blocks_per_sm=*/0);
+  auto per_c = CompileCuda(m.graph, false, 0, /*decode_blocks_per_sm=*/2);
+  ASSERT_TRUE(ops_c.ok() && per_c.ok()) << ops_c.status() << per_c.status();
+  ASSERT_EQ(per_c->graph.meta.count("decode_schedule"), 1u) << "the persistent schedule was not chosen";
+  auto ops = CudaExecutor::Create(compiler::ToProgram(*ops_c), m.Resolver());
+  auto per = CudaExecutor::Create(compiler::ToProgram(*per_c), m.Resolver());
+  ASSERT_TRUE(ops.ok()) << ops.status();
+  ASSERT_TRUE(per.ok()) << per.status();
+  const std::vector<int32_t> prompt = {1, 15, 100, 7, 300, 22, 9};
+  std::vector<std::vector<float>> want;
+  std::vector<int32_t> fed;
+  ASSERT_TRUE((*ops)->Step(prompt, 0).ok());
+  for (int step = 0; step < 40; ++step) {
+    const int32_t id = static_cast<int32_t>((37 * step + 11) % 500);
+    fed.push_back(id);
+    auto l = (*ops)->Step({id}, static_cast<int32_t>(prompt.size()) + step);
+    ASSERT_TRUE(l.ok()) << l.status();
+    want.emplace_back(l->begin(), l->end());
+  }
+  int differing = 0;
+  for (int round = 0; round < 3; ++round) {
+    (*per)->Reset();
+    ASSERT_TRUE((*per)->Step(prompt, 0).ok());
+    for (int step = 0; step < 40; ++step) {
+      auto l = (*per)->Step({fed[step]}, static_cast<int32_t>(prompt.size()) + step);
+      ASSERT_TRUE(l.ok()) << l.status();
+      ASSERT_EQ(l->size(), want[step].size());
+      if (std::memcmp(l->data(), want[step].data(), l->size() * sizeof(float)) != 0) {
+        ++differing;
+        ADD_FAILURE() << "round " << round << " decode step " << step << ": max |diff| "
+                      << MaxAbsDiff(l->data(), want[step].data(), l->size());
+      }
+    }
+  }
+  std::printf("[ MEASURED ] %s: persistent decode vs op by op: %d of 120 steps differ (%s)\n", model.c_str(),
+              differing, (*per)->Describe().c_str());
+}
+
+TEST_P(GpuConformance, QuantizedGemmPrefillMatchesCublasLtAndTheCpu) {
+  if (absl::Status s = CudaDeviceAvailable(); !s.ok()) {
+    GTEST_SKIP() << "no usable CUDA GPU: " << s.message();
+  }
+  const std::string model = GetParam();
+  const auto [sub, name] = SplitModel(model);
+  std::ifstream in(SharedDir() + "/" + sub + "reference/" + name + ".json");
+  ASSERT_TRUE(in) << "cannot read the reference for " << model;
+  const nlohmann::json ref = nlohmann::json::parse(in);
+  Model m;
+  auto file = GgufFile::Open(SharedDir() + "/" + sub + "models/" + name + ".gguf");
+  ASSERT_TRUE(file.ok()) << file.status();
+  m.file = *std::move(file);
+  LowerOptions opts;
+  opts.all_logits = true;
+  opts.max_tokens = 128;
+  opts.n_ctx = 512;
+  auto graph = LowerGguf(*m.file, opts);
+  ASSERT_TRUE(graph.ok()) << graph.status();
+  m.graph = *std::move(graph);
+  int mmq_launches = 0;
+  auto mmq = Gpu(m.graph, m.Resolver(), false, 128, &mmq_launches);
+  ASSERT_TRUE(mmq.ok()) << mmq.status();
+  if (mmq_launches == 0) GTEST_SKIP() << model << ": no weight type the quantized GEMM serves";
+  auto lt = Gpu(m.graph, m.Resolver());
+  ASSERT_TRUE(lt.ok()) << lt.status();
+  auto cpu = CpuExecutor::Create(m.graph, m.Resolver());
+  ASSERT_TRUE(cpu.ok()) << cpu.status();
+  std::vector<int32_t> tokens;
+  while (tokens.size() < 100) {
+    for (const auto& c : ref["cases"]) {
+      for (int32_t t : c["prompt_tokens"]) {
+        if (tokens.size() < 100) tokens.push_back(t);
+      }
+    }
+  }
+  const int n_vocab = ref["n_vocab"];
+  auto a = (*cpu)->Step(tokens, 0);
+  ASSERT_TRUE(a.ok()) << a.status();
+  const std::vector<float> av(a->begin(), a->end());
+  auto b = (*lt)->Step(tokens, 0);
+  ASSERT_TRUE(b.ok()) << b.status();
+  const std::vector<float> bv(b->begin(), b->end());
+  auto q = (*mmq)->Step(tokens, 0);
+  ASSERT_TRUE(q.ok()) << q.status();
+  ASSERT_EQ(q->size(), av.size());
+  double worst_lt = 0, worst_cpu = 0;
+  for (size_t r = 0; r * n_vocab < av.size(); ++r) {
+    const double sigma = std::max(Sigma(av.data() + r * n_vocab, n_vocab), 1e-6);
+    const double e_lt = MaxAbsDiff(q->data() + r * n_vocab, bv.data() + r * n_vocab, n_vocab) / sigma;
+    const double e_cpu = MaxAbsDiff(q->data() + r * n_vocab, av.data() + r * n_vocab, n_vocab) / sigma;
+    worst_lt = std::max(worst_lt, e_lt);
+    worst_cpu = std::max(worst_cpu, e_cpu);
+    EXPECT_LE(e_lt, kMmqVsCublasLtTolerance) << "row " << r << " vs cuBLASLt";
+    EXPECT_LE(e_cpu, kGpuInt8VsCpuTolerance) << "row " << r << " vs the CPU";
+  }
+  std::printf("[ MEASURED ] %s: quantized GEMM prefill (100 tokens, %d vb_mmq launches): max normalized logit "
+              "error %.3g vs cuBLASLt, %.3g vs the CPU\n",
+              model.c_str(), mmq_launches, worst_lt, worst_cpu);
+}
+
 INSTANTIATE_TEST_SUITE_P(SharedReference, GpuConformance, ::testing::ValuesIn(ReferenceModels()),
                          [](const auto& info) {
                            std::string n = info.param;
@@ -341,6 +479,12 @@ TEST(GpuConformancePipeline, DecodeLaunchesEqualTheFinalIr) {
       auto gpu = CudaExecutor::Create(compiler::ToProgram(c), m.Resolver());
       ASSERT_TRUE(gpu.ok()) << gpu.status();
       EXPECT_EQ(*(*gpu)->KernelLaunchesPerStep(1), from_ir);
+      if (compiled->graph.meta.count("decode_schedule")) {
+        // The persistent decode kernel (plus a sampler's launches after it).
+        EXPECT_LE(*(*gpu)->LaunchesEnqueuedPerStep(1), 3);
+      } else {
+        EXPECT_EQ(*(*gpu)->LaunchesEnqueuedPerStep(1), from_ir);
+      }
       std::printf("[ INFO ] %s: %d fused ops, %d launches per decode step in the IR; %s\n", path.c_str(),
                   fused, from_ir, (*gpu)->Describe().c_str());
       (*cpu)->Reset();
@@ -356,7 +500,9 @@ TEST(GpuConformancePipeline, DecodeLaunchesEqualTheFinalIr) {
         auto g = (*gpu)->Step(ids, pos);
         ASSERT_TRUE(g.ok()) << g.status();
         if (step > 0) {
-          EXPECT_EQ((*gpu)->launches_enqueued() - before, from_ir) << "decode step " << step;
+          // One launch per op, or the persistent kernel (schedule-decode).
+          EXPECT_EQ((*gpu)->launches_enqueued() - before, *(*gpu)->LaunchesEnqueuedPerStep(1))
+              << "decode step " << step;
         }
         ASSERT_EQ(av.size(), g->size());
         const double err = MaxAbsDiff(av.data(), g->data(), av.size()) /

@@ -15,6 +15,7 @@
 #ifndef VIBRANT_CODEGEN_KERNELS_FAMILIES_H_
 #define VIBRANT_CODEGEN_KERNELS_FAMILIES_H_
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -95,6 +96,31 @@ std::string DequantSource(const std::vector<DType>& types);
 inline constexpr int kDequantThreads = 256;
 std::string DequantF16KernelName(DType t);
 
+// Prefill GEMMs on quantized weights on tensor cores, no dequantized copy
+// in memory (mmq.cc): for the types where MmqSupports,
+//   vb_mmq_<tag>_m<BM>(const u16* x [T, K] f16, int T, int K, i64 row_bytes,
+//       then for each of up to three weights that read x: const u8* w [n, K],
+//       const float* bias or null, float* out [T, n], int n (0: unused))
+// out = x . w^T (+ bias) in f32 (f16 products, f32 accumulation; weights
+// decoded exactly as vb_dequant_f16_<tag> rounds them). BM = 64 or 128 token
+// rows per block, kMmqBn weight rows: grid (ceil(T / BM), sum of ceil(n /
+// kMmqBn)), block kMmqThreads, MmqSharedBytes(BM) bytes of dynamic shared
+// memory (more than 48 KiB: the runtime raises the kernel's limit). Needs
+// sm_80+ and K % 32 == 0.
+bool MmqSupports(DType t);
+std::string MmqKernelName(DType t, int bm);
+int MmqSharedBytes(int bm);
+std::string MmqSource(const std::vector<DType>& types);
+// The pieces (the host emulator test compiles them as C++).
+std::string MmqCommonSource();
+std::string MmqTypesSource(const std::vector<DType>& types);
+std::string MmqMainSource();
+inline constexpr int kMmqBn = 128;      // weight rows per block
+inline constexpr int kMmqKs = 64;       // columns per pipeline step
+inline constexpr int kMmqLd = 72;       // shared row stride (halves): kMmqKs + 8
+inline constexpr int kMmqXStages = 3;   // cp.async stages of the x tiles
+inline constexpr int kMmqThreads = 256;
+
 // embedding: vb_embed_<tag>(const u8* table, i64 row_bytes, const int* ids,
 // float* out, int D, int V): grid T, block kEmbedThreads. An id outside
 // [0, V) writes NaN (the runtime checks ids before it launches).
@@ -174,6 +200,27 @@ inline constexpr int kAttnChunk = 256;
 // position < 256 for 16 heads). Partials stay small at T = 1.
 inline constexpr int kAttnDecodeChunk = 64;
 inline constexpr int kAttnMaxHeadDim = 256;
+
+// sample (sample.cc; ir/ops.h): the next token from one row of V logits.
+//   vb_sample_gather(const float* logits, const int* params, u64* part, int V,
+//       int chunk): grid SampleGatherBlocks(V), block kSampleGatherThreads;
+//       chunk = ceil(V / blocks) <= kSampleChunk logits per block.
+//   vb_sample_pick(const float* logits, const int* params, const u64* part,
+//       int* token, int V, int nb): grid 1, block kSamplePickThreads.
+//   part: SampleScratchBytes(V) bytes of scratch between the two.
+// Parameters as runtime/sampler.h packs them; any top_k/top_p/min_p is exact,
+// 1 <= top_k <= kSampleCap (and rows of at most kSampleCap finite logits) on
+// the gathered keys, the rest by windows over the whole row (slower).
+std::string SampleSource();
+inline constexpr int kSampleCap = 1024;
+inline constexpr int kSampleChunk = 4096;
+inline constexpr int kSampleGatherThreads = 256;
+inline constexpr int kSamplePickThreads = 1024;
+inline int64_t SampleGatherBlocks(int64_t V) { return V < 1 ? 1 : (V + kSampleChunk - 1) / kSampleChunk; }
+inline int64_t SampleScratchBytes(int64_t V) {
+  const int64_t nb = SampleGatherBlocks(V);
+  return 8 * (2 * nb + nb * kSampleCap);
+}
 
 }  // namespace vibrant::codegen
 

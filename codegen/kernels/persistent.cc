@@ -86,6 +86,7 @@ absl::StatusOr<PersistentSchedule> BuildPersistentSchedule(const dispatch::Table
   const std::string dbg = dbg_env != nullptr ? dbg_env : "";
   const bool serial = dbg.find("serial") != std::string::npos;
   const bool nosubs = dbg.find("nosubs") != std::string::npos;
+  const bool noprefetch = dbg.find("noprefetch") != std::string::npos;
   if (sm_count < 1 || blocks_per_sm < 1 || blocks_per_sm > 32) {
     return absl::InvalidArgumentError(
         absl::StrCat("persistent decode: ", sm_count, " SMs x ", blocks_per_sm, " blocks per SM"));
@@ -141,6 +142,9 @@ absl::StatusOr<PersistentSchedule> BuildPersistentSchedule(const dispatch::Table
           case Arg::Kind::kPtr:
             slot = PtrSlot(a.buf);
             AddRange(a.buf, access[ai] != ParamAccess::kRead, &r);
+            if (a.buf.region == Region::kWeights && !noprefetch && a.buf.extent.Eval(1) >= 4096) {
+              s.prefetch.push_back({a.buf.offset.Eval(1), a.buf.extent.Eval(1)});
+            }
             break;
           case Arg::Kind::kI32: {
             const uint32_t v = static_cast<uint32_t>(static_cast<int32_t>(a.value.Eval(1)));
@@ -402,7 +406,7 @@ template <class... P> struct fn<void (*)(P...)> {
 #define VBP_RUN_K(f) ::vbp::fn<decltype(&::vbp::vbk::f)>::template run<&::vbp::vbk::f>(args, base)
 
 struct Stage {
-  int body, threads, shift, subs, gx, gy, gz, groups, dep0, ndeps, arg0;
+  int body, threads, shift, subs, gx, gy, gz, groups, dep0, ndeps, arg0, pf0, npf;
 };
 )CUDA";
 
@@ -482,19 +486,33 @@ absl::StatusOr<std::string> PersistentSource(const std::string& module_source, c
     }
   }
   std::string src = kNamespaceHead;
-  src += KernelsAsDeviceFunctions(module_source);
+  // Include guards of the module's sources (`#ifndef X` + `#define X`) are
+  // defined by the first copy: undefine them so the second copy is whole.
+  for (size_t at = module_source.find("#ifndef "); at != std::string::npos;
+       at = module_source.find("#ifndef ", at + 1)) {
+    const size_t e = module_source.find('\n', at);
+    if (e == std::string::npos) break;
+    const std::string name = module_source.substr(at + 8, e - at - 8);
+    if (module_source.compare(e + 1, 8 + name.size(), "#define " + name) == 0) {
+      absl::StrAppend(&src, "#undef ", name, "\n");
+    }
+  }
+  // Tasks are not grids: no programmatic-dependent-launch waits or triggers.
+  src += absl::StrReplaceAll(KernelsAsDeviceFunctions(module_source), {{"\n  VB_GRID_DEPENDENCY();", ""}});
   src += kNamespaceTail;
   // The schedule as data.
   const int n = static_cast<int>(p.stages.size());
-  std::string stages, args, deps, firsts, groups;
-  int64_t arg_at = 0, dep_at = 0;
+  std::string stages, args, deps, firsts, groups, prefetch;
+  int64_t arg_at = 0, dep_at = 0, pf_at = 0;
   for (int i = 0; i < n; ++i) {
     const PersistentStage& s = p.stages[i];
     int shift = 0;
     while ((1 << shift) < s.threads) ++shift;
     absl::StrAppend(&stages, "  {", s.body, ", ", s.threads, ", ", shift, ", ", s.subs, ", ", s.grid[0], ", ",
                     s.grid[1], ", ", s.grid[2], ", ", s.groups, ", ", dep_at, ", ", s.deps.size(), ", ", arg_at,
-                    "},  // launch ", s.launch, "\n");
+                    ", ", pf_at, ", ", s.prefetch.size(), "},  // launch ", s.launch, "\n");
+    for (const auto& [off, bytes] : s.prefetch) absl::StrAppend(&prefetch, off, "ll,", bytes, "ll,");
+    pf_at += static_cast<int64_t>(s.prefetch.size());
     for (uint64_t a : s.args) absl::StrAppend(&args, a, "ull,");
     for (int d : s.deps) absl::StrAppend(&deps, d, ",");
     arg_at += static_cast<int64_t>(s.args.size());
@@ -509,10 +527,12 @@ absl::StatusOr<std::string> PersistentSource(const std::string& module_source, c
   absl::StrAppend(&firsts, at);
   if (args.empty()) args = "0ull";
   if (deps.empty()) deps = "0";
+  if (prefetch.empty()) prefetch = "0";
   if (groups.empty()) groups = "{0,0}";
   absl::StrAppend(&src, "__device__ const Stage stages[", n, "] = {\n", stages, "};\n",
                   "__device__ const unsigned long long args[] = {", args, "};\n",
                   "__device__ const int deps[] = {", deps, "};\n",
+                  "__device__ const long long prefetch[] = {", prefetch, "};\n",
                   "__device__ const int block_first[", p.blocks + 1, "] = {", firsts, "};\n",
                   "__device__ const int2 groups[] = {", groups, "};\n}  // namespace vbp\n");
   std::string cases;
@@ -540,15 +560,23 @@ extern "C" __global__ void __launch_bounds__($THREADS, $MINB) $NAME(char* arena,
   for (int gi = vbp::block_first[blockIdx.x]; gi < end; ++gi) {
     const int2 g = vbp::groups[gi];
     const vbp::Stage st = vbp::stages[g.x];
+    for (int w = 0; w < st.npf; ++w) {
+      const long long off = vbp::prefetch[2 * (st.pf0 + w)], bytes = vbp::prefetch[2 * (st.pf0 + w) + 1];
+      const long long a = off + bytes * g.y / st.groups, e = off + bytes * (g.y + 1) / st.groups;
+      for (long long x = (a & ~127ll) + 128ll * threadIdx.x; x < e; x += 128ll * blockDim.x) {
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(weights + x));
+      }
+    }
     if (threadIdx.x == 0) {
       for (int d = 0; d < st.ndeps; ++d) {
         const int dep = vbp::deps[st.dep0 + d];
         const unsigned target = (unsigned)vbp::stages[dep].groups;
-        const volatile unsigned* c = state + dep;
-        while (*c < target) {
-        }
+        const unsigned* c = state + dep;
+        unsigned seen;
+        do {  // acquire: the dependency's writes are visible once its count is
+          asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(seen) : "l"(c) : "memory");
+        } while (seen < target);
       }
-      __threadfence();
       vbp::task.threads = st.threads;
       vbp::task.shift = st.shift;
       vbp::task.gx = st.gx;

@@ -49,6 +49,12 @@ struct PersistentStage {
   // Kernel arguments as 64-bit slots: a pointer is (region << 56) | offset,
   // a scalar its bits in the low bytes.
   std::vector<uint64_t> args;
+  // Weight bytes the stage reads (offset, bytes in the weights region):
+  // before waiting for its dependencies a block prefetches into L2 the
+  // share of each that its group's tasks read, which overlaps the DRAM
+  // latency with the wait (the slice is proportional to the group's tasks;
+  // every byte is prefetched by exactly one group of the stage).
+  std::vector<std::pair<int64_t, int64_t>> prefetch;
 };
 
 struct PersistentBody {

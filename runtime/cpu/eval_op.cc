@@ -174,6 +174,10 @@ absl::Status EvalOp(const Graph& g, const Op& op, const std::vector<const uint8_
       LastRow(F(0), E(op.inputs[0]) / dim, dim, out);
       return absl::OkStatus();
     }
+    case OpKind::kSample: {
+      const int64_t V = g.value(op.inputs[0]).shape.back();
+      return Sample(F(0), E(op.inputs[0]) / V, V, I(1), reinterpret_cast<int32_t*>(outs[0].data()));
+    }
     case OpKind::kFused: {
       const Graph& body = *op.body;
       std::vector<int> producer = Producers(body);

@@ -3,6 +3,7 @@
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <cstdlib>
 #include <cstdio>
@@ -16,7 +17,12 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "ir/verifier.h"
+#include "runtime/cpu/cpu_features.h"
 #include "runtime/cpu/eval_op.h"
+#include "runtime/cpu/fast_attention.h"
+#include "runtime/cpu/fast_elementwise.h"
+#include "runtime/cpu/fast_matmul.h"
+#include "runtime/cpu/kernel_select.h"
 #include "runtime/cpu/kernels.h"
 #include "runtime/cpu/quantize.h"
 #include "runtime/cpu/thread_pool.h"
@@ -477,6 +483,20 @@ absl::Status CheckOp(const Graph& g, const Op& op, bool in_body) {
       }
       return absl::OkStatus();
     }
+    case OpKind::kSample: {
+      VIBRANT_RETURN_IF_ERROR(n_in(2, 2));
+      if (in_body) return err("not allowed in a fused body");
+      VIBRANT_RETURN_IF_ERROR(f32_in(op.inputs[0]));
+      const int64_t V = StaticDim(g, op.inputs[0], -1);
+      if (V <= 0 || g.value(op.inputs[0]).shape.size() != 2) return err("logits must be [R, V]");
+      if (!is(op.inputs[1], DType::kI32) || g.value(op.inputs[1]).shape != Shape{8}) {
+        return err("params must be i32[8]");
+      }
+      if (!is(op.outputs[0], DType::kI32) || g.value(op.outputs[0]).shape != Shape{1}) {
+        return err("output must be i32[1]");
+      }
+      return absl::OkStatus();
+    }
     case OpKind::kFused: {
       if (op.body == nullptr) return err("has no body");
       if (op.outputs.empty()) return err("has no outputs");
@@ -609,7 +629,7 @@ absl::Status CheckStructure(const Graph& g, const char* what) {
 // broadcast operands are whole; positions hold n entries. Every kernel here
 // computes each row from the same rows of its inputs, so a chunk gives the
 // bits the whole-tensor kernel gives for those rows.
-absl::Status RunBodyOp(const Graph& g, const Op& op, const std::vector<uint8_t*>& p, int64_t n,
+absl::Status RunBodyOp(const Graph& g, const Op& op, const std::vector<uint8_t*>& p, bool fast, int64_t n,
                        int64_t row_len) {
   auto F = [&](ValueId v) { return reinterpret_cast<float*>(p[v]); };
   auto num = [&](const char* key, double dflt) { return NumberAttr(op, key, false, dflt).value_or(dflt); };
@@ -636,7 +656,7 @@ absl::Status RunBodyOp(const Graph& g, const Op& op, const std::vector<uint8_t*>
       return absl::OkStatus();
     }
     case OpKind::kSilu:
-      cpu::Silu(F(op.inputs[0]), elems, F(out));
+      (fast ? cpu::SiluFast : cpu::Silu)(F(op.inputs[0]), elems, F(out));
       return absl::OkStatus();
     case OpKind::kRmsNorm: {
       const int64_t D = g.value(op.inputs[0]).shape.back();
@@ -682,14 +702,19 @@ struct CpuExecutor::Impl {
   BoundGraph main;
   std::deque<BoundGraph> bodies;  // a deque: binding nested bodies keeps references valid
   ValueId tokens = -1, positions = -1, logits = -1;
+  ValueId sampling = -1, token = -1;  // a graph with a sample op (ir/ops.h)
   int64_t n_vocab = -1;  // -1: unchecked (no embedding reads the tokens)
   int64_t n_ctx = -1;    // -1: no KV cache
+  // Per op of the step graph: exact or fast kernels (kernel_select.h).
+  std::vector<cpu::CpuKernels> op_kernels;
+  // The fast matmul's rounded activations (grown on first use).
+  std::vector<uint8_t> act_scratch;
 
   absl::Status Init(WeightResolver& weights, const CpuExecutorOptions& opts);
   absl::Status BindBody(BoundGraph& outer, int op_index, int depth);
   absl::Status Run(BoundGraph& b, int64_t T);
   absl::Status RunOp(BoundGraph& b, int op_index, int64_t T);
-  absl::Status RunBody(BoundGraph& b, int64_t T);
+  absl::Status RunBody(BoundGraph& b, int64_t T, bool fast);
 };
 
 absl::Status CpuExecutor::Impl::BindBody(BoundGraph& outer, int op_index, int depth) {
@@ -859,7 +884,7 @@ absl::Status CpuExecutor::Impl::BindBody(BoundGraph& outer, int op_index, int de
   return absl::OkStatus();
 }
 
-absl::Status CpuExecutor::Impl::RunBody(BoundGraph& b, int64_t T) {
+absl::Status CpuExecutor::Impl::RunBody(BoundGraph& b, int64_t T, bool fast) {
   const Graph& g = *b.graph;
   const int64_t rows = b.rows == ir::kTokens ? T : b.rows;
   const int64_t n_chunks = (rows + kRowsPerChunk - 1) / kRowsPerChunk;
@@ -881,7 +906,7 @@ absl::Status CpuExecutor::Impl::RunBody(BoundGraph& b, int64_t T) {
       }
       for (const Op& op : g.ops()) {
         if (b.view_of[op.outputs[0]] >= 0) p[op.outputs[0]] = p[b.view_of[op.outputs[0]]];
-        if (absl::Status s = RunBodyOp(g, op, p, n, b.row_len); !s.ok()) return s;
+        if (absl::Status s = RunBodyOp(g, op, p, fast, n, b.row_len); !s.ok()) return s;
       }
     }
     return absl::OkStatus();
@@ -939,9 +964,17 @@ absl::Status CpuExecutor::Impl::Init(WeightResolver& weights, const CpuExecutorO
           return absl::InvalidArgumentError(
               absl::StrCat("CPU backend: input '", val.name, "' is produced by an op"));
         }
+        if (val.name == "sampling") {  // the sample op's parameters
+          if (val.dtype != DType::kI32 || val.shape != Shape{kSampleParamWords}) {
+            return absl::InvalidArgumentError(absl::StrCat("CPU backend: input ", ValueDesc(g, v),
+                                                           " must be i32[", kSampleParamWords, "]"));
+          }
+          sampling = v;
+          break;
+        }
         if (val.name != "tokens" && val.name != "positions") {
           return absl::InvalidArgumentError(absl::StrCat(
-              "CPU backend: unknown graph input '", val.name, "' (expected tokens, positions)"));
+              "CPU backend: unknown graph input '", val.name, "' (expected tokens, positions, sampling)"));
         }
         if (val.dtype != DType::kI32 || val.shape != Shape{ir::kTokens}) {
           return absl::InvalidArgumentError(absl::StrCat("CPU backend: input ", ValueDesc(g, v),
@@ -979,10 +1012,28 @@ absl::Status CpuExecutor::Impl::Init(WeightResolver& weights, const CpuExecutorO
   }
   logits = *found_logits;
   if (tokens < 0) return absl::InvalidArgumentError("CPU backend: graph has no input 'tokens'");
+  // A graph that samples: the sample op's output "token" (i32[1]).
+  token = g.FindValue("token");
+  if (token >= 0 && (g.value(token).storage != Storage::kOutput || g.value(token).dtype != DType::kI32 ||
+                     g.value(token).shape != Shape{1})) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("CPU backend: ", ValueDesc(g, token), " must be an i32[1] graph output"));
+  }
+  if ((token >= 0) != (sampling >= 0)) {
+    return absl::InvalidArgumentError(
+        "CPU backend: a graph that samples has both the input 'sampling' and the output 'token'");
+  }
 
   // Every op supported and well-formed.
   for (const Op& op : g.ops()) {
     if (absl::Status s = CheckOp(g, op, /*in_body=*/false); !s.ok()) return s;
+  }
+  // The kernels each op runs with, as the compiler chose them (Op::kernels,
+  // select-kernels with the CPU target).
+  for (const Op& op : g.ops()) {
+    absl::StatusOr<cpu::CpuKernels> k = cpu::KernelsForOp(g, op);
+    if (!k.ok()) return k.status();
+    op_kernels.push_back(*k);
   }
 
   // Byte size of every value that needs storage of its own; views (reshape
@@ -1131,8 +1182,13 @@ absl::Status CpuExecutor::Impl::RunOp(BoundGraph& b, int op_index, int64_t T) {
     }
     case OpKind::kMatMul:
     case OpKind::kMultiMatMul: {
-      // x as floats: a q8a x (quantize_q8's output) is read as its values.
       const ValueId x = op.inputs[0];
+      const size_t n_members = op.kind == OpKind::kMatMul ? 1 : op.outputs.size();
+      const std::vector<int64_t> flags =
+          op.kind == OpKind::kMatMul
+              ? std::vector<int64_t>{op.inputs.size() == 3 ? 1 : 0}
+              : std::get<std::vector<int64_t>>(op.attrs.at("bias"));
+      // x as floats: a q8a x (quantize_q8's output) is read as its values.
       const float* xf = F(x);
       std::vector<float> xq;
       if (g.value(x).dtype == DType::kQ8A) {
@@ -1140,17 +1196,27 @@ absl::Status CpuExecutor::Impl::RunOp(BoundGraph& b, int op_index, int64_t T) {
         if (absl::Status s = DequantizeQ8A(b.ptr[x], E(x), xq.data()); !s.ok()) return s;
         xf = xq.data();
       }
-      const size_t n_members = op.kind == OpKind::kMatMul ? 1 : op.outputs.size();
-      const std::vector<int64_t> flags =
-          op.kind == OpKind::kMatMul
-              ? std::vector<int64_t>{op.inputs.size() == 3 ? 1 : 0}
-              : std::get<std::vector<int64_t>>(op.attrs.at("bias"));
+      const int64_t K = g.value(op.inputs[1]).shape[1];
+      const int64_t T = E(x) / K;
+      if (&b == &main && op_kernels[op_index] == cpu::CpuKernels::kFast) {
+        // The fast kernels: x rounded once per activation format, shared by
+        // the members (cpu::RoundedActivations).
+        std::vector<cpu::MatMulMember> members;
+        size_t bias_at = 1 + n_members;
+        for (size_t m = 0; m < n_members; ++m) {
+          const Value& w = g.value(op.inputs[1 + m]);
+          members.push_back({w.dtype, b.ptr[op.inputs[1 + m]], w.shape[0],
+                             flags[m] != 0 ? F(op.inputs[bias_at++]) : nullptr,
+                             F(op.outputs[m])});
+        }
+        return cpu::MultiMatMulFast(pool.get(), xf, T, K, members, &act_scratch);
+      }
       size_t bias_at = 1 + n_members;
       for (size_t m = 0; m < n_members; ++m) {
         const Value& w = g.value(op.inputs[1 + m]);
-        const int64_t K = w.shape[1], N = w.shape[0];
+        const int64_t N = w.shape[0];
         const float* bias = flags[m] != 0 ? F(op.inputs[bias_at++]) : nullptr;
-        if (absl::Status s = cpu::MatMul(pool.get(), xf, E(x) / K, K, w.dtype, b.ptr[op.inputs[1 + m]],
+        if (absl::Status s = cpu::MatMul(pool.get(), xf, T, K, w.dtype, b.ptr[op.inputs[1 + m]],
                                          N, bias, F(op.outputs[m]));
             !s.ok()) {
           return s;
@@ -1173,7 +1239,8 @@ absl::Status CpuExecutor::Impl::RunOp(BoundGraph& b, int op_index, int64_t T) {
       cpu::Mul(F(op.inputs[0]), E(op.inputs[0]), F(op.inputs[1]), E(op.inputs[1]), F(out));
       return absl::OkStatus();
     case OpKind::kSilu:
-      cpu::Silu(F(op.inputs[0]), E(op.inputs[0]), F(out));
+      (&b == &main && op_kernels[op_index] == cpu::CpuKernels::kFast ? cpu::SiluFast : cpu::Silu)(
+          F(op.inputs[0]), E(op.inputs[0]), F(out));
       return absl::OkStatus();
     case OpKind::kScale:
       cpu::Scale(F(op.inputs[0]), E(op.inputs[0]), static_cast<float>(num("scale", 1.0)), F(out));
@@ -1240,18 +1307,28 @@ absl::Status CpuExecutor::Impl::RunOp(BoundGraph& b, int op_index, int64_t T) {
       shape.n_head_kv = k.shape[1];
       shape.n_ctx = k.shape[0];
       shape.window = static_cast<int64_t>(num("window", 0));
+      const float scale = static_cast<float>(num("scale", 1.0));
+      const DType v_dtype = g.value(op.inputs[2]).dtype;
+      if (&b == &main && op_kernels[op_index] == cpu::CpuKernels::kFast) {
+        return cpu::AttentionFast(pool.get(), F(op.inputs[0]), b.ptr[op.inputs[1]], b.ptr[op.inputs[2]],
+                                  k.dtype, v_dtype, I(op.inputs[3]), shape, scale, F(out));
+      }
       return cpu::Attention(pool.get(), F(op.inputs[0]), b.ptr[op.inputs[1]], b.ptr[op.inputs[2]],
-                            k.dtype, g.value(op.inputs[2]).dtype, I(op.inputs[3]), shape,
-                            static_cast<float>(num("scale", 1.0)),
-                            F(out));
+                            k.dtype, v_dtype, I(op.inputs[3]), shape, scale, F(out));
     }
     case OpKind::kLastRow: {
       const int64_t D = g.value(op.inputs[0]).shape.back();
       cpu::LastRow(F(op.inputs[0]), E(op.inputs[0]) / D, D, F(out));
       return absl::OkStatus();
     }
+    case OpKind::kSample: {
+      const int64_t V = g.value(op.inputs[0]).shape.back();
+      return cpu::Sample(F(op.inputs[0]), E(op.inputs[0]) / V, V, I(op.inputs[1]),
+                         reinterpret_cast<int32_t*>(b.ptr[out]));
+    }
     case OpKind::kFused: {
-      if (b.body_index[op_index] != kWholeBody) return RunBody(bodies[b.body_index[op_index]], T);
+      const bool fast = &b == &main && op_kernels[op_index] == cpu::CpuKernels::kFast;
+      if (b.body_index[op_index] != kWholeBody) return RunBody(bodies[b.body_index[op_index]], T, fast);
       std::vector<const uint8_t*> in;
       for (ValueId v : op.inputs) in.push_back(b.ptr[v]);
       std::vector<std::vector<uint8_t>> outs;
@@ -1286,7 +1363,7 @@ absl::StatusOr<std::unique_ptr<CpuExecutor>> CpuExecutor::Create(const ir::Graph
   impl->graph = graph;
   if (absl::Status s = impl->Init(weights, opts); !s.ok()) return s;
   int threads = opts.threads;
-  if (threads <= 0) threads = std::max(1u, std::thread::hardware_concurrency());
+  if (threads <= 0) threads = cpu::DefaultThreadCount();
   auto warn = [&](const std::string& msg) {
     if (opts.warn) {
       opts.warn(msg);
@@ -1314,7 +1391,36 @@ absl::StatusOr<std::unique_ptr<CpuExecutor>> CpuExecutor::Create(const ir::Graph
 
 absl::StatusOr<absl::Span<const float>> CpuExecutor::Step(absl::Span<const int32_t> tokens,
                                                          int32_t pos0) {
+  // A graph that samples draws greedily when only the logits are asked for.
+  return StepWith(tokens, pos0, SampleDraw{});
+}
+
+bool CpuExecutor::samples() const { return impl_->token >= 0; }
+
+absl::StatusOr<int32_t> CpuExecutor::StepSample(absl::Span<const int32_t> tokens, int32_t pos0,
+                                                const SampleDraw& draw) {
   Impl& m = *impl_;
+  if (m.token < 0) {
+    return absl::FailedPreconditionError(
+        "StepSample: this plan has no sample op (compile it with --gpu-sampling)");
+  }
+  if (absl::Status s = CheckSampleDraw(draw); !s.ok()) return s;
+  absl::StatusOr<absl::Span<const float>> out = StepWith(tokens, pos0, draw);
+  if (!out.ok()) return out.status();
+  const int32_t id = *reinterpret_cast<const int32_t*>(m.main.ptr[m.token]);
+  if (id < 0) {
+    return absl::InvalidArgumentError("sampler: no finite logit (the model produced NaN or inf)");
+  }
+  return id;
+}
+
+absl::StatusOr<absl::Span<const float>> CpuExecutor::StepWith(absl::Span<const int32_t> tokens,
+                                                             int32_t pos0, const SampleDraw& draw) {
+  Impl& m = *impl_;
+  if (m.sampling >= 0) {
+    const std::array<int32_t, kSampleParamWords> w = PackSampleParams(draw);
+    std::memcpy(m.main.ptr[m.sampling], w.data(), sizeof(w));
+  }
   const int64_t T = static_cast<int64_t>(tokens.size());
   if (T < 1 || T > m.max_tokens) {
     return absl::InvalidArgumentError(
@@ -1346,6 +1452,17 @@ absl::StatusOr<absl::Span<const float>> CpuExecutor::Step(absl::Span<const int32
 }
 
 int CpuExecutor::num_threads() const { return impl_->pool->num_threads(); }
+
+std::string CpuExecutor::KernelSummary() const {
+  bool fast = false, exact = false;
+  for (size_t i = 0; i < impl_->op_kernels.size(); ++i) {
+    if (!cpu::HasFastKernel(impl_->graph.ops()[i].kind)) continue;
+    (impl_->op_kernels[i] == cpu::CpuKernels::kFast ? fast : exact) = true;
+  }
+  if (!fast) return "exact kernels";
+  return absl::StrCat(exact ? "fast and exact" : "fast", " kernels (",
+                      cpu::IsaName(cpu::ActiveIsa()), ")");
+}
 
 void CpuExecutor::Reset() {
   for (Buffer& b : impl_->kv_caches) b.Zero();

@@ -12,6 +12,7 @@
 #include "absl/types/span.h"
 #include "ir/graph.h"
 #include "runtime/plan_validate.h"
+#include "runtime/sampler.h"
 
 namespace vibrant {
 
@@ -21,7 +22,7 @@ using WeightResolver =
     std::function<absl::StatusOr<absl::Span<const uint8_t>>(const std::string& source)>;
 
 struct CpuExecutorOptions {
-  // 0 = hardware concurrency. More than cpu::kMaxThreads, or more than the
+  // 0 = the physical cores this process may use (cpu::DefaultThreadCount). More than cpu::kMaxThreads, or more than the
   // machine lets us create, runs with fewer and says so through `warn`.
   int threads = 0;
   // The most bytes the graph's arenas and KV caches may take together; unset:
@@ -50,7 +51,22 @@ class CpuExecutor {
   // The threads steps run on, the caller's included.
   int num_threads() const;
 
+  // Whether the graph has a sample op (passes/append_sample: an input
+  // "sampling" and an output "token"). Step then runs it greedily.
+  bool samples() const;
+  // Runs one step like Step, its sample op drawing with `draw`, and returns
+  // the token id it drew. FailedPrecondition when the graph has no sample op.
+  absl::StatusOr<int32_t> StepSample(absl::Span<const int32_t> tokens, int32_t pos0,
+                                     const SampleDraw& draw);
+
+  // "fast kernels (avx2)", "exact kernels" or "fast and exact kernels (...)":
+  // what the plan chose for this graph's ops (kernel_select.h) and the
+  // instruction set the fast ones use here.
+  std::string KernelSummary() const;
+
  private:
+  absl::StatusOr<absl::Span<const float>> StepWith(absl::Span<const int32_t> tokens, int32_t pos0,
+                                                   const SampleDraw& draw);
   struct Impl;
   explicit CpuExecutor(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;

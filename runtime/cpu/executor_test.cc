@@ -19,7 +19,9 @@
 #include "ir/graph.h"
 #include "nlohmann/json.hpp"
 #include "runtime/cpu/dequantize.h"
+#include "runtime/cpu/kernel_select.h"
 #include "runtime/cpu/quantize.h"
+#include "runtime/sampler.h"
 
 namespace vibrant {
 namespace {
@@ -29,6 +31,14 @@ using ir::kTokens;
 using ir::OpKind;
 using ir::ValueId;
 using ::testing::HasSubstr;
+
+// What select-kernels records with the CPU target (codegen/cpu_target.h),
+// for graphs built or lowered here without the pass pipeline.
+void UseCpuKernels(Graph& g, cpu::CpuKernels k) {
+  for (size_t i = 0; i < g.ops().size(); ++i) {
+    g.mutable_ops()[i].kernels = cpu::CpuVariants(g, g.ops()[i], k);
+  }
+}
 
 std::string Msg(const absl::Status& s) { return std::string(s.message()); }
 
@@ -305,6 +315,54 @@ TEST_P(TinyModelTest, PrefillEqualsTokenByTokenAndLastRow) {
   }
 }
 
+// The fast kernels (8-bit activations for the quantized wq, SIMD f32 dot
+// products for the rest): close to the double reference, and the same bits
+// whatever the thread count and whether tokens come in one step or one by one.
+TEST_P(TinyModelTest, FastKernelsCloseToReferenceAndThreadCountIndependent) {
+  const TinyConfig c = GetParam();
+  const Weights w = MakeWeights(c);
+  Graph g = BuildTiny(c);
+  UseCpuKernels(g, cpu::CpuKernels::kFast);
+  Reference ref(c, w);
+  const std::vector<int32_t> toks = {3, 17, 39, 0, 22, 5, 5, 38};
+  std::vector<float> first;  // all logits of the 1-thread run
+  for (int threads : {1, 2, 3}) {
+    std::unique_ptr<CpuExecutor> e = MakeExecutor(g, w, threads);
+    ASSERT_NE(e, nullptr);
+    EXPECT_THAT(e->KernelSummary(), HasSubstr("fast kernels"));
+    std::vector<float> all;
+    absl::StatusOr<absl::Span<const float>> out = e->Step({toks.data(), 5}, 0);
+    ASSERT_TRUE(out.ok()) << out.status();
+    all.assign(out->begin(), out->end());
+    for (size_t i = 5; i < toks.size(); ++i) {
+      out = e->Step({&toks[i], 1}, static_cast<int32_t>(i));
+      ASSERT_TRUE(out.ok()) << out.status();
+      all.insert(all.end(), out->begin(), out->end());
+    }
+    if (threads == 1) {
+      first = all;
+      // Against the double reference. Measured max |diff| (logits of
+      // magnitude ~3): 0.0352 with a q8_0 wq, 0.0367 with q4_0 (8-bit
+      // activations), 1.2e-6 and 1.3e-6 with f32 and f16 (f32 dot products
+      // in another order): bounded at 0.055 and 2e-5.
+      double worst = 0;
+      for (size_t t = 0; t < toks.size(); ++t) {
+        const std::vector<double> want = ref.Token(toks[t], static_cast<int64_t>(t));
+        for (int64_t i = 0; i < c.V; ++i) {
+          worst = std::max(worst, std::fabs(all[t * c.V + i] - want[i]));
+        }
+      }
+      std::cout << "[ MEASURED ] fast kernels, wq " << DTypeName(c.wq_dtype)
+                << ": max |logit - double reference| = " << worst << "\n";
+      EXPECT_LT(worst, c.wq_dtype == DType::kF32 || c.wq_dtype == DType::kF16 ? 2e-5 : 0.055);
+    } else {
+      ASSERT_EQ(all.size(), first.size());
+      EXPECT_EQ(std::memcmp(all.data(), first.data(), all.size() * 4), 0)
+          << threads << " threads give other bits than 1 thread";
+    }
+  }
+}
+
 TinyConfig Variant(int mode, DType kv, int64_t n_rot, DType wq) {
   TinyConfig c;
   c.rope_mode = mode;
@@ -350,6 +408,74 @@ TEST(CpuExecutorTest, StepRejectsBadArguments) {
   EXPECT_TRUE(e->Step(ok, 14).ok());  // the last two positions
 }
 
+// ---- the sample op (ir/ops.h) on the CPU --------------------------------------
+
+// The tiny model with the step's own sampler appended (what the append-sample
+// pass adds): sample(logits, sampling) -> token.
+Graph WithSampleOp(Graph g) {
+  const ValueId logits = *ir::FindLogitsOutput(g);
+  const ValueId params = g.AddInput("sampling", DType::kI32, {8});
+  const ValueId token = Must(g.AddOp(OpKind::kSample, {logits, params}, "token"));
+  g.MarkOutput(token);
+  return g;
+}
+
+// The op draws what the host sampler draws from the same step's logits: the
+// argmax for greedy, the same token for the same seed and draw index, step
+// after step (its CPU reference is runtime/sampler.h's SampleToken).
+TEST(CpuExecutorTest, SampleOpDrawsWhatTheHostSamplerDraws) {
+  TinyConfig c;
+  c.all_logits = false;
+  c.C = 64;
+  const Weights w = MakeWeights(c);
+  std::unique_ptr<CpuExecutor> plain = MakeExecutor(BuildTiny(c), w);
+  std::unique_ptr<CpuExecutor> sampled = MakeExecutor(WithSampleOp(BuildTiny(c)), w);
+  ASSERT_NE(plain, nullptr);
+  ASSERT_NE(sampled, nullptr);
+  EXPECT_FALSE(plain->samples());
+  EXPECT_TRUE(sampled->samples());
+  EXPECT_EQ(plain->StepSample({1}, 0, SampleDraw{}).status().code(), absl::StatusCode::kFailedPrecondition);
+  for (const SamplerParams& sp : {SamplerParams{0.0f, 40, 0.95f, 0.05f, 1}, SamplerParams{1.0f, 0, 1.0f, 0.0f, 7},
+                                  SamplerParams{0.8f, 5, 0.9f, 0.05f, 42}}) {
+    plain->Reset();
+    sampled->Reset();
+    Sampler host = *Sampler::Create(sp);
+    Sampler device = *Sampler::Create(sp);
+    std::vector<int32_t> prompt = {3, 17, 5};
+    absl::StatusOr<absl::Span<const float>> logits = plain->Step(prompt, 0);
+    ASSERT_TRUE(logits.ok()) << logits.status();
+    absl::StatusOr<int32_t> want = host.Sample(*logits);
+    absl::StatusOr<int32_t> got = sampled->StepSample(prompt, 0, device.NextDraw());
+    ASSERT_TRUE(want.ok() && got.ok()) << got.status();
+    ASSERT_EQ(*got, *want);
+    for (int32_t pos = 3; pos < 30; ++pos) {
+      const int32_t next[1] = {*want};
+      logits = plain->Step(next, pos);
+      ASSERT_TRUE(logits.ok());
+      want = host.Sample(*logits);
+      if (sp.temp <= 0.0f) {
+        ASSERT_EQ(*want, std::max_element(logits->begin(), logits->end()) - logits->begin());
+      }
+      got = sampled->StepSample(next, pos, device.NextDraw());
+      ASSERT_TRUE(want.ok() && got.ok()) << got.status();
+      ASSERT_EQ(*got, *want) << "temp " << sp.temp << " position " << pos;
+    }
+  }
+  // Step on a graph that samples still returns the logits (the op draws greedily).
+  sampled->Reset();
+  plain->Reset();
+  absl::StatusOr<absl::Span<const float>> a = plain->Step({4, 9}, 0);
+  std::vector<float> av(a->begin(), a->end());
+  absl::StatusOr<absl::Span<const float>> b = sampled->Step({4, 9}, 0);
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ(std::vector<float>(b->begin(), b->end()), av);
+  // Parameters out of range are errors, not draws.
+  SampleDraw bad;
+  bad.temp = 1.0f;
+  bad.top_p = 0.0f;
+  EXPECT_THAT(Msg(sampled->StepSample({1}, 2, bad).status()), HasSubstr("top-p"));
+}
+
 TEST(CpuExecutorTest, CreateChecksWeights) {
   const TinyConfig c;
   Weights w = MakeWeights(c);
@@ -378,6 +504,64 @@ TEST(CpuExecutorTest, CreateRejectsInvalidGraphs) {
   g = BuildTiny(c);
   g.max_tokens = 0;
   EXPECT_FALSE(CpuExecutor::Create(g, w.Resolver()).ok());
+}
+
+// The kernel choice travels in the graph, per op (Op::kernels, as
+// select-kernels records it): none = exact; the fast variants; an unknown or
+// mismatched one is a clear error at creation.
+TEST(CpuExecutorTest, KernelChoiceFromTheGraph) {
+  const TinyConfig c = Variant(0, DType::kF32, 8, DType::kQ8_0);
+  const Weights w = MakeWeights(c);
+  Graph exact = BuildTiny(c);
+  std::unique_ptr<CpuExecutor> e = MakeExecutor(exact, w);
+  ASSERT_NE(e, nullptr);
+  EXPECT_EQ(e->KernelSummary(), "exact kernels");
+  const std::vector<int32_t> toks = {3, 17, 39};
+  absl::StatusOr<absl::Span<const float>> o = e->Step(toks, 0);
+  ASSERT_TRUE(o.ok());
+  const std::vector<float> want(o->begin(), o->end());
+
+  // Fast: other bits (8-bit activations), close.
+  Graph fast = BuildTiny(c);
+  UseCpuKernels(fast, cpu::CpuKernels::kFast);
+  e = MakeExecutor(fast, w);
+  ASSERT_NE(e, nullptr);
+  o = e->Step(toks, 0);
+  ASSERT_TRUE(o.ok());
+  EXPECT_NE(std::vector<float>(o->begin(), o->end()), want);
+  for (size_t i = 0; i < want.size(); ++i) EXPECT_NEAR((*o)[i], want[i], 0.055);
+
+  // Exact variants recorded: the exact bits again.
+  Graph exact_variants = BuildTiny(c);
+  UseCpuKernels(exact_variants, cpu::CpuKernels::kExact);
+  e = MakeExecutor(exact_variants, w);
+  ASSERT_NE(e, nullptr);
+  EXPECT_EQ(e->KernelSummary(), "exact kernels");
+  o = e->Step(toks, 0);
+  ASSERT_TRUE(o.ok());
+  EXPECT_EQ(std::vector<float>(o->begin(), o->end()), want);
+
+  // A variant this build does not have, or one for another weight type (the
+  // q8_0 wq pairs with q8x32 activations), is a named error.
+  for (const char* name : {"cpu.matmul.fastest", "cpu.matmul.q8x256"}) {
+    Graph bad = BuildTiny(c);
+    UseCpuKernels(bad, cpu::CpuKernels::kFast);
+    int matmuls = 0;
+    for (size_t i = 0; i < bad.ops().size(); ++i) {
+      ir::Op& op = bad.mutable_ops()[i];
+      if (op.kind == OpKind::kMatMul && bad.value(op.inputs[1]).dtype == DType::kQ8_0) {
+        ASSERT_EQ(op.kernels.size(), 1u);
+        EXPECT_EQ(op.kernels[0].name, "cpu.matmul.q8x32");
+        op.kernels[0].name = name;
+        ++matmuls;
+      }
+    }
+    ASSERT_GT(matmuls, 0);
+    absl::StatusOr<std::unique_ptr<CpuExecutor>> made = CpuExecutor::Create(bad, w.Resolver());
+    ASSERT_FALSE(made.ok());
+    EXPECT_THAT(Msg(made.status()), HasSubstr(std::string("unknown kernel variant '") + name + "'"));
+    EXPECT_THAT(Msg(made.status()), HasSubstr("'cpu.matmul.exact' or 'cpu.matmul.q8x32'"));
+  }
 }
 
 TEST(CpuExecutorTest, ResetZeroesTheKvCache) {
@@ -643,6 +827,53 @@ TEST_F(RealModelTest, Stories260KPrefillEqualsTokenByToken) {
     absl::StatusOr<absl::Span<const float>> one = (*single)->Step({&toks[t], 1}, t);
     ASSERT_TRUE(one.ok()) << one.status();
     for (int64_t i = 0; i < V; ++i) ASSERT_NEAR((*one)[i], (*all)[t * V + i], 1e-4) << t << " " << i;
+  }
+}
+
+// Greedy generation with the fast kernels does not depend on the thread
+// count: the same tokens and the same logits, bit for bit.
+TEST_F(RealModelTest, FastKernelsGreedyIndependentOfThreadCount) {
+  for (const char* name : {"tiny-llama-q4_k_m", "tiny-qwen2-q8_0", "tiny-llama-q4_0"}) {
+    const std::string path = kShared + "/models/" + name + ".gguf";
+    nlohmann::json c = Case(name);
+    if (!std::filesystem::exists(path) || c.is_null()) GTEST_SKIP() << name << " absent";
+    absl::StatusOr<LoadedModel> m = Load(path, /*all_logits=*/false, 16);
+    ASSERT_TRUE(m.ok()) << m.status();
+    UseCpuKernels(m->graph, cpu::CpuKernels::kFast);
+    const auto prompt = c["prompt_tokens"].get<std::vector<int32_t>>();
+    std::vector<int32_t> first_tokens;
+    std::vector<float> first_logits;
+    for (int threads : {1, 2, 4}) {
+      CpuExecutorOptions o;
+      o.threads = threads;
+      absl::StatusOr<std::unique_ptr<CpuExecutor>> e =
+          CpuExecutor::Create(m->graph, m->Resolver(), o);
+      ASSERT_TRUE(e.ok()) << e.status();
+      // The prompt in steps of at most 16 tokens, then 24 greedy tokens.
+      absl::StatusOr<absl::Span<const float>> out;
+      for (size_t p = 0; p < prompt.size(); p += 16) {
+        const size_t n = std::min<size_t>(16, prompt.size() - p);
+        out = (*e)->Step({prompt.data() + p, n}, static_cast<int32_t>(p));
+        ASSERT_TRUE(out.ok()) << out.status();
+      }
+      std::vector<int32_t> tokens = {Argmax(*out)};
+      std::vector<float> logits(out->begin(), out->end());
+      for (int i = 1; i < 24; ++i) {
+        out = (*e)->Step({&tokens.back(), 1}, static_cast<int32_t>(prompt.size() + i - 1));
+        ASSERT_TRUE(out.ok()) << out.status();
+        tokens.push_back(Argmax(*out));
+        logits.insert(logits.end(), out->begin(), out->end());
+      }
+      if (threads == 1) {
+        first_tokens = tokens;
+        first_logits = logits;
+      } else {
+        EXPECT_EQ(tokens, first_tokens) << name << ", " << threads << " threads";
+        ASSERT_EQ(logits.size(), first_logits.size());
+        EXPECT_EQ(std::memcmp(logits.data(), first_logits.data(), logits.size() * 4), 0)
+            << name << ", " << threads << " threads: other logits";
+      }
+    }
   }
 }
 

@@ -8,7 +8,9 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/types/span.h"
 #include "runtime/cpu/dequantize.h"
+#include "runtime/sampler.h"
 
 namespace vibrant::cpu {
 namespace {
@@ -422,6 +424,22 @@ absl::Status Attention(ThreadPool* pool, const float* q, const void* k, const vo
 
 void LastRow(const float* x, int64_t T, int64_t D, float* out) {
   std::memmove(out, x + (T - 1) * D, D * sizeof(float));
+}
+
+absl::Status Sample(const float* logits, int64_t rows, int64_t V, const int32_t* params, int32_t* out) {
+  const SampleDraw d = UnpackSampleParams(absl::Span<const int32_t>(params, kSampleParamWords));
+  if (absl::Status s = CheckSampleDraw(d); !s.ok()) return s;
+  const absl::Span<const float> row(logits + (rows - 1) * V, static_cast<size_t>(V));
+  bool any_finite = false;
+  for (float x : row) any_finite |= std::isfinite(x);
+  if (!any_finite) {
+    *out = -1;
+    return absl::OkStatus();
+  }
+  absl::StatusOr<int32_t> id = SampleToken(row, d);
+  if (!id.ok()) return id.status();
+  *out = *id;
+  return absl::OkStatus();
 }
 
 }  // namespace vibrant::cpu

@@ -159,6 +159,12 @@ absl::Status Attention(ThreadPool* pool, const float* q, const void* k, const vo
 // last_row: out[0, :] = x[T - 1, :].
 void LastRow(const float* x, int64_t T, int64_t D, float* out);
 
+// sample: *out = the token runtime/sampler.h's SampleToken draws from row
+// rows-1 of logits[rows, V] with the parameters packed in params[8]
+// (PackSampleParams); -1 when the row has no finite logit. Parameters out of
+// range are an InvalidArgument error.
+absl::Status Sample(const float* logits, int64_t rows, int64_t V, const int32_t* params, int32_t* out);
+
 // copy is a memcpy of the value's bytes and reshape a view of its input's
 // buffer; the executor does both without a kernel.
 

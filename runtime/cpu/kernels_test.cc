@@ -4,9 +4,11 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <thread>
 #include <vector>
 
 #include "gmock/gmock.h"
@@ -43,6 +45,27 @@ TEST(ThreadPoolTest, CoversEveryIndexOnce) {
           min_chunk);
       for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[i].load(), 1) << "n=" << n << " i=" << i;
     }
+  }
+}
+
+// More threads than cores (workers get descheduled mid-job, jobs follow each
+// other faster than sleeping workers wake): every index is still done exactly
+// once per job and ParallelFor returns only when it is.
+TEST(ThreadPoolTest, OversubscribedJobsCoverEveryIndexOnce) {
+  ThreadPool pool(8);
+  std::vector<std::atomic<int>> hits(1000);
+  for (int job = 0; job < 3000; ++job) {
+    const int64_t n = 1 + (job * 37) % 1000;
+    pool.ParallelFor(
+        n,
+        [&](int64_t b, int64_t e) {
+          for (int64_t i = b; i < e; ++i) hits[i].fetch_add(1, std::memory_order_relaxed);
+        },
+        1 + job % 5);
+    for (int64_t i = 0; i < n; ++i) {
+      ASSERT_EQ(hits[i].exchange(0), 1) << "job " << job << " index " << i;
+    }
+    if (job % 500 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(2));  // workers sleep
   }
 }
 

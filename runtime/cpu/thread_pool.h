@@ -1,10 +1,22 @@
-// A small fixed-size thread pool for the CPU backend's data-parallel kernels.
+// A fixed-size, persistent thread pool for the CPU backend's data-parallel
+// kernels.
 //
 // Threads are created once (by the executor) and reused by every op of every
 // step; ParallelFor hands a range out in chunks to the workers and the calling
 // thread, and returns when all of it is done. Work is split by output element
-// (rows of a matmul, heads of an attention), so results never depend on the
-// number of threads or on the schedule.
+// (rows of a matmul, tiles of rows and tokens, heads of an attention), so
+// results never depend on the number of threads or on the schedule.
+//
+// Handing work over is cheap: between jobs the workers spin on an atomic job
+// counter for a short while (kSpinMicros) before they sleep on a condition
+// variable, so the ~300 jobs of a decode step, which follow each other within
+// microseconds, cost no system call; an idle pool sleeps.
+//
+// Chunks are claimed from one atomic word that holds the job's number and the
+// next index, and the caller waits for the chunks to be done, not for the
+// workers to show up: on a machine with more runnable threads than cores, a
+// worker that the OS has not scheduled does not hold up a job (the caller and
+// the others do its share); only a chunk in progress is waited for.
 #ifndef VIBRANT_RUNTIME_CPU_THREAD_POOL_H_
 #define VIBRANT_RUNTIME_CPU_THREAD_POOL_H_
 
@@ -26,7 +38,7 @@ class ThreadPool {
  public:
   // `num_threads` counts the calling thread: 1 (or less) runs everything
   // inline and starts no thread; 0 is not special here (the executor maps its
-  // "0 = hardware concurrency" option before constructing the pool). Never
+  // "0 = default" option before constructing the pool). Never
   // throws: when the system refuses a thread (process or memory limits), the
   // pool runs with the threads it got; num_threads() says how many and
   // creation_error() why.
@@ -47,25 +59,40 @@ class ThreadPool {
   void ParallelFor(int64_t n, const std::function<void(int64_t, int64_t)>& fn,
                    int64_t min_chunk = 1);
 
+  // How long an idle worker spins before it sleeps.
+  static constexpr int64_t kSpinMicros = 300;
+
  private:
   void WorkerLoop();
-  void RunChunks();
+  // Claims and runs chunks of job `job` while it is current and has some left.
+  void RunJob(uint64_t job);
+
+  // Job parameters, in two slots (job number & 1): a slot is rewritten only
+  // once the job before it is complete, so a claimed chunk reads its own.
+  struct Job {
+    std::atomic<const std::function<void(int64_t, int64_t)>*> fn{nullptr};
+    std::atomic<int64_t> n{0};
+    std::atomic<int64_t> chunk{1};
+  };
+  static constexpr int kIndexBits = 40;
+  static constexpr uint64_t kJobMask = (uint64_t{1} << (64 - kIndexBits)) - 1;
 
   std::vector<std::thread> workers_;
   std::string creation_error_;
   std::mutex mu_;
   std::condition_variable work_cv_;
-  std::condition_variable done_cv_;
-  uint64_t generation_ = 0;  // bumped for every job; guarded by mu_
-  bool stop_ = false;        // guarded by mu_
-  int busy_workers_ = 0;     // workers still inside the current job; guarded by mu_
-
-  // The current job; written under mu_ before generation_ is bumped.
-  const std::function<void(int64_t, int64_t)>* fn_ = nullptr;
-  int64_t n_ = 0;
-  int64_t chunk_ = 1;
-  std::atomic<int64_t> next_{0};
+  Job jobs_[2];
+  std::atomic<uint64_t> next_{0};        // (job number << kIndexBits) | next index
+  std::atomic<int64_t> done_{0};         // indices of the current job done
+  std::atomic<uint64_t> generation_{0};  // the current job number, for waiting workers
+  std::atomic<int> sleepers_{0};         // workers waiting on work_cv_
+  std::atomic<bool> stop_{false};
+  uint64_t job_seq_ = 0;                 // the caller's job counter
 };
+
+// The default thread count of the CPU backend: the physical cores this
+// process may run on (cpu_features.h PhysicalCoreCount).
+int DefaultThreadCount();
 
 }  // namespace vibrant::cpu
 

@@ -79,4 +79,44 @@ absl::StatusOr<CudaDeviceInfo> QueryCudaDevice(int index) {
 
 absl::Status CudaDeviceAvailable() { return QueryCudaDevice(0).status(); }
 
+absl::StatusOr<double> MeasureCopyBandwidth(int index, int64_t bytes, int reps) {
+  if (bytes < 1 || reps < 1) return absl::InvalidArgumentError("MeasureCopyBandwidth: bytes and reps must be >= 1");
+  absl::StatusOr<CudaDeviceInfo> dev = QueryCudaDevice(index);
+  if (!dev.ok()) return dev.status();
+  if (absl::Status s = CudaStatus(cudaSetDevice(index), "cudaSetDevice"); !s.ok()) return s;
+  const size_t n = static_cast<size_t>(bytes);
+  void* src = nullptr;
+  void* dst = nullptr;
+  cudaStream_t stream = nullptr;
+  cudaEvent_t start = nullptr, stop = nullptr;
+  float ms = 0;
+  absl::Status s = CudaStatus(cudaMalloc(&src, n), "copy bandwidth: cudaMalloc");
+  if (s.ok()) s = CudaStatus(cudaMalloc(&dst, n), "copy bandwidth: cudaMalloc");
+  if (s.ok()) s = CudaStatus(cudaMemset(src, 1, n), "copy bandwidth: cudaMemset");
+  if (s.ok()) s = CudaStatus(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "copy bandwidth: stream");
+  if (s.ok()) s = CudaStatus(cudaEventCreate(&start), "copy bandwidth: event");
+  if (s.ok()) s = CudaStatus(cudaEventCreate(&stop), "copy bandwidth: event");
+  for (int i = 0; i < 3 && s.ok(); ++i) {
+    s = CudaStatus(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, stream), "copy bandwidth: copy");
+  }
+  if (s.ok()) s = CudaStatus(cudaEventRecord(start, stream), "copy bandwidth: event");
+  for (int i = 0; i < reps && s.ok(); ++i) {
+    s = CudaStatus(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, stream), "copy bandwidth: copy");
+  }
+  if (s.ok()) s = CudaStatus(cudaEventRecord(stop, stream), "copy bandwidth: event");
+  if (s.ok()) s = CudaStatus(cudaEventSynchronize(stop), "copy bandwidth: synchronize");
+  if (s.ok()) s = CudaStatus(cudaEventElapsedTime(&ms, start, stop), "copy bandwidth: elapsed time");
+  if (start != nullptr) cudaEventDestroy(start);
+  if (stop != nullptr) cudaEventDestroy(stop);
+  if (stream != nullptr) cudaStreamDestroy(stream);
+  if (src != nullptr) cudaFree(src);
+  if (dst != nullptr) cudaFree(dst);
+  if (!s.ok()) {
+    cudaGetLastError();
+    return s;
+  }
+  if (!(ms > 0)) return absl::InternalError("copy bandwidth: the copies took no measurable time");
+  return 2.0 * static_cast<double>(bytes) * reps / (static_cast<double>(ms) * 1e-3) / 1e9;
+}
+
 }  // namespace vibrant

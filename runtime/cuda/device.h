@@ -39,6 +39,12 @@ absl::Status CudaStatus(int cuda_error, const std::string& what);
 // "1.5 GiB", "12.0 MiB", "512 B".
 std::string HumanBytes(int64_t bytes);
 
+// The device-to-device copy bandwidth of GPU `index`: `reps` copies of
+// `bytes` between two buffers on a stream, timed with events, after warm-up
+// copies; bytes read + written per second (GB/s, decimal), the 100 % of a
+// roofline. Buffers beyond the L2 (the default 1 GiB) measure DRAM.
+absl::StatusOr<double> MeasureCopyBandwidth(int index = 0, int64_t bytes = int64_t{1} << 30, int reps = 20);
+
 }  // namespace vibrant
 
 #endif  // VIBRANT_RUNTIME_CUDA_DEVICE_H_

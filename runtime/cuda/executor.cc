@@ -1,6 +1,8 @@
 // CudaExecutor: a program's dispatch table on one GPU (runtime/cuda/executor.h).
 #include "runtime/cuda/executor.h"
 
+#include <algorithm>
+#include <array>
 #include <cstdlib>
 #include <memory>
 #include <string>
@@ -81,12 +83,16 @@ struct CudaExecutor::Impl {
     return absl::OkStatus();
   }
 
-  void FillIo(absl::Span<const int32_t> toks, int32_t pos0) {
+  // The step's inputs in pinned memory: ids, positions and, for a plan that
+  // samples, the draw's parameters (greedy unless a draw is given).
+  void FillIo(absl::Span<const int32_t> toks, int32_t pos0, const SampleDraw& draw = SampleDraw{}) {
     int32_t* io = mem->io_host();
     for (size_t t = 0; t < toks.size(); ++t) {
       io[t] = toks[t];
       io[table.max_tokens + t] = pos0 + static_cast<int32_t>(t);
     }
+    const std::array<int32_t, kSampleParamWords> w = PackSampleParams(draw);
+    std::copy(w.begin(), w.end(), mem->sampling_host());
   }
 };
 
@@ -123,6 +129,22 @@ absl::StatusOr<std::unique_ptr<CudaExecutor>> CudaExecutor::Create(const Program
       KernelModule::Load(*program.kernels, m.table.kernels, m.device);
   if (!module.ok()) return module.status();
   m.module = *std::move(module);
+  // Kernels launched with more than 48 KiB of dynamic shared memory (the
+  // quantized GEMM's tiles) must be allowed it first.
+  {
+    std::vector<uint32_t> smem(m.table.kernels.size(), 0);
+    for (const dispatch::Launch& l : m.table.launches) {
+      if (l.kind == dispatch::LaunchKind::kKernel) smem[l.kernel] = std::max(smem[l.kernel], l.smem);
+    }
+    for (size_t k = 0; k < smem.size(); ++k) {
+      if (smem[k] <= 48 * 1024) continue;
+      VB_CUDA(cudaKernelSetAttributeForDevice(m.module->kernel(static_cast<int>(k)),
+                                              cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                              static_cast<int>(smem[k]), m.device.index),
+              absl::StrCat("CUDA backend: kernel ", m.table.kernels[k], " needs ", smem[k],
+                           " bytes of shared memory, more than this GPU allows a block"));
+    }
+  }
   // A persistent kernel's blocks wait for each other's tasks: all of them
   // must be resident at once, or the step would never finish.
   for (const dispatch::Launch& l : m.table.launches) {
@@ -176,6 +198,43 @@ absl::StatusOr<absl::Span<const float>> CudaExecutor::Step(absl::Span<const int3
   return absl::Span<const float>(m.mem->logits_host(), m.table.logits_elems.Eval(T));
 }
 
+bool CudaExecutor::samples() const { return impl_->table.token.region != dispatch::Region::kNone; }
+
+absl::StatusOr<int32_t> CudaExecutor::StepSample(absl::Span<const int32_t> tokens, int32_t pos0,
+                                                 const SampleDraw& draw) {
+  Impl& m = *impl_;
+  if (!samples()) {
+    return absl::FailedPreconditionError(
+        "StepSample: this plan has no sample op (compile it with --gpu-sampling)");
+  }
+  VB_RETURN_IF_ERROR(CheckSampleDraw(draw));
+  VB_RETURN_IF_ERROR(m.CheckStep(tokens, pos0));
+  const int64_t T = static_cast<int64_t>(tokens.size());
+  m.FillIo(tokens, pos0, draw);
+  VB_RETURN_IF_ERROR(m.launcher->RunStep(T, Launcher::Output::kToken));
+  VB_CUDA(cudaStreamSynchronize(m.stream), "CUDA backend: step (set VIBRANT_CUDA_SYNC=1 to name the failing op)");
+  const int32_t id = *m.mem->token_host();
+  if (id < 0 || id >= m.table.n_vocab) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "sampler: ", id < 0 ? "no finite logit (the model produced NaN or inf)"
+                            : absl::StrCat("the GPU sampler returned token ", id, ", outside the vocabulary")));
+  }
+  return id;
+}
+
+absl::StatusOr<std::vector<float>> CudaExecutor::ProfileStep(absl::Span<const int32_t> tokens, int32_t pos0,
+                                                             bool per_op) {
+  Impl& m = *impl_;
+  VB_RETURN_IF_ERROR(m.CheckStep(tokens, pos0));
+  const int64_t T = static_cast<int64_t>(tokens.size());
+  m.FillIo(tokens, pos0);
+  std::vector<float> ms;
+  VB_RETURN_IF_ERROR(m.launcher->RunStep(T, Launcher::Output::kLogits, &ms, per_op));
+  return ms;
+}
+
+const dispatch::Table& CudaExecutor::table() const { return impl_->table; }
+
 void CudaExecutor::Reset() {
   Impl& m = *impl_;
   const int64_t kv = m.mem->bytes(dispatch::Region::kKv);
@@ -189,12 +248,16 @@ void CudaExecutor::Reset() {
 std::string CudaExecutor::Describe() const {
   const Impl& m = *impl_;
   std::string out = absl::StrFormat(
-      "cuda: %s (%s), weights %s, KV cache %s, activations %s, scratch %s; kernels from %s; %d launches "
+      "cuda: %s (%s), weights %s, KV cache %s, activations %s, scratch %s; kernels from %s; %s "
       "per decode step%s",
       m.device.name, m.device.arch, HumanBytes(weight_bytes()), HumanBytes(kv_bytes()),
       HumanBytes(arena_bytes()), HumanBytes(scratch_bytes()), m.module->origin(),
-      KernelLaunchesPerStep(1).value_or(0),
+      LaunchesEnqueuedPerStep(1).value_or(0) < KernelLaunchesPerStep(1).value_or(0)
+          ? absl::StrCat(LaunchesEnqueuedPerStep(1).value_or(0), " launches (a persistent kernel running ",
+                         KernelLaunchesPerStep(1).value_or(0), " as tasks)")
+          : absl::StrCat(KernelLaunchesPerStep(1).value_or(0), " launches"),
       m.table.graph_max_tokens >= 1 && m.launcher->graphs_used() ? " as a CUDA graph" : "");
+  if (m.table.token.region != dispatch::Region::kNone) absl::StrAppend(&out, "; sampling on the GPU");
   if (m.pdl) absl::StrAppend(&out, " with programmatic dependent launch");
   if (!m.launcher->graph_note().empty()) absl::StrAppend(&out, " (graph capture failed: ", m.launcher->graph_note(), ")");
   if (m.gemm != nullptr) absl::StrAppend(&out, "; prefill GEMMs through ", m.gemm_lib);
@@ -202,11 +265,17 @@ std::string CudaExecutor::Describe() const {
 }
 
 absl::StatusOr<VerifyReport> CudaExecutor::VerifyStep(absl::Span<const int32_t> tokens, int32_t pos0,
-                                                      double tolerance) {
+                                                      double tolerance, const SampleDraw* draw) {
   Impl& m = *impl_;
   VB_RETURN_IF_ERROR(m.CheckStep(tokens, pos0));
+  if (draw != nullptr) VB_RETURN_IF_ERROR(CheckSampleDraw(*draw));
   const int64_t T = static_cast<int64_t>(tokens.size());
-  m.FillIo(tokens, pos0);
+  m.FillIo(tokens, pos0, draw != nullptr ? *draw : SampleDraw{});
+  if (m.table.sampling.region != dispatch::Region::kNone) {
+    VB_CUDA(cudaMemcpy(m.mem->Address(m.table.sampling, T), m.mem->sampling_host(), 8 * sizeof(int32_t),
+                       cudaMemcpyHostToDevice),
+            "verify: sampling parameters copy");
+  }
   VB_CUDA(cudaMemcpy(m.mem->Address(m.table.tokens, T), m.mem->io_host(), T * sizeof(int32_t),
                      cudaMemcpyHostToDevice),
           "verify: input copy");
@@ -222,6 +291,12 @@ absl::StatusOr<VerifyReport> CudaExecutor::VerifyStep(absl::Span<const int32_t> 
                      cudaMemcpyDeviceToHost),
           "verify: logits copy");
   report.logits = absl::Span<const float>(m.mem->logits_host(), n);
+  if (samples()) {
+    VB_CUDA(cudaMemcpy(m.mem->token_host(), m.mem->Address(m.table.token, T), sizeof(int32_t),
+                       cudaMemcpyDeviceToHost),
+            "verify: token copy");
+    report.token = *m.mem->token_host();
+  }
   return report;
 }
 
@@ -242,6 +317,18 @@ int64_t CudaExecutor::gemm_calls() const { return impl_->launcher->gemm_calls();
 absl::StatusOr<int> CudaExecutor::KernelLaunchesPerStep(int64_t tokens) const {
   if (tokens < 1 || tokens > impl_->table.max_tokens) {
     return absl::InvalidArgumentError(absl::StrCat("KernelLaunchesPerStep: ", tokens,
+                                                   " tokens; a step takes 1..", impl_->table.max_tokens));
+  }
+  int n = 0;
+  for (const dispatch::Launch* l : dispatch::LaunchesFor(impl_->table, tokens, /*per_op=*/true)) {
+    n += l->kind != dispatch::LaunchKind::kCopy;
+  }
+  return n;
+}
+
+absl::StatusOr<int> CudaExecutor::LaunchesEnqueuedPerStep(int64_t tokens) const {
+  if (tokens < 1 || tokens > impl_->table.max_tokens) {
+    return absl::InvalidArgumentError(absl::StrCat("LaunchesEnqueuedPerStep: ", tokens,
                                                    " tokens; a step takes 1..", impl_->table.max_tokens));
   }
   int n = 0;

@@ -23,7 +23,9 @@
 #include "absl/types/span.h"
 #include "runtime/backend.h"
 #include "runtime/cpu/executor.h"
+#include "runtime/dispatch.h"
 #include "runtime/program.h"
+#include "runtime/sampler.h"
 
 namespace vibrant {
 
@@ -54,6 +56,10 @@ struct VerifyReport {
   int first_bad = -1;  // index into ops, -1 when all passed
   // The step's logits, as Step returns them (valid until the next step).
   absl::Span<const float> logits;
+  // A plan that samples: the token its sample op drew (with VerifyStep's
+  // draw, greedy without one), after the op was compared with the CPU's
+  // (-1: no finite logit).
+  int32_t token = -1;
 };
 
 class CudaExecutor : public Executor {
@@ -69,14 +75,33 @@ class CudaExecutor : public Executor {
                                                int32_t pos0) override;
   void Reset() override;
   std::string Describe() const override;
+  // A plan with a sample op: the step copies back the token id (4 bytes)
+  // instead of the logits, in a CUDA graph of its own for decode steps.
+  bool samples() const override;
+  absl::StatusOr<int32_t> StepSample(absl::Span<const int32_t> tokens, int32_t pos0,
+                                     const SampleDraw& draw) override;
+
+  // Runs one step like Step (the same effect on the KV cache) with a pair of
+  // CUDA events around every launch, as VIBRANT_CUDA_PROFILE=1 does (no CUDA
+  // graph, so launch gaps are not hidden), and returns each launch's GPU time
+  // in milliseconds, in the order of dispatch::LaunchesFor(table, T, per_op):
+  // what vibrant-bench --roofline divides bytes by. launch.cc takes the times.
+  // `per_op`: one launch per op even where the plan runs the step as one
+  // persistent kernel (its tasks' op-by-op launches); else the launches a
+  // plain step runs (the persistent kernel, timed as one).
+  absl::StatusOr<std::vector<float>> ProfileStep(absl::Span<const int32_t> tokens, int32_t pos0, bool per_op = true);
+  // The program's dispatch table (what ProfileStep's times are indexed by).
+  const dispatch::Table& table() const;
 
   // Debugging (vibrant-run --verify): runs one step op by op. Before each op
   // its inputs are copied back from the GPU; the op's launches run on the GPU
   // and the op runs with the CPU reference kernels on those same inputs; the
   // outputs are compared (max |diff| relative to max |cpu|). The step's
   // effect on the KV cache is the same as Step's. Slow (copies every operand).
+  // A plan that samples draws with `draw` (greedy when null) and reports
+  // the token.
   absl::StatusOr<VerifyReport> VerifyStep(absl::Span<const int32_t> tokens, int32_t pos0,
-                                          double tolerance);
+                                          double tolerance, const SampleDraw* draw = nullptr);
 
   // Where the kernels came from: "plan (CUBIN sm_90)" or "plan (PTX for sm_90, JIT-compiled by the driver)".
   std::string kernel_origin() const;
@@ -88,9 +113,13 @@ class CudaExecutor : public Executor {
   int64_t scratch_bytes() const;
   // Every allocation of the executor on the GPU.
   int64_t device_bytes() const;
-  // The plan's launches for a step of `tokens` tokens (kernels and GEMMs;
-  // not counting device copies).
+  // The IR's launches for a step of `tokens` tokens (kernels and GEMMs; not
+  // counting device copies), whether launched one by one or run as tasks of
+  // a persistent decode kernel.
   absl::StatusOr<int> KernelLaunchesPerStep(int64_t tokens = 1) const;
+  // What a plain run of such a step enqueues (a persistent decode step: its
+  // one kernel, plus the sampler's launches after it).
+  absl::StatusOr<int> LaunchesEnqueuedPerStep(int64_t tokens = 1) const;
   // Launches actually enqueued so far (kernels and GEMMs; a replayed CUDA
   // graph counts the launches it holds), and the GEMMs among them.
   int64_t launches_enqueued() const;

@@ -512,7 +512,7 @@ TEST_P(CudaMoe, RouterExpertsAndSumMatchCpu) {
   g.max_tokens = 16;
   ValueId tokens = g.AddInput("tokens", DType::kI32, {kTokens});
   ValueId x = Must(g.AddOp(OpKind::kEmbedding, {W(g, "embd", DType::kF32, {V, D}), tokens}, "x"));
-  ValueId logits = Must(g.AddOp(OpKind::kMatMul, {x, W(g, "router", DType::kF32, {E, D})}, "router"));
+  ValueId logits = Must(g.AddOp(OpKind::kMatMul, {x, W(g, "router", DType::kF32, {E, D})}, "router_logits"));
   ValueId ids = Must(g.AddOp(OpKind::kMoeTopK, {logits}, "ids", {{"k", int64_t{2}}}));
   ValueId wts = Must(g.AddOp(OpKind::kMoeWeights, {logits, ids}, "wts", {{"norm", int64_t{1}}}));
   ValueId gate = Must(g.AddOp(OpKind::kMatMulId, {x, W(g, "gate", t, {E, F, D}), ids}, "gate"));

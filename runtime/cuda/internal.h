@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -66,10 +67,14 @@ class DeviceMemory {
   // --verify's CPU side), or null.
   const uint8_t* HostWeight(int64_t offset) const;
   int32_t* io_host() const { return io_host_; }  // tokens [max_tokens], positions after
+  // The sample op's parameters (8 i32) and the token it drew (1 i32), pinned.
+  int32_t* sampling_host() const { return io_host_ + 2 * max_tokens_; }
+  int32_t* token_host() const { return io_host_ + 2 * max_tokens_ + 8; }
   float* logits_host() const { return logits_host_; }
 
  private:
   DeviceMemory() = default;
+  int64_t max_tokens_ = 0;
   uint8_t* base_[dispatch::kNumRegions] = {};
   int64_t bytes_[dispatch::kNumRegions] = {};
   std::map<int64_t, const uint8_t*> host_weights_;
@@ -86,9 +91,18 @@ class Launcher {
   ~Launcher();
   // One launch of a step of T tokens.
   absl::Status Enqueue(const dispatch::Launch& l, int64_t T);
+  // What a step copies back to the host after its launches.
+  enum class Output { kLogits, kToken };
   // Every launch of a step of T tokens, in order (replaying a captured CUDA
-  // graph when the table allows it for this T).
-  absl::Status RunStep(int64_t T);
+  // graph when the table allows it for this T), between the step's input
+  // copies (tokens, positions, sampling parameters) and its output copy.
+  // With `launch_ms`, each launch is timed with a pair of events (no CUDA
+  // graph; the stream is synchronized) and launch_ms gets the times in
+  // milliseconds, in the order of dispatch::LaunchesFor(table, T, per_op).
+  // `per_op`: the op-by-op launches even where a persistent kernel runs the
+  // step (as with sync_each_op or profile); no CUDA graph.
+  absl::Status RunStep(int64_t T, Output out = Output::kLogits, std::vector<float>* launch_ms = nullptr,
+                       bool per_op = false);
   int64_t enqueued() const { return enqueued_; }
   int64_t gemm_calls() const { return gemm_calls_; }
   bool graphs_used() const { return graph_note_.empty() && !sync_each_op_ && !profile_; }
@@ -96,7 +110,9 @@ class Launcher {
   void PrintProfile() const;
 
  private:
-  absl::Status Capture(int64_t T);
+  absl::Status Capture(int64_t T, Output out);
+  absl::Status EnqueueInputs(int64_t T);
+  absl::Status EnqueueOutput(int64_t T, Output out);
 
   const ir::Graph& graph_;
   const dispatch::Table& table_;
@@ -107,8 +123,8 @@ class Launcher {
   bool pdl_;
   bool sync_each_op_;
   bool profile_;
-  std::map<int64_t, cudaGraphExec_t> graphs_;  // by T
-  std::map<int64_t, int64_t> graph_launches_;  // launches each graph holds
+  std::map<std::pair<int64_t, Output>, cudaGraphExec_t> graphs_;  // by T and output
+  std::map<std::pair<int64_t, Output>, int64_t> graph_launches_;  // launches each graph holds
   std::string graph_note_;                     // why graphs are off, if they failed
   int64_t enqueued_ = 0, gemm_calls_ = 0;
   struct ProfileEntry {

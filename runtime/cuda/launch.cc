@@ -120,28 +120,47 @@ absl::Status Launcher::Enqueue(const Launch& l, int64_t T) {
                     absl::StrCat("CUDA backend: launching ", what));
 }
 
-absl::Status Launcher::Capture(int64_t T) {
+absl::Status Launcher::EnqueueInputs(int64_t T) {
+  VB_CUDA(cudaMemcpyAsync(mem_.Address(table_.tokens, T), mem_.io_host(), T * sizeof(int32_t),
+                          cudaMemcpyHostToDevice, stream_),
+          "CUDA backend: input copy");
+  if (table_.positions.region != dispatch::Region::kNone) {
+    VB_CUDA(cudaMemcpyAsync(mem_.Address(table_.positions, T), mem_.io_host() + table_.max_tokens,
+                            T * sizeof(int32_t), cudaMemcpyHostToDevice, stream_),
+            "CUDA backend: input copy");
+  }
+  if (table_.sampling.region != dispatch::Region::kNone) {
+    VB_CUDA(cudaMemcpyAsync(mem_.Address(table_.sampling, T), mem_.sampling_host(), 8 * sizeof(int32_t),
+                            cudaMemcpyHostToDevice, stream_),
+            "CUDA backend: sampling parameters copy");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Launcher::EnqueueOutput(int64_t T, Output out) {
+  if (out == Output::kToken) {
+    if (table_.token.region == dispatch::Region::kNone) {
+      return absl::FailedPreconditionError("CUDA backend: the plan has no sample op");
+    }
+    return CudaStatus(cudaMemcpyAsync(mem_.token_host(), mem_.Address(table_.token, T), sizeof(int32_t),
+                                      cudaMemcpyDeviceToHost, stream_),
+                      "CUDA backend: token copy");
+  }
+  return CudaStatus(cudaMemcpyAsync(mem_.logits_host(), mem_.Address(table_.logits, T),
+                                    table_.logits_elems.Eval(T) * sizeof(float), cudaMemcpyDeviceToHost, stream_),
+                    "CUDA backend: logits copy");
+}
+
+absl::Status Launcher::Capture(int64_t T, Output out) {
   VB_CUDA(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal),
           "CUDA backend: beginning a CUDA graph capture");
   const int64_t before = enqueued_;
-  const dispatch::BufRef& tok = table_.tokens;
-  absl::Status s = CudaStatus(cudaMemcpyAsync(mem_.Address(tok, T), mem_.io_host(), T * sizeof(int32_t),
-                                              cudaMemcpyHostToDevice, stream_),
-                              "CUDA backend: input copy");
-  if (s.ok() && table_.positions.region != dispatch::Region::kNone) {
-    s = CudaStatus(cudaMemcpyAsync(mem_.Address(table_.positions, T), mem_.io_host() + table_.max_tokens,
-                                   T * sizeof(int32_t), cudaMemcpyHostToDevice, stream_),
-                   "CUDA backend: input copy");
-  }
+  absl::Status s = EnqueueInputs(T);
   for (const Launch* l : dispatch::LaunchesFor(table_, T)) {
     if (!s.ok()) break;
     s = Enqueue(*l, T);
   }
-  if (s.ok()) {
-    s = CudaStatus(cudaMemcpyAsync(mem_.logits_host(), mem_.Address(table_.logits, T),
-                                   table_.logits_elems.Eval(T) * sizeof(float), cudaMemcpyDeviceToHost, stream_),
-                   "CUDA backend: logits copy");
-  }
+  if (s.ok()) s = EnqueueOutput(T, out);
   cudaGraph_t g = nullptr;
   const cudaError_t end = cudaStreamEndCapture(stream_, &g);
   if (s.ok()) s = CudaStatus(end, "CUDA backend: ending the CUDA graph capture");
@@ -155,32 +174,29 @@ absl::Status Launcher::Capture(int64_t T) {
     cudaGetLastError();
     return s;
   }
-  graphs_[T] = exec;
-  graph_launches_[T] = captured;
+  graphs_[{T, out}] = exec;
+  graph_launches_[{T, out}] = captured;
   return absl::OkStatus();
 }
 
-absl::Status Launcher::RunStep(int64_t T) {
-  if (T <= table_.graph_max_tokens && graph_note_.empty() && !sync_each_op_ && !profile_) {
-    if (graphs_.count(T) == 0) {
-      if (absl::Status s = Capture(T); !s.ok()) graph_note_ = std::string(s.message());
+absl::Status Launcher::RunStep(int64_t T, Output out, std::vector<float>* launch_ms, bool per_op) {
+  const bool timed = profile_ || launch_ms != nullptr;
+  if (T <= table_.graph_max_tokens && graph_note_.empty() && !sync_each_op_ && !timed && !per_op) {
+    const std::pair<int64_t, Output> key{T, out};
+    if (graphs_.count(key) == 0) {
+      if (absl::Status s = Capture(T, out); !s.ok()) graph_note_ = std::string(s.message());
     }
-    auto it = graphs_.find(T);
+    auto it = graphs_.find(key);
     if (it != graphs_.end()) {
-      enqueued_ += graph_launches_[T];
+      enqueued_ += graph_launches_[key];
       return CudaStatus(cudaGraphLaunch(it->second, stream_), "CUDA backend: launching the CUDA graph");
     }
   }
-  VB_CUDA(cudaMemcpyAsync(mem_.Address(table_.tokens, T), mem_.io_host(), T * sizeof(int32_t),
-                          cudaMemcpyHostToDevice, stream_),
-          "CUDA backend: input copy");
-  if (table_.positions.region != dispatch::Region::kNone) {
-    VB_CUDA(cudaMemcpyAsync(mem_.Address(table_.positions, T), mem_.io_host() + table_.max_tokens,
-                            T * sizeof(int32_t), cudaMemcpyHostToDevice, stream_),
-            "CUDA backend: input copy");
-  }
-  const std::vector<const Launch*> ls = dispatch::LaunchesFor(table_, T, sync_each_op_ || profile_);
-  if (profile_) {
+  VB_RETURN_IF_ERROR(EnqueueInputs(T));
+  // One launch per op (the persistent decode kernel's tasks as launches of
+  // their own) when each op is synchronized or profiled, or asked for.
+  const std::vector<const Launch*> ls = dispatch::LaunchesFor(table_, T, sync_each_op_ || profile_ || per_op);
+  if (timed) {
     while (events_.size() < 2 * ls.size()) {
       cudaEvent_t e = nullptr;
       VB_CUDA(cudaEventCreate(&e), "CUDA backend: profiling event");
@@ -188,27 +204,29 @@ absl::Status Launcher::RunStep(int64_t T) {
     }
   }
   for (size_t i = 0; i < ls.size(); ++i) {
-    if (profile_) VB_CUDA(cudaEventRecord(events_[2 * i], stream_), "CUDA backend: profiling event");
+    if (timed) VB_CUDA(cudaEventRecord(events_[2 * i], stream_), "CUDA backend: profiling event");
     VB_RETURN_IF_ERROR(Enqueue(*ls[i], T));
-    if (profile_) VB_CUDA(cudaEventRecord(events_[2 * i + 1], stream_), "CUDA backend: profiling event");
+    if (timed) VB_CUDA(cudaEventRecord(events_[2 * i + 1], stream_), "CUDA backend: profiling event");
     if (sync_each_op_) {
       VB_CUDA(cudaStreamSynchronize(stream_),
               absl::StrCat("CUDA backend: ", ls[i]->name, " for op ", OpDesc(graph_, ls[i]->op), " failed"));
     }
   }
-  VB_CUDA(cudaMemcpyAsync(mem_.logits_host(), mem_.Address(table_.logits, T),
-                          table_.logits_elems.Eval(T) * sizeof(float), cudaMemcpyDeviceToHost, stream_),
-          "CUDA backend: logits copy");
-  if (profile_) {
+  VB_RETURN_IF_ERROR(EnqueueOutput(T, out));
+  if (timed) {
     VB_CUDA(cudaStreamSynchronize(stream_), "CUDA backend: profiled step");
+    if (launch_ms != nullptr) launch_ms->assign(ls.size(), 0.0f);
     for (size_t i = 0; i < ls.size(); ++i) {
       float ms = 0;
       cudaEventElapsedTime(&ms, events_[2 * i], events_[2 * i + 1]);
-      ProfileEntry& e = profile_by_kernel_[absl::StrCat(ls[i]->name, T == 1 ? " (T=1)" : " (T>1)")];
-      ++e.calls;
-      e.ms += ms;
+      if (launch_ms != nullptr) (*launch_ms)[i] = ms;
+      if (profile_) {
+        ProfileEntry& e = profile_by_kernel_[absl::StrCat(ls[i]->name, T == 1 ? " (T=1)" : " (T>1)")];
+        ++e.calls;
+        e.ms += ms;
+      }
     }
-    ++profiled_steps_;
+    if (profile_) ++profiled_steps_;
   }
   return absl::OkStatus();
 }

@@ -64,9 +64,12 @@ absl::StatusOr<std::unique_ptr<DeviceMemory>> DeviceMemory::Allocate(const dispa
               absl::StrCat("CUDA backend: clearing the ", dispatch::RegionName(r)));
     }
   }
-  VB_CUDA(cudaMallocHost(reinterpret_cast<void**>(&m->io_host_), 2 * t.max_tokens * sizeof(int32_t)),
+  // tokens [max_tokens], positions [max_tokens], sampling [8], token [1].
+  m->max_tokens_ = t.max_tokens;
+  const size_t io_bytes = (2 * t.max_tokens + 16) * sizeof(int32_t);
+  VB_CUDA(cudaMallocHost(reinterpret_cast<void**>(&m->io_host_), io_bytes),
           "CUDA backend: pinned host memory for the step inputs");
-  std::memset(m->io_host_, 0, 2 * t.max_tokens * sizeof(int32_t));
+  std::memset(m->io_host_, 0, io_bytes);
   const int64_t logits = std::max<int64_t>(t.logits_elems.Eval(t.max_tokens), 1) * 4;
   VB_CUDA(cudaMallocHost(reinterpret_cast<void**>(&m->logits_host_), static_cast<size_t>(logits)),
           "CUDA backend: pinned host memory for the logits");

@@ -63,16 +63,17 @@ absl::Status VerifyOps(const ir::Graph& g, const dispatch::Table& table, const D
     for (ir::ValueId v : op.outputs) expect.emplace_back(bytes_at(v));
     if (op.kind == ir::OpKind::kKvStore) expect[0] = in_copy[1];
     // The GPU.
-    bool via_gemm = false, via_flash = false;
+    bool via_gemm = false, via_flash = false, via_mmq = false;
     for (const dispatch::Launch* l : by_op[i]) {
       via_gemm |= l->kind == dispatch::LaunchKind::kGemm;
+      via_mmq |= l->name.rfind("vb_mmq_", 0) == 0;
       via_flash |= l->name.rfind("vb_attn_dec_", 0) == 0 || l->name.rfind("vb_attn_pre_", 0) == 0;
       VB_RETURN_IF_ERROR(launcher.Enqueue(*l, T));
     }
     VB_CUDA(cudaStreamSynchronize(stream), absl::StrCat("verify: op ", OpDesc(g, i)));
     // The CPU on the same inputs.
     VB_RETURN_IF_ERROR(cpu::EvalOp(g, op, in, expect, T, &pool));
-    double tol = via_gemm ? std::max(tolerance, kGemmVerifyTolerance) : tolerance;
+    double tol = via_gemm || via_mmq ? std::max(tolerance, kGemmVerifyTolerance) : tolerance;
     if (via_flash) tol = std::max(tol, kFlashAttentionVerifyTolerance);
     for (size_t j = 0; j < op.outputs.size(); ++j) {
       const ir::ValueId v = op.outputs[j];
@@ -88,6 +89,7 @@ absl::Status VerifyOps(const ir::Graph& g, const dispatch::Table& table, const D
       res.desc = OpDesc(g, i);
       if (op.outputs.size() > 1) absl::StrAppend(&res.desc, " output ", j, " '", g.value(v).name, "'");
       if (via_gemm) absl::StrAppend(&res.desc, " [cuBLASLt, f16 operands]");
+      if (via_mmq) absl::StrAppend(&res.desc, " [quantized tensor-core GEMM, f16 operands]");
       if (via_flash) absl::StrAppend(&res.desc, " [tensor-core attention, f16 operands]");
       bool nan = a.size() != r.size();
       for (size_t e = 0; e < std::min(a.size(), r.size()); ++e) {

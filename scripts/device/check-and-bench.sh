@@ -29,7 +29,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | 
 t0=$(date +%s)
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release > "$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
 targets="vibrantc vibrant-run vibrant-bench"
-[ "$TESTS" = 1 ] && targets="$targets cuda_executor_test gpu_conformance_test nvrtc_test kernel_source_test cublaslt_test attention_gpu_test cuda_plan_probe"
+[ "$TESTS" = 1 ] && targets="$targets cuda_executor_test gpu_conformance_test nvrtc_test kernel_source_test cublaslt_test attention_gpu_test cuda_plan_probe cuda_sample_test sample_host_test launch_traffic_test gpu_cli_test"
 ninja -C build -j16 $targets > "$OUT/build.log" 2>&1 || { grep -E "error" -A6 "$OUT/build.log" | head -60; exit 1; }
 echo "build: $(( $(date +%s) - t0 )) s"
 if [ "$BENCH" = 1 ] && [ -d "$BASE" ]; then

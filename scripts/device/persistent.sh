@@ -4,7 +4,9 @@
 # synthesized Qwen2.5-0.5B: greedy text of both schedules (must be equal);
 # then tg128 of Qwen2.5-3B Q4_K_M for --decode-blocks-per-sm 0 (op by op),
 # 1, 2, 3, 4. Logs under $OUT. carry: .devdeps.
-# Env: MODELS (qwen2.5-3b), BPS ("0 1 2 3 4"), REPS (3).
+# Env: MODELS (qwen2.5-3b), BPS ("0 1 2 3 4"), REPS (3), TESTS (0; 1: also
+# ctest -R 'cuda|gpu' afterwards, with VIBRANT_SHARED_DIR=.devshared when
+# carried).
 set -o pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/vibrant-out}
@@ -19,6 +21,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | 
 t0=$(date +%s)
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release > "$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
 ninja -C build -j16 vibrantc vibrant-run vibrant-bench ${EXTRA_TARGETS:-} > "$OUT/build.log" 2>&1 || { grep -E "error" -A6 "$OUT/build.log" | head -60; exit 1; }
+if [ "${TESTS:-0}" = 1 ]; then ( ninja -C build -j8 > "$OUT/build-tests.log" 2>&1 ) & tests_pid=$!; fi
 echo "build: $(( $(date +%s) - t0 )) s"
 vc=build/tools/vibrantc/vibrantc; run=build/tools/vibrant-run/vibrant-run; b=build/tools/vibrant-bench/vibrant-bench
 check() {  # name model [compile flags]
@@ -43,3 +46,12 @@ for preset in ${MODELS:-qwen2.5-3b}; do
     timeout 120 $b -m $m --device cuda -p 0 -n 128 -r ${REPS:-3} --decode-blocks-per-sm $bps 2>&1 | grep -E "^\||rror" | tail -2 | tee -a "$OUT/bench.txt"
   done
 done
+if [ "${TESTS:-0}" = 1 ]; then
+  wait $tests_pid || { grep -E "error" -A6 "$OUT/build-tests.log" | head -40; exit 1; }
+  [ -d .devshared ] && export VIBRANT_SHARED_DIR=$PWD/.devshared
+  t0=$(date +%s)
+  timeout ${CTEST_TIMEOUT:-300} ctest --test-dir build -R 'cuda|gpu' -j8 --timeout 200 --output-on-failure > "$OUT/ctest.log" 2>&1
+  echo "ctest rc=$?: $(( $(date +%s) - t0 )) s; $(grep -E 'tests passed|tests failed' "$OUT/ctest.log")"
+  grep -E "^\s*[0-9]+/[0-9]+ Test.*(Failed|Timeout|Exception)" "$OUT/ctest.log" | head -30
+  grep -hE "\[ (MEASURED|INFO) \]" build/Testing/Temporary/LastTest.log | sed 's/\[ MEASURED \] //' | sort -u > "$OUT/measured.txt"
+fi

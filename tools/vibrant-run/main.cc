@@ -104,7 +104,7 @@ constexpr char kUsage[] =
     "  -ngl, --n-gpu-layers N  llama.cpp's layer split: 0 = --device cpu, all layers (or\n"
     "                          more, e.g. 99) = --device cuda; a partial split is not\n"
     "                          supported yet (an error)\n"
-    "  -t, --threads N         CPU threads (default: all cores)\n"
+    "  -t, --threads N         CPU threads (default: the physical cores)\n"
     "  --plan-cache DIR        where compiled plans are kept (default $VIBRANT_PLAN_CACHE,\n"
     "                          $XDG_CACHE_HOME/vibrant/plans or ~/.cache/vibrant/plans)\n"
     "  --no-plan-cache         compile a GGUF in memory at every run\n"

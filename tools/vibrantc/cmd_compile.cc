@@ -5,6 +5,7 @@
 #include <iostream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -43,18 +44,32 @@ constexpr char kCompileUsage[] =
     "  --cache-type-v T, -ctv T   the V cache's type alone\n"
     "  --gemm-min-rows N      cuda: matmuls of at least N token rows run as cuBLASLt GEMMs\n"
     "                         (default 32; 0 = never, the plan then needs no libcublasLt)\n"
+    "  --mmq-max-rows N       cuda: matmuls of --gemm-min-rows .. N token rows on q4_0, q8_0,\n"
+    "                         q4_K, q5_K, q6_K weights run the tensor-core GEMM that decodes\n"
+    "                         the weights in shared memory (no f16 copy, no cuBLASLt);\n"
+    "                         more rows and other types keep cuBLASLt (default 0 = never)\n"
+    "  --mmq-tile 0|64|128    cuda: token rows per block of that GEMM (default 0: the rule)\n"
     "  --no-cuda-graphs       cuda: launch decode steps kernel by kernel, not as a CUDA graph\n"
+    "  --gpu-sampling         the step draws its next token itself (the sample op, on the\n"
+    "                         plan's device; pass append-sample): only the token id comes\n"
+    "                         back per step. Default for cuda plans; on a cpu plan the op\n"
+    "                         runs on the CPU\n"
+    "  --no-gpu-sampling      the step returns logits and the host samples\n"
     "  --decode-schedule persistent|ops  cuda: a step of one token as one persistent\n"
-    "                         kernel running the step's launches as tasks (default), or\n"
-    "                         one launch per op (the pass schedule-decode)\n"
+    "                         kernel running the step's launches as tasks, or one launch\n"
+    "                         per op (default: ops; the pass schedule-decode)\n"
     "  --decode-blocks-per-sm N  cuda: the persistent kernel's blocks per multiprocessor\n"
-    "                         (default 2)\n"
+    "                         (default 2; implies --decode-schedule persistent)\n"
     "  -fa, --flash-attn on|off  cuda: attention on tensor cores (f16 operands; default on\n"
     "                         where the kernels serve the head size and caches)\n"
     "  --all-logits           output logits for every token of a step, not just the last\n"
+    "  --exact                CPU ops run the exact reference kernels (f32 activations),\n"
+    "                         not the fast ones (8-bit activations, SIMD; the default);\n"
+    "                         select-kernels records the choice per op (cpu.matmul.exact,\n"
+    "                         cpu.matmul.q8x256, ...: --print-ir-after=select-kernels)\n"
     "  --embed-weights        copy the GGUF into the plan (self-contained); by default\n"
     "                         the plan references the GGUF by absolute path and fingerprint\n"
-    "passes (passes/pass.h; the default pipeline is dce, assign-devices,\n"
+    "passes (passes/pass.h; the default pipeline is [append-sample,] dce, assign-devices,\n"
     "fuse-elementwise, combine-matmuls, quantize-activations, dce, repack-weights,\n"
     "select-kernels, plan-memory):\n"
     "  --print-ir-after-all   print the IR after every pass (to stderr)\n"
@@ -77,15 +92,19 @@ struct CompileArgs {
   std::string arch;  // empty: the local GPU's, else sm_90
   LowerOptions lower;
   bool embed_weights = false;
+  bool exact = false;  // --exact: the CPU's exact reference kernels
   bool help = false;
   passes::PipelineOptions pipeline;
   bool explain_devices = false;
   std::string emit_cuda;  // --emit-cuda FILE
   std::string shapes;  // --shapes SPEC
   int64_t gemm_min_rows = 32;
+  int64_t mmq_max_rows = 0;
+  int64_t mmq_tile = 0;
   bool cuda_graphs = true;
+  std::optional<bool> sample;  // --gpu-sampling / --no-gpu-sampling
   bool flash_attention = true;
-  bool persistent_decode = true;
+  bool persistent_decode = false;
   int64_t decode_blocks_per_sm = 2;
 };
 
@@ -169,8 +188,19 @@ bool ParseCompileArgs(const std::vector<std::string>& args, CompileArgs* out) {
       if (!int_value(&out->lower.max_tokens, 1)) return false;
     } else if (a == "--gemm-min-rows") {
       if (!int_value(&out->gemm_min_rows, 0)) return false;
+    } else if (a == "--mmq-max-rows") {
+      if (!int_value(&out->mmq_max_rows, 0)) return false;
+    } else if (a == "--mmq-tile") {
+      if (!int_value(&out->mmq_tile, 0)) return false;
+      if (out->mmq_tile != 0 && out->mmq_tile != 64 && out->mmq_tile != 128) {
+        return usage_error("--mmq-tile must be 0, 64 or 128");
+      }
     } else if (a == "--no-cuda-graphs") {
       out->cuda_graphs = false;
+    } else if (a == "--gpu-sampling") {
+      out->sample = true;
+    } else if (a == "--no-gpu-sampling") {
+      out->sample = false;
     } else if (a == "--decode-schedule") {
       std::string v;
       if (!value(&v)) return usage_error(a + " needs persistent or ops");
@@ -180,6 +210,7 @@ bool ParseCompileArgs(const std::vector<std::string>& args, CompileArgs* out) {
       out->persistent_decode = v == "persistent";
     } else if (a == "--decode-blocks-per-sm") {
       if (!int_value(&out->decode_blocks_per_sm, 1)) return false;
+      out->persistent_decode = true;
       if (out->decode_blocks_per_sm > 32) return usage_error(a + " must be at most 32");
     } else if (a == "-fa" || a == "--flash-attn") {
       std::string v;
@@ -208,6 +239,8 @@ bool ParseCompileArgs(const std::vector<std::string>& args, CompileArgs* out) {
       out->lower.all_logits = true;
     } else if (a == "--embed-weights") {
       out->embed_weights = true;
+    } else if (a == "--exact") {
+      out->exact = true;
     } else if (a == "--print-ir-after-all") {
       out->pipeline.print_after_all = true;
     } else if (a.rfind("--print-ir-after=", 0) == 0) {
@@ -269,8 +302,12 @@ compiler::CompileOptions ToCompileOptions(const CompileArgs& a, const std::strin
   o.pipeline = a.pipeline;
   o.explain_devices = a.explain_devices;
   o.log = &std::cerr;
+  o.cpu_exact = a.exact;
   o.gemm_min_rows = static_cast<int>(std::min<int64_t>(a.gemm_min_rows, INT32_MAX));
+  o.mmq_max_rows = static_cast<int>(std::min<int64_t>(a.mmq_max_rows, INT32_MAX));
+  o.mmq_tile = static_cast<int>(a.mmq_tile);
   o.cuda_graphs = a.cuda_graphs;
+  o.sample = a.sample;
   o.flash_attention = a.flash_attention;
   o.decode_blocks_per_sm =
       a.persistent_decode ? static_cast<int>(std::min<int64_t>(a.decode_blocks_per_sm, 32)) : 0;
@@ -292,9 +329,11 @@ void PrintPassReport(const compiler::Compiled& r) {
   std::printf("\n");
   if (r.dispatch_table) {
     // The plan's launches (the IR's kernels[...] lists): what a step enqueues.
-    auto count = [&](int64_t T, bool per_op = false) {
+    // `tasks`: only the op-by-op launches a persistent kernel runs as tasks.
+    auto count = [&](int64_t T, bool per_op = false, bool tasks = false) {
       int kernels = 0, gemms = 0, copies = 0;
       for (const dispatch::Launch* l : dispatch::LaunchesFor(*r.dispatch_table, T, per_op)) {
+        if (tasks && l->runs_in != dispatch::RunsIn::kPerOpOnly) continue;
         kernels += l->kind == dispatch::LaunchKind::kKernel;
         gemms += l->kind == dispatch::LaunchKind::kGemm;
         copies += l->kind == dispatch::LaunchKind::kCopy;
@@ -306,7 +345,13 @@ void PrintPassReport(const compiler::Compiled& r) {
     for (const dispatch::Launch& l : r.dispatch_table->launches) {
       if (l.runs_in == dispatch::RunsIn::kScheduledOnly) {
         decode = absl::StrCat("1 persistent kernel (", l.name, ", ", l.grid[0].Eval(1), " blocks x ", l.block[0],
-                              " threads) running ", count(1, true), " as tasks");
+                              " threads) running ", count(1, true, true), " as tasks");
+        // Launches of their own after it (the sampler's).
+        std::string after;
+        for (const dispatch::Launch* o : dispatch::LaunchesFor(*r.dispatch_table, 1)) {
+          if (o->runs_in == dispatch::RunsIn::kAlways) absl::StrAppend(&after, after.empty() ? "" : ", ", o->name);
+        }
+        if (!after.empty()) absl::StrAppend(&decode, ", then ", after);
       }
     }
     std::printf("launches: decode step (T=1) %s; T=%lld %s\n", decode.c_str(),

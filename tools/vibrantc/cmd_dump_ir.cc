@@ -1,6 +1,8 @@
 // vibrantc dump-ir: the IR of a model (lowered with default options) or of a
 // compiled plan (the graph it stores), in the textual form of ir/printer.h.
+#include <climits>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <memory>
@@ -27,7 +29,7 @@ namespace {
 
 constexpr char kDumpIrUsage[] =
     "usage: vibrantc dump-ir MODEL.gguf|PLAN [--after=PASS | --after-all] [--device cpu|cuda]\n"
-    "                        [--launches]\n"
+    "                        [--launches] [--mmq-max-rows N] [--mmq-tile 0|64|128]\n"
     "  prints the IR graph: a GGUF lowered with the default compile options, or the\n"
     "  graph stored in a plan (after the compiler's passes)\n"
     "  --after=PASS   a GGUF: compile it (vibrantc compile's pipeline, for --device,\n"
@@ -35,7 +37,9 @@ constexpr char kDumpIrUsage[] =
     "                 that runs twice prints twice)\n"
     "  --after-all    a GGUF: print the IR after every pass\n"
     "  --launches     a cuda plan (or a GGUF with --device cuda): print its dispatch\n"
-    "                 table, every launch with its kernel, grid and arguments\n";
+    "                 table, every launch with its kernel, grid and arguments\n"
+    "  --mmq-max-rows N, --mmq-tile T  a GGUF: as vibrantc compile's (the quantized\n"
+    "                 tensor-core GEMM up to N token rows)\n";
 
 }  // namespace
 
@@ -57,6 +61,15 @@ int RunDumpIr(const std::vector<std::string>& args) {
       opts.device = args[++i];
     } else if (a == "--launches") {
       launches = true;
+    } else if ((a == "--mmq-max-rows" || a == "--mmq-tile") && i + 1 < args.size()) {
+      char* end = nullptr;
+      const std::string& v = args[++i];
+      const long n = std::strtol(v.c_str(), &end, 10);
+      if (v.empty() || *end != '\0' || n < 0 || n > INT32_MAX) {
+        std::fprintf(stderr, "vibrantc dump-ir: %s needs a count, not '%s'\n", a.c_str(), v.c_str());
+        return 2;
+      }
+      (a == "--mmq-tile" ? opts.mmq_tile : opts.mmq_max_rows) = static_cast<int>(n);
     } else if (path.empty() && !a.empty() && a[0] != '-') {
       path = a;
     } else {
