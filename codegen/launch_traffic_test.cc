@@ -22,7 +22,7 @@ struct Plan {
   int64_t embd_row_bytes = 0;
 };
 
-Plan Compile() {
+Plan Compile(int decode_blocks_per_sm = 0) {
   Plan p;
   auto m = passes::test_models::TinyQwen2();
   EXPECT_TRUE(m.ok()) << m.status();
@@ -36,6 +36,7 @@ Plan Compile() {
   ctx.cuda_supports = [](const ir::Op&) { return true; };
   const CudaTarget target;
   ctx.cuda_kernels = &target;
+  ctx.decode_blocks_per_sm = decode_blocks_per_sm;
   passes::PipelineConfig c;
   c.append_sample = true;
   std::ostringstream log;
@@ -112,11 +113,11 @@ TEST(LaunchTraffic, PrefillScalesWithTokensAndTheSamplerWithItsKeys) {
   EXPECT_EQ(topk["vb_sample_gather"], 8 * (2 + 40));
 }
 
-// The default pipeline runs a decode step as one persistent kernel, with
-// the sample op's two launches after it; the kernel moves what its tasks'
-// op-by-op launches move, so both views of a step sum to the same bytes.
+// With --decode-schedule persistent a decode step is one persistent kernel,
+// with the sample op's two launches after it; the kernel moves what its
+// tasks' op-by-op launches move, so both views of a step sum to the same bytes.
 TEST(LaunchTraffic, APersistentKernelMovesWhatItsTasksMove) {
-  Plan p = Compile();
+  Plan p = Compile(/*decode_blocks_per_sm=*/2);
   std::vector<std::string> names;
   for (const dispatch::Launch* l : dispatch::LaunchesFor(p.t, 1)) names.push_back(l->name);
   ASSERT_EQ(names.size(), 3u);

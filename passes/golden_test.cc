@@ -110,6 +110,7 @@ void CheckGoldens(const test_models::TestModel& m, const Config& c) {
   if (c.policy != DevicePolicy::kCpu) {
     ctx.cuda_supports = [](const ir::Op&) { return true; };
     ctx.cuda_kernels = &cuda_target;
+    ctx.decode_blocks_per_sm = 2;  // --decode-schedule persistent: schedule-decode shows too
   }
   // The CPU target (fast kernels) for cpu plans, as vibrantc compile: its
   // combine-matmuls and select-kernels show in their goldens.

@@ -12,6 +12,9 @@ cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/vibrant-out}
 mkdir -p "$OUT"
 source .devdeps/setup.sh
+# ../shared's models, reference and next/ as one archive (they do not fit the
+# carry limit unpacked): tar cJf .devshared-all.tar.xz -C ../shared models reference next
+if [ -f .devshared-all.tar.xz ]; then mkdir -p .devshared && tar xJf .devshared-all.tar.xz -C .devshared; fi
 for f in .devdeps/libpcre2*.deb; do [ -f "$f" ] && dpkg -x "$f" /opt/devdeps; done
 for pc in /opt/devdeps/usr/lib/x86_64-linux-gnu/pkgconfig/libpcre2-*.pc; do
   [ -f "$pc" ] && sed -i "s#^prefix=.*#prefix=/opt/devdeps/usr#" "$pc"
