@@ -16,6 +16,7 @@
 #include "absl/strings/str_format.h"
 #include "api/plan_cache.h"
 #include "compiler/compiler.h"
+#include "frontends/io/file.h"
 #include "frontends/lower/lower.h"
 #include "ir/serialize.h"
 #include "runtime/cpu/executor.h"
@@ -121,11 +122,13 @@ absl::StatusOr<std::string> SniffModelFile(const std::string& path) {
   if (S_ISDIR(st.st_mode)) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": is a directory, not a model"));
   }
-  std::ifstream in(path, std::ios::binary);
+  // Regular files only: opening a FIFO for reading blocks until a writer
+  // comes (issue #16); frontends/io/file.h refuses it with a named error.
+  absl::StatusOr<std::string> head = io::ReadFileHead(path, 8);
+  if (!head.ok()) return head.status();
   char magic[8] = {};
-  if (!in) return absl::PermissionDeniedError(absl::StrCat(path, ": cannot open for reading"));
-  in.read(magic, sizeof(magic));
-  const std::streamsize got = in.gcount();
+  std::memcpy(magic, head->data(), head->size());
+  const size_t got = head->size();
   if (got >= 4 && std::memcmp(magic, "GGUF", 4) == 0) return std::string("GGUF");
   if (got == 8 && std::memcmp(magic, kPlanMagic, 8) == 0) return std::string("plan");
   return absl::InvalidArgumentError(

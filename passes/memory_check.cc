@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <iterator>
 #include <map>
 #include <string>
 #include <vector>
@@ -175,23 +176,58 @@ absl::Status CheckMemoryPlan(const Graph& g) {
     }
     return reads;
   };
-  // Pairs that overlap in time, found by a sweep over start times.
-  std::vector<ValueId> order = roots;
-  std::sort(order.begin(), order.end(), [&](ValueId x, ValueId y) {
-    return first[x] != first[y] ? first[x] < first[y] : x < y;
-  });
-  for (size_t i = 0; i < order.size(); ++i) {
-    const ValueId a = order[i];
-    for (size_t j = i + 1; j < order.size() && first[order[j]] <= last[a]; ++j) {
-      const ValueId b = order[j];
-      if (g.value(a).device != g.value(b).device) continue;
-      const int64_t a0 = g.value(a).arena_offset, a1 = a0 + bytes[a];
+  // Pairs that overlap in time and bytes, found by a sweep over op indices
+  // that keeps the live values of each device in a map by offset: O(n log n)
+  // whatever the graph, so a hostile plan cannot make this check quadratic.
+  // Live values never share a byte, except for an instant when one takes
+  // another's storage in place (the same range), so an overlap with a newborn
+  // is a value starting inside it or the nearest one starting before it.
+  auto overlap = [&](ValueId a, ValueId b) {
+    const int64_t a0 = g.value(a).arena_offset, a1 = a0 + bytes[a];
+    const int64_t b0 = g.value(b).arena_offset, b1 = b0 + bytes[b];
+    return fail(absl::StrCat(label(a), " [", a0, ", ", a1, ") and ", label(b), " [", b0, ", ", b1,
+                             ") overlap while both are live (ops ", std::max(first[a], first[b]), "..",
+                             std::min(last[a], last[b]), ")"));
+  };
+  std::vector<std::vector<ValueId>> born(nops + 2), dying(nops + 2);  // by op index + 1
+  for (ValueId v : roots) {
+    if (bytes[v] == 0) continue;
+    born[first[v] + 1].push_back(v);
+    dying[last[v] + 1].push_back(v);
+  }
+  std::map<Device, std::multimap<int64_t, ValueId>> live;  // offset -> value
+  for (int t = 0; t < nops + 2; ++t) {
+    for (ValueId b : born[t]) {
+      std::multimap<int64_t, ValueId>& m = live[g.value(b).device];
       const int64_t b0 = g.value(b).arena_offset, b1 = b0 + bytes[b];
-      if (a0 >= b1 || b0 >= a1 || bytes[a] == 0 || bytes[b] == 0) continue;
-      if (in_place(a, b) || in_place(b, a)) continue;
-      return fail(absl::StrCat(label(a), " [", a0, ", ", a1, ") and ", label(b), " [", b0, ", ", b1,
-                               ") overlap while both are live (ops ", std::max(first[a], first[b]), "..",
-                               std::min(last[a], last[b]), ")"));
+      auto conflicts = [&](ValueId a) {
+        const int64_t a0 = g.value(a).arena_offset, a1 = a0 + bytes[a];
+        return a0 < b1 && b0 < a1 && !in_place(a, b) && !in_place(b, a);
+      };
+      auto it = m.lower_bound(b0);
+      if (it != m.begin()) {  // the values that start nearest before b
+        auto p = std::prev(it);
+        const int64_t start = p->first;
+        for (;; --p) {
+          if (p->first != start) break;
+          if (conflicts(p->second)) return overlap(p->second, b);
+          if (p == m.begin()) break;
+        }
+      }
+      for (; it != m.end() && it->first < b1; ++it) {
+        if (conflicts(it->second)) return overlap(it->second, b);
+      }
+      m.emplace(b0, b);
+    }
+    for (ValueId d : dying[t]) {
+      std::multimap<int64_t, ValueId>& m = live[g.value(d).device];
+      auto [lo, hi] = m.equal_range(g.value(d).arena_offset);
+      for (auto it = lo; it != hi; ++it) {
+        if (it->second == d) {
+          m.erase(it);
+          break;
+        }
+      }
     }
   }
   return absl::OkStatus();

@@ -1,6 +1,5 @@
 #include "runtime/backend.h"
 
-#include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -11,8 +10,7 @@ namespace {
 
 class CpuBackend : public Executor {
  public:
-  CpuBackend(std::unique_ptr<CpuExecutor> exec, int threads)
-      : exec_(std::move(exec)), threads_(threads) {}
+  explicit CpuBackend(std::unique_ptr<CpuExecutor> exec) : exec_(std::move(exec)) {}
   absl::StatusOr<absl::Span<const float>> Step(absl::Span<const int32_t> tokens,
                                                int32_t pos0) override {
     return exec_->Step(tokens, pos0);
@@ -26,13 +24,13 @@ class CpuBackend : public Executor {
                                      const SampleDraw& draw) override {
     return exec_->StepSample(tokens, pos0, draw);
   }
+  // The threads the executor runs with (fewer than asked when capped).
   std::string Describe() const override {
-    return absl::StrCat("cpu (", threads_, " threads, ", exec_->KernelSummary(), ")");
+    return absl::StrCat("cpu (", exec_->num_threads(), " threads, ", exec_->KernelSummary(), ")");
   }
 
  private:
   std::unique_ptr<CpuExecutor> exec_;
-  int threads_;
 };
 
 }  // namespace
@@ -50,11 +48,10 @@ absl::StatusOr<int32_t> Executor::StepSample(absl::Span<const int32_t>, int32_t,
 absl::StatusOr<std::unique_ptr<Executor>> CreateCpuBackend(const ir::Graph& graph,
                                                            WeightResolver weights,
                                                            CpuExecutorOptions opts) {
-  const int threads = opts.threads > 0 ? opts.threads : cpu::DefaultThreadCount();
   absl::StatusOr<std::unique_ptr<CpuExecutor>> exec =
       CpuExecutor::Create(graph, std::move(weights), opts);
   if (!exec.ok()) return exec.status();
-  return std::unique_ptr<Executor>(new CpuBackend(*std::move(exec), threads));
+  return std::unique_ptr<Executor>(new CpuBackend(*std::move(exec)));
 }
 
 }  // namespace vibrant

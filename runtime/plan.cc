@@ -13,7 +13,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "frontends/io/file.h"
 #include "ir/serialize.h"
+#include "runtime/plan_validate.h"
 
 namespace vibrant {
 namespace {
@@ -231,42 +233,17 @@ absl::Status WritePlan(const std::string& path, const PlanContents& contents) {
 // ---------------------------------------------------------------------------
 // Loading.
 
-PlanFile::~PlanFile() {
-  if (map_ != nullptr) ::munmap(map_, map_size_);
-}
+PlanFile::~PlanFile() = default;
 
 absl::StatusOr<std::unique_ptr<PlanFile>> PlanFile::Open(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    int err = errno;
-    std::string msg = absl::StrCat(path, ": cannot open: ", ErrnoText(err));
-    return err == ENOENT ? absl::NotFoundError(msg) : absl::PermissionDeniedError(msg);
-  }
-  struct stat st;
-  if (::fstat(fd, &st) != 0) {
-    int err = errno;
-    ::close(fd);
-    return absl::InternalError(absl::StrCat(path, ": cannot stat: ", ErrnoText(err)));
-  }
-  if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
-    return absl::InvalidArgumentError(absl::StrCat(path, ": not a regular file"));
-  }
+  // Regular files only, never blocking on a FIFO; mapped with the truncation
+  // guard (frontends/io/file.h).
+  absl::StatusOr<std::unique_ptr<io::MappedFile>> mapped = io::MappedFile::Open(path);
+  if (!mapped.ok()) return mapped.status();
   std::unique_ptr<PlanFile> plan(new PlanFile());
   plan->name_ = path;
-  size_t size = static_cast<size_t>(st.st_size);
-  if (size > 0) {
-    void* map = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (map == MAP_FAILED) {
-      int err = errno;
-      ::close(fd);
-      return absl::InternalError(absl::StrCat(path, ": mmap failed: ", ErrnoText(err)));
-    }
-    plan->map_ = map;
-    plan->map_size_ = size;
-    plan->data_ = absl::Span<const uint8_t>(static_cast<const uint8_t*>(map), size);
-  }
-  ::close(fd);
+  plan->data_ = (*mapped)->bytes();
+  plan->mapped_ = *std::move(mapped);
   absl::Status parsed = plan->Parse();
   if (!parsed.ok()) return parsed;
   return plan;
@@ -528,6 +505,13 @@ absl::StatusOr<ir::Graph> PlanFile::LoadGraph() const {
   if (!graph.ok()) {
     return absl::Status(graph.status().code(),
                         absl::StrCat(name_, ": section GRAPH: ", graph.status().message()));
+  }
+  // The checksum says the bytes are the ones written, not that the writer
+  // was honest: the memory plan and sizes are checked before any backend
+  // sees the graph (runtime/plan_validate.h).
+  if (absl::StatusOr<GraphMemoryNeeds> needs = ValidateExecutableGraph(*graph); !needs.ok()) {
+    return absl::Status(needs.status().code(),
+                        absl::StrCat(name_, ": section GRAPH: ", needs.status().message()));
   }
   return graph;
 }

@@ -74,6 +74,9 @@
 #include "ir/graph.h"
 
 namespace vibrant {
+namespace io {
+class MappedFile;
+}  // namespace io
 
 inline constexpr char kPlanMagic[8] = {'V', 'B', 'R', 'N', 'T', 'P', 'L', 'N'};
 inline constexpr uint32_t kPlanFormatVersion = 2;
@@ -170,7 +173,8 @@ class PlanFile {
   // The DISPATCH section's bytes; empty when the plan has none.
   absl::Span<const uint8_t> dispatch() const { return dispatch_; }
 
-  // Deserializes the GRAPH section.
+  // Deserializes the GRAPH section and validates it
+  // (ValidateExecutableGraph: the memory plan, sizes).
   absl::StatusOr<ir::Graph> LoadGraph() const;
   // Opens the model: the embedded GGUF (parsed in place; this PlanFile must
   // outlive the result), or the referenced file after checking that it is
@@ -182,8 +186,7 @@ class PlanFile {
   absl::Status Parse();
 
   std::string name_;
-  void* map_ = nullptr;  // munmap'ed in the destructor when non-null
-  size_t map_size_ = 0;
+  std::unique_ptr<io::MappedFile> mapped_;  // set when opened from a path
   absl::Span<const uint8_t> data_;
   uint32_t version_ = 0;
   absl::Span<const uint8_t> graph_;

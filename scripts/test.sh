@@ -8,7 +8,7 @@ bash scripts/install-deps.sh
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo
 cmake --build build
 ctest --test-dir build --output-on-failure -j "$(nproc)"
-# A short fuzzing run of the GGUF reader (longer: FUZZ_SECONDS=600 .ci/fuzz.sh).
-if [ -f .ci/fuzz.sh ]; then FUZZ_SECONDS="${FUZZ_SECONDS:-30}" bash .ci/fuzz.sh; fi
+# A short run of every fuzzer (longer: .ci/fuzz.sh TARGET SECONDS).
+if [ -f .ci/fuzz.sh ]; then bash .ci/fuzz.sh all "${FUZZ_SECONDS:-20}"; fi
 # vibrant-server's request parser, fuzzed briefly (longer: FUZZ_SECONDS=600 .ci/fuzz-server.sh).
 if [ -f .ci/fuzz-server.sh ]; then FUZZ_SECONDS="${FUZZ_SECONDS:-20}" bash .ci/fuzz-server.sh; fi

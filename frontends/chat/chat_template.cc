@@ -67,16 +67,30 @@ std::string UnescapeJinja(std::string_view s) {
 // in the branch taken when the conversation has no system message. Dynamic
 // uses ('<|im_start|>system\n' + messages[0]['content'] + ...) are skipped:
 // their text up to <|im_end|> holds a quote.
+//
+// Linear in the template's size (it comes from the model file: a crafted one
+// holds many heads before one <|im_end|>): heads that share the next
+// <|im_end|> share its search and the position of the body's last quote.
 std::string ChatmlDefaultSystem(std::string_view t) {
+  constexpr std::string_view kEnd = "<|im_end|>";
   for (const std::string_view head : {std::string_view("<|im_start|>system\\n"),
                                       std::string_view("<|im_start|>system\n")}) {
+    size_t end = 0;       // the <|im_end|> after the current group of heads
+    size_t last_bad = 0;  // 1 + the last of "'\"{}+" before `end` (0: none)
+    bool have_end = false;
     for (size_t at = t.find(head); at != std::string_view::npos; at = t.find(head, at + 1)) {
       const size_t begin = at + head.size();
-      const size_t end = t.find("<|im_end|>", begin);
-      if (end == std::string_view::npos) break;
-      const std::string_view body = t.substr(begin, end - begin);
-      if (body.empty() || body.find_first_of("'\"{}+") != std::string_view::npos) continue;
-      return UnescapeJinja(body);
+      if (!have_end || begin > end) {
+        const size_t e = t.find(kEnd, begin);
+        if (e == std::string_view::npos) break;
+        const size_t bad = t.substr(begin, e - begin).find_last_of("'\"{}+");
+        end = e;
+        last_bad = bad == std::string_view::npos ? 0 : begin + bad + 1;
+        have_end = true;
+      }
+      // The body [begin, end) is a suffix of the group's first body.
+      if (begin >= end || last_bad > begin) continue;
+      return UnescapeJinja(t.substr(begin, end - begin));
     }
   }
   return "";

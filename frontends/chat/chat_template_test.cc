@@ -4,6 +4,7 @@
 // conversation below on paper, not produced by this code).
 #include "frontends/chat/chat_template.h"
 
+#include <chrono>
 #include <string>
 #include <vector>
 
@@ -287,6 +288,42 @@ TEST(ChatTemplateTest, PlainChatmlHasNoDefaultSystemMessage) {
   EXPECT_EQ(t.default_system, "");
   EXPECT_EQ(RenderOk(t, {{"user", "Hi!"}}),
             "<|im_start|>user\nHi!<|im_end|>\n<|im_start|>assistant\n");
+}
+
+// The default system message is the first literal body: a head whose text up
+// to <|im_end|> holds a quote is dynamic, and a later head before the same
+// <|im_end|> can still hold a literal one.
+TEST(ChatTemplateTest, ChatmlDefaultSystemSkipsDynamicBodies) {
+  absl::StatusOr<ChatTemplate> t = DetectTemplate(
+      "{{'<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>'}}"
+      "{{'<|im_start|>system\\nYou are Vibrant.<|im_end|>'}}",
+      "t");
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(t->default_system, "You are Vibrant.");
+  t = DetectTemplate("<|im_start|>system\n'x' <|im_start|>system\nplain<|im_end|>", "t");
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(t->default_system, "plain");
+  t = DetectTemplate("<|im_start|>system\nplain' <|im_start|>system\n<|im_end|>", "t");
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(t->default_system, "");
+}
+
+// Issue #16: tokenizer.chat_template comes from the model file. 50,000 heads
+// before one <|im_end|> (1 MiB) hung every tool that reads the template when
+// each head searched for its own end: the old code, -O2, on the loaded 2-core
+// dev machine took 0.25 s for 64 KiB, 3.5 s for 256 KiB, 57 s for 1 MiB
+// (quadratic). Now one pass; the bound leaves room for load and sanitizers.
+TEST(ChatTemplateTest, ManyChatmlHeadsAreLinear) {
+  std::string t;
+  while (t.size() < (size_t{1} << 20)) t += "<|im_start|>system\\n'";
+  t += "<|im_end|>";
+  const auto start = std::chrono::steady_clock::now();
+  absl::StatusOr<ChatTemplate> d = DetectTemplate(t, "big.gguf");
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->family, Family::kChatml);
+  EXPECT_EQ(d->default_system, "");
+  EXPECT_LT(seconds, 3.0);
 }
 
 TEST(ChatTemplateTest, Llama3) {

@@ -1,9 +1,5 @@
 #include "frontends/gguf/gguf.h"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -15,6 +11,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "frontends/io/file.h"
 
 namespace vibrant {
 namespace {
@@ -443,44 +440,18 @@ int64_t GgufTensorInfo::elements() const {
 
 // ---- GgufFile ----
 
-GgufFile::~GgufFile() {
-  if (map_ != nullptr) munmap(map_, map_size_);
-}
+GgufFile::~GgufFile() = default;
 
 absl::StatusOr<std::unique_ptr<GgufFile>> GgufFile::Open(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    int err = errno;
-    return absl::Status(absl::ErrnoToStatusCode(err),
-                        absl::StrCat(path, ": cannot open: ", std::strerror(err)));
-  }
-  struct stat st;
-  if (fstat(fd, &st) != 0) {
-    int err = errno;
-    ::close(fd);
-    return absl::Status(absl::ErrnoToStatusCode(err),
-                        absl::StrCat(path, ": cannot stat: ", std::strerror(err)));
-  }
-  if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
-    return absl::InvalidArgumentError(absl::StrCat(path, ": not a regular file"));
-  }
+  // Regular files only (a FIFO is refused without blocking), mapped with the
+  // guard that turns a truncation during use into a named error
+  // (frontends/io/file.h).
+  absl::StatusOr<std::unique_ptr<io::MappedFile>> mapped = io::MappedFile::Open(path);
+  if (!mapped.ok()) return mapped.status();
   std::unique_ptr<GgufFile> f(new GgufFile());
   f->path_ = path;
-  size_t size = static_cast<size_t>(st.st_size);
-  if (size > 0) {
-    void* p = mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (p == MAP_FAILED) {
-      int err = errno;
-      ::close(fd);
-      return absl::Status(absl::ErrnoToStatusCode(err),
-                          absl::StrCat(path, ": cannot mmap: ", std::strerror(err)));
-    }
-    f->map_ = p;
-    f->map_size_ = size;
-    f->data_ = absl::Span<const uint8_t>(static_cast<const uint8_t*>(p), size);
-  }
-  ::close(fd);  // the mapping stays valid
+  f->data_ = (*mapped)->bytes();
+  f->mapped_ = *std::move(mapped);
   if (absl::Status s = f->Parse(); !s.ok()) return s;
   return f;
 }
@@ -584,6 +555,10 @@ absl::Status GgufFile::Parse() {
       if (!IsPowerOfTwo(a)) {
         return p.Error(value_field(), value_at,
                        absl::StrCat("alignment ", a, " is not a non-zero power of two"));
+      }
+      if (a > kGgufMaxAlignment) {
+        return p.Error(value_field(), value_at,
+                       absl::StrCat("alignment ", a, " exceeds the maximum of ", kGgufMaxAlignment));
       }
       alignment_ = a;
     }

@@ -21,6 +21,9 @@
 #include "ir/dtype.h"
 
 namespace vibrant {
+namespace io {
+class MappedFile;
+}  // namespace io
 
 enum class GgufType : uint32_t {
   kUint8 = 0, kInt8 = 1, kUint16 = 2, kInt16 = 3, kUint32 = 4, kInt32 = 5,
@@ -28,6 +31,12 @@ enum class GgufType : uint32_t {
   kFloat64 = 12,
 };
 std::string_view GgufTypeName(GgufType t);
+
+// general.alignment: a power of two, at most this. Real files use 32 (a few
+// 64); the bound keeps a hostile value from making the writer pad a copy to
+// gigabytes (2^30 was accepted before) or the data section start gigabytes
+// past the metadata.
+inline constexpr uint64_t kGgufMaxAlignment = 65536;
 
 class GgufValue;
 struct GgufArray {
@@ -130,8 +139,7 @@ class GgufFile {
   absl::Status Parse();
 
   std::string path_;
-  void* map_ = nullptr;  // munmap'ed in the destructor when non-null
-  size_t map_size_ = 0;
+  std::unique_ptr<io::MappedFile> mapped_;  // set when opened from a path
   absl::Span<const uint8_t> data_;
   uint32_t version_ = 0;
   uint64_t alignment_ = 32;

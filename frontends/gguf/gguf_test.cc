@@ -3,6 +3,11 @@
 // the layout written next to each test.
 #include "frontends/gguf/gguf.h"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <map>
@@ -479,6 +484,14 @@ TEST(GgufReaderErrors, BadAlignment) {
                                        " is not a non-zero power of two (key "
                                        "'general.alignment')"));
   }
+  // Issue #16: 2^30 made the writer pad a copy to 1 GiB; the bound is 64 KiB.
+  for (uint32_t a : {1u << 17, 1u << 30, 1u << 31}) {
+    Bytes b;
+    b.Header(3, 0, 1).Str("general.alignment").U32(4).U32(a);
+    EXPECT_EQ(ErrorOf(b), absl::StrCat("m.gguf: metadata[0].value at offset 53: alignment ", a,
+                                       " exceeds the maximum of 65536 (key "
+                                       "'general.alignment')"));
+  }
   Bytes s;
   s.Header(3, 0, 1).Str("general.alignment").U32(8).Str("32");
   EXPECT_EQ(ErrorOf(s),
@@ -616,7 +629,44 @@ TEST(GgufOpen, MissingFileAndDirectory) {
   EXPECT_THAT(std::string(f.status().message()), StartsWith("/nonexistent/dir/x.gguf: "));
   auto d = GgufFile::Open("/tmp");
   ASSERT_FALSE(d.ok());
-  EXPECT_EQ(d.status().message(), "/tmp: not a regular file");
+  EXPECT_EQ(d.status().message(), "/tmp: not a regular file (a directory)");
+}
+
+// Issue #16: a FIFO given as the model used to block forever in open(). The
+// child gets 10 seconds (SIGALRM kills it otherwise, failing the test).
+TEST(GgufOpenDeathTest, FifoIsAnErrorNotAHang) {
+  const std::string path = ::testing::TempDir() + "/gguf_fifo_" + std::to_string(::getpid());
+  ::unlink(path.c_str());
+  ASSERT_EQ(::mkfifo(path.c_str(), 0600), 0);
+  EXPECT_EXIT(
+      {
+        ::alarm(10);
+        auto f = GgufFile::Open(path);
+        std::exit(!f.ok() && f.status().message() == path + ": not a regular file (a FIFO)" ? 0 : 3);
+      },
+      ::testing::ExitedWithCode(0), "");
+  ::unlink(path.c_str());
+}
+
+// Issue #16: truncating the mapped GGUF during a run gave SIGBUS. Reading
+// tensor data past the new end now ends the process with a message naming
+// the file and exit status 1.
+TEST(GgufOpenDeathTest, ShrinkingModelIsACleanError) {
+  const std::string path = ::testing::TempDir() + "/gguf_shrinks_" + std::to_string(::getpid()) + ".gguf";
+  std::filesystem::copy_file(VIBRANT_SOURCE_DIR "/tests/data/stories260K.gguf", path,
+                             std::filesystem::copy_options::overwrite_existing);
+  EXPECT_EXIT(
+      {
+        auto f = GgufFile::Open(path);
+        if (!f.ok()) std::exit(4);
+        const GgufTensorInfo& last = (*f)->tensors().back();
+        if (::truncate(path.c_str(), 4096) != 0) std::exit(5);
+        volatile uint8_t sink = (*f)->TensorData(last)[0];
+        (void)sink;
+        std::exit(6);
+      },
+      ::testing::ExitedWithCode(1), "the file shrank while it was memory-mapped");
+  std::filesystem::remove(path);
 }
 
 std::string SharedDir() { return VIBRANT_SOURCE_DIR "/../shared"; }

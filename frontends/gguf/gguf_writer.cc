@@ -231,6 +231,9 @@ absl::StatusOr<GgufWriter::Layout> GgufWriter::MakeLayout() const {
   if (alignment_ == 0 || (alignment_ & (alignment_ - 1)) != 0) {
     return Bad("alignment", absl::StrCat(alignment_, " is not a non-zero power of two"));
   }
+  if (alignment_ > kGgufMaxAlignment) {
+    return Bad("alignment", absl::StrCat(alignment_, " exceeds the maximum of ", kGgufMaxAlignment));
+  }
   Layout layout;
   std::string& h = layout.head;
 

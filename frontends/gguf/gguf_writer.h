@@ -43,7 +43,7 @@ class GgufWriter {
 
   GgufWriter() = default;
 
-  // Data alignment, a power of two (default 32). A value other than 32 is
+  // Data alignment, a power of two (default 32) of at most kGgufMaxAlignment. A value other than 32 is
   // recorded as general.alignment (uint32) unless that key was added already.
   void SetAlignment(uint32_t alignment);
   uint32_t alignment() const { return alignment_; }

@@ -238,6 +238,19 @@ TEST(GgufWriter, RejectsBadInput) {
     GgufWriter w;
     w.SetAlignment(0);
     EXPECT_EQ(ErrorOf(w), "GgufWriter: alignment: 0 is not a non-zero power of two");
+  }
+  {
+    // Issue #16: the fuzzer's 2^30 alignment made Serialize allocate 1 GiB of
+    // padding; now it is an error before anything is allocated.
+    GgufWriter w;
+    w.SetAlignment(1u << 30);
+    w.AddTensor("x", {3}, DType::kF32, FloatBytes({1, 2, 3}));
+    EXPECT_EQ(ErrorOf(w), "GgufWriter: alignment: 1073741824 exceeds the maximum of 65536");
+    EXPECT_FALSE(w.FileSize().ok());
+    GgufWriter ok;
+    ok.SetAlignment(65536);
+    ok.AddTensor("x", {3}, DType::kF32, FloatBytes({1, 2, 3}));
+    EXPECT_TRUE(ok.Serialize().ok());
     w.SetAlignment(3);
     EXPECT_EQ(ErrorOf(w), "GgufWriter: alignment: 3 is not a non-zero power of two");
   }

@@ -1,6 +1,7 @@
 #include "frontends/tokenizer/tokenizer.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <queue>
@@ -755,6 +756,32 @@ absl::Status ReadOptionalBool(const GgufFile& file, std::string_view key,
   return absl::OkStatus();
 }
 
+// The special token id keys, in llama.cpp's order: the deprecated FIM keys
+// come last and win.
+struct IdKey {
+  const char* key;
+  std::optional<int64_t> VocabData::*id;
+};
+constexpr IdKey kIdKeys[] = {
+    {"tokenizer.ggml.bos_token_id", &VocabData::bos_id},
+    {"tokenizer.ggml.eos_token_id", &VocabData::eos_id},
+    {"tokenizer.ggml.eot_token_id", &VocabData::eot_id},
+    {"tokenizer.ggml.eom_token_id", &VocabData::eom_id},
+    {"tokenizer.ggml.unknown_token_id", &VocabData::unk_id},
+    {"tokenizer.ggml.seperator_token_id", &VocabData::sep_id},
+    {"tokenizer.ggml.padding_token_id", &VocabData::pad_id},
+    {"tokenizer.ggml.mask_token_id", &VocabData::mask_id},
+    {"tokenizer.ggml.fim_pre_token_id", &VocabData::fim_pre_id},
+    {"tokenizer.ggml.fim_suf_token_id", &VocabData::fim_suf_id},
+    {"tokenizer.ggml.fim_mid_token_id", &VocabData::fim_mid_id},
+    {"tokenizer.ggml.fim_pad_token_id", &VocabData::fim_pad_id},
+    {"tokenizer.ggml.fim_rep_token_id", &VocabData::fim_rep_id},
+    {"tokenizer.ggml.fim_sep_token_id", &VocabData::fim_sep_id},
+    {"tokenizer.ggml.prefix_token_id", &VocabData::fim_pre_id},
+    {"tokenizer.ggml.suffix_token_id", &VocabData::fim_suf_id},
+    {"tokenizer.ggml.middle_token_id", &VocabData::fim_mid_id},
+};
+
 }  // namespace
 
 std::string Tokenizer::Decode(absl::Span<const int32_t> ids, bool render_special) const {
@@ -822,32 +849,8 @@ absl::StatusOr<VocabData> Tokenizer::ReadVocab(const GgufFile& file) {
     return KeyError(file, kMerges, "missing; a gpt2 (BPE) vocabulary needs its merges");
   }
 
-  struct IdKey {
-    const char* key;
-    std::optional<int64_t>* id;
-  };
-  // In llama.cpp's order: the deprecated FIM keys come last and win.
-  const IdKey ids[] = {
-      {"tokenizer.ggml.bos_token_id", &v.bos_id},
-      {"tokenizer.ggml.eos_token_id", &v.eos_id},
-      {"tokenizer.ggml.eot_token_id", &v.eot_id},
-      {"tokenizer.ggml.eom_token_id", &v.eom_id},
-      {"tokenizer.ggml.unknown_token_id", &v.unk_id},
-      {"tokenizer.ggml.seperator_token_id", &v.sep_id},
-      {"tokenizer.ggml.padding_token_id", &v.pad_id},
-      {"tokenizer.ggml.mask_token_id", &v.mask_id},
-      {"tokenizer.ggml.fim_pre_token_id", &v.fim_pre_id},
-      {"tokenizer.ggml.fim_suf_token_id", &v.fim_suf_id},
-      {"tokenizer.ggml.fim_mid_token_id", &v.fim_mid_id},
-      {"tokenizer.ggml.fim_pad_token_id", &v.fim_pad_id},
-      {"tokenizer.ggml.fim_rep_token_id", &v.fim_rep_id},
-      {"tokenizer.ggml.fim_sep_token_id", &v.fim_sep_id},
-      {"tokenizer.ggml.prefix_token_id", &v.fim_pre_id},
-      {"tokenizer.ggml.suffix_token_id", &v.fim_suf_id},
-      {"tokenizer.ggml.middle_token_id", &v.fim_mid_id},
-  };
-  for (const IdKey& k : ids) {
-    if (absl::Status s = ReadOptionalId(file, k.key, k.id); !s.ok()) return s;
+  for (const IdKey& k : kIdKeys) {
+    if (absl::Status s = ReadOptionalId(file, k.key, &(v.*k.id)); !s.ok()) return s;
   }
   if (absl::Status s = ReadOptionalBool(file, "tokenizer.ggml.add_bos_token", &v.add_bos);
       !s.ok()) {
@@ -877,6 +880,46 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromGguf(const GgufFile& f
     return absl::Status(t.status().code(), absl::StrCat(file.path(), ": ", t.status().message()));
   }
   return t;
+}
+
+absl::Status ValidateVocabulary(const GgufFile& file, int64_t n_embedding_rows) {
+  absl::StatusOr<VocabData> v = Tokenizer::ReadVocab(file);
+  if (!v.ok()) return v.status();
+  const int64_t n = static_cast<int64_t>(v->tokens.size());
+  if (n_embedding_rows >= 0 && n != n_embedding_rows) {
+    return KeyError(file, "tokenizer.ggml.tokens",
+                    absl::StrCat(n, " tokens, but the embedding (token_embd.weight) has ",
+                                 n_embedding_rows,
+                                 " rows: every token needs a row and every row a token"));
+  }
+  for (const IdKey& k : kIdKeys) {
+    // Converters write -1 (as uint32: 4294967295) for "no such token".
+    std::optional<int64_t> id;
+    if (file.Find(k.key) != nullptr) id = file.GetInt(k.key).value_or(-1);
+    if (id.has_value() && (*id == -1 || *id == int64_t{UINT32_MAX})) continue;
+    if (id.has_value() && (*id < 0 || *id >= n)) {
+      return KeyError(file, k.key,
+                      absl::StrCat(*id, " is outside the vocabulary [0, ", n, ")"));
+    }
+  }
+  for (size_t i = 0; i < v->token_types.size(); ++i) {
+    const int32_t t = v->token_types[i];
+    if (t < static_cast<int32_t>(TokenType::kUndefined) || t > static_cast<int32_t>(TokenType::kByte)) {
+      return KeyError(file, "tokenizer.ggml.token_type",
+                      absl::StrCat("entry ", i, " is ", t, ", not a token type (0..6)"));
+    }
+  }
+  for (size_t i = 0; i < v->scores.size(); ++i) {
+    if (!std::isfinite(v->scores[i])) {
+      return KeyError(file, "tokenizer.ggml.scores",
+                      absl::StrCat("entry ", i, " is ", v->scores[i], ", not a finite number"));
+    }
+  }
+  absl::StatusOr<std::unique_ptr<Tokenizer>> t = Tokenizer::FromVocab(*std::move(v));
+  if (!t.ok()) {
+    return absl::Status(t.status().code(), absl::StrCat(file.path(), ": ", t.status().message()));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace vibrant

@@ -114,6 +114,15 @@ class Tokenizer {
   virtual const std::string& pre() const = 0;
 };
 
+// What `vibrantc compile` checks of a model's vocabulary, stricter than
+// Tokenizer::FromGguf (which, like llama.cpp, ignores bad special ids):
+// the tokenizer builds; the vocabulary has exactly `n_embedding_rows` tokens
+// (skipped when negative); every special token id key present
+// (tokenizer.ggml.bos_token_id, ...) is a token of it or -1 / 4294967295 (none,
+// as converters write it); token types are 0..6;
+// scores are finite. Errors name the file and the key.
+absl::Status ValidateVocabulary(const GgufFile& file, int64_t n_embedding_rows);
+
 }  // namespace vibrant
 
 #endif  // VIBRANT_FRONTENDS_TOKENIZER_TOKENIZER_H_

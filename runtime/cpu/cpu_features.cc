@@ -7,6 +7,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
 #include <fstream>
 #include <set>
 #include <string>
@@ -25,7 +29,12 @@ bool Has(const char* feature) {
   __builtin_cpu_init();
   if (std::strcmp(feature, "avx2") == 0) return __builtin_cpu_supports("avx2");
   if (std::strcmp(feature, "fma") == 0) return __builtin_cpu_supports("fma");
-  if (std::strcmp(feature, "f16c") == 0) return __builtin_cpu_supports("f16c");
+  if (std::strcmp(feature, "f16c") == 0) {
+    // Debian 12's clang 14 rejects __builtin_cpu_supports("f16c"): cpuid leaf
+    // 1, ECX bit 29, with the OS's AVX state (which "avx" checks).
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    return __get_cpuid(1, &a, &b, &c, &d) != 0 && (c & bit_F16C) != 0 && __builtin_cpu_supports("avx");
+  }
   if (std::strcmp(feature, "avx512f") == 0) return __builtin_cpu_supports("avx512f");
   if (std::strcmp(feature, "avx512bw") == 0) return __builtin_cpu_supports("avx512bw");
   if (std::strcmp(feature, "avx512vl") == 0) return __builtin_cpu_supports("avx512vl");

@@ -1,9 +1,12 @@
 #include "runtime/cpu/executor.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <array>
 #include <cstdint>
 #include <cstdlib>
+#include <cstdio>
 #include <cstring>
 #include <deque>
 #include <map>
@@ -23,6 +26,7 @@
 #include "runtime/cpu/kernels.h"
 #include "runtime/cpu/quantize.h"
 #include "runtime/cpu/thread_pool.h"
+#include "runtime/plan_validate.h"
 
 namespace vibrant {
 namespace {
@@ -39,14 +43,19 @@ constexpr int64_t kAlignment = 64;
 
 int64_t AlignUp(int64_t n) { return (n + kAlignment - 1) / kAlignment * kAlignment; }
 
-// A zero-initialized, 64-byte aligned byte buffer.
+// A zero-initialized, page-aligned byte buffer, zeroed lazily: the pages are
+// anonymous memory that the kernel fills with zeros when first touched, so a
+// large arena or KV cache costs no time or resident memory until the graph
+// uses it, and Zero() hands the pages back (MADV_DONTNEED) instead of writing
+// zeros over gigabytes.
 class Buffer {
  public:
   Buffer() = default;
   explicit Buffer(int64_t bytes) : size_(bytes) {
     if (bytes > 0) {
-      data_ = static_cast<uint8_t*>(std::aligned_alloc(kAlignment, AlignUp(bytes)));
-      if (data_ != nullptr) std::memset(data_, 0, bytes);
+      void* p = ::mmap(nullptr, static_cast<size_t>(bytes), PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (p != MAP_FAILED) data_ = static_cast<uint8_t*>(p);
     }
   }
   Buffer(Buffer&& o) noexcept : data_(std::exchange(o.data_, nullptr)), size_(o.size_) {}
@@ -55,18 +64,33 @@ class Buffer {
     std::swap(size_, o.size_);
     return *this;
   }
-  ~Buffer() { std::free(data_); }
+  ~Buffer() {
+    if (data_ != nullptr) ::munmap(data_, static_cast<size_t>(size_));
+  }
   uint8_t* data() const { return data_; }
   int64_t size() const { return size_; }
   bool ok() const { return size_ == 0 || data_ != nullptr; }
   void Zero() {
-    if (data_ != nullptr) std::memset(data_, 0, size_);
+    if (data_ == nullptr) return;
+    if (::madvise(data_, static_cast<size_t>(size_), MADV_DONTNEED) != 0) {
+      std::memset(data_, 0, static_cast<size_t>(size_));
+    }
   }
 
  private:
   uint8_t* data_ = nullptr;
   int64_t size_ = 0;
 };
+
+// The alignment the kernels load a weight of type `t` with: its element or
+// block size's largest power-of-two divisor, at most 4 (f32 4, f16 2, q4_0
+// 2, q4_K 4, q8_K 4). Every block of a tensor is then aligned when its first
+// byte is.
+int64_t WeightAlignment(DType t) {
+  const DTypeInfo& info = GetDTypeInfo(t);
+  const int64_t b = std::max<int64_t>(info.block_bytes, 1);
+  return std::min<int64_t>(b & -b, 4);
+}
 
 // ---- memory plan -----------------------------------------------------------
 
@@ -695,6 +719,9 @@ struct CpuExecutor::Impl {
   std::unique_ptr<cpu::ThreadPool> pool;
   Buffer arena;
   std::vector<Buffer> kv_caches;
+  // Copies of weights whose mapped bytes are not aligned for the kernels
+  // (a GGUF with general.alignment = 1, say).
+  std::vector<Buffer> weight_copies;
   // One scratch region per thread, shared by all fused bodies (they run one
   // at a time): scratch_slot_bytes each, allocated once the pool exists.
   Buffer fused_scratch;
@@ -711,7 +738,7 @@ struct CpuExecutor::Impl {
   // The fast matmul's rounded activations (grown on first use).
   std::vector<uint8_t> act_scratch;
 
-  absl::Status Init(WeightResolver& weights);
+  absl::Status Init(WeightResolver& weights, const CpuExecutorOptions& opts);
   absl::Status BindBody(BoundGraph& outer, int op_index, int depth);
   absl::Status Run(BoundGraph& b, int64_t T);
   absl::Status RunOp(BoundGraph& b, int op_index, int64_t T);
@@ -922,7 +949,7 @@ absl::Status CpuExecutor::Impl::RunBody(BoundGraph& b, int64_t T, bool fast) {
   return absl::OkStatus();
 }
 
-absl::Status CpuExecutor::Impl::Init(WeightResolver& weights) {
+absl::Status CpuExecutor::Impl::Init(WeightResolver& weights, const CpuExecutorOptions& opts) {
   const Graph& g = graph;
   max_tokens = g.max_tokens;
   if (max_tokens < 1) {
@@ -931,6 +958,23 @@ absl::Status CpuExecutor::Impl::Init(WeightResolver& weights) {
   if (absl::Status s = ir::Verify(g); !s.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat("CPU backend: invalid graph: ", std::string(s.message())));
+  }
+  // Everything a plan could get wrong about memory (runtime/plan_validate.h),
+  // and the user's bound on what it may allocate, before allocating.
+  absl::StatusOr<GraphMemoryNeeds> needs = ValidateExecutableGraph(g);
+  if (!needs.ok()) {
+    return absl::Status(needs.status().code(),
+                        absl::StrCat("CPU backend: ", needs.status().message()));
+  }
+  {
+    absl::StatusOr<MemoryLimit> limit =
+        opts.memory_limit.has_value() ? absl::StatusOr<MemoryLimit>(*opts.memory_limit) : HostMemoryLimit();
+    if (!limit.ok()) return limit.status();
+    // This backend runs every device's ops on the host: all arenas and caches.
+    if (absl::Status s = CheckMemoryLimit(needs->total(), "its arenas and KV caches", *limit);
+        !s.ok()) {
+      return absl::Status(s.code(), absl::StrCat("CPU backend: ", s.message()));
+    }
   }
   // The checks below repeat what the kernels rely on, so that a bug in the
   // verifier cannot turn into an out-of-bounds access here.
@@ -1083,6 +1127,18 @@ absl::Status CpuExecutor::Impl::Init(WeightResolver& weights) {
         if (*nb > 0 && data->data() == nullptr) {
           return absl::InvalidArgumentError(
               absl::StrCat("CPU backend: weight '", val.name, "' resolved to null"));
+        }
+        if (reinterpret_cast<uintptr_t>(data->data()) % WeightAlignment(val.dtype) != 0) {
+          // The kernels load whole elements: copy a misaligned tensor once.
+          Buffer copy(*nb);
+          if (!copy.ok()) {
+            return absl::ResourceExhaustedError(absl::StrCat(
+                "CPU backend: cannot allocate ", *nb, " bytes to align weight '", val.name, "'"));
+          }
+          std::memcpy(copy.data(), data->data(), static_cast<size_t>(*nb));
+          main.ptr[v] = copy.data();
+          weight_copies.push_back(std::move(copy));
+          break;
         }
         // Weights are only ever read; the pointer is non-const to share the table.
         main.ptr[v] = const_cast<uint8_t*>(data->data());
@@ -1369,10 +1425,27 @@ absl::StatusOr<std::unique_ptr<CpuExecutor>> CpuExecutor::Create(const ir::Graph
                                                                  CpuExecutorOptions opts) {
   auto impl = std::make_unique<Impl>();
   impl->graph = graph;
-  if (absl::Status s = impl->Init(weights); !s.ok()) return s;
+  if (absl::Status s = impl->Init(weights, opts); !s.ok()) return s;
   int threads = opts.threads;
   if (threads <= 0) threads = cpu::DefaultThreadCount();
+  auto warn = [&](const std::string& msg) {
+    if (opts.warn) {
+      opts.warn(msg);
+    } else {
+      std::fprintf(stderr, "vibrant: %s\n", msg.c_str());
+    }
+  };
+  if (threads > cpu::kMaxThreads) {
+    warn(absl::StrCat("CPU backend: ", threads, " threads requested; using at most ",
+                      cpu::kMaxThreads));
+    threads = cpu::kMaxThreads;
+  }
   impl->pool = std::make_unique<cpu::ThreadPool>(threads);
+  if (impl->pool->num_threads() < threads) {
+    warn(absl::StrCat("CPU backend: ", threads, " threads requested, but only ",
+                      impl->pool->num_threads(), " could be created (",
+                      impl->pool->creation_error(), "); using ", impl->pool->num_threads()));
+  }
   impl->fused_scratch = Buffer(impl->pool->num_threads() * impl->scratch_slot_bytes);
   if (!impl->fused_scratch.ok()) {
     return absl::ResourceExhaustedError("CPU backend: fused body scratch allocation failed");
@@ -1490,6 +1563,8 @@ absl::StatusOr<absl::Span<const float>> CpuExecutor::StepBatch(const BatchInputs
   return absl::Span<const float>(reinterpret_cast<const float*>(m.main.ptr[m.logits]),
                                  ir::NumElements(m.graph.value(m.logits).shape, T));
 }
+
+int CpuExecutor::num_threads() const { return impl_->pool->num_threads(); }
 
 std::string CpuExecutor::KernelSummary() const {
   bool fast = false, exact = false;

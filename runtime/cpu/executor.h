@@ -5,11 +5,13 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "ir/graph.h"
+#include "runtime/plan_validate.h"
 #include "runtime/sampler.h"
 
 namespace vibrant {
@@ -31,7 +33,16 @@ struct BatchInputs {
 };
 
 struct CpuExecutorOptions {
-  int threads = 0;  // 0 = the physical cores this process may use (cpu::DefaultThreadCount)
+  // 0 = the physical cores this process may use (cpu::DefaultThreadCount). More than cpu::kMaxThreads, or more than the
+  // machine lets us create, runs with fewer and says so through `warn`.
+  int threads = 0;
+  // The most bytes the graph's arenas and KV caches may take together; unset:
+  // HostMemoryLimit() (VIBRANT_MAX_MEMORY, else the machine's memory). A
+  // larger plan is a ResourceExhausted error at Create.
+  std::optional<MemoryLimit> memory_limit;
+  // Where warnings go (fewer threads than asked); unset: stderr, prefixed
+  // "vibrant: ".
+  std::function<void(const std::string&)> warn;
 };
 
 class CpuExecutor {
@@ -56,6 +67,8 @@ class CpuExecutor {
   bool paged() const;
   // Forgets the KV cache contents (a new sequence).
   void Reset();
+  // The threads steps run on, the caller's included.
+  int num_threads() const;
 
   // Whether the graph has a sample op (passes/append_sample: an input
   // "sampling" and an output "token"). Step then runs it greedily.

@@ -627,6 +627,63 @@ Graph BuildElementwise(bool fused, int64_t D) {
   return g;
 }
 
+// Issue #16: a GGUF with general.alignment = 1 (legal) leaves f32 weights at
+// odd addresses, and the kernels loaded floats from them (UBSan: misaligned
+// load in kernels.cc). Every weight is handed over one byte past an aligned
+// address here; the executor must copy what it cannot load and compute
+// exactly what it computes from aligned weights. (In a normal build an x86
+// misaligned load works, so this fails before the fix under the sanitizer
+// build, scripts/sanitize.sh, which aborts on the first misaligned load.)
+TEST(CpuExecutorTest, MisalignedWeightsAreCopied) {
+  TinyConfig c;
+  const Weights w = MakeWeights(c);
+  std::map<std::string, std::vector<uint8_t>> shifted;  // one spare byte in front
+  for (const auto& [name, bytes] : w.bytes) {
+    std::vector<uint8_t>& b = shifted[name];
+    b.assign(bytes.size() + 1, 0);
+    std::memcpy(b.data() + 1, bytes.data(), bytes.size());
+  }
+  WeightResolver misaligned = [&shifted](const std::string& src)
+      -> absl::StatusOr<absl::Span<const uint8_t>> {
+    auto it = shifted.find(src);
+    if (it == shifted.end()) return absl::NotFoundError(src);
+    // std::vector's storage is aligned, so data() + 1 is not 2- or 4-aligned.
+    return absl::Span<const uint8_t>(it->second.data() + 1, it->second.size() - 1);
+  };
+  std::unique_ptr<CpuExecutor> aligned = MakeExecutor(BuildTiny(c), w);
+  CpuExecutorOptions opts;
+  opts.threads = 2;
+  absl::StatusOr<std::unique_ptr<CpuExecutor>> odd = CpuExecutor::Create(BuildTiny(c), misaligned, opts);
+  ASSERT_TRUE(aligned && odd.ok()) << odd.status();
+  const std::vector<int32_t> ids = {3, 1, 4, 1, 5};
+  absl::StatusOr<absl::Span<const float>> a = aligned->Step(ids, 0);
+  ASSERT_TRUE(a.ok());
+  const std::vector<float> want(a->begin(), a->end());
+  absl::StatusOr<absl::Span<const float>> b = (*odd)->Step(ids, 0);
+  ASSERT_TRUE(b.ok());
+  EXPECT_EQ(std::vector<float>(b->begin(), b->end()), want);
+}
+
+// Issue #16: `-t N` beyond what the machine gives aborted with an uncaught
+// std::system_error. Requests above cpu::kMaxThreads are capped with a
+// warning (creating 100000 threads is never what anyone wants).
+TEST(CpuExecutorTest, ThreadCountIsCappedWithAWarning) {
+  TinyConfig c;
+  const Weights w = MakeWeights(c);
+  CpuExecutorOptions opts;
+  opts.threads = 100000;
+  std::vector<std::string> warnings;
+  opts.warn = [&warnings](const std::string& m) { warnings.push_back(m); };
+  absl::StatusOr<std::unique_ptr<CpuExecutor>> e = CpuExecutor::Create(BuildTiny(c), w.Resolver(), opts);
+  ASSERT_TRUE(e.ok()) << e.status();
+  ASSERT_FALSE(warnings.empty());
+  EXPECT_THAT(warnings[0], HasSubstr("100000 threads requested; using at most 1024"));
+  EXPECT_LE((*e)->num_threads(), 1024);
+  EXPECT_GE((*e)->num_threads(), 1);
+  const std::vector<int32_t> ids = {3, 1, 4};
+  EXPECT_TRUE((*e)->Step(ids, 0).ok());
+}
+
 TEST(CpuExecutorTest, FusedBodyEqualsUnfusedOps) {
   const int64_t D = 16;
   Weights w;
@@ -848,7 +905,11 @@ TEST_F(RealModelTest, TinyModelsGenerateQuickly) {
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     std::cout << name << ": prefill " << prompt.size() << " + decode " << n - 1 << " tokens in "
               << ms << " ms\n";
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+    EXPECT_LT(ms, 100000);  // sanitized builds (scripts/sanitize.sh) are 5-20x slower
+#else
     EXPECT_LT(ms, 10000);
+#endif
     // Greedy tokens agree with llama.cpp while its top-1 margin is clear of
     // the activation-quantization noise of its quantized dot products.
     for (size_t i = 0; i < want.size() && i < got.size() && margins[i] > 0.5; ++i) {

@@ -1,6 +1,7 @@
 #include "runtime/cpu/thread_pool.h"
 
 #include <algorithm>
+#include <exception>
 #include <chrono>
 
 #include "runtime/cpu/cpu_features.h"
@@ -28,8 +29,15 @@ using Clock = std::chrono::steady_clock;
 int DefaultThreadCount() { return PhysicalCoreCount(); }
 
 ThreadPool::ThreadPool(int num_threads) {
+  workers_.reserve(static_cast<size_t>(std::clamp(num_threads - 1, 0, kMaxThreads)));
   for (int i = 1; i < num_threads; ++i) {
-    workers_.emplace_back([this] { WorkerLoop(); });
+    try {
+      workers_.emplace_back([this] { WorkerLoop(); });
+    } catch (const std::exception& e) {  // std::system_error: EAGAIN and the like
+      creation_error_ = e.what();
+      if (creation_error_.empty()) creation_error_ = "thread creation failed";
+      break;
+    }
   }
 }
 

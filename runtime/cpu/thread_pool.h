@@ -25,16 +25,23 @@
 #include <cstdint>
 #include <functional>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
 namespace vibrant::cpu {
 
+// The most threads a pool runs (the executor caps larger requests).
+inline constexpr int kMaxThreads = 1024;
+
 class ThreadPool {
  public:
   // `num_threads` counts the calling thread: 1 (or less) runs everything
   // inline and starts no thread; 0 is not special here (the executor maps its
-  // "0 = default" option before constructing the pool).
+  // "0 = default" option before constructing the pool). Never
+  // throws: when the system refuses a thread (process or memory limits), the
+  // pool runs with the threads it got; num_threads() says how many and
+  // creation_error() why.
   explicit ThreadPool(int num_threads);
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
@@ -42,6 +49,8 @@ class ThreadPool {
 
   // Threads taking part in ParallelFor, the caller included.
   int num_threads() const { return static_cast<int>(workers_.size()) + 1; }
+  // Why fewer threads than requested were created; empty when all were.
+  const std::string& creation_error() const { return creation_error_; }
 
   // Calls fn(begin, end) over disjoint chunks covering [0, n), each at least
   // `min_chunk` long (except possibly the last), and blocks until all return.
@@ -69,6 +78,7 @@ class ThreadPool {
   static constexpr uint64_t kJobMask = (uint64_t{1} << (64 - kIndexBits)) - 1;
 
   std::vector<std::thread> workers_;
+  std::string creation_error_;
   std::mutex mu_;
   std::condition_variable work_cv_;
   Job jobs_[2];

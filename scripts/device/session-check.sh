@@ -10,7 +10,7 @@ TESTS=1 MODELS=none BPS="" bash scripts/device/persistent.sh 2>&1 | grep -v "syn
 b=build/tools/vibrant-bench/vibrant-bench; vc=build/tools/vibrantc/vibrantc
 m=/tmp/q3.gguf
 $vc synth --preset qwen2.5-3b --type q4_k_m -o $m > /dev/null 2>&1 || { echo "synth failed"; exit 1; }
-for args in "-p 512,4096 -n 0" "-p 512,4096 -n 0 --mmq-max-rows 65536" "-p 0 -n 128" "-p 0 -n 128 --decode-blocks-per-sm 2"; do
+for args in ${BENCH_ARGS:-"-p 512,4096 -n 0" "-p 512,4096 -n 0 --mmq-max-rows 65536"}; do
   echo "== vibrant-bench $args"
   timeout 150 $b -m $m --device cuda -r 2 $args 2>&1 | grep -E "^\| qwen|rror" | tee -a "$OUT/bench.txt"
 done

@@ -53,6 +53,8 @@
 #include "runtime/backends.h"
 #include "runtime/program.h"
 #include "frontends/gguf/gguf.h"
+#include "frontends/io/file.h"
+#include "frontends/io/text.h"
 #include "frontends/lower/lower.h"
 #include "ir/graph.h"
 #include "ir/serialize.h"
@@ -643,10 +645,9 @@ int64_t MetaInt(const ir::Graph& g, const std::string& key) {
 }
 
 bool IsPlan(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  char magic[8] = {};
-  in.read(magic, 8);
-  return in.gcount() == 8 && std::equal(magic, magic + 8, kPlanMagic);
+  // Never blocks (a FIFO is not a plan; opening it as a GGUF then says why).
+  absl::StatusOr<std::string> magic = io::ReadFileHead(path, 8);
+  return magic.ok() && magic->size() == 8 && std::equal(magic->begin(), magic->end(), kPlanMagic);
 }
 
 // Host memory read bandwidth with `threads` threads, GB/s: each thread sums
@@ -1047,7 +1048,7 @@ int main(int argc, char** argv) {
     if (!args.json) std::fprintf(stderr, "vibrant-bench: %s ...\n", m.c_str());
     absl::Status s = vibrant::BenchModel(args, m, &runs);
     if (!s.ok()) {
-      std::fprintf(stderr, "vibrant-bench: %s\n", std::string(s.message()).c_str());
+      std::fprintf(stderr, "vibrant-bench: %s\n", vibrant::io::EscapeForTerminal(s.message(), true).c_str());
       return 1;
     }
   }

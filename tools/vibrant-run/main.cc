@@ -30,6 +30,7 @@
 #include "api/conversation.h"
 #include "api/model.h"
 #include "api/version.h"
+#include "frontends/io/text.h"
 #include "nlohmann/json.hpp"
 #include "runtime/generate.h"
 #include "runtime/sampler.h"
@@ -157,7 +158,8 @@ struct RunArgs {
 };
 
 bool UsageError(const std::string& msg) {
-  std::fprintf(stderr, "vibrant-run: %s\n(vibrant-run --help lists the options)\n", msg.c_str());
+  std::fprintf(stderr, "vibrant-run: %s\n(vibrant-run --help lists the options)\n",
+               io::EscapeForTerminal(msg, true).c_str());
   return false;
 }
 
@@ -400,7 +402,8 @@ void WriteJsonLine(const nlohmann::json& j) {
   WriteOut(line);
 }
 
-void Note(std::string_view s) { std::fprintf(stderr, "vibrant-run: %.*s\n", static_cast<int>(s.size()), s.data()); }
+// Notes quote file names and GGUF metadata: escaped, like every error (frontends/io/text.h).
+void Note(std::string_view s) { std::fprintf(stderr, "vibrant-run: %s\n", io::EscapeForTerminal(s, true).c_str()); }
 
 double Rate(int64_t n, double seconds) { return seconds > 0 ? n / seconds : 0.0; }
 
@@ -548,12 +551,12 @@ void SetUpVerify(const RunArgs& args, Loaded& l) {
       if (!o.ok) {
         ++*failures;
         std::fprintf(stderr, "verify: MISMATCH %s: rel err %.3g (max |diff| %.3g, max |cpu| %.3g)\n",
-                     o.desc.c_str(), o.rel_err, o.max_abs, o.ref_max);
+                     io::EscapeForTerminal(o.desc).c_str(), o.rel_err, o.max_abs, o.ref_max);
       }
     }
     std::fprintf(stderr, "verify: step of %zu tokens at position %d: %zu op outputs, worst rel err %.3g%s%s\n",
                  ids.size(), pos0, r->ops.size(), worst, r->first_bad >= 0 ? "; first mismatch: " : "",
-                 r->first_bad >= 0 ? r->ops[r->first_bad].desc.c_str() : "");
+                 r->first_bad >= 0 ? io::EscapeForTerminal(r->ops[r->first_bad].desc).c_str() : "");
     return r->logits;
   });
 }
@@ -741,7 +744,7 @@ int main(int argc, char** argv) {
   auto read_file = [](const std::string& flag, const std::string& path, std::string* out) {
     absl::StatusOr<std::string> text = ReadTextFile(flag, path);
     if (!text.ok()) {
-      std::fprintf(stderr, "vibrant-run: %s\n", std::string(text.status().message()).c_str());
+      std::fprintf(stderr, "vibrant-run: %s\n", io::EscapeForTerminal(text.status().message(), true).c_str());
       return false;
     }
     *out = *std::move(text);
@@ -750,7 +753,8 @@ int main(int argc, char** argv) {
   if (!args.chat_template_file.empty()) {
     if (!read_file("--chat-template-file", args.chat_template_file, &args.chat_template)) return 1;
     if (args.chat_template.empty()) {
-      std::fprintf(stderr, "vibrant-run: --chat-template-file %s: is empty\n", args.chat_template_file.c_str());
+      std::fprintf(stderr, "vibrant-run: --chat-template-file %s: is empty\n",
+                   io::EscapeForTerminal(args.chat_template_file).c_str());
       return 1;
     }
   }
@@ -761,7 +765,7 @@ int main(int argc, char** argv) {
   if (!args.chat_template.empty()) {
     absl::StatusOr<chat::ChatTemplate> t = chat::TemplateFromNameOrText(args.chat_template);
     if (!t.ok()) {
-      std::fprintf(stderr, "vibrant-run: --chat-template: %s\n", std::string(t.status().message()).c_str());
+      std::fprintf(stderr, "vibrant-run: --chat-template: %s\n", io::EscapeForTerminal(t.status().message(), true).c_str());
       return 2;
     }
   }
@@ -770,7 +774,7 @@ int main(int argc, char** argv) {
   if (!args.prompt_file.empty()) {
     absl::StatusOr<std::string> p = ReadTextFile("-f", args.prompt_file);
     if (!p.ok()) {
-      std::fprintf(stderr, "vibrant-run: %s\n", std::string(p.status().message()).c_str());
+      std::fprintf(stderr, "vibrant-run: %s\n", io::EscapeForTerminal(p.status().message(), true).c_str());
       return 1;
     }
     prompt = *std::move(p);
@@ -789,7 +793,7 @@ int main(int argc, char** argv) {
   }
   if (!st.ok()) {
     EndLineBeforeStderr();
-    std::fprintf(stderr, "vibrant-run: %s\n", std::string(st.message()).c_str());
+    std::fprintf(stderr, "vibrant-run: %s\n", io::EscapeForTerminal(st.message(), true).c_str());
     return 1;
   }
   if (loaded->verify_failures > 0) {

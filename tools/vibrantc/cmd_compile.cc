@@ -14,6 +14,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "frontends/gguf/gguf.h"
+#include "frontends/io/file.h"
+#include "frontends/io/text.h"
+#include "frontends/tokenizer/tokenizer.h"
 #include "frontends/lower/lower.h"
 #include "compiler/compiler.h"
 #include "ir/graph.h"
@@ -371,14 +374,14 @@ void PrintPassReport(const compiler::Compiled& r) {
 int CompileShapes(const CompileArgs& a, const std::string& device) {
   absl::StatusOr<TransformerSpec> spec = ParseShapesSpec(a.shapes);
   if (!spec.ok()) {
-    std::fprintf(stderr, "vibrantc compile: %s\n", std::string(spec.status().message()).c_str());
+    std::fprintf(stderr, "vibrantc compile: %s\n", io::EscapeForTerminal(spec.status().message(), true).c_str());
     return 2;
   }
   absl::StatusOr<compiler::Compiled> c =
       compiler::CompileShapes(ShapesFromSpec(*spec), ToCompileOptions(a, device));
   if (c.ok()) PrintNotes(c->notes);
   if (!c.ok()) {
-    std::fprintf(stderr, "vibrantc compile: %s\n", std::string(c.status().message()).c_str());
+    std::fprintf(stderr, "vibrantc compile: %s\n", io::EscapeForTerminal(c.status().message(), true).c_str());
     return 1;
   }
   const ir::Graph* graph = &c->graph;
@@ -413,7 +416,7 @@ int64_t WeightBytes(const ir::Graph& g) {
 }
 
 int Fail(const absl::Status& st) {
-  std::fprintf(stderr, "vibrantc compile: %s\n", std::string(st.message()).c_str());
+  std::fprintf(stderr, "vibrantc compile: %s\n", io::EscapeForTerminal(st.message(), true).c_str());
   return 1;
 }
 
@@ -439,11 +442,31 @@ int RunCompile(const std::vector<std::string>& args) {
 
   if (!a.shapes.empty()) return CompileShapes(a, device);
 
+  // The plan is renamed over -o at the end: never over the model it reads.
+  if (absl::Status st = io::CheckOutputIsNotInput("-o", a.output, {a.model}); !st.ok()) {
+    return Fail(st);
+  }
   absl::StatusOr<std::unique_ptr<GgufFile>> file = GgufFile::Open(a.model);
   if (!file.ok()) return Fail(file.status());
+  // A context longer than the model was trained for: positions it never
+  // saw, and a KV cache as large as the flag says.
+  if (absl::StatusOr<std::string> arch = (*file)->Architecture(); arch.ok() && a.lower.n_ctx > 0) {
+    const std::string key = *arch + ".context_length";
+    absl::StatusOr<int64_t> train = (*file)->GetInt(key);
+    if (train.ok() && *train > 0 && a.lower.n_ctx > *train) {
+      return Fail(absl::InvalidArgumentError(absl::StrCat(
+          "--ctx-size ", a.lower.n_ctx, " exceeds the context the model was trained for (", *train,
+          " tokens, ", key, " in ", a.model, ")")));
+    }
+  }
   absl::StatusOr<compiler::Compiled> c = compiler::CompileGguf(**file, ToCompileOptions(a, device));
   if (c.ok()) PrintNotes(c->notes);
   if (!c.ok()) return Fail(c.status());
+  // The vocabulary vibrant-run will tokenize with, against the embedding's
+  // rows: caught here, not as a run that prints nothing.
+  if (absl::Status st = ValidateVocabulary(**file, MetaInt(c->graph, "n_vocab", -1)); !st.ok()) {
+    return Fail(st);
+  }
   if (absl::Status st = compiler::WritePlanFile(a.output, *c, **file, a.embed_weights); !st.ok()) {
     return Fail(st);
   }

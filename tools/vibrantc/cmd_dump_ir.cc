@@ -13,6 +13,8 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "frontends/gguf/gguf.h"
+#include "frontends/io/file.h"
+#include "frontends/io/text.h"
 #include "frontends/lower/lower.h"
 #include "ir/graph.h"
 #include "ir/printer.h"
@@ -82,14 +84,15 @@ int RunDumpIr(const std::vector<std::string>& args) {
   auto fail = [](const absl::Status& st) {
     std::string msg(st.message());
     if (msg.rfind("--print-ir-after=", 0) == 0) msg = "--after=" + msg.substr(17);  // this command's flag
-    std::fprintf(stderr, "vibrantc dump-ir: %s\n", msg.c_str());
+    std::fprintf(stderr, "vibrantc dump-ir: %s\n", io::EscapeForTerminal(msg, true).c_str());
     return 1;
   };
   char magic[8] = {};
   {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) return fail(absl::NotFoundError(absl::StrCat(path, ": cannot open")));
-    in.read(magic, sizeof(magic));
+    // Regular files only (a FIFO would block): frontends/io/file.h.
+    absl::StatusOr<std::string> head = io::ReadFileHead(path, sizeof(magic));
+    if (!head.ok()) return fail(head.status());
+    std::memcpy(magic, head->data(), head->size());
   }
   if (std::memcmp(magic, kPlanMagic, sizeof(kPlanMagic)) == 0) {
     absl::StatusOr<std::unique_ptr<PlanFile>> plan = PlanFile::Open(path);

@@ -35,6 +35,8 @@
 #include "absl/strings/str_join.h"
 #include "frontends/chat/chat_template.h"
 #include "frontends/gguf/gguf.h"
+#include "frontends/io/file.h"
+#include "frontends/io/text.h"
 #include "frontends/tokenizer/tokenizer.h"
 #include "ir/dtype.h"
 #include "ir/graph.h"
@@ -272,7 +274,7 @@ void PrintSummary(const Json& s) {
   }
   std::printf("tensor types: %s\n", types.c_str());
   if (s["vocab_type"].is_null()) {
-    std::printf("vocab:       unreadable (%s)\n", s["vocab_error"].get<std::string>().c_str());
+    std::printf("vocab:       unreadable (%s)\n", io::EscapeForTerminal(s["vocab_error"].get<std::string>()).c_str());
   } else {
     std::printf("vocab type:  %s, %lld tokens", s["vocab_type"].get<std::string>().c_str(),
                 static_cast<long long>(s["n_vocab"].get<int64_t>()));
@@ -280,7 +282,7 @@ void PrintSummary(const Json& s) {
     std::printf("\n");
     for (const auto& [name, t] : s["special_tokens"].items()) {
       std::printf("%s token:   %lld %s\n", name.c_str(), static_cast<long long>(t["id"].get<int64_t>()),
-                  TokenShown(t["text"].get<std::string>()).c_str());
+                  io::EscapeForTerminal(TokenShown(t["text"].get<std::string>())).c_str());
     }
   }
   std::printf("chat template: %s\n\n", s["chat_template"].get<std::string>().c_str());
@@ -342,26 +344,26 @@ Json PlanSummary(const PlanFile& p) {
 }
 
 void PrintPlan(const Json& j) {
-  std::printf("plan:        %s\n", j["file"].get<std::string>().c_str());
+  std::printf("plan:        %s\n", io::EscapeForTerminal(j["file"].get<std::string>()).c_str());
   std::printf("format:      version %u, %llu bytes\n", j["format_version"].get<uint32_t>(),
               static_cast<unsigned long long>(j["size"].get<uint64_t>()));
   std::string opts;
   for (const auto& [k, v] : j["options"].items()) absl::StrAppend(&opts, opts.empty() ? "" : ", ", k, "=", v.get<std::string>());
-  std::printf("options:     %s\n", opts.c_str());
+  std::printf("options:     %s\n", io::EscapeForTerminal(opts).c_str());
   const Json& m = j["model"];
   if (m.contains("path")) {
-    std::printf("model:       %s (%llu bytes, fingerprint %s): %s\n", m["path"].get<std::string>().c_str(),
+    std::printf("model:       %s (%llu bytes, fingerprint %s): %s\n", io::EscapeForTerminal(m["path"].get<std::string>()).c_str(),
                 static_cast<unsigned long long>(m["size"].get<uint64_t>()),
-                m["fingerprint"].get<std::string>().c_str(), m["status"].get<std::string>().c_str());
+                m["fingerprint"].get<std::string>().c_str(), io::EscapeForTerminal(m["status"].get<std::string>()).c_str());
   } else if (m.contains("embedded_bytes")) {
     std::printf("model:       embedded (%llu bytes)\n", static_cast<unsigned long long>(m["embedded_bytes"].get<uint64_t>()));
   }
   const Json& g = j["graph"];
   if (g.contains("error")) {
-    std::printf("graph:       %s\n", g["error"].get<std::string>().c_str());
+    std::printf("graph:       %s\n", io::EscapeForTerminal(g["error"].get<std::string>()).c_str());
   } else {
     std::printf("graph:       %s, %lld layers, d %lld, vocab %lld, n_ctx %lld: %lld ops (%lld fused), %lld values, max_tokens %lld\n",
-                g.value("arch", std::string("?")).c_str(), static_cast<long long>(g.value("n_layer", int64_t{0})),
+                io::EscapeForTerminal(g.value("arch", std::string("?"))).c_str(), static_cast<long long>(g.value("n_layer", int64_t{0})),
                 static_cast<long long>(g.value("n_embd", int64_t{0})), static_cast<long long>(g.value("n_vocab", int64_t{0})),
                 static_cast<long long>(g.value("n_ctx", int64_t{0})), static_cast<long long>(g["ops"].get<int64_t>()),
                 static_cast<long long>(g["fused_ops"].get<int64_t>()), static_cast<long long>(g["values"].get<int64_t>()),
@@ -376,11 +378,15 @@ void PrintPlan(const Json& j) {
   std::printf("dispatch:    %s\n", db > 0 ? absl::StrCat(db, " bytes").c_str() : "none");
 }
 
+
+// Human output goes to a terminal: every string that comes from the file
+// (keys, values, tensor names) is escaped (frontends/io/text.h), so that a
+// crafted name cannot move the cursor or retitle the window.
 void PrintHuman(const GgufFile& f) {
   PrintSummary(ModelSummary(f));
   uint64_t data_bytes = 0;
   for (const GgufTensorInfo& t : f.tensors()) data_bytes += t.bytes;
-  std::printf("file:        %s\n", f.path().c_str());
+  std::printf("file:        %s\n", io::EscapeForTerminal(f.path()).c_str());
   std::printf("version:     %u\n", f.version());
   std::printf("size:        %llu bytes\n", static_cast<unsigned long long>(f.file_size()));
   std::printf("alignment:   %llu\n", static_cast<unsigned long long>(f.alignment()));
@@ -388,32 +394,35 @@ void PrintHuman(const GgufFile& f) {
 
   std::printf("\nmetadata (%zu keys):\n", f.metadata().size());
   size_t key_w = 3, type_w = 4;
-  std::vector<std::string> types;
+  std::vector<std::string> types, keys;
   for (const auto& [key, value] : f.metadata()) {
     types.push_back(TypeLabel(value));
-    key_w = std::max(key_w, key.size());
+    keys.push_back(io::EscapeForTerminal(key));
+    key_w = std::max(key_w, keys.back().size());
     type_w = std::max(type_w, types.back().size());
   }
   std::printf("  %-*s  %-*s  %s\n", static_cast<int>(key_w), "key", static_cast<int>(type_w),
               "type", "value");
   for (size_t i = 0; i < f.metadata().size(); ++i) {
-    const auto& [key, value] = f.metadata()[i];
+    const GgufValue& value = f.metadata()[i].second;
     std::string shown = value.ToString(8);
     if (shown.size() > 200) {
       size_t cut = 197;  // back up to the start of a UTF-8 sequence
       while (cut > 0 && (static_cast<unsigned char>(shown[cut]) & 0xC0) == 0x80) --cut;
       shown = shown.substr(0, cut) + "...";
     }
-    std::printf("  %-*s  %-*s  %s\n", static_cast<int>(key_w), key.c_str(),
-                static_cast<int>(type_w), types[i].c_str(), shown.c_str());
+    std::printf("  %-*s  %-*s  %s\n", static_cast<int>(key_w), keys[i].c_str(),
+                static_cast<int>(type_w), types[i].c_str(), io::EscapeForTerminal(shown).c_str());
   }
 
   std::printf("\ntensors (%zu, %llu bytes of data):\n", f.tensors().size(),
               static_cast<unsigned long long>(data_bytes));
   if (f.tensors().empty()) return;
   size_t name_w = 4, type_col = 4, shape_w = 5, bytes_w = 5;
+  std::vector<std::string> names;
   for (const GgufTensorInfo& t : f.tensors()) {
-    name_w = std::max(name_w, t.name.size());
+    names.push_back(io::EscapeForTerminal(t.name));
+    name_w = std::max(name_w, names.back().size());
     type_col = std::max(type_col, DTypeName(t.type).size());
     shape_w = std::max(shape_w, ShapeString(t.dims).size());
     bytes_w = std::max(bytes_w, absl::StrCat(t.bytes).size());
@@ -421,8 +430,9 @@ void PrintHuman(const GgufFile& f) {
   std::printf("  %-*s  %-*s  %-*s  %*s  %s\n", static_cast<int>(name_w), "name",
               static_cast<int>(type_col), "type", static_cast<int>(shape_w), "shape",
               static_cast<int>(bytes_w), "bytes", "offset");
-  for (const GgufTensorInfo& t : f.tensors()) {
-    std::printf("  %-*s  %-*s  %-*s  %*llu  %llu\n", static_cast<int>(name_w), t.name.c_str(),
+  for (size_t i = 0; i < f.tensors().size(); ++i) {
+    const GgufTensorInfo& t = f.tensors()[i];
+    std::printf("  %-*s  %-*s  %-*s  %*llu  %llu\n", static_cast<int>(name_w), names[i].c_str(),
                 static_cast<int>(type_col), std::string(DTypeName(t.type)).c_str(),
                 static_cast<int>(shape_w), ShapeString(t.dims).c_str(),
                 static_cast<int>(bytes_w), static_cast<unsigned long long>(t.bytes),
@@ -473,8 +483,10 @@ void PrintJson(const GgufFile& f) {
   out["unsupported_types"] = std::move(unsupported);
   out["summary"] = ModelSummary(f);
   // Strings in GGUF files are not always valid UTF-8; replace bad bytes
-  // with U+FFFD rather than failing.
-  std::string text = out.dump(-1, ' ', false, Json::error_handler_t::replace);
+  // with U+FFFD rather than failing. ensure_ascii: every non-ASCII character
+  // as \uXXXX, so that C1 controls (U+009B is CSI) cannot reach a terminal
+  // either; parsers read the same strings.
+  std::string text = out.dump(-1, ' ', true, Json::error_handler_t::replace);
   std::fwrite(text.data(), 1, text.size(), stdout);
   std::fputc('\n', stdout);
 }
@@ -506,19 +518,20 @@ int RunInspect(const std::vector<std::string>& args) {
   }
   // A plan?
   {
-    FILE* probe = std::fopen(path.c_str(), "rb");
-    char magic[8] = {};
-    const size_t got = probe != nullptr ? std::fread(magic, 1, sizeof(magic), probe) : 0;
-    if (probe != nullptr) std::fclose(probe);
-    if (got == sizeof(magic) && std::memcmp(magic, kPlanMagic, sizeof(magic)) == 0) {
+    // Regular files only (a FIFO would block here): frontends/io/file.h. A
+    // file that cannot be read is reported by GgufFile::Open below.
+    absl::StatusOr<std::string> head = io::ReadFileHead(path, sizeof(kPlanMagic));
+    if (head.ok() && head->size() == sizeof(kPlanMagic) &&
+        std::memcmp(head->data(), kPlanMagic, sizeof(kPlanMagic)) == 0) {
       absl::StatusOr<std::unique_ptr<PlanFile>> p = PlanFile::Open(path);
       if (!p.ok()) {
-        std::fprintf(stderr, "vibrantc inspect: %s\n", std::string(p.status().message()).c_str());
+        std::fprintf(stderr, "vibrantc inspect: %s\n", io::EscapeForTerminal(p.status().message(), true).c_str());
         return 1;
       }
       Json j = PlanSummary(**p);
       if (json) {
-        std::string text = j.dump(-1, ' ', false, Json::error_handler_t::replace);
+        // ensure_ascii, as for a GGUF below: no C1 control reaches a terminal.
+        std::string text = j.dump(-1, ' ', true, Json::error_handler_t::replace);
         std::printf("%s\n", text.c_str());
       } else {
         PrintPlan(j);
@@ -528,7 +541,7 @@ int RunInspect(const std::vector<std::string>& args) {
   }
   absl::StatusOr<std::unique_ptr<GgufFile>> f = GgufFile::Open(path);
   if (!f.ok()) {
-    std::fprintf(stderr, "vibrantc inspect: %s\n", std::string(f.status().message()).c_str());
+    std::fprintf(stderr, "vibrantc inspect: %s\n", vibrant::io::EscapeForTerminal(f.status().message(), true).c_str());
     return 1;
   }
   if (json) {

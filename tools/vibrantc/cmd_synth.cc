@@ -13,6 +13,7 @@
 #include "bench/synth/quant_mix.h"
 #include "bench/synth/synth.h"
 #include "bench/synth/vocab.h"
+#include "frontends/io/text.h"
 #include "tools/vibrantc/commands.h"
 
 namespace vibrant::cli {
@@ -158,7 +159,7 @@ int RunSynth(const std::vector<std::string>& args) {
   const auto t0 = std::chrono::steady_clock::now();
   absl::StatusOr<synth::SynthReport> r = synth::SynthesizeModel(o, output);
   if (!r.ok()) {
-    std::fprintf(stderr, "vibrantc synth: %s\n", std::string(r.status().message()).c_str());
+    std::fprintf(stderr, "vibrantc synth: %s\n", vibrant::io::EscapeForTerminal(r.status().message(), true).c_str());
     return 1;
   }
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

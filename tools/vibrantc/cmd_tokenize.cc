@@ -27,6 +27,8 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "frontends/gguf/gguf.h"
+#include "frontends/io/file.h"
+#include "frontends/io/text.h"
 #include "frontends/tokenizer/tokenizer.h"
 #include "frontends/tokenizer/utf8.h"
 #include "nlohmann/json.hpp"
@@ -89,17 +91,13 @@ int RunTokenize(const std::vector<std::string>& args) {
   std::string text;
   if (have_file) {
     if (positional.size() > 1) return UsageError("give either TEXT or --file, not both");
-    std::ifstream in(file, std::ios::binary);
-    if (!in) {
-      std::fprintf(stderr, "vibrantc tokenize: cannot open '%s': %s\n", file.c_str(),
-                   std::strerror(errno));
+    absl::StatusOr<std::string> read = io::ReadFile(file);  // regular files only
+    if (!read.ok()) {
+      std::fprintf(stderr, "vibrantc tokenize: %s\n",
+                   io::EscapeForTerminal(read.status().message(), true).c_str());
       return 1;
     }
-    text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-    if (in.bad()) {
-      std::fprintf(stderr, "vibrantc tokenize: cannot read '%s'\n", file.c_str());
-      return 1;
-    }
+    text = *std::move(read);
   } else {
     if (positional.size() < 2) return UsageError("missing TEXT (or --file F)");
     if (positional.size() > 2) {
@@ -110,19 +108,19 @@ int RunTokenize(const std::vector<std::string>& args) {
 
   absl::StatusOr<std::unique_ptr<GgufFile>> gguf = GgufFile::Open(model_path);
   if (!gguf.ok()) {
-    std::fprintf(stderr, "vibrantc tokenize: %s\n", std::string(gguf.status().message()).c_str());
+    std::fprintf(stderr, "vibrantc tokenize: %s\n", vibrant::io::EscapeForTerminal(gguf.status().message(), true).c_str());
     return 1;
   }
   absl::StatusOr<std::unique_ptr<Tokenizer>> tok = Tokenizer::FromGguf(**gguf);
   if (!tok.ok()) {
-    std::fprintf(stderr, "vibrantc tokenize: %s\n", std::string(tok.status().message()).c_str());
+    std::fprintf(stderr, "vibrantc tokenize: %s\n", vibrant::io::EscapeForTerminal(tok.status().message(), true).c_str());
     return 1;
   }
   absl::StatusOr<std::vector<int32_t>> ids =
       (*tok)->Encode(text, /*add_special=*/!no_bos, /*parse_special=*/!no_parse_special);
   if (!ids.ok()) {
     std::fprintf(stderr, "vibrantc tokenize: %s: %s\n",
-                 have_file ? file.c_str() : "TEXT", std::string(ids.status().message()).c_str());
+                 have_file ? file.c_str() : "TEXT", vibrant::io::EscapeForTerminal(ids.status().message(), true).c_str());
     return 1;
   }
 
