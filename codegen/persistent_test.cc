@@ -195,24 +195,33 @@ bool Simulate(const PersistentSchedule& p, std::vector<std::pair<int, int64_t>>*
   return true;
 }
 
-TEST(PersistentSchedule, EveryGroupRunsAfterItsDependenciesForAnyBlockCount) {
+// Tiny Qwen2 through the default cuda pipeline (schedule-decode with
+// `decode_blocks_per_sm`; 0: one launch per op).
+absl::StatusOr<ir::Graph> CompiledTinyQwen2(int decode_blocks_per_sm) {
   auto m = passes::test_models::TinyQwen2();
-  ASSERT_TRUE(m.ok()) << m.status();
+  if (!m.ok()) return m.status();
   LowerOptions lo;
   lo.max_tokens = 8;
   lo.n_ctx = 128;
   auto g = (*m)->Lower(lo);
-  ASSERT_TRUE(g.ok()) << g.status();
-  // The real step: the default pipeline for cuda, then the op-by-op table.
-  CudaTargetOptions opts;
-  const CudaTarget target(opts);
+  if (!g.ok()) return g.status();
+  const CudaTarget target{CudaTargetOptions()};
   passes::PassContext ctx;
   ctx.device = passes::DevicePolicy::kCuda;
-  ctx.cuda_supports = [&](const ir::Op& op) { return CheckCudaSupportsOp(*g, op).ok(); };
+  const ir::Graph* gp = &*g;
+  ctx.cuda_supports = [gp](const ir::Op& op) { return CheckCudaSupportsOp(*gp, op).ok(); };
   ctx.cuda_kernels = &target;
-  ctx.decode_blocks_per_sm = 0;
+  ctx.decode_blocks_per_sm = decode_blocks_per_sm;
   std::ostringstream log;
-  ASSERT_TRUE(passes::DefaultPipeline().Run(*g, ctx, {}, log).ok());
+  if (absl::Status s = passes::DefaultPipeline().Run(*g, ctx, {}, log); !s.ok()) return s;
+  return g;
+}
+
+TEST(PersistentSchedule, EveryGroupRunsAfterItsDependenciesForAnyBlockCount) {
+  // The real step: the default pipeline for cuda, then the op-by-op table.
+  auto g = CompiledTinyQwen2(0);
+  ASSERT_TRUE(g.ok()) << g.status();
+  const CudaTargetOptions opts;
   auto t = LowerDispatch(*g, opts);
   ASSERT_TRUE(t.ok()) << t.status();
   std::vector<int> step;
@@ -277,22 +286,9 @@ TEST(PersistentSchedule, EveryGroupRunsAfterItsDependenciesForAnyBlockCount) {
 }
 
 TEST(PersistentSchedule, LoweringRunsTheStepAsOneLaunchAndKeepsTheOpByOpOnes) {
-  auto m = passes::test_models::TinyQwen2();
-  ASSERT_TRUE(m.ok()) << m.status();
-  LowerOptions lo;
-  lo.max_tokens = 8;
-  lo.n_ctx = 128;
-  auto g = (*m)->Lower(lo);
+  auto g = CompiledTinyQwen2(2);
   ASSERT_TRUE(g.ok()) << g.status();
-  CudaTargetOptions opts;
-  const CudaTarget target(opts);
-  passes::PassContext ctx;
-  ctx.device = passes::DevicePolicy::kCuda;
-  ctx.cuda_supports = [&](const ir::Op& op) { return CheckCudaSupportsOp(*g, op).ok(); };
-  ctx.cuda_kernels = &target;
-  ctx.decode_blocks_per_sm = 2;
-  std::ostringstream log;
-  ASSERT_TRUE(passes::DefaultPipeline().Run(*g, ctx, {}, log).ok());
+  const CudaTargetOptions opts;
   ASSERT_EQ(g->meta.count(passes::kDecodeScheduleKey), 1u);
   std::string src;
   auto t = LowerDispatch(*g, opts, &src);
