@@ -796,7 +796,10 @@ absl::Status QuantizeQ8A(const float* x, int64_t n, uint8_t* out) {
     const float d = amax / 127.0f;
     int sum = 0;
     for (int j = 0; j < 32; ++j) {
-      const int q = amax == 0.0f ? 0 : static_cast<int>(std::round(x[b + j] / d));
+      // A NaN input (or inf / inf) rounds to code 0, as the GPU's cvt.rni
+      // does; casting it to int would be undefined (found by the plan fuzzer).
+      const float r = amax == 0.0f ? 0.0f : std::round(x[b + j] / d);
+      const int q = std::isnan(r) ? 0 : static_cast<int>(r);
       codes[b + j] = static_cast<int8_t>(q);
       sum += q;
     }
