@@ -79,14 +79,6 @@ absl::StatusOr<PersistentSchedule> BuildPersistentSchedule(const dispatch::Table
                                                            const std::string& module_source, int sm_count,
                                                            int blocks_per_sm) {
   const std::set<std::string> shared = FunctionsUsingSharedMemory(module_source);
-  // Debugging aids (VIBRANT_PERSISTENT_DEBUG, comma-separated): "serial"
-  // makes every stage wait for the one before it, "nosubs" runs one task per
-  // block.
-  const char* dbg_env = std::getenv("VIBRANT_PERSISTENT_DEBUG");
-  const std::string dbg = dbg_env != nullptr ? dbg_env : "";
-  const bool serial = dbg.find("serial") != std::string::npos;
-  const bool nosubs = dbg.find("nosubs") != std::string::npos;
-  const bool noprefetch = dbg.find("noprefetch") != std::string::npos;
   if (sm_count < 1 || blocks_per_sm < 1 || blocks_per_sm > 32) {
     return absl::InvalidArgumentError(
         absl::StrCat("persistent decode: ", sm_count, " SMs x ", blocks_per_sm, " blocks per SM"));
@@ -142,7 +134,7 @@ absl::StatusOr<PersistentSchedule> BuildPersistentSchedule(const dispatch::Table
           case Arg::Kind::kPtr:
             slot = PtrSlot(a.buf);
             AddRange(a.buf, access[ai] != ParamAccess::kRead, &r);
-            if (a.buf.region == Region::kWeights && !noprefetch && a.buf.extent.Eval(1) >= 4096) {
+            if (a.buf.region == Region::kWeights && a.buf.extent.Eval(1) >= 4096) {
               s.prefetch.push_back({a.buf.offset.Eval(1), a.buf.extent.Eval(1)});
             }
             break;
@@ -164,7 +156,7 @@ absl::StatusOr<PersistentSchedule> BuildPersistentSchedule(const dispatch::Table
         s.args.push_back(slot);
       }
     }
-    s.subs = (l.kind == LaunchKind::kKernel && shared.count(l.name)) || nosubs
+    s.subs = l.kind == LaunchKind::kKernel && shared.count(l.name)
                  ? 1
                  : std::min(kMaxSubs, p.threads / s.threads);
     // A group is a contiguous range of tasks one block runs (its sub-blocks
@@ -185,7 +177,7 @@ absl::StatusOr<PersistentSchedule> BuildPersistentSchedule(const dispatch::Table
   for (int i = 0; i < n; ++i) {
     std::vector<bool> covered(n, false);
     for (int j = i - 1; j >= 0; --j) {
-      if (covered[j] || !(Conflict(ranges[j], ranges[i]) || (serial && j == i - 1))) continue;
+      if (covered[j] || !Conflict(ranges[j], ranges[i])) continue;
       p.stages[i].deps.push_back(j);
       covered[j] = true;
       for (int k = 0; k < j; ++k) covered[k] = covered[k] || anc[j][k];
