@@ -7,6 +7,7 @@
 #include <pty.h>
 #include <signal.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -91,6 +92,20 @@ class Pty {
   }
 
   void Type(const std::string& s) { (void)!::write(fd_, s.data(), s.size()); }
+
+  // Waits until the child's terminal is in raw mode (ICANON off), i.e. the
+  // line editor is reading keys. libedit prints its prompt before it leaves
+  // canonical mode, and a Ctrl-D typed in that window is taken by the kernel's
+  // line discipline as end-of-file and reaches the editor as a NUL byte.
+  bool WaitForRawMode(double seconds) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+    while (std::chrono::steady_clock::now() < deadline) {
+      struct termios t;
+      if (::tcgetattr(fd_, &t) == 0 && (t.c_lflag & ICANON) == 0) return true;
+      ReadSome(5);
+    }
+    return false;
+  }
 
   // The exit status (128 + signal when killed), or -1 after `seconds`.
   int Wait(double seconds) {
@@ -183,6 +198,7 @@ TEST_F(ChatPtyTest, TwoTurnsTheSecondPrefillsOnlyItsNewTokensThenHistoryAndCtrlD
 
   // Ctrl-D at the prompt ends the chat.
   ASSERT_TRUE(pty.WaitFor("> ", 10)) << pty.output();
+  ASSERT_TRUE(pty.WaitForRawMode(10)) << pty.output();
   pty.Type("\x04");
   EXPECT_EQ(pty.Wait(20), 0) << pty.output();
 }

@@ -267,7 +267,15 @@ await test(`load: clients for ${loadSeconds} s, no errors, no memory growth`, as
               `RSS ${(rss0 / 2 ** 20).toFixed(1)} -> ${(rss1 / 2 ** 20).toFixed(1)} MiB`);
   assert.equal(warm.errors + main.errors, 0);
   assert.ok(main.requests >= clients, `${main.requests} requests`);
-  assert.ok(rss1 - rss0 < 16 * 2 ** 20, `RSS grew by ${((rss1 - rss0) / 2 ** 20).toFixed(1)} MiB`);
+  if (process.env.VIBRANT_SANITIZED) {
+    // ASan keeps freed memory in its quarantine (256 MiB by default) and
+    // pads every allocation, so RSS measures ASan, not the server. The leak
+    // check under the sanitizers is LeakSanitizer's, at the server's exit
+    // (server_e2e.sh requires exit 0 after SIGTERM).
+    console.log("     load: RSS growth not checked under the sanitizers (VIBRANT_SANITIZED); LeakSanitizer checks at exit");
+  } else {
+    assert.ok(rss1 - rss0 < 16 * 2 ** 20, `RSS grew by ${((rss1 - rss0) / 2 ** 20).toFixed(1)} MiB`);
+  }
 });
 
 console.log(`${passed} passed, ${failed} failed`);
