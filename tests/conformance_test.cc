@@ -120,9 +120,13 @@ constexpr Tolerance kNextTolerances[] = {
     // Exact kernels: 0.068 at every position but two: prompt 3's positions 70
     // (0.223) and 77 (0.139), where the router's 2nd and 3rd experts differ by
     // 0.004 / 0.003 in probability and llama.cpp's q8 activations choose the
-    // other one. The fast kernels round the router's input to 8 bits as
-    // llama.cpp does and choose its experts: 0.0605 everywhere, no outliers.
-    {"tiny-qwen3moe-q4_k_m", 0.10, 0.09, /*outliers=*/2, /*outlier_max=*/0.34, /*fast_outliers=*/0},
+    // other one. The fast kernels round the router's input and (since
+    // 2026-12-07, fast matmul_id) the experts' inputs to 8 bits as llama.cpp
+    // does: 0.0546 at every position but two (0.227 at most). With f32
+    // expert inputs it was 0.0605 everywhere; the two positions are presumed
+    // router near-ties like the exact kernels' (the experts' rounding reaches
+    // the next layer's router input), not traced.
+    {"tiny-qwen3moe-q4_k_m", 0.10, 0.09, /*outliers=*/2, /*outlier_max=*/0.34, /*fast_outliers=*/2},
 };
 
 Tolerance ToleranceFor(const std::string& model) {

@@ -1390,6 +1390,18 @@ absl::Status CpuExecutor::Impl::RunOp(BoundGraph& b, int op_index, int64_t T) {
     case OpKind::kMatMulId: {
       const Value& w = g.value(op.inputs[1]);
       const int64_t k = g.value(op.inputs[2]).shape[1];
+      if (&b == &main && op_kernels[op_index] == cpu::CpuKernels::kFast) {
+        absl::StatusOr<int64_t> row_bytes = DTypeBytes(w.dtype, w.shape[2]);
+        if (!row_bytes.ok()) return row_bytes.status();
+        const uint8_t* wb = b.ptr[op.inputs[1]];
+        const int64_t K = w.shape[2], N = w.shape[1];
+        return cpu::MatMulIdGrouped(
+            F(op.inputs[0]), g.value(op.inputs[0]).shape.size() == 3, E(op.inputs[2]) / k, k, K, w.shape[0], N,
+            I(op.inputs[2]), F(out), [&](int64_t e, const float* xs, int64_t n, float* ys) {
+              return cpu::MatMulFast(pool.get(), xs, n, K, w.dtype, wb + e * N * *row_bytes, N, nullptr, ys,
+                                     &act_scratch);
+            });
+      }
       return cpu::MatMulId(pool.get(), F(op.inputs[0]), g.value(op.inputs[0]).shape.size() == 3,
                            E(op.inputs[2]) / k, k, w.shape[2], w.dtype, b.ptr[op.inputs[1]],
                            w.shape[0], w.shape[1], I(op.inputs[2]), F(out));

@@ -326,6 +326,50 @@ TEST(FastMatMul, ZeroActivationsGiveTheBias) {
   }
 }
 
+// matmul_id on the fast kernels (the executor's cpu.matmul_id.* variants):
+// tokens grouped by expert, each expert's rows one MatMulFast. Every output
+// row must be the fast matmul of that row alone with its expert's weights
+// (results do not depend on how many rows a call has), for x shared by the
+// slots and x per slot; an expert id out of range is an error.
+TEST(FastMatMul, MatMulIdGroupsEqualEachRowAlone) {
+  for (DType t : {DType::kQ4_K, DType::kQ8_0, DType::kF16}) {
+    const int64_t T = 5, k = 2, K = 256, N = 24, E = 4;
+    std::vector<std::vector<uint8_t>> experts;
+    std::vector<uint8_t> w;
+    for (int64_t e = 0; e < E; ++e) {
+      experts.push_back(RandomWeight(t, N, K, 40 + static_cast<uint32_t>(e)));
+      w.insert(w.end(), experts.back().begin(), experts.back().end());
+    }
+    const int32_t ids[T * k] = {3, 0, 1, 3, 3, 2, 0, 1, 2, 3};
+    ThreadPool pool(2);
+    std::vector<uint8_t> scratch;
+    for (bool per_slot : {false, true}) {
+      const std::vector<float> x = Random(static_cast<size_t>((per_slot ? T * k : T) * K), per_slot ? 9 : 8);
+      std::vector<float> out(T * k * N);
+      const int64_t row_bytes = *DTypeBytes(t, K);
+      ASSERT_TRUE(MatMulIdGrouped(x.data(), per_slot, T, k, K, E, N, ids, out.data(),
+                                  [&](int64_t e, const float* xs, int64_t n, float* ys) {
+                                    return MatMulFast(&pool, xs, n, K, t, w.data() + e * N * row_bytes, N,
+                                                      nullptr, ys, &scratch);
+                                  })
+                      .ok());
+      for (int64_t i = 0; i < T * k; ++i) {
+        const float* row = x.data() + (per_slot ? i : i / k) * K;
+        std::vector<float> want(N);
+        ASSERT_TRUE(MatMulFast(nullptr, row, 1, K, t, experts[ids[i]].data(), N, nullptr, want.data(), &scratch).ok());
+        std::string where;
+        EXPECT_TRUE(BitsEqual(std::vector<float>(out.begin() + i * N, out.begin() + (i + 1) * N), want, &where))
+            << DTypeName(t) << " slot " << i << (per_slot ? " (x per slot)" : "") << ": " << where;
+      }
+    }
+    const int32_t bad[T * k] = {3, 0, 1, 3, 3, 2, 0, 4, 2, 3};
+    std::vector<float> out(T * k * N), x(T * K);
+    EXPECT_FALSE(MatMulIdGrouped(x.data(), false, T, k, K, E, N, bad, out.data(),
+                                 [](int64_t, const float*, int64_t, float*) { return absl::OkStatus(); })
+                     .ok());
+  }
+}
+
 TEST(FastMatMul, RejectsRowsThatAreNotWholeBlocks) {
   std::vector<uint8_t> w(4096);
   std::vector<float> x(300), out(4);

@@ -8,7 +8,7 @@
 namespace vibrant::cpu {
 
 bool HasFastKernel(ir::OpKind k) {
-  return k == ir::OpKind::kMatMul || k == ir::OpKind::kMultiMatMul ||
+  return k == ir::OpKind::kMatMul || k == ir::OpKind::kMultiMatMul || k == ir::OpKind::kMatMulId ||
          k == ir::OpKind::kAttention || k == ir::OpKind::kFused || k == ir::OpKind::kSilu;
 }
 
@@ -28,6 +28,19 @@ std::string CpuVariantName(const ir::Graph& g, const ir::Op& op, CpuKernels choi
           return "cpu.matmul.q8x256";
         case ActivationFormat::kFloat:
           return "cpu.matmul.f32";
+      }
+      return "";
+    }
+    case ir::OpKind::kMatMulId: {
+      // The chosen experts' rows, each expert's group as one fast matmul.
+      if (!fast) return "cpu.matmul_id.exact";
+      switch (ActivationFormatFor(g.value(op.inputs[1]).dtype)) {
+        case ActivationFormat::kQ8x32:
+          return "cpu.matmul_id.q8x32";
+        case ActivationFormat::kQ8x256:
+          return "cpu.matmul_id.q8x256";
+        case ActivationFormat::kFloat:
+          return "cpu.matmul_id.f32";
       }
       return "";
     }

@@ -224,14 +224,10 @@ absl::StatusOr<std::vector<std::vector<int64_t>>> GroupByExpert(const int32_t* i
   return groups;
 }
 
-absl::Status MatMulId(ThreadPool* pool, const float* x, bool x_per_slot, int64_t T, int64_t k,
-                      int64_t K, DType wtype, const void* w, int64_t E, int64_t N,
-                      const int32_t* ids, float* out) {
+absl::Status MatMulIdGrouped(const float* x, bool x_per_slot, int64_t T, int64_t k, int64_t K, int64_t E,
+                             int64_t N, const int32_t* ids, float* out, const ExpertMatMul& mm) {
   absl::StatusOr<std::vector<std::vector<int64_t>>> groups = GroupByExpert(ids, T, k, E);
   if (!groups.ok()) return groups.status();
-  absl::StatusOr<int64_t> row_bytes = DTypeBytes(wtype, K);
-  if (!row_bytes.ok()) return row_bytes.status();
-  const uint8_t* wb = static_cast<const uint8_t*>(w);
   std::vector<float> xs, ys;
   for (int64_t e = 0; e < E; ++e) {
     const std::vector<int64_t>& slots = (*groups)[e];
@@ -243,16 +239,24 @@ absl::Status MatMulId(ThreadPool* pool, const float* x, bool x_per_slot, int64_t
       const int64_t src = x_per_slot ? slots[r] : slots[r] / k;
       std::memcpy(xs.data() + r * K, x + src * K, K * sizeof(float));
     }
-    if (absl::Status s = MatMul(pool, xs.data(), n, K, wtype, wb + e * N * *row_bytes, N, nullptr,
-                                ys.data());
-        !s.ok()) {
-      return s;
-    }
+    if (absl::Status s = mm(e, xs.data(), n, ys.data()); !s.ok()) return s;
     for (int64_t r = 0; r < n; ++r) {
       std::memcpy(out + slots[r] * N, ys.data() + r * N, N * sizeof(float));
     }
   }
   return absl::OkStatus();
+}
+
+absl::Status MatMulId(ThreadPool* pool, const float* x, bool x_per_slot, int64_t T, int64_t k,
+                      int64_t K, DType wtype, const void* w, int64_t E, int64_t N,
+                      const int32_t* ids, float* out) {
+  absl::StatusOr<int64_t> row_bytes = DTypeBytes(wtype, K);
+  if (!row_bytes.ok()) return row_bytes.status();
+  const uint8_t* wb = static_cast<const uint8_t*>(w);
+  return MatMulIdGrouped(x, x_per_slot, T, k, K, E, N, ids, out,
+                         [&](int64_t e, const float* xs, int64_t n, float* ys) {
+                           return MatMul(pool, xs, n, K, wtype, wb + e * N * *row_bytes, N, nullptr, ys);
+                         });
 }
 
 void MoeSum(const float* y, const float* w, int64_t T, int64_t k, int64_t D, float* out) {

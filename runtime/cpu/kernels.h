@@ -13,6 +13,7 @@
 #define VIBRANT_RUNTIME_CPU_KERNELS_H_
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -93,6 +94,14 @@ absl::StatusOr<std::vector<std::vector<int64_t>>> GroupByExpert(const int32_t* i
 absl::Status MatMulId(ThreadPool* pool, const float* x, bool x_per_slot, int64_t T, int64_t k,
                       int64_t K, DType wtype, const void* w, int64_t E, int64_t N,
                       const int32_t* ids, float* out);
+
+// The grouping of MatMulId with the per-expert matmul given: `mm(e, xs, n,
+// ys)` computes ys[n, N] from expert e's weights and the n gathered rows xs
+// [n, K] (the fast kernels' matmul_id passes MatMulFast: runtime/cpu/
+// fast_matmul.h). Every output row is mm's row for its (token, slot).
+using ExpertMatMul = std::function<absl::Status(int64_t e, const float* xs, int64_t n, float* ys)>;
+absl::Status MatMulIdGrouped(const float* x, bool x_per_slot, int64_t T, int64_t k, int64_t K, int64_t E,
+                             int64_t N, const int32_t* ids, float* out, const ExpertMatMul& mm);
 
 // moe_sum: out[t, d] = w[t,0] * y[t,0,d] + w[t,1] * y[t,1,d] + ... (float,
 // j ascending, each product rounded, as llama.cpp's mul then chained adds).
