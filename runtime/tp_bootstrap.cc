@@ -188,8 +188,8 @@ std::string PeerName(const sockaddr* sa, socklen_t len) {
     }
   }
   char host[NI_MAXHOST], serv[NI_MAXSERV];
-  if (getnameinfo(sa, len, host, sizeof host, serv, sizeof serv,
-                  NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
+  const int flags = NI_NUMERICHOST | NI_NUMERICSERV;
+  if (getnameinfo(sa, len, host, sizeof host, serv, sizeof serv, flags) != 0) {
     return "an unknown peer";
   }
   return sa->sa_family == AF_INET6 ? absl::StrCat("[", host, "]:", serv)
@@ -236,8 +236,8 @@ absl::StatusOr<std::vector<addrinfo*>> Resolve(const TpEnv& env, addrinfo** owne
   const int r = getaddrinfo(env.host.c_str(), port.c_str(), &hints, owned);
   if (r != 0) {
     return absl::InvalidArgumentError(absl::StrCat("tensor-parallel bootstrap: cannot resolve '",
-                                                   env.host, "' (rank 0's host, from ",
-                                                   env.source, "): ", gai_strerror(r)));
+                                                   env.host, "' (rank 0's host, from ", env.source,
+                                                   "): ", gai_strerror(r)));
   }
   std::vector<addrinfo*> list;
   for (addrinfo* a = *owned; a != nullptr; a = a->ai_next) list.push_back(a);
@@ -274,9 +274,9 @@ absl::StatusOr<Fd> Listen(const TpEnv& env) {
     if (r != 0) {
       const int e = errno;
       if (e == EADDRINUSE) {
-        return absl::UnavailableError(absl::StrCat(
-            "tensor-parallel bootstrap: rank 0 cannot listen on port ", env.port, " (from ",
-            env.source, "): ", Errno(e), "; choose another port"));
+        return absl::UnavailableError(
+            absl::StrCat("tensor-parallel bootstrap: rank 0 cannot listen on port ", env.port,
+                         " (from ", env.source, "): ", Errno(e), "; choose another port"));
       }
       absl::StrAppend(&errors, errors.empty() ? "" : "; ", family == AF_INET6 ? "IPv6" : "IPv4",
                       " bind: ", Errno(e));
@@ -288,12 +288,13 @@ absl::StatusOr<Fd> Listen(const TpEnv& env) {
     }
     return fd;
   }
-  return absl::UnavailableError(absl::StrCat("tensor-parallel bootstrap: rank 0 cannot listen on port ",
-                                             env.port, " (from ", env.source, "): ", errors));
+  return absl::UnavailableError(
+      absl::StrCat("tensor-parallel bootstrap: rank 0 cannot listen on port ", env.port, " (from ",
+                   env.source, "): ", errors));
 }
 
-absl::Status Serve(const TpEnv& env, const std::array<uint8_t, 128>& id,
-                   Clock::time_point deadline, absl::Duration timeout) {
+absl::Status Serve(const TpEnv& env, const std::array<uint8_t, 128>& id, Clock::time_point deadline,
+                   absl::Duration timeout) {
   absl::StatusOr<Fd> listener = Listen(env);
   if (!listener.ok()) return listener.status();
   std::vector<bool> joined(env.world_size, false);
@@ -308,10 +309,10 @@ absl::Status Serve(const TpEnv& env, const std::array<uint8_t, 128>& id,
       for (int r = 1; r < env.world_size; ++r) {
         if (!joined[r]) missing.push_back(r);
       }
-      return absl::DeadlineExceededError(absl::StrCat(
-          me, ": ", env.world_size - 1 - remaining, " of ", env.world_size - 1,
-          " ranks connected within ", absl::FormatDuration(timeout), "; missing rank",
-          missing.size() == 1 ? " " : "s ", absl::StrJoin(missing, ", ")));
+      return absl::DeadlineExceededError(
+          absl::StrCat(me, ": ", env.world_size - 1 - remaining, " of ", env.world_size - 1,
+                       " ranks connected within ", absl::FormatDuration(timeout), "; missing rank",
+                       missing.size() == 1 ? " " : "s ", absl::StrJoin(missing, ", ")));
     }
     if (!w.ok()) return w;
     sockaddr_storage peer{};
@@ -417,8 +418,8 @@ Fd TryConnect(const std::vector<addrinfo*>& addrs, Clock::time_point deadline,
 
 absl::Status Join(const TpEnv& env, std::array<uint8_t, 128>& id, Clock::time_point deadline,
                   absl::Duration timeout) {
-  const std::string me = absl::StrCat("tensor-parallel bootstrap: rank ", env.rank, " of ",
-                                      env.world_size);
+  const std::string me =
+      absl::StrCat("tensor-parallel bootstrap: rank ", env.rank, " of ", env.world_size);
   const std::string where = absl::StrCat("rank 0 at ", env.Address());
   addrinfo* owned = nullptr;
   absl::StatusOr<std::vector<addrinfo*>> addrs = Resolve(env, &owned);
@@ -431,9 +432,9 @@ absl::Status Join(const TpEnv& env, std::array<uint8_t, 128>& id, Clock::time_po
     if (fd.ok()) break;
     const int ms = RemainingMs(deadline);
     if (ms == 0) {
-      return absl::DeadlineExceededError(absl::StrCat(
-          me, ": could not reach ", where, " (from ", env.source, ") within ",
-          absl::FormatDuration(timeout), "; last error: ", last_error));
+      return absl::DeadlineExceededError(
+          absl::StrCat(me, ": could not reach ", where, " (from ", env.source, ") within ",
+                       absl::FormatDuration(timeout), "; last error: ", last_error));
     }
     // Rank 0 may not listen yet: try again shortly.
     std::this_thread::sleep_for(std::chrono::milliseconds(std::min(ms, 50)));
@@ -462,23 +463,23 @@ absl::Status Join(const TpEnv& env, std::array<uint8_t, 128>& id, Clock::time_po
   if (!read.ok()) return absl::Status(read.code(), absl::StrCat(me, ": ", read.message()));
   const uint32_t version = Get32(reply + 4), world = Get32(reply + 8), verdict = Get32(reply + 12);
   if (version != kVersion) {
-    return absl::FailedPreconditionError(absl::StrCat(me, ": ", where, " speaks bootstrap protocol ",
-                                                      version, ", this rank ", kVersion,
-                                                      " (different Vibrant builds?)"));
+    return absl::FailedPreconditionError(
+        absl::StrCat(me, ": ", where, " speaks bootstrap protocol ", version, ", this rank ",
+                     kVersion, " (different Vibrant builds?)"));
   }
   if (verdict == kWorldSizeDiffers || world != static_cast<uint32_t>(env.world_size)) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        me, ": ", where, " has world size ", world, ", this process ", env.world_size,
-        " (the processes disagree on the world size in ", env.source, ")"));
+    return absl::FailedPreconditionError(
+        absl::StrCat(me, ": ", where, " has world size ", world, ", this process ", env.world_size,
+                     " (the processes disagree on the world size in ", env.source, ")"));
   }
   if (verdict == kRankOutOfRange) {
     return absl::FailedPreconditionError(
         absl::StrCat(me, ": ", where, " refused rank ", env.rank, " (out of range)"));
   }
   if (verdict == kRankTaken) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        me, ": ", where, " already has a process with rank ", env.rank,
-        " (two processes were given the same rank in ", env.source, ")"));
+    return absl::FailedPreconditionError(
+        absl::StrCat(me, ": ", where, " already has a process with rank ", env.rank,
+                     " (two processes were given the same rank in ", env.source, ")"));
   }
   if (verdict != kOk) {
     return absl::FailedPreconditionError(
@@ -554,21 +555,20 @@ absl::StatusOr<TpEnv> ParseTpEnv(const EnvLookup& lookup) {
                                                    " is; set it to the number of processes)"));
   }
   if (!rank_s) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        rank_name, " is not set (", set_names, " is; set it to this process's rank)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(rank_name, " is not set (", set_names, " is; set it to this process's rank)"));
   }
   absl::StatusOr<int> world = ParseCount(world_name, *world_s, kMaxTpWorldSize);
   if (!world.ok()) return world.status();
   if (*world < 1) {
-    return absl::InvalidArgumentError(absl::StrCat(world_name, "='", *world_s,
-                                                   "': the world size must be at least 1"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(world_name, "='", *world_s, "': the world size must be at least 1"));
   }
   absl::StatusOr<int> rank = ParseCount(rank_name, *rank_s, kMaxTpWorldSize);
   if (!rank.ok()) return rank.status();
   if (*rank >= *world) {
-    return absl::InvalidArgumentError(absl::StrCat(rank_name, "=", *rank,
-                                                   " is not below the world size ", world_name,
-                                                   "=", *world));
+    return absl::InvalidArgumentError(absl::StrCat(
+        rank_name, "=", *rank, " is not below the world size ", world_name, "=", *world));
   }
   env.rank = *rank;
   env.world_size = *world;
@@ -585,22 +585,22 @@ absl::StatusOr<TpEnv> ParseTpEnv(const EnvLookup& lookup) {
         return s;
       }
     } else if (env.world_size > 1) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "VIBRANT_TP_ADDR is not set; with VIBRANT_TP_WORLD_SIZE=", env.world_size,
-          " every process needs rank 0's HOST:PORT"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("VIBRANT_TP_ADDR is not set; with VIBRANT_TP_WORLD_SIZE=", env.world_size,
+                       " every process needs rank 0's HOST:PORT"));
     }
   } else {
     const auto m_addr = lookup("MASTER_ADDR");
     const auto m_port = lookup("MASTER_PORT");
     if (env.world_size > 1 && !m_addr) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "MASTER_ADDR is not set; with WORLD_SIZE=", env.world_size,
-          " every process needs rank 0's host (or set VIBRANT_TP_ADDR=HOST:PORT)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("MASTER_ADDR is not set; with WORLD_SIZE=", env.world_size,
+                       " every process needs rank 0's host (or set VIBRANT_TP_ADDR=HOST:PORT)"));
     }
     if (env.world_size > 1 && !m_port) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "MASTER_PORT is not set; with WORLD_SIZE=", env.world_size,
-          " every process needs rank 0's port"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("MASTER_PORT is not set; with WORLD_SIZE=", env.world_size,
+                       " every process needs rank 0's port"));
     }
     if (m_addr && m_port) {
       std::string h = *m_addr;
@@ -631,9 +631,9 @@ absl::Status ExchangeUniqueId(const TpEnv& env, std::array<uint8_t, 128>& id,
   }
   if (env.world_size == 1) return absl::OkStatus();
   if (env.host.empty() || env.port < 1 || env.port > 65535) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "tensor-parallel bootstrap: no valid address of rank 0 (host '", env.host, "', port ",
-        env.port, ") for a world of size ", env.world_size));
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor-parallel bootstrap: no valid address of rank 0 (host '", env.host,
+                     "', port ", env.port, ") for a world of size ", env.world_size));
   }
   if (timeout < absl::ZeroDuration()) timeout = absl::ZeroDuration();
   const Clock::time_point deadline =

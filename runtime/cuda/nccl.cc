@@ -133,8 +133,7 @@ absl::StatusOr<std::shared_ptr<const NcclLib>> LoadNccl(const std::vector<std::s
   sym(&lib->group_start, "ncclGroupStart");
   sym(&lib->group_end, "ncclGroupEnd");
   // Optional: a better error message only.
-  lib->get_last_error =
-      reinterpret_cast<nccl_abi::GetLastErrorFn>(dlsym(dl, "ncclGetLastError"));
+  lib->get_last_error = reinterpret_cast<nccl_abi::GetLastErrorFn>(dlsym(dl, "ncclGetLastError"));
   if (!missing.empty()) {
     return absl::FailedPreconditionError(
         absl::StrCat("NCCL: ", path, " lacks ", absl::StrJoin(missing, ", ")));
@@ -148,8 +147,8 @@ absl::StatusOr<std::shared_ptr<const NcclLib>> LoadNccl(const std::vector<std::s
   if (v.major != 2 || v.minor < 4) {
     // nccl_abi.h is NCCL 2's ABI; ncclCommAbort and ncclCommGetAsyncError came in 2.4.
     return absl::FailedPreconditionError(
-        absl::StrCat("NCCL: ", path, " is version ", v.major, ".", v.minor, ".", v.patch,
-                     " (code ", code, "); Vibrant needs NCCL 2.4 or later within major 2"));
+        absl::StrCat("NCCL: ", path, " is version ", v.major, ".", v.minor, ".", v.patch, " (code ",
+                     code, "); Vibrant needs NCCL 2.4 or later within major 2"));
   }
   lib->version = code;
   return std::shared_ptr<const NcclLib>(std::move(lib));
@@ -198,8 +197,8 @@ absl::StatusOr<std::unique_ptr<NcclComm>> NcclComm::Init(std::shared_ptr<const N
                                                          const NcclUniqueId& id) {
   if (lib == nullptr) return absl::InvalidArgumentError("NCCL: no library");
   if (world_size < 1 || rank < 0 || rank >= world_size) {
-    return absl::InvalidArgumentError(absl::StrCat("NCCL: rank ", rank,
-                                                   " is outside a world of size ", world_size));
+    return absl::InvalidArgumentError(
+        absl::StrCat("NCCL: rank ", rank, " is outside a world of size ", world_size));
   }
   // NVLink multicast off unless the user chose otherwise (see nccl.h): NCCL
   // reads its environment when the first communicator is created.
@@ -215,8 +214,8 @@ absl::StatusOr<std::unique_ptr<NcclComm>> NcclComm::Init(std::shared_ptr<const N
   if (r != nccl_abi::kSuccess) {
     absl::Status s = NcclStatus(*c->lib_, r, "ncclCommInitRank", comm);
     if (comm != nullptr) c->lib_->comm_abort(comm);
-    return absl::Status(s.code(), absl::StrCat(s.message(), " (rank ", rank, " of ", world_size,
-                                               ")"));
+    return absl::Status(s.code(),
+                        absl::StrCat(s.message(), " (rank ", rank, " of ", world_size, ")"));
   }
   c->comm_ = comm;
   return c;
@@ -250,9 +249,9 @@ absl::Status NcclComm::AllGatherF32(const float* send, float* recv, size_t send_
 absl::Status NcclComm::AsyncError() const {
   if (comm_ == nullptr) return absl::FailedPreconditionError("NCCL: communicator destroyed");
   nccl_abi::Result async = nccl_abi::kSuccess;
-  if (absl::Status s = Check(lib_->comm_get_async_error(static_cast<nccl_abi::comm_t>(comm_),
-                                                        &async),
-                             "ncclCommGetAsyncError");
+  if (absl::Status s =
+          Check(lib_->comm_get_async_error(static_cast<nccl_abi::comm_t>(comm_), &async),
+                "ncclCommGetAsyncError");
       !s.ok()) {
     return s;
   }

@@ -102,8 +102,7 @@ class NcclComm {
   absl::Status AllReduceSumF32(const float* send, float* recv, size_t count, cudaStream_t stream);
   // recv[r * send_count + i] = rank r's send[i]: recv holds world_size *
   // send_count floats; enqueued on `stream`.
-  absl::Status AllGatherF32(const float* send, float* recv, size_t send_count,
-                            cudaStream_t stream);
+  absl::Status AllGatherF32(const float* send, float* recv, size_t send_count, cudaStream_t stream);
   // ncclCommGetAsyncError: OK, or the error a collective hit on the GPU side
   // (a peer gone, a network failure). Unavailable while NCCL still works on it.
   absl::Status AsyncError() const;

@@ -34,7 +34,7 @@ enum DataType : int { kFloat32 = 7 };
 enum RedOp : int { kSum = 0 };
 
 inline constexpr int kUniqueIdBytes = 128;  // NCCL_UNIQUE_ID_BYTES
-struct UniqueId {                          // ncclUniqueId
+struct UniqueId {                           // ncclUniqueId
   char internal[kUniqueIdBytes];
 };
 

@@ -182,9 +182,9 @@ TEST(NcclVersionCode, DecodesBothSchemes) {
   EXPECT_EQ(v.patch, 8);
 }
 
-#define SKIP_WITHOUT_NCCL()                                                  \
-  do {                                                                       \
-    absl::Status _nccl = NcclAvailable();                                    \
+#define SKIP_WITHOUT_NCCL()                                                          \
+  do {                                                                               \
+    absl::Status _nccl = NcclAvailable();                                            \
     if (!_nccl.ok()) GTEST_SKIP() << "no NCCL on this machine: " << _nccl.message(); \
   } while (0)
 
@@ -232,7 +232,8 @@ TEST(NcclCommTest, ARankOutsideTheWorldIsInvalidArgument) {
 }
 
 TEST(NcclCommNoGpu, InitFailsWithANamedErrorAndLeavesNvlsOff) {
-  if (CudaDeviceAvailable().ok()) GTEST_SKIP() << "a GPU is present; this test is for machines without one";
+  if (CudaDeviceAvailable().ok())
+    GTEST_SKIP() << "a GPU is present; this test is for machines without one";
   SKIP_WITHOUT_NCCL();
   auto lib = LoadNccl();
   ASSERT_TRUE(lib.ok()) << lib.status();
@@ -263,12 +264,13 @@ absl::StatusOr<int> GpuCount() {
   return n;
 }
 
-#define SKIP_WITHOUT_GPUS(need)                                                             \
-  do {                                                                                      \
-    absl::StatusOr<int> _n = GpuCount();                                                    \
-    if (!_n.ok()) GTEST_SKIP() << "needs " << (need) << " CUDA GPUs; none usable: " << _n.status().message(); \
-    if (*_n < (need)) GTEST_SKIP() << "needs " << (need) << " CUDA GPUs, found " << *_n;    \
-    SKIP_WITHOUT_NCCL();                                                                    \
+#define SKIP_WITHOUT_GPUS(need)                                                                   \
+  do {                                                                                            \
+    absl::StatusOr<int> _n = GpuCount();                                                          \
+    if (!_n.ok())                                                                                 \
+      GTEST_SKIP() << "needs " << (need) << " CUDA GPUs; none usable: " << _n.status().message(); \
+    if (*_n < (need)) GTEST_SKIP() << "needs " << (need) << " CUDA GPUs, found " << *_n;          \
+    SKIP_WITHOUT_NCCL();                                                                          \
   } while (0)
 
 // One thread per GPU (as one process per GPU would): rank r on device r
