@@ -531,25 +531,31 @@ absl::StatusOr<TpEnv> ParseTpEnv(const EnvLookup& lookup) {
   const auto world_v = lookup("VIBRANT_TP_WORLD_SIZE");
   const auto addr_v = lookup("VIBRANT_TP_ADDR");
   const auto local_v = lookup("VIBRANT_TP_LOCAL_RANK");
-  const bool ours = rank_v || world_v || addr_v || local_v;
+  const bool ours = rank_v || world_v;
   const auto t_rank = lookup("RANK");
   const auto t_world = lookup("WORLD_SIZE");
   const bool torchrun = !ours && (t_rank || t_world);
   TpEnv env;
   if (!ours && !torchrun) {
+    if (addr_v || local_v) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          addr_v ? "VIBRANT_TP_ADDR" : "VIBRANT_TP_LOCAL_RANK",
+          " is set but VIBRANT_TP_RANK and VIBRANT_TP_WORLD_SIZE are not (nor torchrun's RANK "
+          "and WORLD_SIZE)"));
+    }
     env.source = "default";
     return env;
   }
   const char* rank_name = ours ? "VIBRANT_TP_RANK" : "RANK";
   const char* world_name = ours ? "VIBRANT_TP_WORLD_SIZE" : "WORLD_SIZE";
-  const char* local_name = ours ? "VIBRANT_TP_LOCAL_RANK" : "LOCAL_RANK";
   const std::optional<std::string> rank_s = ours ? rank_v : t_rank;
   const std::optional<std::string> world_s = ours ? world_v : t_world;
-  const std::optional<std::string> local_s = ours ? local_v : lookup("LOCAL_RANK");
+  // VIBRANT_TP_LOCAL_RANK and VIBRANT_TP_ADDR also override torchrun's.
+  const char* local_name = ours || local_v ? "VIBRANT_TP_LOCAL_RANK" : "LOCAL_RANK";
+  const std::optional<std::string> local_s = ours || local_v ? local_v : lookup("LOCAL_RANK");
   env.source = ours ? "VIBRANT_TP_*" : "torchrun's RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT";
   const std::string set_names =
-      ours ? "VIBRANT_TP_RANK, VIBRANT_TP_WORLD_SIZE, VIBRANT_TP_ADDR or VIBRANT_TP_LOCAL_RANK"
-           : "RANK or WORLD_SIZE";
+      ours ? "VIBRANT_TP_RANK or VIBRANT_TP_WORLD_SIZE" : "RANK or WORLD_SIZE";
   if (!world_s) {
     return absl::InvalidArgumentError(absl::StrCat(world_name, " is not set (", set_names,
                                                    " is; set it to the number of processes)"));
@@ -578,38 +584,53 @@ absl::StatusOr<TpEnv> ParseTpEnv(const EnvLookup& lookup) {
     if (!local.ok()) return local.status();
     env.local_rank = *local;
   }
+  if (addr_v) {
+    if (absl::Status s = ParseHostPort(*addr_v, "VIBRANT_TP_ADDR", &env.host, &env.port); !s.ok()) {
+      return s;
+    }
+    if (torchrun) env.source = "torchrun's RANK and WORLD_SIZE, VIBRANT_TP_ADDR";
+    return env;
+  }
   if (ours) {
-    if (addr_v) {
-      if (absl::Status s = ParseHostPort(*addr_v, "VIBRANT_TP_ADDR", &env.host, &env.port);
-          !s.ok()) {
-        return s;
-      }
-    } else if (env.world_size > 1) {
+    if (env.world_size > 1) {
       return absl::InvalidArgumentError(
           absl::StrCat("VIBRANT_TP_ADDR is not set; with VIBRANT_TP_WORLD_SIZE=", env.world_size,
                        " every process needs rank 0's HOST:PORT"));
     }
-  } else {
-    const auto m_addr = lookup("MASTER_ADDR");
-    const auto m_port = lookup("MASTER_PORT");
-    if (env.world_size > 1 && !m_addr) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("MASTER_ADDR is not set; with WORLD_SIZE=", env.world_size,
-                       " every process needs rank 0's host (or set VIBRANT_TP_ADDR=HOST:PORT)"));
-    }
-    if (env.world_size > 1 && !m_port) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("MASTER_PORT is not set; with WORLD_SIZE=", env.world_size,
-                       " every process needs rank 0's port"));
-    }
-    if (m_addr && m_port) {
-      std::string h = *m_addr;
-      if (h.size() >= 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
-      if (h.empty()) return absl::InvalidArgumentError("MASTER_ADDR is set but empty");
-      absl::StatusOr<int> port = ParsePort("MASTER_PORT", *m_port);
-      if (!port.ok()) return port.status();
-      env.host = h;
-      env.port = *port;
+    return env;
+  }
+  const auto m_addr = lookup("MASTER_ADDR");
+  const auto m_port = lookup("MASTER_PORT");
+  if (env.world_size > 1 && !m_addr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("MASTER_ADDR is not set; with WORLD_SIZE=", env.world_size,
+                     " every process needs rank 0's host (or set VIBRANT_TP_ADDR=HOST:PORT)"));
+  }
+  if (env.world_size > 1 && !m_port) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("MASTER_PORT is not set; with WORLD_SIZE=", env.world_size,
+                     " every process needs rank 0's port"));
+  }
+  if (m_addr && m_port) {
+    std::string h = *m_addr;
+    if (h.size() >= 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
+    if (h.empty()) return absl::InvalidArgumentError("MASTER_ADDR is set but empty");
+    absl::StatusOr<int> port = ParsePort("MASTER_PORT", *m_port);
+    if (!port.ok()) return port.status();
+    env.host = h;
+    env.port = *port;
+    // torchrun's agent serves its own TCPStore on MASTER_PORT and tells the
+    // workers so with TORCHELASTIC_USE_AGENT_STORE=True: rank 0 takes the
+    // next port then.
+    if (lookup("TORCHELASTIC_USE_AGENT_STORE") == std::optional<std::string>("True")) {
+      if (env.port == 65535) {
+        return absl::InvalidArgumentError(
+            "MASTER_PORT=65535: torchrun's agent holds it (TORCHELASTIC_USE_AGENT_STORE=True) "
+            "and rank 0 would listen on the next port, which does not exist; choose a lower "
+            "MASTER_PORT or set VIBRANT_TP_ADDR=HOST:PORT");
+      }
+      env.port += 1;
+      env.source = "torchrun's RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT + 1";
     }
   }
   return env;

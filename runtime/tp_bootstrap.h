@@ -5,14 +5,18 @@
 // every rank joins the same NCCL communicator, whose own transports (NVLink,
 // PCIe, or the network between hosts) then carry the collectives.
 //
-// Environment (Vibrant's names win; torchrun's are read only when none of
-// Vibrant's is set):
+// Environment (Vibrant's names win; torchrun's rank and world size are read
+// only when neither VIBRANT_TP_RANK nor VIBRANT_TP_WORLD_SIZE is set):
 //   VIBRANT_TP_RANK        this process's rank, 0 .. world-1   (torchrun: RANK)
 //   VIBRANT_TP_WORLD_SIZE  the number of processes              (torchrun: WORLD_SIZE)
-//   VIBRANT_TP_ADDR        host:port where rank 0 listens       (torchrun: MASTER_ADDR
-//                          ([v6]:port for an IPv6 literal)        and MASTER_PORT)
+//   VIBRANT_TP_ADDR        HOST:PORT where rank 0 listens       (torchrun: MASTER_ADDR and
+//                          ([v6]:PORT for an IPv6 literal)        MASTER_PORT, or MASTER_PORT + 1
+//                                                                 when TORCHELASTIC_USE_AGENT_STORE
+//                                                                 =True: torchrun's agent holds
+//                                                                 MASTER_PORT then)
 //   VIBRANT_TP_LOCAL_RANK  this process's GPU on its host       (torchrun: LOCAL_RANK);
 //                          optional, default: the rank
+// VIBRANT_TP_ADDR and VIBRANT_TP_LOCAL_RANK override torchrun's values too.
 // None set: a single process (rank 0 of 1). The address is required when the
 // world size is above 1.
 //

@@ -97,6 +97,34 @@ TEST(TpEnv, ReadsTorchrunsVariables) {
   EXPECT_THAT(env->source, HasSubstr("torchrun"));
 }
 
+TEST(TpEnv, UnderTorchrunsAgentStoreRankZeroTakesTheNextPort) {
+  // torchrun tells its workers that its agent serves MASTER_PORT.
+  auto env = ParseTpEnv(Lookup({{"RANK", "0"},
+                                {"WORLD_SIZE", "2"},
+                                {"MASTER_ADDR", "10.0.0.1"},
+                                {"MASTER_PORT", "29500"},
+                                {"TORCHELASTIC_USE_AGENT_STORE", "True"}}));
+  ASSERT_TRUE(env.ok()) << env.status();
+  EXPECT_EQ(env->Address(), "10.0.0.1:29501");
+  EXPECT_THAT(env->source, HasSubstr("MASTER_PORT + 1"));
+}
+
+TEST(TpEnv, VibrantsAddressAndLocalRankOverrideTorchruns) {
+  auto env = ParseTpEnv(Lookup({{"RANK", "3"},
+                                {"WORLD_SIZE", "4"},
+                                {"LOCAL_RANK", "3"},
+                                {"MASTER_ADDR", "10.0.0.1"},
+                                {"MASTER_PORT", "29500"},
+                                {"TORCHELASTIC_USE_AGENT_STORE", "True"},
+                                {"VIBRANT_TP_ADDR", "10.0.0.9:40000"},
+                                {"VIBRANT_TP_LOCAL_RANK", "0"}}));
+  ASSERT_TRUE(env.ok()) << env.status();
+  EXPECT_EQ(env->rank, 3);
+  EXPECT_EQ(env->world_size, 4);
+  EXPECT_EQ(env->local_rank, 0);
+  EXPECT_EQ(env->Address(), "10.0.0.9:40000");
+}
+
 TEST(TpEnv, VibrantsVariablesWinOverTorchruns) {
   auto env = ParseTpEnv(Lookup({{"VIBRANT_TP_RANK", "1"},
                                 {"VIBRANT_TP_WORLD_SIZE", "2"},
@@ -178,7 +206,15 @@ TEST(TpEnv, BadValuesAreErrorsNamingTheVariable) {
       {without("VIBRANT_TP_ADDR"), "VIBRANT_TP_ADDR is not set; with VIBRANT_TP_WORLD_SIZE=2"},
       {without("VIBRANT_TP_WORLD_SIZE"), "VIBRANT_TP_WORLD_SIZE is not set"},
       {without("VIBRANT_TP_RANK"), "VIBRANT_TP_RANK is not set"},
-      {{{"VIBRANT_TP_ADDR", "h:1"}}, "VIBRANT_TP_WORLD_SIZE is not set"},
+      {{{"VIBRANT_TP_ADDR", "h:1"}},
+       "VIBRANT_TP_ADDR is set but VIBRANT_TP_RANK and VIBRANT_TP_WORLD_SIZE are not"},
+      {{{"VIBRANT_TP_LOCAL_RANK", "1"}}, "VIBRANT_TP_LOCAL_RANK is set but VIBRANT_TP_RANK"},
+      {[&] {
+         auto m = t_with("MASTER_PORT", "65535");
+         m["TORCHELASTIC_USE_AGENT_STORE"] = "True";
+         return m;
+       }(),
+       "MASTER_PORT=65535: torchrun's agent holds it"},
       {t_with("RANK", "x"), "RANK='x' is not a non-negative"},
       {t_with("RANK", "2"), "RANK=2 is not below the world size WORLD_SIZE=2"},
       {t_with("LOCAL_RANK", "-3"), "LOCAL_RANK='-3' is not"},
