@@ -66,6 +66,12 @@ absl::Status NcclStatus(const NcclLib& lib, int r, const char* call, void* comm)
   }
 }
 
+// NVLink multicast off unless the user chose otherwise (see nccl.h). NCCL
+// reads it when a communicator is created; setting it here, when the library
+// loads (normally once, before any thread of NCCL's or ours reads the
+// environment), keeps setenv away from concurrent getenv calls.
+void KeepNvlsOff() { setenv("NCCL_NVLS_ENABLE", "0", /*overwrite=*/0); }
+
 }  // namespace
 
 std::vector<std::string> DefaultNcclNames() {
@@ -151,6 +157,7 @@ absl::StatusOr<std::shared_ptr<const NcclLib>> LoadNccl(const std::vector<std::s
                      code, "); Vibrant needs NCCL 2.4 or later within major 2"));
   }
   lib->version = code;
+  KeepNvlsOff();
   return std::shared_ptr<const NcclLib>(std::move(lib));
 }
 
@@ -200,9 +207,7 @@ absl::StatusOr<std::unique_ptr<NcclComm>> NcclComm::Init(std::shared_ptr<const N
     return absl::InvalidArgumentError(
         absl::StrCat("NCCL: rank ", rank, " is outside a world of size ", world_size));
   }
-  // NVLink multicast off unless the user chose otherwise (see nccl.h): NCCL
-  // reads its environment when the first communicator is created.
-  setenv("NCCL_NVLS_ENABLE", "0", /*overwrite=*/0);
+  KeepNvlsOff();  // normally done already by LoadNccl; a no-op then
   nccl_abi::UniqueId raw;
   std::memcpy(raw.internal, id.data(), id.size());
   std::unique_ptr<NcclComm> c(new NcclComm());

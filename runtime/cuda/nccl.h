@@ -13,8 +13,8 @@
 // each on its own CUDA device, all initialised with the same unique id (rank 0
 // makes it with NcclGetUniqueId and hands it to the others: runtime/tp_bootstrap.h).
 //
-// NVLink multicast (NVLS) stays off: NcclComm::Init sets NCCL_NVLS_ENABLE=0
-// before the first communicator when the variable is unset. The multi-GPU
+// NVLink multicast (NVLS) stays off: LoadNccl (and NcclComm::Init) set
+// NCCL_NVLS_ENABLE=0 before any communicator exists when the variable is unset. The multi-GPU
 // machines this project is lent require it: a program using NVLink multicast
 // can put a shared host's GPUs out of service for a day or more. An explicit
 // NCCL_NVLS_ENABLE in the environment is respected.

@@ -204,6 +204,27 @@ TEST(NcclLoad, TheDefaultLibraryLoadsAndReportsASaneVersion) {
   std::cout << "loaded " << desc << "\n";
 }
 
+TEST(NcclLoad, LoadingTurnsNvlinkMulticastOffUnlessTheUserSetIt) {
+  SKIP_WITHOUT_NCCL();
+  const char* old = std::getenv("NCCL_NVLS_ENABLE");
+  const std::string saved = old != nullptr ? old : "";
+  unsetenv("NCCL_NVLS_ENABLE");
+  auto lib = LoadNccl(DefaultNcclNames());
+  ASSERT_TRUE(lib.ok()) << lib.status();
+  const char* now = std::getenv("NCCL_NVLS_ENABLE");
+  ASSERT_NE(now, nullptr);
+  EXPECT_STREQ(now, "0");
+  setenv("NCCL_NVLS_ENABLE", "1", 1);  // an explicit choice is respected
+  lib = LoadNccl(DefaultNcclNames());
+  ASSERT_TRUE(lib.ok()) << lib.status();
+  EXPECT_STREQ(std::getenv("NCCL_NVLS_ENABLE"), "1");
+  if (old != nullptr) {
+    setenv("NCCL_NVLS_ENABLE", saved.c_str(), 1);
+  } else {
+    setenv("NCCL_NVLS_ENABLE", "0", 1);  // as LoadNccl() left it for the other tests
+  }
+}
+
 TEST(NcclUniqueIdTest, NeedsNoGpuAndIsFreshEachCall) {
   // ncclGetUniqueId works without a GPU (seen on a machine with none): it
   // picks a network interface and opens NCCL's bootstrap listener.
@@ -231,24 +252,18 @@ TEST(NcclCommTest, ARankOutsideTheWorldIsInvalidArgument) {
   }
 }
 
-TEST(NcclCommNoGpu, InitFailsWithANamedErrorAndLeavesNvlsOff) {
+TEST(NcclCommNoGpu, InitFailsWithANamedError) {
   if (CudaDeviceAvailable().ok())
     GTEST_SKIP() << "a GPU is present; this test is for machines without one";
   SKIP_WITHOUT_NCCL();
   auto lib = LoadNccl();
   ASSERT_TRUE(lib.ok()) << lib.status();
-  const char* nvls_before = std::getenv("NCCL_NVLS_ENABLE");
   auto id = NcclGetUniqueId(**lib);
   ASSERT_TRUE(id.ok()) << id.status();
   auto comm = NcclComm::Init(*lib, 0, 1, *id);
   ASSERT_FALSE(comm.ok());
   EXPECT_THAT(std::string(comm.status().message()), HasSubstr("ncclCommInitRank failed"));
   std::cout << "without a GPU: " << comm.status() << "\n";
-  if (nvls_before == nullptr) {
-    const char* nvls = std::getenv("NCCL_NVLS_ENABLE");
-    ASSERT_NE(nvls, nullptr);
-    EXPECT_STREQ(nvls, "0");
-  }
 }
 
 // ---- 2 or more GPUs --------------------------------------------------------------
@@ -340,8 +355,6 @@ void RunCollectives(int world) {
       }
     }
   }
-  const char* nvls = std::getenv("NCCL_NVLS_ENABLE");
-  ASSERT_NE(nvls, nullptr);  // set by NcclComm::Init when it was unset
 }
 
 TEST(NcclCommGpu, AllReduceAndAllGatherAcrossTwoGpus) {
