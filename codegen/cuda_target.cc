@@ -959,6 +959,9 @@ absl::StatusOr<std::vector<KernelVariant>> Variants(const Graph& g, int index, c
     case OpKind::kMoeSum: return one("moe_sum");
     case OpKind::kMatMulId: return one("matmul_id.float");
     case OpKind::kSample: return one("sample");
+    case OpKind::kAllReduce:
+    case OpKind::kAllGather:
+      return absl::UnimplementedError("collectives have no CUDA launches (CheckCudaSupportsOp)");
     case OpKind::kCopy: {
       // The step's inputs arrive and its logits leave by the runtime's own
       // transfers: copies between the host and the device are no launches.

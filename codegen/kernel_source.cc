@@ -249,6 +249,9 @@ absl::Status CheckCudaSupportsOp(const Graph& g, const Op& op) {
     case OpKind::kLastRow:
     case OpKind::kCopy:
       return absl::OkStatus();
+    case OpKind::kAllReduce:
+    case OpKind::kAllGather:
+      return unsupported("collectives of tensor parallelism have no CUDA launches yet (NCCL)");
   }
   return unsupported("unknown op kind");
 }

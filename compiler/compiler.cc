@@ -93,9 +93,17 @@ absl::StatusOr<Compiled> CompileGraph(ir::Graph graph, const CompileOptions& opt
   // instead of the row of logits, and the host sampler's sort of the
   // vocabulary is gone. A cpu plan gains nothing (the host samples either
   // way), so it is off there unless asked for.
+  if (opts.tp > 1 && out.device == "cuda") {
+    // The pass, the IR and the CPU simulation exist; the GPU runtime's
+    // collectives (NCCL launches in the dispatch table) do not yet.
+    return absl::UnimplementedError(absl::StrCat(
+        "--tp ", opts.tp, " on cuda: tensor parallelism across GPUs is not implemented yet (no NCCL launches in "
+        "the CUDA runtime); --device cpu runs the sharded plan as ", opts.tp, " simulated ranks"));
+  }
   passes::PipelineConfig pipeline_config;
   pipeline_config.append_sample = opts.sample.value_or(out.device == "cuda");
   pipeline_config.sample_required = opts.sample.value_or(false);
+  pipeline_config.tp = opts.tp;
   absl::Status s = passes::DefaultPipeline(pipeline_config).Run(graph, ctx, opts.pipeline, log);
   out.notes = std::move(ctx.notes);
   if (!s.ok()) return s;
@@ -122,6 +130,7 @@ absl::StatusOr<Compiled> CompileGraph(ir::Graph graph, const CompileOptions& opt
       {"all_logits", MetaInt(graph, "all_logits", 0) != 0 ? "1" : "0"},
       {"sample", graph.FindValue("token") >= 0 && graph.FindValue("sampling") >= 0 ? "1" : "0"},
   };
+  if (ir::TpRanks(graph) > 1) out.options.push_back({"tp", absl::StrCat(ir::TpRanks(graph))});
   if (MetaInt(graph, "paged", 0) != 0) {  // continuous batching (LowerOptions::n_seq)
     out.options.push_back({"n_seq", absl::StrCat(MetaInt(graph, "n_seq", 0))});
     out.options.push_back({"block_size", absl::StrCat(MetaInt(graph, "block_size", 0))});

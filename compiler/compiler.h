@@ -71,6 +71,9 @@ struct CompileOptions {
   // other graph is left as it is), off for cpu plans; true: any graph with
   // [rows, V] logits, and an error for one without.
   std::optional<bool> sample;
+  // Tensor parallelism over this many ranks (passes/shard_tensor_parallel.h;
+  // vibrantc compile --tp N): the plan is each rank's program. 1: none.
+  int tp = 1;
 };
 
 // What a compile produces: everything a plan file holds except the weights.

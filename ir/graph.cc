@@ -72,6 +72,13 @@ std::string Op::StringAttr(const std::string& key, const std::string& dflt) cons
   return dflt;
 }
 
+int64_t TpRanks(const Graph& g) {
+  auto it = g.meta.find("tp");
+  if (it == g.meta.end()) return 1;
+  const int64_t* n = std::get_if<int64_t>(&it->second);
+  return n == nullptr ? 0 : *n;
+}
+
 ValueId Graph::AddValue(Value v) {
   const ValueId id = static_cast<ValueId>(values_.size());
   by_name_.emplace(v.name, id);  // the first value of a name wins

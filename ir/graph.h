@@ -29,6 +29,8 @@ namespace vibrant::ir {
 
 // The symbolic token dimension T in a shape.
 inline constexpr int64_t kTokens = -1;
+// The most ranks a tensor-parallel graph may be sharded for (meta tp).
+inline constexpr int64_t kMaxTpRanks = 64;
 
 using Shape = std::vector<int64_t>;
 std::string ShapeToString(const Shape& s);  // "[T, 256]"
@@ -64,6 +66,17 @@ struct Value {
   // (phi3's fused attn_qkv split into q, k and v; its ffn_up into gate and
   // up). 0 for every other value.
   int64_t source_offset = 0;
+  // Tensor-parallel shards (passes/shard_tensor_parallel.h; graphs with meta
+  // tp = N): rank r's value starts rank_offsets[r] elements further into the
+  // tensor (empty: every rank reads the same elements). Row i of the value is
+  // the tensor's elements [base + i * stride, base + i * stride + row), base =
+  // source_offset + rank_offsets[r], row = the value's row length and stride =
+  // source_row_stride, or the row length when 0. A column-parallel shard is
+  // a block of rows (offsets of whole rows, stride 0); a row-parallel shard is
+  // a block of columns of every row (column offsets, stride = the tensor's
+  // row length). Offsets and strides are whole quantization blocks.
+  std::vector<int64_t> rank_offsets;
+  int64_t source_row_stride = 0;
   OpId producer = -1;  // -1 for inputs, weights, KV caches
   // For ops that update storage in place (KvStore), the value whose storage
   // this one shares; -1 otherwise.
@@ -194,6 +207,10 @@ absl::StatusOr<std::vector<Value>> InferOpOutputs(const Graph& g, OpKind kind,
                                                   const std::vector<ValueId>& inputs,
                                                   const Attrs& attrs,
                                                   const std::vector<std::string>& out_names);
+
+// A graph's tensor-parallel rank count: meta "tp" (passes/shard_tensor_parallel.h),
+// 1 when absent, 0 when it is not an integer.
+int64_t TpRanks(const Graph& g);
 
 // The step's logits output: the output named "logits", or the only output.
 // It must be f32. Backends use this to find what Step returns.

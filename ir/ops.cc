@@ -34,6 +34,7 @@ constexpr AttrSpec kScaleAttrs[] = {{"scale", AttrType::kFloat, true}};
 constexpr AttrSpec kMoeTopKAttrs[] = {{"k", AttrType::kInt, true}};
 constexpr AttrSpec kMoeWeightsAttrs[] = {{"norm", AttrType::kInt, true}};
 constexpr AttrSpec kMultiMatMulAttrs[] = {{"bias", AttrType::kIntList, true}};
+constexpr AttrSpec kCollectiveAttrs[] = {{"ranks", AttrType::kInt, true}};
 
 // Scalar semantics of the elementwise ops (OpInfo::scalar). silu is ggml's
 // x / (1 + e^-x).
@@ -101,11 +102,15 @@ constexpr OpInfo kOps[] = {
      false, false},
     {OpKind::kSample, "sample", 2, 2, 1, VB_NO_ATTRS, FusionRole::kNone, InPlaceRule::kNone, false,
      false},
+    {OpKind::kAllReduce, "all_reduce", 1, 1, 1, VB_ATTRS(kCollectiveAttrs), FusionRole::kNone,
+     InPlaceRule::kNone, false, false},
+    {OpKind::kAllGather, "all_gather", 1, 1, 1, VB_ATTRS(kCollectiveAttrs), FusionRole::kNone,
+     InPlaceRule::kNone, false, false},
 };
 #undef VB_ATTRS
 #undef VB_NO_ATTRS
 constexpr int kNumOps = static_cast<int>(std::size(kOps));
-static_assert(static_cast<int>(OpKind::kSample) + 1 == kNumOps);
+static_assert(static_cast<int>(OpKind::kAllGather) + 1 == kNumOps);
 constexpr bool RegistryInOrder() {
   for (int i = 0; i < kNumOps; ++i) {
     if (static_cast<int>(kOps[i].kind) != i) return false;
@@ -667,6 +672,21 @@ absl::StatusOr<Value> InferOpOutput(const Graph& g, OpKind kind, const std::vect
       }
       out.dtype = DType::kI32;
       out.shape = {1};
+      break;
+    }
+    case OpKind::kAllReduce:
+    case OpKind::kAllGather: {
+      const Value& x = *in[0];
+      if (auto s = CheckF32(err, "x", x); !s.ok()) return s;
+      if (x.shape.empty() || x.shape.back() <= 0) return err("x ", Desc(x), " must have a static last dimension");
+      auto ranks = IntAttrChecked(err, attrs, "ranks", true, 0);
+      if (!ranks.ok()) return ranks.status();
+      if (*ranks < 2 || *ranks > kMaxTpRanks || *ranks != TpRanks(g)) {
+        return err("ranks is ", *ranks, ": it must be the graph's meta tp (", TpRanks(g), "), in [2, ",
+                   kMaxTpRanks, "]");
+      }
+      out.shape = x.shape;
+      if (kind == OpKind::kAllGather) out.shape.back() *= *ranks;
       break;
     }
     case OpKind::kFused:

@@ -180,6 +180,19 @@ enum class OpKind : uint8_t {
   //   passes/append_sample (vibrantc compile --gpu-sampling): the step then
   //   returns the token id, not the whole row.
   kSample,
+  // Collectives of a tensor-parallel graph (meta tp = N ranks; made by
+  // passes/shard_tensor_parallel): the graph is the program every rank runs
+  // on its own shard of the weights, and these ops combine the value each
+  // rank holds at that op. {ranks} must equal meta tp.
+  // all_reduce(x f32) {ranks} -> x's shape: out = x_0 + x_1 + ... + x_{N-1},
+  //   element by element, summed in rank order in f32 (each sum rounded),
+  //   the same result on every rank (where partial sums of a row-parallel
+  //   matmul meet).
+  kAllReduce,
+  // all_gather(x[..., C] f32) {ranks} -> [..., N*C]: out[..., r*C + j] =
+  //   x_r[..., j] on every rank (a column-parallel result made whole: the
+  //   vocab-parallel logits).
+  kAllGather,
 };
 
 // ---- the op registry ------------------------------------------------------------

@@ -12,6 +12,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "ir/verifier.h"
 
 namespace vibrant::ir {
@@ -161,7 +162,11 @@ class Printer {
           break;
         case Storage::kWeight:
           absl::StrAppend(out_, pad, "weight ", ref(i), " : ", type(v), " = gguf(", Quote(v.source),
-                          v.source_offset != 0 ? absl::StrCat(", offset=", v.source_offset) : "", ")\n");
+                          v.source_offset != 0 ? absl::StrCat(", offset=", v.source_offset) : "",
+                          v.rank_offsets.empty() ? ""
+                                                 : absl::StrCat(", ranks=[", absl::StrJoin(v.rank_offsets, ", "), "]"),
+                          v.source_row_stride != 0 ? absl::StrCat(", row_stride=", v.source_row_stride) : "",
+                          ")\n");
           break;
         case Storage::kKvCache:
           absl::StrAppend(out_, pad, "kv ", ref(i), " : ", type(v), "\n");
@@ -261,14 +266,36 @@ class Parser {
           auto src = ParseString();
           if (!src.ok()) return src.status();
           v.source = *src;
-          SkipSpace();
-          if (pos_ < text_.size() && text_[pos_] == ',') {
+          // Optional, in this order: offset=N, ranks=[...], row_stride=N.
+          int field = 0;
+          while (true) {
+            SkipSpace();
+            if (pos_ >= text_.size() || text_[pos_] != ',') break;
             ++pos_;
-            if (auto s = ExpectWord("offset"); !s.ok()) return s;
+            SkipSpace();
+            const size_t at = pos_;
+            while (pos_ < text_.size() && (std::isalnum(static_cast<unsigned char>(text_[pos_])) || text_[pos_] == '_')) {
+              ++pos_;
+            }
+            const std::string key(text_.substr(at, pos_ - at));
+            const int order = key == "offset" ? 1 : key == "ranks" ? 2 : key == "row_stride" ? 3 : 0;
+            if (order == 0 || order <= field) {
+              return Error(absl::StrCat("expected offset=, ranks= or row_stride= (once each, in that order) in gguf(...), got '",
+                                        key, "'"));
+            }
+            field = order;
             if (auto s = Expect('='); !s.ok()) return s;
-            auto off = ParseInt();
-            if (!off.ok()) return off.status();
-            v.source_offset = *off;
+            if (order == 2) {
+              auto list = ParseAttrValue();
+              if (!list.ok()) return list.status();
+              const auto* ints = std::get_if<std::vector<int64_t>>(&*list);
+              if (ints == nullptr) return Error("ranks= takes a list of integers");
+              v.rank_offsets = *ints;
+            } else {
+              auto n = ParseInt();
+              if (!n.ok()) return n.status();
+              (order == 1 ? v.source_offset : v.source_row_stride) = *n;
+            }
           }
           if (auto s = Expect(')'); !s.ok()) return s;
         }

@@ -78,6 +78,9 @@ class Writer {
       for (int64_t d : v.shape) I64(d);
       Str(v.source);
       I64(v.source_offset);
+      Count(v.rank_offsets.size());
+      for (int64_t o : v.rank_offsets) I64(o);
+      I64(v.source_row_stride);
       I32(v.alias_of);
       I64(v.arena_offset);
     }
@@ -213,10 +216,12 @@ class Decoder {
       return absl::InvalidArgumentError("graph section: bad magic (expected \"VIRG\")");
     }
     const uint32_t version = *r_.U32("header");
-    if (version != kGraphFormatVersion) {
+    // Version 4 is version 5 without the tensor-parallel fields of a value.
+    if (version != kGraphFormatVersion && version != 4) {
       return absl::InvalidArgumentError(absl::StrCat("graph section: unsupported version ", version,
-                                                     " (this build reads ", kGraphFormatVersion, ")"));
+                                                     " (this build reads 4 and ", kGraphFormatVersion, ")"));
     }
+    version_ = version;
     Graph g;
     if (auto s = DecodeGraph(g, "", 0); !s.ok()) return s;
     if (r_.left() != 0) return r_.Error("end", absl::StrCat(r_.left(), " trailing bytes"));
@@ -227,6 +232,8 @@ class Decoder {
   }
 
  private:
+  uint32_t version_ = kGraphFormatVersion;
+
   absl::Status DecodeAttrs(Attrs& attrs, const std::string& what) {
     auto n = r_.Count(absl::StrCat(what, " attribute count"), kMinAttrBytes);
     if (!n.ok()) return n.status();
@@ -319,6 +326,18 @@ class Decoder {
       auto source_offset = r_.I64(absl::StrCat(at, " source offset"));
       if (!source_offset.ok()) return source_offset.status();
       v.source_offset = *source_offset;
+      if (version_ >= 5) {
+        auto ranks = r_.Count(absl::StrCat(at, " rank offsets"), 8);
+        if (!ranks.ok()) return ranks.status();
+        if (*ranks > static_cast<uint64_t>(kMaxTpRanks)) {
+          return r_.Error(at, absl::StrCat(*ranks, " rank offsets exceed ", kMaxTpRanks));
+        }
+        v.rank_offsets.resize(*ranks);
+        for (int64_t& o : v.rank_offsets) o = *r_.I64(at);  // bytes checked by Count
+        auto row_stride = r_.I64(absl::StrCat(at, " row stride"));
+        if (!row_stride.ok()) return row_stride.status();
+        v.source_row_stride = *row_stride;
+      }
       auto alias = r_.Id(absl::StrCat(at, " alias"), n_values, -1);
       if (!alias.ok()) return alias.status();
       v.alias_of = *alias;

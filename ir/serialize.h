@@ -20,9 +20,11 @@ namespace vibrant::ir {
 
 inline constexpr char kGraphMagic[4] = {'V', 'I', 'R', 'G'};
 // Version 2 added memory plans (Value::arena_offset, Graph::memory); version 4
-// weight views (Value::source_offset); older graphs are rejected ("unsupported
+// weight views (Value::source_offset); version 5 tensor-parallel shards
+// (Value::rank_offsets, source_row_stride); version 4 is still read (it is
+// version 5 without those fields); older graphs are rejected ("unsupported
 // version 3"): recompile the plan.
-inline constexpr uint32_t kGraphFormatVersion = 4;
+inline constexpr uint32_t kGraphFormatVersion = 5;
 
 // Encodes `g` (including fused bodies, meta, devices, aliasing). Value and op
 // ids are preserved exactly; producers are rebuilt on decoding.

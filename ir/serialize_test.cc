@@ -163,15 +163,58 @@ TEST(SerializeTest, WeightViewsRoundTrip) {
       << Verify(bad2);
 }
 
+// Tensor-parallel shards (passes/shard_tensor_parallel.h): rank offsets and
+// a row stride survive the binary and the text format.
+TEST(SerializeTest, TensorParallelShardsRoundTrip) {
+  Graph g;
+  g.max_tokens = 4;
+  g.meta["tp"] = int64_t{2};
+  const ValueId x = g.AddInput("x", DType::kF32, {kTokens, 32});
+  const ValueId w = g.AddWeight("down.tp", DType::kQ8_0, {16, 32}, "down.weight");
+  g.mutable_value(w).rank_offsets = {0, 32};
+  g.mutable_value(w).source_row_stride = 64;
+  absl::StatusOr<ValueId> part = g.AddOp(OpKind::kMatMul, {x, w}, "part");
+  ASSERT_TRUE(part.ok()) << part.status();
+  absl::StatusOr<ValueId> sum = g.AddOp(OpKind::kAllReduce, {*part}, "sum", {{"ranks", int64_t{2}}});
+  ASSERT_TRUE(sum.ok()) << sum.status();
+  absl::StatusOr<ValueId> all = g.AddOp(OpKind::kAllGather, {*sum}, "all", {{"ranks", int64_t{2}}});
+  ASSERT_TRUE(all.ok()) << all.status();
+  EXPECT_EQ(g.value(*all).shape, (Shape{kTokens, 32}));
+  g.MarkOutput(*all);
+  ASSERT_TRUE(Verify(g).ok()) << Verify(g);
+  auto back = DeserializeGraph(Bytes(SerializeGraph(g)));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->value(w).rank_offsets, (std::vector<int64_t>{0, 32}));
+  EXPECT_EQ(back->value(w).source_row_stride, 64);
+  const std::string text = PrintGraph(g);
+  EXPECT_NE(text.find("gguf(\"down.weight\", ranks=[0, 32], row_stride=64)"), std::string::npos) << text;
+  auto parsed = ParseGraph(text);
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(PrintGraph(*parsed), text);
+  // Fields out of order, or unknown, are parse errors.
+  std::string swapped = text;
+  swapped.replace(swapped.find("ranks=[0, 32], row_stride=64"), 29, "row_stride=64, ranks=[0, 32]");
+  EXPECT_FALSE(ParseGraph(swapped).ok());
+  // A collective outside a sharded graph.
+  Graph one = g;
+  one.meta.erase("tp");
+  one.mutable_value(w).rank_offsets.clear();
+  EXPECT_NE(std::string(Verify(one).message()).find("ranks is 2"), std::string::npos) << Verify(one);
+}
+
 TEST(SerializeTest, HeaderLayout) {
   Graph g;
   g.max_tokens = 3;
   const std::string b = SerializeGraph(g);
-  // magic, version 4, max_tokens 3, 0 meta, 0 values, 0 ops, 0 outputs, 0 memory
+  // magic, version 5, max_tokens 3, 0 meta, 0 values, 0 ops, 0 outputs, 0 memory
   // entries: hand-laid.
-  const std::string want = std::string("VIRG\x04\x00\x00\x00", 8) + std::string("\x03\0\0\0\0\0\0\0", 8) +
+  const std::string want = std::string("VIRG\x05\x00\x00\x00", 8) + std::string("\x03\0\0\0\0\0\0\0", 8) +
                            std::string(20, '\0');
   EXPECT_EQ(b, want);
+  // Version 4 (no tensor-parallel fields) still reads.
+  std::string v4 = want;
+  v4[4] = 4;
+  EXPECT_TRUE(DeserializeGraph(Bytes(v4)).ok());
   auto back = DeserializeGraph(Bytes(b));
   ASSERT_TRUE(back.ok()) << back.status();
   EXPECT_EQ(back->max_tokens, 3);
@@ -190,7 +233,7 @@ TEST(SerializeTest, NamedErrors) {
     std::string bad = b;
     bad[4] = 9;
     auto r = DeserializeGraph(Bytes(bad));
-    EXPECT_EQ(std::string(r.status().message()), "graph section: unsupported version 9 (this build reads 4)");
+    EXPECT_EQ(std::string(r.status().message()), "graph section: unsupported version 9 (this build reads 4 and 5)");
   }
   {
     std::string bad = b + "xy";
@@ -303,7 +346,7 @@ TEST(SerializeTest, RejectsVersion1AndBadPlans) {
   std::string b = SerializeGraph(Llama2());
   b[4] = 1;
   auto r = DeserializeGraph(Bytes(b));
-  EXPECT_EQ(std::string(r.status().message()), "graph section: unsupported version 1 (this build reads 4)");
+  EXPECT_EQ(std::string(r.status().message()), "graph section: unsupported version 1 (this build reads 4 and 5)");
   // An offset past the arena end is the verifier's error.
   Graph g = PlannedLlama2();
   const ValueId x = g.FindValue("inp_embd");

@@ -40,6 +40,9 @@ class Verifier {
       return absl::InvalidArgumentError("graph too large");
     }
     nv_ = static_cast<int64_t>(g_.values().size());
+    if (const int64_t tp = TpRanks(g_); tp < 1 || tp > kMaxTpRanks) {
+      return absl::InvalidArgumentError(absl::StrCat("meta tp must be an integer in [1, ", kMaxTpRanks, "]"));
+    }
     if (auto s = CheckMemory(); !s.ok()) return s;
     if (auto s = CheckValues(); !s.ok()) return s;
     if (auto s = CheckDefinitions(); !s.ok()) return s;
@@ -110,11 +113,36 @@ class Verifier {
         if (v.storage != Storage::kWeight) {
           return ValueError(i, "source offset ", v.source_offset, " on a ", A(StorageName(v.storage)));
         }
-        const int64_t row = v.shape.empty() ? 1 : v.shape.back();
+        const int64_t row = v.source_row_stride != 0 ? v.source_row_stride : v.shape.empty() ? 1 : v.shape.back();
         if (v.source_offset < 0 || row <= 0 || v.source_offset % row != 0 ||
             v.source_offset > (int64_t{1} << 62)) {
           return ValueError(i, "source offset ", v.source_offset, " is not a whole number of rows of ",
                             row);
+        }
+      }
+      if (!v.rank_offsets.empty() || v.source_row_stride != 0) {
+        if (v.storage != Storage::kWeight) return ValueError(i, "rank offsets or a row stride on a ", A(StorageName(v.storage)));
+        const int64_t row = v.shape.empty() ? 1 : v.shape.back();
+        const int64_t block = info.block_size;
+        const int64_t stride = v.source_row_stride != 0 ? v.source_row_stride : row;
+        if (v.source_row_stride != 0 &&
+            (v.source_row_stride < row || v.source_row_stride % block != 0 || v.source_row_stride > (int64_t{1} << 40))) {
+          return ValueError(i, "row stride ", v.source_row_stride, " must be at least the row length ", row,
+                            " and whole ", A(info.name), " blocks");
+        }
+        if (v.source_offset % stride != 0) {
+          return ValueError(i, "source offset ", v.source_offset, " is not a whole number of source rows of ", stride);
+        }
+        if (!v.rank_offsets.empty() && static_cast<int64_t>(v.rank_offsets.size()) != TpRanks(g_)) {
+          return ValueError(i, v.rank_offsets.size(), " rank offsets in a graph of meta tp=", TpRanks(g_));
+        }
+        for (int64_t o : v.rank_offsets) {
+          if (o < 0 || o > (int64_t{1} << 62) || o % block != 0 ||
+              (v.source_row_stride != 0 ? o % stride + row > stride : o % row != 0)) {
+            return ValueError(i, "rank offset ", o, v.source_row_stride != 0
+                                                        ? absl::StrCat(" is not a block of ", row, " columns inside rows of ", stride)
+                                                        : absl::StrCat(" is not a whole number of rows of ", row));
+          }
         }
       }
       if (v.producer < -1 || v.producer >= static_cast<int64_t>(g_.ops().size())) {

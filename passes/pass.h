@@ -107,6 +107,9 @@ struct PipelineConfig {
   // (else it is left as it is).
   bool append_sample = false;
   bool sample_required = false;
+  // shard-tensor-parallel first when > 1 (passes/shard_tensor_parallel.h):
+  // the graph becomes each of `tp` ranks' program.
+  int64_t tp = 1;
 };
 
 // The default compilation pipeline, in order.

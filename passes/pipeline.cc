@@ -13,6 +13,7 @@
 #include "ir/printer.h"
 #include "ir/verifier.h"
 #include "passes/append_sample.h"
+#include "passes/shard_tensor_parallel.h"
 #include "passes/assign_devices.h"
 #include "passes/combine_matmuls.h"
 #include "passes/dce.h"
@@ -132,6 +133,8 @@ absl::Status Pipeline::Run(ir::Graph& graph, PassContext& ctx, const PipelineOpt
 
 Pipeline DefaultPipeline(const PipelineConfig& config) {
   std::vector<Pass> passes;
+  // Tensor parallelism: the rest of the pipeline compiles one rank's program.
+  if (config.tp > 1) passes.push_back(ShardTensorParallel(config.tp));
   // The step's own sampler, before devices are assigned (the op goes where
   // the logits are made).
   if (config.append_sample) passes.push_back(AppendSample(config.sample_required));

@@ -22,6 +22,7 @@
 
 #include "frontends/gguf/gguf.h"
 #include "ir/graph.h"
+#include "runtime/backend.h"
 #include "runtime/cpu/executor.h"
 #include "runtime/dispatch.h"
 #include "runtime/plan.h"
@@ -134,7 +135,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   opts.threads = 1;
   opts.memory_limit = vibrant::MemoryLimit{int64_t{256} << 20, "the fuzzer's 256 MiB"};
   opts.warn = [](const std::string&) {};
-  absl::StatusOr<std::unique_ptr<vibrant::CpuExecutor>> exec = vibrant::CpuExecutor::Create(
+  // The CPU backend as tools choose it: a plan sharded for tensor
+  // parallelism (meta tp) runs as simulated ranks.
+  absl::StatusOr<std::unique_ptr<vibrant::Executor>> exec = vibrant::CreateCpuBackend(
       *graph,
       [gguf](const std::string& source) -> absl::StatusOr<absl::Span<const uint8_t>> {
         const vibrant::GgufTensorInfo* t = gguf->FindTensor(source);

@@ -147,6 +147,36 @@ TEST_F(CliTest, GreedyJsonMatchesLlamaCpp) {
   EXPECT_TRUE(jr.summary["gen_tok_s"].is_number());
 }
 
+// Tensor parallelism (issue #17) without GPUs: a --tp plan runs as simulated
+// CPU ranks and generates llama.cpp's greedy tokens; the sharding is visible
+// in the plan's IR; what cannot run is a named error.
+TEST_F(CliTest, TensorParallelPlansRunAsSimulatedRanks) {
+  Reference ref = LoadReference();
+  for (const std::string tp : {"2", "4"}) {
+    std::string plan = Compile("tp" + tp + ".plan", {"--tp", tp});
+    Result r = Run(kVibrantRun, {plan, "-p", "Once upon a time", "--temp", "0", "-n", "32", "--json"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    JsonRun jr = ParseJson(r);
+    EXPECT_EQ(jr.ids, ref.generated) << "--tp " << tp;
+    EXPECT_THAT(r.err, HasSubstr("tensor parallelism over " + tp + " simulated ranks")) << r.err;
+    Result ir = Run(kVibrantc, {"dump-ir", plan});
+    ASSERT_EQ(ir.exit_code, 0) << ir.err;
+    EXPECT_THAT(ir.out, HasSubstr("meta tp=" + tp));
+    EXPECT_THAT(ir.out, HasSubstr("all_reduce("));
+    EXPECT_THAT(ir.out, HasSubstr("all_gather("));
+  }
+  for (const std::string bad : {"0", "1x", "65"}) {
+    Result r = Run(kVibrantc, {"compile", model_, "-o", Path("bad.plan"), "--tp", bad});
+    EXPECT_NE(r.exit_code, 0) << bad;
+    EXPECT_THAT(r.err, HasSubstr("--tp")) << bad;
+    EXPECT_FALSE(fs::exists(Path("bad.plan")));
+  }
+  Result cuda = Run(kVibrantc, {"compile", model_, "-o", Path("cuda.plan"), "--tp", "2", "--device", "cuda"});
+  EXPECT_NE(cuda.exit_code, 0);
+  EXPECT_THAT(cuda.err, HasSubstr("--tp 2 on cuda"));
+  EXPECT_FALSE(fs::exists(Path("cuda.plan")));
+}
+
 TEST_F(CliTest, StreamedTextMatchesLlamaCppAndTimingsGoToStderr) {
   Reference ref = LoadReference();
   std::string plan = Compile("plan.bin");

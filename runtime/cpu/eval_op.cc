@@ -183,6 +183,10 @@ absl::Status EvalOp(const Graph& g, const Op& op, const std::vector<const uint8_
       LastRow(F(0), E(op.inputs[0]) / dim, dim, out);
       return absl::OkStatus();
     }
+    case OpKind::kAllReduce:
+    case OpKind::kAllGather:
+      // Needs the other ranks' values (runtime/cpu/tp_executor.h).
+      return absl::UnimplementedError(absl::StrCat(std::string(ir::OpName(op.kind)), " needs the ranks of a tensor-parallel run"));
     case OpKind::kSample: {
       const int64_t V = g.value(op.inputs[0]).shape.back();
       return Sample(F(0), E(op.inputs[0]) / V, V, I(1), reinterpret_cast<int32_t*>(outs[0].data()));

@@ -151,6 +151,42 @@ std::string ValueDesc(const Graph& g, ValueId v) {
                       ir::ShapeToString(val.shape));
 }
 
+// Rank `rank`'s shard of a sharded weight (ir::Value::rank_offsets,
+// source_row_stride) copied out of its tensor's bytes `data`: rows of the
+// value's length at the stride, from source_offset + rank_offsets[rank].
+// Every row is checked to lie inside `data`.
+absl::StatusOr<Buffer> ShardCopy(const Graph& g, ValueId v, absl::Span<const uint8_t> data, int rank) {
+  const Value& val = g.value(v);
+  const int64_t row = val.shape.empty() ? 1 : val.shape.back();
+  const int64_t rows = row > 0 ? ir::NumElements(val.shape, 1) / row : 0;
+  const int64_t stride = val.source_row_stride != 0 ? val.source_row_stride : row;
+  const int64_t base =
+      val.source_offset + (val.rank_offsets.empty() ? 0 : val.rank_offsets[static_cast<size_t>(rank)]);
+  absl::StatusOr<int64_t> row_bytes = DTypeBytes(val.dtype, row);
+  absl::StatusOr<int64_t> first = DTypeBytes(val.dtype, base);
+  absl::StatusOr<int64_t> step = DTypeBytes(val.dtype, stride);
+  const auto bad = [&] {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "CPU backend: weight ", ValueDesc(g, v), " (source '", val.source, "'): rank ", rank, "'s shard (element ",
+        base, ", ", rows, " rows of ", row, " every ", stride, ") is not inside its tensor of ", data.size(),
+        " bytes"));
+  };
+  if (!row_bytes.ok() || !first.ok() || !step.ok() || rows < 0 || base < 0) return bad();
+  if (rows > 0 && (*first > static_cast<int64_t>(data.size()) ||
+                   (rows - 1) > (static_cast<int64_t>(data.size()) - *first - *row_bytes) / std::max<int64_t>(*step, 1))) {
+    return bad();
+  }
+  Buffer out(rows * *row_bytes);
+  if (!out.ok()) {
+    return absl::ResourceExhaustedError(absl::StrCat("CPU backend: cannot allocate rank ", rank, "'s shard of '",
+                                                     val.name, "'"));
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    std::memcpy(out.data() + r * *row_bytes, data.data() + *first + r * *step, static_cast<size_t>(*row_bytes));
+  }
+  return out;
+}
+
 // Number of elements with T = tokens; shapes hold T at most once (checked).
 int64_t Elems(const Graph& g, ValueId v, int64_t tokens) {
   return ir::NumElements(g.value(v).shape, tokens);
@@ -510,6 +546,23 @@ absl::Status CheckOp(const Graph& g, const Op& op, bool in_body) {
       }
       return absl::OkStatus();
     }
+    case OpKind::kAllReduce:
+    case OpKind::kAllGather: {
+      VIBRANT_RETURN_IF_ERROR(n_in(1, 1));
+      if (in_body) return err("not allowed in a fused body");
+      VIBRANT_RETURN_IF_ERROR(f32_in(op.inputs[0]));
+      VIBRANT_RETURN_IF_ERROR(f32_out());
+      const int64_t C = StaticDim(g, op.inputs[0], -1);
+      const int64_t n = std::max<int64_t>(ir::TpRanks(g), 1);
+      if (C <= 0) return err("last dim must be static");
+      const int64_t factor = op.kind == OpKind::kAllGather ? n : 1;
+      for (int64_t t : {1, 2}) {
+        if (Elems(g, op.outputs[0], t) != factor * Elems(g, op.inputs[0], t)) {
+          return err(absl::StrCat("output must have ", factor, "x the input's elements"));
+        }
+      }
+      return absl::OkStatus();
+    }
     case OpKind::kSample: {
       VIBRANT_RETURN_IF_ERROR(n_in(2, 2));
       if (in_body) return err("not allowed in a fused body");
@@ -737,6 +790,9 @@ struct CpuExecutor::Impl {
   std::vector<cpu::CpuKernels> op_kernels;
   // The fast matmul's rounded activations (grown on first use).
   std::vector<uint8_t> act_scratch;
+  // Tensor parallelism (CpuExecutorOptions::rank / collectives).
+  int rank = 0;
+  Collectives* collectives = nullptr;
 
   absl::Status Init(WeightResolver& weights, const CpuExecutorOptions& opts);
   absl::Status BindBody(BoundGraph& outer, int op_index, int depth);
@@ -979,6 +1035,15 @@ absl::Status CpuExecutor::Impl::Init(WeightResolver& weights, const CpuExecutorO
   // The checks below repeat what the kernels rely on, so that a bug in the
   // verifier cannot turn into an out-of-bounds access here.
   if (absl::Status s = CheckStructure(g, "CPU backend"); !s.ok()) return s;
+  if (const int64_t tp = ir::TpRanks(g); tp > 1) {
+    if (opts.collectives == nullptr || opts.collectives->ranks() != tp || opts.rank < 0 || opts.rank >= tp) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "CPU backend: the graph is one rank's program of tensor parallelism over ", tp,
+          " ranks (meta tp): it runs as ", tp, " ranks with collectives (runtime/cpu/tp_executor.h), not alone"));
+    }
+    rank = opts.rank;
+    collectives = opts.collectives;
+  }
   const size_t nv = g.values().size();
   std::vector<int> producer = Producers(g);
 
@@ -1113,6 +1178,14 @@ absl::Status CpuExecutor::Impl::Init(WeightResolver& weights, const CpuExecutorO
           return absl::Status(data.status().code(),
                               absl::StrCat("CPU backend: weight '", val.name, "' (source '",
                                            val.source, "'): ", std::string(data.status().message())));
+        }
+        if (!val.rank_offsets.empty() || val.source_row_stride != 0) {
+          // This rank's shard (tensor parallelism): rows of a stride, gathered once.
+          absl::StatusOr<Buffer> shard = ShardCopy(g, v, *data, rank);
+          if (!shard.ok()) return shard.status();
+          main.ptr[v] = shard->data();
+          weight_copies.push_back(*std::move(shard));
+          break;
         }
         // A view of part of the tensor (Value::source_offset) or all of it.
         absl::StatusOr<int64_t> skip = DTypeBytes(val.dtype, val.source_offset);
@@ -1384,6 +1457,12 @@ absl::Status CpuExecutor::Impl::RunOp(BoundGraph& b, int op_index, int64_t T) {
       const int64_t D = g.value(op.inputs[0]).shape.back();
       cpu::LastRow(F(op.inputs[0]), E(op.inputs[0]) / D, D, F(out));
       return absl::OkStatus();
+    }
+    case OpKind::kAllReduce:
+      return collectives->AllReduceSum(rank, F(op.inputs[0]), F(out), E(out));
+    case OpKind::kAllGather: {
+      const int64_t C = g.value(op.inputs[0]).shape.back();
+      return collectives->AllGather(rank, F(op.inputs[0]), E(op.inputs[0]) / C, C, F(out));
     }
     case OpKind::kSample: {
       const int64_t V = g.value(op.inputs[0]).shape.back();

@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "ir/graph.h"
+#include "runtime/cpu/collectives.h"
 #include "runtime/plan_validate.h"
 #include "runtime/sampler.h"
 
@@ -43,6 +44,13 @@ struct CpuExecutorOptions {
   // Where warnings go (fewer threads than asked); unset: stderr, prefixed
   // "vibrant: ".
   std::function<void(const std::string&)> warn;
+  // A tensor-parallel graph (meta tp = N, passes/shard_tensor_parallel.h):
+  // the rank this executor is, which selects its shard of every sharded
+  // weight (ir::Value::rank_offsets), and the collectives its all_reduce /
+  // all_gather ops call (runtime/cpu/collectives.h; not owned). Required for
+  // such a graph (runtime/cpu/tp_executor.h runs the N ranks), unused by others.
+  int rank = 0;
+  Collectives* collectives = nullptr;
 };
 
 class CpuExecutor {

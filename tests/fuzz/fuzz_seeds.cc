@@ -5,7 +5,8 @@
 //
 // OUT_DIR/lower/      tiny llama, qwen2, qwen3, gemma3, phi3 and qwen3moe GGUFs
 //                     (f32, f16, q8_0 matrices)
-// OUT_DIR/plan/       plans compiled from them, the GGUF embedded; in a build
+// OUT_DIR/plan/       plans compiled from them (and sharded for 2 ranks:
+//                     *.tp2.plan), the GGUF embedded; in a build
 //                     with CUDA also cuda plans (DISPATCH; a stand-in KERNELS)
 // OUT_DIR/ir_binary/  their graphs, serialized, before and after the passes
 // OUT_DIR/ir_text/    the same graphs as text
@@ -250,6 +251,21 @@ int Main(int argc, char** argv) {
                                                  /*embed_weights=*/true);
         !s.ok()) {
       fail(name, s);
+    }
+    // A plan sharded for 2 ranks (rank offsets, row strides, collectives).
+    compiler::CompileOptions tp = co;
+    tp.tp = 2;
+    absl::StatusOr<compiler::Compiled> sharded = compiler::CompileGguf(**file, tp);
+    if (sharded.ok()) {
+      ok &= WriteBytes(absl::StrCat(dir, "/ir_binary/", name, ".tp2.bin"), ir::SerializeGraph(sharded->graph));
+      ok &= WriteBytes(absl::StrCat(dir, "/ir_text/", name, ".tp2.ir"), ir::PrintGraph(sharded->graph));
+      if (absl::Status s = compiler::WritePlanFile(absl::StrCat(dir, "/plan/", name, ".tp2.plan"), *sharded,
+                                                   **file, /*embed_weights=*/true);
+          !s.ok()) {
+        fail(absl::StrCat(name, " (tp 2)"), s);
+      }
+    } else {
+      fail(absl::StrCat(name, " (tp 2)"), sharded.status());
     }
     // A cuda plan (in a build with CUDA: the committed seeds have them) for
     // the DISPATCH parser and LoadProgram's cross-checks: the dispatch table

@@ -520,7 +520,7 @@ absl::StatusOr<Loaded> Load(const RunArgs& args) {
   absl::StatusOr<std::unique_ptr<Executor>> exec = l.model->CreateExecutor(threads);
   if (!exec.ok()) return exec.status();
   l.exec = *std::move(exec);
-  if (l.model->device() == "cuda") Note(l.exec->Describe());
+  if (l.model->device() == "cuda" || ir::TpRanks(l.model->graph()) > 1) Note(l.exec->Describe());
   SamplerParams sp = args.sampling;
   if (sp.repeat_last_n == -1) sp.repeat_last_n = static_cast<int32_t>(l.model->n_ctx());
   absl::StatusOr<Sampler> sampler = Sampler::Create(sp);

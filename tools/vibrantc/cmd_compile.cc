@@ -62,6 +62,11 @@ constexpr char kCompileUsage[] =
     "                         (default 2; implies --decode-schedule persistent)\n"
     "  -fa, --flash-attn on|off  cuda: attention on tensor cores (f16 operands; default on\n"
     "                         where the kernels serve the head size and caches)\n"
+    "  --tp N                 tensor parallelism over N ranks (2..64; pass\n"
+    "                         shard-tensor-parallel): the plan is each rank's program,\n"
+    "                         weights split by heads, FFN columns and vocabulary, with\n"
+    "                         all_reduce / all_gather where the shards meet. A cpu plan\n"
+    "                         runs as N simulated ranks in one process\n"
     "  --all-logits           output logits for every token of a step, not just the last\n"
     "  --exact                CPU ops run the exact reference kernels (f32 activations),\n"
     "                         not the fast ones (8-bit activations, SIMD; the default);\n"
@@ -106,6 +111,7 @@ struct CompileArgs {
   bool flash_attention = true;
   bool persistent_decode = false;
   int64_t decode_blocks_per_sm = 2;
+  int64_t tp = 1;
 };
 
 // --shapes SPEC: "arch=qwen2,n_layer=36,..." (see the usage).
@@ -195,6 +201,9 @@ bool ParseCompileArgs(const std::vector<std::string>& args, CompileArgs* out) {
       if (out->mmq_tile != 0 && out->mmq_tile != 64 && out->mmq_tile != 128) {
         return usage_error("--mmq-tile must be 0, 64 or 128");
       }
+    } else if (a == "--tp") {
+      if (!int_value(&out->tp, 1)) return false;
+      if (out->tp > 64) return usage_error(a + " must be at most 64 (ranks)");
     } else if (a == "--no-cuda-graphs") {
       out->cuda_graphs = false;
     } else if (a == "--gpu-sampling") {
@@ -309,6 +318,7 @@ compiler::CompileOptions ToCompileOptions(const CompileArgs& a, const std::strin
   o.cuda_graphs = a.cuda_graphs;
   o.sample = a.sample;
   o.flash_attention = a.flash_attention;
+  o.tp = static_cast<int>(a.tp);
   o.decode_blocks_per_sm =
       a.persistent_decode ? static_cast<int>(std::min<int64_t>(a.decode_blocks_per_sm, 32)) : 0;
   return o;

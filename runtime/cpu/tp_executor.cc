@@ -1,0 +1,97 @@
+#include "runtime/cpu/tp_executor.h"
+
+#include <algorithm>
+#include <thread>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "runtime/cpu/thread_pool.h"
+
+namespace vibrant {
+
+absl::StatusOr<std::unique_ptr<TpCpuExecutor>> TpCpuExecutor::Create(const ir::Graph& graph,
+                                                                      WeightResolver weights,
+                                                                      CpuExecutorOptions opts) {
+  const int64_t n = ir::TpRanks(graph);
+  if (n < 2 || n > ir::kMaxTpRanks) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor-parallel CPU backend: the graph has meta tp ", n,
+                                                   ", not 2..", ir::kMaxTpRanks));
+  }
+  std::unique_ptr<TpCpuExecutor> tp(new TpCpuExecutor());
+  tp->collectives_ = std::make_unique<LocalCollectives>(static_cast<int>(n));
+  const int total = opts.threads > 0 ? opts.threads : cpu::DefaultThreadCount();
+  for (int64_t r = 0; r < n; ++r) {
+    CpuExecutorOptions o = opts;
+    o.threads = std::max(1, total / static_cast<int>(n));
+    o.rank = static_cast<int>(r);
+    o.collectives = tp->collectives_.get();
+    absl::StatusOr<std::unique_ptr<CpuExecutor>> e = CpuExecutor::Create(graph, weights, o);
+    if (!e.ok()) {
+      return absl::Status(e.status().code(), absl::StrCat("rank ", r, " of ", n, ": ", e.status().message()));
+    }
+    tp->ranks_.push_back(*std::move(e));
+  }
+  return tp;
+}
+
+TpCpuExecutor::~TpCpuExecutor() = default;
+
+absl::Status TpCpuExecutor::OnAllRanks(const std::function<absl::Status(int)>& fn) {
+  const int n = ranks();
+  std::vector<absl::Status> status(static_cast<size_t>(n));
+  auto run = [&](int r) {
+    status[static_cast<size_t>(r)] = fn(r);
+    if (!status[static_cast<size_t>(r)].ok()) collectives_->Abort(status[static_cast<size_t>(r)]);
+  };
+  std::vector<std::thread> threads;
+  threads.reserve(static_cast<size_t>(n - 1));
+  for (int r = 1; r < n; ++r) threads.emplace_back(run, r);
+  run(0);
+  for (std::thread& t : threads) t.join();
+  collectives_->Reset();
+  // The first rank's own error, not the abort it caused in the others.
+  for (const absl::Status& s : status) {
+    if (!s.ok() && s.code() != absl::StatusCode::kAborted) return s;
+  }
+  for (const absl::Status& s : status) {
+    if (!s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<absl::Span<const float>> TpCpuExecutor::Step(absl::Span<const int32_t> tokens, int32_t pos0) {
+  absl::Span<const float> logits;
+  absl::Status s = OnAllRanks([&](int r) -> absl::Status {
+    absl::StatusOr<absl::Span<const float>> l = ranks_[static_cast<size_t>(r)]->Step(tokens, pos0);
+    if (!l.ok()) return l.status();
+    if (r == 0) logits = *l;
+    return absl::OkStatus();
+  });
+  if (!s.ok()) return s;
+  return logits;
+}
+
+absl::StatusOr<int32_t> TpCpuExecutor::StepSample(absl::Span<const int32_t> tokens, int32_t pos0,
+                                                  const SampleDraw& draw) {
+  int32_t token = -1;
+  absl::Status s = OnAllRanks([&](int r) -> absl::Status {
+    absl::StatusOr<int32_t> t = ranks_[static_cast<size_t>(r)]->StepSample(tokens, pos0, draw);
+    if (!t.ok()) return t.status();
+    if (r == 0) token = *t;
+    return absl::OkStatus();
+  });
+  if (!s.ok()) return s;
+  return token;
+}
+
+void TpCpuExecutor::Reset() {
+  for (auto& r : ranks_) r->Reset();
+}
+
+int TpCpuExecutor::num_threads() const {
+  int n = 0;
+  for (const auto& r : ranks_) n += r->num_threads();
+  return n;
+}
+
+}  // namespace vibrant
