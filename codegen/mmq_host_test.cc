@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "codegen/kernels/families.h"
+#include "codegen/simt_cuda.h"
 #include "codegen/simt_emulator.h"
 #include "gtest/gtest.h"
 #include "ir/dtype.h"
@@ -38,83 +39,11 @@
 // ---- the device code, on the emulator ------------------------------------------------
 namespace vibrant::codegen::mmq_host {
 
-typedef unsigned char u8;
-typedef signed char i8;
-typedef unsigned short u16;
-typedef unsigned int u32;
-typedef long long i64;
-
-struct uint2 {
-  u32 x, y;
-};
-struct uint4 {
-  u32 x, y, z, w;
-};
-inline uint4 make_uint4(u32 x, u32 y, u32 z, u32 w) { return {x, y, z, w}; }
-inline float __fmul_rn(float a, float b) {
-  volatile float r = a * b;
-  return r;
-}
-inline float __fsub_rn(float a, float b) {
-  volatile float r = a - b;
-  return r;
-}
-inline float __fmaf_rn(float a, float b, float c) { return std::fma(a, b, c); }
-inline float __uint_as_float(u32 u) {
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-inline float vb_h2f(u16 h) { return HalfToFloat(h); }
-inline u16 vb_f2h(float f) { return FloatToHalf(f); }
-inline u32 vb_mmq_pack(float lo, float hi) {
-  return static_cast<u32>(FloatToHalf(lo)) | (static_cast<u32>(FloatToHalf(hi)) << 16);
-}
-// __byte_perm(x, y, s): result byte i = byte (s >> 4i) & 7 of {x (0-3), y (4-7)}.
-inline u32 __byte_perm(u32 x, u32 y, u32 s) {
-  const uint64_t b = static_cast<uint64_t>(x) | (static_cast<uint64_t>(y) << 32);
-  u32 r = 0;
-  for (int i = 0; i < 4; ++i) r |= static_cast<u32>((b >> (8 * ((s >> (4 * i)) & 7))) & 0xff) << (8 * i);
-  return r;
-}
-inline void __syncthreads() { simt::SyncThreads(); }
-
-// mma.sync.m16n8k16.row.col.f32.f16.f16.f32 (PTX ISA fragment tables):
-// groupID g = lane / 4, t = lane % 4; A: a0 = row g, cols 2t, 2t+1; a1 = row
-// g+8; a2 = row g, cols 2t+8, 2t+9; a3 = row g+8, cols 2t+8..; B: b0 = rows
-// 2t, 2t+1 of col g, b1 = rows 2t+8, 2t+9; C: c0, c1 = row g, cols 2t, 2t+1;
-// c2, c3 = row g+8. Products of halves are exact in float.
-inline void vb_mmq_mma(float c[4], const u32 a[4], u32 b0, u32 b1) {
-  struct Regs {
-    u32 a[4];
-    u32 b[2];
-  } mine{{a[0], a[1], a[2], a[3]}, {b0, b1}}, all[32];
-  simt::WarpExchange(&mine, sizeof(Regs), all);
-  auto half = [](u32 w, int k) { return HalfToFloat(static_cast<u16>((k & 1) ? w >> 16 : w & 0xffff)); };
-  auto A = [&](int r, int k) {
-    return half(all[(r & 7) * 4 + ((k & 7) >> 1)].a[(r >= 8 ? 1 : 0) + (k >= 8 ? 2 : 0)], k);
-  };
-  auto B = [&](int k, int n) { return half(all[n * 4 + ((k & 7) >> 1)].b[k >= 8 ? 1 : 0], k); };
-  const int lane = simt::LaneId(), g = lane >> 2, t = lane & 3;
-  for (int x = 0; x < 4; ++x) {
-    const int r = g + 8 * (x >> 1), n = 2 * t + (x & 1);
-    float acc = c[x];
-    for (int k = 0; k < 16; ++k) acc += A(r, k) * B(k, n);
-    c[x] = acc;
-  }
-}
-// ldmatrix.sync.aligned.m8n8.x4.shared.b16: lanes 8i .. 8i+7 give the row
-// addresses of matrix i; register i of lane l holds row l / 4, elements
-// 2 (l % 4), +1 of matrix i.
-inline void vb_mmq_ldsm(u32 r[4], const void* p) {
-  const void* all[32];
-  simt::WarpExchange(&p, sizeof(p), all);
-  const int lane = simt::LaneId();
-  for (int i = 0; i < 4; ++i) {
-    const u16* row = static_cast<const u16*>(all[8 * i + lane / 4]);
-    r[i] = row[2 * (lane % 4)] | (static_cast<u32>(row[2 * (lane % 4) + 1]) << 16);
-  }
-}
+// The CUDA names (codegen/simt_cuda.h), under the kernels' names for them.
+using namespace simt_cuda;
+inline u32 vb_mmq_pack(float lo, float hi) { return PackHalves(lo, hi); }
+inline void vb_mmq_mma(float c[4], const u32 a[4], u32 b0, u32 b1) { Mma16816(c, a, b0, b1); }
+inline void vb_mmq_ldsm(u32 r[4], const void* p) { LdsmX4(r, p); }
 
 // cp.async, deferred: each thread's copies wait in its open group until
 // commit_group closes it; wait_group N performs (retires) all but the N most

@@ -19,83 +19,50 @@ namespace vibrant::codegen {
 std::string AttnDecodeSource() {
   return R"CUDA(
 // ---- decode attention (codegen/kernels/attention_decode.cc)
-// Block (split, kvh, rb): packed query rows r = 16 rb + i (token r / G, head
-// kvh * G + r % G) of KV head kvh. Per warp and step of 16 keys from k0, the
-// 16 rows are the M of m16n8k16:
-//   S[16 x 16 keys] = Q[16 x hd] K^T (two n-tiles of 8 keys),
-//   O[16 x hd]     += P[16 x 16 keys] V[16 keys x hd] (hd / 8 n-tiles).
-// Fragments come straight from global memory, in orders that make every
-// load 16 bytes (a permutation of the head dimension inside each dot
-// product, and of O's columns, neither of which changes the result):
-//  - K: thread (g, c) loads key k0 + 8 nt + g, elements 32 i + 8 c .. +7
-//    for i < hd / 32 (the 4 lanes c read 64 contiguous bytes); pairs (0,1),
-//    (2,3) are its B rows of k-step 2i, (4,5), (6,7) of k-step 2i + 1. The Q
-//    A fragments use the same order.
-//  - V: thread (g, c) loads keys k0 + 2c, 2c + 1, 2c + 8, 2c + 9 (its B
-//    rows), elements g * hd/8 .. g * hd/8 + hd/8 - 1; n-tile j uses element
-//    g * hd/8 + j. So O's column n of n-tile j is dimension n * hd/8 + j, and
-//    thread (g, c) ends with dimensions (2c + b) * hd/8 + j (b = 0, 1) of
-//    rows g and g + 8.
-// Keys past the last position in use are never loaded (zeros instead).
-template <int KT, int VT, int HD>
-VB_INLINE void vb_attn_dec_impl(const float* __restrict__ q, const u8* __restrict__ kc,
-                                const u8* __restrict__ vc, const int* __restrict__ pos,
-                                float* __restrict__ part, int T, int H, int KVH, int n_ctx,
-                                float scale, int n_split) {
+// The pieces of the decode kernel that the paged kernel (attention_paged.cc)
+// shares: Q into A fragments, a warp's key steps, the block's warp merge and
+// its partial. Only how a key's cache row and a row's partial are found
+// differs between the two, so those come as functions.
+
+// Query row qr (null: a padding row) as the A fragments of row half e.
+template <int HD>
+VB_INLINE void vb_attn_dec_load_q(const float* qr, int e, int c, u32 (&qa)[HD / 16][4]) {
+#pragma unroll
+  for (int i = 0; i < HD / 32; ++i) {
+    float4 x0 = make_float4(0.0f, 0.0f, 0.0f, 0.0f), x1 = x0;
+    if (qr != nullptr) {
+      x0 = *(const float4*)(qr + 32 * i + 8 * c);
+      x1 = *(const float4*)(qr + 32 * i + 8 * c + 4);
+    }
+    qa[2 * i][e] = vb_h2x(x0.x, x0.y);
+    qa[2 * i][2 + e] = vb_h2x(x0.z, x0.w);
+    qa[2 * i + 1][e] = vb_h2x(x1.x, x1.y);
+    qa[2 * i + 1][2 + e] = vb_h2x(x1.z, x1.w);
+  }
+}
+
+// The warp's key steps st0 .. st1 - 1 of 16 keys (online softmax), then the
+// merge of the block's 4 warps into sm_o (row rr, dimension d at
+// rr * RS + (d / QW) * QS + d % QW), sm_m and sm_l. row_of(key) is the cache
+// row of a key, or -1 for one not to load (zeros).
+template <int KT, int VT, int HD, typename RowOf>
+VB_INLINE void vb_attn_dec_steps(const u32 (&qa)[HD / 16][4], const int (&prow)[2], const u8* __restrict__ kc,
+                                 const u8* __restrict__ vc, int KVH, int kvh, int st0, int st1, float scale,
+                                 RowOf row_of, float* sm_o, float (*sm_m)[16], float (*sm_l)[16]) {
   constexpr int NJ = HD / 8;   // O n-tiles
   constexpr int NK = HD / 32;  // 8-element K pieces per key and lane
   constexpr int NV = HD / 64;  // 8-element V pieces per key and lane
   constexpr int QW = HD / 4;   // O dimensions per lane and row
-  // Shared O: row rr, lane quarter c at rr * RS + c * QS; QS = 8 and RS = 1
-  // (mod 32), so the 32 lanes of a warp store to 32 different banks.
   constexpr int QS = QW + (40 - QW % 32) % 32;
   constexpr int RS = 4 * QS + 1;
-  __shared__ float sm_o[16 * RS];
-  __shared__ float sm_m[VB_AD_WARPS][16];
-  __shared__ float sm_l[VB_AD_WARPS][16];
-  const int split = blockIdx.x, kvh = blockIdx.y, rb = blockIdx.z;
-  int keys, steps, spw;
-  const int used = vb_attn_dec_partition(pos, T, n_ctx, n_split, &keys, &steps, &spw);
-  if (split >= used) return;  // the whole block: nothing of the context is left for it
-  const int G = H / KVH, R = T * G;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, c = lane & 3;
-
-  // Rows g and g + 8: their last visible key (-1: a padding row) and Q.
-  int prow[2];
-  u32 qa[HD / 16][4];
-#pragma unroll
-  for (int e = 0; e < 2; ++e) {
-    const int r = rb * 16 + g + 8 * e;
-    const float* qr = nullptr;
-    prow[e] = -1;
-    if (r < R) {
-      const int t = r / G;
-      prow[e] = min(pos[t], n_ctx - 1);
-      qr = q + ((i64)t * H + kvh * G + (r - t * G)) * HD;
-    }
-#pragma unroll
-    for (int i = 0; i < NK; ++i) {
-      float4 x0 = make_float4(0.0f, 0.0f, 0.0f, 0.0f), x1 = x0;
-      if (qr != nullptr) {
-        x0 = *(const float4*)(qr + 32 * i + 8 * c);
-        x1 = *(const float4*)(qr + 32 * i + 8 * c + 4);
-      }
-      qa[2 * i][e] = vb_h2x(x0.x, x0.y);
-      qa[2 * i][2 + e] = vb_h2x(x0.z, x0.w);
-      qa[2 * i + 1][e] = vb_h2x(x1.x, x1.y);
-      qa[2 * i + 1][2 + e] = vb_h2x(x1.z, x1.w);
-    }
-  }
-
   float o[NJ][4];
 #pragma unroll
   for (int j = 0; j < NJ; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
   float m[2] = {VB_NEG_INF, VB_NEG_INF}, l[2] = {0.0f, 0.0f};
   const float sl2 = scale * VB_LOG2E;
   const i64 krb = VbKv<KT>::row_bytes(HD), vrb = VbKv<VT>::row_bytes(HD);
-  const int st0 = (split * VB_AD_WARPS + warp) * spw;
-  const int st1 = min(st0 + spw, steps);
   for (int st = st0; st < st1; ++st) {
     const int k0 = st * VB_AD_STEP;
     // Every load of the step first (48 bytes per key and lane in flight).
@@ -103,20 +70,20 @@ VB_INLINE void vb_attn_dec_impl(const float* __restrict__ q, const u8* __restric
     typename VbKv<VT>::Raw vr[4][NV];
 #pragma unroll
     for (int nt = 0; nt < 2; ++nt) {
-      const int key = k0 + 8 * nt + g;
-      const u8* row = kc + ((i64)key * KVH + kvh) * krb;
+      const i64 cr = row_of(k0 + 8 * nt + g);
+      const u8* row = cr >= 0 ? kc + (cr * KVH + kvh) * krb : kc;
 #pragma unroll
       for (int i = 0; i < NK; ++i) {
-        kr[nt][i] = key < keys ? VbKv<KT>::load(row, 32 * i + 8 * c) : VbKv<KT>::zero();
+        kr[nt][i] = cr >= 0 ? VbKv<KT>::load(row, 32 * i + 8 * c) : VbKv<KT>::zero();
       }
     }
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
-      const int key = k0 + 2 * c + (e & 1) + 8 * (e >> 1);
-      const u8* row = vc + ((i64)key * KVH + kvh) * vrb;
+      const i64 cr = row_of(k0 + 2 * c + (e & 1) + 8 * (e >> 1));
+      const u8* row = cr >= 0 ? vc + (cr * KVH + kvh) * vrb : vc;
 #pragma unroll
       for (int i = 0; i < NV; ++i) {
-        vr[e][i] = key < keys ? VbKv<VT>::load(row, g * (HD / 8) + 8 * i) : VbKv<VT>::zero();
+        vr[e][i] = cr >= 0 ? VbKv<VT>::load(row, g * (HD / 8) + 8 * i) : VbKv<VT>::zero();
       }
     }
     float s[2][4];
@@ -187,21 +154,25 @@ VB_INLINE void vb_attn_dec_impl(const float* __restrict__ q, const u8* __restric
     }
     __syncthreads();
   }
-  // The split's partial: {M, L, O[hd]} per row, O relative to 2^M.
+}
+
+// The block's partial {M, L, O[hd]} of row rr (O relative to 2^M) where
+// part_of(rr) points (null: a padding row), from vb_attn_dec_steps's merge.
+template <int HD, typename PartOf>
+VB_INLINE void vb_attn_dec_write_part(const float* sm_o, const float (*sm_m)[16], const float (*sm_l)[16],
+                                      PartOf part_of) {
+  constexpr int QW = HD / 4;
+  constexpr int QS = QW + (40 - QW % 32) % 32;
+  constexpr int RS = 4 * QS + 1;
   for (int idx = threadIdx.x; idx < 16 * HD; idx += blockDim.x) {
     const int rr = idx / HD, d = idx - rr * HD;
-    const int r = rb * 16 + rr;
-    if (r < R) {
-      const int t = r / G;
-      float* pp = part + (((i64)t * H + kvh * G + (r - t * G)) * n_split + split) * (HD + 2);
-      pp[2 + d] = sm_o[rr * RS + (d / QW) * QS + (d % QW)];
-    }
+    float* pp = part_of(rr);
+    if (pp != nullptr) pp[2 + d] = sm_o[rr * RS + (d / QW) * QS + (d % QW)];
   }
   if (threadIdx.x < 16) {
-    const int rr = threadIdx.x, r = rb * 16 + rr;
-    if (r < R) {
-      const int t = r / G;
-      float* pp = part + (((i64)t * H + kvh * G + (r - t * G)) * n_split + split) * (HD + 2);
+    const int rr = threadIdx.x;
+    float* pp = part_of(rr);
+    if (pp != nullptr) {
       float M = VB_NEG_INF, L = 0.0f;
       for (int w = 0; w < VB_AD_WARPS; ++w) M = fmaxf(M, sm_m[w][rr]);
       for (int w = 0; w < VB_AD_WARPS; ++w) {
@@ -211,6 +182,72 @@ VB_INLINE void vb_attn_dec_impl(const float* __restrict__ q, const u8* __restric
       pp[1] = L;
     }
   }
+}
+
+// Block (split, kvh, rb): packed query rows r = 16 rb + i (token r / G, head
+// kvh * G + r % G) of KV head kvh. Per warp and step of 16 keys from k0, the
+// 16 rows are the M of m16n8k16:
+//   S[16 x 16 keys] = Q[16 x hd] K^T (two n-tiles of 8 keys),
+//   O[16 x hd]     += P[16 x 16 keys] V[16 keys x hd] (hd / 8 n-tiles).
+// Fragments come straight from global memory, in orders that make every
+// load 16 bytes (a permutation of the head dimension inside each dot
+// product, and of O's columns, neither of which changes the result):
+//  - K: thread (g, c) loads key k0 + 8 nt + g, elements 32 i + 8 c .. +7
+//    for i < hd / 32 (the 4 lanes c read 64 contiguous bytes); pairs (0,1),
+//    (2,3) are its B rows of k-step 2i, (4,5), (6,7) of k-step 2i + 1. The Q
+//    A fragments use the same order.
+//  - V: thread (g, c) loads keys k0 + 2c, 2c + 1, 2c + 8, 2c + 9 (its B
+//    rows), elements g * hd/8 .. g * hd/8 + hd/8 - 1; n-tile j uses element
+//    g * hd/8 + j. So O's column n of n-tile j is dimension n * hd/8 + j, and
+//    thread (g, c) ends with dimensions (2c + b) * hd/8 + j (b = 0, 1) of
+//    rows g and g + 8.
+// Keys past the last position in use are never loaded (zeros instead).
+template <int KT, int VT, int HD>
+VB_INLINE void vb_attn_dec_impl(const float* __restrict__ q, const u8* __restrict__ kc,
+                                const u8* __restrict__ vc, const int* __restrict__ pos,
+                                float* __restrict__ part, int T, int H, int KVH, int n_ctx,
+                                float scale, int n_split) {
+  constexpr int QW = HD / 4;   // O dimensions per lane and row
+  // Shared O: row rr, lane quarter c at rr * RS + c * QS; QS = 8 and RS = 1
+  // (mod 32), so the 32 lanes of a warp store to 32 different banks.
+  constexpr int QS = QW + (40 - QW % 32) % 32;
+  constexpr int RS = 4 * QS + 1;
+  __shared__ float sm_o[16 * RS];
+  __shared__ float sm_m[VB_AD_WARPS][16];
+  __shared__ float sm_l[VB_AD_WARPS][16];
+  const int split = blockIdx.x, kvh = blockIdx.y, rb = blockIdx.z;
+  int keys, steps, spw;
+  const int used = vb_attn_dec_partition(pos, T, n_ctx, n_split, &keys, &steps, &spw);
+  if (split >= used) return;  // the whole block: nothing of the context is left for it
+  const int G = H / KVH, R = T * G;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int g = lane >> 2, c = lane & 3;
+
+  // Rows g and g + 8: their last visible key (-1: a padding row) and Q.
+  int prow[2];
+  u32 qa[HD / 16][4];
+#pragma unroll
+  for (int e = 0; e < 2; ++e) {
+    const int r = rb * 16 + g + 8 * e;
+    const float* qr = nullptr;
+    prow[e] = -1;
+    if (r < R) {
+      const int t = r / G;
+      prow[e] = min(pos[t], n_ctx - 1);
+      qr = q + ((i64)t * H + kvh * G + (r - t * G)) * HD;
+    }
+    vb_attn_dec_load_q<HD>(qr, e, c, qa);
+  }
+
+  const int st0 = (split * VB_AD_WARPS + warp) * spw;
+  vb_attn_dec_steps<KT, VT, HD>(qa, prow, kc, vc, KVH, kvh, st0, min(st0 + spw, steps), scale,
+                                [&](int key) -> i64 { return key < keys ? key : -1; }, sm_o, sm_m, sm_l);
+  vb_attn_dec_write_part<HD>(sm_o, sm_m, sm_l, [&](int rr) -> float* {
+    const int r = rb * 16 + rr;
+    if (r >= R) return nullptr;
+    const int t = r / G;
+    return part + (((i64)t * H + kvh * G + (r - t * G)) * n_split + split) * (HD + 2);
+  });
 }
 
 // out[t, h] = sum_s O_s * 2^(m_s - M) / sum_s l_s * 2^(m_s - M) over the

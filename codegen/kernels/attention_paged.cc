@@ -1,7 +1,8 @@
 // Paged attention on tensor cores (continuous batching: ir/ops.h, the paged
 // variant of attention). The decode kernel of attention_decode.cc (flash
-// decoding, mma.sync m16n8k16, the same fragment orders, online softmax and
-// warp merge, so the same numbers as there) with two changes:
+// decoding, mma.sync m16n8k16: its Q fragments, key steps, warp merge and
+// partials are the same functions, vb_attn_dec_*, so the same numbers as
+// there) with two changes:
 //  - a block serves the G query heads of ONE token (its sequence's K/V rows
 //    are not another token's): row blocks are (token, ceil(G / 16) groups of
 //    16 heads), so for G = 8 half of the 16 mma rows are padding (decode is
@@ -55,9 +56,6 @@ VB_INLINE void vb_attn_paged_impl(const float* __restrict__ q, const u8* __restr
                                   float* __restrict__ part, int T, int H, int KVH, int n_rows,
                                   float scale, int n_split, int n_seq, int max_blocks,
                                   int block_size) {
-  constexpr int NJ = HD / 8;
-  constexpr int NK = HD / 32;
-  constexpr int NV = HD / 64;
   constexpr int QW = HD / 4;
   constexpr int QS = QW + (40 - QW % 32) % 32;
   constexpr int RS = 4 * QS + 1;
@@ -89,138 +87,20 @@ VB_INLINE void vb_attn_paged_impl(const float* __restrict__ q, const u8* __restr
       prow[e] = min(pos[t], ctx - 1);
       qr = q + ((i64)t * H + kvh * G + hr) * HD;
     }
-#pragma unroll
-    for (int i = 0; i < NK; ++i) {
-      float4 x0 = make_float4(0.0f, 0.0f, 0.0f, 0.0f), x1 = x0;
-      if (qr != nullptr) {
-        x0 = *(const float4*)(qr + 32 * i + 8 * c);
-        x1 = *(const float4*)(qr + 32 * i + 8 * c + 4);
-      }
-      qa[2 * i][e] = vb_h2x(x0.x, x0.y);
-      qa[2 * i][2 + e] = vb_h2x(x0.z, x0.w);
-      qa[2 * i + 1][e] = vb_h2x(x1.x, x1.y);
-      qa[2 * i + 1][2 + e] = vb_h2x(x1.z, x1.w);
-    }
+    vb_attn_dec_load_q<HD>(qr, e, c, qa);
   }
 
-  float o[NJ][4];
-#pragma unroll
-  for (int j = 0; j < NJ; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
-  float m[2] = {VB_NEG_INF, VB_NEG_INF}, l[2] = {0.0f, 0.0f};
-  const float sl2 = scale * VB_LOG2E;
-  const i64 krb = VbKv<KT>::row_bytes(HD), vrb = VbKv<VT>::row_bytes(HD);
   const int st0 = (split * VB_AD_WARPS + warp) * spw;
-  const int st1 = min(st0 + spw, steps);
-  for (int st = st0; st < st1; ++st) {
-    const int k0 = st * VB_AD_STEP;
-    typename VbKv<KT>::Raw kr[2][NK];
-    typename VbKv<VT>::Raw vr[4][NV];
-#pragma unroll
-    for (int nt = 0; nt < 2; ++nt) {
-      const int key = k0 + 8 * nt + g;
-      const i64 cr = key < keys ? vb_paged_row(table, s_id, key, n_seq, max_blocks, block_size, n_rows) : -1;
-      const u8* row = kc + (cr * KVH + kvh) * krb;
-#pragma unroll
-      for (int i = 0; i < NK; ++i) {
-        kr[nt][i] = cr >= 0 ? VbKv<KT>::load(row, 32 * i + 8 * c) : VbKv<KT>::zero();
-      }
-    }
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const int key = k0 + 2 * c + (e & 1) + 8 * (e >> 1);
-      const i64 cr = key < keys ? vb_paged_row(table, s_id, key, n_seq, max_blocks, block_size, n_rows) : -1;
-      const u8* row = vc + (cr * KVH + kvh) * vrb;
-#pragma unroll
-      for (int i = 0; i < NV; ++i) {
-        vr[e][i] = cr >= 0 ? VbKv<VT>::load(row, g * (HD / 8) + 8 * i) : VbKv<VT>::zero();
-      }
-    }
-    float s[2][4];
-#pragma unroll
-    for (int nt = 0; nt < 2; ++nt) {
-      s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
-#pragma unroll
-      for (int i = 0; i < NK; ++i) {
-        const uint4 b = VbKv<KT>::f16x8(kr[nt][i]);
-        vb_mma16816(s[nt], qa[2 * i], b.x, b.y);
-        vb_mma16816(s[nt], qa[2 * i + 1], b.z, b.w);
-      }
-    }
-    u32 pa[1][4];
-    vb_attn_online_softmax<2, NJ>(s, k0, c, prow, sl2, m, l, o, pa);
-    uint4 vh[4][NV];
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-#pragma unroll
-      for (int i = 0; i < NV; ++i) vh[e][i] = VbKv<VT>::f16x8(vr[e][i]);
-    }
-#pragma unroll
-    for (int j = 0; j < NJ; ++j) {
-      const int w = (j & 7) >> 1;
-      const u32 sel = (j & 1) ? 0x7632u : 0x5410u;
-      const u32 b0 = __byte_perm(vb_u4_word(vh[0][j >> 3], w), vb_u4_word(vh[1][j >> 3], w), sel);
-      const u32 b1 = __byte_perm(vb_u4_word(vh[2][j >> 3], w), vb_u4_word(vh[3][j >> 3], w), sel);
-      vb_mma16816(o[j], pa[0], b0, b1);
-    }
-  }
-
-  // Merge the 4 warps (as the decode kernel).
-#pragma unroll
-  for (int e = 0; e < 2; ++e) {
-    l[e] += __shfl_xor_sync(0xffffffffu, l[e], 1);
-    l[e] += __shfl_xor_sync(0xffffffffu, l[e], 2);
-  }
-  if (c == 0) {
-    sm_m[warp][g] = m[0];
-    sm_m[warp][g + 8] = m[1];
-    sm_l[warp][g] = l[0];
-    sm_l[warp][g + 8] = l[1];
-  }
-  __syncthreads();
-  float f[2];
-#pragma unroll
-  for (int e = 0; e < 2; ++e) {
-    float M = VB_NEG_INF;
-#pragma unroll
-    for (int w = 0; w < VB_AD_WARPS; ++w) M = fmaxf(M, sm_m[w][g + 8 * e]);
-    f[e] = m[e] == VB_NEG_INF ? 0.0f : exp2f(m[e] - M);
-  }
-  for (int w = 0; w < VB_AD_WARPS; ++w) {
-    if (warp == w) {
-#pragma unroll
-      for (int j = 0; j < NJ; ++j) {
-#pragma unroll
-        for (int x = 0; x < 4; ++x) {
-          const int e = x >> 1, b = x & 1;
-          const int idx = (g + 8 * e) * RS + c * QS + b * (HD / 8) + j;
-          const float val = o[j][x] * f[e];
-          sm_o[idx] = w == 0 ? val : sm_o[idx] + val;
-        }
-      }
-    }
-    __syncthreads();
-  }
-  for (int idx = threadIdx.x; idx < 16 * HD; idx += blockDim.x) {
-    const int rr = idx / HD, d = idx - rr * HD;
+  vb_attn_dec_steps<KT, VT, HD>(
+      qa, prow, kc, vc, KVH, kvh, st0, min(st0 + spw, steps), scale,
+      [&](int key) -> i64 {
+        return key < keys ? vb_paged_row(table, s_id, key, n_seq, max_blocks, block_size, n_rows) : -1;
+      },
+      sm_o, sm_m, sm_l);
+  vb_attn_dec_write_part<HD>(sm_o, sm_m, sm_l, [&](int rr) -> float* {
     const int hr = rb * 16 + rr;
-    if (hr < G) {
-      float* pp = part + (((i64)t * H + kvh * G + hr) * n_split + split) * (HD + 2);
-      pp[2 + d] = sm_o[rr * RS + (d / QW) * QS + (d % QW)];
-    }
-  }
-  if (threadIdx.x < 16) {
-    const int rr = threadIdx.x, hr = rb * 16 + rr;
-    if (hr < G) {
-      float* pp = part + (((i64)t * H + kvh * G + hr) * n_split + split) * (HD + 2);
-      float M = VB_NEG_INF, L = 0.0f;
-      for (int w = 0; w < VB_AD_WARPS; ++w) M = fmaxf(M, sm_m[w][rr]);
-      for (int w = 0; w < VB_AD_WARPS; ++w) {
-        if (sm_m[w][rr] != VB_NEG_INF) L += sm_l[w][rr] * exp2f(sm_m[w][rr] - M);
-      }
-      pp[0] = M;
-      pp[1] = L;
-    }
-  }
+    return hr < G ? part + (((i64)t * H + kvh * G + hr) * n_split + split) * (HD + 2) : nullptr;
+  });
 }
 
 // The combine of vb_attn_dec_combine with each row's own token's splits.

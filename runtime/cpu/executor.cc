@@ -1179,21 +1179,25 @@ absl::Status CpuExecutor::Impl::Init(WeightResolver& weights, const CpuExecutorO
                               absl::StrCat("CPU backend: weight '", val.name, "' (source '",
                                            val.source, "'): ", std::string(data.status().message())));
         }
-        if (!val.rank_offsets.empty() || val.source_row_stride != 0) {
-          // This rank's shard (tensor parallelism): rows of a stride, gathered once.
+        if (val.source_row_stride != 0) {
+          // This rank's shard of columns (tensor parallelism): rows at a stride, gathered once.
           absl::StatusOr<Buffer> shard = ShardCopy(g, v, *data, rank);
           if (!shard.ok()) return shard.status();
           main.ptr[v] = shard->data();
           weight_copies.push_back(*std::move(shard));
           break;
         }
-        // A view of part of the tensor (Value::source_offset) or all of it.
-        absl::StatusOr<int64_t> skip = DTypeBytes(val.dtype, val.source_offset);
+        // A view of part of the tensor (Value::source_offset, and a rank's block
+        // of rows: Value::rank_offsets) or all of it.
+        const int64_t first =
+            val.source_offset + (val.rank_offsets.empty() ? 0 : val.rank_offsets[static_cast<size_t>(rank)]);
+        absl::StatusOr<int64_t> skip = DTypeBytes(val.dtype, first);
         if (!skip.ok() || *skip < 0 ||
             static_cast<int64_t>(data->size()) - *skip < *nb) {
           return absl::InvalidArgumentError(absl::StrCat(
               "CPU backend: weight ", ValueDesc(g, v), " (source '", val.source, "'",
-              val.source_offset != 0 ? absl::StrCat(" from element ", val.source_offset) : "",
+              first != 0 ? absl::StrCat(" from element ", first) : "",
+              val.rank_offsets.empty() ? "" : absl::StrCat(", rank ", rank),
               ") needs ", *nb, " bytes, the resolver gave ", data->size()));
         }
         *data = data->subspan(static_cast<size_t>(skip.value_or(0)), static_cast<size_t>(*nb));
