@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "runtime/cuda/dynlib.h"
 #include "runtime/cuda/device.h"
 
 namespace vibrant {
@@ -68,33 +69,19 @@ std::vector<std::string> DefaultCublasLtNames() {
 
 absl::StatusOr<std::shared_ptr<const CublasLtLib>> LoadCublasLt(
     const std::vector<std::string>& names) {
-  std::vector<std::string> tried;
-  void* dl = nullptr;
-  std::string path;
-  for (const std::string& n : names) {
-    dl = dlopen(n.c_str(), RTLD_NOW | RTLD_LOCAL);
-    if (dl != nullptr) {
-      path = n;
-      break;
-    }
-    const char* why = dlerror();
-    tried.push_back(absl::StrCat(n, ": ", why != nullptr ? why : "not found"));
-  }
+  const DlOpened opened = DlOpenFirst(names);
+  void* dl = opened.dl;
+  const std::string& path = opened.path;
   if (dl == nullptr) {
     return absl::UnavailableError(absl::StrCat(
         "cuBLASLt is not available (the prefill GEMM path needs the CUDA toolkit's "
         "libcublasLt); tried ",
-        tried.empty() ? std::string("no file") : absl::StrJoin(tried, "; ")));
+        opened.tried));
   }
   auto lib = std::make_shared<CublasLtLib>();
   lib->dl = dl;
   lib->path = path;
-  std::vector<std::string> missing;
-  auto sym = [&](auto* fn, const char* name) {
-    void* p = dlsym(dl, name);
-    if (p == nullptr) missing.push_back(name);
-    *fn = reinterpret_cast<std::remove_pointer_t<decltype(fn)>>(p);
-  };
+  DlSymbols sym(dl);
   sym(&lib->create, "cublasLtCreate");
   sym(&lib->destroy, "cublasLtDestroy");
   sym(&lib->get_version, "cublasLtGetVersion");
@@ -111,9 +98,9 @@ absl::StatusOr<std::shared_ptr<const CublasLtLib>> LoadCublasLt(
   // Optional: error names only.
   lib->status_name =
       reinterpret_cast<decltype(&cublasLtGetStatusName)>(dlsym(dl, "cublasLtGetStatusName"));
-  if (!missing.empty()) {
+  if (!sym.ok()) {
     return absl::UnavailableError(absl::StrCat("cuBLASLt: ", path, " lacks ",
-                                               absl::StrJoin(missing, ", ")));
+                                               sym.missing()));
   }
   return std::shared_ptr<const CublasLtLib>(std::move(lib));
 }

@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "runtime/cuda/dynlib.h"
 #include "runtime/cuda/nccl_abi.h"
 
 namespace vibrant {
@@ -100,33 +101,19 @@ NcclVersion DecodeNcclVersion(int code) {
 }
 
 absl::StatusOr<std::shared_ptr<const NcclLib>> LoadNccl(const std::vector<std::string>& names) {
-  std::vector<std::string> tried;
-  void* dl = nullptr;
-  std::string path;
-  for (const std::string& n : names) {
-    dl = dlopen(n.c_str(), RTLD_NOW | RTLD_LOCAL);
-    if (dl != nullptr) {
-      path = n;
-      break;
-    }
-    const char* why = dlerror();
-    tried.push_back(absl::StrCat(n, ": ", why != nullptr ? why : "not found"));
-  }
+  const DlOpened opened = DlOpenFirst(names);
+  void* dl = opened.dl;
+  const std::string& path = opened.path;
   if (dl == nullptr) {
     return absl::NotFoundError(absl::StrCat(
         "NCCL is not available (tensor parallelism across GPUs needs libnccl.so.2; set ",
         kNcclLibraryEnv, " to its path); tried ",
-        tried.empty() ? std::string("no file") : absl::StrJoin(tried, "; ")));
+        opened.tried));
   }
   auto lib = std::make_shared<NcclLib>();
   lib->dl = dl;
   lib->path = path;
-  std::vector<std::string> missing;
-  auto sym = [&](auto* fn, const char* name) {
-    void* p = dlsym(dl, name);
-    if (p == nullptr) missing.push_back(name);
-    *fn = reinterpret_cast<std::remove_pointer_t<decltype(fn)>>(p);
-  };
+  DlSymbols sym(dl);
   sym(&lib->get_version, "ncclGetVersion");
   sym(&lib->get_unique_id, "ncclGetUniqueId");
   sym(&lib->comm_init_rank, "ncclCommInitRank");
@@ -140,9 +127,9 @@ absl::StatusOr<std::shared_ptr<const NcclLib>> LoadNccl(const std::vector<std::s
   sym(&lib->group_end, "ncclGroupEnd");
   // Optional: a better error message only.
   lib->get_last_error = reinterpret_cast<nccl_abi::GetLastErrorFn>(dlsym(dl, "ncclGetLastError"));
-  if (!missing.empty()) {
+  if (!sym.ok()) {
     return absl::FailedPreconditionError(
-        absl::StrCat("NCCL: ", path, " lacks ", absl::StrJoin(missing, ", ")));
+        absl::StrCat("NCCL: ", path, " lacks ", sym.missing()));
   }
   int code = 0;
   if (absl::Status s = NcclStatus(*lib, lib->get_version(&code), "ncclGetVersion", nullptr);
