@@ -1,5 +1,7 @@
 #include "api/conversation.h"
 
+#include <algorithm>
+#include <cstddef>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -54,17 +56,9 @@ absl::StatusOr<std::string> Conversation::RenderPrompt() const {
   return text;
 }
 
-absl::StatusOr<GenerateResult> Conversation::Send(const std::string& user_text,
-                                                  const GenerateOptions& opts,
-                                                  const TokenCallback& on_token) {
-  messages_.push_back({"user", user_text});
-  auto fail = [&](absl::Status s) {
-    messages_.pop_back();
-    return s;
-  };
+absl::StatusOr<std::vector<int32_t>> Conversation::PromptTokens(std::vector<Chunk>* chunks) const {
   absl::StatusOr<std::string> prompt = RenderPrompt();
-  if (!prompt.ok()) return fail(prompt.status());
-
+  if (!prompt.ok()) return prompt.status();
   // Keep the chunks whose text continues to match the new rendering.
   size_t matched = 0, keep = 0;
   while (keep < chunks_.size() &&
@@ -73,23 +67,61 @@ absl::StatusOr<GenerateResult> Conversation::Send(const std::string& user_text,
     matched += chunks_[keep].text.size();
     ++keep;
   }
-  std::vector<Chunk> chunks(chunks_.begin(), chunks_.begin() + keep);
+  chunks->assign(chunks_.begin(), chunks_.begin() + keep);
   const std::string rest = prompt->substr(matched);
   if (!rest.empty()) {
     // BOS (as the tokenizer's metadata says) only at the very start.
     absl::StatusOr<std::vector<int32_t>> ids =
-        tokenizer_->Encode(rest, /*add_special=*/chunks.empty(), /*parse_special=*/true);
-    if (!ids.ok()) return fail(ids.status());
-    chunks.push_back({rest, *std::move(ids)});
+        tokenizer_->Encode(rest, /*add_special=*/chunks->empty(), /*parse_special=*/true);
+    if (!ids.ok()) return ids.status();
+    chunks->push_back({rest, *std::move(ids)});
   }
   std::vector<int32_t> tokens;
-  for (const Chunk& c : chunks) tokens.insert(tokens.end(), c.tokens.begin(), c.tokens.end());
-  if (static_cast<int64_t>(tokens.size()) >= session_->n_ctx()) {
-    return fail(absl::OutOfRangeError(absl::StrCat(
-        "the conversation is ", tokens.size(), " tokens, it no longer fits the context of ",
-        session_->n_ctx(), " tokens (start a new one, or use a larger -c)")));
+  for (const Chunk& c : *chunks) tokens.insert(tokens.end(), c.tokens.begin(), c.tokens.end());
+  return tokens;
+}
+
+absl::StatusOr<GenerateResult> Conversation::Send(const std::string& user_text,
+                                                  const GenerateOptions& opts,
+                                                  const TokenCallback& on_token) {
+  const std::vector<chat::Message> before = messages_;
+  messages_.push_back({"user", user_text});
+  last_dropped_ = 0;
+  auto fail = [&](absl::Status s) {
+    messages_ = before;
+    last_dropped_ = 0;
+    return s;
+  };
+  std::vector<Chunk> chunks;
+  absl::StatusOr<std::vector<int32_t>> tokens = PromptTokens(&chunks);
+  if (!tokens.ok()) return fail(tokens.status());
+  // Room for the reply: its -n, at most half the context, or a quarter of
+  // the context when it is unbounded. With context shifting on, the oldest
+  // turns (after the system messages) leave until the conversation and that
+  // room fit; the next step prefills from where the text changed.
+  const int64_t n_ctx = session_->n_ctx();
+  const int64_t room = opts.n_predict > 0 ? std::min<int64_t>(opts.n_predict, n_ctx / 2) : n_ctx / 4;
+  while (context_shift_ && static_cast<int64_t>(tokens->size()) + room > n_ctx) {
+    // The oldest message that is neither a system message nor the new one;
+    // a user message leaves with the reply that follows it.
+    size_t i = 0;
+    while (i + 1 < messages_.size() && messages_[i].role == "system") ++i;
+    if (i + 1 >= messages_.size()) break;  // only the new message is left
+    const bool pair = messages_[i].role == "user" && i + 2 < messages_.size() &&
+                      messages_[i + 1].role == "assistant";
+    messages_.erase(messages_.begin() + static_cast<std::ptrdiff_t>(i),
+                    messages_.begin() + static_cast<std::ptrdiff_t>(i + (pair ? 2 : 1)));
+    last_dropped_ += pair ? 2 : 1;
+    tokens = PromptTokens(&chunks);
+    if (!tokens.ok()) return fail(tokens.status());
   }
-  absl::StatusOr<GenerateResult> r = session_->Generate(tokens, opts, on_token);
+  if (static_cast<int64_t>(tokens->size()) >= n_ctx) {
+    return fail(absl::OutOfRangeError(absl::StrCat(
+        "the conversation is ", tokens->size(), " tokens, it no longer fits the context of ", n_ctx,
+        context_shift_ ? " tokens even without its earlier turns (use a larger -c)"
+                       : " tokens (start a new one, or use a larger -c)")));
+  }
+  absl::StatusOr<GenerateResult> r = session_->Generate(*tokens, opts, on_token);
   if (!r.ok()) return fail(r.status());
   for (int32_t id : r->tokens) chunks.push_back({tokenizer_->TokenToPiece(id), {id}});
   chunks_ = std::move(chunks);

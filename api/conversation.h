@@ -46,8 +46,12 @@ class Conversation {
   void Add(chat::Message m) { messages_.push_back(std::move(m)); }
 
   // Adds the user's message, generates the assistant's reply (streamed through
-  // `on_token`) and adds it. On an error (e.g. the conversation no longer fits
-  // the context) the user's message is taken back.
+  // `on_token`) and adds it. When the conversation and room for the reply
+  // (-n, at most half the context; a quarter when unbounded) outgrow the
+  // context, the oldest turns are dropped first (context shifting, on by
+  // default; the system messages stay): last_dropped() says how many
+  // messages. On an error (the new message alone does not fit, say) the
+  // conversation is as it was.
   absl::StatusOr<GenerateResult> Send(const std::string& user_text, const GenerateOptions& opts,
                                       const TokenCallback& on_token);
 
@@ -57,6 +61,11 @@ class Conversation {
   absl::StatusOr<std::string> RenderPrompt() const;
 
   const std::vector<chat::Message>& messages() const { return messages_; }
+  // Context shifting (llama.cpp's --context-shift; off: a conversation that
+  // outgrows the context is an error, as --no-context-shift).
+  void set_context_shift(bool on) { context_shift_ = on; }
+  // Messages the last Send dropped to fit the context.
+  int64_t last_dropped() const { return last_dropped_; }
   const chat::ChatTemplate& chat_template() const { return tmpl_; }
   // Forgets the messages (and the session's cache).
   void Clear();
@@ -67,11 +76,17 @@ class Conversation {
     std::vector<int32_t> tokens;
   };
 
+  // The tokens of the rendered conversation, reusing the chunks of chunks_
+  // whose text the rendering still starts with (into *chunks).
+  absl::StatusOr<std::vector<int32_t>> PromptTokens(std::vector<Chunk>* chunks) const;
+
   Session* session_;
   const Tokenizer* tokenizer_;
   chat::ChatTemplate tmpl_;
   std::vector<chat::Message> messages_;
   std::vector<Chunk> chunks_;
+  bool context_shift_ = true;
+  int64_t last_dropped_ = 0;
 };
 
 }  // namespace vibrant

@@ -145,6 +145,52 @@ TEST_F(ConversationTest, StopStringsShapeTheReplyAndOverflowIsAnError) {
   EXPECT_EQ(c.messages().size(), before);
 }
 
+// Context shifting: when the conversation and room for the reply outgrow the
+// context, the oldest turns leave (the system message stays), and the reply
+// is what a fresh conversation holding only the remaining messages gives.
+// Off, the same conversation ends in the overflow error.
+TEST_F(ConversationTest, TheOldestTurnsLeaveWhenTheContextIsFull) {
+  auto session = NewSession();
+  Conversation c(session.get(), &model_->tokenizer(), Template("chatml"));
+  c.Add({"system", "Tell a story."});
+  GenerateOptions o;
+  o.n_predict = 40;
+  o.ignore_eos = true;
+  int64_t dropped = 0;
+  int turn = 0;
+  for (; turn < 12 && dropped == 0; ++turn) {
+    const size_t before = c.messages().size();
+    absl::StatusOr<GenerateResult> r = c.Send("Once upon a time there was a cat " + std::to_string(turn), o, nullptr);
+    ASSERT_TRUE(r.ok()) << "turn " << turn << ": " << r.status();
+    dropped = c.last_dropped();
+    EXPECT_EQ(c.messages().size(), before + 2 - dropped);
+  }
+  ASSERT_GT(dropped, 0) << "12 turns of 40 tokens should outgrow a context of 256";
+  EXPECT_EQ(dropped % 2, 0) << "turns leave as user + assistant pairs";
+  EXPECT_EQ(c.messages().front().role, "system");
+  EXPECT_EQ(c.messages().front().content, "Tell a story.");
+
+  // The same reply from a fresh conversation given only what was kept.
+  auto fresh = NewSession();
+  Conversation f(fresh.get(), &model_->tokenizer(), Template("chatml"));
+  const std::vector<chat::Message> kept = c.messages();
+  for (size_t i = 0; i + 2 < kept.size(); ++i) f.Add(kept[i]);
+  absl::StatusOr<GenerateResult> again = f.Send(kept[kept.size() - 2].content, o, nullptr);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->text, kept.back().content);
+
+  // Off (--no-context-shift): the same turns end in the overflow error.
+  auto off_session = NewSession();
+  Conversation off(off_session.get(), &model_->tokenizer(), Template("chatml"));
+  off.set_context_shift(false);
+  off.Add({"system", "Tell a story."});
+  absl::Status last = absl::OkStatus();
+  for (int i = 0; i < 12 && last.ok(); ++i) {
+    last = off.Send("Once upon a time there was a cat " + std::to_string(i), o, nullptr).status();
+  }
+  EXPECT_THAT(std::string(last.message()), HasSubstr("no longer fits the context of 256"));
+}
+
 TEST_F(ConversationTest, TemplatesResolveFromNameModelOrFallback) {
   std::string note;
   // stories260K has no chat template: chatml, with a note.

@@ -512,6 +512,24 @@ TEST_F(RunTest, ChatFromAPipeRendersTheTemplateAndReusesTheCache) {
   std::vector<int> between_ids;
   for (const auto& t : nlohmann::json::parse(bt.out)) between_ids.push_back(t["id"].get<int>());
   EXPECT_EQ(std::vector<int>(p2.begin() + p1.size() + gen1.size(), p2.end()), between_ids);
+
+  // A chat that outgrows its context (-c 128, replies of 24): the oldest turns
+  // leave and every turn is answered; --no-context-shift makes it an error.
+  const std::string lines = "printf 'Once upon a time\\nA dog ran\\nThe cat sat\\nThe sun rose\\n' | ";
+  const std::string chat = ShellQuote(kRun) + " -m " + ShellQuote(kModel) +
+                           " -cnv --temp 0 -n 24 -c 128 --json --chat-template chatml -sys 'Tell a story.'";
+  r = RunBinary("/bin/sh", {"-c", lines + chat});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  jr = ParseJson(r.out);
+  ASSERT_EQ(jr.summaries.size(), 4u) << r.err;
+  int dropped = 0;
+  for (const nlohmann::json& s : jr.summaries) dropped += s["dropped_messages"].get<int>();
+  EXPECT_GT(dropped, 0);
+  EXPECT_EQ(jr.summaries[0]["dropped_messages"], 0);
+  r = RunBinary("/bin/sh", {"-c", lines + chat + " --no-context-shift"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;  // a chat goes on after an error: the turn is reported
+  EXPECT_THAT(r.err, HasSubstr("no longer fits the context of 128"));
+  EXPECT_LT(ParseJson(r.out).summaries.size(), 4u);
 }
 
 // stories260K with a chat template in its metadata, as instruct models have.

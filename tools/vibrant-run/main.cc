@@ -77,6 +77,9 @@ constexpr char kUsage[] =
     "generation:\n"
     "  -n, --n-predict N       tokens to generate (per reply with -cnv); -1 (default) or -2:\n"
     "                          until an end-of-generation token or the context is full\n"
+    "  --no-context-shift      -cnv: a conversation that outgrows the context is an error;\n"
+    "                          by default (--context-shift) its oldest turns are dropped\n"
+    "                          (the system prompt stays) to make room for the next reply\n"
     "  --ignore-eos            end-of-generation tokens are banned and do not stop\n"
     "  -r, --reverse-prompt S  stop after S (S is printed; with -cnv the user's turn\n"
     "                          comes next); repeatable\n"
@@ -141,6 +144,7 @@ struct RunArgs {
   bool no_perf = false;
   int64_t n_predict = -1;
   bool ignore_eos = false;
+  bool context_shift = true;  // -cnv: the oldest turns leave when the context is full
   std::vector<StopString> stops;
   SamplerParams sampling;
   int64_t n_ctx = 0;
@@ -235,6 +239,10 @@ bool ParseArgs(int argc, char** argv, RunArgs* out) {
       if (out->n_predict == -2) out->n_predict = -1;
     } else if (a == "--ignore-eos") {
       out->ignore_eos = true;
+    } else if (a == "--no-context-shift") {
+      out->context_shift = false;
+    } else if (a == "--context-shift") {
+      out->context_shift = true;
     } else if (a == "-r" || a == "--reverse-prompt" || a == "--stop") {
       if (!value()) return false;
       if (v.empty()) return bad_value("a non-empty string");
@@ -662,6 +670,7 @@ absl::Status RunChat(const RunArgs& args, const std::optional<std::string>& firs
   if (!tmpl.ok()) return tmpl.status();
   if (!note.empty()) Note(note);
   Conversation chat(l.session.get(), &l.model->tokenizer(), *tmpl);
+  chat.set_context_shift(args.context_shift);
   auto add_system = [&] {
     if (args.have_system) chat.Add({"system", args.system_prompt});
   };
@@ -706,9 +715,15 @@ absl::Status RunChat(const RunArgs& args, const std::optional<std::string>& firs
       Note(std::string(r.status().message()));
       continue;
     }
+    if (chat.last_dropped() > 0 && !args.json) {
+      if (g_stdout_mid_line) WriteOut("\n");
+      Note(absl::StrCat("the context is full: the ", chat.last_dropped(),
+                        " oldest messages were dropped to make room (--no-context-shift: an error instead)"));
+    }
     if (args.json) {
       nlohmann::json s = Summary(*r, l, 0, 0);
       s["turn"] = turn;
+      s["dropped_messages"] = chat.last_dropped();
       const std::vector<int32_t>& cached = l.session->cached_tokens();
       s["prompt_ids"] = std::vector<int32_t>(
           cached.begin(), cached.begin() + std::min<size_t>(cached.size(), static_cast<size_t>(r->n_prompt)));
