@@ -347,4 +347,10 @@ vb_status vb_chat_send(vb_chat* chat, const char* user_message, const vb_generat
   return VB_OK;
 }
 
+vb_status vb_chat_set_context_shift(vb_chat* chat, int on) {
+  if (chat == nullptr) return Null("chat");
+  chat->conversation->set_context_shift(on != 0);
+  return VB_OK;
+}
+
 }  // extern "C"

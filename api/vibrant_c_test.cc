@@ -165,6 +165,25 @@ TEST_F(CApiTest, ChatTemplatesAndConversations) {
   EXPECT_EQ(r1.n_reused, 0);
   EXPECT_EQ(r2.n_reused, r1.n_prompt + r1.n_generated - 1);
   EXPECT_GT(r2.n_prompt, r2.n_reused);
+
+  // Long turns outgrow the context: with shifting (the default) every turn
+  // is answered; without it, a turn fails.
+  std::string long_turn;
+  for (int i = 0; i < 40; ++i) long_turn += "Once upon a time ";
+  for (int on : {1, 0}) {
+    ASSERT_EQ(vb_chat_set_context_shift(chat, on), VB_OK);
+    vb_status st = VB_OK;
+    for (int turn = 0; turn < 12 && st == VB_OK; ++turn) {
+      st = vb_chat_send(chat, long_turn.c_str(), &gp, nullptr, nullptr, &r1);
+    }
+    if (on) {
+      EXPECT_EQ(st, VB_OK) << vb_last_error();
+    } else {
+      EXPECT_NE(st, VB_OK);
+      EXPECT_THAT(vb_last_error(), HasSubstr("no longer fits the context"));
+    }
+  }
+  EXPECT_EQ(vb_chat_set_context_shift(nullptr, 1), VB_ERROR_INVALID_ARGUMENT);
   vb_chat_free(chat);
 }
 

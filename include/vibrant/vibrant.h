@@ -189,10 +189,16 @@ VB_API void vb_chat_free(vb_chat* chat);
 /* Adds a message without generating (e.g. the system prompt). */
 VB_API vb_status vb_chat_add(vb_chat* chat, const char* role, const char* content);
 /* Adds the user's message and generates the reply, which joins the
- * conversation; each turn prefills only the tokens the cache lacks. */
+ * conversation; each turn prefills only the tokens the cache lacks. When the
+ * conversation and room for the reply outgrow the context, its oldest turns
+ * are dropped first (system messages stay), unless context shifting is off. */
 VB_API vb_status vb_chat_send(vb_chat* chat, const char* user_message,
                               const vb_generate_params* params, vb_token_callback on_token,
                               void* user_data, vb_generate_result* result);
+/* Context shifting on (non-zero, the default) or off (0: a conversation that
+ * outgrows the context fails vb_chat_send, as llama.cpp's
+ * --no-context-shift). */
+VB_API vb_status vb_chat_set_context_shift(vb_chat* chat, int on);
 
 #ifdef __cplusplus
 }
