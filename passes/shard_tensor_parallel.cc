@@ -11,8 +11,6 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "ir/dtype.h"
 #include "passes/dce.h"
@@ -345,7 +343,7 @@ class Sharder {
       return Replicated(op, std::move(in), name);
     }
     const Shard s = ColumnShard(role, w);
-    if (!s.local || role == Role::kRow || role == Role::kOther) {
+    if (!s.local) {  // not a column-parallel role, or rows that do not split
       if (role == Role::kVocab) {
         Note(absl::StrCat(w.name, ": ", w.shape.empty() ? 0 : w.shape[0], " rows do not split into ", n_,
                           ": the output projection runs replicated"));
