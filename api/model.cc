@@ -61,11 +61,12 @@ void GraphBytes(const ir::Graph& g, int64_t* weights, int64_t* kv) {
 
 // The one place this library compiles (the compile library of every tool).
 absl::StatusOr<compiler::Compiled> CompileForRun(const GgufFile& gguf, const std::string& device,
-                                                 const std::string& arch, const LowerOptions& lower) {
+                                                 const std::string& arch, const LowerOptions& lower, int64_t tp) {
   compiler::CompileOptions co;
   co.device = device;
   co.arch = arch;
   co.lower = lower;
+  co.tp = static_cast<int>(std::max<int64_t>(tp, 1));
   return compiler::CompileGguf(gguf, co);
 }
 
@@ -145,6 +146,9 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& path, cons
   }
   if (opts.n_seq < 0 || (opts.n_seq > 0 && opts.block_size <= 0)) {
     return absl::InvalidArgumentError("the sequence count must be >= 0 and the block size > 0");
+  }
+  if (opts.tp < 0 || opts.tp > ir::kMaxTpRanks) {
+    return absl::InvalidArgumentError(absl::StrCat("--tp must be 1..", ir::kMaxTpRanks, " ranks"));
   }
   if (opts.n_ctx < 0 || opts.max_tokens < 0) {
     return absl::InvalidArgumentError("the context and step sizes must be >= 0 (0 = default)");
@@ -233,6 +237,12 @@ absl::Status Model::LoadPlanFile(const std::string& plan_path, const ModelOption
                                                          opts.block_size, " are asked for")
                                          : std::string("one sequence is asked for"));
   }
+  int64_t plan_tp = 1;
+  (void)absl::SimpleAtoi((*plan)->Option("tp", "1"), &plan_tp);
+  if (opts.tp != 0 && std::max<int64_t>(opts.tp, 1) != plan_tp) {
+    absl::StrAppend(&reason, reason.empty() ? "" : "; ", "it is sharded for ", plan_tp, " ranks, --tp asks for ",
+                    opts.tp);
+  }
   if (opts.max_tokens != 0 && opts.max_tokens != plan_max) {
     absl::StrAppend(&reason, reason.empty() ? "" : "; ", "its step size is ", plan_max,
                     " tokens, -b asks for ", opts.max_tokens);
@@ -252,6 +262,7 @@ absl::Status Model::LoadPlanFile(const std::string& plan_path, const ModelOption
   o.device = device;
   if (o.n_ctx == 0) o.n_ctx = plan_ctx;
   if (o.max_tokens == 0) o.max_tokens = plan_max;
+  if (o.tp == 0) o.tp = plan_tp;  // a recompiled plan stays sharded as it was
   if (embedded) outer_plan_ = *std::move(plan);  // the GGUF lives in its mapping
   return CompileFromGguf(*std::move(gguf), o, kv_type, embedded);
 }
@@ -267,6 +278,13 @@ absl::Status Model::CompileFromGguf(std::unique_ptr<GgufFile> gguf, const ModelO
   lower.block_size = opts.block_size;
 
   std::string device = opts.device;
+  if (device == "auto" && opts.tp > 1) {
+    device = "cpu";
+    if (log_) {
+      log_(absl::StrCat("device auto: cpu (--tp ", opts.tp,
+                        ": the CUDA runtime has no collectives yet; the CPU runs the ranks simulated)"));
+    }
+  }
   if (device == "auto") {
     std::string why;
     device = GpuFits(*gguf, lower, &why) ? "cuda" : "cpu";
@@ -302,6 +320,7 @@ absl::Status Model::CompileFromGguf(std::unique_ptr<GgufFile> gguf, const ModelO
       key.kv_type = absl::StrCat(std::string(DTypeName(kv_type.k)), "/", std::string(DTypeName(kv_type.v)));
       key.n_seq = lower.n_seq;
       key.block_size = lower.n_seq > 0 ? lower.block_size : 0;
+      key.tp = std::max<int64_t>(opts.tp, 1);
       cache_file = (std::filesystem::path(*dir) / PlanCacheFileName(key)).string();
     }
   }
@@ -320,7 +339,7 @@ absl::Status Model::CompileFromGguf(std::unique_ptr<GgufFile> gguf, const ModelO
   }
 
   const auto t0 = std::chrono::steady_clock::now();
-  absl::StatusOr<compiler::Compiled> compiled = CompileForRun(*gguf, device, arch, lower);
+  absl::StatusOr<compiler::Compiled> compiled = CompileForRun(*gguf, device, arch, lower, opts.tp);
   if (!compiled.ok()) return compiled.status();
   const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   compiled_now_ = true;

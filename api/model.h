@@ -47,6 +47,10 @@ struct ModelOptions {
   // was compiled with the same n_seq and block_size.
   int64_t n_seq = 0;
   int64_t block_size = 16;
+  // Tensor parallelism (passes/shard_tensor_parallel.h): 0 = the plan's (1
+  // for a GGUF); N > 1 compiles a plan sharded for N ranks, which the CPU runs
+  // as N simulated ranks (the CUDA runtime has no collectives yet).
+  int64_t tp = 0;
   bool use_plan_cache = true;
   std::string plan_cache_dir;   // "": DefaultPlanCacheDir()
   // Receives one line per decision (device choice, cache hit or compile).

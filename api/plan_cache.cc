@@ -31,6 +31,9 @@ uint64_t PlanCacheHash(const PlanCacheKey& key) {
   if (key.n_seq > 0) {  // unpaged keys hash as before
     add(absl::StrCat("paged ", key.n_seq, " ", key.block_size));
   }
+  if (key.tp > 1) {
+    add(absl::StrCat("tp ", key.tp));
+  }
   return Fnv1a64(absl::Span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
 }
 

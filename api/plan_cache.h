@@ -35,6 +35,7 @@ struct PlanCacheKey {
   std::string kv_type;  // "<K type>/<V type>": f16/f16, q8_0/f16, ...
   int64_t n_seq = 0;       // > 0: a paged graph for continuous batching
   int64_t block_size = 0;  // its KV block size
+  int64_t tp = 1;          // tensor-parallel ranks (shard-tensor-parallel)
 };
 
 // The 64-bit hash of the key and of this build (version, git description,

@@ -171,6 +171,17 @@ TEST_F(CliTest, TensorParallelPlansRunAsSimulatedRanks) {
     EXPECT_THAT(r.err, HasSubstr("--tp")) << bad;
     EXPECT_FALSE(fs::exists(Path("bad.plan")));
   }
+  // vibrant-run --tp: a GGUF compiled sharded into the plan cache; a plan
+  // recompiled for another context stays sharded.
+  Result direct = Run(kVibrantRun, {"-m", model_, "--tp", "2", "--plan-cache", Path("cache"), "-p",
+                                    "Once upon a time", "--temp", "0", "-n", "32", "--json"});
+  ASSERT_EQ(direct.exit_code, 0) << direct.err;
+  EXPECT_EQ(ParseJson(direct).ids, ref.generated);
+  EXPECT_THAT(direct.err, HasSubstr("tensor parallelism over 2 simulated ranks"));
+  Result recompiled = Run(kVibrantRun, {Path("tp4.plan"), "-c", "200", "--no-plan-cache", "-p",
+                                        "Once upon a time", "--temp", "0", "-n", "8"});
+  ASSERT_EQ(recompiled.exit_code, 0) << recompiled.err;
+  EXPECT_THAT(recompiled.err, HasSubstr("tensor parallelism over 4 simulated ranks"));
   Result cuda = Run(kVibrantc, {"compile", model_, "-o", Path("cuda.plan"), "--tp", "2", "--device", "cuda"});
   EXPECT_NE(cuda.exit_code, 0);
   EXPECT_THAT(cuda.err, HasSubstr("--tp 2 on cuda"));

@@ -77,6 +77,8 @@ constexpr char kUsage[] =
     "generation:\n"
     "  -n, --n-predict N       tokens to generate (per reply with -cnv); -1 (default) or -2:\n"
     "                          until an end-of-generation token or the context is full\n"
+    "  --tp N                  tensor parallelism over N ranks (vibrantc compile --tp): on\n"
+    "                          the CPU, N simulated ranks (no GPU collectives yet)\n"
     "  --no-context-shift      -cnv: a conversation that outgrows the context is an error;\n"
     "                          by default (--context-shift) its oldest turns are dropped\n"
     "                          (the system prompt stays) to make room for the next reply\n"
@@ -144,7 +146,8 @@ struct RunArgs {
   bool no_perf = false;
   int64_t n_predict = -1;
   bool ignore_eos = false;
-  bool context_shift = true;  // -cnv: the oldest turns leave when the context is full
+  bool context_shift = true;
+  int64_t tp = 0;  // --tp: 0 = the plan's  // -cnv: the oldest turns leave when the context is full
   std::vector<StopString> stops;
   SamplerParams sampling;
   int64_t n_ctx = 0;
@@ -239,6 +242,9 @@ bool ParseArgs(int argc, char** argv, RunArgs* out) {
       if (out->n_predict == -2) out->n_predict = -1;
     } else if (a == "--ignore-eos") {
       out->ignore_eos = true;
+    } else if (a == "--tp") {
+      if (!value()) return false;
+      if (!absl::SimpleAtoi(v, &out->tp) || out->tp < 1 || out->tp > 64) return bad_value("an integer in 1..64");
     } else if (a == "--no-context-shift") {
       out->context_shift = false;
     } else if (a == "--context-shift") {
@@ -494,6 +500,7 @@ absl::StatusOr<Loaded> Load(const RunArgs& args) {
     }
   }
   mo.n_ctx = args.n_ctx;
+  mo.tp = args.tp;
   mo.max_tokens = args.max_tokens;
   mo.use_plan_cache = !args.no_plan_cache;
   mo.plan_cache_dir = args.plan_cache;
