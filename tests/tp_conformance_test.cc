@@ -236,6 +236,19 @@ TEST(TpExecutor, RefusesWhatItCannotRunAndFailsCleanly) {
   EXPECT_THAT(std::string(bad.status().message()), ::testing::HasSubstr("blk.0.ffn_down.weight"));
   EXPECT_THAT(std::string(bad.status().message()), ::testing::HasSubstr("rank 1"));
 
+  // The memory limit bounds the ranks together: two ranks fit twice one
+  // rank's arenas and caches, not a byte less.
+  absl::StatusOr<GraphMemoryNeeds> needs = ValidateExecutableGraph(*g);
+  ASSERT_TRUE(needs.ok()) << needs.status();
+  CpuExecutorOptions limited;
+  limited.memory_limit = MemoryLimit{2 * needs->total(), "a test limit"};
+  EXPECT_TRUE(TpCpuExecutor::Create(*g, Resolver(file), limited).ok());
+  limited.memory_limit = MemoryLimit{2 * needs->total() - 2, "a test limit"};
+  absl::StatusOr<std::unique_ptr<TpCpuExecutor>> over = TpCpuExecutor::Create(*g, Resolver(file), limited);
+  ASSERT_FALSE(over.ok());
+  EXPECT_EQ(over.status().code(), absl::StatusCode::kResourceExhausted) << over.status();
+  EXPECT_THAT(std::string(over.status().message()), ::testing::HasSubstr("shared by 2 ranks"));
+
   absl::StatusOr<std::unique_ptr<TpCpuExecutor>> tp = TpCpuExecutor::Create(*g, Resolver(file));
   ASSERT_TRUE(tp.ok()) << tp.status();
   const std::vector<int32_t> bad_token = {1, 99999};

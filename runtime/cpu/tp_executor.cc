@@ -20,8 +20,18 @@ absl::StatusOr<std::unique_ptr<TpCpuExecutor>> TpCpuExecutor::Create(const ir::G
   std::unique_ptr<TpCpuExecutor> tp(new TpCpuExecutor());
   tp->collectives_ = std::make_unique<LocalCollectives>(static_cast<int>(n));
   const int total = opts.threads > 0 ? opts.threads : cpu::DefaultThreadCount();
+  // The memory limit bounds the ranks together: each gets its share.
+  absl::StatusOr<MemoryLimit> limit =
+      opts.memory_limit.has_value() ? absl::StatusOr<MemoryLimit>(*opts.memory_limit) : HostMemoryLimit();
+  if (!limit.ok()) return limit.status();
+  MemoryLimit share = *limit;
+  if (share.bytes.has_value()) {
+    share.bytes = *share.bytes / n;
+    share.source = absl::StrCat(limit->source, " shared by ", n, " ranks");
+  }
   for (int64_t r = 0; r < n; ++r) {
     CpuExecutorOptions o = opts;
+    o.memory_limit = share;
     o.threads = std::max(1, total / static_cast<int>(n));
     o.rank = static_cast<int>(r);
     o.collectives = tp->collectives_.get();

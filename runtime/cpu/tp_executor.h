@@ -23,7 +23,8 @@ namespace vibrant {
 
 class TpCpuExecutor {
  public:
-  // `opts.threads` is the total: each rank gets an equal share (at least 1).
+  // `opts.threads` and `opts.memory_limit` (default HostMemoryLimit()) are
+  // the totals: each rank gets an equal share (at least 1 thread).
   // The graph must have meta tp >= 2.
   static absl::StatusOr<std::unique_ptr<TpCpuExecutor>> Create(const ir::Graph& graph, WeightResolver weights,
                                                                 CpuExecutorOptions opts = {});
