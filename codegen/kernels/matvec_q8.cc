@@ -439,7 +439,9 @@ VB_INLINE void vb_q8_block(const float* __restrict__ x, i8* qx, float2* ds, i64 
   const float v = x[blk * 32 + lane];
   const float amax = vb_warp_max(fabsf(v));
   const float d = __fdiv_rn(amax, 127.0f);
-  const int q = amax == 0.0f ? 0 : (int)roundf(__fdiv_rn(v, d));
+  // d == 0 (amax 0, or so small that amax / 127 underflows): every code is
+  // 0, as ir/ops.h says; v / d would be infinite.
+  const int q = d == 0.0f ? 0 : (int)roundf(__fdiv_rn(v, d));
   qx[blk * 32 + lane] = (i8)q;
   int s = q;
 #pragma unroll

@@ -70,7 +70,7 @@ VB_INLINE float vb_warp_max(float v) {
 VB_INLINE void vb_q8a_store(float v, i8* __restrict__ qx, float2* __restrict__ ds, i64 i) {
   const float amax = vb_warp_max(fabsf(v));
   const float d = __fdiv_rn(amax, 127.0f);
-  const int q = amax == 0.0f ? 0 : (int)roundf(__fdiv_rn(v, d));
+  const int q = d == 0.0f ? 0 : (int)roundf(__fdiv_rn(v, d));  // ir/ops.h: 0 when d == 0
   qx[i] = (i8)q;
   int s = q;
 #pragma unroll

@@ -777,7 +777,7 @@ absl::Status RoundActivationsToQ8(const float* x, int64_t n, float* out) {
     for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[b + j]));
     const float d = amax / 127.0f;
     for (int j = 0; j < 32; ++j) {
-      out[b + j] = amax == 0.0f ? 0.0f : std::round(x[b + j] / d) * d;
+      out[b + j] = d == 0.0f ? 0.0f : std::round(x[b + j] / d) * d;
     }
   }
   return absl::OkStatus();
@@ -798,7 +798,10 @@ absl::Status QuantizeQ8A(const float* x, int64_t n, uint8_t* out) {
     for (int j = 0; j < 32; ++j) {
       // A NaN input (or inf / inf) rounds to code 0, as the GPU's cvt.rni
       // does; casting it to int would be undefined (found by the plan fuzzer).
-      const float r = amax == 0.0f ? 0.0f : std::round(x[b + j] / d);
+      // d == 0 (amax 0, or subnormal enough that amax / 127 underflows): every
+      // code is 0 (ir/ops.h), not x / 0 = inf cast to int (the plan fuzzer
+      // again).
+      const float r = d == 0.0f ? 0.0f : std::round(x[b + j] / d);
       const int q = std::isnan(r) ? 0 : static_cast<int>(r);
       codes[b + j] = static_cast<int8_t>(q);
       sum += q;

@@ -254,5 +254,28 @@ TEST(QuantizeTest, DeterministicAndBlockLocal) {
   }
 }
 
+
+// quantize_q8 of a block whose largest |x| is so small that d = amax / 127
+// underflows to 0: every code is 0 (ir/ops.h: "0 when d == 0"), not x / 0 =
+// inf cast to int (undefined; found by the plan fuzzer under UBSan). Likewise
+// a block of zeros, one holding NaN (its codes 0) and one holding inf.
+TEST(QuantizeTest, Q8ABlocksWithoutAScaleRoundToZero) {
+  std::vector<float> x(128, 0.0f);
+  for (int j = 0; j < 32; ++j) x[j] = (j % 2 ? -1 : 1) * 1e-44f;  // subnormal: d == 0
+  x[64] = std::numeric_limits<float>::quiet_NaN();
+  x[65] = 1.0f;
+  x[96] = std::numeric_limits<float>::infinity();
+  x[97] = 2.0f;
+  std::vector<uint8_t> q(128 + 4 * 8);
+  ASSERT_TRUE(QuantizeQ8A(x.data(), 128, q.data()).ok());
+  const int8_t* codes = reinterpret_cast<const int8_t*>(q.data());
+  for (int j = 0; j < 64; ++j) EXPECT_EQ(codes[j], 0) << j;  // the subnormal block and the zeros
+  EXPECT_EQ(codes[64], 0);                                     // NaN
+  EXPECT_EQ(codes[65], 127);
+  EXPECT_EQ(codes[97], 0);  // 2 / (inf / 127) = 0
+  std::vector<float> r(128);
+  ASSERT_TRUE(RoundActivationsToQ8(x.data(), 128, r.data()).ok());
+  for (int j = 0; j < 64; ++j) EXPECT_EQ(r[j], 0.0f) << j;
+}
 }  // namespace
 }  // namespace vibrant
