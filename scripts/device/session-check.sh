@@ -14,3 +14,9 @@ for args in ${BENCH_ARGS:-"-p 512,4096 -n 0" "-p 512,4096 -n 0 --mmq-max-rows 65
   echo "== vibrant-bench $args"
   timeout 150 $b -m $m --device cuda -r 2 $args 2>&1 | grep -E "^\| qwen|rror" | tee -a "$OUT/bench.txt"
 done
+# Decode: op by op (0) against the persistent kernel (1, 2 blocks per SM), at
+# the start of the context and after 4,096 tokens.
+for bps in ${DECODE_BPS:-0 1 2}; do
+  echo "== vibrant-bench -p 0 -n 128 -d 0,4096 --decode-blocks-per-sm $bps"
+  timeout 150 $b -m $m --device cuda -r 2 -p 0 -n 128 -d 0,4096 --decode-blocks-per-sm $bps 2>&1 | grep -E "^\| qwen|rror" | tee -a "$OUT/bench.txt"
+done
