@@ -83,7 +83,9 @@ std::string LocalArch(const std::string& device) {
 
 // Whether the GPU can take `gguf` compiled with `lower`; `why` says why not,
 // or what it found. Always false without the CUDA backend.
-bool GpuFits(const GgufFile& gguf, const LowerOptions& lower, std::string* why) {
+// Whether the model runs on the GPU(s): as many GPUs as tensor-parallel
+// ranks, each with room for its share of the weights and caches.
+bool GpuFits(const GgufFile& gguf, const LowerOptions& lower, int tp, std::string* why) {
 #ifndef VIBRANT_WITH_CUDA
   *why = "this build has no CUDA backend";
   return false;
@@ -96,6 +98,13 @@ bool GpuFits(const GgufFile& gguf, const LowerOptions& lower, std::string* why) 
     *why = msg;
     return false;
   }
+  if (tp > 1) {
+    const int count = CudaDeviceCount();
+    if (count < tp) {
+      *why = absl::StrCat("--tp ", tp, " needs ", tp, " GPUs, this machine has ", count);
+      return false;
+    }
+  }
   absl::StatusOr<ir::Graph> g = LowerGguf(gguf, lower);
   if (!g.ok()) {
     *why = std::string(g.status().message());
@@ -104,7 +113,7 @@ bool GpuFits(const GgufFile& gguf, const LowerOptions& lower, std::string* why) 
   int64_t weights = 0, kv = 0;
   GraphBytes(*g, &weights, &kv);
   // Activations, the prefill GEMM scratch and CUDA's own needs: a margin.
-  const int64_t need = weights + kv + (int64_t{512} << 20);
+  const int64_t need = (weights + kv) / std::max(tp, 1) + (int64_t{512} << 20);
   const bool fits = need <= dev->free_bytes;
   *why = absl::StrCat(dev->name, ": the model needs about ", Bytes(need), ", ",
                       Bytes(dev->free_bytes), " free");
@@ -278,16 +287,9 @@ absl::Status Model::CompileFromGguf(std::unique_ptr<GgufFile> gguf, const ModelO
   lower.block_size = opts.block_size;
 
   std::string device = opts.device;
-  if (device == "auto" && opts.tp > 1) {
-    device = "cpu";
-    if (log_) {
-      log_(absl::StrCat("device auto: cpu (--tp ", opts.tp,
-                        ": the CUDA runtime has no collectives yet; the CPU runs the ranks simulated)"));
-    }
-  }
   if (device == "auto") {
     std::string why;
-    device = GpuFits(*gguf, lower, &why) ? "cuda" : "cpu";
+    device = GpuFits(*gguf, lower, opts.tp, &why) ? "cuda" : "cpu";
     if (log_) log_(absl::StrCat("device auto: ", device, " (", why, ")"));
   }
   const std::string arch = LocalArch(device);

@@ -48,8 +48,9 @@ struct ModelOptions {
   int64_t n_seq = 0;
   int64_t block_size = 16;
   // Tensor parallelism (passes/shard_tensor_parallel.h): 0 = the plan's (1
-  // for a GGUF); N > 1 compiles a plan sharded for N ranks, which the CPU runs
-  // as N simulated ranks (the CUDA runtime has no collectives yet).
+  // for a GGUF); N > 1 compiles a plan sharded for N ranks: one GPU per rank
+  // over NCCL (device auto picks cuda only with N GPUs), or on the CPU N
+  // simulated ranks.
   int64_t tp = 0;
   bool use_plan_cache = true;
   std::string plan_cache_dir;   // "": DefaultPlanCacheDir()

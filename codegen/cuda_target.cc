@@ -707,6 +707,37 @@ absl::Status Lowering::Run() {
     Copy(V(o), V(op_.inputs[0]), BytesRule(g_, o));
     return absl::OkStatus();
   }
+  if (n == "all_reduce") {
+    // NCCL's all-reduce across GPUs; ranks that share one GPU (a test of a
+    // sharded plan on one card) sum in rank order with vb_add and this grid.
+    const TExpr elems = ElemsRule(g_, o);
+    Launch& l = Kernel("vb_add", GridFor(elems, kElementwiseThreads), kElementwiseThreads);
+    l.kind = LaunchKind::kAllReduce;
+    l.name = "all_reduce";
+    l.src = V(op_.inputs[0]);
+    l.dst = V(o);
+    l.bytes = BytesRule(g_, o);
+    return absl::OkStatus();
+  }
+  if (n == "all_gather") {
+    const Value& x = g_.value(op_.inputs[0]);
+    const int64_t cols = x.shape.back();
+    const int64_t ranks = ir::TpRanks(g_);
+    Launch l;
+    l.op = i_;
+    l.t_min = v_.t_min;
+    l.t_max = v_.t_max;
+    l.kind = LaunchKind::kAllGather;
+    l.name = "all_gather";
+    l.src = V(op_.inputs[0]);
+    l.dst = V(o);
+    l.m = Div(ElemsRule(g_, op_.inputs[0]), cols);
+    l.n = cols;
+    // NCCL gathers rank after rank; the rows are interleaved from here.
+    l.a = env_.Scratch(0, Mul(ElemsRule(g_, op_.inputs[0]), 4 * ranks));
+    out_->push_back(std::move(l));
+    return absl::OkStatus();
+  }
   if (n == "sample") {
     // The last row of the logits [rows, nv]: bytes [(rows - 1) * nv * 4, + nv * 4).
     const int64_t nv = g_.value(op_.inputs[0]).shape[1];
@@ -959,9 +990,8 @@ absl::StatusOr<std::vector<KernelVariant>> Variants(const Graph& g, int index, c
     case OpKind::kMoeSum: return one("moe_sum");
     case OpKind::kMatMulId: return one("matmul_id.float");
     case OpKind::kSample: return one("sample");
-    case OpKind::kAllReduce:
-    case OpKind::kAllGather:
-      return absl::UnimplementedError("collectives have no CUDA launches (CheckCudaSupportsOp)");
+    case OpKind::kAllReduce: return one("all_reduce");
+    case OpKind::kAllGather: return one("all_gather");
     case OpKind::kCopy: {
       // The step's inputs arrive and its logits leave by the runtime's own
       // transfers: copies between the host and the device are no launches.
@@ -1129,9 +1159,11 @@ absl::StatusOr<dispatch::Table> LowerDispatch(const Graph& g, const CudaTargetOp
   auto skip_bytes = [&](const Value& val) {
     return DTypeBytes(val.dtype, val.source_offset).value_or(0);
   };
+  t.tp_ranks = ir::TpRanks(g);
   for (ValueId v = 0; v < nv; ++v) {
     const Value& val = g.value(v);
-    if (val.producer < 0 && val.storage == ir::Storage::kWeight && val.device == ir::Device::kCuda) {
+    if (val.producer < 0 && val.storage == ir::Storage::kWeight && val.device == ir::Device::kCuda &&
+        val.rank_offsets.empty()) {
       int64_t& end = weight_end[val.source];
       end = std::max(end, skip_bytes(val) + BytesRule(g, v).b);
     }
@@ -1141,12 +1173,34 @@ absl::StatusOr<dispatch::Table> LowerDispatch(const Graph& g, const CudaTargetOp
   for (ValueId v = 0; v < nv; ++v) {
     const Value& val = g.value(v);
     if (val.producer >= 0) continue;
-    if (val.storage == ir::Storage::kWeight && val.device == ir::Device::kCuda) {
+    if (val.storage == ir::Storage::kWeight && val.device == ir::Device::kCuda && !val.rank_offsets.empty()) {
+      // A rank's shard (shard-tensor-parallel): a slot of its own, each rank
+      // uploading its rows (ir::Value::rank_offsets, source_row_stride).
+      const int64_t bytes = BytesRule(g, v).b;
+      const int64_t row = val.shape.empty() ? 1 : val.shape.back();
+      dispatch::WeightSlot s;
+      s.source = val.source;
+      s.offset = weights;
+      s.bytes = bytes;
+      s.row_bytes = DTypeBytes(val.dtype, row).value_or(0);
+      s.row_stride =
+          val.source_row_stride != 0 ? DTypeBytes(val.dtype, val.source_row_stride).value_or(0) : 0;
+      for (int64_t o : val.rank_offsets) {
+        s.rank_offsets.push_back(DTypeBytes(val.dtype, val.source_offset + o).value_or(0));
+      }
+      t.weights.push_back(std::move(s));
+      env.value[v] = BufRef{Region::kWeights, TExpr::Const(weights), TExpr::Const(bytes)};
+      weights += AlignUp(std::max<int64_t>(bytes, 1));
+    } else if (val.storage == ir::Storage::kWeight && val.device == ir::Device::kCuda) {
       auto [wi, fresh] = weight_at.emplace(val.source, weights);
       const int64_t bytes = BytesRule(g, v).b;
       if (fresh) {
         const int64_t slot = weight_end.at(val.source);
-        t.weights.push_back({val.source, weights, slot});
+        dispatch::WeightSlot ws;
+        ws.source = val.source;
+        ws.offset = weights;
+        ws.bytes = slot;
+        t.weights.push_back(std::move(ws));
         weights += AlignUp(std::max<int64_t>(slot, 1));
       }
       env.value[v] =

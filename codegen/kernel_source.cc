@@ -251,7 +251,9 @@ absl::Status CheckCudaSupportsOp(const Graph& g, const Op& op) {
       return absl::OkStatus();
     case OpKind::kAllReduce:
     case OpKind::kAllGather:
-      return unsupported("collectives of tensor parallelism have no CUDA launches yet (NCCL)");
+      // NCCL between GPUs (runtime/cuda/collectives.h); f32 values only.
+      if (op.inputs.size() != 1 || dtype(0) != DType::kF32) return unsupported("collectives take one f32 input");
+      return absl::OkStatus();
   }
   return unsupported("unknown op kind");
 }

@@ -31,6 +31,16 @@ LaunchBytes OneLaunch(const ir::Graph& g, const Launch* l, int64_t T, const Traf
       Add(&b, l->src.region, l->bytes.Eval(T));
       Add(&b, l->dst.region, l->bytes.Eval(T));
       break;
+    case LaunchKind::kAllReduce:  // what this rank reads and writes (NCCL's traffic between GPUs aside)
+      Add(&b, l->src.region, l->bytes.Eval(T));
+      Add(&b, l->dst.region, l->bytes.Eval(T));
+      break;
+    case LaunchKind::kAllGather: {
+      const int64_t bytes = l->m.Eval(T) * l->n * 4;
+      Add(&b, l->src.region, bytes);
+      Add(&b, l->dst.region, bytes * ir::TpRanks(g));
+      break;
+    }
     case LaunchKind::kGemm: {
       const int64_t M = l->m.Eval(T);
       Add(&b, l->a.region, M * l->k * 2);

@@ -93,13 +93,6 @@ absl::StatusOr<Compiled> CompileGraph(ir::Graph graph, const CompileOptions& opt
   // instead of the row of logits, and the host sampler's sort of the
   // vocabulary is gone. A cpu plan gains nothing (the host samples either
   // way), so it is off there unless asked for.
-  if (opts.tp > 1 && out.device == "cuda") {
-    // The pass, the IR and the CPU simulation exist; the GPU runtime's
-    // collectives (NCCL launches in the dispatch table) do not yet.
-    return absl::UnimplementedError(absl::StrCat(
-        "--tp ", opts.tp, " on cuda: tensor parallelism across GPUs is not implemented yet (no NCCL launches in "
-        "the CUDA runtime); --device cpu runs the sharded plan as ", opts.tp, " simulated ranks"));
-  }
   passes::PipelineConfig pipeline_config;
   pipeline_config.append_sample = opts.sample.value_or(out.device == "cuda");
   pipeline_config.sample_required = opts.sample.value_or(false);

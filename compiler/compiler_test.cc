@@ -110,6 +110,80 @@ TEST(CompilerCuda, TheTableRoundTripsAndEveryTruncationIsAnError) {
                                      ": recompile")));
 }
 
+// Tensor parallelism on the GPU (issue #17): a cuda plan compiled with
+// --tp 2 carries its ranks, a shard per sharded weight (each rank's byte
+// offsets into its tensor), and one collective launch per all_reduce /
+// all_gather op of the IR; the table survives the plan file, and what would
+// let a rank read outside its buffers is rejected.
+TEST(CompilerCuda, TensorParallelPlansCarryShardsAndCollectives) {
+  CompileOptions o;
+  o.tp = 2;
+  auto c = CompileTinyQwen2(o);
+  ASSERT_TRUE(c.ok()) << c.status();
+  const dispatch::Table& t = *c->dispatch_table;
+  EXPECT_EQ(t.tp_ranks, 2);
+  int reduce_ops = 0, gather_ops = 0;
+  for (const ir::Op& op : c->graph.ops()) {
+    reduce_ops += op.kind == ir::OpKind::kAllReduce;
+    gather_ops += op.kind == ir::OpKind::kAllGather;
+  }
+  ASSERT_GE(reduce_ops, 1);
+  EXPECT_EQ(gather_ops, 1);  // the vocab-parallel logits
+  for (int64_t T : {int64_t{1}, int64_t{64}}) {
+    int reduces = 0, gathers = 0;
+    for (const dispatch::Launch* l : dispatch::LaunchesFor(t, T)) {
+      reduces += l->kind == dispatch::LaunchKind::kAllReduce;
+      gathers += l->kind == dispatch::LaunchKind::kAllGather;
+    }
+    EXPECT_EQ(reduces, reduce_ops) << "T=" << T;
+    EXPECT_EQ(gathers, gather_ops) << "T=" << T;
+  }
+  int sharded = 0;
+  for (const dispatch::WeightSlot& s : t.weights) {
+    if (s.rank_offsets.empty()) continue;
+    ++sharded;
+    ASSERT_EQ(s.rank_offsets.size(), 2u) << s.source;
+    EXPECT_EQ(s.bytes % s.row_bytes, 0) << s.source;
+    if (s.row_stride == 0) {
+      EXPECT_EQ(s.rank_offsets[1] - s.rank_offsets[0], s.bytes) << s.source << ": rank 1's rows follow rank 0's";
+    } else {
+      EXPECT_EQ(s.rank_offsets[1] - s.rank_offsets[0], s.row_bytes) << s.source << ": the next block of columns";
+    }
+  }
+  EXPECT_GE(sharded, 4);
+  const std::string bytes = dispatch::Serialize(t);
+  auto back = dispatch::Parse(Bytes(bytes), "t");
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(*back, t);
+  EXPECT_THAT(dispatch::Describe(t), HasSubstr("all_reduce arena"));
+
+  // Crafted tables: a shard without an offset per rank, a collective in a
+  // plan of one rank, an all_reduce larger than its buffers.
+  dispatch::Table bad = t;
+  for (dispatch::WeightSlot& s : bad.weights) {
+    if (!s.rank_offsets.empty()) {
+      s.rank_offsets.pop_back();
+      break;
+    }
+  }
+  EXPECT_THAT(std::string(dispatch::Validate(bad, "p").message()), HasSubstr("a shard needs 2 rank offsets"));
+  bad = t;
+  bad.tp_ranks = 1;
+  for (dispatch::WeightSlot& s : bad.weights) s.rank_offsets.clear(), s.row_bytes = 0, s.row_stride = 0;
+  EXPECT_THAT(std::string(dispatch::Validate(bad, "p").message()), HasSubstr("a collective in a plan of one rank"));
+  bad = t;
+  for (dispatch::Launch& l : bad.launches) {
+    if (l.kind == dispatch::LaunchKind::kAllReduce) {
+      l.bytes = dispatch::TExpr::Linear(0, l.dst.extent.Eval(l.t_max) + 4);
+      break;
+    }
+  }
+  EXPECT_THAT(std::string(dispatch::Validate(bad, "p").message()), HasSubstr("exceeds its buffers"));
+  bad = t;
+  bad.tp_ranks = 65;
+  EXPECT_THAT(std::string(dispatch::Validate(bad, "p").message()), HasSubstr("tp_ranks 65"));
+}
+
 // Sampling in the step (passes/append_sample): on by default for cuda plans,
 // off for cpu plans, either way on request; the table names its buffers.
 TEST(CompilerCuda, CudaPlansSampleOnTheGpuByDefault) {

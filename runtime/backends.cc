@@ -3,6 +3,7 @@
 #include "absl/strings/str_cat.h"
 #ifdef VIBRANT_WITH_CUDA
 #include "runtime/cuda/executor.h"
+#include "runtime/cuda/tp_executor.h"
 #endif
 
 namespace vibrant {
@@ -18,6 +19,13 @@ absl::StatusOr<std::unique_ptr<Executor>> CreateBackend(const Program& program, 
 #ifdef VIBRANT_WITH_CUDA
     CudaExecutorOptions o;
     o.device = opts.cuda_device;
+    if (program.dispatch && program.dispatch->tp_ranks > 1) {  // one executor per rank
+      TpCudaOptions tp;
+      tp.base = o;
+      absl::StatusOr<std::unique_ptr<TpCudaExecutor>> e = TpCudaExecutor::Create(program, std::move(weights), tp);
+      if (!e.ok()) return e.status();
+      return std::unique_ptr<Executor>(std::move(*e));
+    }
     absl::StatusOr<std::unique_ptr<CudaExecutor>> e = CudaExecutor::Create(program, std::move(weights), o);
     if (!e.ok()) return e.status();
     return std::unique_ptr<Executor>(std::move(*e));

@@ -15,6 +15,8 @@ namespace {
 
 constexpr char kMagic[4] = {'V', 'B', 'D', 'T'};
 constexpr uint32_t kMaxGrid[3] = {0x7fffffffu, 65535u, 65535u};
+// As ir::kMaxTpRanks (this library does not depend on ir/).
+constexpr int64_t kMaxTpRanks = 64;
 
 // floor(x / c), c > 0, exact for negative x.
 __int128 FloorDiv(__int128 x, __int128 c) {
@@ -213,7 +215,12 @@ std::string Serialize(const Table& t) {
     w.Str(s.source);
     w.I64(s.offset);
     w.I64(s.bytes);
+    w.U32(static_cast<uint32_t>(s.rank_offsets.size()));
+    for (int64_t o : s.rank_offsets) w.I64(o);
+    w.I64(s.row_bytes);
+    w.I64(s.row_stride);
   }
+  w.I64(t.tp_ranks);
   w.Buf(t.tokens);
   w.Buf(t.positions);
   w.Buf(t.logits);
@@ -296,8 +303,15 @@ absl::StatusOr<Table> Parse(absl::Span<const uint8_t> bytes, const std::string& 
     VB_ASSIGN(s.source, r.Str());
     VB_ASSIGN(s.offset, r.I64());
     VB_ASSIGN(s.bytes, r.I64());
+    uint32_t nr;
+    VB_ASSIGN(nr, r.Count(8));
+    s.rank_offsets.resize(nr);
+    for (uint32_t k = 0; k < nr; ++k) VB_ASSIGN(s.rank_offsets[k], r.I64());
+    VB_ASSIGN(s.row_bytes, r.I64());
+    VB_ASSIGN(s.row_stride, r.I64());
     t.weights.push_back(std::move(s));
   }
+  VB_ASSIGN(t.tp_ranks, r.I64());
   VB_ASSIGN(t.tokens, r.Buf());
   VB_ASSIGN(t.positions, r.Buf());
   VB_ASSIGN(t.logits, r.Buf());
@@ -338,7 +352,7 @@ absl::StatusOr<Table> Parse(absl::Span<const uint8_t> bytes, const std::string& 
     l.runs_in = static_cast<RunsIn>(runs_in);
     uint8_t kind;
     VB_ASSIGN(kind, r.U8());
-    if (kind > static_cast<uint8_t>(LaunchKind::kCopy)) {
+    if (kind > static_cast<uint8_t>(LaunchKind::kAllGather)) {
       return r.Error(absl::StrCat("launch ", i, ": invalid kind ", static_cast<int>(kind)));
     }
     l.kind = static_cast<LaunchKind>(kind);
@@ -394,6 +408,7 @@ absl::Status Validate(const Table& t, const std::string& where) {
                               " bytes"));
     }
   }
+  if (t.tp_ranks < 1 || t.tp_ranks > kMaxTpRanks) return err(absl::StrCat("tp_ranks ", t.tp_ranks));
   if (t.max_tokens < 1 || t.max_tokens > (int64_t{1} << 31)) {
     return err(absl::StrCat("max_tokens ", t.max_tokens));
   }
@@ -431,6 +446,19 @@ absl::Status Validate(const Table& t, const std::string& where) {
         s.offset % 256 != 0) {
       return err(absl::StrCat("weight ", i, " '", s.source, "' at [", s.offset, ", +", s.bytes,
                               ") outside the weights region of ", size, " bytes or misaligned"));
+    }
+    // A shard: one offset per rank, whole rows, rows at a stride of at
+    // least a row (the tensor's bounds are the loader's to check).
+    if (!s.rank_offsets.empty() || s.row_bytes != 0 || s.row_stride != 0) {
+      bool ok = static_cast<int64_t>(s.rank_offsets.size()) == t.tp_ranks && t.tp_ranks > 1 &&
+                s.row_bytes > 0 && s.bytes % s.row_bytes == 0 &&
+                (s.row_stride == 0 || s.row_stride >= s.row_bytes) && s.row_stride <= (int64_t{1} << 46);
+      for (int64_t o : s.rank_offsets) ok = ok && o >= 0 && o <= (int64_t{1} << 46);
+      if (!ok) {
+        return err(absl::StrCat("weight ", i, " '", s.source, "': a shard needs ", t.tp_ranks,
+                                " rank offsets, whole rows of row_bytes ", s.row_bytes, " and a row stride ",
+                                s.row_stride, " of at least a row"));
+      }
     }
   }
   for (const auto& [b, name] : {std::pair{&t.tokens, "tokens"}, std::pair{&t.positions, "positions"},
@@ -568,6 +596,52 @@ absl::Status Validate(const Table& t, const std::string& where) {
         if (absl::Status s = check_buf(l.src, l.t_min, l.t_max, at + " src"); !s.ok()) return s;
         break;
       }
+      case LaunchKind::kAllReduce:
+      case LaunchKind::kAllGather: {
+        if (t.tp_ranks < 2) return err(absl::StrCat(at, ": a collective in a plan of one rank"));
+        if (l.dst.region != Region::kArena || l.src.region != Region::kArena) {
+          return err(absl::StrCat(at, ": a collective's buffers are arena buffers"));
+        }
+        if (absl::Status s = check_buf(l.dst, l.t_min, l.t_max, at + " dst"); !s.ok()) return s;
+        if (absl::Status s = check_buf(l.src, l.t_min, l.t_max, at + " src"); !s.ok()) return s;
+        for (int64_t T : {l.t_min, l.t_max}) {
+          if (l.kind == LaunchKind::kAllReduce) {
+            if (!expr_ok(l.bytes)) return err(absl::StrCat(at, ": invalid rule"));
+            const int64_t b = l.bytes.Eval(T);
+            if (b < 0 || b % 4 != 0 || b > l.dst.extent.Eval(T) || b > l.src.extent.Eval(T)) {
+              return err(absl::StrCat(at, ": all_reduce of ", b, " bytes exceeds its buffers at T=", T));
+            }
+          } else {
+            if (!expr_ok(l.m) || l.n < 1 || l.n > INT32_MAX) return err(absl::StrCat(at, ": all_gather shape"));
+            const int64_t m = l.m.Eval(T);
+            if (m < 0 || m > INT32_MAX || m * l.n * 4 > l.src.extent.Eval(T) ||
+                m * l.n * 4 * t.tp_ranks > l.dst.extent.Eval(T)) {
+              return err(absl::StrCat(at, ": all_gather of ", m, " x ", l.n, " exceeds its buffers at T=", T));
+            }
+            if (l.a.region != Region::kScratch) return err(absl::StrCat(at, ": all_gather needs scratch"));
+            if (absl::Status s = check_buf(l.a, l.t_min, l.t_max, at + " scratch"); !s.ok()) return s;
+            if (m * l.n * 4 * t.tp_ranks > l.a.extent.Eval(T)) {
+              return err(absl::StrCat(at, ": all_gather scratch too small at T=", T));
+            }
+          }
+        }
+        // The add kernel and its grid, for ranks that share one GPU.
+        if (l.kind == LaunchKind::kAllReduce) {
+          if (l.kernel < 0 || l.kernel >= static_cast<int32_t>(t.kernels.size()) ||
+              t.kernels[l.kernel] != "vb_add") {
+            return err(absl::StrCat(at, ": kernel index ", l.kernel, " does not name vb_add"));
+          }
+          if (!expr_ok(l.grid[0])) return err(absl::StrCat(at, ": invalid grid rule"));
+          for (int64_t T : {l.t_min, l.t_max}) {
+            const int64_t g = l.grid[0].Eval(T);
+            if (g < 1 || g > kMaxGrid[0]) return err(absl::StrCat(at, ": grid ", g, " at T=", T));
+          }
+          if (l.block[0] < 1 || l.block[0] > 1024 || l.block[1] != 1 || l.block[2] != 1) {
+            return err(absl::StrCat(at, ": block ", l.block[0]));
+          }
+        }
+        break;
+      }
     }
   }
   return absl::OkStatus();
@@ -580,6 +654,7 @@ std::string Describe(const Table& t) {
       t.launches.size(), t.kernels.size(), t.max_tokens, t.region_bytes[1], t.region_bytes[2],
       t.region_bytes[3], t.region_bytes[4], t.region_bytes[5], t.graph_max_tokens,
       t.pdl ? ", programmatic dependent launch" : "");
+  if (t.tp_ranks > 1) absl::StrAppend(&out, "  tensor parallel: ", t.tp_ranks, " ranks\n");
   if (t.seq_ids.region != Region::kNone) {
     absl::StrAppend(&out, "  paged: seq_ids ", BufText(t.seq_ids), ", block_table ", BufText(t.block_table),
                     " (", t.n_seq, " x ", t.max_blocks, " blocks of ", t.block_size, ")\n");
@@ -624,6 +699,14 @@ std::string Describe(const Table& t) {
       case LaunchKind::kCopy:
         absl::StrAppend(&out, "memcpy ", BufText(l.dst), " <- ", BufText(l.src), ", ",
                         ExprText(l.bytes), " B");
+        break;
+      case LaunchKind::kAllReduce:
+        absl::StrAppend(&out, "all_reduce ", BufText(l.dst), " <- sum over ", t.tp_ranks, " ranks of ",
+                        BufText(l.src), ", ", ExprText(l.bytes), " B");
+        break;
+      case LaunchKind::kAllGather:
+        absl::StrAppend(&out, "all_gather ", BufText(l.dst), " <- ", t.tp_ranks, " ranks' ", BufText(l.src),
+                        " [", ExprText(l.m), " x ", l.n, "] via ", BufText(l.a));
         break;
     }
     out += "\n";

@@ -29,8 +29,9 @@ namespace vibrant::dispatch {
 
 // 3: the persistent decode kernel's state region and RunsIn (2), the sample
 // op's I/O (Table::sampling, Table::token). 4: the paged I/O (seq_ids,
-// block_table) of continuous-batching plans.
-inline constexpr uint32_t kDispatchFormatVersion = 4;
+// block_table) of continuous-batching plans. 5: tensor parallelism (Table::tp_ranks,
+// sharded weight slots, the collective launches).
+inline constexpr uint32_t kDispatchFormatVersion = 5;
 
 // An integer rule in the token count T: clamp(ceil(a * T + b) / c), lo, hi)
 // with integer division rounding up (c > 0).
@@ -84,6 +85,14 @@ enum class LaunchKind : uint8_t {
   kGemm = 1,    // a cuBLASLt GEMM: out[M, N] = a[M, K] . b[N, K]^T, f16 a and b,
                 // f32 out (row-major, leading dims lda, ldb, ldo), f32 accumulation
   kCopy = 2,    // a device-to-device copy of `bytes` from src to dst
+  // Collectives of a tensor-parallel plan (tp_ranks > 1; ir/ops.h), run by
+  // every rank on its own copy of the table at the same point of the step:
+  kAllReduce = 3,  // dst = the sum over ranks of src, `bytes` of f32, in rank
+                   // order where the runtime sums itself (ranks sharing one
+                   // GPU: `kernel` (vb_add) with grid/block, out = a + b)
+  kAllGather = 4,  // dst[row, r * n + j] = src_r[row, j] for m rows of n f32;
+                   // `a`: scratch of m * n * ranks f32 for a gather that
+                   // arrives rank after rank (NCCL) and is then reordered
 };
 
 // Which runs of a step include a launch. A persistent decode kernel
@@ -118,11 +127,17 @@ struct Launch {
   bool operator==(const Launch&) const = default;
 };
 
-// A GGUF tensor uploaded into the weights region.
+// A GGUF tensor uploaded into the weights region: its first `bytes` bytes,
+// or in a tensor-parallel plan a rank's shard of it (ir::Value::rank_offsets):
+// rank r's slot holds bytes / row_bytes rows of row_bytes, row i read from
+// the tensor at rank_offsets[r] + i * row_stride (row_stride 0: row_bytes,
+// one contiguous block).
 struct WeightSlot {
   std::string source;  // the GGUF tensor name (ir::Value::source)
   int64_t offset = 0;
   int64_t bytes = 0;
+  std::vector<int64_t> rank_offsets;  // bytes into the tensor; empty: not sharded
+  int64_t row_bytes = 0, row_stride = 0;
   bool operator==(const WeightSlot&) const = default;
 };
 
@@ -141,6 +156,9 @@ struct Table {
   // one i32 from `token` instead of the logits. Both kNone otherwise.
   BufRef sampling, token;
   int64_t max_tokens = 1;  // 1 <= T <= max_tokens
+  // Ranks of a tensor-parallel plan (ir meta tp; 1: none): every rank runs
+  // these launches on its own GPU with its shards of the weights.
+  int64_t tp_ranks = 1;
   int64_t n_ctx = 0;       // positions must be < n_ctx (0: no KV cache)
   int64_t n_vocab = 0;     // token ids must be < n_vocab
   // Paged plans (continuous batching, LowerOptions::n_seq > 0): the runtime

@@ -92,6 +92,9 @@ absl::StatusOr<PersistentSchedule> BuildPersistentSchedule(const dispatch::Table
     const Launch& l = table.launches.at(li);
     const std::string at = absl::StrCat("persistent decode: launch ", li, " (", l.name, ", op ", l.op, ")");
     if (l.kind == LaunchKind::kGemm) return absl::UnimplementedError(at + ": a GEMM cannot be a task");
+    if (l.kind == LaunchKind::kAllReduce || l.kind == LaunchKind::kAllGather) {
+      return absl::UnimplementedError(at + ": a collective (NCCL) cannot be a task");
+    }
     if (l.kind != LaunchKind::kKernel) continue;
     if (l.block[1] != 1 || l.block[2] != 1 || l.block[0] < 32 || (l.block[0] & (l.block[0] - 1)) != 0) {
       return absl::UnimplementedError(absl::StrCat(at, ": block (", l.block[0], ", ", l.block[1], ", ",

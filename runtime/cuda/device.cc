@@ -79,6 +79,15 @@ absl::StatusOr<CudaDeviceInfo> QueryCudaDevice(int index) {
 
 absl::Status CudaDeviceAvailable() { return QueryCudaDevice(0).status(); }
 
+int CudaDeviceCount() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return n;
+}
+
 absl::StatusOr<double> MeasureCopyBandwidth(int index, int64_t bytes, int reps) {
   if (bytes < 1 || reps < 1) return absl::InvalidArgumentError("MeasureCopyBandwidth: bytes and reps must be >= 1");
   absl::StatusOr<CudaDeviceInfo> dev = QueryCudaDevice(index);

@@ -30,6 +30,8 @@ absl::StatusOr<CudaDeviceInfo> QueryCudaDevice(int index = 0);
 
 // OK when QueryCudaDevice(0) succeeds: the reason to print when a test skips.
 absl::Status CudaDeviceAvailable();
+// The GPUs this process sees (0 without a driver or device).
+int CudaDeviceCount();
 
 // The status of a CUDA runtime call: OK, or `what` followed by the error's
 // name and description ("cudaMalloc of 1.5 GiB for the weights:

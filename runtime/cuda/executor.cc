@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "ir/verifier.h"
+#include "runtime/cuda/collectives.h"
 #include "runtime/cuda/internal.h"
 #include "runtime/cuda/verify.h"
 
@@ -120,6 +121,15 @@ absl::StatusOr<std::unique_ptr<CudaExecutor>> CudaExecutor::Create(const Program
   if (m.table.values.size() != m.graph.values().size()) {
     return absl::InvalidArgumentError("CUDA backend: the dispatch table does not describe this graph");
   }
+  if (m.table.tp_ranks > 1) {
+    if (opts.collectives == nullptr || opts.collectives->ranks() != m.table.tp_ranks || opts.rank < 0 ||
+        opts.rank >= m.table.tp_ranks) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "CUDA backend: the plan is sharded for ", m.table.tp_ranks,
+          " tensor-parallel ranks; it runs as one executor per rank (runtime/cuda/tp_executor.h; vibrant-run "
+          "does this), not as one"));
+    }
+  }
   absl::StatusOr<CudaDeviceInfo> dev = QueryCudaDevice(opts.device);
   if (!dev.ok()) return dev.status();
   m.device = *dev;
@@ -179,17 +189,20 @@ absl::StatusOr<std::unique_ptr<CudaExecutor>> CudaExecutor::Create(const Program
     m.gemm = *std::move(gm);
     m.gemm_lib = CublasLtDescribe(**lib);
   }
-  absl::StatusOr<std::unique_ptr<DeviceMemory>> mem = DeviceMemory::Allocate(m.table, weights, m.device);
+  absl::StatusOr<std::unique_ptr<DeviceMemory>> mem =
+      DeviceMemory::Allocate(m.table, weights, m.device, m.table.tp_ranks > 1 ? opts.rank : 0);
   if (!mem.ok()) return mem.status();
   m.mem = *std::move(mem);
   m.pdl = m.table.pdl && !EnvIs("VIBRANT_CUDA_PDL", "0") && ArchNumber(m.device.arch) >= 90;
   m.launcher = std::make_unique<Launcher>(m.graph, m.table, *m.mem, *m.module, m.gemm.get(), m.stream, m.pdl,
-                                          m.opts.sync_each_op, EnvIs("VIBRANT_CUDA_PROFILE", "1"));
+                                          m.opts.sync_each_op, EnvIs("VIBRANT_CUDA_PROFILE", "1"),
+                                          m.table.tp_ranks > 1 ? opts.collectives : nullptr, opts.rank);
   return std::unique_ptr<CudaExecutor>(new CudaExecutor(std::move(impl)));
 }
 
 absl::StatusOr<absl::Span<const float>> CudaExecutor::StepBatch(const BatchInputs& in) {
   Impl& m = *impl_;
+  VB_CUDA(cudaSetDevice(m.device.index), "CUDA backend: cudaSetDevice");  // the caller's thread
   if (!m.pending.ok()) return m.pending;
   const dispatch::Table& t = m.table;
   if (t.seq_ids.region == dispatch::Region::kNone) {
@@ -244,6 +257,7 @@ absl::StatusOr<absl::Span<const float>> CudaExecutor::StepBatch(const BatchInput
 
 absl::StatusOr<absl::Span<const float>> CudaExecutor::Step(absl::Span<const int32_t> tokens, int32_t pos0) {
   Impl& m = *impl_;
+  VB_CUDA(cudaSetDevice(m.device.index), "CUDA backend: cudaSetDevice");  // the caller's thread
   if (m.table.seq_ids.region != dispatch::Region::kNone) {
     return absl::FailedPreconditionError("Step: the plan is paged (continuous batching); run it with StepBatch");
   }
@@ -260,6 +274,7 @@ bool CudaExecutor::samples() const { return impl_->table.token.region != dispatc
 absl::StatusOr<int32_t> CudaExecutor::StepSample(absl::Span<const int32_t> tokens, int32_t pos0,
                                                  const SampleDraw& draw) {
   Impl& m = *impl_;
+  VB_CUDA(cudaSetDevice(m.device.index), "CUDA backend: cudaSetDevice");  // the caller's thread
   if (!samples()) {
     return absl::FailedPreconditionError(
         "StepSample: this plan has no sample op (compile it with --gpu-sampling)");
@@ -316,7 +331,12 @@ std::string CudaExecutor::Describe() const {
       m.table.graph_max_tokens >= 1 && m.launcher->graphs_used() ? " as a CUDA graph" : "");
   if (m.table.token.region != dispatch::Region::kNone) absl::StrAppend(&out, "; sampling on the GPU");
   if (m.pdl) absl::StrAppend(&out, " with programmatic dependent launch");
-  if (!m.launcher->graph_note().empty()) absl::StrAppend(&out, " (graph capture failed: ", m.launcher->graph_note(), ")");
+  if (m.table.tp_ranks > 1) {
+    absl::StrAppend(&out, "; tensor-parallel rank ", m.opts.rank, " of ", m.table.tp_ranks, " (",
+                    m.opts.collectives != nullptr ? m.opts.collectives->Describe() : "", ")");
+  } else if (!m.launcher->graph_note().empty()) {
+    absl::StrAppend(&out, " (graph capture failed: ", m.launcher->graph_note(), ")");
+  }
   if (m.gemm != nullptr) absl::StrAppend(&out, "; prefill GEMMs through ", m.gemm_lib);
   return out;
 }

@@ -29,6 +29,8 @@
 
 namespace vibrant {
 
+class CudaCollectives;
+
 // How to run, not what: none of these changes the plan's launches.
 struct CudaExecutorOptions {
   int device = 0;
@@ -37,6 +39,11 @@ struct CudaExecutorOptions {
   bool sync_each_op = false;
   // The cuBLASLt files to try (tests); empty: DefaultCublasLtNames().
   std::vector<std::string> cublaslt_names;
+  // A tensor-parallel plan (dispatch tp_ranks > 1) is run by one executor per
+  // rank, each with its rank and the ranks' collectives
+  // (runtime/cuda/tp_executor.h makes them); a plan of one rank ignores both.
+  int rank = 0;
+  CudaCollectives* collectives = nullptr;
   // (Environment only) VIBRANT_CUDA_PROFILE=1: time every launch with events
   // (no CUDA graphs) and print the time per kernel to stderr at destruction.
 };

@@ -16,6 +16,7 @@
 #include "absl/status/statusor.h"
 #include "ir/graph.h"
 #include "runtime/cpu/executor.h"
+#include "runtime/cuda/collectives.h"
 #include "runtime/cuda/cublaslt.h"
 #include "runtime/cuda/device.h"
 #include "runtime/dispatch.h"
@@ -55,9 +56,10 @@ class DeviceMemory {
  public:
   // Allocates every region (weights uploaded through `weights`, KV caches and
   // the arena zeroed) and the pinned buffers; out of memory names the region.
+  // `rank`: which shard of a tensor-parallel plan's sharded weights to upload.
   static absl::StatusOr<std::unique_ptr<DeviceMemory>> Allocate(const dispatch::Table& t,
                                                                 WeightResolver& weights,
-                                                                const CudaDeviceInfo& device);
+                                                                const CudaDeviceInfo& device, int rank = 0);
   ~DeviceMemory();
   // The address of `b` at token count T (null for a null buffer).
   void* Address(const dispatch::BufRef& b, int64_t T) const;
@@ -89,9 +91,10 @@ class DeviceMemory {
 // launch.cc: the table's launches, enqueued on one stream.
 class Launcher {
  public:
+  // `collectives`: a tensor-parallel plan's (rank `rank`), else null.
   Launcher(const ir::Graph& graph, const dispatch::Table& table, const DeviceMemory& mem,
            const KernelModule& module, RowMajorGemm* gemm, cudaStream_t stream, bool pdl,
-           bool sync_each_op, bool profile);
+           bool sync_each_op, bool profile, CudaCollectives* collectives = nullptr, int rank = 0);
   ~Launcher();
   // One launch of a step of T tokens.
   absl::Status Enqueue(const dispatch::Launch& l, int64_t T);
@@ -123,6 +126,8 @@ class Launcher {
   const DeviceMemory& mem_;
   const KernelModule& module_;
   RowMajorGemm* gemm_;
+  CudaCollectives* collectives_;
+  int rank_;
   cudaStream_t stream_;
   bool pdl_;
   bool sync_each_op_;

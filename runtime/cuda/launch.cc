@@ -27,16 +27,24 @@ std::string OpDesc(const ir::Graph& g, int op_index) {
 
 Launcher::Launcher(const ir::Graph& graph, const dispatch::Table& table, const DeviceMemory& mem,
                    const KernelModule& module, RowMajorGemm* gemm, cudaStream_t stream, bool pdl,
-                   bool sync_each_op, bool profile)
+                   bool sync_each_op, bool profile, CudaCollectives* collectives, int rank)
     : graph_(graph),
       table_(table),
       mem_(mem),
       module_(module),
       gemm_(gemm),
+      collectives_(collectives),
+      rank_(rank),
       stream_(stream),
       pdl_(pdl),
       sync_each_op_(sync_each_op),
-      profile_(profile) {}
+      profile_(profile) {
+  // Ranks that share one GPU meet through host barriers and events between
+  // their streams, which a CUDA graph of one rank cannot hold.
+  if (collectives_ != nullptr && !collectives_->capturable()) {
+    graph_note_ = absl::StrCat("no CUDA graphs: ", collectives_->Describe());
+  }
+}
 
 Launcher::~Launcher() {
   if (profile_) PrintProfile();
@@ -64,6 +72,31 @@ absl::Status Launcher::Enqueue(const Launch& l, int64_t T) {
       ++gemm_calls_;
       absl::Status st = gemm_->Run(s, mem_.Address(l.a, T), mem_.Address(l.b, T), nullptr,
                                    static_cast<float*>(mem_.Address(l.out, T)), stream_);
+      if (!st.ok()) return absl::Status(st.code(), absl::StrCat("CUDA backend: ", what, ": ", st.message()));
+      return absl::OkStatus();
+    }
+    case LaunchKind::kAllReduce:
+    case LaunchKind::kAllGather: {
+      if (collectives_ == nullptr) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "CUDA backend: ", what, ": a tensor-parallel plan (", table_.tp_ranks,
+            " ranks) runs through its ranks' executor (runtime/cuda/tp_executor.h), not alone"));
+      }
+      ++enqueued_;
+      absl::Status st;
+      if (l.kind == LaunchKind::kAllReduce) {
+        CudaCollectives::AddKernel add;
+        add.fn = module_.kernel(l.kernel);
+        add.grid = dim3(static_cast<unsigned>(l.grid[0].Eval(T)));
+        add.block = dim3(l.block[0]);
+        st = collectives_->AllReduceSum(rank_, static_cast<const float*>(mem_.Address(l.src, T)),
+                                        static_cast<float*>(mem_.Address(l.dst, T)), l.bytes.Eval(T) / 4, stream_,
+                                        add);
+      } else {
+        st = collectives_->AllGather(rank_, static_cast<const float*>(mem_.Address(l.src, T)), l.m.Eval(T), l.n,
+                                     static_cast<float*>(mem_.Address(l.dst, T)),
+                                     static_cast<float*>(mem_.Address(l.a, T)), stream_);
+      }
       if (!st.ok()) return absl::Status(st.code(), absl::StrCat("CUDA backend: ", what, ": ", st.message()));
       return absl::OkStatus();
     }

@@ -20,7 +20,7 @@ DeviceMemory::~DeviceMemory() {
 
 absl::StatusOr<std::unique_ptr<DeviceMemory>> DeviceMemory::Allocate(const dispatch::Table& t,
                                                                      WeightResolver& weights,
-                                                                     const CudaDeviceInfo& device) {
+                                                                     const CudaDeviceInfo& device, int rank) {
   std::unique_ptr<DeviceMemory> m(new DeviceMemory());
   for (int r = 1; r < dispatch::kNumRegions; ++r) {
     const int64_t bytes = t.region_bytes[r];
@@ -44,6 +44,29 @@ absl::StatusOr<std::unique_ptr<DeviceMemory>> DeviceMemory::Allocate(const dispa
     if (!data.ok()) {
       return absl::Status(data.status().code(), absl::StrCat("CUDA backend: weight '", s.source, "': ",
                                                              data.status().message()));
+    }
+    if (!s.rank_offsets.empty()) {
+      // A tensor-parallel shard: this rank's rows of the tensor.
+      if (rank < 0 || rank >= static_cast<int>(s.rank_offsets.size())) {
+        return absl::InvalidArgumentError(absl::StrCat("CUDA backend: weight '", s.source, "' has ",
+                                                       s.rank_offsets.size(), " shards, no rank ", rank));
+      }
+      const int64_t rows = s.bytes / s.row_bytes;
+      const int64_t stride = s.row_stride != 0 ? s.row_stride : s.row_bytes;
+      const int64_t start = s.rank_offsets[static_cast<size_t>(rank)];
+      const int64_t size = static_cast<int64_t>(data->size());
+      if (data->data() == nullptr || start > size || rows < 1 || (rows - 1) > (size - start) / stride ||
+          (rows - 1) * stride + s.row_bytes > size - start) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "CUDA backend: weight '", s.source, "': rank ", rank, "'s shard (", rows, " rows of ", s.row_bytes,
+            " bytes from byte ", start, ", stride ", stride, ") lies outside its ", size, " bytes"));
+      }
+      uint8_t* dst = m->base_[static_cast<int>(Region::kWeights)] + s.offset;
+      VB_CUDA(cudaMemcpy2D(dst, static_cast<size_t>(s.row_bytes), data->data() + start, static_cast<size_t>(stride),
+                           static_cast<size_t>(s.row_bytes), static_cast<size_t>(rows), cudaMemcpyHostToDevice),
+              absl::StrCat("CUDA backend: uploading rank ", rank, "'s shard of weight '", s.source, "'"));
+      m->host_weights_[s.offset] = nullptr;  // not one span of the host tensor (--verify reads none)
+      continue;
     }
     // The slot holds the bytes the graph's values read from the tensor: all
     // of it, or (views of part of a tensor, ir::Value::source_offset) a prefix.
@@ -88,6 +111,7 @@ const uint8_t* DeviceMemory::HostWeight(int64_t offset) const {
   auto it = host_weights_.upper_bound(offset);
   if (it == host_weights_.begin()) return nullptr;
   --it;
+  if (it->second == nullptr) return nullptr;
   return it->second + (offset - it->first);
 }
 

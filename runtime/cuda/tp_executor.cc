@@ -1,0 +1,140 @@
+#include "runtime/cuda/tp_executor.h"
+
+#include <cuda_runtime_api.h>
+
+#include <thread>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "runtime/cuda/device.h"
+
+namespace vibrant {
+
+absl::StatusOr<std::unique_ptr<TpCudaExecutor>> TpCudaExecutor::Create(const Program& program,
+                                                                       WeightResolver weights,
+                                                                       TpCudaOptions opts) {
+  if (program.device != "cuda" || !program.dispatch) {
+    return absl::InvalidArgumentError("tensor-parallel CUDA backend: not a cuda program");
+  }
+  const int n = static_cast<int>(program.dispatch->tp_ranks);
+  if (n < 2) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor-parallel CUDA backend: the plan has ", n, " rank (compile it with --tp N)"));
+  }
+  absl::StatusOr<CudaDeviceInfo> first = QueryCudaDevice(opts.base.device);
+  if (!first.ok()) return first.status();
+  const int count = CudaDeviceCount();
+  std::unique_ptr<TpCudaExecutor> tp(new TpCudaExecutor());
+  if (opts.share_one_gpu || count == 1) {
+    tp->devices_.assign(static_cast<size_t>(n), opts.base.device);
+    absl::StatusOr<std::unique_ptr<SharedGpuCollectives>> c = SharedGpuCollectives::Create(n, opts.base.device);
+    if (!c.ok()) return c.status();
+    tp->collectives_ = *std::move(c);
+  } else if (count - opts.base.device >= n) {
+    for (int r = 0; r < n; ++r) tp->devices_.push_back(opts.base.device + r);
+    absl::StatusOr<std::unique_ptr<NcclCollectives>> c = NcclCollectives::Create(tp->devices_);
+    if (!c.ok()) return c.status();
+    tp->collectives_ = *std::move(c);
+  } else {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the plan is sharded for ", n, " GPUs (tensor parallelism); this machine has ", count,
+        " from device ", opts.base.device, ": recompile it with --tp ", count - opts.base.device,
+        ", or run it on one GPU"));
+  }
+  for (int r = 0; r < n; ++r) {
+    CudaExecutorOptions o = opts.base;
+    o.device = tp->devices_[static_cast<size_t>(r)];
+    o.rank = r;
+    o.collectives = tp->collectives_.get();
+    absl::StatusOr<std::unique_ptr<CudaExecutor>> e = CudaExecutor::Create(program, weights, o);
+    if (!e.ok()) {
+      return absl::Status(e.status().code(), absl::StrCat("rank ", r, " of ", n, ": ", e.status().message()));
+    }
+    tp->ranks_.push_back(*std::move(e));
+  }
+  return tp;
+}
+
+TpCudaExecutor::~TpCudaExecutor() {
+  ranks_.clear();  // before the collectives they use
+  collectives_.reset();
+}
+
+absl::Status TpCudaExecutor::OnAllRanks(const std::function<absl::Status(int)>& fn) {
+  if (broken_) {
+    return absl::FailedPreconditionError(
+        "tensor-parallel CUDA backend: an earlier step failed and its NCCL communicators were aborted");
+  }
+  const int n = ranks();
+  std::vector<absl::Status> status(static_cast<size_t>(n));
+  auto run = [&](int r) {
+    status[static_cast<size_t>(r)] = fn(r);
+    if (!status[static_cast<size_t>(r)].ok()) collectives_->Abort(status[static_cast<size_t>(r)]);
+  };
+  std::vector<std::thread> threads;
+  threads.reserve(static_cast<size_t>(n - 1));
+  for (int r = 1; r < n; ++r) threads.emplace_back(run, r);
+  run(0);
+  for (std::thread& t : threads) t.join();
+  collectives_->Reset();
+  bool failed = false;
+  for (const absl::Status& s : status) failed |= !s.ok();
+  if (failed && collectives_->capturable()) broken_ = true;  // NCCL's abort is final
+  // The first rank's own error, not the abort it caused in the others.
+  for (const absl::Status& s : status) {
+    if (!s.ok() && s.code() != absl::StatusCode::kAborted) return s;
+  }
+  for (const absl::Status& s : status) {
+    if (!s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<absl::Span<const float>> TpCudaExecutor::Step(absl::Span<const int32_t> tokens, int32_t pos0) {
+  absl::Span<const float> logits;
+  absl::Status s = OnAllRanks([&](int r) -> absl::Status {
+    absl::StatusOr<absl::Span<const float>> l = ranks_[static_cast<size_t>(r)]->Step(tokens, pos0);
+    if (!l.ok()) return l.status();
+    if (r == 0) logits = *l;
+    return absl::OkStatus();
+  });
+  if (!s.ok()) return s;
+  return logits;
+}
+
+absl::StatusOr<absl::Span<const float>> TpCudaExecutor::StepBatch(const BatchInputs& in) {
+  absl::Span<const float> logits;
+  absl::Status s = OnAllRanks([&](int r) -> absl::Status {
+    absl::StatusOr<absl::Span<const float>> l = ranks_[static_cast<size_t>(r)]->StepBatch(in);
+    if (!l.ok()) return l.status();
+    if (r == 0) logits = *l;
+    return absl::OkStatus();
+  });
+  if (!s.ok()) return s;
+  return logits;
+}
+
+absl::StatusOr<int32_t> TpCudaExecutor::StepSample(absl::Span<const int32_t> tokens, int32_t pos0,
+                                                   const SampleDraw& draw) {
+  int32_t token = -1;
+  absl::Status s = OnAllRanks([&](int r) -> absl::Status {
+    absl::StatusOr<int32_t> t = ranks_[static_cast<size_t>(r)]->StepSample(tokens, pos0, draw);
+    if (!t.ok()) return t.status();
+    if (r == 0) token = *t;
+    return absl::OkStatus();
+  });
+  if (!s.ok()) return s;
+  return token;
+}
+
+void TpCudaExecutor::Reset() {
+  for (auto& r : ranks_) r->Reset();
+}
+
+std::string TpCudaExecutor::Describe() const {
+  std::string out = absl::StrCat("tensor parallel, ", ranks(), " ranks (", collectives_->Describe(), ")");
+  for (int r = 0; r < ranks(); ++r) absl::StrAppend(&out, "\n  rank ", r, ": ", ranks_[static_cast<size_t>(r)]->Describe());
+  return out;
+}
+
+}  // namespace vibrant
