@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "runtime/cuda/device.h"
+#include "runtime/tp_bootstrap.h"
 
 namespace vibrant {
 
@@ -23,6 +24,39 @@ absl::StatusOr<std::unique_ptr<TpCudaExecutor>> TpCudaExecutor::Create(const Pro
   }
   absl::StatusOr<CudaDeviceInfo> first = QueryCudaDevice(opts.base.device);
   if (!first.ok()) return first.status();
+  // One process per GPU (torchrun, MPI, or VIBRANT_TP_* on each host): this
+  // process runs its rank only, its NCCL id from rank 0 over TCP.
+  absl::StatusOr<TpEnv> env = TpEnvFromEnvironment();
+  if (!env.ok()) return env.status();
+  if (env->world_size > 1) {
+    if (env->world_size != n) {
+      return absl::FailedPreconditionError(absl::StrCat("the plan is sharded for ", n, " ranks; ", env->source,
+                                                        " gives a world of ", env->world_size, " processes"));
+    }
+    absl::StatusOr<std::shared_ptr<const NcclLib>> lib = LoadNccl();
+    if (!lib.ok()) return lib.status();
+    NcclUniqueId id{};
+    if (env->rank == 0) {
+      absl::StatusOr<NcclUniqueId> made = NcclGetUniqueId(**lib);
+      if (!made.ok()) return made.status();
+      id = *made;
+    }
+    if (absl::Status s = ExchangeUniqueId(*env, id, absl::Seconds(120)); !s.ok()) return s;
+    if (absl::Status s = CudaStatus(cudaSetDevice(env->local_rank), "cudaSetDevice"); !s.ok()) return s;
+    absl::StatusOr<std::unique_ptr<NcclComm>> comm = NcclComm::Init(*lib, env->rank, n, id);
+    if (!comm.ok()) return comm.status();
+    std::unique_ptr<TpCudaExecutor> tp(new TpCudaExecutor());
+    tp->collectives_ = NcclCollectives::ForOneRank(*std::move(comm));
+    tp->devices_ = {env->local_rank};
+    CudaExecutorOptions o = opts.base;
+    o.device = env->local_rank;
+    o.rank = env->rank;
+    o.collectives = tp->collectives_.get();
+    absl::StatusOr<std::unique_ptr<CudaExecutor>> e = CudaExecutor::Create(program, weights, o);
+    if (!e.ok()) return e.status();
+    tp->ranks_.push_back(*std::move(e));
+    return tp;
+  }
   const int count = CudaDeviceCount();
   std::unique_ptr<TpCudaExecutor> tp(new TpCudaExecutor());
   if (opts.share_one_gpu || count == 1) {

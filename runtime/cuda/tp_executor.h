@@ -1,18 +1,20 @@
 // A tensor-parallel plan (vibrantc compile --device cuda --tp N) on GPUs:
 // one CudaExecutor per rank, each on its GPU with its shard of the weights
-// and its KV heads, the ranks' steps run on threads of this process (rank 0
-// on the caller's), their all_reduce / all_gather launches meeting in
-// CudaCollectives. One process drives every GPU (as ncclCommInitAll's users
-// do): no launcher, no rendezvous, and one plan cache; one process per GPU
-// (torchrun style) is the bootstrap's (runtime/tp_bootstrap.h) and takes a
-// rank's NcclCollectives::ForOneRank instead.
+// and its KV heads, their all_reduce / all_gather launches meeting in
+// CudaCollectives. Two ways to place the ranks, one plan file for both:
 //
-// Placement: with N or more GPUs, rank r runs on GPU r over NCCL (the NCCL
-// library is loaded at run time; each rank's step is a CUDA graph that holds
-// its NCCL calls). With one GPU every rank shares it (SharedGpuCollectives:
-// the result a real run gives, not its speed: no CUDA graphs, ranks one
-// after another on one card), which is how the plans are tested on one card.
-// With 2..N-1 GPUs: an error (a plan for N ranks needs N GPUs).
+// - One process driving every GPU of the host (the default, as
+//   ncclCommInitAll's users do): the ranks' steps run on threads of this
+//   process (rank 0 on the caller's); no launcher, no rendezvous, one plan
+//   cache, one output. With N or more GPUs rank r runs on GPU r over NCCL
+//   (loaded at run time; each rank's step is a CUDA graph holding its NCCL
+//   calls). With one GPU every rank shares it (SharedGpuCollectives: the
+//   result a real run gives, not its speed: no CUDA graphs), which is how
+//   the plans are tested on one card. With 2..N-1 GPUs: an error.
+// - One process per GPU, across hosts too (docs/architecture.md, "Tensor
+//   parallelism beyond one host"): when the environment names a world of
+//   processes (runtime/tp_bootstrap.h: VIBRANT_TP_* or torchrun's), this
+//   process runs its rank alone on GPU local_rank, the NCCL id from rank 0.
 #ifndef VIBRANT_RUNTIME_CUDA_TP_EXECUTOR_H_
 #define VIBRANT_RUNTIME_CUDA_TP_EXECUTOR_H_
 
