@@ -170,5 +170,32 @@ TEST_F(GpuCliTest, RunSamplesOnTheGpuAndMatchesTheHostSampler) {
   }
 }
 
+// A cuda plan sharded for 2 and 4 ranks (issue #17) through vibrant-run on
+// this machine's GPU(s): the greedy tokens of the unsharded plan, and the run
+// says how its ranks are placed (one GPU each over NCCL, or sharing one).
+TEST_F(GpuCliTest, TensorParallelPlansGiveTheUnshardedTokens) {
+  SKIP_WITHOUT_GPU();
+  const std::string whole = dir_ + "/whole.plan";
+  CliResult c = RunBinary(kVibrantc, {"compile", kStories, "--device", "cuda", "-o", whole});
+  ASSERT_EQ(c.exit_code, 0) << c.err;
+  const std::vector<std::string> args = {"-p", "Once upon a time", "-n", "48", "--temp", "0"};
+  std::vector<std::string> a = {whole};
+  a.insert(a.end(), args.begin(), args.end());
+  const CliResult base = RunBinary(kRun, a);
+  ASSERT_EQ(base.exit_code, 0) << base.err;
+  ASSERT_FALSE(base.out.empty());
+  for (const std::string tp : {"2", "4"}) {
+    const std::string plan = dir_ + "/tp" + tp + ".plan";
+    c = RunBinary(kVibrantc, {"compile", kStories, "--device", "cuda", "--tp", tp, "-o", plan});
+    ASSERT_EQ(c.exit_code, 0) << c.err;
+    std::vector<std::string> b = {plan};
+    b.insert(b.end(), args.begin(), args.end());
+    const CliResult r = RunBinary(kRun, b);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(r.out, base.out) << "--tp " << tp;
+    EXPECT_THAT(r.err, HasSubstr("tensor parallel, " + tp + " ranks")) << r.err;
+  }
+}
+
 }  // namespace
 }  // namespace vibrant

@@ -4,9 +4,11 @@
 # Qwen2.5-3B Q4_K_M prefill with the dequant + cuBLASLt GEMMs against the
 # quantized tensor-core GEMM (--mmq-max-rows), and decode op by op against
 # the persistent kernel. carry: .devdeps, .devshared-all.tar.xz.
+# BENCH=0: the tests only; CTEST_TIMEOUT: their limit (default 300 s).
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/vibrant-out}
 TESTS=1 MODELS=none BPS="" bash scripts/device/persistent.sh 2>&1 | grep -v "synth none failed"
+[ "${BENCH:-1}" = 0 ] && exit 0  # tests only
 b=build/tools/vibrant-bench/vibrant-bench; vc=build/tools/vibrantc/vibrantc
 m=/tmp/q3.gguf
 $vc synth --preset qwen2.5-3b --type q4_k_m -o $m > /dev/null 2>&1 || { echo "synth failed"; exit 1; }
