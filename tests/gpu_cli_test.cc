@@ -194,6 +194,10 @@ TEST_F(GpuCliTest, TensorParallelPlansGiveTheUnshardedTokens) {
     ASSERT_EQ(r.exit_code, 0) << r.err;
     EXPECT_EQ(r.out, base.out) << "--tp " << tp;
     EXPECT_THAT(r.err, HasSubstr("tensor parallel, " + tp + " ranks")) << r.err;
+    b.push_back("--verify");
+    const CliResult v = RunBinary(kRun, b);
+    EXPECT_NE(v.exit_code, 0);
+    EXPECT_THAT(v.err, HasSubstr("a tensor-parallel plan's ranks meet in collectives"));
   }
 }
 

@@ -527,6 +527,11 @@ absl::StatusOr<Loaded> Load(const RunArgs& args) {
     return absl::InvalidArgumentError(
         "--verify compares the GPU with the CPU: it needs the cuda device (--device cuda)");
   }
+  if (args.verify && ir::TpRanks(l.model->graph()) > 1) {
+    return absl::InvalidArgumentError(
+        "--verify runs one GPU's ops one by one against the CPU; a tensor-parallel plan's ranks meet in "
+        "collectives and cannot (compile the model without --tp to verify its kernels)");
+  }
   int threads = args.threads;
   const unsigned cores = std::thread::hardware_concurrency();
   if (cores > 0 && threads > static_cast<int>(cores)) {
