@@ -51,6 +51,7 @@ struct CudaExecutor::Impl {
   absl::Status pending;
 
   ~Impl() {
+    if (stream != nullptr) cudaSetDevice(device.index);  // a rank of a tensor-parallel plan: its GPU
     launcher.reset();  // prints the profile, destroys graphs
     if (stream != nullptr) cudaStreamSynchronize(stream);
     gemm.reset();
@@ -307,8 +308,13 @@ absl::StatusOr<std::vector<float>> CudaExecutor::ProfileStep(absl::Span<const in
 
 const dispatch::Table& CudaExecutor::table() const { return impl_->table; }
 
+absl::Status CudaExecutor::CheckStepInputs(absl::Span<const int32_t> tokens, int32_t pos0) const {
+  return impl_->CheckStep(tokens, pos0);
+}
+
 void CudaExecutor::Reset() {
   Impl& m = *impl_;
+  cudaSetDevice(m.device.index);  // the caller's thread may drive another rank's GPU
   const int64_t kv = m.mem->bytes(dispatch::Region::kKv);
   if (kv == 0) return;
   absl::Status s = CudaStatus(cudaMemsetAsync(m.mem->base(dispatch::Region::kKv), 0, kv, m.stream),

@@ -101,6 +101,9 @@ class CudaExecutor : public Executor {
   // persistent kernel (its tasks' op-by-op launches); else the launches a
   // plain step runs (the persistent kernel, timed as one).
   absl::StatusOr<std::vector<float>> ProfileStep(absl::Span<const int32_t> tokens, int32_t pos0, bool per_op = true);
+  // The checks Step makes of its inputs before anything runs (token ids,
+  // step size, positions within the KV cache), alone.
+  absl::Status CheckStepInputs(absl::Span<const int32_t> tokens, int32_t pos0) const;
   // The program's dispatch table (what ProfileStep's times are indexed by).
   const dispatch::Table& table() const;
 

@@ -125,6 +125,9 @@ absl::Status TpCudaExecutor::OnAllRanks(const std::function<absl::Status(int)>& 
 }
 
 absl::StatusOr<absl::Span<const float>> TpCudaExecutor::Step(absl::Span<const int32_t> tokens, int32_t pos0) {
+  // Bad inputs fail here, before any rank starts: over NCCL a failing rank
+  // aborts the communicators for good.
+  if (absl::Status s = ranks_[0]->CheckStepInputs(tokens, pos0); !s.ok()) return s;
   absl::Span<const float> logits;
   absl::Status s = OnAllRanks([&](int r) -> absl::Status {
     absl::StatusOr<absl::Span<const float>> l = ranks_[static_cast<size_t>(r)]->Step(tokens, pos0);
@@ -150,6 +153,8 @@ absl::StatusOr<absl::Span<const float>> TpCudaExecutor::StepBatch(const BatchInp
 
 absl::StatusOr<int32_t> TpCudaExecutor::StepSample(absl::Span<const int32_t> tokens, int32_t pos0,
                                                    const SampleDraw& draw) {
+  if (absl::Status s = ranks_[0]->CheckStepInputs(tokens, pos0); !s.ok()) return s;
+  if (absl::Status s = CheckSampleDraw(draw); !s.ok()) return s;
   int32_t token = -1;
   absl::Status s = OnAllRanks([&](int r) -> absl::Status {
     absl::StatusOr<int32_t> t = ranks_[static_cast<size_t>(r)]->StepSample(tokens, pos0, draw);
