@@ -4,33 +4,10 @@
 
 namespace vibrant {
 
-LocalCollectives::LocalCollectives(int ranks) : ranks_(ranks), in_(ranks, nullptr), n_(ranks, 0) {}
+LocalCollectives::LocalCollectives(int ranks)
+    : ranks_(ranks), barrier_(ranks), in_(ranks, nullptr), n_(ranks, 0) {}
 
-absl::Status LocalCollectives::Barrier() {
-  std::unique_lock<std::mutex> lock(mu_);
-  if (!aborted_.ok()) return aborted_;
-  const uint64_t gen = generation_;
-  if (++arrived_ == ranks_) {
-    arrived_ = 0;
-    ++generation_;
-    cv_.notify_all();
-    return absl::OkStatus();
-  }
-  cv_.wait(lock, [&] { return generation_ != gen || !aborted_.ok(); });
-  return generation_ != gen ? absl::OkStatus() : aborted_;
-}
-
-void LocalCollectives::Abort(const absl::Status& why) {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (aborted_.ok()) aborted_ = why.ok() ? absl::AbortedError("a rank stopped") : why;
-  cv_.notify_all();
-}
-
-void LocalCollectives::Reset() {
-  std::lock_guard<std::mutex> lock(mu_);
-  aborted_ = absl::OkStatus();
-  arrived_ = 0;
-}
+void LocalCollectives::Abort(const absl::Status& why) { barrier_.Abort(why); }
 
 absl::Status LocalCollectives::Post(int rank, const float* in, int64_t n) {
   if (rank < 0 || rank >= ranks_) {
@@ -38,12 +15,11 @@ absl::Status LocalCollectives::Post(int rank, const float* in, int64_t n) {
     Abort(s);
     return s;
   }
-  {
-    std::lock_guard<std::mutex> lock(mu_);
+  barrier_.Locked([&] {
     in_[rank] = in;
     n_[rank] = n;
-  }
-  if (absl::Status s = Barrier(); !s.ok()) return s;
+  });
+  if (absl::Status s = barrier_.Wait(); !s.ok()) return s;
   for (int r = 0; r < ranks_; ++r) {
     if (n_[r] != n) {
       absl::Status s = absl::InternalError(absl::StrCat("collective: rank ", rank, " sends ", n,
@@ -62,7 +38,7 @@ absl::Status LocalCollectives::AllReduceSum(int rank, const float* in, float* ou
     for (int r = 1; r < ranks_; ++r) s += in_[r][i];
     out[i] = s;
   }
-  return Barrier();
+  return barrier_.Wait();
 }
 
 absl::Status LocalCollectives::AllGather(int rank, const float* in, int64_t rows, int64_t cols, float* out) {
@@ -74,7 +50,7 @@ absl::Status LocalCollectives::AllGather(int rank, const float* in, int64_t rows
       for (int64_t j = 0; j < cols; ++j) dst[j] = src[j];
     }
   }
-  return Barrier();
+  return barrier_.Wait();
 }
 
 }  // namespace vibrant

@@ -5,12 +5,11 @@
 #ifndef VIBRANT_RUNTIME_CPU_COLLECTIVES_H_
 #define VIBRANT_RUNTIME_CPU_COLLECTIVES_H_
 
-#include <condition_variable>
 #include <cstdint>
-#include <mutex>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "runtime/cpu/ranks.h"
 
 namespace vibrant {
 
@@ -41,18 +40,13 @@ class LocalCollectives : public Collectives {
   absl::Status AllGather(int rank, const float* in, int64_t rows, int64_t cols, float* out) override;
   void Abort(const absl::Status& why) override;
   // Clears an abort once every rank has returned (the next step may run).
-  void Reset();
+  void Reset() { barrier_.Reset(); }
 
  private:
   absl::Status Post(int rank, const float* in, int64_t n);
-  absl::Status Barrier();
 
   const int ranks_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  int arrived_ = 0;
-  uint64_t generation_ = 0;
-  absl::Status aborted_;
+  RankBarrier barrier_;
   std::vector<const float*> in_;
   std::vector<int64_t> n_;
 };

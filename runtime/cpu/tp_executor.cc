@@ -47,26 +47,9 @@ absl::StatusOr<std::unique_ptr<TpCpuExecutor>> TpCpuExecutor::Create(const ir::G
 TpCpuExecutor::~TpCpuExecutor() = default;
 
 absl::Status TpCpuExecutor::OnAllRanks(const std::function<absl::Status(int)>& fn) {
-  const int n = ranks();
-  std::vector<absl::Status> status(static_cast<size_t>(n));
-  auto run = [&](int r) {
-    status[static_cast<size_t>(r)] = fn(r);
-    if (!status[static_cast<size_t>(r)].ok()) collectives_->Abort(status[static_cast<size_t>(r)]);
-  };
-  std::vector<std::thread> threads;
-  threads.reserve(static_cast<size_t>(n - 1));
-  for (int r = 1; r < n; ++r) threads.emplace_back(run, r);
-  run(0);
-  for (std::thread& t : threads) t.join();
+  absl::Status s = RunOnRanks(ranks(), fn, [&](const absl::Status& why) { collectives_->Abort(why); });
   collectives_->Reset();
-  // The first rank's own error, not the abort it caused in the others.
-  for (const absl::Status& s : status) {
-    if (!s.ok() && s.code() != absl::StatusCode::kAborted) return s;
-  }
-  for (const absl::Status& s : status) {
-    if (!s.ok()) return s;
-  }
-  return absl::OkStatus();
+  return s;
 }
 
 absl::StatusOr<absl::Span<const float>> TpCpuExecutor::Step(absl::Span<const int32_t> tokens, int32_t pos0) {

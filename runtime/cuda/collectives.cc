@@ -148,42 +148,13 @@ std::string SharedGpuCollectives::Describe() const {
   return absl::StrCat(ranks_, " ranks sharing GPU ", device_, " (a simulation of tensor parallelism)");
 }
 
-absl::Status SharedGpuCollectives::Barrier() {
-  std::unique_lock<std::mutex> lock(mu_);
-  if (!aborted_.ok()) return aborted_;
-  const uint64_t gen = generation_;
-  if (++arrived_ == ranks_) {
-    arrived_ = 0;
-    ++generation_;
-    cv_.notify_all();
-    return absl::OkStatus();
-  }
-  cv_.wait(lock, [&] { return generation_ != gen || !aborted_.ok(); });
-  return generation_ != gen ? absl::OkStatus() : aborted_;
-}
-
-void SharedGpuCollectives::Abort(const absl::Status& why) {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (aborted_.ok()) aborted_ = why.ok() ? absl::AbortedError("a rank stopped") : why;
-  cv_.notify_all();
-}
-
-void SharedGpuCollectives::Reset() {
-  std::lock_guard<std::mutex> lock(mu_);
-  aborted_ = absl::OkStatus();
-  arrived_ = 0;
-}
-
 absl::Status SharedGpuCollectives::Arrive(int rank, const void* in, cudaEvent_t ev, cudaStream_t stream) {
   if (absl::Status s = CudaStatus(cudaEventRecord(ev, stream), "collectives: event"); !s.ok()) {
     Abort(s);
     return s;
   }
-  if (in != nullptr) {
-    std::lock_guard<std::mutex> lock(mu_);
-    in_[static_cast<size_t>(rank)] = in;
-  }
-  return Barrier();
+  if (in != nullptr) barrier_.Locked([&] { in_[static_cast<size_t>(rank)] = in; });
+  return barrier_.Wait();
 }
 
 absl::Status SharedGpuCollectives::WaitAll(const std::vector<cudaEvent_t>& evs, cudaStream_t stream) {

@@ -15,15 +15,14 @@
 
 #include <cuda_runtime_api.h>
 
-#include <condition_variable>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "runtime/cpu/ranks.h"
 #include "runtime/cuda/nccl.h"
 
 namespace vibrant {
@@ -93,25 +92,20 @@ class SharedGpuCollectives : public CudaCollectives {
                             const AddKernel& add) override;
   absl::Status AllGather(int rank, const float* in, int64_t rows, int64_t cols, float* out, float* scratch,
                          cudaStream_t stream) override;
-  void Abort(const absl::Status& why) override;
-  void Reset() override;
+  void Abort(const absl::Status& why) override { barrier_.Abort(why); }
+  void Reset() override { barrier_.Reset(); }
 
  private:
-  explicit SharedGpuCollectives(int ranks) : ranks_(ranks) {}
+  explicit SharedGpuCollectives(int ranks) : ranks_(ranks), barrier_(ranks) {}
   // Records `ev` on `stream`, publishes `in` (unless null), and waits for
   // every rank.
   absl::Status Arrive(int rank, const void* in, cudaEvent_t ev, cudaStream_t stream);
-  absl::Status Barrier();
   // `stream` waits for every rank's `evs`.
   absl::Status WaitAll(const std::vector<cudaEvent_t>& evs, cudaStream_t stream);
 
   const int ranks_;
   int device_ = 0;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  int arrived_ = 0;
-  uint64_t generation_ = 0;
-  absl::Status aborted_;
+  RankBarrier barrier_;
   std::vector<const void*> in_;
   std::vector<cudaEvent_t> ready_, done_;
 };

@@ -2,10 +2,10 @@
 
 #include <cuda_runtime_api.h>
 
-#include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "runtime/cpu/ranks.h"
 #include "runtime/cuda/device.h"
 #include "runtime/tp_bootstrap.h"
 
@@ -99,29 +99,10 @@ absl::Status TpCudaExecutor::OnAllRanks(const std::function<absl::Status(int)>& 
     return absl::FailedPreconditionError(
         "tensor-parallel CUDA backend: an earlier step failed and its NCCL communicators were aborted");
   }
-  const int n = ranks();
-  std::vector<absl::Status> status(static_cast<size_t>(n));
-  auto run = [&](int r) {
-    status[static_cast<size_t>(r)] = fn(r);
-    if (!status[static_cast<size_t>(r)].ok()) collectives_->Abort(status[static_cast<size_t>(r)]);
-  };
-  std::vector<std::thread> threads;
-  threads.reserve(static_cast<size_t>(n - 1));
-  for (int r = 1; r < n; ++r) threads.emplace_back(run, r);
-  run(0);
-  for (std::thread& t : threads) t.join();
+  absl::Status s = RunOnRanks(ranks(), fn, [&](const absl::Status& why) { collectives_->Abort(why); });
   collectives_->Reset();
-  bool failed = false;
-  for (const absl::Status& s : status) failed |= !s.ok();
-  if (failed && collectives_->capturable()) broken_ = true;  // NCCL's abort is final
-  // The first rank's own error, not the abort it caused in the others.
-  for (const absl::Status& s : status) {
-    if (!s.ok() && s.code() != absl::StatusCode::kAborted) return s;
-  }
-  for (const absl::Status& s : status) {
-    if (!s.ok()) return s;
-  }
-  return absl::OkStatus();
+  if (!s.ok() && collectives_->capturable()) broken_ = true;  // NCCL's abort is final
+  return s;
 }
 
 absl::StatusOr<absl::Span<const float>> TpCudaExecutor::Step(absl::Span<const int32_t> tokens, int32_t pos0) {
