@@ -7,7 +7,8 @@
 //                     (f32, f16, q8_0 matrices)
 // OUT_DIR/plan/       plans compiled from them (and sharded for 2 ranks:
 //                     *.tp2.plan), the GGUF embedded; in a build
-//                     with CUDA also cuda plans (DISPATCH; a stand-in KERNELS)
+//                     with CUDA also cuda plans (DISPATCH; a stand-in KERNELS),
+//                     one rank and two (*.cuda-tp2.plan)
 // OUT_DIR/ir_binary/  their graphs, serialized, before and after the passes
 // OUT_DIR/ir_text/    the same graphs as text
 // OUT_DIR/tokenizer/  a selector byte, a flags byte, then text; and 0xFF then
@@ -288,6 +289,20 @@ int Main(int argc, char** argv) {
                                                    /*embed_weights=*/true);
           !s.ok()) {
         fail(absl::StrCat(name, " (cuda)"), s);
+      }
+      // Sharded for 2 ranks: the table's rank offsets and collective launches.
+      co.tp = 2;
+      absl::StatusOr<compiler::Compiled> cu2 = compiler::CompileGguf(**file, co);
+      co.tp = 1;
+      if (cu2.ok() && cu2->dispatch.has_value()) {
+        cu2->kernels = cu->kernels;
+        if (absl::Status s = compiler::WritePlanFile(absl::StrCat(dir, "/plan/", name, ".cuda-tp2.plan"), *cu2,
+                                                     **file, /*embed_weights=*/true);
+            !s.ok()) {
+          fail(absl::StrCat(name, " (cuda, tp 2)"), s);
+        }
+      } else if (!cu2.ok()) {
+        fail(absl::StrCat(name, " (cuda, tp 2)"), cu2.status());
       }
     }
   }
