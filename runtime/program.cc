@@ -31,6 +31,10 @@ absl::StatusOr<Program> LoadProgram(const PlanFile& plan) {
     return absl::InvalidArgumentError(absl::StrCat(plan.name(), ": section DISPATCH describes ", t->values.size(),
                                                    " values, the graph has ", p.graph.values().size()));
   }
+  if (t->tp_ranks != ir::TpRanks(p.graph)) {
+    return absl::InvalidArgumentError(absl::StrCat(plan.name(), ": section DISPATCH is for ", t->tp_ranks,
+                                                   " tensor-parallel ranks, the graph for ", ir::TpRanks(p.graph)));
+  }
   for (const dispatch::Launch& l : t->launches) {
     if (l.op < 0 || l.op >= static_cast<int32_t>(p.graph.ops().size())) {
       return absl::InvalidArgumentError(absl::StrCat(plan.name(), ": section DISPATCH: launch ", l.name,
