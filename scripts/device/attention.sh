@@ -43,15 +43,7 @@ BENCH=${BENCH:-1}
 QUICK=${QUICK:-0}
 B=${BUILD:-build-attention}
 mkdir -p "$OUT"
-source .devdeps/setup.sh
-# PCRE2, as scripts/device/check-and-bench.sh: packed with DEVDEPS_EXTRA="libpcre2-dev
-# libpcre2-8-0 libpcre2-16-0 libpcre2-32-0 libpcre2-posix3"; its pkg-config file
-# names /usr, so point it at the unpacked copy.
-for f in .devdeps/libpcre2*.deb; do [ -f "$f" ] && dpkg -x "$f" /opt/devdeps; done
-for pc in /opt/devdeps/usr/lib/x86_64-linux-gnu/pkgconfig/libpcre2-*.pc; do
-  [ -f "$pc" ] && sed -i "s#^prefix=.*#prefix=/opt/devdeps/usr#" "$pc"
-done
-export PKG_CONFIG_PATH=/opt/devdeps/usr/lib/x86_64-linux-gnu/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
+source scripts/device/deps.sh
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
 git log --oneline -1 2>/dev/null | tee "$OUT/commit.txt"
 

@@ -11,15 +11,7 @@ set -o pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/vibrant-out}
 mkdir -p "$OUT"
-source .devdeps/setup.sh
-# PCRE2 (packed with DEVDEPS_EXTRA="libpcre2-dev libpcre2-8-0 libpcre2-16-0
-# libpcre2-32-0 libpcre2-posix3"); its pkg-config file names /usr: point it at
-# the unpacked copy.
-for f in .devdeps/libpcre2*.deb; do [ -f "$f" ] && dpkg -x "$f" /opt/devdeps; done
-for pc in /opt/devdeps/usr/lib/x86_64-linux-gnu/pkgconfig/libpcre2-*.pc; do
-  [ -f "$pc" ] && sed -i "s#^prefix=.*#prefix=/opt/devdeps/usr#" "$pc"
-done
-export PKG_CONFIG_PATH=/opt/devdeps/usr/lib/x86_64-linux-gnu/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
+source scripts/device/deps.sh
 export VIBRANT_SHARED_DIR=$PWD/.devshared
 TESTS=${TESTS:-1}
 BENCH=${BENCH:-1}

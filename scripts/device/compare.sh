@@ -10,7 +10,7 @@ set -o pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/vibrant-out}
 mkdir -p "$OUT"
-source .devdeps/setup.sh
+source scripts/device/deps.sh
 log=$OUT/compare.txt
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee $log
 git log --oneline -1 | tee -a $log

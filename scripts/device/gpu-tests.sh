@@ -7,12 +7,7 @@ set -o pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/vibrant-out}
 mkdir -p "$OUT"
-source .devdeps/setup.sh
-for f in .devdeps/libpcre2*.deb; do [ -f "$f" ] && dpkg -x "$f" /opt/devdeps; done
-for pc in /opt/devdeps/usr/lib/x86_64-linux-gnu/pkgconfig/libpcre2-*.pc; do
-  [ -f "$pc" ] && sed -i "s#^prefix=.*#prefix=/opt/devdeps/usr#" "$pc"
-done
-export PKG_CONFIG_PATH=/opt/devdeps/usr/lib/x86_64-linux-gnu/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
+source scripts/device/deps.sh
 ( [ -f .devshared-all.tar.xz ] && mkdir -p .devshared && tar xJf .devshared-all.tar.xz -C .devshared ) &
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
 git log --oneline -1 | tee -a "$OUT/gpu.txt"

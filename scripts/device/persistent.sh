@@ -11,15 +11,10 @@ set -o pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/vibrant-out}
 mkdir -p "$OUT"
-source .devdeps/setup.sh
+source scripts/device/deps.sh
 # ../shared's models, reference and next/ as one archive (they do not fit the
 # carry limit unpacked): tar cJf .devshared-all.tar.xz -C ../shared models reference next
 if [ -f .devshared-all.tar.xz ]; then mkdir -p .devshared && tar xJf .devshared-all.tar.xz -C .devshared; fi
-for f in .devdeps/libpcre2*.deb; do [ -f "$f" ] && dpkg -x "$f" /opt/devdeps; done
-for pc in /opt/devdeps/usr/lib/x86_64-linux-gnu/pkgconfig/libpcre2-*.pc; do
-  [ -f "$pc" ] && sed -i "s#^prefix=.*#prefix=/opt/devdeps/usr#" "$pc"
-done
-export PKG_CONFIG_PATH=/opt/devdeps/usr/lib/x86_64-linux-gnu/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
 t0=$(date +%s)
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release > "$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }

@@ -44,13 +44,7 @@ DEPTHS=${DEPTHS:-0,4096,16384}
 REPS=${REPS:-3}
 B=${BUILD:-build-sampling}
 mkdir -p "$OUT"
-source .devdeps/setup.sh
-# PCRE2, as scripts/device/check-and-bench.sh: its pkg-config file names /usr.
-for f in .devdeps/libpcre2*.deb; do [ -f "$f" ] && dpkg -x "$f" /opt/devdeps; done
-for pc in /opt/devdeps/usr/lib/x86_64-linux-gnu/pkgconfig/libpcre2-*.pc; do
-  [ -f "$pc" ] && sed -i "s#^prefix=.*#prefix=/opt/devdeps/usr#" "$pc"
-done
-export PKG_CONFIG_PATH=/opt/devdeps/usr/lib/x86_64-linux-gnu/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
+source scripts/device/deps.sh
 [ -d .devshared ] && export VIBRANT_SHARED_DIR=$PWD/.devshared
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
 git log --oneline -1 2>/dev/null | tee "$OUT/commit.txt"
