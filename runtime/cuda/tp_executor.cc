@@ -47,7 +47,6 @@ absl::StatusOr<std::unique_ptr<TpCudaExecutor>> TpCudaExecutor::Create(const Pro
     if (!comm.ok()) return comm.status();
     std::unique_ptr<TpCudaExecutor> tp(new TpCudaExecutor());
     tp->collectives_ = NcclCollectives::ForOneRank(*std::move(comm));
-    tp->devices_ = {env->local_rank};
     CudaExecutorOptions o = opts.base;
     o.device = env->local_rank;
     o.rank = env->rank;
@@ -59,14 +58,15 @@ absl::StatusOr<std::unique_ptr<TpCudaExecutor>> TpCudaExecutor::Create(const Pro
   }
   const int count = CudaDeviceCount();
   std::unique_ptr<TpCudaExecutor> tp(new TpCudaExecutor());
+  std::vector<int> devices;  // rank r's GPU
   if (opts.share_one_gpu || count == 1) {
-    tp->devices_.assign(static_cast<size_t>(n), opts.base.device);
+    devices.assign(static_cast<size_t>(n), opts.base.device);
     absl::StatusOr<std::unique_ptr<SharedGpuCollectives>> c = SharedGpuCollectives::Create(n, opts.base.device);
     if (!c.ok()) return c.status();
     tp->collectives_ = *std::move(c);
   } else if (count - opts.base.device >= n) {
-    for (int r = 0; r < n; ++r) tp->devices_.push_back(opts.base.device + r);
-    absl::StatusOr<std::unique_ptr<NcclCollectives>> c = NcclCollectives::Create(tp->devices_);
+    for (int r = 0; r < n; ++r) devices.push_back(opts.base.device + r);
+    absl::StatusOr<std::unique_ptr<NcclCollectives>> c = NcclCollectives::Create(devices);
     if (!c.ok()) return c.status();
     tp->collectives_ = *std::move(c);
   } else {
@@ -77,7 +77,7 @@ absl::StatusOr<std::unique_ptr<TpCudaExecutor>> TpCudaExecutor::Create(const Pro
   }
   for (int r = 0; r < n; ++r) {
     CudaExecutorOptions o = opts.base;
-    o.device = tp->devices_[static_cast<size_t>(r)];
+    o.device = devices[static_cast<size_t>(r)];
     o.rank = r;
     o.collectives = tp->collectives_.get();
     absl::StatusOr<std::unique_ptr<CudaExecutor>> e = CudaExecutor::Create(program, weights, o);

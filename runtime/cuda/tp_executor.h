@@ -53,7 +53,6 @@ class TpCudaExecutor : public Executor {
                                      const SampleDraw& draw) override;
   void Reset() override;
   std::string Describe() const override;
-  const CudaExecutor& rank(int r) const { return *ranks_[static_cast<size_t>(r)]; }
 
  private:
   TpCudaExecutor() = default;
@@ -63,7 +62,6 @@ class TpCudaExecutor : public Executor {
 
   std::unique_ptr<CudaCollectives> collectives_;
   std::vector<std::unique_ptr<CudaExecutor>> ranks_;
-  std::vector<int> devices_;
   bool broken_ = false;  // NCCL aborted: the communicators are gone
 };
 
