@@ -61,12 +61,14 @@ void GraphBytes(const ir::Graph& g, int64_t* weights, int64_t* kv) {
 
 // The one place this library compiles (the compile library of every tool).
 absl::StatusOr<compiler::Compiled> CompileForRun(const GgufFile& gguf, const std::string& device,
-                                                 const std::string& arch, const LowerOptions& lower, int64_t tp) {
+                                                 const std::string& arch, const LowerOptions& lower, int64_t tp,
+                                                 int64_t gpu_layers) {
   compiler::CompileOptions co;
   co.device = device;
   co.arch = arch;
   co.lower = lower;
   co.tp = static_cast<int>(std::max<int64_t>(tp, 1));
+  co.gpu_layers = device == "cuda" ? gpu_layers : -1;
   return compiler::CompileGguf(gguf, co);
 }
 
@@ -119,6 +121,14 @@ bool GpuFits(const GgufFile& gguf, const LowerOptions& lower, int tp, std::strin
                       Bytes(dev->free_bytes), " free");
   return fits;
 #endif
+}
+
+// The model's repeating layers (<arch>.block_count), or -1.
+int64_t GgufLayers(const GgufFile& gguf) {
+  absl::StatusOr<std::string> arch = gguf.GetString("general.architecture");
+  if (!arch.ok()) return -1;
+  absl::StatusOr<int64_t> n = gguf.GetInt(absl::StrCat(*arch, ".block_count"));
+  return n.ok() ? *n : -1;
 }
 
 }  // namespace
@@ -252,6 +262,23 @@ absl::Status Model::LoadPlanFile(const std::string& plan_path, const ModelOption
     absl::StrAppend(&reason, reason.empty() ? "" : "; ", "it is sharded for ", plan_tp, " ranks, --tp asks for ",
                     opts.tp);
   }
+  int64_t plan_ngl = -1;
+  (void)absl::SimpleAtoi((*plan)->Option("gpu_layers", "-1"), &plan_ngl);
+  if (device == "cuda" && opts.gpu_layers != plan_ngl && (opts.gpu_layers >= 0 || plan_ngl >= 0)) {
+    // -ngl of at least every layer is the unsplit plan: the layer count decides.
+    int64_t n_layer = -1;
+    if (absl::StatusOr<ir::Graph> g = (*plan)->LoadGraph(); g.ok()) {
+      auto it = g->meta.find("n_layer");
+      if (it != g->meta.end() && std::holds_alternative<int64_t>(it->second)) n_layer = std::get<int64_t>(it->second);
+    }
+    const int64_t asked = n_layer >= 0 && opts.gpu_layers > n_layer ? -1 : opts.gpu_layers;
+    if (asked != plan_ngl) {
+      absl::StrAppend(&reason, reason.empty() ? "" : "; ",
+                      plan_ngl >= 0 ? absl::StrCat("it keeps all but ", plan_ngl, " layers on the CPU")
+                                    : std::string("it runs every layer on the GPU"),
+                      ", -ngl asks for ", asked >= 0 ? absl::StrCat(asked, " on the GPU") : std::string("all"));
+    }
+  }
   if (opts.max_tokens != 0 && opts.max_tokens != plan_max) {
     absl::StrAppend(&reason, reason.empty() ? "" : "; ", "its step size is ", plan_max,
                     " tokens, -b asks for ", opts.max_tokens);
@@ -287,6 +314,21 @@ absl::Status Model::CompileFromGguf(std::unique_ptr<GgufFile> gguf, const ModelO
   lower.block_size = opts.block_size;
 
   std::string device = opts.device;
+  // -ngl: a split asks for the GPU; one of at least every layer is none.
+  int64_t gpu_layers = opts.gpu_layers;
+  if (gpu_layers >= 0) {
+    const int64_t n_layer = GgufLayers(*gguf);
+    if (n_layer >= 0 && gpu_layers > n_layer) gpu_layers = -1;
+  }
+  if (gpu_layers >= 0 && device == "auto") device = "cuda";
+  if (device != "cuda") gpu_layers = -1;
+  if (gpu_layers >= 0 && log_) {
+    const int64_t n_layer = GgufLayers(*gguf);
+    log_(absl::StrCat("-ngl ", gpu_layers, ": a split between the GPU and the CPU, ",
+                      gpu_layers == 0 ? std::string("no layer")
+                                      : absl::StrCat("layers ", n_layer - gpu_layers, "..", n_layer - 1),
+                      " on the GPU, the embedding, the other layers and the output head on the CPU"));
+  }
   if (device == "auto") {
     std::string why;
     device = GpuFits(*gguf, lower, opts.tp, &why) ? "cuda" : "cpu";
@@ -323,6 +365,7 @@ absl::Status Model::CompileFromGguf(std::unique_ptr<GgufFile> gguf, const ModelO
       key.n_seq = lower.n_seq;
       key.block_size = lower.n_seq > 0 ? lower.block_size : 0;
       key.tp = std::max<int64_t>(opts.tp, 1);
+      key.gpu_layers = gpu_layers;
       cache_file = (std::filesystem::path(*dir) / PlanCacheFileName(key)).string();
     }
   }
@@ -341,7 +384,7 @@ absl::Status Model::CompileFromGguf(std::unique_ptr<GgufFile> gguf, const ModelO
   }
 
   const auto t0 = std::chrono::steady_clock::now();
-  absl::StatusOr<compiler::Compiled> compiled = CompileForRun(*gguf, device, arch, lower, opts.tp);
+  absl::StatusOr<compiler::Compiled> compiled = CompileForRun(*gguf, device, arch, lower, opts.tp, gpu_layers);
   if (!compiled.ok()) return compiled.status();
   const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   compiled_now_ = true;

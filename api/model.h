@@ -52,6 +52,13 @@ struct ModelOptions {
   // over NCCL (device auto picks cuda only with N GPUs), or on the CPU N
   // simulated ranks.
   int64_t tp = 0;
+  // llama.cpp's -ngl for a GGUF compiled for cuda: -1 = no split (the whole
+  // model on the GPU); N in 1..n_layer = only the last N layers on the GPU,
+  // the rest of the model on the CPU, in one plan (compiler/compiler.h:
+  // CompileOptions::gpu_layers); more than n_layer = no split. A plan is
+  // used as it is only when it was split the same way. (0 is --device cpu:
+  // vibrant-run maps it.)
+  int64_t gpu_layers = -1;
   bool use_plan_cache = true;
   std::string plan_cache_dir;   // "": DefaultPlanCacheDir()
   // Receives one line per decision (device choice, cache hit or compile).

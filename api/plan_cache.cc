@@ -34,6 +34,9 @@ uint64_t PlanCacheHash(const PlanCacheKey& key) {
   if (key.tp > 1) {
     add(absl::StrCat("tp ", key.tp));
   }
+  if (key.gpu_layers >= 0) {  // unsplit keys hash as before
+    add(absl::StrCat("gpu_layers ", key.gpu_layers));
+  }
   return Fnv1a64(absl::Span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
 }
 

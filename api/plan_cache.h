@@ -36,6 +36,7 @@ struct PlanCacheKey {
   int64_t n_seq = 0;       // > 0: a paged graph for continuous batching
   int64_t block_size = 0;  // its KV block size
   int64_t tp = 1;          // tensor-parallel ranks (shard-tensor-parallel)
+  int64_t gpu_layers = -1;  // cuda: a split with the CPU (-ngl N <= n_layer), -1: none
 };
 
 // The 64-bit hash of the key and of this build (version, git description,

@@ -114,6 +114,7 @@ vb_model_params vb_model_default_params(void) {
   p.plan_cache_dir = nullptr;
   p.log = nullptr;
   p.log_user_data = nullptr;
+  p.n_gpu_layers = -1;
   return p;
 }
 
@@ -128,6 +129,12 @@ vb_status vb_model_load(const char* path, const vb_model_params* params, vb_mode
   o.n_ctx = params->n_ctx;
   o.max_tokens = params->max_tokens;
   o.use_plan_cache = params->use_plan_cache;
+  if (params->n_gpu_layers == 0) {
+    o.device = "cpu";
+  } else if (params->n_gpu_layers > 0) {
+    o.device = "cuda";
+    o.gpu_layers = params->n_gpu_layers;
+  }
   if (params->plan_cache_dir != nullptr) o.plan_cache_dir = params->plan_cache_dir;
   if (params->log != nullptr) {
     vb_log_callback log = params->log;

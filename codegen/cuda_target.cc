@@ -707,6 +707,18 @@ absl::Status Lowering::Run() {
     Copy(V(o), V(op_.inputs[0]), BytesRule(g_, o));
     return absl::OkStatus();
   }
+  if (n == "to_host" || n == "from_host") {
+    Launch l;
+    l.op = i_;
+    l.t_min = v_.t_min;
+    l.t_max = v_.t_max;
+    l.kind = n == "to_host" ? LaunchKind::kToHost : LaunchKind::kFromHost;
+    l.name = n;
+    (n == "to_host" ? l.src : l.dst) = V(n == "to_host" ? op_.inputs[0] : o);
+    l.bytes = BytesRule(g_, o);
+    out_->push_back(std::move(l));
+    return absl::OkStatus();
+  }
   if (n == "all_reduce") {
     // NCCL's all-reduce across GPUs; ranks that share one GPU (a test of a
     // sharded plan on one card) sum in rank order with vb_add and this grid.
@@ -993,11 +1005,16 @@ absl::StatusOr<std::vector<KernelVariant>> Variants(const Graph& g, int index, c
     case OpKind::kAllReduce: return one("all_reduce");
     case OpKind::kAllGather: return one("all_gather");
     case OpKind::kCopy: {
-      // The step's inputs arrive and its logits leave by the runtime's own
-      // transfers: copies between the host and the device are no launches.
-      const bool io = g.value(op.inputs[0]).device != ir::Device::kCuda ||
-                      g.value(op.outputs[0]).device != ir::Device::kCuda;
-      return one(io ? "io" : "copy");
+      // The step's inputs arrive and its outputs leave by the runtime's own
+      // transfers ("io": no launch); a split plan's (-ngl) activations cross
+      // between the host's ops and the GPU's by transfer launches.
+      const ir::Value& src = g.value(op.inputs[0]);
+      const ir::Value& dst = g.value(op.outputs[0]);
+      if (src.device == ir::Device::kCuda && dst.device == ir::Device::kCuda) return one("copy");
+      if ((src.storage == ir::Storage::kInput && src.producer < 0) || dst.storage == ir::Storage::kOutput) {
+        return one("io");
+      }
+      return one(src.device == ir::Device::kCuda ? "to_host" : "from_host");
     }
     case OpKind::kFused: {
       absl::StatusOr<FusedKernel> fk = GenerateFused(g, op);
@@ -1223,13 +1240,28 @@ absl::StatusOr<dispatch::Table> LowerDispatch(const Graph& g, const CudaTargetOp
       env.value[v] = BufRef{Region::kArena, TExpr::Const(val.arena_offset), BytesRule(g, v)};
     }
   }
-  // Every op on the GPU, except the transfers of the step's I/O.
+  // Every op on the GPU, except the transfers of the step's I/O; an op
+  // placed on the cpu (-ngl) is one host launch.
   for (int i = 0; i < static_cast<int>(g.ops().size()); ++i) {
     const Op& op = g.ops()[i];
+    if (op.device == ir::Device::kCpu) {
+      if (ir::TpRanks(g) > 1) {
+        return absl::UnimplementedError(absl::StrCat(
+            "CUDA backend: ", OpText(g, i), " is placed on the cpu; a tensor-parallel plan runs every op on its GPUs"));
+      }
+      Launch l;
+      l.op = i;
+      l.t_min = 1;
+      l.t_max = g.max_tokens;
+      l.kind = LaunchKind::kHost;
+      l.name = "host";
+      t.launches.push_back(std::move(l));
+      continue;
+    }
     if (op.device != ir::Device::kCuda) {
       return absl::UnimplementedError(absl::StrCat(
           "CUDA backend: ", OpText(g, i), " is placed on the ", std::string(ir::DeviceName(op.device)),
-          "; a cuda plan runs every op on the GPU"));
+          "; a cuda plan runs its ops on the GPU or the host"));
     }
     if (op.kernels.empty()) {
       return absl::FailedPreconditionError(
@@ -1248,6 +1280,8 @@ absl::StatusOr<dispatch::Table> LowerDispatch(const Graph& g, const CudaTargetOp
       t.launches.insert(t.launches.end(), ls.begin(), ls.end());
     }
   }
+  // The host's work between launches cannot be part of a CUDA graph.
+  if (t.has_host_ops()) t.graph_max_tokens = 0;
   t.region_bytes[static_cast<int>(Region::kScratch)] = AlignUp(env.scratch_need);
   t.kernels = env.kernels;
   auto sched = g.meta.find(passes::kDecodeScheduleKey);

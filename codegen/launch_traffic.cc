@@ -31,6 +31,14 @@ LaunchBytes OneLaunch(const ir::Graph& g, const Launch* l, int64_t T, const Traf
       Add(&b, l->src.region, l->bytes.Eval(T));
       Add(&b, l->dst.region, l->bytes.Eval(T));
       break;
+    case LaunchKind::kHost:  // the host's memory, not the GPU's
+      break;
+    case LaunchKind::kToHost:
+      Add(&b, l->src.region, l->bytes.Eval(T));
+      break;
+    case LaunchKind::kFromHost:
+      Add(&b, l->dst.region, l->bytes.Eval(T));
+      break;
     case LaunchKind::kAllReduce:  // what this rank reads and writes (NCCL's traffic between GPUs aside)
       Add(&b, l->src.region, l->bytes.Eval(T));
       Add(&b, l->dst.region, l->bytes.Eval(T));

@@ -83,7 +83,15 @@ absl::StatusOr<Compiled> CompileGraph(ir::Graph graph, const CompileOptions& opt
   if (out.device == "cuda") ctx.cuda_kernels = &target;
   // A cpu plan's kernels: fast, or the exact reference ones (--exact).
   const codegen::CpuTarget cpu_target({.exact = opts.cpu_exact});
-  if (out.device == "cpu") ctx.cpu_kernels = &cpu_target;
+  // Also a cuda plan's: the ops it places on the CPU (-ngl) run them.
+  ctx.cpu_kernels = &cpu_target;
+  if (opts.gpu_layers >= 0 && out.device != "cuda") {
+    return absl::InvalidArgumentError("--gpu-layers splits a model between the GPU and the CPU: it needs --device cuda");
+  }
+  if (opts.gpu_layers >= 0 && opts.tp > 1) {
+    return absl::UnimplementedError("--gpu-layers with --tp: a split between GPU and CPU of a sharded plan is not built");
+  }
+  ctx.gpu_layers = opts.gpu_layers;
   ctx.explain_devices = opts.explain_devices;
   ctx.decode_blocks_per_sm = opts.decode_blocks_per_sm;
   out.before = passes::ComputeGraphStats(graph);
@@ -124,6 +132,14 @@ absl::StatusOr<Compiled> CompileGraph(ir::Graph graph, const CompileOptions& opt
       {"sample", graph.FindValue("token") >= 0 && graph.FindValue("sampling") >= 0 ? "1" : "0"},
   };
   if (ir::TpRanks(graph) > 1) out.options.push_back({"tp", absl::StrCat(ir::TpRanks(graph))});
+  {
+    int64_t cpu_ops = 0;
+    for (const ir::Op& op : graph.ops()) cpu_ops += op.device == ir::Device::kCpu;
+    if (out.device == "cuda" && cpu_ops > 0) {  // a split plan (-ngl)
+      out.options.push_back({"gpu_layers", absl::StrCat(opts.gpu_layers)});
+      out.options.push_back({"host_ops", absl::StrCat(cpu_ops)});
+    }
+  }
   if (MetaInt(graph, "paged", 0) != 0) {  // continuous batching (LowerOptions::n_seq)
     out.options.push_back({"n_seq", absl::StrCat(MetaInt(graph, "n_seq", 0))});
     out.options.push_back({"block_size", absl::StrCat(MetaInt(graph, "block_size", 0))});

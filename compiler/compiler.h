@@ -74,6 +74,12 @@ struct CompileOptions {
   // Tensor parallelism over this many ranks (passes/shard_tensor_parallel.h;
   // vibrantc compile --tp N): the plan is each rank's program. 1: none.
   int tp = 1;
+  // cuda: llama.cpp's -ngl (passes/pass.h: PassContext::gpu_layers): only
+  // the last N repeating layers on the GPU, the rest of the model on the
+  // CPU, in one plan whose dispatch table hands the CPU's ops to the host
+  // (runtime/dispatch.h: LaunchKind::kHost). -1, or more than the model's
+  // layers: the whole model on the GPU.
+  int64_t gpu_layers = -1;
 };
 
 // What a compile produces: everything a plan file holds except the weights.

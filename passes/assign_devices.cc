@@ -1,5 +1,6 @@
 #include "passes/assign_devices.h"
 
+#include <algorithm>
 #include <map>
 #include <string>
 #include <utility>
@@ -50,7 +51,40 @@ Device CopyRunner(Device from, Device to) {
   return from == Device::kCuda || to == Device::kCuda ? Device::kCuda : to;
 }
 
+// N of a trailing ".N" or ".N_suffix" in a value name; -1 without one.
+int64_t LayerInName(const std::string& name) {
+  const size_t dot = name.rfind('.');
+  if (dot == std::string::npos) return -1;
+  size_t i = dot + 1;
+  int64_t n = 0;
+  for (; i < name.size() && name[i] >= '0' && name[i] <= '9' && n < (int64_t{1} << 40); ++i) n = n * 10 + (name[i] - '0');
+  if (i == dot + 1 || (i < name.size() && name[i] != '_')) return -1;
+  return n;
+}
+
+// N of a GGUF tensor name "blk.N.<...>"; -1 otherwise.
+int64_t LayerInSource(const std::string& source) {
+  if (source.rfind("blk.", 0) != 0) return -1;
+  const size_t end = source.find('.', 4);
+  if (end == std::string::npos || end == 4) return -1;
+  int64_t n = 0;
+  for (size_t i = 4; i < end; ++i) {
+    if (source[i] < '0' || source[i] > '9' || n > (int64_t{1} << 40)) return -1;
+    n = n * 10 + (source[i] - '0');
+  }
+  return n;
+}
+
 }  // namespace
+
+int64_t OpLayer(const Graph& g, const Op& op) {
+  for (ValueId in : op.inputs) {
+    const Value& v = g.value(in);
+    if (v.storage != Storage::kWeight) continue;
+    if (const int64_t l = LayerInSource(v.source); l >= 0) return l;
+  }
+  return op.outputs.empty() ? -1 : LayerInName(g.value(op.outputs[0]).name);
+}
 
 absl::Status AssignGraphDevices(Graph& g, PassContext& ctx) {
   const bool have_cuda = static_cast<bool>(ctx.cuda_supports);
@@ -67,12 +101,58 @@ absl::Status AssignGraphDevices(Graph& g, PassContext& ctx) {
   const size_t nops = g.ops().size();
   std::vector<Device> dev(nops, Device::kCpu);
   std::vector<std::string> why(nops);
+  // -ngl: which ops the layer split keeps on the CPU, and why.
+  std::vector<std::string> kept_on_cpu(nops);
+  if (ctx.gpu_layers >= 0 && ctx.device != DevicePolicy::kCpu && have_cuda) {
+    auto it = g.meta.find("n_layer");
+    const int64_t* nl = it == g.meta.end() ? nullptr : std::get_if<int64_t>(&it->second);
+    if (nl == nullptr || *nl < 1) {
+      return absl::InvalidArgumentError(
+          "assign-devices: --gpu-layers needs the graph's layer count (meta n_layer), which it lacks");
+    }
+    const int64_t n_layer = *nl;
+    if (ctx.gpu_layers > n_layer) {
+      note(absl::StrCat("assign-devices: --gpu-layers ", ctx.gpu_layers, " >= the ", n_layer,
+                        " layers + the output head: no split, the whole model on the GPU"));
+    } else {
+      const int64_t first_gpu = n_layer - ctx.gpu_layers;
+      note(absl::StrCat("assign-devices: --gpu-layers ", ctx.gpu_layers, " of ", n_layer, " layers: ",
+                        ctx.gpu_layers == 0 ? std::string("none")
+                                            : absl::StrCat("layers ", first_gpu, "..", n_layer - 1),
+                        " on the GPU; the input layer, ",
+                        first_gpu > 0 ? absl::StrCat("layers 0..", first_gpu - 1, ", ") : std::string(),
+                        "the output head on the CPU"));
+      std::vector<int64_t> layer(nops, -1);
+      size_t first_layered = nops, last_layered = 0;
+      for (size_t i = 0; i < nops; ++i) {
+        layer[i] = OpLayer(g, g.ops()[i]);
+        if (layer[i] >= 0) {
+          first_layered = std::min(first_layered, i);
+          last_layered = i;
+        }
+      }
+      int64_t current = -1;
+      for (size_t i = 0; i < nops; ++i) {
+        if (layer[i] >= 0) current = layer[i];
+        if (i < first_layered) {
+          kept_on_cpu[i] = "-ngl: the input layer stays on the CPU";
+        } else if (i > last_layered) {
+          kept_on_cpu[i] = absl::StrCat("-ngl ", ctx.gpu_layers, ": the output head joins the GPU only when -ngl > ",
+                                        n_layer, " layers");
+        } else if (current < first_gpu) {
+          kept_on_cpu[i] = absl::StrCat("-ngl ", ctx.gpu_layers, ": layer ", current, " stays on the CPU");
+        }
+      }
+    }
+  }
   for (size_t i = 0; i < nops; ++i) {
     const Op& op = g.ops()[i];
     const std::string kind(ir::OpName(op.kind));
     if (op.kind == OpKind::kCopy && op.device != Device::kUnassigned) {
       dev[i] = op.device;
       why[i] = "an existing copy keeps its device";
+    } else if (!kept_on_cpu[i].empty()) {
+      why[i] = kept_on_cpu[i];
     } else if (ctx.device == DevicePolicy::kCpu) {
       why[i] = "--device cpu";
     } else if (!have_cuda) {

@@ -13,7 +13,11 @@ namespace vibrant::passes {
 // has a device:
 // - Ops: CUDA when the policy (PassContext::device) is cuda or auto and the
 //   CUDA backend implements the op (PassContext::cuda_supports), else CPU;
-//   policy cpu puts everything on the CPU. Ops that touch the same KV cache
+//   policy cpu puts everything on the CPU. With PassContext::gpu_layers N
+//   in [0, n_layer] (-ngl), an op's layer (OpLayer) decides first: the
+//   input layer, layers 0 .. n_layer - N - 1 and the output head stay on
+//   the CPU, as llama.cpp places its layers (N > n_layer: no split).
+//   Ops that touch the same KV cache
 //   (its kv_store updates and every reader of any version) run on one
 //   device: CUDA only if the backend implements all of them.
 // - Values: an op's outputs live on its device. Step inputs (tokens,
@@ -35,6 +39,11 @@ namespace vibrant::passes {
 // Policy cuda without a CUDA backend (cuda_supports unset) is an error.
 // Copy ops already in the graph keep their devices.
 Pass AssignDevices();
+
+// The repeating layer an op belongs to: the N of a "blk.N." weight it reads,
+// else the N its first output's name ends with ("l_out.3", "attn_norm.3_rms":
+// the lowering's names), else -1 (the input layer or the output head).
+int64_t OpLayer(const ir::Graph& g, const ir::Op& op);
 
 absl::Status AssignGraphDevices(ir::Graph& g, PassContext& ctx);
 

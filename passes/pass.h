@@ -68,6 +68,13 @@ struct PassContext {
   // Human-readable notes passes want to report (e.g. --explain-devices).
   std::vector<std::string> notes;
   bool explain_devices = false;
+  // assign-devices: llama.cpp's -ngl. With N in [1, n_layer] (meta
+  // n_layer), only the last N repeating layers run on the GPU; the input
+  // layer (the token embedding), the first n_layer - N layers and the output
+  // head run on the CPU, as llama.cpp places them. N > n_layer or -1: no
+  // split (every op the CUDA backend has goes to the GPU; llama.cpp would
+  // keep the embedding on the CPU). Ignored with policy cpu.
+  int64_t gpu_layers = -1;
   // schedule-decode: blocks per multiprocessor of the persistent decode
   // kernel (0: one launch per op at T = 1).
   int decode_blocks_per_sm = 0;

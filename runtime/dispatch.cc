@@ -203,6 +203,13 @@ std::vector<const Launch*> LaunchesFor(const Table& t, int64_t T, bool per_op) {
   return out;
 }
 
+bool Table::has_host_ops() const {
+  for (const Launch& l : launches) {
+    if (l.kind == LaunchKind::kHost) return true;
+  }
+  return false;
+}
+
 std::string Serialize(const Table& t) {
   Writer w;
   for (char c : kMagic) w.U8(static_cast<uint8_t>(c));
@@ -352,7 +359,7 @@ absl::StatusOr<Table> Parse(absl::Span<const uint8_t> bytes, const std::string& 
     l.runs_in = static_cast<RunsIn>(runs_in);
     uint8_t kind;
     VB_ASSIGN(kind, r.U8());
-    if (kind > static_cast<uint8_t>(LaunchKind::kAllGather)) {
+    if (kind > static_cast<uint8_t>(LaunchKind::kFromHost)) {
       return r.Error(absl::StrCat("launch ", i, ": invalid kind ", static_cast<int>(kind)));
     }
     l.kind = static_cast<LaunchKind>(kind);
@@ -461,10 +468,12 @@ absl::Status Validate(const Table& t, const std::string& where) {
       }
     }
   }
+  const bool host_ops = t.has_host_ops();
   for (const auto& [b, name] : {std::pair{&t.tokens, "tokens"}, std::pair{&t.positions, "positions"},
                                 std::pair{&t.logits, "logits"}}) {
-    // A graph may read no positions (then the runtime copies none).
-    if (b == &t.positions && b->region == Region::kNone) continue;
+    // A graph may read no positions (then the runtime copies none); in a
+    // split plan the host may read the inputs and make the logits.
+    if ((b == &t.positions || host_ops) && b->region == Region::kNone) continue;
     if (b->region != Region::kArena) return err(absl::StrCat(name, " must be an arena buffer"));
     if (absl::Status s = check_buf(*b, 1, t.max_tokens, name); !s.ok()) return s;
   }
@@ -505,11 +514,12 @@ absl::Status Validate(const Table& t, const std::string& where) {
   }
   if (!expr_ok(t.logits_elems)) return err("logits: invalid rule");
   for (int64_t T : {int64_t{1}, t.max_tokens}) {
-    if (t.logits_elems.Eval(T) < 0 || t.logits_elems.Eval(T) * 4 > t.logits.extent.Eval(T)) {
+    if (t.logits_elems.Eval(T) < 0 ||
+        (t.logits.region != Region::kNone && t.logits_elems.Eval(T) * 4 > t.logits.extent.Eval(T))) {
       return err(absl::StrCat("logits: ", t.logits_elems.Eval(T), " floats at T=", T,
                               " exceed the logits buffer"));
     }
-    if (t.tokens.extent.Eval(T) < 4 * T ||
+    if ((t.tokens.region != Region::kNone && t.tokens.extent.Eval(T) < 4 * T) ||
         (t.positions.region != Region::kNone && t.positions.extent.Eval(T) < 4 * T)) {
       return err(absl::StrCat("tokens/positions buffers hold fewer than T=", T, " entries"));
     }
@@ -594,6 +604,28 @@ absl::Status Validate(const Table& t, const std::string& where) {
         }
         if (absl::Status s = check_buf(l.dst, l.t_min, l.t_max, at + " dst"); !s.ok()) return s;
         if (absl::Status s = check_buf(l.src, l.t_min, l.t_max, at + " src"); !s.ok()) return s;
+        break;
+      }
+      case LaunchKind::kHost:
+      case LaunchKind::kToHost:
+      case LaunchKind::kFromHost: {
+        // Which op, and that the op is the host's or a copy, the runtime
+        // checks against the graph (the table alone has no ops).
+        if (l.op < 0) return err(absl::StrCat(at, ": no op"));
+        if (t.tp_ranks > 1) return err(absl::StrCat(at, ": host work in a tensor-parallel plan"));
+        if (l.runs_in != RunsIn::kAlways) return err(absl::StrCat(at, ": host work inside a persistent kernel's step"));
+        if (l.kind == LaunchKind::kHost) break;
+        const BufRef& dev = l.kind == LaunchKind::kToHost ? l.src : l.dst;
+        const BufRef& host = l.kind == LaunchKind::kToHost ? l.dst : l.src;
+        if (dev.region != Region::kArena || host.region != Region::kNone || !expr_ok(l.bytes)) {
+          return err(absl::StrCat(at, ": a transfer between the host and an arena buffer"));
+        }
+        if (absl::Status s = check_buf(dev, l.t_min, l.t_max, at + " device side"); !s.ok()) return s;
+        for (int64_t T : {l.t_min, l.t_max}) {
+          if (l.bytes.Eval(T) < 0 || l.bytes.Eval(T) > dev.extent.Eval(T)) {
+            return err(absl::StrCat(at, ": transfers more than its buffer holds at T=", T));
+          }
+        }
         break;
       }
       case LaunchKind::kAllReduce:
@@ -707,6 +739,15 @@ std::string Describe(const Table& t) {
       case LaunchKind::kAllGather:
         absl::StrAppend(&out, "all_gather ", BufText(l.dst), " <- ", t.tp_ranks, " ranks' ", BufText(l.src),
                         " [", ExprText(l.m), " x ", l.n, "] via ", BufText(l.a));
+        break;
+      case LaunchKind::kHost:
+        out += "host (the CPU backend runs the op)";
+        break;
+      case LaunchKind::kToHost:
+        absl::StrAppend(&out, "to_host <- ", BufText(l.src), ", ", ExprText(l.bytes), " B");
+        break;
+      case LaunchKind::kFromHost:
+        absl::StrAppend(&out, "from_host ", BufText(l.dst), ", ", ExprText(l.bytes), " B");
         break;
     }
     out += "\n";

@@ -30,8 +30,9 @@ namespace vibrant::dispatch {
 // 3: the persistent decode kernel's state region and RunsIn (2), the sample
 // op's I/O (Table::sampling, Table::token). 4: the paged I/O (seq_ids,
 // block_table) of continuous-batching plans. 5: tensor parallelism (Table::tp_ranks,
-// sharded weight slots, the collective launches).
-inline constexpr uint32_t kDispatchFormatVersion = 5;
+// sharded weight slots, the collective launches). 6: plans split between the
+// GPU and the host (-ngl: LaunchKind::kHost, kToHost, kFromHost).
+inline constexpr uint32_t kDispatchFormatVersion = 6;
 
 // An integer rule in the token count T: clamp(ceil(a * T + b) / c), lo, hi)
 // with integer division rounding up (c > 0).
@@ -93,6 +94,15 @@ enum class LaunchKind : uint8_t {
   kAllGather = 4,  // dst[row, r * n + j] = src_r[row, j] for m rows of n f32;
                    // `a`: scratch of m * n * ranks f32 for a gather that
                    // arrives rank after rank (NCCL) and is then reordered
+  // A plan split between the GPU and the host (vibrantc compile -ngl N: the
+  // IR places some ops on the cpu). The runtime runs the launches in order,
+  // waiting for the GPU before the host's work:
+  kHost = 5,      // the host runs IR op `op` (an op placed on the cpu) with
+                  // the CPU backend's kernels, on host memory of its own
+  kToHost = 6,    // `bytes` from the device buffer src to the host's copy of
+                  // the output of copy op `op` (dst is kNone)
+  kFromHost = 7,  // `bytes` from the host's input of copy op `op` to the
+                  // device buffer dst (src is kNone)
 };
 
 // Which runs of a step include a launch. A persistent decode kernel
@@ -147,7 +157,8 @@ struct Table {
   std::vector<WeightSlot> weights;
   // The step's I/O: the runtime writes T token ids and T positions (i32) to
   // these arena buffers before the launches and reads `logits_elems(T)` f32
-  // from `logits` after them.
+  // from `logits` after them. In a plan with kHost launches any of them may
+  // be kNone: the host's ops read the inputs (or make the logits) there.
   BufRef tokens, positions, logits;
   TExpr logits_elems;
   // A plan that samples (ir/ops.h: sample): the runtime writes the draw's 8
@@ -175,6 +186,8 @@ struct Table {
   std::vector<BufRef> values;
   std::vector<Launch> launches;
   bool operator==(const Table&) const = default;
+  // Whether some launches are the host's (a plan split by -ngl).
+  bool has_host_ops() const;
 };
 
 // Launches of steps with T tokens, in order: those of plain runs, or with

@@ -78,6 +78,9 @@ typedef struct vb_model_params {
   const char* plan_cache_dir; /* NULL: $VIBRANT_PLAN_CACHE, $XDG_CACHE_HOME/vibrant/plans, ~/.cache/... */
   vb_log_callback log;        /* decisions (device, plan cache); NULL: silent */
   void* log_user_data;
+  int32_t n_gpu_layers;       /* llama.cpp's -ngl: -1 (default) the device decides; 0 the CPU;
+                                 N < the layer count: the last N layers on the GPU, the rest
+                                 on the CPU; more: the whole model on the GPU */
 } vb_model_params;
 
 VB_API vb_model_params vb_model_default_params(void);

@@ -120,10 +120,11 @@ ArenaPlan PlanOwnSlots(const std::vector<int64_t>& bytes) {
 // every op on the host, whatever its device). Offsets are checked against
 // the arenas, so a bad plan is an error, never an out-of-bounds access;
 // whether live values overlap is the compiler's business (CheckMemoryPlan).
-absl::StatusOr<ArenaPlan> GraphArenaPlan(const Graph& g, const std::vector<int64_t>& bytes) {
+absl::StatusOr<ArenaPlan> GraphArenaPlan(const Graph& g, const std::vector<int64_t>& bytes, bool cpu_only) {
   ArenaPlan plan;
   std::map<ir::Device, int64_t> base;
   for (const auto& [device, mem] : g.memory) {
+    if (cpu_only && device != ir::Device::kCpu) continue;
     base[device] = plan.arena_bytes;
     plan.arena_bytes += AlignUp(mem.arena_bytes);
   }
@@ -132,7 +133,7 @@ absl::StatusOr<ArenaPlan> GraphArenaPlan(const Graph& g, const std::vector<int64
     if (bytes[v] < 0) continue;
     const Value& val = g.values()[v];
     auto mem = g.memory.find(val.device);
-    if (val.arena_offset < 0 || mem == g.memory.end() || val.arena_offset > mem->second.arena_bytes ||
+    if (val.arena_offset < 0 || mem == g.memory.end() || base.count(val.device) == 0 || val.arena_offset > mem->second.arena_bytes ||
         bytes[v] > mem->second.arena_bytes - val.arena_offset) {
       return absl::InvalidArgumentError(absl::StrCat("CPU backend: the memory plan puts '", val.name, "'",
                                                      " at ", val.arena_offset, ", outside its ",
@@ -786,6 +787,9 @@ struct CpuExecutor::Impl {
   ValueId sampling = -1, token = -1;  // a graph with a sample op (ir/ops.h)
   int64_t n_vocab = -1;  // -1: unchecked (no embedding reads the tokens)
   int64_t n_ctx = -1;    // -1: no KV cache
+  // CpuExecutorOptions::host_ops_only; the step BeginStep began (T, 0: none).
+  bool host_only = false;
+  int64_t step_T = 0;
   // Per op of the step graph: exact or fast kernels (kernel_select.h).
   std::vector<cpu::CpuKernels> op_kernels;
   // The fast matmul's rounded activations (grown on first use).
@@ -795,6 +799,8 @@ struct CpuExecutor::Impl {
   Collectives* collectives = nullptr;
 
   absl::Status Init(WeightResolver& weights, const CpuExecutorOptions& opts);
+  absl::Status Begin(absl::Span<const int32_t> tokens, int32_t pos0, const SampleDraw& draw);
+  bool RunsHere(const Op& op) const { return !host_only || op.device == ir::Device::kCpu; }
   absl::Status BindBody(BoundGraph& outer, int op_index, int depth);
   absl::Status Run(BoundGraph& b, int64_t T);
   absl::Status RunOp(BoundGraph& b, int op_index, int64_t T);
@@ -1026,8 +1032,14 @@ absl::Status CpuExecutor::Impl::Init(WeightResolver& weights, const CpuExecutorO
     absl::StatusOr<MemoryLimit> limit =
         opts.memory_limit.has_value() ? absl::StatusOr<MemoryLimit>(*opts.memory_limit) : HostMemoryLimit();
     if (!limit.ok()) return limit.status();
-    // This backend runs every device's ops on the host: all arenas and caches.
-    if (absl::Status s = CheckMemoryLimit(needs->total(), "its arenas and KV caches", *limit);
+    // This backend runs every device's ops on the host: all arenas and
+    // caches; as the host's part of a split plan, the cpu's.
+    int64_t need = needs->total();
+    if (opts.host_ops_only) {
+      auto it = needs->devices.find(ir::Device::kCpu);
+      need = it == needs->devices.end() ? 0 : it->second.arena_bytes + it->second.kv_bytes;
+    }
+    if (absl::Status s = CheckMemoryLimit(need, "its arenas and KV caches", *limit);
         !s.ok()) {
       return absl::Status(s.code(), absl::StrCat("CPU backend: ", s.message()));
     }
@@ -1046,6 +1058,7 @@ absl::Status CpuExecutor::Impl::Init(WeightResolver& weights, const CpuExecutorO
   }
   const size_t nv = g.values().size();
   std::vector<int> producer = Producers(g);
+  host_only = opts.host_ops_only;
 
   // Graph inputs, output, KV caches, weights.
   for (ValueId v = 0; v < static_cast<ValueId>(nv); ++v) {
@@ -1149,6 +1162,10 @@ absl::Status CpuExecutor::Impl::Init(WeightResolver& weights, const CpuExecutorO
   // The kernels each op runs with, as the compiler chose them (Op::kernels,
   // select-kernels with the CPU target).
   for (const Op& op : g.ops()) {
+    if (!RunsHere(op)) {  // the accelerator's
+      op_kernels.push_back(cpu::CpuKernels::kExact);
+      continue;
+    }
     absl::StatusOr<cpu::CpuKernels> k = cpu::KernelsForOp(g, op);
     if (!k.ok()) return k.status();
     op_kernels.push_back(*k);
@@ -1166,6 +1183,7 @@ absl::Status CpuExecutor::Impl::Init(WeightResolver& weights, const CpuExecutorO
       OpKind k = g.ops()[producer[v]].kind;
       if (k == OpKind::kReshape || k == OpKind::kKvStore) continue;
     }
+    if (host_only && val.device != ir::Device::kCpu) continue;  // the accelerator holds it
     absl::StatusOr<int64_t> nb = DTypeBytes(val.dtype, ir::NumElements(val.shape, max_tokens));
     if (!nb.ok()) {
       return absl::InvalidArgumentError(
@@ -1237,7 +1255,7 @@ absl::Status CpuExecutor::Impl::Init(WeightResolver& weights, const CpuExecutorO
   }
   // The graph's memory plan when it has one, else a slot per value.
   absl::StatusOr<ArenaPlan> planned =
-      g.memory.empty() ? PlanOwnSlots(arena_bytes) : GraphArenaPlan(g, arena_bytes);
+      g.memory.empty() ? PlanOwnSlots(arena_bytes) : GraphArenaPlan(g, arena_bytes, host_only);
   if (!planned.ok()) return planned.status();
   const ArenaPlan& plan = *planned;
   arena = Buffer(plan.arena_bytes);
@@ -1265,7 +1283,7 @@ absl::Status CpuExecutor::Impl::Init(WeightResolver& weights, const CpuExecutorO
   // Fused bodies.
   for (size_t i = 0; i < g.ops().size(); ++i) {
     const Op& op = g.ops()[i];
-    if (op.kind != OpKind::kFused) continue;
+    if (op.kind != OpKind::kFused || !RunsHere(op)) continue;
     // A body that rounds a row to 8 bits (quantize_q8, cuda plans) runs
     // whole, op by op (cpu::EvalOp): its q8a layout is not per row.
     bool whole = false;
@@ -1573,51 +1591,123 @@ absl::StatusOr<int32_t> CpuExecutor::StepSample(absl::Span<const int32_t> tokens
   return id;
 }
 
-absl::StatusOr<absl::Span<const float>> CpuExecutor::StepWith(absl::Span<const int32_t> tokens,
-                                                             int32_t pos0, const SampleDraw& draw) {
-  Impl& m = *impl_;
-  if (m.block_table >= 0) {
+absl::Status CpuExecutor::Impl::Begin(absl::Span<const int32_t> toks, int32_t pos0, const SampleDraw& draw) {
+  step_T = 0;
+  if (block_table >= 0) {
     return absl::FailedPreconditionError(
         "Step: the graph is paged (continuous batching); run it with StepBatch");
   }
-  if (m.sampling >= 0) {
+  if (sampling >= 0 && main.ptr[sampling] != nullptr) {
     const std::array<int32_t, kSampleParamWords> w = PackSampleParams(draw);
-    std::memcpy(m.main.ptr[m.sampling], w.data(), sizeof(w));
+    std::memcpy(main.ptr[sampling], w.data(), sizeof(w));
   }
-  const int64_t T = static_cast<int64_t>(tokens.size());
-  if (T < 1 || T > m.max_tokens) {
+  const int64_t T = static_cast<int64_t>(toks.size());
+  if (T < 1 || T > max_tokens) {
     return absl::InvalidArgumentError(
-        absl::StrCat("Step: ", T, " tokens; a step takes 1..", m.max_tokens, " (max_tokens)"));
+        absl::StrCat("Step: ", T, " tokens; a step takes 1..", max_tokens, " (max_tokens)"));
   }
   if (pos0 < 0) return absl::InvalidArgumentError(absl::StrCat("Step: negative position ", pos0));
   if (pos0 + T - 1 > INT32_MAX) {
     return absl::OutOfRangeError(absl::StrCat("Step: position ", pos0 + T - 1, " overflows int32"));
   }
-  if (m.n_ctx >= 0 && pos0 + T > m.n_ctx) {
+  if (n_ctx >= 0 && pos0 + T > n_ctx) {
     return absl::OutOfRangeError(absl::StrCat("Step: positions ", pos0, "..", pos0 + T - 1,
-                                              " exceed the KV cache of ", m.n_ctx, " tokens"));
+                                              " exceed the KV cache of ", n_ctx, " tokens"));
   }
   for (int64_t t = 0; t < T; ++t) {
-    if (tokens[t] < 0 || (m.n_vocab >= 0 && tokens[t] >= m.n_vocab)) {
-      return absl::InvalidArgumentError(absl::StrCat("Step: token id ", tokens[t], " at index ",
+    if (toks[t] < 0 || (n_vocab >= 0 && toks[t] >= n_vocab)) {
+      return absl::InvalidArgumentError(absl::StrCat("Step: token id ", toks[t], " at index ",
                                                      t, " is outside the vocabulary [0, ",
-                                                     m.n_vocab, ")"));
+                                                     n_vocab, ")"));
     }
   }
-  std::memcpy(m.main.ptr[m.tokens], tokens.data(), T * sizeof(int32_t));
-  if (m.positions >= 0) {
-    int32_t* pos = reinterpret_cast<int32_t*>(m.main.ptr[m.positions]);
+  std::memcpy(main.ptr[tokens], toks.data(), T * sizeof(int32_t));
+  if (positions >= 0) {
+    int32_t* pos = reinterpret_cast<int32_t*>(main.ptr[positions]);
     for (int64_t t = 0; t < T; ++t) pos[t] = pos0 + static_cast<int32_t>(t);
   }
-  if (absl::Status s = m.Run(m.main, T); !s.ok()) return s;
+  step_T = T;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<absl::Span<const float>> CpuExecutor::StepWith(absl::Span<const int32_t> tokens,
+                                                             int32_t pos0, const SampleDraw& draw) {
+  Impl& m = *impl_;
+  if (m.host_only) {
+    return absl::FailedPreconditionError(
+        "Step: this executor runs only the host's ops of a split plan; the GPU's executor drives the step");
+  }
+  if (absl::Status s = m.Begin(tokens, pos0, draw); !s.ok()) return s;
+  if (absl::Status s = m.Run(m.main, m.step_T); !s.ok()) return s;
   return absl::Span<const float>(reinterpret_cast<const float*>(m.main.ptr[m.logits]),
-                                 ir::NumElements(m.graph.value(m.logits).shape, T));
+                                 ir::NumElements(m.graph.value(m.logits).shape, m.step_T));
+}
+
+absl::Status CpuExecutor::BeginStep(absl::Span<const int32_t> tokens, int32_t pos0, const SampleDraw& draw) {
+  if (impl_->sampling >= 0) {
+    if (absl::Status s = CheckSampleDraw(draw); !s.ok()) return s;
+  }
+  return impl_->Begin(tokens, pos0, draw);
+}
+
+absl::Status CpuExecutor::RunOp(int op) {
+  Impl& m = *impl_;
+  const int n = static_cast<int>(m.graph.ops().size());
+  if (op < 0 || op >= n) return absl::InvalidArgumentError(absl::StrCat("RunOp: op ", op, " of ", n));
+  const Op& o = m.graph.ops()[op];
+  if (!m.RunsHere(o)) {
+    return absl::InvalidArgumentError(absl::StrCat("RunOp: op #", op, " (", std::string(ir::OpName(o.kind)),
+                                                   ") is placed on the ", std::string(ir::DeviceName(o.device)),
+                                                   ", not on the cpu this executor runs"));
+  }
+  if (m.step_T < 1) return absl::FailedPreconditionError("RunOp: no step begun (BeginStep)");
+  absl::Status s = m.RunOp(m.main, op, m.step_T);
+  if (!s.ok()) {
+    return absl::Status(s.code(), absl::StrCat("op #", op, " (", std::string(ir::OpName(o.kind)), "): ", s.message()));
+  }
+  return absl::OkStatus();
+}
+
+uint8_t* CpuExecutor::ValueData(ir::ValueId v) const {
+  if (v < 0 || v >= static_cast<ir::ValueId>(impl_->main.ptr.size())) return nullptr;
+  return impl_->main.ptr[v];
+}
+
+absl::StatusOr<absl::Span<const float>> CpuExecutor::StepLogits() const {
+  const Impl& m = *impl_;
+  const ir::ValueId p = m.graph.value(m.logits).producer;
+  if (m.step_T < 1 || m.main.ptr[m.logits] == nullptr || (p >= 0 && !m.RunsHere(m.graph.ops()[p]))) {
+    return absl::FailedPreconditionError("StepLogits: no step ran here, or the logits are made elsewhere");
+  }
+  return absl::Span<const float>(reinterpret_cast<const float*>(m.main.ptr[m.logits]),
+                                 ir::NumElements(m.graph.value(m.logits).shape, m.step_T));
+}
+
+absl::StatusOr<int32_t> CpuExecutor::StepToken() const {
+  const Impl& m = *impl_;
+  if (m.token < 0) return absl::FailedPreconditionError("StepToken: the graph has no sample op");
+  const ir::ValueId p = m.graph.value(m.token).producer;
+  if (m.step_T < 1 || m.main.ptr[m.token] == nullptr || (p >= 0 && !m.RunsHere(m.graph.ops()[p]))) {
+    return absl::FailedPreconditionError("StepToken: no step ran here, or the token is drawn elsewhere");
+  }
+  const int32_t id = *reinterpret_cast<const int32_t*>(m.main.ptr[m.token]);
+  if (id < 0) return absl::InvalidArgumentError("sampler: no finite logit (the model produced NaN or inf)");
+  return id;
+}
+
+int64_t CpuExecutor::ops_run_here() const {
+  int64_t n = 0;
+  for (const Op& op : impl_->graph.ops()) n += impl_->RunsHere(op);
+  return n;
 }
 
 bool CpuExecutor::paged() const { return impl_->block_table >= 0; }
 
 absl::StatusOr<absl::Span<const float>> CpuExecutor::StepBatch(const BatchInputs& in) {
   Impl& m = *impl_;
+  if (m.host_only) {
+    return absl::FailedPreconditionError("StepBatch: this executor runs only the host's ops of a split plan");
+  }
   if (m.block_table < 0 || m.seq_ids < 0) {
     return absl::FailedPreconditionError(
         "StepBatch: the graph is not paged (compile it with a sequence count, n_seq > 0)");
@@ -1664,7 +1754,8 @@ int CpuExecutor::num_threads() const { return impl_->pool->num_threads(); }
 std::string CpuExecutor::KernelSummary() const {
   bool fast = false, exact = false;
   for (size_t i = 0; i < impl_->op_kernels.size(); ++i) {
-    if (!cpu::HasFastKernel(impl_->graph.ops()[i].kind)) continue;
+    const Op& op = impl_->graph.ops()[i];
+    if (!cpu::HasFastKernel(op.kind) || !impl_->RunsHere(op)) continue;
     (impl_->op_kernels[i] == cpu::CpuKernels::kFast ? fast : exact) = true;
   }
   if (!fast) return "exact kernels";

@@ -51,6 +51,12 @@ struct CpuExecutorOptions {
   // such a graph (runtime/cpu/tp_executor.h runs the N ranks), unused by others.
   int rank = 0;
   Collectives* collectives = nullptr;
+  // The host's part of a plan split between a GPU and the CPU (-ngl;
+  // runtime/dispatch.h: LaunchKind::kHost): only ops and values placed on the
+  // cpu get memory, weights and kernels; the accelerator's executor
+  // (runtime/cuda/executor.h) drives the step with BeginStep and RunOp, and
+  // moves values across with ValueData. Step and StepSample are then refused.
+  bool host_ops_only = false;
 };
 
 class CpuExecutor {
@@ -85,6 +91,21 @@ class CpuExecutor {
   // the token id it drew. FailedPrecondition when the graph has no sample op.
   absl::StatusOr<int32_t> StepSample(absl::Span<const int32_t> tokens, int32_t pos0,
                                      const SampleDraw& draw);
+
+  // Driving a step op by op (host_ops_only, or any graph): checks the step's
+  // inputs as Step does and writes them (and the draw, for a sample op),
+  // then RunOp runs op `op` of the graph for the step's T tokens. In
+  // host_ops_only mode only ops placed on the cpu run here.
+  absl::Status BeginStep(absl::Span<const int32_t> tokens, int32_t pos0, const SampleDraw& draw = SampleDraw{});
+  absl::Status RunOp(int op);
+  // The host bytes of value `v` (nullptr: it has none here, e.g. it lives on
+  // the GPU), valid for the executor's life; the logits and the drawn token
+  // of the step BeginStep began (errors when the host does not make them).
+  uint8_t* ValueData(ir::ValueId v) const;
+  absl::StatusOr<absl::Span<const float>> StepLogits() const;
+  absl::StatusOr<int32_t> StepToken() const;
+  // How many of the graph's ops this executor runs (all, or the cpu's).
+  int64_t ops_run_here() const;
 
   // "fast kernels (avx2)", "exact kernels" or "fast and exact kernels (...)":
   // what the plan chose for this graph's ops (kernel_select.h) and the

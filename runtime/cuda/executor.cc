@@ -46,6 +46,7 @@ struct CudaExecutor::Impl {
   std::unique_ptr<DeviceMemory> mem;
   std::unique_ptr<RowMajorGemm> gemm;
   std::string gemm_lib;
+  std::unique_ptr<CpuExecutor> host;  // a split plan's host side (-ngl)
   std::unique_ptr<Launcher> launcher;
   bool pdl = false;
   absl::Status pending;
@@ -190,6 +191,52 @@ absl::StatusOr<std::unique_ptr<CudaExecutor>> CudaExecutor::Create(const Program
     m.gemm = *std::move(gm);
     m.gemm_lib = CublasLtDescribe(**lib);
   }
+  if (m.table.has_host_ops()) {
+    // A plan split between the GPU and the host (-ngl): the CPU backend runs
+    // the ops the table hands to the host, on memory of its own.
+    if (m.table.seq_ids.region != dispatch::Region::kNone) {
+      return absl::UnimplementedError(
+          "CUDA backend: a paged (continuous-batching) plan split between GPU and CPU is not supported; compile "
+          "it without --gpu-layers");
+    }
+    for (size_t i = 0; i < m.table.launches.size(); ++i) {
+      const dispatch::Launch& l = m.table.launches[i];
+      if (l.kind != dispatch::LaunchKind::kHost && l.kind != dispatch::LaunchKind::kToHost &&
+          l.kind != dispatch::LaunchKind::kFromHost) {
+        continue;
+      }
+      const bool in_range = l.op >= 0 && l.op < static_cast<int32_t>(m.graph.ops().size());
+      const ir::Op* op = in_range ? &m.graph.ops()[l.op] : nullptr;
+      bool ok = op != nullptr;
+      if (ok && l.kind == dispatch::LaunchKind::kHost) ok = op->device == ir::Device::kCpu;
+      if (ok && l.kind != dispatch::LaunchKind::kHost) {
+        const bool to_host = l.kind == dispatch::LaunchKind::kToHost;
+        ok = op->kind == ir::OpKind::kCopy && op->inputs.size() == 1 && op->outputs.size() == 1 &&
+             m.graph.value(op->inputs[0]).device == (to_host ? ir::Device::kCuda : ir::Device::kCpu) &&
+             m.graph.value(op->outputs[0]).device == (to_host ? ir::Device::kCpu : ir::Device::kCuda);
+        if (ok) {
+          absl::StatusOr<int64_t> b = DTypeBytes(m.graph.value(op->outputs[0]).dtype,
+                                                 ir::NumElements(m.graph.value(op->outputs[0]).shape, l.t_max));
+          ok = b.ok() && l.bytes.Eval(l.t_max) <= *b && l.bytes.Eval(l.t_min) <= *b;
+        }
+      }
+      if (!ok) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "CUDA backend: dispatch table launch ", i, " (", l.name, ", op ", l.op,
+            ") does not match the graph: host launches name an op placed on the cpu, transfers a copy between "
+            "the devices of at most its size"));
+      }
+    }
+    CpuExecutorOptions host_opts;
+    host_opts.threads = opts.host_threads;
+    host_opts.host_ops_only = true;
+    absl::StatusOr<std::unique_ptr<CpuExecutor>> host = CpuExecutor::Create(m.graph, weights, host_opts);
+    if (!host.ok()) {
+      return absl::Status(host.status().code(),
+                          absl::StrCat("CUDA backend: the host's part of the plan: ", host.status().message()));
+    }
+    m.host = *std::move(host);
+  }
   absl::StatusOr<std::unique_ptr<DeviceMemory>> mem =
       DeviceMemory::Allocate(m.table, weights, m.device, m.table.tp_ranks > 1 ? opts.rank : 0);
   if (!mem.ok()) return mem.status();
@@ -197,7 +244,8 @@ absl::StatusOr<std::unique_ptr<CudaExecutor>> CudaExecutor::Create(const Program
   m.pdl = m.table.pdl && !EnvIs("VIBRANT_CUDA_PDL", "0") && ArchNumber(m.device.arch) >= 90;
   m.launcher = std::make_unique<Launcher>(m.graph, m.table, *m.mem, *m.module, m.gemm.get(), m.stream, m.pdl,
                                           m.opts.sync_each_op, EnvIs("VIBRANT_CUDA_PROFILE", "1"),
-                                          m.table.tp_ranks > 1 ? opts.collectives : nullptr, opts.rank);
+                                          m.table.tp_ranks > 1 ? opts.collectives : nullptr, opts.rank,
+                                          m.host.get());
   return std::unique_ptr<CudaExecutor>(new CudaExecutor(std::move(impl)));
 }
 
@@ -265,12 +313,16 @@ absl::StatusOr<absl::Span<const float>> CudaExecutor::Step(absl::Span<const int3
   VB_RETURN_IF_ERROR(m.CheckStep(tokens, pos0));
   const int64_t T = static_cast<int64_t>(tokens.size());
   m.FillIo(tokens, pos0);
+  if (m.host != nullptr) VB_RETURN_IF_ERROR(m.host->BeginStep(tokens, pos0));
   VB_RETURN_IF_ERROR(m.launcher->RunStep(T));
   VB_CUDA(cudaStreamSynchronize(m.stream), "CUDA backend: step (set VIBRANT_CUDA_SYNC=1 to name the failing op)");
+  if (m.table.logits.region == dispatch::Region::kNone && m.host != nullptr) return m.host->StepLogits();
   return absl::Span<const float>(m.mem->logits_host(), m.table.logits_elems.Eval(T));
 }
 
-bool CudaExecutor::samples() const { return impl_->table.token.region != dispatch::Region::kNone; }
+bool CudaExecutor::samples() const {
+  return impl_->table.token.region != dispatch::Region::kNone || (impl_->host != nullptr && impl_->host->samples());
+}
 
 absl::StatusOr<int32_t> CudaExecutor::StepSample(absl::Span<const int32_t> tokens, int32_t pos0,
                                                  const SampleDraw& draw) {
@@ -284,8 +336,10 @@ absl::StatusOr<int32_t> CudaExecutor::StepSample(absl::Span<const int32_t> token
   VB_RETURN_IF_ERROR(m.CheckStep(tokens, pos0));
   const int64_t T = static_cast<int64_t>(tokens.size());
   m.FillIo(tokens, pos0, draw);
+  if (m.host != nullptr) VB_RETURN_IF_ERROR(m.host->BeginStep(tokens, pos0, draw));
   VB_RETURN_IF_ERROR(m.launcher->RunStep(T, Launcher::Output::kToken));
   VB_CUDA(cudaStreamSynchronize(m.stream), "CUDA backend: step (set VIBRANT_CUDA_SYNC=1 to name the failing op)");
+  if (m.table.token.region == dispatch::Region::kNone && m.host != nullptr) return m.host->StepToken();
   const int32_t id = *m.mem->token_host();
   if (id < 0 || id >= m.table.n_vocab) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -301,6 +355,7 @@ absl::StatusOr<std::vector<float>> CudaExecutor::ProfileStep(absl::Span<const in
   VB_RETURN_IF_ERROR(m.CheckStep(tokens, pos0));
   const int64_t T = static_cast<int64_t>(tokens.size());
   m.FillIo(tokens, pos0);
+  if (m.host != nullptr) VB_RETURN_IF_ERROR(m.host->BeginStep(tokens, pos0));
   std::vector<float> ms;
   VB_RETURN_IF_ERROR(m.launcher->RunStep(T, Launcher::Output::kLogits, &ms, per_op));
   return ms;
@@ -314,6 +369,7 @@ absl::Status CudaExecutor::CheckStepInputs(absl::Span<const int32_t> tokens, int
 
 void CudaExecutor::Reset() {
   Impl& m = *impl_;
+  if (m.host != nullptr) m.host->Reset();
   cudaSetDevice(m.device.index);  // the caller's thread may drive another rank's GPU
   const int64_t kv = m.mem->bytes(dispatch::Region::kKv);
   if (kv == 0) return;
@@ -344,12 +400,22 @@ std::string CudaExecutor::Describe() const {
     absl::StrAppend(&out, " (graph capture failed: ", m.launcher->graph_note(), ")");
   }
   if (m.gemm != nullptr) absl::StrAppend(&out, "; prefill GEMMs through ", m.gemm_lib);
+  if (m.host != nullptr) {
+    absl::StrAppend(&out, "; split with the CPU (--gpu-layers): ", m.host->ops_run_here(), " of ",
+                    m.graph.ops().size(), " ops on the host, ", m.host->KernelSummary(), ", ",
+                    m.host->num_threads(), " threads");
+  }
   return out;
 }
 
 absl::StatusOr<VerifyReport> CudaExecutor::VerifyStep(absl::Span<const int32_t> tokens, int32_t pos0,
                                                       double tolerance, const SampleDraw* draw) {
   Impl& m = *impl_;
+  if (m.host != nullptr) {
+    return absl::UnimplementedError(
+        "--verify: a plan split between the GPU and the CPU (--gpu-layers) is not compared op by op; verify the "
+        "plan compiled without the split");
+  }
   VB_RETURN_IF_ERROR(m.CheckStep(tokens, pos0));
   if (draw != nullptr) VB_RETURN_IF_ERROR(CheckSampleDraw(*draw));
   const int64_t T = static_cast<int64_t>(tokens.size());
@@ -404,7 +470,8 @@ absl::StatusOr<int> CudaExecutor::KernelLaunchesPerStep(int64_t tokens) const {
   }
   int n = 0;
   for (const dispatch::Launch* l : dispatch::LaunchesFor(impl_->table, tokens, /*per_op=*/true)) {
-    n += l->kind != dispatch::LaunchKind::kCopy;
+    n += l->kind != dispatch::LaunchKind::kCopy && l->kind != dispatch::LaunchKind::kHost &&
+         l->kind != dispatch::LaunchKind::kToHost && l->kind != dispatch::LaunchKind::kFromHost;
   }
   return n;
 }
@@ -416,7 +483,8 @@ absl::StatusOr<int> CudaExecutor::LaunchesEnqueuedPerStep(int64_t tokens) const 
   }
   int n = 0;
   for (const dispatch::Launch* l : dispatch::LaunchesFor(impl_->table, tokens)) {
-    n += l->kind != dispatch::LaunchKind::kCopy;
+    n += l->kind != dispatch::LaunchKind::kCopy && l->kind != dispatch::LaunchKind::kHost &&
+         l->kind != dispatch::LaunchKind::kToHost && l->kind != dispatch::LaunchKind::kFromHost;
   }
   return n;
 }

@@ -44,6 +44,10 @@ struct CudaExecutorOptions {
   // (runtime/cuda/tp_executor.h makes them); a plan of one rank ignores both.
   int rank = 0;
   CudaCollectives* collectives = nullptr;
+  // A plan split between the GPU and the CPU (-ngl; dispatch kHost
+  // launches): the threads of the CPU backend that runs the host's ops
+  // (0: its default).
+  int host_threads = 0;
   // (Environment only) VIBRANT_CUDA_PROFILE=1: time every launch with events
   // (no CUDA graphs) and print the time per kernel to stderr at destruction.
 };

@@ -94,7 +94,8 @@ class Launcher {
   // `collectives`: a tensor-parallel plan's (rank `rank`), else null.
   Launcher(const ir::Graph& graph, const dispatch::Table& table, const DeviceMemory& mem,
            const KernelModule& module, RowMajorGemm* gemm, cudaStream_t stream, bool pdl,
-           bool sync_each_op, bool profile, CudaCollectives* collectives = nullptr, int rank = 0);
+           bool sync_each_op, bool profile, CudaCollectives* collectives = nullptr, int rank = 0,
+           CpuExecutor* host = nullptr);
   ~Launcher();
   // One launch of a step of T tokens.
   absl::Status Enqueue(const dispatch::Launch& l, int64_t T);
@@ -128,6 +129,10 @@ class Launcher {
   RowMajorGemm* gemm_;
   CudaCollectives* collectives_;
   int rank_;
+  // A split plan's host side (kHost / kToHost / kFromHost launches), and
+  // whether the stream has work the host must wait for before its next op.
+  CpuExecutor* host_;
+  bool gpu_pending_ = false;
   cudaStream_t stream_;
   bool pdl_;
   bool sync_each_op_;

@@ -27,7 +27,8 @@ std::string OpDesc(const ir::Graph& g, int op_index) {
 
 Launcher::Launcher(const ir::Graph& graph, const dispatch::Table& table, const DeviceMemory& mem,
                    const KernelModule& module, RowMajorGemm* gemm, cudaStream_t stream, bool pdl,
-                   bool sync_each_op, bool profile, CudaCollectives* collectives, int rank)
+                   bool sync_each_op, bool profile, CudaCollectives* collectives, int rank,
+                   CpuExecutor* host)
     : graph_(graph),
       table_(table),
       mem_(mem),
@@ -35,6 +36,7 @@ Launcher::Launcher(const ir::Graph& graph, const dispatch::Table& table, const D
       gemm_(gemm),
       collectives_(collectives),
       rank_(rank),
+      host_(host),
       stream_(stream),
       pdl_(pdl),
       sync_each_op_(sync_each_op),
@@ -44,6 +46,7 @@ Launcher::Launcher(const ir::Graph& graph, const dispatch::Table& table, const D
   if (collectives_ != nullptr && !collectives_->capturable()) {
     graph_note_ = absl::StrCat("no CUDA graphs: ", collectives_->Describe());
   }
+  if (table_.has_host_ops()) graph_note_ = "no CUDA graphs: the host runs some of the step's ops (-ngl)";
 }
 
 Launcher::~Launcher() {
@@ -54,7 +57,33 @@ Launcher::~Launcher() {
 
 absl::Status Launcher::Enqueue(const Launch& l, int64_t T) {
   const std::string what = absl::StrCat(l.name, " for op ", OpDesc(graph_, l.op));
+  const bool host_side =
+      l.kind == LaunchKind::kHost || l.kind == LaunchKind::kToHost || l.kind == LaunchKind::kFromHost;
+  if (host_side && host_ == nullptr) return absl::InternalError(absl::StrCat("CUDA backend: ", what, " without a host side"));
+  gpu_pending_ |= !host_side;
   switch (l.kind) {
+    case LaunchKind::kHost:
+      // The host's op reads what the GPU made before it: wait for the stream.
+      if (gpu_pending_) {
+        VB_CUDA(cudaStreamSynchronize(stream_), absl::StrCat("CUDA backend: the GPU's work before ", what));
+        gpu_pending_ = false;
+      }
+      return host_->RunOp(l.op);
+    case LaunchKind::kToHost:
+    case LaunchKind::kFromHost: {
+      const ir::Op& op = graph_.ops()[l.op];  // a copy (checked at load)
+      const bool to_host = l.kind == LaunchKind::kToHost;
+      uint8_t* h = host_->ValueData(to_host ? op.outputs[0] : op.inputs[0]);
+      if (h == nullptr) return absl::InternalError(absl::StrCat("CUDA backend: ", what, ": no host buffer"));
+      gpu_pending_ = true;  // a device-to-host copy is the GPU's until the stream is waited for
+      // From pageable memory the copy returns once the bytes are staged, so
+      // the host may overwrite its buffer afterwards.
+      return CudaStatus(to_host ? cudaMemcpyAsync(h, mem_.Address(l.src, T), static_cast<size_t>(l.bytes.Eval(T)),
+                                                  cudaMemcpyDeviceToHost, stream_)
+                                : cudaMemcpyAsync(mem_.Address(l.dst, T), h, static_cast<size_t>(l.bytes.Eval(T)),
+                                                  cudaMemcpyHostToDevice, stream_),
+                        absl::StrCat("CUDA backend: ", what));
+    }
     case LaunchKind::kCopy:
       return CudaStatus(cudaMemcpyAsync(mem_.Address(l.dst, T), mem_.Address(l.src, T),
                                         static_cast<size_t>(l.bytes.Eval(T)), cudaMemcpyDeviceToDevice, stream_),
@@ -154,9 +183,12 @@ absl::Status Launcher::Enqueue(const Launch& l, int64_t T) {
 }
 
 absl::Status Launcher::EnqueueInputs(int64_t T) {
-  VB_CUDA(cudaMemcpyAsync(mem_.Address(table_.tokens, T), mem_.io_host(), T * sizeof(int32_t),
-                          cudaMemcpyHostToDevice, stream_),
-          "CUDA backend: input copy");
+  gpu_pending_ = true;
+  if (table_.tokens.region != dispatch::Region::kNone) {  // a split plan's host may read them alone
+    VB_CUDA(cudaMemcpyAsync(mem_.Address(table_.tokens, T), mem_.io_host(), T * sizeof(int32_t),
+                            cudaMemcpyHostToDevice, stream_),
+            "CUDA backend: input copy");
+  }
   if (table_.positions.region != dispatch::Region::kNone) {
     VB_CUDA(cudaMemcpyAsync(mem_.Address(table_.positions, T), mem_.io_host() + table_.max_tokens,
                             T * sizeof(int32_t), cudaMemcpyHostToDevice, stream_),
@@ -180,6 +212,10 @@ absl::Status Launcher::EnqueueInputs(int64_t T) {
 }
 
 absl::Status Launcher::EnqueueOutput(int64_t T, Output out) {
+  // A split plan whose host makes the output: nothing to copy.
+  if (host_ != nullptr && (out == Output::kToken ? table_.token : table_.logits).region == dispatch::Region::kNone) {
+    return absl::OkStatus();
+  }
   if (out == Output::kToken) {
     if (table_.token.region == dispatch::Region::kNone) {
       return absl::FailedPreconditionError("CUDA backend: the plan has no sample op");

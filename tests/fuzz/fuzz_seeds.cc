@@ -8,7 +8,8 @@
 // OUT_DIR/plan/       plans compiled from them (and sharded for 2 ranks:
 //                     *.tp2.plan), the GGUF embedded; in a build
 //                     with CUDA also cuda plans (DISPATCH; a stand-in KERNELS),
-//                     one rank and two (*.cuda-tp2.plan)
+//                     one rank and two (*.cuda-tp2.plan), split with
+//                     the CPU (*.cuda-ngl1.plan)
 // OUT_DIR/ir_binary/  their graphs, serialized, before and after the passes
 // OUT_DIR/ir_text/    the same graphs as text
 // OUT_DIR/tokenizer/  a selector byte, a flags byte, then text; and 0xFF then
@@ -303,6 +304,20 @@ int Main(int argc, char** argv) {
         }
       } else if (!cu2.ok()) {
         fail(absl::StrCat(name, " (cuda, tp 2)"), cu2.status());
+      }
+      // Split with the CPU (-ngl 1): host launches and transfers in the table.
+      co.gpu_layers = 1;
+      absl::StatusOr<compiler::Compiled> split = compiler::CompileGguf(**file, co);
+      co.gpu_layers = -1;
+      if (split.ok() && split->dispatch.has_value()) {
+        split->kernels = cu->kernels;
+        if (absl::Status s = compiler::WritePlanFile(absl::StrCat(dir, "/plan/", name, ".cuda-ngl1.plan"), *split,
+                                                     **file, /*embed_weights=*/true);
+            !s.ok()) {
+          fail(absl::StrCat(name, " (cuda, -ngl 1)"), s);
+        }
+      } else if (!split.ok()) {
+        fail(absl::StrCat(name, " (cuda, -ngl 1)"), split.status());
       }
     }
   }

@@ -107,9 +107,11 @@ constexpr char kUsage[] =
     "                          GPU when there is one and the model fits, else the CPU);\n"
     "                          a plan asked to run elsewhere, or with another -c/-b, has its\n"
     "                          GGUF compiled again\n"
-    "  -ngl, --n-gpu-layers N  llama.cpp's layer split: 0 = --device cpu, all layers (or\n"
-    "                          more, e.g. 99) = --device cuda; a partial split is not\n"
-    "                          supported yet (an error)\n"
+    "  -ngl, --n-gpu-layers N  llama.cpp's layer split: 0 = --device cpu; N < the layer\n"
+    "                          count: the last N layers on the GPU, the embedding, the\n"
+    "                          other layers and the output head on the CPU (one plan; a\n"
+    "                          model larger than VRAM still runs); all layers or more\n"
+    "                          (e.g. 99, all) = the whole model on the GPU\n"
     "  -t, --threads N         CPU threads (default: the physical cores)\n"
     "  --plan-cache DIR        where compiled plans are kept (default $VIBRANT_PLAN_CACHE,\n"
     "                          $XDG_CACHE_HOME/vibrant/plans or ~/.cache/vibrant/plans)\n"
@@ -498,6 +500,7 @@ absl::StatusOr<Loaded> Load(const RunArgs& args) {
       mo.device = "cpu";
     } else {
       mo.device = "cuda";
+      mo.gpu_layers = *args.n_gpu_layers;
     }
   }
   mo.n_ctx = args.n_ctx;
@@ -510,22 +513,14 @@ absl::StatusOr<Loaded> Load(const RunArgs& args) {
   absl::StatusOr<std::unique_ptr<Model>> model = Model::Load(args.model, mo);
   if (!model.ok()) return model.status();
   l.model = *std::move(model);
-  if (args.n_gpu_layers.has_value() && *args.n_gpu_layers > 0) {
-    const int64_t layers = [&] {
-      auto it = l.model->graph().meta.find("n_layer");
-      const int64_t* v = it == l.model->graph().meta.end() ? nullptr : std::get_if<int64_t>(&it->second);
-      return v == nullptr ? int64_t{0} : *v;
-    }();
-    if (layers > 0 && *args.n_gpu_layers < layers) {
-      return absl::UnimplementedError(absl::StrCat(
-          "-ngl ", *args.n_gpu_layers, ": the model has ", layers,
-          " layers; splitting them between the GPU and the CPU is not supported yet (use -ngl ",
-          layers, " or more for the GPU, -ngl 0 for the CPU)"));
-    }
-  }
   if (args.verify && l.model->device() != "cuda") {
     return absl::InvalidArgumentError(
         "--verify compares the GPU with the CPU: it needs the cuda device (--device cuda)");
+  }
+  if (args.verify && l.model->program().dispatch && l.model->program().dispatch->has_host_ops()) {
+    return absl::InvalidArgumentError(
+        "--verify runs the GPU's ops one by one against the CPU; a plan split with -ngl runs part of the model on "
+        "the CPU already (verify the model without -ngl)");
   }
   if (args.verify && ir::TpRanks(l.model->graph()) > 1) {
     return absl::InvalidArgumentError(

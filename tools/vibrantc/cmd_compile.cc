@@ -68,6 +68,11 @@ constexpr char kCompileUsage[] =
     "                         all_reduce / all_gather where the shards meet. A cuda plan\n"
     "                         runs one rank per GPU over NCCL, a cpu plan as N simulated\n"
     "                         ranks in one process\n"
+    "  -ngl, --gpu-layers N   cuda: only the last N repeating layers on the GPU (llama.cpp's\n"
+    "                         -ngl); the token embedding, the other layers and, unless\n"
+    "                         N > the layer count, the output head run on the CPU in the\n"
+    "                         same plan (host launches in its dispatch table). Default:\n"
+    "                         the whole model on the GPU\n"
     "  --all-logits           output logits for every token of a step, not just the last\n"
     "  --exact                CPU ops run the exact reference kernels (f32 activations),\n"
     "                         not the fast ones (8-bit activations, SIMD; the default);\n"
@@ -113,6 +118,7 @@ struct CompileArgs {
   bool persistent_decode = false;
   int64_t decode_blocks_per_sm = 2;
   int64_t tp = 1;
+  int64_t gpu_layers = -1;
 };
 
 // --shapes SPEC: "arch=qwen2,n_layer=36,..." (see the usage).
@@ -202,6 +208,8 @@ bool ParseCompileArgs(const std::vector<std::string>& args, CompileArgs* out) {
       if (out->mmq_tile != 0 && out->mmq_tile != 64 && out->mmq_tile != 128) {
         return usage_error("--mmq-tile must be 0, 64 or 128");
       }
+    } else if (a == "-ngl" || a == "--gpu-layers" || a == "--n-gpu-layers") {
+      if (!int_value(&out->gpu_layers, 0)) return false;
     } else if (a == "--tp") {
       if (!int_value(&out->tp, 1)) return false;
       if (out->tp > 64) return usage_error(a + " must be at most 64 (ranks)");
@@ -320,6 +328,7 @@ compiler::CompileOptions ToCompileOptions(const CompileArgs& a, const std::strin
   o.sample = a.sample;
   o.flash_attention = a.flash_attention;
   o.tp = static_cast<int>(a.tp);
+  o.gpu_layers = a.gpu_layers;
   o.decode_blocks_per_sm =
       a.persistent_decode ? static_cast<int>(std::min<int64_t>(a.decode_blocks_per_sm, 32)) : 0;
   return o;
@@ -342,15 +351,19 @@ void PrintPassReport(const compiler::Compiled& r) {
     // The plan's launches (the IR's kernels[...] lists): what a step enqueues.
     // `tasks`: only the op-by-op launches a persistent kernel runs as tasks.
     auto count = [&](int64_t T, bool per_op = false, bool tasks = false) {
-      int kernels = 0, gemms = 0, copies = 0;
+      int kernels = 0, gemms = 0, copies = 0, host = 0, transfers = 0;
       for (const dispatch::Launch* l : dispatch::LaunchesFor(*r.dispatch_table, T, per_op)) {
         if (tasks && l->runs_in != dispatch::RunsIn::kPerOpOnly) continue;
         kernels += l->kind == dispatch::LaunchKind::kKernel;
         gemms += l->kind == dispatch::LaunchKind::kGemm;
         copies += l->kind == dispatch::LaunchKind::kCopy;
+        host += l->kind == dispatch::LaunchKind::kHost;
+        transfers += l->kind == dispatch::LaunchKind::kToHost || l->kind == dispatch::LaunchKind::kFromHost;
       }
       return absl::StrCat(kernels, " kernels", gemms ? absl::StrCat(" + ", gemms, " cuBLASLt GEMMs") : "",
-                          copies ? absl::StrCat(" + ", copies, " device copies") : "");
+                          copies ? absl::StrCat(" + ", copies, " device copies") : "",
+                          host ? absl::StrCat(" + ", host, " host ops and ", transfers, " host<->GPU transfers")
+                               : "");
     };
     std::string decode = count(1);
     for (const dispatch::Launch& l : r.dispatch_table->launches) {

@@ -1,0 +1,367 @@
+// Plans split between the GPU and the CPU (vibrantc compile -ngl N, issues
+// #13 and #18): the last N layers on the GPU, the embedding, the other layers
+// and (for N <= n_layer) the output head on the CPU, in one plan whose
+// dispatch table hands the CPU's ops to the host (runtime/dispatch.h:
+// kHost, kToHost, kFromHost).
+//
+// Without a GPU (everywhere, CI included): the plan's shape (which ops are
+// where, one transfer each way at the boundary, launches for the host's ops,
+// no CUDA graph, a round trip through the DISPATCH section) and the CPU
+// backend's host-only mode, which must compute the host's ops exactly as a
+// CPU executor of the whole graph does (same kernels, its own memory).
+//
+// On a GPU (layer_split.LayerSplitGpu.*, skipped with the reason elsewhere):
+// every shared model's split plans at -ngl 1 and -ngl n_layer, teacher-forced
+// over its first reference case (the prompt in one step with logits at every
+// position, then 8 tokens), against the CPU plan of the same model. Tolerance:
+// kSplitVsCpuTolerance 0.2 sigma, gpu_conformance's bound for the GPU's 8-bit
+// activation kernels against the CPU (kGpuInt8VsCpuTolerance); a split plan
+// runs part of the model with the GPU's kernels and the rest with the CPU's,
+// so it can differ from the CPU plan by at most as much. Each case prints the
+// measured error against the CPU plan and against the unsplit cuda plan.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "compiler/compiler.h"
+#include "frontends/gguf/gguf.h"
+#include "frontends/lower/lower.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "passes/assign_devices.h"
+#include "runtime/cpu/executor.h"
+#include "runtime/cuda/device.h"
+#include "runtime/cuda/executor.h"
+#include "runtime/dispatch.h"
+
+namespace vibrant {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+
+constexpr double kSplitVsCpuTolerance = 0.2;
+const char kStories[] = VIBRANT_SOURCE_DIR "/tests/data/stories260K.gguf";
+
+std::string SharedDir() {
+  const char* env = std::getenv("VIBRANT_SHARED_DIR");
+  return env != nullptr ? env : VIBRANT_SOURCE_DIR "/../shared";
+}
+
+WeightResolver Resolver(const GgufFile& f) {
+  return [&f](const std::string& name) -> absl::StatusOr<absl::Span<const uint8_t>> {
+    const GgufTensorInfo* t = f.FindTensor(name);
+    if (t == nullptr) return absl::NotFoundError(name);
+    return f.TensorData(*t);
+  };
+}
+
+// device "cpu" or "cuda"; gpu_layers -1: no split. Logits at every position,
+// no sample op (the logits are what is compared).
+absl::StatusOr<compiler::Compiled> Compile(const GgufFile& file, const std::string& device, int64_t gpu_layers,
+                                           bool kernels = true) {
+  LowerOptions lo;
+  lo.all_logits = true;
+  lo.n_ctx = 256;
+  lo.max_tokens = 128;
+  absl::StatusOr<ir::Graph> g = LowerGguf(file, lo);
+  if (!g.ok()) return g.status();
+  compiler::CompileOptions o;
+  o.device = device;
+  o.gpu_layers = gpu_layers;
+  o.sample = false;
+  o.compile_kernels = kernels;
+  return compiler::CompileGraph(*std::move(g), o);
+}
+
+int64_t Layers(const ir::Graph& g) { return std::get<int64_t>(g.meta.at("n_layer")); }
+
+// stories260K has 5 layers. -ngl 2: layers 3 and 4 on the GPU; one copy of
+// the residual stream to the GPU before layer 3, one back before the head.
+TEST(LayerSplit, PlanPlacesTheLastLayersOnTheGpuWithOneTransferEachWay) {
+  absl::StatusOr<std::unique_ptr<GgufFile>> file = GgufFile::Open(kStories);
+  ASSERT_TRUE(file.ok()) << file.status();
+  absl::StatusOr<compiler::Compiled> c = Compile(**file, "cuda", 2, /*kernels=*/false);
+  ASSERT_TRUE(c.ok()) << c.status();
+  const ir::Graph& g = c->graph;
+  ASSERT_EQ(Layers(g), 5);
+  int to_gpu = 0, to_host = 0, host_ops = 0;
+  for (size_t i = 0; i < g.ops().size(); ++i) {
+    const ir::Op& op = g.ops()[i];
+    const int64_t layer = passes::OpLayer(g, op);
+    if (op.kind == ir::OpKind::kCopy) {
+      const ir::Value& src = g.value(op.inputs[0]);
+      const ir::Value& dst = g.value(op.outputs[0]);
+      if (src.storage == ir::Storage::kInput) continue;  // the step's positions
+      (src.device == ir::Device::kCpu ? to_gpu : to_host)++;
+      EXPECT_EQ(op.device, ir::Device::kCuda);
+      EXPECT_TRUE(dst.name.rfind("l_out.", 0) == 0) << dst.name;  // the residual stream
+      continue;
+    }
+    host_ops += op.device == ir::Device::kCpu;
+    if (layer >= 3) {
+      EXPECT_EQ(op.device, ir::Device::kCuda) << "op " << i << " of layer " << layer;
+    } else {
+      EXPECT_EQ(op.device, ir::Device::kCpu) << "op " << i << " (layer " << layer << ")";
+    }
+  }
+  EXPECT_EQ(to_gpu, 1);
+  EXPECT_EQ(to_host, 1);
+  const dispatch::Table& t = *c->dispatch_table;
+  int host_launches = 0, transfers = 0;
+  for (const dispatch::Launch& l : t.launches) {
+    host_launches += l.kind == dispatch::LaunchKind::kHost;
+    transfers += l.kind == dispatch::LaunchKind::kToHost || l.kind == dispatch::LaunchKind::kFromHost;
+    if (l.kind == dispatch::LaunchKind::kHost) EXPECT_EQ(g.ops()[l.op].device, ir::Device::kCpu);
+  }
+  EXPECT_EQ(host_launches, host_ops);
+  EXPECT_EQ(transfers, 2);
+  EXPECT_EQ(t.graph_max_tokens, 0) << "the host's work cannot be in a CUDA graph";
+  EXPECT_EQ(t.tokens.region, dispatch::Region::kNone) << "the embedding is the host's";
+  EXPECT_EQ(t.logits.region, dispatch::Region::kNone) << "the output head is the host's";
+  absl::StatusOr<dispatch::Table> back = dispatch::Parse(
+      absl::Span<const uint8_t>(reinterpret_cast<const uint8_t*>(c->dispatch->data()), c->dispatch->size()), "test");
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(*back, t);
+  EXPECT_THAT(dispatch::Describe(t), HasSubstr("to_host"));
+  bool has_ngl = false;
+  for (const auto& [k, v] : c->options) has_ngl |= k == "gpu_layers" && v == "2";
+  EXPECT_TRUE(has_ngl);
+
+  // More than the layers: no split (the whole model on the GPU).
+  absl::StatusOr<compiler::Compiled> all = Compile(**file, "cuda", 6, /*kernels=*/false);
+  ASSERT_TRUE(all.ok()) << all.status();
+  for (const ir::Op& op : all->graph.ops()) EXPECT_EQ(op.device, ir::Device::kCuda);
+  EXPECT_FALSE(all->dispatch_table->has_host_ops());
+  // -ngl with a cpu plan, or with --tp: named errors.
+  absl::StatusOr<compiler::Compiled> cpu = Compile(**file, "cpu", 2, false);
+  ASSERT_FALSE(cpu.ok());
+  EXPECT_THAT(std::string(cpu.status().message()), HasSubstr("it needs --device cuda"));
+}
+
+// A table whose host launch names an op the GPU runs is refused when loaded
+// (no GPU needed: the check comes before the device).
+TEST(LayerSplit, TablesThatDisagreeWithTheGraphAreRefused) {
+  absl::StatusOr<std::unique_ptr<GgufFile>> file = GgufFile::Open(kStories);
+  ASSERT_TRUE(file.ok()) << file.status();
+  absl::StatusOr<compiler::Compiled> c = Compile(**file, "cuda", 2, /*kernels=*/false);
+  ASSERT_TRUE(c.ok()) << c.status();
+  dispatch::Table t = *c->dispatch_table;
+  // A transfer with a host-side buffer, and one from the device's null.
+  for (dispatch::Launch& l : t.launches) {
+    if (l.kind != dispatch::LaunchKind::kToHost) continue;
+    dispatch::Table bad = t;
+    bad.launches[&l - t.launches.data()].dst = l.src;
+    EXPECT_FALSE(dispatch::Validate(bad, "test").ok());
+    bad = t;
+    bad.launches[&l - t.launches.data()].src = dispatch::BufRef{};
+    EXPECT_FALSE(dispatch::Validate(bad, "test").ok());
+  }
+  // Host work is refused in a persistent kernel's step and in a sharded plan.
+  for (const dispatch::Launch& l : t.launches) {
+    if (l.kind != dispatch::LaunchKind::kHost) continue;
+    dispatch::Table bad = t;
+    bad.launches[&l - t.launches.data()].runs_in = dispatch::RunsIn::kPerOpOnly;
+    EXPECT_THAT(std::string(dispatch::Validate(bad, "test").message()), HasSubstr("host work"));
+    break;
+  }
+}
+
+// The CPU backend's host-only mode computes the host's ops as a CPU executor
+// of the whole graph does: the residual stream the host sends to the GPU is
+// bit for bit the same (same kernels; the host-only executor has its own,
+// smaller arena and loads only the cpu's weights).
+TEST(LayerSplit, HostOnlyExecutorMatchesTheWholeGraphUpToTheBoundary) {
+  absl::StatusOr<std::unique_ptr<GgufFile>> file = GgufFile::Open(kStories);
+  ASSERT_TRUE(file.ok()) << file.status();
+  absl::StatusOr<compiler::Compiled> c = Compile(**file, "cuda", 2, /*kernels=*/false);
+  ASSERT_TRUE(c.ok()) << c.status();
+  const ir::Graph& g = c->graph;
+  int boundary = -1;  // the copy to the GPU
+  for (size_t i = 0; i < g.ops().size(); ++i) {
+    const ir::Op& op = g.ops()[i];
+    if (op.kind == ir::OpKind::kCopy && g.value(op.inputs[0]).device == ir::Device::kCpu &&
+        g.value(op.inputs[0]).storage != ir::Storage::kInput) {
+      boundary = static_cast<int>(i);
+      break;
+    }
+  }
+  ASSERT_GE(boundary, 0);
+  CpuExecutorOptions host_opts;
+  host_opts.host_ops_only = true;
+  host_opts.threads = 2;
+  absl::StatusOr<std::unique_ptr<CpuExecutor>> host = CpuExecutor::Create(g, Resolver(**file), host_opts);
+  ASSERT_TRUE(host.ok()) << host.status();
+  CpuExecutorOptions whole_opts;
+  whole_opts.threads = 2;
+  absl::StatusOr<std::unique_ptr<CpuExecutor>> whole = CpuExecutor::Create(g, Resolver(**file), whole_opts);
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  EXPECT_LT((*host)->ops_run_here(), static_cast<int64_t>(g.ops().size()));
+  // The GPU's ops, and whole steps, are refused in host-only mode.
+  EXPECT_FALSE((*host)->RunOp(boundary).ok());
+  EXPECT_FALSE((*host)->Step({1, 2}, 0).ok());
+
+  const ir::ValueId stream = g.ops()[boundary].inputs[0];
+  absl::StatusOr<int64_t> bytes = DTypeBytes(g.value(stream).dtype, ir::NumElements(g.value(stream).shape, 1));
+  ASSERT_TRUE(bytes.ok());
+  const std::vector<int32_t> prompt = {1, 403, 407, 261, 378, 432, 269};
+  int32_t pos = 0;
+  for (const std::vector<int32_t>& step : {prompt, std::vector<int32_t>{300}, std::vector<int32_t>{289}}) {
+    ASSERT_TRUE((*host)->BeginStep(step, pos).ok());
+    ASSERT_TRUE((*whole)->BeginStep(step, pos).ok());
+    for (int i = 0; i < boundary; ++i) {
+      if (g.ops()[i].device != ir::Device::kCpu) continue;
+      ASSERT_TRUE((*host)->RunOp(i).ok()) << i;
+      ASSERT_TRUE((*whole)->RunOp(i).ok()) << i;
+    }
+    const size_t n = static_cast<size_t>(*bytes) * step.size();
+    ASSERT_NE((*host)->ValueData(stream), nullptr);
+    EXPECT_EQ(0, std::memcmp((*host)->ValueData(stream), (*whole)->ValueData(stream), n)) << "at position " << pos;
+    // The GPU's values have no host bytes in host-only mode.
+    EXPECT_EQ((*host)->ValueData(g.ops()[boundary].outputs[0]), nullptr);
+    pos += static_cast<int32_t>(step.size());
+  }
+}
+
+// ---- on a GPU
+
+std::vector<std::string> Models() {
+  std::vector<std::string> models = {"stories260K"};
+  for (const std::string sub : {"", "next/"}) {
+    const fs::path dir = fs::path(SharedDir()) / (sub + "reference");
+    std::error_code ec;
+    if (!fs::is_directory(dir, ec)) continue;
+    std::vector<std::string> names;
+    for (const auto& e : fs::directory_iterator(dir, ec)) {
+      if (e.path().extension() == ".json" &&
+          fs::exists(fs::path(SharedDir()) / (sub + "models") / (e.path().stem().string() + ".gguf"), ec)) {
+        names.push_back(sub + e.path().stem().string());
+      }
+    }
+    std::sort(names.begin(), names.end());
+    for (const std::string& n : names) {
+      if (n != "stories260K") models.push_back(n);
+    }
+  }
+  return models;
+}
+
+fs::path ModelPath(const std::string& m) {
+  if (m == "stories260K") return kStories;
+  const size_t slash = m.rfind('/');
+  const std::string sub = slash == std::string::npos ? "" : m.substr(0, slash + 1);
+  const std::string name = slash == std::string::npos ? m : m.substr(slash + 1);
+  return fs::path(SharedDir()) / (sub + "models") / (name + ".gguf");
+}
+
+void Tokens(const std::string& m, std::vector<int32_t>* prompt, std::vector<int32_t>* gen) {
+  if (m == "stories260K") {
+    *prompt = {1, 403, 407, 261, 378, 432, 269, 300, 289, 267, 410, 370, 286, 260, 425};
+    *gen = {299, 302, 259, 300, 277, 274, 261, 330};
+    return;
+  }
+  const size_t slash = m.rfind('/');
+  const std::string sub = slash == std::string::npos ? "" : m.substr(0, slash + 1);
+  const std::string name = slash == std::string::npos ? m : m.substr(slash + 1);
+  std::ifstream in(fs::path(SharedDir()) / (sub + "reference") / (name + ".json"));
+  const nlohmann::json j = nlohmann::json::parse(in);
+  const auto& c = j.at("cases").at(0);
+  *prompt = c.at("prompt_tokens").get<std::vector<int32_t>>();
+  *gen = c.at("generated").get<std::vector<int32_t>>();
+  if (prompt->size() > 100) prompt->resize(100);
+  if (gen->size() > 8) gen->resize(8);
+}
+
+double Sigma(const float* v, int64_t n) {
+  double mean = 0, var = 0;
+  for (int64_t i = 0; i < n; ++i) mean += v[i];
+  mean /= n;
+  for (int64_t i = 0; i < n; ++i) var += (v[i] - mean) * (v[i] - mean);
+  return std::sqrt(var / n);
+}
+
+class LayerSplitGpu : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(LayerSplitGpu, SplitPlansStayWithinTheGpuBoundOfTheCpuPlan) {
+  const std::string m = GetParam();
+  if (absl::Status s = CudaDeviceAvailable(); !s.ok()) GTEST_SKIP() << "no usable CUDA GPU: " << s.message();
+  const fs::path path = ModelPath(m);
+  if (!fs::exists(path)) GTEST_SKIP() << "../shared absent: " << path;
+  absl::StatusOr<std::unique_ptr<GgufFile>> file = GgufFile::Open(path.string());
+  ASSERT_TRUE(file.ok()) << file.status();
+  std::vector<int32_t> prompt, gen;
+  Tokens(m, &prompt, &gen);
+  absl::StatusOr<compiler::Compiled> cpu = Compile(**file, "cpu", -1);
+  ASSERT_TRUE(cpu.ok()) << cpu.status();
+  absl::StatusOr<compiler::Compiled> whole = Compile(**file, "cuda", -1);
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  absl::StatusOr<std::unique_ptr<CpuExecutor>> ref = CpuExecutor::Create(cpu->graph, Resolver(**file));
+  ASSERT_TRUE(ref.ok()) << ref.status();
+  absl::StatusOr<std::unique_ptr<CudaExecutor>> gpu =
+      CudaExecutor::Create(compiler::ToProgram(*whole), Resolver(**file));
+  ASSERT_TRUE(gpu.ok()) << gpu.status();
+  const int64_t n_layer = Layers(cpu->graph);
+  for (int64_t ngl : {int64_t{1}, n_layer}) {
+    absl::StatusOr<compiler::Compiled> split = Compile(**file, "cuda", ngl);
+    ASSERT_TRUE(split.ok()) << split.status();
+    ASSERT_TRUE(split->dispatch_table->has_host_ops());
+    absl::StatusOr<std::unique_ptr<CudaExecutor>> s =
+        CudaExecutor::Create(compiler::ToProgram(*split), Resolver(**file));
+    ASSERT_TRUE(s.ok()) << s.status();
+    EXPECT_THAT((*s)->Describe(), HasSubstr("split with the CPU"));
+    (*ref)->Reset();
+    (*gpu)->Reset();
+    const int64_t V = (*file)->FindTensor("token_embd.weight")->dims[1];
+    double vs_cpu = 0, vs_gpu = 0;
+    auto err = [&](absl::Span<const float> x, const std::vector<float>& y, double* worst) {
+      ASSERT_EQ(x.size(), y.size());
+      for (size_t p = 0; p * V < x.size(); ++p) {
+        const float* u = y.data() + p * V;
+        const float* v = x.data() + p * V;
+        double max_abs = 0;
+        for (int64_t i = 0; i < V; ++i) {
+          max_abs = std::max(max_abs, std::isnan(v[i]) ? INFINITY : std::fabs(double(u[i]) - v[i]));
+        }
+        *worst = std::max(*worst, max_abs / std::max(Sigma(u, V), 1e-6));
+      }
+    };
+    int32_t pos = 0;
+    std::vector<std::vector<int32_t>> steps = {prompt};
+    for (int32_t t : gen) steps.push_back({t});
+    for (const std::vector<int32_t>& step : steps) {
+      absl::StatusOr<absl::Span<const float>> a = (*ref)->Step(step, pos);
+      ASSERT_TRUE(a.ok()) << a.status();
+      const std::vector<float> want(a->begin(), a->end());
+      absl::StatusOr<absl::Span<const float>> b = (*gpu)->Step(step, pos);
+      ASSERT_TRUE(b.ok()) << b.status();
+      const std::vector<float> want_gpu(b->begin(), b->end());
+      absl::StatusOr<absl::Span<const float>> got = (*s)->Step(step, pos);
+      ASSERT_TRUE(got.ok()) << got.status();
+      err(*got, want, &vs_cpu);
+      err(*got, want_gpu, &vs_gpu);
+      pos += static_cast<int32_t>(step.size());
+    }
+    std::printf("[ MEASURED ] layer_split %s -ngl %lld of %lld: max %.3g sigma vs the cpu plan, %.3g vs the cuda "
+                "plan\n",
+                m.c_str(), static_cast<long long>(ngl), static_cast<long long>(n_layer), vs_cpu, vs_gpu);
+    EXPECT_LE(vs_cpu, kSplitVsCpuTolerance) << "-ngl " << ngl;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, LayerSplitGpu, ::testing::ValuesIn(Models()),
+                         [](const ::testing::TestParamInfo<std::string>& i) {
+                           std::string s = i.param;
+                           for (char& ch : s) {
+                             if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+                           }
+                           return s;
+                         });
+
+}  // namespace
+}  // namespace vibrant
