@@ -25,7 +25,7 @@ PlanCacheKey Base() {
 TEST(PlanCacheTest, EveryPartOfTheKeyChangesTheEntry) {
   const uint64_t base = PlanCacheHash(Base());
   EXPECT_EQ(PlanCacheHash(Base()), base);
-  std::vector<PlanCacheKey> variants(10, Base());
+  std::vector<PlanCacheKey> variants(12, Base());
   variants[0].gguf_path += "x";
   variants[1].gguf_size += 1;
   variants[2].gguf_fingerprint ^= 1;
@@ -37,6 +37,9 @@ TEST(PlanCacheTest, EveryPartOfTheKeyChangesTheEntry) {
   variants[8].gguf_path = "/models/Qwen2.5-3B-Instruct-Q4_K_M.gguf4096";  // no ambiguity across fields
   variants[8].n_ctx = 0;
   variants[9].tp = 2;
+  variants[10].gpu_layers = 0;  // -ngl splits: each its own plan
+  variants[11].gpu_layers = 3;
+  EXPECT_NE(PlanCacheHash(variants[10]), PlanCacheHash(variants[11]));
   for (size_t i = 0; i < variants.size(); ++i) EXPECT_NE(PlanCacheHash(variants[i]), base) << i;
 }
 

@@ -19,6 +19,7 @@ absl::StatusOr<std::unique_ptr<Executor>> CreateBackend(const Program& program, 
 #ifdef VIBRANT_WITH_CUDA
     CudaExecutorOptions o;
     o.device = opts.cuda_device;
+    o.host_threads = opts.threads;  // a split plan's host ops (-ngl)
     if (program.dispatch && program.dispatch->tp_ranks > 1) {  // one executor per rank
       TpCudaOptions tp;
       tp.base = o;

@@ -14,7 +14,7 @@
 namespace vibrant {
 
 struct BackendOptions {
-  int threads = 0;      // cpu: 0 = hardware concurrency
+  int threads = 0;      // cpu, and a split plan's host ops (-ngl): 0 = hardware concurrency
   int cuda_device = 0;  // cuda: the GPU index
 };
 

@@ -112,6 +112,8 @@ constexpr char kUsage[] =
     "                         q4_K/q5_K/q6_K weights on the quantized tensor-core GEMM\n"
     "                         (vibrantc compile's flag; default 0 = cuBLASLt)\n"
     "  --mmq-tile 0|64|128    GGUF only, CUDA: its token rows per block (0: the rule)\n"
+    "  -ngl, --n-gpu-layers N GGUF only, CUDA: the last N layers on the GPU, the rest of\n"
+    "                         the model on the CPU (llama-bench's -ngl; default: all)\n"
     "  --decode-blocks-per-sm N  GGUF only, CUDA: decode steps as one persistent kernel\n"
     "                         with N blocks per multiprocessor (default 0 = one launch\n"
     "                         per op; vibrantc compile --decode-schedule)\n"
@@ -149,6 +151,7 @@ struct Args {
   int64_t mmq_max_rows = 0;
   int64_t mmq_tile = 0;
   int64_t decode_blocks_per_sm = 0;
+  int64_t gpu_layers = -1;
   bool warmup = true;
   bool mem_bw = false;
   uint32_t seed = 42;
@@ -238,6 +241,8 @@ bool ParseArgs(int argc, char** argv, Args* a) {
     } else if (f == "--decode-blocks-per-sm") {
       if (!int_value(0, &a->decode_blocks_per_sm)) return false;
       if (a->decode_blocks_per_sm > 32) return UsageError("--decode-blocks-per-sm: at most 32");
+    } else if (f == "-ngl" || f == "--n-gpu-layers") {
+      if (!int_value(1, &a->gpu_layers)) return false;
     } else if (f == "--no-warmup") {
       a->warmup = false;
     } else if (f == "--mem-bw") {
@@ -749,6 +754,7 @@ absl::Status BenchModel(const Args& a, const std::string& path, std::vector<RunR
     co.mmq_tile = static_cast<int>(a.mmq_tile);
     co.cpu_exact = a.exact;
     co.decode_blocks_per_sm = static_cast<int>(a.decode_blocks_per_sm);
+    co.gpu_layers = device == "cuda" ? a.gpu_layers : -1;
     absl::StatusOr<compiler::Compiled> c = compiler::CompileGguf(*gguf, co);
     if (!c.ok()) return c.status();
     for (const std::string& note : c->notes) std::fprintf(stderr, "%s\n", note.c_str());
