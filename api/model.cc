@@ -14,6 +14,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "api/gpu_fit.h"
 #include "api/plan_cache.h"
 #include "compiler/compiler.h"
 #include "frontends/io/file.h"
@@ -30,8 +31,6 @@ namespace vibrant {
 
 namespace {
 
-absl::string_view AV(std::string_view s) { return absl::string_view(s.data(), s.size()); }
-
 int64_t MetaInt(const ir::Graph& g, const std::string& key) {
   auto it = g.meta.find(key);
   if (it == g.meta.end()) return -1;
@@ -46,19 +45,6 @@ std::string Bytes(int64_t b) {
 }
 
 // Bytes of the distinct GGUF tensors a graph reads, and of its KV caches.
-void GraphBytes(const ir::Graph& g, int64_t* weights, int64_t* kv) {
-  std::map<std::string, int64_t> by_source;
-  *kv = 0;
-  for (const ir::Value& v : g.values()) {
-    absl::StatusOr<int64_t> bytes = DTypeBytes(v.dtype, ir::NumElements(v.shape, 1));
-    const int64_t n = bytes.ok() ? *bytes : 0;
-    if (v.storage == ir::Storage::kWeight) by_source[v.source] = n;
-    if (v.storage == ir::Storage::kKvCache) *kv += n;
-  }
-  *weights = 0;
-  for (const auto& [source, n] : by_source) *weights += n;
-}
-
 // The one place this library compiles (the compile library of every tool).
 absl::StatusOr<compiler::Compiled> CompileForRun(const GgufFile& gguf, const std::string& device,
                                                  const std::string& arch, const LowerOptions& lower, int64_t tp,
@@ -83,14 +69,14 @@ std::string LocalArch(const std::string& device) {
   return "";
 }
 
-// Whether the GPU can take `gguf` compiled with `lower`; `why` says why not,
-// or what it found. Always false without the CUDA backend.
-// Whether the model runs on the GPU(s): as many GPUs as tensor-parallel
-// ranks, each with room for its share of the weights and caches.
-bool GpuFits(const GgufFile& gguf, const LowerOptions& lower, int tp, std::string* why) {
+// How much of the model the GPU(s) take for --device auto: -1 the whole
+// model (as many GPUs as tensor-parallel ranks, each with room for its
+// share), N >= 1 the last N layers (a split with the CPU, one GPU, one
+// sequence), 0 nothing; `why` says what it found. 0 without the CUDA backend.
+int64_t GpuFit(const GgufFile& gguf, const LowerOptions& lower, int tp, std::string* why) {
 #ifndef VIBRANT_WITH_CUDA
   *why = "this build has no CUDA backend";
-  return false;
+  return 0;
 #else
   absl::StatusOr<CudaDeviceInfo> dev = QueryCudaDevice(0);
   if (!dev.ok()) {
@@ -98,28 +84,36 @@ bool GpuFits(const GgufFile& gguf, const LowerOptions& lower, int tp, std::strin
     const size_t hint = msg.find("; use --device cpu");
     if (hint != std::string::npos) msg.erase(hint);
     *why = msg;
-    return false;
+    return 0;
   }
   if (tp > 1) {
     const int count = CudaDeviceCount();
     if (count < tp) {
       *why = absl::StrCat("--tp ", tp, " needs ", tp, " GPUs, this machine has ", count);
-      return false;
+      return 0;
     }
   }
   absl::StatusOr<ir::Graph> g = LowerGguf(gguf, lower);
   if (!g.ok()) {
     *why = std::string(g.status().message());
-    return false;
+    return 0;
   }
-  int64_t weights = 0, kv = 0;
-  GraphBytes(*g, &weights, &kv);
+  ModelBytes bytes = CountModelBytes(*g);
   // Activations, the prefill GEMM scratch and CUDA's own needs: a margin.
-  const int64_t need = (weights + kv) / std::max(tp, 1) + (int64_t{512} << 20);
-  const bool fits = need <= dev->free_bytes;
-  *why = absl::StrCat(dev->name, ": the model needs about ", Bytes(need), ", ",
-                      Bytes(dev->free_bytes), " free");
-  return fits;
+  constexpr int64_t kMargin = int64_t{512} << 20;
+  if (tp > 1) {  // each rank its share; no split of a sharded plan
+    const int64_t need = bytes.total() / tp + kMargin;
+    *why = absl::StrCat(dev->name, ": each of ", tp, " ranks needs about ", Bytes(need), ", ",
+                        Bytes(dev->free_bytes), " free");
+    return need <= dev->free_bytes ? -1 : 0;
+  }
+  int64_t fit = FitGpuLayers(bytes, dev->free_bytes, kMargin, why);
+  if (fit > 0 && lower.n_seq > 0) {
+    absl::StrAppend(why, "; a continuous-batching plan does not split, so the CPU");
+    fit = 0;
+  }
+  *why = absl::StrCat(dev->name, ": ", *why);
+  return fit;
 #endif
 }
 
@@ -321,6 +315,13 @@ absl::Status Model::CompileFromGguf(std::unique_ptr<GgufFile> gguf, const ModelO
     if (n_layer >= 0 && gpu_layers > n_layer) gpu_layers = -1;
   }
   if (gpu_layers >= 0 && device == "auto") device = "cuda";
+  if (device == "auto") {
+    std::string why;
+    const int64_t fit = GpuFit(*gguf, lower, static_cast<int>(opts.tp), &why);
+    device = fit == 0 ? "cpu" : "cuda";
+    if (fit > 0) gpu_layers = fit;  // larger than the GPU: split
+    if (log_) log_(absl::StrCat("device auto: ", device, " (", why, ")"));
+  }
   if (device != "cuda") gpu_layers = -1;
   if (gpu_layers >= 0 && log_) {
     const int64_t n_layer = GgufLayers(*gguf);
@@ -328,11 +329,6 @@ absl::Status Model::CompileFromGguf(std::unique_ptr<GgufFile> gguf, const ModelO
                       gpu_layers == 0 ? std::string("no layer")
                                       : absl::StrCat("layers ", n_layer - gpu_layers, "..", n_layer - 1),
                       " on the GPU, the embedding, the other layers and the output head on the CPU"));
-  }
-  if (device == "auto") {
-    std::string why;
-    device = GpuFits(*gguf, lower, opts.tp, &why) ? "cuda" : "cpu";
-    if (log_) log_(absl::StrCat("device auto: ", device, " (", why, ")"));
   }
   const std::string arch = LocalArch(device);
 

@@ -77,13 +77,17 @@ int64_t LayerInSource(const std::string& source) {
 
 }  // namespace
 
+int64_t ValueLayer(const Value& v) {
+  return v.storage == Storage::kWeight ? LayerInSource(v.source) : LayerInName(v.name);
+}
+
 int64_t OpLayer(const Graph& g, const Op& op) {
   for (ValueId in : op.inputs) {
     const Value& v = g.value(in);
     if (v.storage != Storage::kWeight) continue;
-    if (const int64_t l = LayerInSource(v.source); l >= 0) return l;
+    if (const int64_t l = ValueLayer(v); l >= 0) return l;
   }
-  return op.outputs.empty() ? -1 : LayerInName(g.value(op.outputs[0]).name);
+  return op.outputs.empty() ? -1 : ValueLayer(g.value(op.outputs[0]));
 }
 
 absl::Status AssignGraphDevices(Graph& g, PassContext& ctx) {

@@ -40,9 +40,12 @@ namespace vibrant::passes {
 // Copy ops already in the graph keep their devices.
 Pass AssignDevices();
 
-// The repeating layer an op belongs to: the N of a "blk.N." weight it reads,
-// else the N its first output's name ends with ("l_out.3", "attn_norm.3_rms":
-// the lowering's names), else -1 (the input layer or the output head).
+// The repeating layer a value belongs to: a weight's by its GGUF tensor
+// ("blk.N."), any other value's by the N its name ends with ("l_out.3",
+// "attn_norm.3_rms", "cache_k.3": the lowering's names); -1 for none.
+int64_t ValueLayer(const ir::Value& v);
+// The repeating layer an op belongs to: the layer of a weight it reads, else
+// its first output's, else -1 (the input layer or the output head).
 int64_t OpLayer(const ir::Graph& g, const ir::Op& op);
 
 absl::Status AssignGraphDevices(ir::Graph& g, PassContext& ctx);
