@@ -201,5 +201,30 @@ TEST_F(GpuCliTest, TensorParallelPlansGiveTheUnshardedTokens) {
   }
 }
 
+// vibrant-run -m model.gguf -ngl 2: stories260K's last 2 of 5 layers on the
+// GPU, the rest on the CPU, compiled once into the plan cache and reused; the
+// split is described; --verify is refused by name. (Its logits against the
+// CPU plan: layer_split.LayerSplitGpu.*.)
+TEST_F(GpuCliTest, LayerSplitRunsFromThePlanCache) {
+  SKIP_WITHOUT_GPU();
+  const std::vector<std::string> args = {"-m", kStories, "-ngl", "2", "--plan-cache", dir_ + "/cache", "-p",
+                                         "Once upon a time", "-n", "32", "--temp", "0"};
+  const CliResult first = RunBinary(kRun, args);
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  EXPECT_THAT(first.err, HasSubstr("-ngl 2: a split between the GPU and the CPU, layers 3..4 on the GPU"));
+  EXPECT_THAT(first.err, HasSubstr("vibrant-run: compiled"));
+  EXPECT_THAT(first.err, HasSubstr("split with the CPU (--gpu-layers)"));
+  const CliResult second = RunBinary(kRun, args);
+  ASSERT_EQ(second.exit_code, 0) << second.err;
+  EXPECT_THAT(second.err, Not(HasSubstr("vibrant-run: compiled")));
+  EXPECT_EQ(second.out, first.out) << "the same plan, greedy: the same tokens";
+  EXPECT_FALSE(first.out.empty());
+  std::vector<std::string> v = args;
+  v.push_back("--verify");
+  const CliResult verify = RunBinary(kRun, v);
+  EXPECT_NE(verify.exit_code, 0);
+  EXPECT_THAT(verify.err, HasSubstr("a plan split with -ngl"));
+}
+
 }  // namespace
 }  // namespace vibrant
