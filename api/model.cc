@@ -71,8 +71,8 @@ std::string LocalArch(const std::string& device) {
 
 // How much of the model the GPU(s) take for --device auto: -1 the whole
 // model (as many GPUs as tensor-parallel ranks, each with room for its
-// share), N >= 1 the last N layers (a split with the CPU, one GPU, one
-// sequence), 0 nothing; `why` says what it found. 0 without the CUDA backend.
+// share), N >= 1 the last N layers (a split with the CPU, one GPU), 0
+// nothing; `why` says what it found. 0 without the CUDA backend.
 int64_t GpuFit(const GgufFile& gguf, const LowerOptions& lower, int tp, std::string* why) {
 #ifndef VIBRANT_WITH_CUDA
   *why = "this build has no CUDA backend";
@@ -107,11 +107,7 @@ int64_t GpuFit(const GgufFile& gguf, const LowerOptions& lower, int tp, std::str
                         Bytes(dev->free_bytes), " free");
     return need <= dev->free_bytes ? -1 : 0;
   }
-  int64_t fit = FitGpuLayers(bytes, dev->free_bytes, kMargin, why);
-  if (fit > 0 && lower.n_seq > 0) {
-    absl::StrAppend(why, "; a continuous-batching plan does not split, so the CPU");
-    fit = 0;
-  }
+  const int64_t fit = FitGpuLayers(bytes, dev->free_bytes, kMargin, why);
   *why = absl::StrCat(dev->name, ": ", *why);
   return fit;
 #endif

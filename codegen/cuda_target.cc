@@ -1310,7 +1310,8 @@ absl::StatusOr<dispatch::Table> LowerDispatch(const Graph& g, const CudaTargetOp
   t.tokens = *tokens;
   t.positions = *positions;
   // Paged graphs: the sequence slots and the block table come in as the
-  // tokens do.
+  // tokens do (a split plan whose paged ops all run on the host: the GPU's
+  // side of the step is not paged).
   if (g.FindValue("block_table") >= 0) {
     absl::StatusOr<BufRef> seq = device_side("seq_ids");
     absl::StatusOr<BufRef> table = device_side("block_table");
@@ -1322,14 +1323,17 @@ absl::StatusOr<dispatch::Table> LowerDispatch(const Graph& g, const CudaTargetOp
       const int64_t* v = it == g.meta.end() ? nullptr : std::get_if<int64_t>(&it->second);
       return v == nullptr ? int64_t{0} : *v;
     };
-    if (seq->region == Region::kNone || table->region == Region::kNone || tv.shape.size() != 2) {
-      return absl::InvalidArgumentError("LowerDispatch: a paged graph's seq_ids/block_table never reach the GPU");
+    const bool host_only = seq->region == Region::kNone && table->region == Region::kNone && t.has_host_ops();
+    if (!host_only) {
+      if (seq->region == Region::kNone || table->region == Region::kNone || tv.shape.size() != 2) {
+        return absl::InvalidArgumentError("LowerDispatch: a paged graph's seq_ids/block_table never reach the GPU");
+      }
+      t.seq_ids = *seq;
+      t.block_table = *table;
+      t.n_seq = tv.shape[0];
+      t.max_blocks = tv.shape[1];
+      t.block_size = meta("block_size");
     }
-    t.seq_ids = *seq;
-    t.block_table = *table;
-    t.n_seq = tv.shape[0];
-    t.max_blocks = tv.shape[1];
-    t.block_size = meta("block_size");
   }
   absl::StatusOr<ValueId> logits = ir::FindLogitsOutput(g);
   if (!logits.ok()) return logits.status();

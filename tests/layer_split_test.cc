@@ -145,6 +145,58 @@ TEST(LayerSplit, PlanPlacesTheLastLayersOnTheGpuWithOneTransferEachWay) {
   EXPECT_THAT(std::string(cpu.status().message()), HasSubstr("it needs --device cuda"));
 }
 
+// A paged (continuous-batching) plan splits too: the GPU's attention reads
+// the step's sequence slots and block table, the host's through its own
+// executor (BeginBatch), whose logits are the step's.
+TEST(LayerSplit, PagedPlansSplitAndTheHostRunsItsPagedOps) {
+  absl::StatusOr<std::unique_ptr<GgufFile>> file = GgufFile::Open(kStories);
+  ASSERT_TRUE(file.ok()) << file.status();
+  LowerOptions lo;
+  lo.n_ctx = 128;
+  lo.max_tokens = 16;
+  lo.n_seq = 2;
+  lo.block_size = 16;
+  absl::StatusOr<ir::Graph> g = LowerGguf(**file, lo);
+  ASSERT_TRUE(g.ok()) << g.status();
+  compiler::CompileOptions o;
+  o.device = "cuda";
+  o.gpu_layers = 2;
+  o.compile_kernels = false;
+  absl::StatusOr<compiler::Compiled> c = compiler::CompileGraph(*std::move(g), o);
+  ASSERT_TRUE(c.ok()) << c.status();
+  const dispatch::Table& t = *c->dispatch_table;
+  EXPECT_TRUE(t.has_host_ops());
+  // stories260K's head size (48) has no paged GPU kernel: its attention and
+  // KV stores stay on the host, and the GPU's side of the step is not paged.
+  bool gpu_attention = false;
+  for (const ir::Op& op : c->graph.ops()) {
+    gpu_attention |= op.kind == ir::OpKind::kAttention && op.device == ir::Device::kCuda;
+  }
+  EXPECT_EQ(t.seq_ids.region != dispatch::Region::kNone, gpu_attention);
+  const int64_t max_blocks = std::get<int64_t>(c->graph.meta.at("max_blocks"));
+  CpuExecutorOptions ho;
+  ho.host_ops_only = true;
+  ho.threads = 1;
+  absl::StatusOr<std::unique_ptr<CpuExecutor>> host = CpuExecutor::Create(c->graph, Resolver(**file), ho);
+  ASSERT_TRUE(host.ok()) << host.status();
+  const std::vector<int32_t> toks = {1, 403, 1, 300}, pos = {0, 1, 0, 1}, seq = {0, 0, 1, 1};
+  std::vector<int32_t> table(2 * max_blocks, 0);
+  table[max_blocks] = 1;  // sequence 1's first block (positions 0 and 1 are in it)
+  BatchInputs in{toks, pos, seq, table};
+  ASSERT_TRUE((*host)->BeginBatch(in).ok());
+  for (size_t i = 0; i < c->graph.ops().size(); ++i) {
+    const ir::Op& op = c->graph.ops()[i];
+    if (op.device != ir::Device::kCpu || passes::OpLayer(c->graph, op) > 2) continue;
+    const absl::Status st = (*host)->RunOp(static_cast<int>(i));
+    ASSERT_TRUE(st.ok()) << i << ": " << st;
+  }
+  BatchInputs bad = in;
+  const std::vector<int32_t> short_seq = {0};
+  bad.seq_ids = short_seq;
+  EXPECT_FALSE((*host)->BeginBatch(bad).ok());
+  EXPECT_FALSE((*host)->StepBatch(in).ok()) << "host-only: the GPU's executor drives the step";
+}
+
 // A table whose host launch names an op the GPU runs is refused when loaded
 // (no GPU needed: the check comes before the device).
 TEST(LayerSplit, TablesThatDisagreeWithTheGraphAreRefused) {
@@ -359,6 +411,80 @@ TEST_P(LayerSplitGpu, SplitPlansStayWithinTheGpuBoundOfTheCpuPlan) {
                 m.c_str(), static_cast<long long>(ngl), static_cast<long long>(n_layer), vs_cpu, vs_gpu);
     EXPECT_LE(vs_cpu, kSplitVsCpuTolerance) << "-ngl " << ngl;
   }
+}
+
+// A paged plan split -ngl 1 (two sequences in one step, as vibrant-server
+// batches them) against the CPU's paged plan: tiny-qwen2 (head size 128, so
+// the GPU's layer runs the paged attention kernels).
+TEST(LayerSplitGpuPaged, TwoSequencesStayWithinTheGpuBoundOfTheCpuPlan) {
+  const fs::path path = ModelPath("tiny-qwen2-q4_k_m");
+  if (!fs::exists(path)) GTEST_SKIP() << "../shared absent: " << path;
+  absl::StatusOr<std::unique_ptr<GgufFile>> file = GgufFile::Open(path.string());
+  ASSERT_TRUE(file.ok()) << file.status();
+  auto compile = [&](const std::string& device, int64_t ngl) {
+    LowerOptions lo;
+    lo.n_ctx = 256;
+    lo.max_tokens = 32;
+    lo.n_seq = 2;
+    lo.block_size = 16;
+    lo.all_logits = true;
+    absl::StatusOr<ir::Graph> g = LowerGguf(**file, lo);
+    EXPECT_TRUE(g.ok()) << g.status();
+    compiler::CompileOptions o;
+    o.device = device;
+    o.gpu_layers = ngl;
+    o.sample = false;
+    return compiler::CompileGraph(*std::move(g), o);
+  };
+  absl::StatusOr<compiler::Compiled> cpu = compile("cpu", -1);
+  ASSERT_TRUE(cpu.ok()) << cpu.status();
+  absl::StatusOr<compiler::Compiled> split = compile("cuda", 1);
+  ASSERT_TRUE(split.ok()) << split.status();
+  EXPECT_NE(split->dispatch_table->seq_ids.region, dispatch::Region::kNone) << "the GPU's layer is paged";
+  if (absl::Status st = CudaDeviceAvailable(); !st.ok()) GTEST_SKIP() << "no usable CUDA GPU: " << st.message();
+  absl::StatusOr<std::unique_ptr<CpuExecutor>> ref = CpuExecutor::Create(cpu->graph, Resolver(**file));
+  ASSERT_TRUE(ref.ok()) << ref.status();
+  absl::StatusOr<std::unique_ptr<CudaExecutor>> s = CudaExecutor::Create(compiler::ToProgram(*split), Resolver(**file));
+  ASSERT_TRUE(s.ok()) << s.status();
+  const int64_t max_blocks = std::get<int64_t>(cpu->graph.meta.at("max_blocks"));
+  std::vector<int32_t> table(2 * max_blocks, 0);
+  for (int64_t b = 0; b < max_blocks; ++b) {
+    table[b] = static_cast<int32_t>(b);
+    table[max_blocks + b] = static_cast<int32_t>(max_blocks + b);
+  }
+  std::vector<int32_t> prompt, gen;
+  Tokens("tiny-qwen2-q4_k_m", &prompt, &gen);
+  if (prompt.size() > 12) prompt.resize(12);
+  // Step 1: sequence 0's prompt and sequence 1's first half of it; step 2:
+  // one token each.
+  std::vector<int32_t> toks, pos, seq;
+  for (size_t i = 0; i < prompt.size(); ++i) toks.push_back(prompt[i]), pos.push_back(i), seq.push_back(0);
+  for (size_t i = 0; i < prompt.size() / 2; ++i) toks.push_back(prompt[i]), pos.push_back(i), seq.push_back(1);
+  const int64_t V = (*file)->FindTensor("token_embd.weight")->dims[1];
+  double worst = 0;
+  for (int step = 0; step < 2; ++step) {
+    BatchInputs in{toks, pos, seq, table};
+    absl::StatusOr<absl::Span<const float>> a = (*ref)->StepBatch(in);
+    ASSERT_TRUE(a.ok()) << a.status();
+    const std::vector<float> want(a->begin(), a->end());
+    absl::StatusOr<absl::Span<const float>> b = (*s)->StepBatch(in);
+    ASSERT_TRUE(b.ok()) << b.status();
+    ASSERT_EQ(b->size(), want.size());
+    for (size_t p = 0; p * V < want.size(); ++p) {
+      double max_abs = 0;
+      for (int64_t i = 0; i < V; ++i) {
+        const float g = (*b)[p * V + i];
+        max_abs = std::max(max_abs, std::isnan(g) ? INFINITY : std::fabs(double(want[p * V + i]) - g));
+      }
+      worst = std::max(worst, max_abs / std::max(Sigma(want.data() + p * V, V), 1e-6));
+    }
+    const int32_t p0 = static_cast<int32_t>(prompt.size()), p1 = static_cast<int32_t>(prompt.size() / 2);
+    toks = {gen[0], prompt[p1]};
+    pos = {p0, p1};
+    seq = {0, 1};
+  }
+  std::printf("[ MEASURED ] layer_split paged tiny-qwen2-q4_k_m -ngl 1: max %.3g sigma vs the cpu plan\n", worst);
+  EXPECT_LE(worst, kSplitVsCpuTolerance);
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, LayerSplitGpu, ::testing::ValuesIn(Models()),

@@ -800,6 +800,7 @@ struct CpuExecutor::Impl {
 
   absl::Status Init(WeightResolver& weights, const CpuExecutorOptions& opts);
   absl::Status Begin(absl::Span<const int32_t> tokens, int32_t pos0, const SampleDraw& draw);
+  absl::Status BeginBatch(const BatchInputs& in);
   bool RunsHere(const Op& op) const { return !host_only || op.device == ir::Device::kCpu; }
   absl::Status BindBody(BoundGraph& outer, int op_index, int depth);
   absl::Status Run(BoundGraph& b, int64_t T);
@@ -1703,36 +1704,33 @@ int64_t CpuExecutor::ops_run_here() const {
 
 bool CpuExecutor::paged() const { return impl_->block_table >= 0; }
 
-absl::StatusOr<absl::Span<const float>> CpuExecutor::StepBatch(const BatchInputs& in) {
-  Impl& m = *impl_;
-  if (m.host_only) {
-    return absl::FailedPreconditionError("StepBatch: this executor runs only the host's ops of a split plan");
-  }
-  if (m.block_table < 0 || m.seq_ids < 0) {
+absl::Status CpuExecutor::Impl::BeginBatch(const BatchInputs& in) {
+  step_T = 0;
+  if (block_table < 0 || seq_ids < 0) {
     return absl::FailedPreconditionError(
         "StepBatch: the graph is not paged (compile it with a sequence count, n_seq > 0)");
   }
   const int64_t T = static_cast<int64_t>(in.tokens.size());
-  if (T < 1 || T > m.max_tokens) {
+  if (T < 1 || T > max_tokens) {
     return absl::InvalidArgumentError(
-        absl::StrCat("StepBatch: ", T, " tokens; a step takes 1..", m.max_tokens, " (max_tokens)"));
+        absl::StrCat("StepBatch: ", T, " tokens; a step takes 1..", max_tokens, " (max_tokens)"));
   }
   if (in.positions.size() != in.tokens.size() || in.seq_ids.size() != in.tokens.size()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "StepBatch: ", T, " tokens but ", in.positions.size(), " positions and ",
         in.seq_ids.size(), " sequence ids"));
   }
-  const int64_t table_elems = ir::NumElements(m.graph.value(m.block_table).shape, 1);
+  const int64_t table_elems = ir::NumElements(graph.value(block_table).shape, 1);
   if (static_cast<int64_t>(in.block_table.size()) != table_elems) {
     return absl::InvalidArgumentError(absl::StrCat("StepBatch: the block table has ",
                                                    in.block_table.size(), " entries, the graph's ",
                                                    table_elems));
   }
   for (int64_t t = 0; t < T; ++t) {
-    if (in.tokens[t] < 0 || (m.n_vocab >= 0 && in.tokens[t] >= m.n_vocab)) {
+    if (in.tokens[t] < 0 || (n_vocab >= 0 && in.tokens[t] >= n_vocab)) {
       return absl::InvalidArgumentError(absl::StrCat("StepBatch: token id ", in.tokens[t],
                                                      " at index ", t,
-                                                     " is outside the vocabulary [0, ", m.n_vocab,
+                                                     " is outside the vocabulary [0, ", n_vocab,
                                                      ")"));
     }
     if (in.positions[t] < 0) {
@@ -1740,14 +1738,26 @@ absl::StatusOr<absl::Span<const float>> CpuExecutor::StepBatch(const BatchInputs
           absl::StrCat("StepBatch: negative position ", in.positions[t], " at index ", t));
     }
   }
-  std::memcpy(m.main.ptr[m.tokens], in.tokens.data(), T * sizeof(int32_t));
-  if (m.positions >= 0) std::memcpy(m.main.ptr[m.positions], in.positions.data(), T * sizeof(int32_t));
-  std::memcpy(m.main.ptr[m.seq_ids], in.seq_ids.data(), T * sizeof(int32_t));
-  std::memcpy(m.main.ptr[m.block_table], in.block_table.data(), table_elems * sizeof(int32_t));
-  if (absl::Status s = m.Run(m.main, T); !s.ok()) return s;
-  return absl::Span<const float>(reinterpret_cast<const float*>(m.main.ptr[m.logits]),
-                                 ir::NumElements(m.graph.value(m.logits).shape, T));
+  std::memcpy(main.ptr[tokens], in.tokens.data(), T * sizeof(int32_t));
+  if (positions >= 0) std::memcpy(main.ptr[positions], in.positions.data(), T * sizeof(int32_t));
+  std::memcpy(main.ptr[seq_ids], in.seq_ids.data(), T * sizeof(int32_t));
+  std::memcpy(main.ptr[block_table], in.block_table.data(), table_elems * sizeof(int32_t));
+  step_T = T;
+  return absl::OkStatus();
 }
+
+absl::StatusOr<absl::Span<const float>> CpuExecutor::StepBatch(const BatchInputs& in) {
+  Impl& m = *impl_;
+  if (m.host_only) {
+    return absl::FailedPreconditionError("StepBatch: this executor runs only the host's ops of a split plan");
+  }
+  if (absl::Status s = m.BeginBatch(in); !s.ok()) return s;
+  if (absl::Status s = m.Run(m.main, m.step_T); !s.ok()) return s;
+  return absl::Span<const float>(reinterpret_cast<const float*>(m.main.ptr[m.logits]),
+                                 ir::NumElements(m.graph.value(m.logits).shape, m.step_T));
+}
+
+absl::Status CpuExecutor::BeginBatch(const BatchInputs& in) { return impl_->BeginBatch(in); }
 
 int CpuExecutor::num_threads() const { return impl_->pool->num_threads(); }
 

@@ -97,6 +97,8 @@ class CpuExecutor {
   // then RunOp runs op `op` of the graph for the step's T tokens. In
   // host_ops_only mode only ops placed on the cpu run here.
   absl::Status BeginStep(absl::Span<const int32_t> tokens, int32_t pos0, const SampleDraw& draw = SampleDraw{});
+  // The same for a step of a paged graph (StepBatch's checks and inputs).
+  absl::Status BeginBatch(const BatchInputs& in);
   absl::Status RunOp(int op);
   // The host bytes of value `v` (nullptr: it has none here, e.g. it lives on
   // the GPU), valid for the executor's life; the logits and the drawn token

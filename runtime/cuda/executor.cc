@@ -194,11 +194,6 @@ absl::StatusOr<std::unique_ptr<CudaExecutor>> CudaExecutor::Create(const Program
   if (m.table.has_host_ops()) {
     // A plan split between the GPU and the host (-ngl): the CPU backend runs
     // the ops the table hands to the host, on memory of its own.
-    if (m.table.seq_ids.region != dispatch::Region::kNone) {
-      return absl::UnimplementedError(
-          "CUDA backend: a paged (continuous-batching) plan split between GPU and CPU is not supported; compile "
-          "it without --gpu-layers");
-    }
     for (size_t i = 0; i < m.table.launches.size(); ++i) {
       const dispatch::Launch& l = m.table.launches[i];
       if (l.kind != dispatch::LaunchKind::kHost && l.kind != dispatch::LaunchKind::kToHost &&
@@ -254,11 +249,28 @@ absl::StatusOr<absl::Span<const float>> CudaExecutor::StepBatch(const BatchInput
   VB_CUDA(cudaSetDevice(m.device.index), "CUDA backend: cudaSetDevice");  // the caller's thread
   if (!m.pending.ok()) return m.pending;
   const dispatch::Table& t = m.table;
-  if (t.seq_ids.region == dispatch::Region::kNone) {
+  // A split plan whose paged ops all run on the host (the GPU has no paged
+  // kernel for them) reads the slots and block table there alone.
+  const bool gpu_paged = t.seq_ids.region != dispatch::Region::kNone;
+  if (!gpu_paged && !(m.host != nullptr && m.host->paged())) {
     return absl::FailedPreconditionError(
         "StepBatch: the plan is not paged (compile it with a sequence count for continuous batching)");
   }
   const int64_t T = static_cast<int64_t>(in.tokens.size());
+  if (!gpu_paged) {
+    if (T < 1 || T > t.max_tokens) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("StepBatch: ", T, " tokens; a step takes 1..", t.max_tokens, " (max_tokens)"));
+    }
+    VB_RETURN_IF_ERROR(m.host->BeginBatch(in));  // its checks
+    int32_t* io = m.mem->io_host();
+    std::copy(in.tokens.begin(), in.tokens.end(), io);
+    std::copy(in.positions.begin(), in.positions.end(), io + t.max_tokens);
+    VB_RETURN_IF_ERROR(m.launcher->RunStep(T));
+    VB_CUDA(cudaStreamSynchronize(m.stream), "CUDA backend: step (set VIBRANT_CUDA_SYNC=1 to name the failing op)");
+    if (t.logits.region == dispatch::Region::kNone) return m.host->StepLogits();
+    return absl::Span<const float>(m.mem->logits_host(), t.logits_elems.Eval(T));
+  }
   if (T < 1 || T > t.max_tokens) {
     return absl::InvalidArgumentError(
         absl::StrCat("StepBatch: ", T, " tokens; a step takes 1..", t.max_tokens, " (max_tokens)"));
@@ -299,8 +311,10 @@ absl::StatusOr<absl::Span<const float>> CudaExecutor::StepBatch(const BatchInput
   std::copy(in.positions.begin(), in.positions.end(), io + t.max_tokens);
   std::copy(in.seq_ids.begin(), in.seq_ids.end(), m.mem->seq_ids_host());
   std::copy(in.block_table.begin(), in.block_table.end(), m.mem->block_table_host());
+  if (m.host != nullptr) VB_RETURN_IF_ERROR(m.host->BeginBatch(in));
   VB_RETURN_IF_ERROR(m.launcher->RunStep(T));
   VB_CUDA(cudaStreamSynchronize(m.stream), "CUDA backend: step (set VIBRANT_CUDA_SYNC=1 to name the failing op)");
+  if (t.logits.region == dispatch::Region::kNone && m.host != nullptr) return m.host->StepLogits();
   return absl::Span<const float>(m.mem->logits_host(), t.logits_elems.Eval(T));
 }
 

@@ -50,7 +50,10 @@ constexpr char kUsage[] =
     "  --block-size N          tokens per KV cache block (default 16)\n"
     "  --device auto|cpu|cuda  where to run (default auto: the GPU when there is one\n"
     "                          that holds the model and has kernels for its paged\n"
-    "                          step, else the CPU)\n"
+    "                          step, a split with the CPU when it is larger than the\n"
+    "                          GPU, else the CPU)\n"
+    "  -ngl, --n-gpu-layers N  0: the CPU; N below the layer count: the last N layers on\n"
+    "                          the GPU, the rest of the model on the CPU; more: the GPU\n"
     "  -t, --threads N         CPU threads (default: all cores)\n"
     "  --api-key KEY           require 'Authorization: Bearer KEY' on /v1/* (or $VIBRANT_API_KEY)\n"
     "  --timeout S             a request's time limit in seconds (default 600)\n"
@@ -66,6 +69,7 @@ struct Args {
   std::string model, host = "127.0.0.1", device = "auto", api_key, alias, chat_template;
   int64_t port = 8080, parallel = 4, ctx = 0, batch = 512, block = 16, threads = 0;
   int64_t max_queue = 64, max_body = 1 << 20;
+  int64_t gpu_layers = -1;  // -ngl
   double timeout = 600;
   bool plan_cache = true, verbose = false, version = false, help = false;
 };
@@ -99,6 +103,7 @@ bool ParseArgs(int argc, char** argv, Args* a, std::string* err) {
     else if (f == "-b" || f == "--batch-size") ok = integer(&a->batch, 1, 65536);
     else if (f == "--block-size") ok = integer(&a->block, 1, 4096);
     else if (f == "--device") ok = value(&a->device);
+    else if (f == "-ngl" || f == "--n-gpu-layers" || f == "--gpu-layers") ok = integer(&a->gpu_layers, 0, int64_t{1} << 30);
     else if (f == "-t" || f == "--threads") ok = integer(&a->threads, 0, 4096);
     else if (f == "--api-key") ok = value(&a->api_key);
     else if (f == "--max-queue") ok = integer(&a->max_queue, 0, 1 << 20);
@@ -174,6 +179,12 @@ int Main(int argc, char** argv) {
   mo.block_size = args.block;
   mo.max_tokens = args.batch;
   mo.use_plan_cache = args.plan_cache;
+  if (args.gpu_layers == 0) {
+    mo.device = "cpu";
+  } else if (args.gpu_layers > 0) {
+    mo.device = "cuda";
+    mo.gpu_layers = args.gpu_layers;
+  }
   mo.log = [](std::string_view line) { Log(std::string(line)); };
   // Default budget: 4096 tokens for each of --parallel sequences.
   mo.n_ctx = args.ctx > 0 ? args.ctx : 4096 * args.parallel;
