@@ -39,38 +39,27 @@
 #include "runtime/cuda/device.h"
 #include "runtime/cuda/executor.h"
 #include "runtime/dispatch.h"
+#include "tests/model_cases.h"
 
 namespace vibrant {
 namespace {
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
+using testing_util::GgufResolver;
+using testing_util::LogitSigma;
+using testing_util::ReferenceModelPath;
+using testing_util::ReferenceModels;
+using testing_util::ReferenceTokens;
 
 constexpr double kSplitVsCpuTolerance = 0.2;
 const char kStories[] = VIBRANT_SOURCE_DIR "/tests/data/stories260K.gguf";
-
-std::string SharedDir() {
-  const char* env = std::getenv("VIBRANT_SHARED_DIR");
-  return env != nullptr ? env : VIBRANT_SOURCE_DIR "/../shared";
-}
-
-WeightResolver Resolver(const GgufFile& f) {
-  return [&f](const std::string& name) -> absl::StatusOr<absl::Span<const uint8_t>> {
-    const GgufTensorInfo* t = f.FindTensor(name);
-    if (t == nullptr) return absl::NotFoundError(name);
-    return f.TensorData(*t);
-  };
-}
 
 // device "cpu" or "cuda"; gpu_layers -1: no split. Logits at every position,
 // no sample op (the logits are what is compared).
 absl::StatusOr<compiler::Compiled> Compile(const GgufFile& file, const std::string& device, int64_t gpu_layers,
                                            bool kernels = true) {
-  LowerOptions lo;
-  lo.all_logits = true;
-  lo.n_ctx = 256;
-  lo.max_tokens = 128;
-  absl::StatusOr<ir::Graph> g = LowerGguf(file, lo);
+  absl::StatusOr<ir::Graph> g = LowerGguf(file, testing_util::ReferenceLowerOptions());
   if (!g.ok()) return g.status();
   compiler::CompileOptions o;
   o.device = device;
@@ -118,7 +107,9 @@ TEST(LayerSplit, PlanPlacesTheLastLayersOnTheGpuWithOneTransferEachWay) {
   for (const dispatch::Launch& l : t.launches) {
     host_launches += l.kind == dispatch::LaunchKind::kHost;
     transfers += l.kind == dispatch::LaunchKind::kToHost || l.kind == dispatch::LaunchKind::kFromHost;
-    if (l.kind == dispatch::LaunchKind::kHost) EXPECT_EQ(g.ops()[l.op].device, ir::Device::kCpu);
+    if (l.kind == dispatch::LaunchKind::kHost) {
+      EXPECT_EQ(g.ops()[l.op].device, ir::Device::kCpu);
+    }
   }
   EXPECT_EQ(host_launches, host_ops);
   EXPECT_EQ(transfers, 2);
@@ -177,7 +168,7 @@ TEST(LayerSplit, PagedPlansSplitAndTheHostRunsItsPagedOps) {
   CpuExecutorOptions ho;
   ho.host_ops_only = true;
   ho.threads = 1;
-  absl::StatusOr<std::unique_ptr<CpuExecutor>> host = CpuExecutor::Create(c->graph, Resolver(**file), ho);
+  absl::StatusOr<std::unique_ptr<CpuExecutor>> host = CpuExecutor::Create(c->graph, GgufResolver(**file), ho);
   ASSERT_TRUE(host.ok()) << host.status();
   const std::vector<int32_t> toks = {1, 403, 1, 300}, pos = {0, 1, 0, 1}, seq = {0, 0, 1, 1};
   std::vector<int32_t> table(2 * max_blocks, 0);
@@ -225,18 +216,15 @@ TEST(LayerSplit, TablesThatDisagreeWithTheGraphAreRefused) {
   }
 }
 
-std::vector<std::string> Models();
-std::filesystem::path ModelPath(const std::string& m);
-
 // The CPU backend's host-only mode computes the host's ops as a CPU executor
 // of the whole graph does: the residual stream the host sends to the GPU is
 // bit for bit the same (same kernels; the host-only executor has its own,
 // smaller arena and loads only the cpu's weights). Every shared model, -ngl 1.
 TEST(LayerSplit, HostOnlyExecutorMatchesTheWholeGraphUpToTheBoundary) {
-  std::printf("[ INFO ] host-only mode against the whole graph on %zu models\n", Models().size());
-  for (const std::string& m : Models()) {
+  std::printf("[ INFO ] host-only mode against the whole graph on %zu models\n", ReferenceModels().size());
+  for (const std::string& m : ReferenceModels()) {
     SCOPED_TRACE(m);
-    absl::StatusOr<std::unique_ptr<GgufFile>> file = GgufFile::Open(ModelPath(m).string());
+    absl::StatusOr<std::unique_ptr<GgufFile>> file = GgufFile::Open(ReferenceModelPath(m).string());
     ASSERT_TRUE(file.ok()) << file.status();
     absl::StatusOr<compiler::Compiled> c = Compile(**file, "cuda", 1, /*kernels=*/false);
     ASSERT_TRUE(c.ok()) << c.status();
@@ -254,11 +242,11 @@ TEST(LayerSplit, HostOnlyExecutorMatchesTheWholeGraphUpToTheBoundary) {
     CpuExecutorOptions host_opts;
     host_opts.host_ops_only = true;
     host_opts.threads = 2;
-    absl::StatusOr<std::unique_ptr<CpuExecutor>> host = CpuExecutor::Create(g, Resolver(**file), host_opts);
+    absl::StatusOr<std::unique_ptr<CpuExecutor>> host = CpuExecutor::Create(g, GgufResolver(**file), host_opts);
     ASSERT_TRUE(host.ok()) << host.status();
     CpuExecutorOptions whole_opts;
     whole_opts.threads = 2;
-    absl::StatusOr<std::unique_ptr<CpuExecutor>> whole = CpuExecutor::Create(g, Resolver(**file), whole_opts);
+    absl::StatusOr<std::unique_ptr<CpuExecutor>> whole = CpuExecutor::Create(g, GgufResolver(**file), whole_opts);
     ASSERT_TRUE(whole.ok()) << whole.status();
     EXPECT_LT((*host)->ops_run_here(), static_cast<int64_t>(g.ops().size()));
     // The GPU's ops, and whole steps, are refused in host-only mode.
@@ -290,80 +278,25 @@ TEST(LayerSplit, HostOnlyExecutorMatchesTheWholeGraphUpToTheBoundary) {
 
 // ---- on a GPU
 
-std::vector<std::string> Models() {
-  std::vector<std::string> models = {"stories260K"};
-  for (const std::string sub : {"", "next/"}) {
-    const fs::path dir = fs::path(SharedDir()) / (sub + "reference");
-    std::error_code ec;
-    if (!fs::is_directory(dir, ec)) continue;
-    std::vector<std::string> names;
-    for (const auto& e : fs::directory_iterator(dir, ec)) {
-      if (e.path().extension() == ".json" &&
-          fs::exists(fs::path(SharedDir()) / (sub + "models") / (e.path().stem().string() + ".gguf"), ec)) {
-        names.push_back(sub + e.path().stem().string());
-      }
-    }
-    std::sort(names.begin(), names.end());
-    for (const std::string& n : names) {
-      if (n != "stories260K") models.push_back(n);
-    }
-  }
-  return models;
-}
-
-fs::path ModelPath(const std::string& m) {
-  if (m == "stories260K") return kStories;
-  const size_t slash = m.rfind('/');
-  const std::string sub = slash == std::string::npos ? "" : m.substr(0, slash + 1);
-  const std::string name = slash == std::string::npos ? m : m.substr(slash + 1);
-  return fs::path(SharedDir()) / (sub + "models") / (name + ".gguf");
-}
-
-void Tokens(const std::string& m, std::vector<int32_t>* prompt, std::vector<int32_t>* gen) {
-  if (m == "stories260K") {
-    *prompt = {1, 403, 407, 261, 378, 432, 269, 300, 289, 267, 410, 370, 286, 260, 425};
-    *gen = {299, 302, 259, 300, 277, 274, 261, 330};
-    return;
-  }
-  const size_t slash = m.rfind('/');
-  const std::string sub = slash == std::string::npos ? "" : m.substr(0, slash + 1);
-  const std::string name = slash == std::string::npos ? m : m.substr(slash + 1);
-  std::ifstream in(fs::path(SharedDir()) / (sub + "reference") / (name + ".json"));
-  const nlohmann::json j = nlohmann::json::parse(in);
-  const auto& c = j.at("cases").at(0);
-  *prompt = c.at("prompt_tokens").get<std::vector<int32_t>>();
-  *gen = c.at("generated").get<std::vector<int32_t>>();
-  if (prompt->size() > 100) prompt->resize(100);
-  if (gen->size() > 8) gen->resize(8);
-}
-
-double Sigma(const float* v, int64_t n) {
-  double mean = 0, var = 0;
-  for (int64_t i = 0; i < n; ++i) mean += v[i];
-  mean /= n;
-  for (int64_t i = 0; i < n; ++i) var += (v[i] - mean) * (v[i] - mean);
-  return std::sqrt(var / n);
-}
-
 class LayerSplitGpu : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(LayerSplitGpu, SplitPlansStayWithinTheGpuBoundOfTheCpuPlan) {
   const std::string m = GetParam();
   if (absl::Status s = CudaDeviceAvailable(); !s.ok()) GTEST_SKIP() << "no usable CUDA GPU: " << s.message();
-  const fs::path path = ModelPath(m);
+  const fs::path path = ReferenceModelPath(m);
   if (!fs::exists(path)) GTEST_SKIP() << "../shared absent: " << path;
   absl::StatusOr<std::unique_ptr<GgufFile>> file = GgufFile::Open(path.string());
   ASSERT_TRUE(file.ok()) << file.status();
   std::vector<int32_t> prompt, gen;
-  Tokens(m, &prompt, &gen);
+  ReferenceTokens(m, &prompt, &gen);
   absl::StatusOr<compiler::Compiled> cpu = Compile(**file, "cpu", -1);
   ASSERT_TRUE(cpu.ok()) << cpu.status();
   absl::StatusOr<compiler::Compiled> whole = Compile(**file, "cuda", -1);
   ASSERT_TRUE(whole.ok()) << whole.status();
-  absl::StatusOr<std::unique_ptr<CpuExecutor>> ref = CpuExecutor::Create(cpu->graph, Resolver(**file));
+  absl::StatusOr<std::unique_ptr<CpuExecutor>> ref = CpuExecutor::Create(cpu->graph, GgufResolver(**file));
   ASSERT_TRUE(ref.ok()) << ref.status();
   absl::StatusOr<std::unique_ptr<CudaExecutor>> gpu =
-      CudaExecutor::Create(compiler::ToProgram(*whole), Resolver(**file));
+      CudaExecutor::Create(compiler::ToProgram(*whole), GgufResolver(**file));
   ASSERT_TRUE(gpu.ok()) << gpu.status();
   const int64_t n_layer = Layers(cpu->graph);
   for (int64_t ngl : {int64_t{1}, n_layer}) {
@@ -371,7 +304,7 @@ TEST_P(LayerSplitGpu, SplitPlansStayWithinTheGpuBoundOfTheCpuPlan) {
     ASSERT_TRUE(split.ok()) << split.status();
     ASSERT_TRUE(split->dispatch_table->has_host_ops());
     absl::StatusOr<std::unique_ptr<CudaExecutor>> s =
-        CudaExecutor::Create(compiler::ToProgram(*split), Resolver(**file));
+        CudaExecutor::Create(compiler::ToProgram(*split), GgufResolver(**file));
     ASSERT_TRUE(s.ok()) << s.status();
     EXPECT_THAT((*s)->Describe(), HasSubstr("split with the CPU"));
     (*ref)->Reset();
@@ -387,7 +320,7 @@ TEST_P(LayerSplitGpu, SplitPlansStayWithinTheGpuBoundOfTheCpuPlan) {
         for (int64_t i = 0; i < V; ++i) {
           max_abs = std::max(max_abs, std::isnan(v[i]) ? INFINITY : std::fabs(double(u[i]) - v[i]));
         }
-        *worst = std::max(*worst, max_abs / std::max(Sigma(u, V), 1e-6));
+        *worst = std::max(*worst, max_abs / std::max(LogitSigma(u, V), 1e-6));
       }
     };
     int32_t pos = 0;
@@ -417,7 +350,7 @@ TEST_P(LayerSplitGpu, SplitPlansStayWithinTheGpuBoundOfTheCpuPlan) {
 // batches them) against the CPU's paged plan: tiny-qwen2 (head size 128, so
 // the GPU's layer runs the paged attention kernels).
 TEST(LayerSplitGpuPaged, TwoSequencesStayWithinTheGpuBoundOfTheCpuPlan) {
-  const fs::path path = ModelPath("tiny-qwen2-q4_k_m");
+  const fs::path path = ReferenceModelPath("tiny-qwen2-q4_k_m");
   if (!fs::exists(path)) GTEST_SKIP() << "../shared absent: " << path;
   absl::StatusOr<std::unique_ptr<GgufFile>> file = GgufFile::Open(path.string());
   ASSERT_TRUE(file.ok()) << file.status();
@@ -442,9 +375,9 @@ TEST(LayerSplitGpuPaged, TwoSequencesStayWithinTheGpuBoundOfTheCpuPlan) {
   ASSERT_TRUE(split.ok()) << split.status();
   EXPECT_NE(split->dispatch_table->seq_ids.region, dispatch::Region::kNone) << "the GPU's layer is paged";
   if (absl::Status st = CudaDeviceAvailable(); !st.ok()) GTEST_SKIP() << "no usable CUDA GPU: " << st.message();
-  absl::StatusOr<std::unique_ptr<CpuExecutor>> ref = CpuExecutor::Create(cpu->graph, Resolver(**file));
+  absl::StatusOr<std::unique_ptr<CpuExecutor>> ref = CpuExecutor::Create(cpu->graph, GgufResolver(**file));
   ASSERT_TRUE(ref.ok()) << ref.status();
-  absl::StatusOr<std::unique_ptr<CudaExecutor>> s = CudaExecutor::Create(compiler::ToProgram(*split), Resolver(**file));
+  absl::StatusOr<std::unique_ptr<CudaExecutor>> s = CudaExecutor::Create(compiler::ToProgram(*split), GgufResolver(**file));
   ASSERT_TRUE(s.ok()) << s.status();
   const int64_t max_blocks = std::get<int64_t>(cpu->graph.meta.at("max_blocks"));
   std::vector<int32_t> table(2 * max_blocks, 0);
@@ -453,7 +386,7 @@ TEST(LayerSplitGpuPaged, TwoSequencesStayWithinTheGpuBoundOfTheCpuPlan) {
     table[max_blocks + b] = static_cast<int32_t>(max_blocks + b);
   }
   std::vector<int32_t> prompt, gen;
-  Tokens("tiny-qwen2-q4_k_m", &prompt, &gen);
+  ReferenceTokens("tiny-qwen2-q4_k_m", &prompt, &gen);
   if (prompt.size() > 12) prompt.resize(12);
   // Step 1: sequence 0's prompt and sequence 1's first half of it; step 2:
   // one token each.
@@ -476,7 +409,7 @@ TEST(LayerSplitGpuPaged, TwoSequencesStayWithinTheGpuBoundOfTheCpuPlan) {
         const float g = (*b)[p * V + i];
         max_abs = std::max(max_abs, std::isnan(g) ? INFINITY : std::fabs(double(want[p * V + i]) - g));
       }
-      worst = std::max(worst, max_abs / std::max(Sigma(want.data() + p * V, V), 1e-6));
+      worst = std::max(worst, max_abs / std::max(LogitSigma(want.data() + p * V, V), 1e-6));
     }
     const int32_t p0 = static_cast<int32_t>(prompt.size()), p1 = static_cast<int32_t>(prompt.size() / 2);
     toks = {gen[0], prompt[p1]};
@@ -487,7 +420,7 @@ TEST(LayerSplitGpuPaged, TwoSequencesStayWithinTheGpuBoundOfTheCpuPlan) {
   EXPECT_LE(worst, kSplitVsCpuTolerance);
 }
 
-INSTANTIATE_TEST_SUITE_P(Models, LayerSplitGpu, ::testing::ValuesIn(Models()),
+INSTANTIATE_TEST_SUITE_P(Models, LayerSplitGpu, ::testing::ValuesIn(ReferenceModels()),
                          [](const ::testing::TestParamInfo<std::string>& i) {
                            std::string s = i.param;
                            for (char& ch : s) {

@@ -38,6 +38,7 @@
 #include "frontends/lower/lower.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/model_cases.h"
 #include "nlohmann/json.hpp"
 #include "passes/pass.h"
 #include "runtime/cpu/executor.h"
@@ -94,11 +95,7 @@ WeightResolver Resolver(const GgufFile& f) {
 // The graph vibrantc compile --device cpu [--tp N] makes (fast kernels),
 // with logits at every position.
 absl::StatusOr<ir::Graph> Compile(const GgufFile& file, int tp, bool fast, passes::PassContext& ctx) {
-  LowerOptions lo;
-  lo.all_logits = true;
-  lo.n_ctx = 256;
-  lo.max_tokens = 128;
-  absl::StatusOr<ir::Graph> g = LowerGguf(file, lo);
+  absl::StatusOr<ir::Graph> g = LowerGguf(file, testing_util::ReferenceLowerOptions());
   if (!g.ok()) return g.status();
   ctx.device = passes::DevicePolicy::kCpu;
   static const codegen::CpuTarget fast_target({.exact = false});

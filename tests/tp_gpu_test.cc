@@ -38,6 +38,7 @@
 #include "runtime/cuda/executor.h"
 #include "runtime/cuda/nccl.h"
 #include "runtime/cuda/tp_executor.h"
+#include "tests/model_cases.h"
 
 namespace vibrant {
 namespace {
@@ -45,11 +46,10 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr double kTolerance = 0.1;
-
-std::string SharedDir() {
-  const char* env = std::getenv("VIBRANT_SHARED_DIR");
-  return env != nullptr ? env : VIBRANT_SOURCE_DIR "/../shared";
-}
+using testing_util::GgufResolver;
+using testing_util::LogitSigma;
+using testing_util::ReferenceModelPath;
+using testing_util::ReferenceTokens;
 
 struct TpCase {
   std::string model;  // "stories260K" (bundled), "<name>" or "next/<name>"
@@ -62,23 +62,7 @@ void PrintTo(const TpCase& c, std::ostream* os) { *os << c.model << " tp" << c.t
 // The bundled model and the shared models with a reference (landed next/
 // architectures too: dense and MoE, every quant family).
 std::vector<TpCase> Cases() {
-  std::vector<std::string> models = {"stories260K"};
-  for (const std::string sub : {"", "next/"}) {
-    const fs::path dir = fs::path(SharedDir()) / (sub + "reference");
-    std::error_code ec;
-    if (!fs::is_directory(dir, ec)) continue;
-    std::vector<std::string> names;
-    for (const auto& e : fs::directory_iterator(dir, ec)) {
-      if (e.path().extension() == ".json" &&
-          fs::exists(fs::path(SharedDir()) / (sub + "models") / (e.path().stem().string() + ".gguf"), ec)) {
-        names.push_back(sub + e.path().stem().string());
-      }
-    }
-    std::sort(names.begin(), names.end());
-    for (const std::string& n : names) {
-      if (n != "stories260K") models.push_back(n);  // bundled already
-    }
-  }
+  const std::vector<std::string> models = testing_util::ReferenceModels();
   std::vector<TpCase> out;
   for (const std::string& m : models) {
     for (bool nccl : {false, true}) {
@@ -88,48 +72,8 @@ std::vector<TpCase> Cases() {
   return out;
 }
 
-fs::path ModelPath(const std::string& m) {
-  if (m == "stories260K") return VIBRANT_SOURCE_DIR "/tests/data/stories260K.gguf";
-  const size_t slash = m.rfind('/');
-  const std::string sub = slash == std::string::npos ? "" : m.substr(0, slash + 1);
-  const std::string name = slash == std::string::npos ? m : m.substr(slash + 1);
-  return fs::path(SharedDir()) / (sub + "models") / (name + ".gguf");
-}
-
-// The prompt and generated tokens of the model's first reference case
-// (stories260K: a fixed prompt of its vocabulary).
-void Tokens(const std::string& m, std::vector<int32_t>* prompt, std::vector<int32_t>* gen) {
-  if (m == "stories260K") {
-    *prompt = {1, 403, 407, 261, 378, 432, 269, 300, 289, 267, 410, 370, 286, 260, 425};
-    *gen = {299, 302, 259, 300, 277, 274, 261, 330};
-    return;
-  }
-  const size_t slash = m.rfind('/');
-  const std::string sub = slash == std::string::npos ? "" : m.substr(0, slash + 1);
-  const std::string name = slash == std::string::npos ? m : m.substr(slash + 1);
-  std::ifstream in(fs::path(SharedDir()) / (sub + "reference") / (name + ".json"));
-  const nlohmann::json j = nlohmann::json::parse(in);
-  const auto& c = j.at("cases").at(0);
-  *prompt = c.at("prompt_tokens").get<std::vector<int32_t>>();
-  *gen = c.at("generated").get<std::vector<int32_t>>();
-  if (prompt->size() > 100) prompt->resize(100);
-  if (gen->size() > 8) gen->resize(8);
-}
-
-WeightResolver Resolver(const GgufFile& f) {
-  return [&f](const std::string& name) -> absl::StatusOr<absl::Span<const uint8_t>> {
-    const GgufTensorInfo* t = f.FindTensor(name);
-    if (t == nullptr) return absl::NotFoundError(name);
-    return f.TensorData(*t);
-  };
-}
-
 absl::StatusOr<compiler::Compiled> CompileCuda(const GgufFile& file, int tp) {
-  LowerOptions lo;
-  lo.all_logits = true;
-  lo.n_ctx = 256;
-  lo.max_tokens = 128;
-  absl::StatusOr<ir::Graph> g = LowerGguf(file, lo);
+  absl::StatusOr<ir::Graph> g = LowerGguf(file, testing_util::ReferenceLowerOptions());
   if (!g.ok()) return g.status();
   compiler::CompileOptions o;
   o.device = "cuda";
@@ -138,20 +82,12 @@ absl::StatusOr<compiler::Compiled> CompileCuda(const GgufFile& file, int tp) {
   return compiler::CompileGraph(*std::move(g), o);
 }
 
-double Sigma(const float* v, int64_t n) {
-  double mean = 0, var = 0;
-  for (int64_t i = 0; i < n; ++i) mean += v[i];
-  mean /= n;
-  for (int64_t i = 0; i < n; ++i) var += (v[i] - mean) * (v[i] - mean);
-  return std::sqrt(var / n);
-}
-
 class TpGpu : public ::testing::TestWithParam<TpCase> {};
 
 TEST_P(TpGpu, ShardedLogitsEqualTheUnshardedPlans) {
   const TpCase c = GetParam();
   if (absl::Status s = CudaDeviceAvailable(); !s.ok()) GTEST_SKIP() << "no usable CUDA GPU: " << s.message();
-  const fs::path path = ModelPath(c.model);
+  const fs::path path = ReferenceModelPath(c.model);
   if (!fs::exists(path)) GTEST_SKIP() << "../shared absent: " << path;
   if (c.nccl) {
     const int count = CudaDeviceCount();
@@ -161,7 +97,7 @@ TEST_P(TpGpu, ShardedLogitsEqualTheUnshardedPlans) {
   absl::StatusOr<std::unique_ptr<GgufFile>> file = GgufFile::Open(path.string());
   ASSERT_TRUE(file.ok()) << file.status();
   std::vector<int32_t> prompt, gen;
-  Tokens(c.model, &prompt, &gen);
+  ReferenceTokens(c.model, &prompt, &gen);
 
   absl::StatusOr<compiler::Compiled> whole = CompileCuda(**file, 1);
   ASSERT_TRUE(whole.ok()) << whole.status();
@@ -174,12 +110,12 @@ TEST_P(TpGpu, ShardedLogitsEqualTheUnshardedPlans) {
   }
 
   absl::StatusOr<std::unique_ptr<CudaExecutor>> a =
-      CudaExecutor::Create(compiler::ToProgram(*whole), Resolver(**file));
+      CudaExecutor::Create(compiler::ToProgram(*whole), GgufResolver(**file));
   ASSERT_TRUE(a.ok()) << a.status();
   TpCudaOptions to;
   to.share_one_gpu = !c.nccl;
   absl::StatusOr<std::unique_ptr<TpCudaExecutor>> b =
-      TpCudaExecutor::Create(compiler::ToProgram(*sharded), Resolver(**file), to);
+      TpCudaExecutor::Create(compiler::ToProgram(*sharded), GgufResolver(**file), to);
   ASSERT_TRUE(b.ok()) << b.status();
   EXPECT_EQ((*b)->ranks(), c.tp);
   EXPECT_THAT((*b)->Describe(), ::testing::HasSubstr(c.nccl ? "NCCL" : "sharing GPU"));
@@ -198,7 +134,7 @@ TEST_P(TpGpu, ShardedLogitsEqualTheUnshardedPlans) {
       }
       differing += max_abs != 0;
       ++positions;
-      worst = std::max(worst, max_abs / std::max(Sigma(u, V), 1e-6));
+      worst = std::max(worst, max_abs / std::max(LogitSigma(u, V), 1e-6));
     }
   };
   absl::StatusOr<absl::Span<const float>> la = (*a)->Step(prompt, 0);
@@ -253,7 +189,7 @@ TEST(TpGpuRun, GreedyTokensAndRefusals) {
   absl::StatusOr<compiler::Compiled> sharded = compile(2);
   ASSERT_TRUE(sharded.ok()) << sharded.status();
   absl::StatusOr<std::unique_ptr<CudaExecutor>> alone =
-      CudaExecutor::Create(compiler::ToProgram(*sharded), Resolver(**file));
+      CudaExecutor::Create(compiler::ToProgram(*sharded), GgufResolver(**file));
   ASSERT_FALSE(alone.ok());
   EXPECT_THAT(std::string(alone.status().message()), ::testing::HasSubstr("sharded for 2 tensor-parallel ranks"));
 
@@ -261,12 +197,12 @@ TEST(TpGpuRun, GreedyTokensAndRefusals) {
   absl::StatusOr<compiler::Compiled> whole = compile(1);
   ASSERT_TRUE(whole.ok()) << whole.status();
   absl::StatusOr<std::unique_ptr<CudaExecutor>> a =
-      CudaExecutor::Create(compiler::ToProgram(*whole), Resolver(**file));
+      CudaExecutor::Create(compiler::ToProgram(*whole), GgufResolver(**file));
   ASSERT_TRUE(a.ok()) << a.status();
   TpCudaOptions to;
   to.share_one_gpu = true;
   absl::StatusOr<std::unique_ptr<TpCudaExecutor>> b =
-      TpCudaExecutor::Create(compiler::ToProgram(*sharded), Resolver(**file), to);
+      TpCudaExecutor::Create(compiler::ToProgram(*sharded), GgufResolver(**file), to);
   ASSERT_TRUE(b.ok()) << b.status();
   ASSERT_TRUE((*a)->samples() && (*b)->samples());
   std::vector<int32_t> ta = {1, 403}, tb = {1, 403};
