@@ -105,6 +105,12 @@ enum class LaunchKind : uint8_t {
                   // device buffer dst (src is kNone)
 };
 
+// Whether a launch is the host's work or a transfer to or from it (a split
+// plan's), rather than the GPU's own.
+inline bool IsHostSide(LaunchKind k) {
+  return k == LaunchKind::kHost || k == LaunchKind::kToHost || k == LaunchKind::kFromHost;
+}
+
 // Which runs of a step include a launch. A persistent decode kernel
 // (codegen/kernels/persistent.h) replaces the op-by-op launches of its steps;
 // those stay in the table for runs that need one launch per op (--verify,

@@ -86,6 +86,45 @@ struct CudaExecutor::Impl {
     return absl::OkStatus();
   }
 
+  // A paged step's inputs against the table's shape (the GPU's kernels
+  // trust them).
+  absl::Status CheckBatch(const BatchInputs& in) const {
+    const dispatch::Table& t = table;
+    const int64_t T = static_cast<int64_t>(in.tokens.size());
+    if (in.positions.size() != in.tokens.size() || in.seq_ids.size() != in.tokens.size() ||
+        static_cast<int64_t>(in.block_table.size()) != t.n_seq * t.max_blocks) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "StepBatch: ", T, " tokens, ", in.positions.size(), " positions, ", in.seq_ids.size(),
+          " sequence ids and a block table of ", in.block_table.size(), " entries (the plan's: ",
+          t.n_seq * t.max_blocks, ")"));
+    }
+    const int64_t n_blocks = t.n_ctx / t.block_size;
+    for (int64_t i = 0; i < T; ++i) {
+      if (in.tokens[i] < 0 || in.tokens[i] >= t.n_vocab) {
+        return absl::InvalidArgumentError(absl::StrCat("StepBatch: token id ", in.tokens[i], " at index ",
+                                                       i, " is outside the vocabulary [0, ", t.n_vocab, ")"));
+      }
+      const int64_t s = in.seq_ids[i], p = in.positions[i];
+      if (s < 0 || s >= t.n_seq) {
+        return absl::OutOfRangeError(absl::StrCat("StepBatch: sequence id ", s, " at index ", i,
+                                                  " is outside [0, ", t.n_seq, ")"));
+      }
+      if (p < 0 || p / t.block_size >= t.max_blocks) {
+        return absl::OutOfRangeError(absl::StrCat("StepBatch: position ", p, " at index ", i,
+                                                  " is outside a sequence's ", t.max_blocks, " blocks of ",
+                                                  t.block_size));
+      }
+      for (int64_t b = 0; b <= p / t.block_size; ++b) {
+        const int32_t blk = in.block_table[s * t.max_blocks + b];
+        if (blk < 0 || blk >= n_blocks) {
+          return absl::OutOfRangeError(absl::StrCat("StepBatch: sequence ", s, " block ", b, " is ", blk,
+                                                    ", outside the cache's ", n_blocks, " blocks"));
+        }
+      }
+    }
+    return absl::OkStatus();
+  }
+
   // The step's inputs in pinned memory: ids, positions and, for a plan that
   // samples, the draw's parameters (greedy unless a draw is given).
   void FillIo(absl::Span<const int32_t> toks, int32_t pos0, const SampleDraw& draw = SampleDraw{}) {
@@ -196,10 +235,7 @@ absl::StatusOr<std::unique_ptr<CudaExecutor>> CudaExecutor::Create(const Program
     // the ops the table hands to the host, on memory of its own.
     for (size_t i = 0; i < m.table.launches.size(); ++i) {
       const dispatch::Launch& l = m.table.launches[i];
-      if (l.kind != dispatch::LaunchKind::kHost && l.kind != dispatch::LaunchKind::kToHost &&
-          l.kind != dispatch::LaunchKind::kFromHost) {
-        continue;
-      }
+      if (!dispatch::IsHostSide(l.kind)) continue;
       const bool in_range = l.op >= 0 && l.op < static_cast<int32_t>(m.graph.ops().size());
       const ir::Op* op = in_range ? &m.graph.ops()[l.op] : nullptr;
       bool ok = op != nullptr;
@@ -257,61 +293,20 @@ absl::StatusOr<absl::Span<const float>> CudaExecutor::StepBatch(const BatchInput
         "StepBatch: the plan is not paged (compile it with a sequence count for continuous batching)");
   }
   const int64_t T = static_cast<int64_t>(in.tokens.size());
-  if (!gpu_paged) {
-    if (T < 1 || T > t.max_tokens) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("StepBatch: ", T, " tokens; a step takes 1..", t.max_tokens, " (max_tokens)"));
-    }
-    VB_RETURN_IF_ERROR(m.host->BeginBatch(in));  // its checks
-    int32_t* io = m.mem->io_host();
-    std::copy(in.tokens.begin(), in.tokens.end(), io);
-    std::copy(in.positions.begin(), in.positions.end(), io + t.max_tokens);
-    VB_RETURN_IF_ERROR(m.launcher->RunStep(T));
-    VB_CUDA(cudaStreamSynchronize(m.stream), "CUDA backend: step (set VIBRANT_CUDA_SYNC=1 to name the failing op)");
-    if (t.logits.region == dispatch::Region::kNone) return m.host->StepLogits();
-    return absl::Span<const float>(m.mem->logits_host(), t.logits_elems.Eval(T));
-  }
   if (T < 1 || T > t.max_tokens) {
     return absl::InvalidArgumentError(
         absl::StrCat("StepBatch: ", T, " tokens; a step takes 1..", t.max_tokens, " (max_tokens)"));
   }
-  if (in.positions.size() != in.tokens.size() || in.seq_ids.size() != in.tokens.size() ||
-      static_cast<int64_t>(in.block_table.size()) != t.n_seq * t.max_blocks) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "StepBatch: ", T, " tokens, ", in.positions.size(), " positions, ", in.seq_ids.size(),
-        " sequence ids and a block table of ", in.block_table.size(), " entries (the plan's: ",
-        t.n_seq * t.max_blocks, ")"));
-  }
-  const int64_t n_blocks = t.n_ctx / t.block_size;
-  for (int64_t i = 0; i < T; ++i) {
-    if (in.tokens[i] < 0 || in.tokens[i] >= t.n_vocab) {
-      return absl::InvalidArgumentError(absl::StrCat("StepBatch: token id ", in.tokens[i], " at index ",
-                                                     i, " is outside the vocabulary [0, ", t.n_vocab, ")"));
-    }
-    const int64_t s = in.seq_ids[i], p = in.positions[i];
-    if (s < 0 || s >= t.n_seq) {
-      return absl::OutOfRangeError(absl::StrCat("StepBatch: sequence id ", s, " at index ", i,
-                                                " is outside [0, ", t.n_seq, ")"));
-    }
-    if (p < 0 || p / t.block_size >= t.max_blocks) {
-      return absl::OutOfRangeError(absl::StrCat("StepBatch: position ", p, " at index ", i,
-                                                " is outside a sequence's ", t.max_blocks, " blocks of ",
-                                                t.block_size));
-    }
-    for (int64_t b = 0; b <= p / t.block_size; ++b) {
-      const int32_t blk = in.block_table[s * t.max_blocks + b];
-      if (blk < 0 || blk >= n_blocks) {
-        return absl::OutOfRangeError(absl::StrCat("StepBatch: sequence ", s, " block ", b, " is ", blk,
-                                                  ", outside the cache's ", n_blocks, " blocks"));
-      }
-    }
-  }
+  if (gpu_paged) VB_RETURN_IF_ERROR(m.CheckBatch(in));
+  // The host's side checks what it reads (a split plan).
+  if (m.host != nullptr) VB_RETURN_IF_ERROR(m.host->BeginBatch(in));
   int32_t* io = m.mem->io_host();
   std::copy(in.tokens.begin(), in.tokens.end(), io);
   std::copy(in.positions.begin(), in.positions.end(), io + t.max_tokens);
-  std::copy(in.seq_ids.begin(), in.seq_ids.end(), m.mem->seq_ids_host());
-  std::copy(in.block_table.begin(), in.block_table.end(), m.mem->block_table_host());
-  if (m.host != nullptr) VB_RETURN_IF_ERROR(m.host->BeginBatch(in));
+  if (gpu_paged) {
+    std::copy(in.seq_ids.begin(), in.seq_ids.end(), m.mem->seq_ids_host());
+    std::copy(in.block_table.begin(), in.block_table.end(), m.mem->block_table_host());
+  }
   VB_RETURN_IF_ERROR(m.launcher->RunStep(T));
   VB_CUDA(cudaStreamSynchronize(m.stream), "CUDA backend: step (set VIBRANT_CUDA_SYNC=1 to name the failing op)");
   if (t.logits.region == dispatch::Region::kNone && m.host != nullptr) return m.host->StepLogits();
@@ -484,8 +479,7 @@ absl::StatusOr<int> CudaExecutor::KernelLaunchesPerStep(int64_t tokens) const {
   }
   int n = 0;
   for (const dispatch::Launch* l : dispatch::LaunchesFor(impl_->table, tokens, /*per_op=*/true)) {
-    n += l->kind != dispatch::LaunchKind::kCopy && l->kind != dispatch::LaunchKind::kHost &&
-         l->kind != dispatch::LaunchKind::kToHost && l->kind != dispatch::LaunchKind::kFromHost;
+    n += l->kind != dispatch::LaunchKind::kCopy && !dispatch::IsHostSide(l->kind);
   }
   return n;
 }
@@ -497,8 +491,7 @@ absl::StatusOr<int> CudaExecutor::LaunchesEnqueuedPerStep(int64_t tokens) const 
   }
   int n = 0;
   for (const dispatch::Launch* l : dispatch::LaunchesFor(impl_->table, tokens)) {
-    n += l->kind != dispatch::LaunchKind::kCopy && l->kind != dispatch::LaunchKind::kHost &&
-         l->kind != dispatch::LaunchKind::kToHost && l->kind != dispatch::LaunchKind::kFromHost;
+    n += l->kind != dispatch::LaunchKind::kCopy && !dispatch::IsHostSide(l->kind);
   }
   return n;
 }

@@ -57,8 +57,7 @@ Launcher::~Launcher() {
 
 absl::Status Launcher::Enqueue(const Launch& l, int64_t T) {
   const std::string what = absl::StrCat(l.name, " for op ", OpDesc(graph_, l.op));
-  const bool host_side =
-      l.kind == LaunchKind::kHost || l.kind == LaunchKind::kToHost || l.kind == LaunchKind::kFromHost;
+  const bool host_side = dispatch::IsHostSide(l.kind);
   if (host_side && host_ == nullptr) return absl::InternalError(absl::StrCat("CUDA backend: ", what, " without a host side"));
   gpu_pending_ |= !host_side;
   switch (l.kind) {

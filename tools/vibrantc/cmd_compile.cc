@@ -358,7 +358,7 @@ void PrintPassReport(const compiler::Compiled& r) {
         gemms += l->kind == dispatch::LaunchKind::kGemm;
         copies += l->kind == dispatch::LaunchKind::kCopy;
         host += l->kind == dispatch::LaunchKind::kHost;
-        transfers += l->kind == dispatch::LaunchKind::kToHost || l->kind == dispatch::LaunchKind::kFromHost;
+        transfers += dispatch::IsHostSide(l->kind) && l->kind != dispatch::LaunchKind::kHost;
       }
       return absl::StrCat(kernels, " kernels", gemms ? absl::StrCat(" + ", gemms, " cuBLASLt GEMMs") : "",
                           copies ? absl::StrCat(" + ", copies, " device copies") : "",
