@@ -195,9 +195,18 @@ TEST_F(CApiTest, ErrorsAreStatusesWithMessages) {
   EXPECT_EQ(vb_model_load(VIBRANT_SOURCE_DIR "/tests", nullptr, &m), VB_ERROR_INVALID_ARGUMENT);
   EXPECT_THAT(vb_last_error(), HasSubstr("is a directory"));
   vb_model_params mp = vb_model_default_params();
+  EXPECT_EQ(mp.n_gpu_layers, -1);
   mp.device = "tpu";
   EXPECT_EQ(vb_model_load(kModel, &mp, &m), VB_ERROR_INVALID_ARGUMENT);
   EXPECT_THAT(vb_last_error(), HasSubstr("auto, cpu or cuda"));
+  // n_gpu_layers 0 is the CPU, whatever the device says (llama.cpp's -ngl 0).
+  mp.device = "auto";
+  mp.n_gpu_layers = 0;
+  mp.use_plan_cache = false;
+  ASSERT_EQ(vb_model_load(kModel, &mp, &m), VB_OK) << vb_last_error();
+  EXPECT_STREQ(vb_model_device(m), "cpu");
+  vb_model_free(m);
+  m = nullptr;
   EXPECT_EQ(vb_model_load(nullptr, nullptr, &m), VB_ERROR_INVALID_ARGUMENT);
   EXPECT_THAT(std::string(vb_version()), HasSubstr("git "));
 
