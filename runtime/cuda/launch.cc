@@ -56,15 +56,22 @@ Launcher::~Launcher() {
 }
 
 absl::Status Launcher::Enqueue(const Launch& l, int64_t T) {
-  const std::string what = absl::StrCat(l.name, " for op ", OpDesc(graph_, l.op));
+  // The launch's name for errors, made only when one happens (this runs for
+  // every launch of every step that is not a CUDA graph replay).
+  auto what = [&] { return absl::StrCat(l.name, " for op ", OpDesc(graph_, l.op)); };
+  auto named = [&](cudaError_t e, const char* prefix) {
+    return e == cudaSuccess ? absl::OkStatus() : CudaStatus(e, absl::StrCat(prefix, what()));
+  };
   const bool host_side = dispatch::IsHostSide(l.kind);
-  if (host_side && host_ == nullptr) return absl::InternalError(absl::StrCat("CUDA backend: ", what, " without a host side"));
+  if (host_side && host_ == nullptr) {
+    return absl::InternalError(absl::StrCat("CUDA backend: ", what(), " without a host side"));
+  }
   gpu_pending_ |= !host_side;
   switch (l.kind) {
     case LaunchKind::kHost:
       // The host's op reads what the GPU made before it: wait for the stream.
       if (gpu_pending_) {
-        VB_CUDA(cudaStreamSynchronize(stream_), absl::StrCat("CUDA backend: the GPU's work before ", what));
+        VB_RETURN_IF_ERROR(named(cudaStreamSynchronize(stream_), "CUDA backend: the GPU's work before "));
         gpu_pending_ = false;
       }
       return host_->RunOp(l.op);
@@ -73,20 +80,19 @@ absl::Status Launcher::Enqueue(const Launch& l, int64_t T) {
       const ir::Op& op = graph_.ops()[l.op];  // a copy (checked at load)
       const bool to_host = l.kind == LaunchKind::kToHost;
       uint8_t* h = host_->ValueData(to_host ? op.outputs[0] : op.inputs[0]);
-      if (h == nullptr) return absl::InternalError(absl::StrCat("CUDA backend: ", what, ": no host buffer"));
+      if (h == nullptr) return absl::InternalError(absl::StrCat("CUDA backend: ", what(), ": no host buffer"));
       gpu_pending_ = true;  // a device-to-host copy is the GPU's until the stream is waited for
       // From pageable memory the copy returns once the bytes are staged, so
       // the host may overwrite its buffer afterwards.
-      return CudaStatus(to_host ? cudaMemcpyAsync(h, mem_.Address(l.src, T), static_cast<size_t>(l.bytes.Eval(T)),
-                                                  cudaMemcpyDeviceToHost, stream_)
-                                : cudaMemcpyAsync(mem_.Address(l.dst, T), h, static_cast<size_t>(l.bytes.Eval(T)),
-                                                  cudaMemcpyHostToDevice, stream_),
-                        absl::StrCat("CUDA backend: ", what));
+      const size_t bytes = static_cast<size_t>(l.bytes.Eval(T));
+      return named(to_host ? cudaMemcpyAsync(h, mem_.Address(l.src, T), bytes, cudaMemcpyDeviceToHost, stream_)
+                           : cudaMemcpyAsync(mem_.Address(l.dst, T), h, bytes, cudaMemcpyHostToDevice, stream_),
+                   "CUDA backend: ");
     }
     case LaunchKind::kCopy:
-      return CudaStatus(cudaMemcpyAsync(mem_.Address(l.dst, T), mem_.Address(l.src, T),
-                                        static_cast<size_t>(l.bytes.Eval(T)), cudaMemcpyDeviceToDevice, stream_),
-                        absl::StrCat("CUDA backend: ", what));
+      return named(cudaMemcpyAsync(mem_.Address(l.dst, T), mem_.Address(l.src, T),
+                                   static_cast<size_t>(l.bytes.Eval(T)), cudaMemcpyDeviceToDevice, stream_),
+                   "CUDA backend: ");
     case LaunchKind::kGemm: {
       if (gemm_ == nullptr) return absl::InternalError("CUDA backend: a GEMM launch without cuBLASLt");
       GemmShape s;
@@ -100,14 +106,14 @@ absl::Status Launcher::Enqueue(const Launch& l, int64_t T) {
       ++gemm_calls_;
       absl::Status st = gemm_->Run(s, mem_.Address(l.a, T), mem_.Address(l.b, T), nullptr,
                                    static_cast<float*>(mem_.Address(l.out, T)), stream_);
-      if (!st.ok()) return absl::Status(st.code(), absl::StrCat("CUDA backend: ", what, ": ", st.message()));
+      if (!st.ok()) return absl::Status(st.code(), absl::StrCat("CUDA backend: ", what(), ": ", st.message()));
       return absl::OkStatus();
     }
     case LaunchKind::kAllReduce:
     case LaunchKind::kAllGather: {
       if (collectives_ == nullptr) {
         return absl::FailedPreconditionError(absl::StrCat(
-            "CUDA backend: ", what, ": a tensor-parallel plan (", table_.tp_ranks,
+            "CUDA backend: ", what(), ": a tensor-parallel plan (", table_.tp_ranks,
             " ranks) runs through its ranks' executor (runtime/cuda/tp_executor.h), not alone"));
       }
       ++enqueued_;
@@ -125,7 +131,7 @@ absl::Status Launcher::Enqueue(const Launch& l, int64_t T) {
                                      static_cast<float*>(mem_.Address(l.dst, T)),
                                      static_cast<float*>(mem_.Address(l.a, T)), stream_);
       }
-      if (!st.ok()) return absl::Status(st.code(), absl::StrCat("CUDA backend: ", what, ": ", st.message()));
+      if (!st.ok()) return absl::Status(st.code(), absl::StrCat("CUDA backend: ", what(), ": ", st.message()));
       return absl::OkStatus();
     }
     case LaunchKind::kKernel:
@@ -175,10 +181,9 @@ absl::Status Launcher::Enqueue(const Launch& l, int64_t T) {
     cfg.stream = stream_;
     cfg.attrs = attr;
     cfg.numAttrs = 1;
-    return CudaStatus(cudaLaunchKernelExC(&cfg, fn, argp.data()), absl::StrCat("CUDA backend: launching ", what));
+    return named(cudaLaunchKernelExC(&cfg, fn, argp.data()), "CUDA backend: launching ");
   }
-  return CudaStatus(cudaLaunchKernel(fn, grid, block, argp.data(), l.smem, stream_),
-                    absl::StrCat("CUDA backend: launching ", what));
+  return named(cudaLaunchKernel(fn, grid, block, argp.data(), l.smem, stream_), "CUDA backend: launching ");
 }
 
 absl::Status Launcher::EnqueueInputs(int64_t T) {
