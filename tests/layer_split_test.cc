@@ -249,7 +249,33 @@ TEST(LayerSplit, HostOnlyExecutorMatchesTheWholeGraphUpToTheBoundary) {
     absl::StatusOr<std::unique_ptr<CpuExecutor>> whole = CpuExecutor::Create(g, GgufResolver(**file), whole_opts);
     ASSERT_TRUE(whole.ok()) << whole.status();
     EXPECT_LT((*host)->ops_run_here(), static_cast<int64_t>(g.ops().size()));
-    // The GPU's ops, and whole steps, are refused in host-only mode.
+    // A crafted graph whose host op reads a value the GPU holds is refused
+  // (host-only mode gives that value no memory).
+  if (m == "stories260K") {
+    // The head reads the host's copy of the last layer's output: make it
+    // read the GPU's instead.
+    ir::Graph bad = g;
+    ir::ValueId gpu_side = -1, host_side = -1;
+    for (const ir::Op& op : g.ops()) {
+      if (op.kind == ir::OpKind::kCopy && g.value(op.inputs[0]).device == ir::Device::kCuda &&
+          g.value(op.outputs[0]).storage != ir::Storage::kOutput) {
+        gpu_side = op.inputs[0];
+        host_side = op.outputs[0];
+      }
+    }
+    ASSERT_GE(gpu_side, 0);
+    for (ir::Op& op : bad.mutable_ops()) {
+      if (op.device != ir::Device::kCpu) continue;
+      for (ir::ValueId& in : op.inputs) {
+        if (in == host_side) in = gpu_side;
+      }
+    }
+    bad.Reindex();
+    absl::StatusOr<std::unique_ptr<CpuExecutor>> refused = CpuExecutor::Create(bad, GgufResolver(**file), host_opts);
+    ASSERT_FALSE(refused.ok());
+    EXPECT_THAT(std::string(refused.status().message()), HasSubstr("runs on the host but touches"));
+  }
+  // The GPU's ops, and whole steps, are refused in host-only mode.
     EXPECT_FALSE((*host)->RunOp(boundary).ok());
     EXPECT_FALSE((*host)->Step({1, 2}, 0).ok());
 

@@ -1160,6 +1160,23 @@ absl::Status CpuExecutor::Impl::Init(WeightResolver& weights, const CpuExecutorO
   for (const Op& op : g.ops()) {
     if (absl::Status s = CheckOp(g, op, /*in_body=*/false); !s.ok()) return s;
   }
+  // The host's part of a split plan holds only the cpu's values: its ops
+  // must read and write nothing else (the copies between the devices are
+  // the accelerator's).
+  if (host_only) {
+    for (size_t i = 0; i < g.ops().size(); ++i) {
+      const Op& op = g.ops()[i];
+      if (!RunsHere(op)) continue;
+      for (const std::vector<ValueId>* vs : {&op.inputs, &op.outputs}) {
+        for (ValueId v : *vs) {
+          if (g.value(v).device == ir::Device::kCpu) continue;
+          return absl::InvalidArgumentError(absl::StrCat(
+              "CPU backend: op #", i, " (", std::string(ir::OpName(op.kind)), ") runs on the host but touches ",
+              ValueDesc(g, v), ", which lives on the ", std::string(ir::DeviceName(g.value(v).device))));
+        }
+      }
+    }
+  }
   // The kernels each op runs with, as the compiler chose them (Op::kernels,
   // select-kernels with the CPU target).
   for (const Op& op : g.ops()) {
