@@ -401,16 +401,22 @@ TEST_P(GpuConformance, QuantizedGemmPrefillMatchesCublasLtAndTheCpu) {
   auto q = (*mmq)->Step(tokens, 0);
   ASSERT_TRUE(q.ok()) << q.status();
   ASSERT_EQ(q->size(), av.size());
+  // MoE: a router near-tie may pick another expert than the CPU's (the
+  // same allowance as the decode comparison above, kMoeOutlierRows).
+  const bool moe = model.find("moe") != std::string::npos;
   double worst_lt = 0, worst_cpu = 0;
+  int over_cpu = 0;
   for (size_t r = 0; r * n_vocab < av.size(); ++r) {
     const double sigma = std::max(Sigma(av.data() + r * n_vocab, n_vocab), 1e-6);
     const double e_lt = MaxAbsDiff(q->data() + r * n_vocab, bv.data() + r * n_vocab, n_vocab) / sigma;
     const double e_cpu = MaxAbsDiff(q->data() + r * n_vocab, av.data() + r * n_vocab, n_vocab) / sigma;
     worst_lt = std::max(worst_lt, e_lt);
     worst_cpu = std::max(worst_cpu, e_cpu);
+    if (e_cpu > kGpuInt8VsCpuTolerance) ++over_cpu;
     EXPECT_LE(e_lt, kMmqVsCublasLtTolerance) << "row " << r << " vs cuBLASLt";
-    EXPECT_LE(e_cpu, kGpuInt8VsCpuTolerance) << "row " << r << " vs the CPU";
+    EXPECT_LE(e_cpu, moe ? kMoeOutlierMax : kGpuInt8VsCpuTolerance) << "row " << r << " vs the CPU";
   }
+  EXPECT_LE(over_cpu, moe ? kMoeOutlierRows : 0) << "rows above " << kGpuInt8VsCpuTolerance << " vs the CPU";
   std::printf("[ MEASURED ] %s: quantized GEMM prefill (100 tokens, %d vb_mmq launches): max normalized logit "
               "error %.3g vs cuBLASLt, %.3g vs the CPU\n",
               model.c_str(), mmq_launches, worst_lt, worst_cpu);

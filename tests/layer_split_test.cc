@@ -400,6 +400,13 @@ TEST(LayerSplitGpuPaged, TwoSequencesStayWithinTheGpuBoundOfTheCpuPlan) {
   absl::StatusOr<compiler::Compiled> split = compile("cuda", 1);
   ASSERT_TRUE(split.ok()) << split.status();
   EXPECT_NE(split->dispatch_table->seq_ids.region, dispatch::Region::kNone) << "the GPU's layer is paged";
+  {  // The host's side loads (its paged ops read the graph's own slots and table; the GPU's, their copies).
+    CpuExecutorOptions ho;
+    ho.host_ops_only = true;
+    ho.threads = 1;
+    absl::StatusOr<std::unique_ptr<CpuExecutor>> host = CpuExecutor::Create(split->graph, GgufResolver(**file), ho);
+    ASSERT_TRUE(host.ok()) << host.status();
+  }
   if (absl::Status st = CudaDeviceAvailable(); !st.ok()) GTEST_SKIP() << "no usable CUDA GPU: " << st.message();
   absl::StatusOr<std::unique_ptr<CpuExecutor>> ref = CpuExecutor::Create(cpu->graph, GgufResolver(**file));
   ASSERT_TRUE(ref.ok()) << ref.status();

@@ -1133,8 +1133,10 @@ absl::Status CpuExecutor::Impl::Init(WeightResolver& weights, const CpuExecutorO
     return absl::InvalidArgumentError(
         "CPU backend: a paged graph has both inputs seq_ids and block_table");
   }
-  // Paged ops read exactly the graph's seq_ids and block_table.
+  // Paged ops read exactly the graph's seq_ids and block_table (the host's
+  // part of a split plan: its own; the GPU's ops read their copies).
   for (const Op& op : g.ops()) {
+    if (!RunsHere(op)) continue;
     const size_t first = op.kind == OpKind::kKvStore ? 3 : op.kind == OpKind::kAttention ? 4 : 0;
     if (first == 0 || op.inputs.size() == first) continue;
     if (op.inputs.size() != first + 2 || op.inputs[first] != seq_ids ||

@@ -349,11 +349,13 @@ absl::StatusOr<int32_t> CudaExecutor::StepSample(absl::Span<const int32_t> token
   VB_RETURN_IF_ERROR(m.launcher->RunStep(T, Launcher::Output::kToken));
   VB_CUDA(cudaStreamSynchronize(m.stream), "CUDA backend: step (set VIBRANT_CUDA_SYNC=1 to name the failing op)");
   if (m.table.token.region == dispatch::Region::kNone && m.host != nullptr) return m.host->StepToken();
+  // The sampler draws a column of the logits row (whether it is a token the
+  // model can read back is the next step's check).
   const int32_t id = *m.mem->token_host();
-  if (id < 0 || id >= m.table.n_vocab) {
+  if (id < 0 || id >= m.table.logits_elems.Eval(1)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "sampler: ", id < 0 ? "no finite logit (the model produced NaN or inf)"
-                            : absl::StrCat("the GPU sampler returned token ", id, ", outside the vocabulary")));
+                            : absl::StrCat("the GPU sampler returned token ", id, ", outside the logits row")));
   }
   return id;
 }

@@ -516,10 +516,10 @@ TEST_P(CudaMoe, RouterExpertsAndSumMatchCpu) {
   ValueId logits = Must(g.AddOp(OpKind::kMatMul, {x, W(g, "router", DType::kF32, {E, D})}, "router_logits"));
   ValueId ids = Must(g.AddOp(OpKind::kMoeTopK, {logits}, "ids", {{"k", int64_t{2}}}));
   ValueId wts = Must(g.AddOp(OpKind::kMoeWeights, {logits, ids}, "wts", {{"norm", int64_t{1}}}));
-  ValueId gate = Must(g.AddOp(OpKind::kMatMulId, {x, W(g, "gate", t, {E, F, D}), ids}, "gate"));
-  ValueId up = Must(g.AddOp(OpKind::kMatMulId, {x, W(g, "up", t, {E, F, D}), ids}, "up"));
+  ValueId gate = Must(g.AddOp(OpKind::kMatMulId, {x, W(g, "gate", t, {E, F, D}), ids}, "gate_out"));
+  ValueId up = Must(g.AddOp(OpKind::kMatMulId, {x, W(g, "up", t, {E, F, D}), ids}, "up_out"));
   ValueId act = Must(g.AddOp(OpKind::kMul, {Must(g.AddOp(OpKind::kSilu, {gate}, "silu")), up}, "act"));
-  ValueId down = Must(g.AddOp(OpKind::kMatMulId, {act, W(g, "down", DType::kQ8_0, {E, D, F}), ids}, "down"));
+  ValueId down = Must(g.AddOp(OpKind::kMatMulId, {act, W(g, "down", DType::kQ8_0, {E, D, F}), ids}, "down_out"));
   g.MarkOutput(Must(g.AddOp(OpKind::kMoeSum, {down, wts}, "logits")));
   Weights w;
   w.Add("embd", DType::kF32, V * D, 41, -1, 1);
