@@ -19,7 +19,7 @@ git log --oneline -1 | tee -a "$OUT/gpu.txt"
 t0=$(date +%s)
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DVIBRANT_BUILD_BENCH=OFF > "$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
 ninja -C build -j16 vibrantc vibrant-run vibrant-bench tp_gpu_test layer_split_test gpu_conformance_test gpu_cli_test \
-  cuda_executor_test cuda_sample_test cuda_mmq_gpu_test attention_gpu_test nccl_test cublaslt_test \
+  cuda_executor_test cuda_sample_test cuda_mmq_gpu_test attention_gpu_test nccl_test cublaslt_test vibrant_tp_probe \
   > "$OUT/build.log" 2>&1 || { grep -E "error" -A6 "$OUT/build.log" | head -60; exit 1; }
 echo "build: $(( $(date +%s) - t0 )) s"
 t0=$(date +%s)
