@@ -14,11 +14,7 @@ log=$OUT/models.txt
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee $log
 git log --oneline -1 | tee -a $log
 t0=$(date +%s)
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DVIBRANT_BUILD_TESTS=OFF -DVIBRANT_BUILD_BENCH=OFF > "$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
-ninja -C build -j16 vibrantc vibrant-bench > "$OUT/build.log" 2>&1 || { grep error -A5 "$OUT/build.log" | head -40; exit 1; }
-echo "build: $(( $(date +%s) - t0 )) s" | tee -a $log
-L=/tmp/llama.cpp-cuda-sm90
-[ -f .devpeers/llama.cpp-cuda-sm90.tar.xz ] && tar -xJf .devpeers/llama.cpp-cuda-sm90.tar.xz -C /tmp
+build_tools $log vibrantc vibrant-bench
 vc=build/tools/vibrantc/vibrantc; b=build/tools/vibrant-bench/vibrant-bench
 R=${REPS:-2}
 for preset in ${PRESETS:-qwen3-8b gemma3-4b qwen3-30b-a3b}; do

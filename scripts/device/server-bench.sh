@@ -13,11 +13,7 @@ log=$OUT/server-bench.txt
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee $log
 git log --oneline -1 | tee -a $log
 t0=$(date +%s)
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DVIBRANT_BUILD_TESTS=OFF -DVIBRANT_BUILD_BENCH=OFF > "$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
-ninja -C build -j16 vibrantc vibrant-batched-bench > "$OUT/build.log" 2>&1 || { grep error -A5 "$OUT/build.log" | head -40; exit 1; }
-echo "build: $(( $(date +%s) - t0 )) s" | tee -a $log
-L=/tmp/llama.cpp-cuda-sm90
-[ -f .devpeers/llama.cpp-cuda-sm90.tar.xz ] && tar -xJf .devpeers/llama.cpp-cuda-sm90.tar.xz -C /tmp
+build_tools $log vibrantc vibrant-batched-bench
 m=/tmp/qwen2.5-3b-q4_k_m.gguf
 build/tools/vibrantc/vibrantc synth --preset qwen2.5-3b --type q4_k_m -o $m > /dev/null 2>&1 || { echo "synth failed"; exit 1; }
 NPL=${NPL:-1,8,32,64}

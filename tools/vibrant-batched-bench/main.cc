@@ -236,9 +236,9 @@ absl::Status Run(const Args& a) {
           seq.clear();
           return l.status();
         };
-        const auto tp0 = Clock::now();
-        for (int64_t s = 0; s < (a.pps ? 1 : b); ++s) {
-          for (int64_t i = 0; i < pp; ++i) {
+        // Sequence s's prompt rows [from, pp), packed into steps as they fill.
+        auto prefill = [&](int64_t s, int64_t from) -> absl::Status {
+          for (int64_t i = from; i < pp; ++i) {
             toks.push_back(prompt[i]);
             pos.push_back(static_cast<int32_t>(i));
             seq.push_back(static_cast<int32_t>(s));
@@ -246,21 +246,18 @@ absl::Status Run(const Args& a) {
               if (absl::Status st = flush(); !st.ok()) return st;
             }
           }
+          return absl::OkStatus();
+        };
+        const auto tp0 = Clock::now();
+        for (int64_t s = 0; s < (a.pps ? 1 : b); ++s) {
+          if (absl::Status st = prefill(s, 0); !st.ok()) return st;
+        }
+        // -pps: the rows of the shared prompt's partial block, in each other
+        // sequence's own block.
+        for (int64_t s = 1; a.pps && s < b; ++s) {
+          if (absl::Status st = prefill(s, pp / a.block * a.block); !st.ok()) return st;
         }
         if (absl::Status st = flush(); !st.ok()) return st;
-        if (a.pps) {  // the rows of the shared prompt's partial block, in each other sequence's own block
-          for (int64_t s = 1; s < b; ++s) {
-            for (int64_t i = pp / a.block * a.block; i < pp; ++i) {
-              toks.push_back(prompt[i]);
-              pos.push_back(static_cast<int32_t>(i));
-              seq.push_back(static_cast<int32_t>(s));
-              if (static_cast<int64_t>(toks.size()) == co.lower.max_tokens) {
-                if (absl::Status st = flush(); !st.ok()) return st;
-              }
-            }
-          }
-          if (absl::Status st = flush(); !st.ok()) return st;
-        }
         const double t_pp = Seconds(Clock::now() - tp0);
         const auto tg0 = Clock::now();
         for (int64_t k = 0; k < tg; ++k) {
