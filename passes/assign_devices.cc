@@ -57,7 +57,9 @@ int64_t LayerInName(const std::string& name) {
   if (dot == std::string::npos) return -1;
   size_t i = dot + 1;
   int64_t n = 0;
-  for (; i < name.size() && name[i] >= '0' && name[i] <= '9' && n < (int64_t{1} << 40); ++i) n = n * 10 + (name[i] - '0');
+  for (; i < name.size() && name[i] >= '0' && name[i] <= '9' && n < (int64_t{1} << 40); ++i) {
+    n = n * 10 + (name[i] - '0');
+  }
   if (i == dot + 1 || (i < name.size() && name[i] != '_')) return -1;
   return n;
 }
@@ -116,8 +118,8 @@ absl::Status AssignGraphDevices(Graph& g, PassContext& ctx) {
     }
     const int64_t n_layer = *nl;
     if (ctx.gpu_layers > n_layer) {
-      note(absl::StrCat("assign-devices: --gpu-layers ", ctx.gpu_layers, " >= the ", n_layer,
-                        " layers + the output head: no split, the whole model on the GPU"));
+      note(absl::StrCat("assign-devices: --gpu-layers ", ctx.gpu_layers, " > the model's ", n_layer,
+                        " layers: no split, the whole model on the GPU"));
     } else {
       const int64_t first_gpu = n_layer - ctx.gpu_layers;
       note(absl::StrCat("assign-devices: --gpu-layers ", ctx.gpu_layers, " of ", n_layer, " layers: ",
@@ -141,8 +143,8 @@ absl::Status AssignGraphDevices(Graph& g, PassContext& ctx) {
         if (i < first_layered) {
           kept_on_cpu[i] = "-ngl: the input layer stays on the CPU";
         } else if (i > last_layered) {
-          kept_on_cpu[i] = absl::StrCat("-ngl ", ctx.gpu_layers, ": the output head joins the GPU only when -ngl > ",
-                                        n_layer, " layers");
+          kept_on_cpu[i] = absl::StrCat("-ngl ", ctx.gpu_layers, " <= ", n_layer,
+                                        " layers: the output head stays on the CPU");
         } else if (current < first_gpu) {
           kept_on_cpu[i] = absl::StrCat("-ngl ", ctx.gpu_layers, ": layer ", current, " stays on the CPU");
         }

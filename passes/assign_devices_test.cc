@@ -195,6 +195,62 @@ TEST(AssignDevicesTest, FullGpuModelHasTwoBoundaries) {
   }
 }
 
+// -ngl N: the last N layers on CUDA; the embedding, the other layers and the
+// head on the CPU; one copy of the residual stream each way (and the
+// positions in); a KV cache with its layer. N > n_layer: no split. A graph
+// without n_layer cannot be split.
+TEST(AssignDevicesTest, GpuLayersSplitsAtTheResidualStream) {
+  auto m = test_models::Stories260K();  // 5 layers
+  ASSERT_TRUE(m.ok()) << m.status();
+  for (int64_t ngl : {0, 1, 3, 5, 6}) {
+    absl::StatusOr<Graph> g = (*m)->Lower();
+    ASSERT_TRUE(g.ok()) << g.status();
+    PassContext ctx = Ctx(DevicePolicy::kCuda, CudaAllBut({}));
+    ctx.gpu_layers = ngl;
+    ctx.explain_devices = true;
+    ASSERT_TRUE(AssignGraphDevices(*g, ctx).ok()) << ngl;
+    ExpectConsistentPlacement(*g);
+    for (const Op& op : g->ops()) {
+      if (op.kind == OpKind::kCopy) continue;
+      const int64_t layer = OpLayer(*g, op);
+      const bool gpu = ngl > 5 || (layer >= 5 - ngl && layer >= 0 && !(op.kind == OpKind::kEmbedding));
+      EXPECT_EQ(op.device, gpu ? Device::kCuda : Device::kCpu)
+          << "-ngl " << ngl << ": " << ir::OpName(op.kind) << " " << g->value(op.outputs[0]).name << " (layer "
+          << layer << ")";
+    }
+    for (const ir::Value& v : g->values()) {
+      if (v.storage == Storage::kKvCache && v.producer < 0) {
+        EXPECT_EQ(v.device, ngl > 5 || ValueLayer(v) >= 5 - ngl ? Device::kCuda : Device::kCpu) << v.name;
+      }
+    }
+    std::vector<std::string> moves;
+    for (const Copy& c : Copies(*g)) moves.push_back(c.from + ">" + c.to);
+    if (ngl == 0) {
+      EXPECT_TRUE(moves.empty()) << ::testing::PrintToString(moves);
+    } else if (ngl <= 5) {
+      // The stream the GPU's first layer reads: the last CPU layer's output,
+      // or with every layer on the GPU the embedding's.
+      const std::string in = ngl == 5 ? "inp_embd" : "l_out." + std::to_string(4 - ngl);
+      std::vector<std::string> want = {"positions>positions.cuda", in + ">" + in + ".cuda", "l_out.4>l_out.4.cpu"};
+      std::sort(moves.begin(), moves.end());
+      std::sort(want.begin(), want.end());
+      EXPECT_EQ(moves, want) << "-ngl " << ngl;
+    } else {
+      EXPECT_EQ(moves.size(), 3u);  // tokens and positions in, logits out: the unsplit plan
+    }
+    bool noted = false;
+    for (const std::string& n : ctx.notes) noted |= n.find("--gpu-layers " + std::to_string(ngl)) != std::string::npos;
+    EXPECT_TRUE(noted) << ngl;
+  }
+  absl::StatusOr<Graph> g = (*m)->Lower();
+  ASSERT_TRUE(g.ok());
+  g->meta.erase("n_layer");
+  PassContext ctx = Ctx(DevicePolicy::kCuda, CudaAllBut({}));
+  ctx.gpu_layers = 2;
+  const absl::Status s = AssignGraphDevices(*g, ctx);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("needs the graph's layer count"));
+}
+
 // KV caches live in one place: when attention cannot run on CUDA, neither do
 // the kv_stores that fill its caches.
 TEST(AssignDevicesTest, OpsOfOneKvCacheShareADevice) {
