@@ -182,6 +182,20 @@ TEST(CompilerCuda, TensorParallelPlansCarryShardsAndCollectives) {
   bad = t;
   bad.tp_ranks = 65;
   EXPECT_THAT(std::string(dispatch::Validate(bad, "p").message()), HasSubstr("tp_ranks 65"));
+  // Sizes whose products overflow int64 are errors, not undefined behaviour
+  // (the plan fuzzer's finds, run under UBSan: tests/fuzz/seeds/plan/huge-logits-elems.plan).
+  bad = t;
+  bad.logits_elems = dispatch::TExpr::Const(int64_t{1} << 61);
+  EXPECT_THAT(std::string(dispatch::Validate(bad, "p").message()), HasSubstr("exceed the logits buffer"));
+  bad = t;
+  for (dispatch::Launch& l : bad.launches) {
+    if (l.kind == dispatch::LaunchKind::kAllGather) {
+      l.m = dispatch::TExpr::Const(INT32_MAX);
+      l.n = INT32_MAX;
+      break;
+    }
+  }
+  EXPECT_THAT(std::string(dispatch::Validate(bad, "p").message()), HasSubstr("exceeds its buffers"));
 }
 
 // Sampling in the step (passes/append_sample): on by default for cuda plans,

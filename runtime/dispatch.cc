@@ -514,8 +514,9 @@ absl::Status Validate(const Table& t, const std::string& where) {
   }
   if (!expr_ok(t.logits_elems)) return err("logits: invalid rule");
   for (int64_t T : {int64_t{1}, t.max_tokens}) {
+    // elems * 4 could overflow for a crafted rule: compare with extent / 4.
     if (t.logits_elems.Eval(T) < 0 ||
-        (t.logits.region != Region::kNone && t.logits_elems.Eval(T) * 4 > t.logits.extent.Eval(T))) {
+        (t.logits.region != Region::kNone && t.logits_elems.Eval(T) > t.logits.extent.Eval(T) / 4)) {
       return err(absl::StrCat("logits: ", t.logits_elems.Eval(T), " floats at T=", T,
                               " exceed the logits buffer"));
     }
@@ -571,8 +572,9 @@ absl::Status Validate(const Table& t, const std::string& where) {
         break;
       }
       case LaunchKind::kGemm: {
+        // Leading dimensions bounded too: the extents below multiply them.
         if (l.n < 1 || l.k < 1 || l.lda < l.k || l.ldb < l.k || l.ldo < l.n || l.n > INT32_MAX ||
-            l.k > INT32_MAX || !expr_ok(l.m)) {
+            l.k > INT32_MAX || l.lda > INT32_MAX || l.ldb > INT32_MAX || l.ldo > INT32_MAX || !expr_ok(l.m)) {
           return err(absl::StrCat(at, ": GEMM shape"));
         }
         for (int64_t T : {l.t_min, l.t_max}) {
@@ -646,13 +648,16 @@ absl::Status Validate(const Table& t, const std::string& where) {
           } else {
             if (!expr_ok(l.m) || l.n < 1 || l.n > INT32_MAX) return err(absl::StrCat(at, ": all_gather shape"));
             const int64_t m = l.m.Eval(T);
-            if (m < 0 || m > INT32_MAX || m * l.n * 4 > l.src.extent.Eval(T) ||
-                m * l.n * 4 * t.tp_ranks > l.dst.extent.Eval(T)) {
+            // m and n below 2^31 each: their product times 4 and the ranks
+            // would overflow int64, so it is compared in 128 bits.
+            const __int128 bytes = static_cast<__int128>(m) * l.n * 4;
+            if (m < 0 || m > INT32_MAX || bytes > l.src.extent.Eval(T) ||
+                bytes * t.tp_ranks > l.dst.extent.Eval(T)) {
               return err(absl::StrCat(at, ": all_gather of ", m, " x ", l.n, " exceeds its buffers at T=", T));
             }
             if (l.a.region != Region::kScratch) return err(absl::StrCat(at, ": all_gather needs scratch"));
             if (absl::Status s = check_buf(l.a, l.t_min, l.t_max, at + " scratch"); !s.ok()) return s;
-            if (m * l.n * 4 * t.tp_ranks > l.a.extent.Eval(T)) {
+            if (bytes * t.tp_ranks > l.a.extent.Eval(T)) {
               return err(absl::StrCat(at, ": all_gather scratch too small at T=", T));
             }
           }
